@@ -1,0 +1,40 @@
+"""atrous: the DeepLab family of semantic-segmentation models in PyTorch."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from atrous.errors import AtrousError
+from atrous.registry import list_backbones, list_models
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "AtrousError",
+    "Predictor",
+    "create_model",
+    "list_backbones",
+    "list_models",
+    "load_model",
+    "__version__",
+]
+
+# Heavier parts load on first use so `import atrous` stays quick.
+_LAZY = {
+    "create_model": "atrous.models",
+    "load_model": "atrous.engine.checkpoint",
+    "Predictor": "atrous.inference",
+}
+
+if TYPE_CHECKING:  # pragma: no cover
+    from atrous.engine.checkpoint import load_model
+    from atrous.inference import Predictor
+    from atrous.models import create_model
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'atrous' has no attribute {name!r}")

@@ -1,0 +1,40 @@
+"""The one error type atrous raises for bad input, and its specialisations.
+
+Every message names the offending value (file, option, size) and what is allowed,
+so the CLI can print it on one line and exit non-zero.
+"""
+
+from __future__ import annotations
+
+
+class AtrousError(Exception):
+    """Base class of every error atrous raises on purpose."""
+
+
+class ConfigError(AtrousError, ValueError):
+    """An option, model name or argument that is not allowed."""
+
+
+class InputError(AtrousError, ValueError):
+    """A tensor or array of the wrong shape, dtype or range."""
+
+
+class DataError(AtrousError):
+    """An unreadable, inconsistent or missing image, mask or dataset folder."""
+
+
+class CheckpointError(AtrousError):
+    """A checkpoint that cannot be read or belongs to another model."""
+
+
+class TrainingError(AtrousError):
+    """Training cannot continue (non-finite loss, interrupted state)."""
+
+
+def choices_message(kind: str, value: object, valid: object) -> str:
+    """Format "unknown <kind> 'value'; valid: a, b, c" for error messages."""
+    if isinstance(valid, (list, tuple, set, frozenset, dict)):
+        valid_text = ", ".join(str(v) for v in sorted(valid, key=str))
+    else:
+        valid_text = str(valid)
+    return f"unknown {kind} {value!r}; valid: {valid_text}"

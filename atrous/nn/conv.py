@@ -1,0 +1,59 @@
+"""Convolution blocks: conv → norm → activation, and the (atrous) depthwise-separable conv.
+
+``ConvNormAct`` is torchvision's ``Conv2dNormActivation`` (an ``nn.Sequential`` of
+conv ``0``, norm ``1``, activation ``2``), reused so that our parameter names match
+torchvision checkpoints key for key.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from torch import nn
+from torchvision.ops.misc import Conv2dNormActivation as ConvNormAct
+
+__all__ = ["ConvNormAct", "SeparableConv2d", "same_padding"]
+
+
+def same_padding(kernel_size: int, dilation: int = 1) -> int:
+    """Padding that keeps the size at stride 1: ``dilation · (k − 1) / 2``."""
+    return dilation * (kernel_size - 1) // 2
+
+
+class SeparableConv2d(nn.Sequential):
+    """Atrous depthwise-separable conv (DeepLab v3+ §3.1, MobileNet v1).
+
+    ``depthwise`` (k×k, one filter per channel, ``dilation`` = the atrous rate) →
+    norm → activation (when ``act_after_depthwise``) → ``pointwise`` 1×1 → norm →
+    activation. Aligned Xception and MobileNet put BN + ReLU after the depthwise conv;
+    the original Xception has no non-linearity inside (pass ``act_after_depthwise=False``).
+
+    Shapes: (N, in_channels, H, W) → (N, out_channels, ⌈H/stride⌉, ⌈W/stride⌉).
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int = 3,
+        *,
+        stride: int = 1,
+        dilation: int = 1,
+        norm_layer: Callable[..., nn.Module] | None = nn.BatchNorm2d,
+        activation_layer: Callable[..., nn.Module] | None = nn.ReLU,
+        act_after_depthwise: bool = True,
+    ) -> None:
+        super().__init__()
+        self.depthwise = ConvNormAct(
+            in_channels,
+            in_channels,
+            kernel_size,
+            stride=stride,
+            dilation=dilation,
+            groups=in_channels,
+            norm_layer=norm_layer,
+            activation_layer=activation_layer if act_after_depthwise else None,
+        )
+        self.pointwise = ConvNormAct(
+            in_channels, out_channels, 1, norm_layer=norm_layer, activation_layer=activation_layer
+        )

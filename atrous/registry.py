@@ -1,0 +1,93 @@
+"""Registries of models and backbones, and the checked call into their builders.
+
+Builders are plain functions with keyword-only options, registered with a decorator.
+``create_model`` rejects unknown names and unknown options with a message listing
+the valid ones (no catch-all ``**kwargs`` that swallow typos).
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from torch import nn
+
+from atrous.errors import ConfigError, choices_message
+
+Builder = TypeVar("Builder", bound=Callable[..., nn.Module])
+
+_MODELS: dict[str, Callable[..., nn.Module]] = {}
+_BACKBONES: dict[str, Callable[..., nn.Module]] = {}
+
+
+def _register(table: dict[str, Callable[..., nn.Module]], name: str) -> Callable[[Builder], Builder]:
+    def decorate(builder: Builder) -> Builder:
+        if name in table:
+            raise ValueError(f"{name!r} is registered twice")
+        table[name] = builder
+        return builder
+
+    return decorate
+
+
+def register_model(name: str) -> Callable[[Builder], Builder]:
+    """Decorator: register a segmentation-model builder under ``name``."""
+    return _register(_MODELS, name)
+
+
+def register_backbone(name: str) -> Callable[[Builder], Builder]:
+    """Decorator: register a backbone builder (``output_stride``, ``num_classes`` …)."""
+    return _register(_BACKBONES, name)
+
+
+def _ensure_loaded() -> None:
+    # Importing the packages runs their @register decorators.
+    import atrous.backbones  # noqa: F401
+    import atrous.models  # noqa: F401
+
+
+def list_models() -> list[str]:
+    """All registered segmentation model names, sorted."""
+    _ensure_loaded()
+    return sorted(_MODELS)
+
+
+def list_backbones() -> list[str]:
+    """All registered backbone names, sorted."""
+    _ensure_loaded()
+    return sorted(_BACKBONES)
+
+
+def valid_options(builder: Callable[..., Any]) -> list[str]:
+    """Names of the keyword options a builder accepts."""
+    return [
+        p.name
+        for p in inspect.signature(builder).parameters.values()
+        if p.kind in (inspect.Parameter.KEYWORD_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    ]
+
+
+def call_checked(kind: str, name: str, builder: Callable[..., nn.Module], options: dict[str, Any]) -> nn.Module:
+    """Call ``builder(**options)`` after checking every option name is accepted."""
+    accepted = valid_options(builder)
+    unknown = sorted(set(options) - set(accepted))
+    if unknown:
+        raise ConfigError(
+            f"unknown option(s) {', '.join(unknown)} for {kind} {name!r}; valid: {', '.join(accepted)}"
+        )
+    return builder(**options)
+
+
+def get_builder(kind: str, name: str) -> Callable[..., nn.Module]:
+    """The builder registered as ``name`` (kind "model" or "backbone")."""
+    _ensure_loaded()
+    table = _MODELS if kind == "model" else _BACKBONES
+    if name not in table:
+        raise ConfigError(choices_message(kind, name, table))
+    return table[name]
+
+
+def create_backbone(name: str, **options: Any) -> nn.Module:
+    """Build a registered backbone, e.g. ``create_backbone("resnet50", output_stride=16)``."""
+    return call_checked("backbone", name, get_builder("backbone", name), options)
