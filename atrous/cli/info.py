@@ -1,0 +1,114 @@
+"""``atrous info`` and ``atrous list``: parameters, MAdds, output stride, receptive field, feature shapes."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from typing import Any
+
+import torch
+
+from atrous.complexity import count_madds, count_params, receptive_field
+from atrous.errors import ConfigError, choices_message
+from atrous.registry import create_backbone, list_backbones, list_models
+
+
+def describe(name: str, *, size: tuple[int, int] = (512, 512), num_classes: int = 21, output_stride: int | None = None,
+             with_receptive_field: bool = True) -> dict[str, Any]:
+    """Facts about a model or backbone at one input size, as a JSON-ready dict.
+
+    For a backbone built with ``num_classes`` (its ImageNet classifier form), params and
+    MAdds are those of the classifier; ``features`` lists every level's (C, h, w).
+    """
+    from atrous.models import create_model
+
+    if name in list_models():
+        model = create_model(name, num_classes=num_classes, output_stride=output_stride)
+        backbone, forward, kind = model.backbone, model, "model"
+        rf_forward = lambda m, x: m.forward_low_res(x)  # noqa: E731 - logits before upsampling
+    elif name in list_backbones():
+        options: dict[str, Any] = {"num_classes": num_classes}
+        if output_stride is not None:
+            options["output_stride"] = output_stride
+        model = backbone = create_backbone(name, **options)
+        forward, kind = backbone.classify, "backbone"
+        rf_forward = lambda m, x: m(x)["out"]  # noqa: E731
+    else:
+        raise ConfigError(choices_message("model or backbone", name, list_models() + list_backbones()))
+    model.eval()
+    backbone.check_input(torch.zeros(1, 3, *size))
+    with torch.no_grad():
+        features = backbone(torch.zeros(1, 3, *size))
+    info: dict[str, Any] = {
+        "name": name,
+        "kind": kind,
+        "input_size": list(size),
+        "num_classes": num_classes,
+        "output_stride": backbone.output_stride,
+        "params": count_params(model),
+        "madds": count_madds(model, size, forward=forward),
+        "features": {
+            level: {"channels": int(t.shape[1]), "stride": backbone.feature_info[level].stride, "shape": list(t.shape[1:])}
+            for level, t in features.items()
+        },
+    }
+    if with_receptive_field:
+        info["receptive_field"] = receptive_field(model, forward=rf_forward)
+    return info
+
+
+def _human(n: int) -> str:
+    for unit, scale in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
+        if n >= scale:
+            return f"{n / scale:.2f} {unit}"
+    return str(n)
+
+
+def _print_table(info: dict[str, Any]) -> None:
+    rf = info.get("receptive_field", "-")
+    rows = [
+        ("model" if info["kind"] == "model" else "backbone", info["name"]),
+        ("input", "×".join(map(str, info["input_size"]))),
+        ("classes", info["num_classes"]),
+        ("parameters", f"{_human(info['params'])} ({info['params']:,})"),
+        ("MAdds", f"{_human(info['madds'])} ({info['madds']:,})"),
+        ("output stride", info["output_stride"]),
+        ("receptive field", "global (image pooling)" if rf is None else f"{rf} px"),
+    ]
+    width = max(len(k) for k, _ in rows)
+    for key, value in rows:
+        print(f"{key:<{width}}  {value}")
+    print("features:")
+    for level, f in info["features"].items():
+        print(f"  {level:<4} stride {f['stride']:>2}  {f['channels']:>5} × {f['shape'][1]} × {f['shape'][2]}")
+
+
+def run_info(args: argparse.Namespace) -> int:
+    size = tuple(args.size) if len(args.size) == 2 else (args.size[0], args.size[0])
+    info = describe(args.name, size=size, num_classes=args.num_classes, output_stride=args.output_stride,
+                    with_receptive_field=not args.no_receptive_field)
+    if args.json:
+        print(json.dumps(info))
+    else:
+        _print_table(info)
+    return 0
+
+
+def run_list(args: argparse.Namespace) -> int:
+    names = list_backbones() if args.backbones else list_models()
+    print("\n".join(names))
+    return 0
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    info = subparsers.add_parser("info", help="parameters, MAdds, output stride, receptive field and feature shapes of a model")
+    info.add_argument("name", help="model name (atrous list) or backbone name (atrous list --backbones)")
+    info.add_argument("--size", type=int, nargs="+", default=[512], metavar=("H", "W"), help="input size (default 512)")
+    info.add_argument("--num-classes", type=int, default=21, help="classes (default 21; 1000 for a backbone's ImageNet form)")
+    info.add_argument("--output-stride", type=int, default=None, help="8, 16 or 32 (default: the model's own)")
+    info.add_argument("--json", action="store_true", help="print one JSON object")
+    info.add_argument("--no-receptive-field", action="store_true", help="skip the receptive-field measurement (faster)")
+    info.set_defaults(func=run_info)
+    lister = subparsers.add_parser("list", help="print all model names")
+    lister.add_argument("--backbones", action="store_true", help="list backbones instead of models")
+    lister.set_defaults(func=run_list)

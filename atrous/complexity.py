@@ -1,0 +1,124 @@
+"""Model cost and geometry: parameters, multiply-adds and the theoretical receptive field.
+
+MAdds follow the MobileNet papers' convention: one multiply-add per weight per output
+position of every convolution and fully connected layer (norms, activations, pooling
+and resizing are not counted). Groups and dilation are accounted for.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable
+
+import torch
+from torch import nn
+
+__all__ = ["count_params", "count_madds", "receptive_field"]
+
+
+def count_params(module: nn.Module) -> int:
+    """Number of parameters (trainable or not) of ``module``."""
+    return sum(p.numel() for p in module.parameters())
+
+
+def _conv_madds(module: nn.Conv2d, output: torch.Tensor) -> int:
+    kh, kw = module.kernel_size
+    return output.numel() * (module.in_channels // module.groups) * kh * kw
+
+
+def _linear_madds(module: nn.Linear, output: torch.Tensor) -> int:
+    return output.numel() * module.in_features
+
+
+def count_madds(
+    module: nn.Module,
+    input_size: tuple[int, int],
+    *,
+    forward: Callable[[torch.Tensor], object] | None = None,
+) -> int:
+    """Multiply-adds of one forward pass on a (1, 3, H, W) input.
+
+    ``forward`` defaults to ``module`` itself; pass e.g. ``backbone.classify`` to count
+    another entry point of the same module.
+    """
+    total = 0
+
+    def hook(layer: nn.Module, _inputs: tuple, output: torch.Tensor) -> None:
+        nonlocal total
+        if isinstance(layer, nn.Conv2d):
+            total += _conv_madds(layer, output)
+        elif isinstance(layer, nn.Linear):
+            total += _linear_madds(layer, output)
+
+    handles = [m.register_forward_hook(hook) for m in module.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+    was_training = module.training
+    module.eval()
+    try:
+        with torch.no_grad():
+            (forward or module)(torch.zeros(1, 3, *input_size))
+    finally:
+        for handle in handles:
+            handle.remove()
+        module.train(was_training)
+    return total
+
+
+def _make_monotone(model: nn.Module) -> nn.Module:
+    """A copy in which every path from input to output has a positive gradient.
+
+    Convolutions get positive weights, norms become identities, max-pooling becomes
+    average pooling of the same geometry and activations become identities, so the
+    gradient of one output pixel is non-zero exactly on its theoretical receptive field.
+    """
+    model = copy.deepcopy(model).double().eval()
+    for name, child in list(model.named_modules()):
+        for attr, sub in list(child.named_children()):
+            if isinstance(sub, nn.MaxPool2d):
+                setattr(
+                    child,
+                    attr,
+                    nn.AvgPool2d(sub.kernel_size, sub.stride, sub.padding, ceil_mode=sub.ceil_mode, count_include_pad=False),
+                )
+            elif isinstance(sub, (nn.ReLU, nn.ReLU6, nn.Hardswish, nn.Hardsigmoid, nn.Sigmoid, nn.Dropout, nn.SiLU, nn.GELU)):
+                setattr(child, attr, nn.Identity())
+    for module in model.modules():
+        if isinstance(module, (nn.Conv2d, nn.Linear)):
+            nn.init.constant_(module.weight, 1.0 / module.weight[0].numel())
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.modules.batchnorm._BatchNorm):
+            module.reset_parameters()
+            module.running_mean.zero_()
+            module.running_var.fill_(1.0 - module.eps)
+    return model
+
+
+def receptive_field(
+    model: nn.Module,
+    *,
+    forward: Callable[[nn.Module, torch.Tensor], torch.Tensor] | None = None,
+    start_size: int = 257,
+    max_size: int = 2049,
+) -> int | None:
+    """Theoretical receptive field (pixels, along H) of one output position.
+
+    ``forward(model_copy, x)`` must return a (N, C, h, w) map (default: ``model_copy(x)``,
+    or its ``"out"`` entry when that is a dict). The field is measured as the support of
+    the gradient of the centre output position, on inputs grown until the support stops
+    touching the border. Returns ``None`` when the field is global (image pooling, or
+    still touching the border at ``max_size``).
+    """
+    monotone = _make_monotone(model)
+    size = start_size
+    while size <= max_size:
+        x = torch.zeros(1, 3, size, size, dtype=torch.float64, requires_grad=True)
+        out = forward(monotone, x) if forward else monotone(x)
+        if isinstance(out, dict):
+            out = out["out"]
+        h, w = out.shape[-2:]
+        out[0, :, h // 2, w // 2].sum().backward()
+        rows = torch.nonzero(x.grad[0].abs().sum(0).sum(1) > 0).flatten()
+        if len(rows) and rows[0] > 0 and rows[-1] < size - 1:
+            return int(rows[-1] - rows[0] + 1)
+        size = 2 * size - 1
+    return None

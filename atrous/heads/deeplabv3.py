@@ -1,0 +1,39 @@
+"""DeepLab v3 head: ASPP → 1×1 conv to the classes (§3.3 of the v3 paper).
+
+With ``refine_conv=True`` an extra 3×3 conv + BN + ReLU sits between ASPP and the
+classifier, as in torchvision's ``DeepLabHead`` (not in the paper); the layer indices
+(``0`` ASPP, ``1``–``3`` refine, last the classifier) match torchvision's so its
+checkpoints load with a prefix rename.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from torch import nn
+
+from atrous.heads.aspp import ASPP
+
+
+class DeepLabV3Head(nn.Sequential):
+    """(N, C_in, h, w) → (N, num_classes, h, w)."""
+
+    def __init__(
+        self,
+        in_channels: int,
+        num_classes: int,
+        rates: Sequence[int],
+        *,
+        channels: int = 256,
+        image_pool: bool = True,
+        separable: bool = False,
+        refine_conv: bool = False,
+        dropout: float = 0.1,
+    ) -> None:
+        layers: list[nn.Module] = [
+            ASPP(in_channels, channels, rates, image_pool=image_pool, separable=separable, dropout=dropout)
+        ]
+        if refine_conv:
+            layers += [nn.Conv2d(channels, channels, 3, padding=1, bias=False), nn.BatchNorm2d(channels), nn.ReLU(inplace=True)]
+        layers.append(nn.Conv2d(channels, num_classes, 1))
+        super().__init__(*layers)
