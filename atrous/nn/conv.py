@@ -28,6 +28,9 @@ class SeparableConv2d(nn.Sequential):
     activation. Aligned Xception and MobileNet put BN + ReLU after the depthwise conv;
     the original Xception has no non-linearity inside (pass ``act_after_depthwise=False``).
 
+    Chollet's Xception has no norm between depthwise and pointwise either: pass
+    ``depthwise_norm=False`` (the depthwise conv then has no bias).
+
     Shapes: (N, in_channels, H, W) → (N, out_channels, ⌈H/stride⌉, ⌈W/stride⌉).
     """
 
@@ -42,6 +45,7 @@ class SeparableConv2d(nn.Sequential):
         norm_layer: Callable[..., nn.Module] | None = nn.BatchNorm2d,
         activation_layer: Callable[..., nn.Module] | None = nn.ReLU,
         act_after_depthwise: bool = True,
+        depthwise_norm: bool = True,
     ) -> None:
         super().__init__()
         self.depthwise = ConvNormAct(
@@ -51,8 +55,9 @@ class SeparableConv2d(nn.Sequential):
             stride=stride,
             dilation=dilation,
             groups=in_channels,
-            norm_layer=norm_layer,
+            norm_layer=norm_layer if depthwise_norm else None,
             activation_layer=activation_layer if act_after_depthwise else None,
+            bias=None if depthwise_norm else False,
         )
         self.pointwise = ConvNormAct(
             in_channels, out_channels, 1, norm_layer=norm_layer, activation_layer=activation_layer
