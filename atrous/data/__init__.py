@@ -1,0 +1,61 @@
+"""Datasets, safe image/mask reading, joint transforms, palettes and class weights.
+
+This package stands alone: it imports nothing from atrous but ``atrous.errors``.
+
+>>> from atrous.data import build_dataset, train_transforms
+>>> train = build_dataset("shapes", None, "train", transform=train_transforms(96))
+>>> image, mask = train[0]   # float32 (3, 96, 96), int64 (96, 96)
+"""
+
+from __future__ import annotations
+
+from atrous.data.ade20k import ADE20K, ADE20K_CLASSES
+from atrous.data.base import SegmentationDataset
+from atrous.data.camvid import CAMVID_CLASSES, CAMVID_PALETTE, CamVid
+from atrous.data.class_weights import median_frequency_weights, parse_class_weights
+from atrous.data.cityscapes import CITYSCAPES_CLASSES, CITYSCAPES_PALETTE, Cityscapes
+from atrous.data.detect import DATASETS, build_dataset, dataset_options, detect_layout
+from atrous.data.folder import FolderDataset
+from atrous.data.io import DEFAULT_MAX_PIXELS, image_size, read_image, read_mask
+from atrous.data.palette import ClassSpec, colorize, overlay, parse_class_file, save_index_png, voc_colormap
+from atrous.data.shapes import SHAPE_TYPES, ShapesDataset
+from atrous.data.transforms import IMAGENET_MEAN, IMAGENET_STD, eval_transforms, train_transforms
+from atrous.data.voc import VOC_CLASSES, VOC_PALETTE, VOCSegmentation
+
+__all__ = [
+    "ADE20K",
+    "ADE20K_CLASSES",
+    "CAMVID_CLASSES",
+    "CAMVID_PALETTE",
+    "CITYSCAPES_CLASSES",
+    "CITYSCAPES_PALETTE",
+    "DATASETS",
+    "DEFAULT_MAX_PIXELS",
+    "IMAGENET_MEAN",
+    "IMAGENET_STD",
+    "SHAPE_TYPES",
+    "VOC_CLASSES",
+    "VOC_PALETTE",
+    "CamVid",
+    "Cityscapes",
+    "ClassSpec",
+    "FolderDataset",
+    "SegmentationDataset",
+    "ShapesDataset",
+    "VOCSegmentation",
+    "build_dataset",
+    "colorize",
+    "dataset_options",
+    "detect_layout",
+    "eval_transforms",
+    "image_size",
+    "median_frequency_weights",
+    "overlay",
+    "parse_class_file",
+    "parse_class_weights",
+    "read_image",
+    "read_mask",
+    "save_index_png",
+    "train_transforms",
+    "voc_colormap",
+]

@@ -1,0 +1,157 @@
+"""The dataset base class and the helpers every on-disk layout shares.
+
+A dataset is a list of ``(image_path, mask_path)`` pairs checked at construction
+(folder exists, not empty, every image has a mask); pixels are read and validated
+lazily, one item at a time, so a bad file fails with its name when it is reached.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from atrous.data.io import DEFAULT_MAX_PIXELS, read_image, read_mask
+from atrous.errors import ConfigError, DataError, choices_message
+
+logger = logging.getLogger(__name__)
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg")
+
+Sample = tuple[Path, Path]
+Transform = Callable[[torch.Tensor, torch.Tensor], Any]
+
+
+def check_split(split: str, valid: Sequence[str], dataset: str) -> str:
+    """Return ``split`` if it is one of ``valid``, else raise ``ConfigError`` listing them."""
+    if split not in valid:
+        raise ConfigError(choices_message(f"{dataset} split", split, list(valid)))
+    return split
+
+
+def require_dir(path: Path, what: str, fix: str) -> Path:
+    """Return ``path`` if it is a folder, else raise ``DataError`` naming it and ``fix``."""
+    if not path.is_dir():
+        raise DataError(f"{path}: {what} folder not found; {fix}")
+    return path
+
+
+def list_images(folder: Path, extensions: Sequence[str] = IMAGE_EXTENSIONS, *, recursive: bool = False) -> list[Path]:
+    """Image files (by extension, case-insensitive) in ``folder``, sorted; error if none."""
+    require_dir(folder, "image", "check the dataset root and split")
+    pattern = "**/*" if recursive else "*"
+    files = sorted(p for p in folder.glob(pattern) if p.is_file() and p.suffix.lower() in extensions)
+    if not files:
+        raise DataError(f"{folder}: no images ({', '.join(extensions)}) found; check the dataset root and split")
+    return files
+
+
+def pair_masks(images: Sequence[Path], mask_for: Callable[[Path], Path]) -> list[Sample]:
+    """Pair every image with ``mask_for(image)``; error listing images whose mask is missing."""
+    pairs = [(image, mask_for(image)) for image in images]
+    missing = [(image, mask) for image, mask in pairs if not mask.is_file()]
+    if missing:
+        shown = "; ".join(f"{image} (expected {mask})" for image, mask in missing[:3])
+        more = f" and {len(missing) - 3} more" if len(missing) > 3 else ""
+        raise DataError(
+            f"{len(missing)} of {len(pairs)} images have no mask: {shown}{more}; "
+            "add the masks or remove those images"
+        )
+    return pairs
+
+
+def read_split_file(path: Path) -> list[str]:
+    """Non-empty stripped lines (stems or ids) of a split list file; error if none."""
+    if not path.is_file():
+        raise DataError(f"{path}: split list not found; check the dataset root and split name")
+    stems = [line.split()[0] for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    if not stems:
+        raise DataError(f"{path}: split list is empty; list one image name per line")
+    return stems
+
+
+class SegmentationDataset(Dataset):
+    """Base of every atrous dataset: items are ``(image, mask)``.
+
+    Without ``transform``: image uint8 tensor (3, H, W), mask int64 tensor (H, W) with
+    ``ignore_index`` for unlabelled pixels. With ``transform``: whatever
+    ``transform(image, mask)`` returns.
+
+    Attributes: ``num_classes``, ``class_names``, ``palette`` (list of (r, g, b)),
+    ``ignore_index``, ``samples`` (list of (image_path, mask_path)), ``split``.
+    """
+
+    def __init__(
+        self,
+        samples: Sequence[Sample],
+        *,
+        split: str,
+        class_names: Sequence[str],
+        palette: Sequence[Sequence[int]],
+        ignore_index: int = 255,
+        transform: Transform | None = None,
+        label_map: Mapping[int, int] | np.ndarray | None = None,
+        max_pixels: int = DEFAULT_MAX_PIXELS,
+    ) -> None:
+        if len(palette) < len(class_names):
+            raise ConfigError(f"palette has {len(palette)} colours for {len(class_names)} classes")
+        if 0 <= ignore_index < len(class_names):
+            raise ConfigError(
+                f"ignore_index {ignore_index} is a class index (0..{len(class_names) - 1}); use 255 or -1"
+            )
+        self.samples = list(samples)
+        self.split = split
+        self.class_names = list(class_names)
+        self.num_classes = len(self.class_names)
+        self.palette = [tuple(int(v) for v in color) for color in palette[: self.num_classes]]
+        self.ignore_index = ignore_index
+        self.transform = transform
+        self.label_map = label_map
+        self.max_pixels = max_pixels
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __repr__(self) -> str:
+        return (
+            f"{type(self).__name__}(split={self.split!r}, items={len(self)}, "
+            f"num_classes={self.num_classes}, ignore_index={self.ignore_index})"
+        )
+
+    def read_mask(self, path: Path) -> np.ndarray:
+        """Class indices (H, W) int64 of one mask file, validated against ``num_classes``."""
+        return read_mask(
+            path, num_classes=self.num_classes, ignore_index=self.ignore_index, label_map=self.label_map
+        )
+
+    def load(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+        """Item ``index`` as numpy arrays: image uint8 (H, W, 3), mask int64 (H, W)."""
+        image_path, mask_path = self.samples[index]
+        image = read_image(image_path, max_pixels=self.max_pixels)
+        mask = self.read_mask(mask_path)
+        if mask.shape != image.shape[:2]:
+            raise DataError(
+                f"{image_path} is {image.shape[1]}x{image.shape[0]} but its mask {mask_path} is "
+                f"{mask.shape[1]}x{mask.shape[0]}; masks must have the image's exact size"
+            )
+        return image, mask
+
+    def masks(self) -> Iterator[np.ndarray]:
+        """Every mask (H, W) int64 in order, without reading images (for class statistics)."""
+        for _, mask_path in self.samples:
+            yield self.read_mask(mask_path)
+
+    def __getitem__(self, index: int) -> Any:
+        if not -len(self) <= index < len(self):
+            raise IndexError(f"index {index} out of range for {len(self)} items")
+        image, mask = self.load(index % len(self))
+        image_t = torch.from_numpy(image).permute(2, 0, 1).contiguous()
+        mask_t = torch.from_numpy(mask)
+        if self.transform is not None:
+            return self.transform(image_t, mask_t)
+        return image_t, mask_t

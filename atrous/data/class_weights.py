@@ -1,0 +1,82 @@
+"""Class weights for the cross-entropy loss: median-frequency balancing, or given.
+
+Median-frequency balancing (Eigen & Fergus 2015, used by SegNet on CamVid):
+``freq(c) = pixels of class c / total pixels of the images that contain c`` and
+``weight(c) = median(freq) / freq(c)``. "Total pixels" counts every pixel of those
+images, ignore-labelled ones included; this reproduces the CamVid weights published
+with atrous' copy of the data (0.279 … 8.86).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import re
+from collections.abc import Iterable
+from typing import Protocol
+
+import numpy as np
+import torch
+
+from atrous.errors import ConfigError
+
+logger = logging.getLogger(__name__)
+
+
+class _HasMasks(Protocol):
+    def masks(self) -> Iterable[np.ndarray]: ...
+
+
+def _as_numpy(mask: np.ndarray | torch.Tensor) -> np.ndarray:
+    return mask.detach().cpu().numpy() if isinstance(mask, torch.Tensor) else np.asarray(mask)
+
+
+def median_frequency_weights(
+    dataset_or_masks: _HasMasks | Iterable[np.ndarray | torch.Tensor],
+    num_classes: int,
+    ignore_index: int = 255,
+) -> torch.Tensor:
+    """Median-frequency class weights, float32 of shape (num_classes,).
+
+    ``dataset_or_masks`` is an atrous dataset (only its masks are read) or an iterable
+    of (H, W) integer masks. Classes that never occur get weight 1.0 (they contribute
+    no pixels to the loss anyway) and a warning is logged.
+    """
+    if num_classes < 1:
+        raise ConfigError(f"num_classes must be >= 1, got {num_classes}")
+    masks = dataset_or_masks.masks() if hasattr(dataset_or_masks, "masks") else dataset_or_masks
+    class_pixels = np.zeros(num_classes, dtype=np.int64)
+    image_pixels = np.zeros(num_classes, dtype=np.int64)
+    for mask in masks:
+        array = _as_numpy(mask).ravel()
+        labelled = array[(array >= 0) & (array < num_classes) & (array != ignore_index)]
+        counts = np.bincount(labelled.astype(np.int64), minlength=num_classes)
+        class_pixels += counts
+        image_pixels += (counts > 0) * array.size
+    present = class_pixels > 0
+    if not present.any():
+        raise ConfigError("no labelled pixels found; cannot compute class weights")
+    freq = class_pixels[present] / image_pixels[present]
+    weights = np.ones(num_classes, dtype=np.float64)
+    weights[present] = np.median(freq) / freq
+    if not present.all():
+        logger.warning("classes %s never occur; their weight is set to 1.0", np.flatnonzero(~present).tolist())
+    return torch.from_numpy(weights.astype(np.float32))
+
+
+def parse_class_weights(text: str, num_classes: int) -> torch.Tensor:
+    """Parse explicit weights "0.2,0.3,..." (commas and/or spaces) → float32 (num_classes,).
+
+    Raises ``ConfigError`` unless there are exactly ``num_classes`` finite, non-negative
+    numbers, not all zero.
+    """
+    parts = [p for p in re.split(r"[\s,]+", text.strip()) if p]
+    try:
+        values = [float(p) for p in parts]
+    except ValueError as exc:
+        raise ConfigError(f"class weights {text!r}: {exc}; give numbers like '0.5,1,2'") from exc
+    if len(values) != num_classes:
+        raise ConfigError(f"class weights {text!r} has {len(values)} values; need one per class ({num_classes})")
+    if not all(math.isfinite(v) and v >= 0 for v in values) or not any(values):
+        raise ConfigError(f"class weights {text!r} must be finite, >= 0 and not all zero")
+    return torch.tensor(values, dtype=torch.float32)

@@ -1,0 +1,141 @@
+"""A folder of images and masks: the layout for your own data.
+
+::
+
+    root/images/NAME.{png,jpg,jpeg}     root/masks/NAME.png
+    root/classes.txt | classes.json | classes.yaml   (optional: names, colours)
+
+Splits, the first that applies:
+
+1. subfolders ``root/images/<split>/`` and ``root/masks/<split>/``;
+2. a list file ``root/<split>.txt`` of image names (stems), one per line;
+3. no split structure at all: ``split="all"`` is every image, and ``"train"``/``"val"``
+   are a fixed random partition (``val_fraction`` of the images, seed 0, by sorted
+   name), the same in every run.
+
+Masks are single-channel PNGs of class indices, or RGB colour PNGs when the classes
+file gives every class a colour. ``num_classes`` comes from the classes file, else from
+the ``num_classes`` option.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+
+from atrous.data.base import SegmentationDataset, Transform, list_images, pair_masks, read_split_file, require_dir
+from atrous.data.io import DEFAULT_MAX_PIXELS, read_mask
+from atrous.data.palette import ClassSpec, find_class_file, parse_class_file, voc_colormap
+from atrous.errors import ConfigError, DataError, choices_message
+
+logger = logging.getLogger(__name__)
+
+
+def _images_by_stem(folder: Path, stems: list[str], list_file: Path) -> list[Path]:
+    found = {p.stem: p for p in list_images(folder)}
+    missing = [s for s in stems if s not in found]
+    if missing:
+        raise DataError(
+            f"{list_file}: {len(missing)} listed images are not in {folder} (e.g. {missing[:3]}); "
+            "fix the list or add the images"
+        )
+    return [found[s] for s in stems]
+
+
+def _auto_split(images: list[Path], split: str, val_fraction: float, root: Path) -> list[Path]:
+    if not 0.0 < val_fraction < 1.0:
+        raise ConfigError(f"val_fraction must be in (0, 1), got {val_fraction}")
+    if len(images) < 2:
+        raise DataError(f"{root}: {len(images)} image(s) cannot be split into train and val; add images")
+    n_val = min(len(images) - 1, max(1, round(len(images) * val_fraction)))
+    order = np.random.default_rng(0).permutation(len(images))
+    chosen = sorted(order[:n_val] if split == "val" else order[n_val:])
+    logger.info("%s: no split folders or lists; using %d of %d images as %s", root, len(chosen), len(images), split)
+    return [images[i] for i in chosen]
+
+
+class FolderDataset(SegmentationDataset):
+    """Images and masks paired by file name; see the module docstring for the layout."""
+
+    def __init__(
+        self,
+        root: str | Path,
+        split: str = "train",
+        *,
+        transform: Transform | None = None,
+        num_classes: int | None = None,
+        ignore_index: int = 255,
+        max_pixels: int = DEFAULT_MAX_PIXELS,
+        val_fraction: float = 0.1,
+    ) -> None:
+        root = require_dir(Path(root), "dataset", "point root at the folder holding images/ and masks/")
+        fix = "expected ROOT/images/*.png|jpg and ROOT/masks/<same name>.png"
+        image_root = require_dir(root / "images", "images", fix)
+        mask_root = require_dir(root / "masks", "masks", fix)
+        images, mask_dir = self._split_images(root, image_root, mask_root, split, val_fraction)
+        samples = pair_masks(images, lambda image: mask_dir / f"{image.stem}.png")
+
+        spec = self._classes(root, num_classes)
+        self.mask_colors = spec.colors
+        self.ignore_colors = spec.ignore_colors
+        super().__init__(
+            samples,
+            split=split,
+            class_names=spec.names,
+            palette=spec.colors or voc_colormap(len(spec.names)),
+            ignore_index=ignore_index,
+            transform=transform,
+            max_pixels=max_pixels,
+        )
+
+    @staticmethod
+    def _split_images(
+        root: Path, image_root: Path, mask_root: Path, split: str, val_fraction: float
+    ) -> tuple[list[Path], Path]:
+        subfolders = sorted(p.name for p in image_root.iterdir() if p.is_dir())
+        lists = sorted(p.stem for p in root.glob("*.txt") if p.name != "classes.txt")
+        if split in subfolders:
+            mask_dir = require_dir(mask_root / split, "masks", f"split folders need masks/{split}/ too")
+            return list_images(image_root / split), mask_dir
+        if split in lists:
+            list_file = root / f"{split}.txt"
+            return _images_by_stem(image_root, read_split_file(list_file), list_file), mask_root
+        if subfolders or lists:
+            raise ConfigError(choices_message(f"split of {root}", split, subfolders + lists))
+        images = list_images(image_root)
+        if split == "all":
+            return images, mask_root
+        if split in ("train", "val"):
+            return _auto_split(images, split, val_fraction, root), mask_root
+        raise ConfigError(choices_message(f"split of {root} (no split folders or lists)", split, ["all", "train", "val"]))
+
+    @staticmethod
+    def _classes(root: Path, num_classes: int | None) -> ClassSpec:
+        class_file = find_class_file(root)
+        if class_file is None:
+            if num_classes is None:
+                raise DataError(
+                    f"{root}: number of classes unknown; pass num_classes or write {root / 'classes.txt'} "
+                    "with one class name per line"
+                )
+            if num_classes < 1:
+                raise ConfigError(f"num_classes must be >= 1, got {num_classes}")
+            return ClassSpec([f"class_{i}" for i in range(num_classes)])
+        spec = parse_class_file(class_file)
+        if num_classes is not None and num_classes != len(spec.names):
+            raise ConfigError(
+                f"num_classes={num_classes} but {class_file} lists {len(spec.names)} classes; "
+                "drop the option or fix the file"
+            )
+        return spec
+
+    def read_mask(self, path: Path) -> np.ndarray:
+        return read_mask(
+            path,
+            num_classes=self.num_classes,
+            ignore_index=self.ignore_index,
+            palette=self.mask_colors,
+            ignore_colors=self.ignore_colors,
+        )

@@ -1,0 +1,235 @@
+"""Safe reading of images and label masks.
+
+``read_image`` returns the stored pixel grid as 8-bit RGB. Decisions, in the order the
+checks run:
+
+* The pixel count is read from the header (PIL opens lazily) and refused above
+  ``max_pixels`` *before* any pixel is decoded, so a decompression bomb costs nothing.
+* The whole file is decoded with ``.load()`` so truncated or corrupt files fail here,
+  naming the file, rather than later inside a DataLoader worker.
+* Palette ("P"), grayscale ("L", "1"), CMYK, YCbCr and "LA"/"RGBA"/"PA" whose alpha is
+  fully opaque are converted to RGB.
+* Images with real transparency are refused: dropping alpha exposes whatever colour the
+  encoder left under transparent pixels, and compositing needs a background colour only
+  the user knows. The message says how to convert explicitly.
+* 16-bit and float images ("I;16", "I", "F") are refused: scaling them to 8 bits is a
+  choice (linear? window?) the user must make.
+* EXIF orientation is not applied: masks are annotated on the stored pixel grid.
+
+``read_mask`` returns class indices as int64, mapped through an optional lookup table,
+and refuses values outside ``[0, num_classes) ∪ {ignore_index}``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from atrous.errors import DataError
+
+DEFAULT_MAX_PIXELS = 100_000_000
+# PIL warns above this and refuses above twice this, for every code path in the process.
+Image.MAX_IMAGE_PIXELS = DEFAULT_MAX_PIXELS
+
+_CONVERTIBLE = {"RGB", "L", "1", "P", "CMYK", "YCbCr", "LAB", "HSV"}
+_WITH_ALPHA = {"RGBA", "LA", "PA", "RGBa", "La"}
+_INDEX_MODES = {"L", "P", "1", "I", "I;16", "I;16B", "I;16L", "I;16N"}
+_LOSSY_FORMATS = {"JPEG", "MPO", "WEBP"}
+
+LabelMap = Mapping[int, int] | np.ndarray | None
+Palette = Sequence[Sequence[int]]
+
+
+def _open(path: str | Path) -> Image.Image:
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: no such file; check the path and the dataset root")
+    try:
+        return Image.open(path)
+    except Image.DecompressionBombError as exc:
+        raise DataError(
+            f"{path}: {exc}; raise both max_pixels and PIL.Image.MAX_IMAGE_PIXELS to read it"
+        ) from exc
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise DataError(f"{path}: not a readable image ({exc}); re-export it as PNG or JPEG") from exc
+
+
+def _decode(image: Image.Image, path: Path) -> None:
+    try:
+        image.load()
+    except (OSError, SyntaxError, ValueError, EOFError) as exc:
+        raise DataError(
+            f"{path}: truncated or corrupt image ({exc}); re-export or remove the file"
+        ) from exc
+
+
+def image_size(path: str | Path) -> tuple[int, int]:
+    """(height, width) read from the file header only; nothing is decoded."""
+    with _open(path) as image:
+        width, height = image.size
+    return height, width
+
+
+def read_image(path: str | Path, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
+    """Read an image as uint8 RGB of shape (H, W, 3); see the module docstring for rules.
+
+    Raises ``DataError`` naming the file and the fix for missing, oversized, corrupt,
+    transparent, 16-bit or float images.
+    """
+    path = Path(path)
+    with _open(path) as image:
+        width, height = image.size
+        if width * height > max_pixels:
+            raise DataError(
+                f"{path}: {width}x{height} = {width * height} pixels exceeds max_pixels="
+                f"{max_pixels}; downscale the image or raise max_pixels"
+            )
+        mode = image.mode
+        if mode not in _CONVERTIBLE and mode not in _WITH_ALPHA:
+            raise DataError(
+                f"{path}: image mode {mode!r} (16-bit or floating point) is not supported; "
+                "convert it to 8-bit RGB (e.g. scale to 0..255 and save with "
+                "PIL Image.fromarray(array.astype('uint8')))"
+            )
+        _decode(image, path)
+        if mode == "P" and "transparency" in image.info:
+            image, mode = image.convert("RGBA"), "RGBA"
+        if mode in _WITH_ALPHA:
+            alpha = np.asarray(image.getchannel("A" if "A" in image.getbands() else "a"))
+            if alpha.min() < 255:
+                raise DataError(
+                    f"{path}: image has transparent pixels (alpha < 255 in "
+                    f"{int((alpha < 255).sum())} pixels); flatten it explicitly, e.g. "
+                    "Image.alpha_composite(Image.new('RGBA', im.size, (255, 255, 255, 255)), "
+                    "im).convert('RGB'), or drop alpha with im.convert('RGB')"
+                )
+        # np.array copies: arrays viewing PIL's buffer are read-only, which torch warns about.
+        return np.array(image if mode == "RGB" else image.convert("RGB"), dtype=np.uint8)
+
+
+def _lookup_table(label_map: LabelMap) -> np.ndarray | None:
+    if label_map is None:
+        return None
+    if isinstance(label_map, np.ndarray):
+        if label_map.shape != (256,):
+            raise DataError(f"label_map array must have shape (256,), got {label_map.shape}")
+        return label_map.astype(np.int64)
+    table = np.arange(256, dtype=np.int64)
+    for raw, mapped in label_map.items():
+        table[int(raw)] = int(mapped)
+    return table
+
+
+def colors_to_indices(
+    rgb: np.ndarray,
+    palette: Palette,
+    *,
+    ignore_index: int,
+    ignore_colors: Sequence[Sequence[int]] = (),
+    source: str = "mask",
+) -> np.ndarray:
+    """Map an RGB colour mask (H, W, 3) uint8 to class indices (H, W) int64.
+
+    Pixel colour ``palette[i]`` becomes ``i``; ``ignore_colors`` become ``ignore_index``.
+    Any other colour raises ``DataError`` listing the first few unknown colours.
+    """
+    codes = (rgb[..., 0].astype(np.int64) << 16) | (rgb[..., 1].astype(np.int64) << 8) | rgb[..., 2]
+    lookup = {(r << 16) | (g << 8) | b: i for i, (r, g, b) in enumerate(palette)}
+    lookup.update({(r << 16) | (g << 8) | b: ignore_index for r, g, b in ignore_colors})
+    unique, inverse = np.unique(codes, return_inverse=True)
+    unknown = [int(c) for c in unique if int(c) not in lookup]
+    if unknown:
+        shown = ", ".join(f"({c >> 16}, {(c >> 8) & 255}, {c & 255})" for c in unknown[:5])
+        more = f" and {len(unknown) - 5} more" if len(unknown) > 5 else ""
+        raise DataError(
+            f"{source}: colours {shown}{more} are not in the class palette; add them to the "
+            "classes file (name r g b) or repaint those pixels"
+        )
+    mapped = np.array([lookup[int(c)] for c in unique], dtype=np.int64)
+    return mapped[inverse.reshape(codes.shape)]
+
+
+def read_mask(
+    path: str | Path,
+    *,
+    num_classes: int,
+    ignore_index: int = 255,
+    label_map: LabelMap = None,
+    palette: Palette | None = None,
+    ignore_colors: Sequence[Sequence[int]] = (),
+) -> np.ndarray:
+    """Read a label mask as int64 class indices of shape (H, W).
+
+    Accepts single-channel index PNGs ("L", "P" — the palette index is the label —, "1",
+    16-bit integer). ``label_map`` (dict raw → class, or a (256,) lookup array) renames
+    raw values, e.g. Cityscapes labelIds → trainIds. RGB colour masks are accepted only
+    with ``palette`` (colour ``palette[i]`` → class ``i``). Lossy formats (JPEG) are
+    refused because compression changes label values at edges.
+    Raises ``DataError`` naming the file, the offending values and the fix.
+    """
+    path = Path(path)
+    with _open(path) as image:
+        if image.format in _LOSSY_FORMATS:
+            raise DataError(
+                f"{path}: masks must be lossless (got {image.format}, whose compression "
+                "changes label values along edges); save masks as PNG"
+            )
+        _decode(image, path)
+        mode = image.mode
+        if mode in ("RGB", "RGBA"):
+            if palette is None:
+                raise DataError(
+                    f"{path}: mask is an {mode} colour image; save masks as single-channel "
+                    "8-bit PNGs of class indices, or list each class colour in a classes "
+                    "file (name r g b) so colours can be mapped to indices"
+                )
+            rgb = np.asarray(image.convert("RGB"))
+            return colors_to_indices(
+                rgb, palette, ignore_index=ignore_index, ignore_colors=ignore_colors, source=str(path)
+            )
+        if mode not in _INDEX_MODES:
+            raise DataError(
+                f"{path}: mask mode {mode!r} is not a class-index image; save masks as "
+                "single-channel 8-bit PNGs whose pixel values are class indices"
+            )
+        raw = np.asarray(image)
+    return _map_and_check(raw, path, num_classes, ignore_index, _lookup_table(label_map))
+
+
+def _map_and_check(
+    raw: np.ndarray, path: Path, num_classes: int, ignore_index: int, table: np.ndarray | None
+) -> np.ndarray:
+    def invalid(values: np.ndarray) -> np.ndarray:
+        return ((values < 0) | (values >= num_classes)) & (values != ignore_index)
+
+    if raw.dtype == np.uint8:  # the common case: validate the 256 possible values, not every pixel
+        table = np.arange(256, dtype=np.int64) if table is None else table
+        present = np.bincount(raw.ravel(), minlength=256) > 0
+        bad_values = np.flatnonzero(present & invalid(table))
+        mask = table[raw]
+    else:
+        raw = raw.astype(np.int64)
+        if table is not None:
+            if raw.min(initial=0) < 0 or raw.max(initial=0) > 255:
+                raise DataError(f"{path}: mask values outside 0..255 cannot be mapped by label_map")
+            mask = table[raw]
+        else:
+            mask = raw
+        bad = invalid(mask)
+        bad_values = np.unique(raw[bad]) if bad.any() else np.empty(0, dtype=np.int64)
+    if bad_values.size:
+        shown = ", ".join(str(v) for v in bad_values[:10]) + (" …" if len(bad_values) > 10 else "")
+        raise DataError(
+            f"{path}: mask values {shown} are outside [0, {num_classes}) and not the ignore "
+            f"index {ignore_index}; fix the mask, set num_classes to cover them, or map them "
+            "to the ignore index"
+        )
+    return mask
+
+
+def check_mask_array(mask: np.ndarray, *, num_classes: int, ignore_index: int, source: str) -> np.ndarray:
+    """Validate an in-memory (H, W) integer mask the same way ``read_mask`` does → int64."""
+    return _map_and_check(np.asarray(mask), Path(source), num_classes, ignore_index, None)
