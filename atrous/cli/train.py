@@ -1,0 +1,99 @@
+"""``atrous train``: train a model from a YAML recipe and/or command-line options.
+
+Every flag sets the ``TrainConfig`` field of the same name (``--batch-size`` →
+``batch_size``); ``--set key=value`` reaches any field. Under ``torchrun
+--nproc_per_node N -m atrous train ...`` each process runs this and rank 0 reports.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+from typing import Any
+
+from atrous.engine.config import AMP_MODES, DATASETS, LOSSES, OPTIMIZERS, load_config_file, make_config, parse_set_overrides
+
+# (flag, field, argparse options, help) — one row per option.
+_OPTIONS: tuple[tuple[str, str, dict[str, Any], str], ...] = (
+    ("--data", "data", {"metavar": "DIR"}, "dataset root folder"),
+    ("--dataset", "dataset", {"choices": DATASETS}, "dataset layout (default: detected from the folder)"),
+    ("--model", "model", {"metavar": "NAME"}, "model name, e.g. deeplabv3plus_mobilenet_v2 (see `atrous info --list`)"),
+    ("--epochs", "epochs", {"type": int, "metavar": "N"}, "training epochs (default 50)"),
+    ("--batch-size", "batch_size", {"type": int, "metavar": "B"}, "images per batch and process (default 8)"),
+    ("--crop-size", "crop_size", {"type": int, "metavar": "S"}, "square training crop in pixels (default 513)"),
+    ("--lr", "lr", {"type": float}, "base learning rate (default 0.007)"),
+    ("--output-stride", "output_stride", {"type": int, "choices": (8, 16, 32)}, "output stride (default: the model's)"),
+    ("--out", "out", {"metavar": "RUN_DIR"}, "run folder for checkpoints and logs (default runs/train)"),
+    ("--seed", "seed", {"type": int}, "random seed; a CPU run with the same seed repeats bit for bit (default 0)"),
+    ("--workers", "workers", {"type": int, "metavar": "N"}, "data-loading worker processes (default 4)"),
+    ("--optimizer", "optimizer", {"choices": OPTIMIZERS}, "sgd (momentum 0.9, the papers) or adamw (default sgd)"),
+    ("--momentum", "momentum", {"type": float}, "SGD momentum (default 0.9)"),
+    ("--weight-decay", "weight_decay", {"type": float}, "weight decay on conv/linear weights (default 1e-4)"),
+    ("--poly-power", "poly_power", {"type": float}, "power of the poly LR decay (default 0.9)"),
+    ("--warmup-iters", "warmup_iters", {"type": int, "metavar": "N"}, "linear LR warmup iterations (default 0)"),
+    ("--head-lr-mult", "head_lr_mult", {"type": float, "metavar": "X"}, "head LR = X × lr (default 1)"),
+    ("--class-weights", "class_weights", {"metavar": "none|median-freq|w0,w1,..."}, "loss weight per class (default none)"),
+    ("--loss", "loss", {"choices": LOSSES}, "cross-entropy, or bootstrap: only the hardest pixels count (default ce)"),
+    ("--bootstrap-ratio", "bootstrap_ratio", {"type": float, "metavar": "R"}, "fraction of pixels kept by --loss bootstrap (default 0.25)"),
+    ("--aux-loss", "aux_loss", {"type": float, "metavar": "WEIGHT"}, "add an auxiliary head with this loss weight (default 0: none)"),
+    ("--amp", "amp", {"nargs": "?", "const": "fp16", "choices": AMP_MODES}, "mixed precision: fp16 (CUDA) or bf16 (default off)"),
+    ("--clip-grad", "clip_grad", {"type": float, "metavar": "NORM"}, "clip the gradient L2 norm (default 0: off)"),
+    ("--freeze-bn", "freeze_bn", {"action": "store_true", "default": argparse.SUPPRESS}, "keep BN statistics and affine parameters fixed (OS8 fine-tuning)"),
+    ("--no-sync-bn", "sync_bn", {"action": "store_false", "default": argparse.SUPPRESS}, "per-process BN under DDP even on GPUs"),
+    ("--val-every", "val_every", {"type": int, "metavar": "N"}, "validate every N epochs, 0 = never (default 1)"),
+    ("--val-batch-size", "val_batch_size", {"type": int, "metavar": "B"}, "validation batch size (default 1)"),
+    ("--device", "device", {}, "auto, cpu, cuda or cuda:N (default auto)"),
+    ("--max-iters", "max_iters", {"type": int, "metavar": "N"}, "at most N iterations per epoch, for smoke tests (default 0: all)"),
+    ("--pretrained", "pretrained", {"metavar": "PATH"}, "local ImageNet backbone weights (torchvision keys) or an atrous checkpoint"),
+    ("--checkpoint-every", "checkpoint_every", {"type": int, "metavar": "N"}, "also write last.pt every N iterations (default 500)"),
+    ("--resume", "resume", {"nargs": "?", "const": "last", "metavar": "CHECKPOINT"}, "continue a run (default checkpoint: RUN_DIR/last.pt)"),
+    ("--overwrite", "overwrite", {"action": "store_true", "default": argparse.SUPPRESS}, "start over in a folder that already holds a run"),
+    ("--no-progress", "progress", {"action": "store_false", "default": argparse.SUPPRESS}, "no progress bar"),
+)
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "train",
+        help="train a model",
+        description=(
+            "Train a DeepLab model. Options come from --config (YAML, keys = option names with "
+            "underscores), then the flags below, then --set key=value."
+        ),
+        epilog="Example: atrous train --config configs/shapes_deeplabv3plus_mobilenet_v2.yaml --epochs 5 --out runs/demo",
+    )
+    parser.add_argument("--config", metavar="YAML", help="training recipe (e.g. configs/*.yaml)")
+    for flag, name, options, text in _OPTIONS:
+        options = {"default": argparse.SUPPRESS, **options}
+        parser.add_argument(flag, dest=name, help=text, **options)
+    parser.add_argument(
+        "--set",
+        dest="set_items",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="set any config key, e.g. --set model_options.dropout=0 --set dataset_options.size=96",
+    )
+    parser.set_defaults(func=run)
+
+
+def config_from_args(args: argparse.Namespace) -> Any:
+    """The ``TrainConfig`` described by the parsed command line."""
+    values = load_config_file(args.config) if args.config else {}
+    flags = {name: getattr(args, name) for _, name, _, _ in _OPTIONS if hasattr(args, name)}
+    return make_config({**values, **flags}, **parse_set_overrides(args.set_items))
+
+
+def run(args: argparse.Namespace) -> int:
+    from atrous.engine import train
+
+    if int(os.environ.get("RANK", "0")) != 0:
+        logging.getLogger().setLevel(logging.WARNING)  # rank 0 reports for everyone
+    config = config_from_args(args)
+    result = train(config)
+    if int(os.environ.get("RANK", "0")) == 0:
+        best = f"{100 * result.best_miou:.2f}" if result.best_miou == result.best_miou else "—"
+        print(f"trained {result.epochs} epochs ({result.iterations} iterations) in {result.seconds:.1f} s; best val mIoU {best}")
+        print(f"checkpoints: {result.last_checkpoint}" + (f", {result.best_checkpoint}" if result.best_checkpoint else ""))
+    return 0

@@ -1,0 +1,163 @@
+"""Turn a ``TrainConfig`` into the objects a run needs: data, model, optimizer, loss."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils.data import BatchSampler, DataLoader
+
+from atrous.engine.checkpoint import load_weights, read_checkpoint
+from atrous.engine.config import TrainConfig
+from atrous.engine.distributed import DistContext
+from atrous.engine.losses import SegmentationLoss
+from atrous.engine.sampling import EpochSampler, SeededDataset
+from atrous.errors import CheckpointError, ConfigError, DataError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class RunData:
+    """Datasets, loaders and the resumable training sampler of one process."""
+
+    train_set: Any
+    val_set: Any
+    train_loader: DataLoader
+    val_loader: DataLoader
+    sampler: EpochSampler
+    iters_per_epoch: int
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+
+
+def build_data(config: TrainConfig, context: DistContext) -> RunData:
+    """Train/val datasets with the paper's augmentation and deterministic, resumable loaders."""
+    from atrous.data import IMAGENET_MEAN, IMAGENET_STD, build_dataset, eval_transforms, train_transforms
+
+    if config.data is None and config.dataset != "shapes":
+        raise ConfigError("no training data given; pass --data DIR (or --dataset shapes for synthetic data)")
+    mean, std = tuple(IMAGENET_MEAN), tuple(IMAGENET_STD)
+    options = dict(config.dataset_options)
+    train_set = build_dataset(config.dataset, config.data, config.train_split, **options)
+    train_set.transform = train_transforms(
+        config.crop_size, scale_range=config.scale_range, mean=mean, std=std, ignore_index=train_set.ignore_index
+    )
+    val_set = build_dataset(config.dataset, config.data, config.val_split, transform=eval_transforms(mean, std), **options)
+    if val_set.num_classes != train_set.num_classes:
+        raise DataError(
+            f"the {config.val_split} split has {val_set.num_classes} classes but {config.train_split} has "
+            f"{train_set.num_classes}; both splits must share one class list"
+        )
+    per_epoch = len(train_set) // (config.batch_size * context.world_size)
+    if per_epoch < 1:
+        raise DataError(
+            f"{config.data or config.dataset}: {len(train_set)} training images are fewer than one global batch "
+            f"({config.batch_size} × {context.world_size} processes); lower --batch-size or add images"
+        )
+    iters_per_epoch = min(per_epoch, config.max_iters) if config.max_iters else per_epoch
+    sampler = EpochSampler(
+        len(train_set), batch_size=config.batch_size, seed=config.seed, rank=context.rank, world_size=context.world_size
+    )
+    pin = context.device.type == "cuda"
+    loader_options: dict[str, Any] = {
+        "num_workers": config.workers,
+        "pin_memory": pin,
+        "persistent_workers": config.workers > 0,
+        # A private generator: creating an iterator must not draw from the global torch RNG.
+        "generator": torch.Generator().manual_seed(config.seed),
+    }
+    train_loader = DataLoader(
+        SeededDataset(train_set), batch_sampler=BatchSampler(sampler, config.batch_size, drop_last=True), **loader_options
+    )
+    val_sampler = EpochSampler(
+        len(val_set), shuffle=False, rank=context.rank, world_size=context.world_size, pad=False
+    )
+    val_loader = DataLoader(val_set, batch_size=config.val_batch_size, sampler=_plain(val_sampler), **loader_options)
+    return RunData(train_set, val_set, train_loader, val_loader, sampler, iters_per_epoch, mean, std)
+
+
+def _plain(sampler: EpochSampler) -> list[int]:
+    """The validation share of this process as plain indices."""
+    return [index for index, _ in sampler]
+
+
+def build_model(config: TrainConfig, num_classes: int) -> nn.Module:
+    """``create_model`` with the run's options; ``pretrained`` loads backbone or full weights."""
+    from atrous.models import create_model
+
+    options = dict(config.model_options)
+    if config.aux_loss > 0:
+        options["aux_loss"] = True
+    checkpoint = None
+    if config.pretrained:
+        checkpoint = _atrous_checkpoint_or_none(config.pretrained)
+        if checkpoint is None:
+            options["pretrained_backbone"] = config.pretrained
+    model = create_model(config.model, num_classes=num_classes, output_stride=config.output_stride, **options)
+    if checkpoint is not None:
+        load_weights(model, checkpoint, config.pretrained)
+        log.info("initialised %s from the atrous checkpoint %s", config.model, config.pretrained)
+    elif config.pretrained:
+        log.info("loaded ImageNet backbone weights from %s", config.pretrained)
+    return model
+
+
+def _atrous_checkpoint_or_none(path: str) -> dict[str, Any] | None:
+    """The checkpoint if ``path`` is an atrous checkpoint, None if it is some other weights file."""
+    try:
+        return read_checkpoint(path)
+    except CheckpointError as error:
+        if "is not an atrous checkpoint" in str(error):
+            return None
+        raise
+
+
+def build_optimizer(config: TrainConfig, model: nn.Module) -> torch.optim.Optimizer:
+    """SGD (momentum) or AdamW over four groups: backbone/head × decayed/not decayed.
+
+    Weight decay applies to conv and linear weights only, not to norm parameters or
+    biases (as the TF DeepLab code regularises weights only); the head's groups get
+    ``head_lr_mult`` × ``lr``. Frozen parameters (``--freeze-bn``) are left out.
+    """
+    groups = []
+    for part, params in model.parameter_groups().items():
+        multiplier = config.head_lr_mult if part == "head" else 1.0
+        trainable = [p for p in params if p.requires_grad]
+        for decayed in (True, False):
+            chosen = [p for p in trainable if (p.dim() > 1) == decayed]
+            if chosen:
+                groups.append(
+                    {
+                        "params": chosen,
+                        "lr": config.lr * multiplier,
+                        "weight_decay": config.weight_decay if decayed else 0.0,
+                    }
+                )
+    if not groups:
+        raise ConfigError(f"model {config.model} has no trainable parameters")
+    if config.optimizer == "sgd":
+        return torch.optim.SGD(groups, lr=config.lr, momentum=config.momentum)
+    return torch.optim.AdamW(groups, lr=config.lr)
+
+
+def build_loss(config: TrainConfig, train_set: Any) -> SegmentationLoss:
+    """The training loss with the configured class weights, bootstrapping and aux weight."""
+    from atrous.data import median_frequency_weights, parse_class_weights
+
+    spec = config.class_weights.strip()
+    weights = None
+    if spec == "median-freq":
+        weights = median_frequency_weights(train_set, train_set.num_classes, train_set.ignore_index)
+        log.info("median-frequency class weights: %s", ", ".join(f"{w:.3f}" for w in weights.tolist()))
+    elif spec not in ("", "none"):
+        weights = parse_class_weights(spec, train_set.num_classes)
+    return SegmentationLoss(
+        ignore_index=train_set.ignore_index,
+        class_weights=weights,
+        bootstrap_ratio=config.bootstrap_ratio if config.loss == "bootstrap" else None,
+        aux_weight=config.aux_loss,
+    )

@@ -1,0 +1,139 @@
+"""Process group set-up for ``torchrun``, the device each process uses, and BN handling.
+
+``torchrun --nproc_per_node N -m atrous train ...`` sets ``RANK``, ``WORLD_SIZE`` and
+``LOCAL_RANK``; this module turns them into a process group (NCCL on GPUs, gloo on
+CPU) and a device. Without them everything runs as a single process.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from atrous.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class DistContext:
+    """Where this process stands: rank, world size and its device."""
+
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+    device: torch.device = torch.device("cpu")
+
+    @property
+    def is_main(self) -> bool:
+        """Whether this process writes checkpoints, logs and progress bars."""
+        return self.rank == 0
+
+    @property
+    def distributed(self) -> bool:
+        return self.world_size > 1
+
+
+def resolve_device(spec: str, local_rank: int = 0) -> torch.device:
+    """``"auto"`` → ``cuda:local_rank`` when CUDA is available, else ``cpu``; others as given."""
+    if spec == "auto":
+        return torch.device("cuda", local_rank) if torch.cuda.is_available() else torch.device("cpu")
+    try:
+        device = torch.device(spec)
+    except RuntimeError:
+        raise ConfigError(f"unknown device {spec!r}; use auto, cpu, cuda or cuda:N") from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ConfigError(f"device {spec!r} requested but CUDA is not available; use --device cpu")
+        if device.index is None:
+            device = torch.device("cuda", local_rank)
+    return device
+
+
+def init_distributed(device_spec: str = "auto") -> DistContext:
+    """Join the process group described by torchrun's environment, if any."""
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    device = resolve_device(device_spec, local_rank)
+    if world_size <= 1:
+        return DistContext(device=device)
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    if not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo", init_method="env://")
+    return DistContext(rank=dist.get_rank(), world_size=dist.get_world_size(), local_rank=local_rank, device=device)
+
+
+def shutdown(context: DistContext) -> None:
+    """Leave the process group (if this module joined one)."""
+    if context.distributed and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def all_gather_objects(context: DistContext, value: Any) -> list[Any]:
+    """Every process's ``value``, in rank order (a one-item list without a process group)."""
+    if not context.distributed:
+        return [value]
+    gathered: list[Any] = [None] * context.world_size
+    dist.all_gather_object(gathered, value)
+    return gathered
+
+
+def mean_across(context: DistContext, value: torch.Tensor) -> torch.Tensor:
+    """The mean of a tensor over processes (the tensor itself without a process group)."""
+    if not context.distributed:
+        return value
+    value = value.detach().clone()
+    dist.all_reduce(value, op=dist.ReduceOp.SUM)
+    return value / context.world_size
+
+
+def broadcast_error(context: DistContext, message: str | None) -> str | None:
+    """Share rank 0's error message (or None) so every process stops together."""
+    if not context.distributed:
+        return message
+    box = [message]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def batch_norms(model: nn.Module) -> list[nn.modules.batchnorm._BatchNorm]:
+    """Every BatchNorm (1d/2d/3d, SyncBatchNorm) module in ``model``."""
+    return [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+
+
+def freeze_batch_norm(model: nn.Module) -> int:
+    """Fix BN statistics and affine parameters (v3 OS8 fine-tuning); returns the BN count.
+
+    Parameters get ``requires_grad=False`` here; ``set_train_mode`` keeps the modules in
+    eval mode (running statistics used, not updated) each time training mode is set.
+    """
+    norms = batch_norms(model)
+    for norm in norms:
+        for parameter in norm.parameters(recurse=False):
+            parameter.requires_grad_(False)
+    return len(norms)
+
+
+def set_train_mode(model: nn.Module, *, freeze_bn: bool) -> None:
+    """``model.train()``, but frozen BN layers stay in eval mode."""
+    model.train()
+    if freeze_bn:
+        for norm in batch_norms(model):
+            norm.eval()
+
+
+def maybe_sync_batch_norm(model: nn.Module, context: DistContext, *, enabled: bool) -> nn.Module:
+    """SyncBatchNorm across GPUs under DDP; on CPU keep per-process BN and say so."""
+    if not (enabled and context.distributed):
+        return model
+    if context.device.type != "cuda":
+        log.warning("SyncBatchNorm needs CUDA tensors; on %s each process normalises its own batch", context.device)
+        return model
+    return nn.SyncBatchNorm.convert_sync_batchnorm(model)

@@ -1,0 +1,137 @@
+"""Where a run stands (epoch, iteration, best mIoU), its folder, and continuing from ``last.pt``.
+
+Checks on the run folder happen before anything is written: an ``--out`` that is a
+file, a folder that already holds a run (without ``--resume``/``--overwrite``), or a
+``--resume`` checkpoint that is missing, corrupt or of another model each raise one
+error and leave every existing file as it was.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from atrous.engine.checkpoint import describe, load_weights, read_checkpoint
+from atrous.engine.config import TrainConfig
+from atrous.errors import CheckpointError, ConfigError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from atrous.engine.trainer import Trainer
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Position:
+    """Progress of a run: ``epoch`` in progress (0-based), optimizer steps done, best val mIoU."""
+
+    epoch: int = 0
+    iteration: int = 0
+    best_miou: float = math.nan
+    loss_sum: float = 0.0
+    loss_count: int = 0
+
+    def add_loss(self, value: float) -> None:
+        self.loss_sum += value
+        self.loss_count += 1
+
+    def epoch_loss(self) -> float:
+        """Mean training loss of the epoch so far (NaN before the first step)."""
+        return self.loss_sum / self.loss_count if self.loss_count else math.nan
+
+    def reset_epoch_loss(self) -> None:
+        self.loss_sum, self.loss_count = 0.0, 0
+
+    def improves(self, miou: float) -> bool:
+        """Whether ``miou`` beats the best so far (any number beats none)."""
+        return not math.isnan(miou) and (math.isnan(self.best_miou) or miou > self.best_miou)
+
+
+def prepare_run_dir(config: TrainConfig) -> tuple[Path, Path | None]:
+    """Check ``config.out`` (writes nothing); returns (run folder, checkpoint to resume or None)."""
+    run_dir = Path(config.out)
+    if run_dir.exists() and not run_dir.is_dir():
+        raise ConfigError(f"--out {run_dir} is a file, not a folder; choose another --out")
+    if config.resume is not None:
+        path = run_dir / "last.pt" if config.resume == "last" else Path(config.resume)
+        if not path.is_file():
+            raise CheckpointError(f"cannot resume: {path} does not exist; drop --resume to start a new run")
+        return run_dir, path
+    if (run_dir / "last.pt").exists() and not config.overwrite:
+        raise ConfigError(
+            f"{run_dir} already holds a run (last.pt); pass --resume to continue it, "
+            "--overwrite to start over, or choose another --out"
+        )
+    return run_dir, None
+
+
+def create_run_dir(run_dir: Path, *, fresh: bool) -> None:
+    """Make the run folder; a fresh (overwriting) run drops the old ``best.pt``."""
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise ConfigError(f"cannot create the run folder {run_dir}: {error.strerror}") from None
+    if fresh:
+        (run_dir / "best.pt").unlink(missing_ok=True)
+
+
+def restore(trainer: Trainer, path: Path) -> tuple[Position, dict[str, Any]]:
+    """Load model, optimizer, schedule and scaler state from ``path`` into ``trainer``.
+
+    Returns the run position and the saved RNG states of this process (to be set
+    last, once nothing else will draw random numbers before the first step).
+    """
+    context, config = trainer.context, trainer.config
+    checkpoint = read_checkpoint(path, map_location=context.device)
+    saved, current = checkpoint["model"]["config"], trainer.model.config
+    load_weights(trainer.model, checkpoint, path)
+    differences = [
+        f"{key}: {saved.get(key)!r} in the checkpoint, {current.get(key)!r} now"
+        for key in sorted(set(saved) | set(current))
+        if saved.get(key) != current.get(key)
+    ]
+    if differences:
+        raise CheckpointError(
+            f"cannot resume {describe(current)} from {path}, which holds a differently built "
+            f"{describe(saved)} ({'; '.join(differences)}); use the same model options"
+        )
+    per_epoch = trainer.data.iters_per_epoch
+    if checkpoint.get("iters_per_epoch") != per_epoch:
+        raise CheckpointError(
+            f"{path} was written with {checkpoint.get('iters_per_epoch')} iterations per epoch but this run has "
+            f"{per_epoch}; resume with the same data, --batch-size, --max-iters and number of processes"
+        )
+    trainer.optimizer.load_state_dict(checkpoint["optimizer"])
+    trainer.scheduler.load_state_dict(checkpoint["scheduler"])
+    # The schedule's length follows this run's --epochs (a resumed run may be extended).
+    trainer.scheduler.max_iters = config.epochs * per_epoch
+    trainer.scheduler.power, trainer.scheduler.warmup_iters = config.poly_power, config.warmup_iters
+    if checkpoint.get("scaler"):
+        trainer.scaler.load_state_dict(checkpoint["scaler"])
+    loss_sum, loss_count = checkpoint.get("epoch_loss", [0.0, 0])
+    position = Position(
+        epoch=int(checkpoint["epoch"]),
+        iteration=int(checkpoint["iteration"]),
+        best_miou=float(checkpoint.get("best_miou", math.nan)),
+        loss_sum=float(loss_sum),
+        loss_count=int(loss_count),
+    )
+    rng = checkpoint["rng"]
+    per_rank = rng.get("per_rank")
+    if per_rank is not None and len(per_rank) == context.world_size:
+        rng = per_rank[context.rank]
+    elif checkpoint.get("world_size", 1) != context.world_size:
+        log.warning(
+            "%s was written by %s process(es), this run has %d; random streams will differ from an uninterrupted run",
+            path, checkpoint.get("world_size", 1), context.world_size,
+        )
+    saved_config = checkpoint.get("train_config") or {}
+    changed = [k for k, v in config.to_dict().items() if k in saved_config and saved_config[k] != v and k != "resume"]
+    if changed and context.is_main:
+        log.info("resuming with changed options: %s", ", ".join(changed))
+    if context.is_main:
+        log.info("resumed from %s at epoch %d, iteration %d", path, position.epoch + 1, position.iteration)
+    return position, rng

@@ -1,0 +1,298 @@
+"""The training loop: ``train(config) -> TrainResult``.
+
+One iteration: batch → (autocast) model → loss → finite check → backward (GradScaler)
+→ optional clipping → optimizer step → poly LR step. After each epoch (every
+``val_every``): validation confusion matrix reduced over processes, a per-class table
+in the log, ``log.csv``, ``last.pt`` and, on a better mIoU, ``best.pt``. ``last.pt`` is
+also written every ``checkpoint_every`` iterations with everything needed to continue
+exactly (optimizer, schedule, scaler, RNG states, position in the epoch).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from atrous.engine import distributed as dist_utils
+from atrous.engine.builders import RunData, build_data, build_loss, build_model, build_optimizer
+from atrous.engine.checkpoint import describe, rng_state, save_checkpoint, set_rng_state, unwrap
+from atrous.engine.config import TrainConfig, load_config_file, make_config
+from atrous.engine.metrics import ConfusionMatrix, format_table
+from atrous.engine.resume import Position, create_run_dir, prepare_run_dir, restore
+from atrous.engine.runlog import RunLog
+from atrous.engine.schedule import PolyLR
+from atrous.errors import TrainingError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainResult:
+    """What a finished run produced."""
+
+    run_dir: Path
+    best_miou: float
+    metrics: dict[str, Any] = field(default_factory=dict)  # the last validation's ConfusionMatrix.compute()
+    epochs: int = 0
+    iterations: int = 0
+    seconds: float = 0.0
+    last_checkpoint: Path | None = None
+    best_checkpoint: Path | None = None
+
+
+def train(config: TrainConfig | dict[str, Any] | str | Path) -> TrainResult:
+    """Train a model as ``config`` says (a ``TrainConfig``, a dict of its fields or a YAML path).
+
+    Under ``torchrun`` every process calls this; rank 0 writes checkpoints and logs.
+    Raises ``ConfigError``/``DataError``/``CheckpointError`` for bad input before
+    anything is written, ``TrainingError`` when the loss stops being finite.
+    """
+    if isinstance(config, (str, Path)):
+        config = make_config(load_config_file(config))
+    elif isinstance(config, dict):
+        config = make_config(config)
+    context = dist_utils.init_distributed(config.device)
+    try:
+        return Trainer(config, context).fit()
+    finally:
+        dist_utils.shutdown(context)
+
+
+class Trainer:
+    """One training run of one process; ``fit()`` runs it."""
+
+    def __init__(self, config: TrainConfig, context: dist_utils.DistContext) -> None:
+        self.config = config
+        self.context = context
+        self.run_dir, resume_path = prepare_run_dir(config)
+        torch.manual_seed(config.seed)  # identical initial weights in every process
+        self.data: RunData = build_data(config, context)
+        train_set = self.data.train_set
+        model = build_model(config, train_set.num_classes)
+        if config.freeze_bn:
+            count = dist_utils.freeze_batch_norm(model)
+            log.info("froze %d BatchNorm layers (statistics and affine parameters)", count)
+        model = dist_utils.maybe_sync_batch_norm(model, context, enabled=config.sync_bn and not config.freeze_bn)
+        model.to(context.device)
+        self.model = unwrap(model)
+        self.optimizer = build_optimizer(config, self.model)
+        total_iters = config.epochs * self.data.iters_per_epoch
+        self.scheduler = PolyLR(
+            self.optimizer, max_iters=total_iters, power=config.poly_power, warmup_iters=config.warmup_iters
+        )
+        self.amp_dtype = _amp_dtype(config.amp, context.device)
+        self.scaler = torch.amp.GradScaler(
+            context.device.type, enabled=self.amp_dtype == torch.float16 and context.device.type == "cuda"
+        )
+        self.criterion = build_loss(config, train_set).to(context.device)
+        self.position = Position()
+        saved_rng = None
+        if resume_path is not None:
+            self.position, saved_rng = restore(self, resume_path)
+        self.train_model: nn.Module = model
+        if context.distributed:
+            self.train_model = nn.parallel.DistributedDataParallel(
+                model, device_ids=[context.device.index] if context.device.type == "cuda" else None
+            )
+        if context.is_main:
+            create_run_dir(self.run_dir, fresh=resume_path is None)
+        self.runlog = RunLog(
+            self.run_dir,
+            enabled=context.is_main,
+            resume_iteration=self.position.iteration if resume_path is not None else None,
+        )
+        log.info(
+            "training %s on %d images, %d epochs × %d iterations, batch %d × %d processes, on %s",
+            describe(self.model.config), len(train_set), config.epochs,
+            self.data.iters_per_epoch, config.batch_size, context.world_size, context.device,
+        )
+        if saved_rng is not None:
+            set_rng_state(saved_rng)
+        else:
+            # Each process draws its own dropout masks; the stream depends on (seed, rank) only.
+            torch.manual_seed(config.seed * 1000 + context.rank)
+
+    # ------------------------------------------------------------------ loop
+    def fit(self) -> TrainResult:
+        config, position = self.config, self.position
+        started = time.perf_counter()
+        metrics: dict[str, Any] = {}
+        try:
+            while position.epoch < config.epochs:
+                epoch_started = time.perf_counter()
+                self.train_epoch()
+                epoch = position.epoch
+                last_epoch = epoch + 1 == config.epochs
+                validate = config.val_every > 0 and ((epoch + 1) % config.val_every == 0 or last_epoch)
+                metrics = self.validate() if validate else {}
+                improved = bool(metrics) and position.improves(metrics["miou"])
+                if improved:
+                    position.best_miou = metrics["miou"]
+                row = self.epoch_row(metrics, time.perf_counter() - epoch_started)
+                position.epoch += 1
+                position.reset_epoch_loss()
+                self.save("last.pt")
+                if improved:
+                    self.save("best.pt")
+                self.runlog.epoch_row(row)
+        finally:
+            self.runlog.close()
+        best = self.run_dir / "best.pt"
+        return TrainResult(
+            run_dir=self.run_dir,
+            best_miou=position.best_miou,
+            metrics=metrics,
+            epochs=position.epoch,
+            iterations=position.iteration,
+            seconds=time.perf_counter() - started,
+            last_checkpoint=self.run_dir / "last.pt",
+            best_checkpoint=best if best.exists() else None,
+        )
+
+    def train_epoch(self) -> None:
+        config, position, context = self.config, self.position, self.context
+        per_epoch = self.data.iters_per_epoch
+        start_batch = position.iteration - position.epoch * per_epoch
+        self.data.sampler.set_epoch(position.epoch)
+        self.data.sampler.set_start_batch(start_batch)
+        dist_utils.set_train_mode(self.train_model, freeze_bn=config.freeze_bn)
+        bar = tqdm(
+            total=per_epoch,
+            initial=start_batch,
+            desc=f"epoch {position.epoch + 1}/{config.epochs}",
+            unit="it",
+            disable=not (config.progress and context.is_main),
+            dynamic_ncols=True,
+            leave=False,
+        )
+        with bar:
+            for batch_index, (images, masks) in enumerate(self.data.train_loader, start=start_batch):
+                if batch_index >= per_epoch:
+                    break
+                loss = self.step(images, masks)
+                position.add_loss(loss)
+                lr = self.optimizer.param_groups[0]["lr"]
+                bar.update(1)
+                bar.set_postfix(loss=f"{loss:.4f}", lr=f"{lr:.2e}", refresh=False)
+                self.runlog.scalars(position.iteration, {"train/loss": loss, "train/lr": lr})
+                mid_epoch = batch_index + 1 < per_epoch
+                if mid_epoch and config.checkpoint_every and position.iteration % config.checkpoint_every == 0:
+                    self.save("last.pt")
+
+    def step(self, images: torch.Tensor, masks: torch.Tensor) -> float:
+        """One optimizer step on a batch; returns the loss (averaged over processes)."""
+        device = self.context.device
+        images = images.to(device, non_blocking=True)
+        masks = masks.to(device, non_blocking=True)
+        autocast = (
+            torch.autocast(device.type, dtype=self.amp_dtype) if self.amp_dtype is not None else contextlib.nullcontext()
+        )
+        with autocast:
+            output = self.train_model(images)
+        loss = self.criterion(output, masks)
+        value = float(dist_utils.mean_across(self.context, loss.detach()))
+        if not math.isfinite(value):
+            checkpoint = self.run_dir / "last.pt"
+            kept = f"the last good checkpoint {checkpoint} is untouched" if checkpoint.exists() else "no checkpoint was written"
+            raise TrainingError(
+                f"loss is {value} at epoch {self.position.epoch + 1}, iteration {self.position.iteration + 1}; "
+                f"training stopped and {kept}. Lower --lr, add --clip-grad or check the data"
+            )
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        if self.config.clip_grad > 0:
+            self.scaler.unscale_(self.optimizer)
+            params = [p for group in self.optimizer.param_groups for p in group["params"]]
+            torch.nn.utils.clip_grad_norm_(params, self.config.clip_grad)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.scheduler.step()
+        self.position.iteration += 1
+        return value
+
+    # ------------------------------------------------------------ validation
+    @torch.inference_mode()
+    def validate(self) -> dict[str, Any]:
+        """Confusion matrix over this process's val share, summed over processes."""
+        val_set, device = self.data.val_set, self.context.device
+        matrix = ConfusionMatrix(val_set.num_classes, ignore_index=val_set.ignore_index, device=device)
+        self.model.eval()
+        for images, masks in self.data.val_loader:
+            images = images.to(device, non_blocking=True)
+            with torch.autocast(device.type, dtype=self.amp_dtype) if self.amp_dtype else contextlib.nullcontext():
+                logits = self.model(images)
+            matrix.update(logits.argmax(1), masks.to(device))
+        matrix.all_reduce()
+        result = matrix.compute()
+        if self.context.is_main:
+            log.info("validation after epoch %d:\n%s", self.position.epoch + 1, format_table(result, val_set.class_names))
+        return result
+
+    def epoch_row(self, metrics: dict[str, Any], seconds: float) -> dict[str, Any]:
+        position = self.position
+        row = {
+            "epoch": position.epoch + 1,
+            "iteration": position.iteration,
+            "train_loss": position.epoch_loss(),
+            "lr": self.optimizer.param_groups[0]["lr"],
+            "val_miou": metrics.get("miou"),
+            "val_pixel_accuracy": metrics.get("pixel_accuracy"),
+            "time": round(seconds, 2),
+        }
+        self.runlog.scalars(position.iteration, {"val/miou": row["val_miou"], "val/pixel_accuracy": row["val_pixel_accuracy"]})
+        if self.context.is_main:
+            miou = "—" if row["val_miou"] is None else f"{100 * row['val_miou']:.2f}"
+            log.info("epoch %d: train loss %.4f, val mIoU %s, %.1f s", row["epoch"], row["train_loss"], miou, seconds)
+        return row
+
+    # ------------------------------------------------------------ checkpoints
+    def save(self, name: str) -> None:
+        """Write ``run_dir/name`` (rank 0), with every process's RNG state."""
+        states = dist_utils.all_gather_objects(self.context, rng_state())
+        if not self.context.is_main:
+            return
+        data, position = self.data, self.position
+        rng = dict(states[0])
+        if self.context.distributed:
+            rng["per_rank"] = states
+        checkpoint = {
+            "format": "atrous-checkpoint",
+            "version": 1,
+            "model": {"config": dict(self.model.config), "state_dict": self.model.state_dict()},
+            "class_names": list(data.train_set.class_names),
+            "palette": [list(color) for color in data.train_set.palette],
+            "ignore_index": int(data.train_set.ignore_index),
+            "mean": list(data.mean),
+            "std": list(data.std),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "rng": rng,
+            "epoch": position.epoch,
+            "iteration": position.iteration,
+            "iters_per_epoch": data.iters_per_epoch,
+            "world_size": self.context.world_size,
+            "best_miou": position.best_miou,
+            "epoch_loss": [position.loss_sum, position.loss_count],
+            "train_config": self.config.to_dict(),
+        }
+        save_checkpoint(checkpoint, self.run_dir / name)
+
+
+def _amp_dtype(mode: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype for ``--amp`` on ``device`` (None = float32)."""
+    if mode == "off":
+        return None
+    if mode == "fp16" and device.type != "cuda":
+        log.info("mixed precision fp16 needs CUDA; training in float32 on %s (use --amp bf16 on CPU)", device)
+        return None
+    return torch.float16 if mode == "fp16" else torch.bfloat16
