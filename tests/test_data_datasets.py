@@ -1,0 +1,252 @@
+"""Each dataset on a tiny fixture written in its real on-disk layout, plus detection,
+build_dataset and the folder-level errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from atrous.data import CAMVID_CLASSES, VOC_CLASSES, build_dataset, dataset_options, detect_layout, voc_colormap
+from atrous.errors import ConfigError, DataError
+
+H, W = 6, 8
+
+
+def _image(path: Path, seed: int = 0, size: tuple[int, int] = (H, W)) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(np.random.default_rng(seed).integers(0, 256, (*size, 3), dtype=np.uint8)).save(path)
+
+
+def _mask(path: Path, values: list[int], size: tuple[int, int] = (H, W)) -> np.ndarray:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    mask = np.resize(np.array(values, dtype=np.uint8), size)
+    Image.fromarray(mask, mode="L").save(path)
+    return mask
+
+
+def _check_item(dataset, index: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    image, mask = dataset[index]
+    assert image.dtype == torch.uint8 and image.shape == (3, H, W)
+    assert mask.dtype == torch.int64 and mask.shape == (H, W)
+    return image, mask
+
+
+# --- folder --------------------------------------------------------------------------------
+
+
+def _folder(root: Path, stems: list[str], values: list[int] = (0, 1, 2)) -> Path:
+    for i, stem in enumerate(stems):
+        _image(root / "images" / f"{stem}.jpg", seed=i)
+        _mask(root / "masks" / f"{stem}.png", list(values))
+    return root
+
+
+def test_folder_flat_with_classes_file(tmp_path: Path) -> None:
+    root = _folder(tmp_path, [f"im{i}" for i in range(10)])
+    (root / "classes.txt").write_text("bg\ncat\ndog\n")
+    everything = build_dataset("folder", root, "all")
+    assert len(everything) == 10 and everything.class_names == ["bg", "cat", "dog"]
+    assert everything.num_classes == 3 and len(everything.palette) == 3 and everything.ignore_index == 255
+    train, val = build_dataset("folder", root, "train"), build_dataset("folder", root, "val")
+    assert (len(train), len(val)) == (9, 1)
+    assert not {s[0] for s in train.samples} & {s[0] for s in val.samples}
+    assert build_dataset("folder", root, "val").samples == val.samples  # same partition every time
+    _, mask = _check_item(train)
+    assert set(mask.unique().tolist()) == {0, 1, 2}
+
+
+def test_folder_split_subfolders_and_list_files(tmp_path: Path) -> None:
+    sub = tmp_path / "sub"
+    _folder(sub / "x", ["a", "b"])
+    for kind in ("images", "masks"):
+        (sub / kind / "train").mkdir(parents=True)
+        for p in (sub / "x" / kind).iterdir():
+            p.rename(sub / kind / "train" / p.name)
+    ds = build_dataset("folder", sub, "train", num_classes=3)
+    assert [p.name for p, _ in ds.samples] == ["a.jpg", "b.jpg"]
+    with pytest.raises(ConfigError, match="valid: train"):
+        build_dataset("folder", sub, "val", num_classes=3)
+
+    listed = _folder(tmp_path / "listed", ["a", "b", "c"])
+    (listed / "val.txt").write_text("c\nb\n")
+    assert [p.stem for p, _ in build_dataset("folder", listed, "val", num_classes=3).samples] == ["c", "b"]
+    (listed / "val.txt").write_text("c\nzzz\n")
+    with pytest.raises(DataError, match=r"val\.txt: 1 listed images are not in"):
+        build_dataset("folder", listed, "val", num_classes=3)
+
+
+def test_folder_colour_masks_through_the_classes_file(tmp_path: Path) -> None:
+    _image(tmp_path / "images" / "a.png")
+    colours = np.zeros((H, W, 3), np.uint8)
+    colours[:, W // 2 :] = (255, 0, 0)
+    (tmp_path / "masks").mkdir()
+    Image.fromarray(colours).save(tmp_path / "masks" / "a.png")
+    (tmp_path / "classes.txt").write_text("background 0 0 0\nthing 255 0 0\n")
+    ds = build_dataset("folder", tmp_path, "all")
+    assert ds.palette == [(0, 0, 0), (255, 0, 0)]
+    _, mask = _check_item(ds)
+    assert mask[:, : W // 2].eq(0).all() and mask[:, W // 2 :].eq(1).all()
+
+
+def test_folder_needs_a_class_count(tmp_path: Path) -> None:
+    root = _folder(tmp_path, ["a", "b"])
+    with pytest.raises(DataError, match="pass num_classes or write .*classes.txt"):
+        build_dataset("folder", root, "all")
+    (root / "classes.txt").write_text("a\nb\nc\n")
+    with pytest.raises(ConfigError, match="num_classes=5 but .* lists 3"):
+        build_dataset("folder", root, "all", num_classes=5)
+
+
+def test_folder_errors_missing_empty_and_unpaired(tmp_path: Path) -> None:
+    with pytest.raises(DataError, match="dataset folder not found"):
+        build_dataset("folder", tmp_path / "nope", "all", num_classes=2)
+    (tmp_path / "images").mkdir()
+    (tmp_path / "masks").mkdir()
+    with pytest.raises(DataError, match=r"images: no images \(.png, .jpg, .jpeg\) found"):
+        build_dataset("folder", tmp_path, "all", num_classes=2)
+    _folder(tmp_path, ["a", "b"])
+    _image(tmp_path / "images" / "lonely.png")
+    with pytest.raises(DataError, match=r"1 of 3 images have no mask: .*lonely\.png \(expected .*masks/lonely\.png\)"):
+        build_dataset("folder", tmp_path, "all", num_classes=3)
+
+
+def test_lazy_item_errors_name_the_file(tmp_path: Path) -> None:
+    root = _folder(tmp_path, ["a", "b", "c"])
+    _mask(root / "masks" / "b.png", [0, 1], size=(H + 1, W))
+    _mask(root / "masks" / "c.png", [0, 7])
+    ds = build_dataset("folder", root, "all", num_classes=3)  # construction does not decode
+    _check_item(ds, 0)
+    with pytest.raises(DataError, match=r"b\.jpg is 8x6 but its mask .*b\.png is 8x7"):
+        ds[1]
+    with pytest.raises(DataError, match=r"c\.png: mask values 7 are outside \[0, 3\)"):
+        ds[2]
+    with pytest.raises(IndexError):
+        ds[3]
+
+
+def test_transform_is_applied(tmp_path: Path) -> None:
+    ds = build_dataset("folder", _folder(tmp_path, ["a"]), "all", num_classes=3, transform=lambda i, m: (i.shape, m.sum()))
+    assert ds[0] == ((3, H, W), torch.tensor(np.resize([0, 1, 2], (H, W)).sum()))
+
+
+# --- the public datasets -----------------------------------------------------------------
+
+
+def test_camvid_layout_and_unlabelled(tmp_path: Path) -> None:
+    for split in ("train", "val"):
+        _image(tmp_path / split / "0001TP_006690.png")
+        _mask(tmp_path / f"{split}annot" / "0001TP_006690.png", [0, 10, 11])
+    ds = build_dataset(None, tmp_path, "val")
+    assert type(ds).__name__ == "CamVid" and ds.num_classes == 11 and ds.class_names == list(CAMVID_CLASSES)
+    assert ds.palette[4] == (60, 40, 222)
+    _, mask = _check_item(ds)
+    assert set(mask.unique().tolist()) == {0, 10, 255}
+    with pytest.raises(DataError, match="testannot"):
+        build_dataset("camvid", tmp_path, "test")
+
+
+def _voc(root: Path) -> Path:
+    voc = root / "VOCdevkit" / "VOC2012"
+    lists = voc / "ImageSets" / "Segmentation"
+    lists.mkdir(parents=True)
+    (lists / "train.txt").write_text("2007_000032\n2007_000039\n")
+    (lists / "val.txt").write_text("2007_000033\n")
+    for i, stem in enumerate(["2007_000032", "2007_000039", "2007_000033"]):
+        _image(voc / "JPEGImages" / f"{stem}.jpg", seed=i)
+        mask = Image.fromarray(np.resize(np.array([0, 15, 255], np.uint8), (H, W)), mode="P")
+        mask.putpalette([c for color in voc_colormap() for c in color])
+        (voc / "SegmentationClass").mkdir(exist_ok=True)
+        mask.save(voc / "SegmentationClass" / f"{stem}.png")
+    return root
+
+
+def test_voc_splits_and_palette_masks(tmp_path: Path) -> None:
+    root = _voc(tmp_path)
+    ds = build_dataset(None, root, "train")
+    assert type(ds).__name__ == "VOCSegmentation" and len(ds) == 2 and ds.class_names == list(VOC_CLASSES)
+    assert ds.palette[15] == (192, 128, 128)
+    _, mask = _check_item(ds)
+    assert set(mask.unique().tolist()) == {0, 15, 255}
+    assert len(build_dataset("voc", root / "VOCdevkit", "val")) == 1
+    with pytest.raises(DataError, match="needs SBD.*sbd_root"):
+        build_dataset("voc", root, "train_aug")
+
+
+def test_voc_train_aug_with_sbd_mat(tmp_path: Path) -> None:
+    savemat = pytest.importorskip("scipy.io").savemat
+    root = _voc(tmp_path)
+    sbd = root / "benchmark_RELEASE" / "dataset"
+    (sbd / "cls").mkdir(parents=True)
+    (sbd / "train.txt").write_text("2008_000002\n2007_000033\n")  # the VOC val image must be dropped
+    (sbd / "val.txt").write_text("2007_000039\n")
+    _image(sbd / "img" / "2008_000002.jpg", seed=7)
+    segmentation = np.resize(np.array([0, 7, 20], np.uint8), (H, W))
+    for stem in ("2008_000002", "2007_000033", "2007_000039"):
+        savemat(sbd / "cls" / f"{stem}.mat", {"GTcls": {"Segmentation": segmentation, "CategoriesPresent": [7, 20]}})
+    ds = build_dataset("voc", root, "train_aug")
+    stems = [image.stem for image, _ in ds.samples]
+    assert stems == ["2007_000032", "2007_000039", "2008_000002"]
+    assert ds.samples[1][1].suffix == ".png"  # VOC's own mask wins where it exists
+    assert ds.samples[2] == (sbd / "img" / "2008_000002.jpg", sbd / "cls" / "2008_000002.mat")
+    _, mask = _check_item(ds, 2)
+    np.testing.assert_array_equal(mask.numpy(), segmentation)
+    savemat(sbd / "cls" / "2008_000002.mat", {"other": np.zeros(2)})
+    with pytest.raises(DataError, match=r"2008_000002\.mat: not an SBD class mask"):
+        ds[2]
+
+
+def test_cityscapes_label_ids_to_train_ids(tmp_path: Path) -> None:
+    stem = "aachen_000000_000019"
+    _image(tmp_path / "leftImg8bit" / "val" / "aachen" / f"{stem}_leftImg8bit.png")
+    _mask(tmp_path / "gtFine" / "val" / "aachen" / f"{stem}_gtFine_labelIds.png", [7, 26, 33, 0, 6, 34])
+    ds = build_dataset(None, tmp_path, "val")
+    assert type(ds).__name__ == "Cityscapes" and ds.num_classes == 19 and ds.class_names[13] == "car"
+    _, mask = _check_item(ds)
+    np.testing.assert_array_equal(mask[0, :6].numpy(), [0, 13, 18, 255, 255, 255])
+    (tmp_path / "gtFine" / "val" / "aachen" / f"{stem}_gtFine_labelIds.png").unlink()
+    with pytest.raises(DataError, match="have no mask.*gtFine_labelIds"):
+        build_dataset("cityscapes", tmp_path, "val")
+
+
+def test_ade20k_shift_and_ignore(tmp_path: Path) -> None:
+    ade = tmp_path / "ADEChallengeData2016"
+    _image(ade / "images" / "validation" / "ADE_val_00000001.jpg")
+    _mask(ade / "annotations" / "validation" / "ADE_val_00000001.png", [0, 1, 150])
+    ds = build_dataset(None, tmp_path, "val")
+    assert type(ds).__name__ == "ADE20K" and ds.num_classes == 150 and ds.class_names[:3] == ["wall", "building", "sky"]
+    assert ds.class_names[-1] == "flag" and (0, 0, 0) not in ds.palette
+    _, mask = _check_item(ds)
+    assert set(mask.unique().tolist()) == {255, 0, 149}
+    _mask(ade / "annotations" / "validation" / "ADE_val_00000001.png", [151])
+    with pytest.raises(DataError, match="mask values 151"):
+        ds[0]
+
+
+# --- build_dataset / detection --------------------------------------------------------------
+
+
+def test_detection_errors_list_the_layouts(tmp_path: Path) -> None:
+    (tmp_path / "random").mkdir()
+    with pytest.raises(DataError, match="unrecognised dataset layout.*camvid: train/ \\+ trainannot/.*folder: images/"):
+        detect_layout(tmp_path)
+    with pytest.raises(DataError, match="not found"):
+        detect_layout(tmp_path / "missing")
+    assert detect_layout(_folder(tmp_path / "f", ["a"])) == "folder"
+
+
+def test_build_dataset_rejects_unknown_names_and_options(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="unknown dataset 'kitti'; valid: ade20k, camvid, cityscapes, folder"):
+        build_dataset("kitti", tmp_path)
+    with pytest.raises(ConfigError, match="no option\\(s\\) num_class; valid: .*num_classes"):
+        build_dataset("folder", tmp_path, num_class=3)
+    with pytest.raises(ConfigError, match="needs a root"):
+        build_dataset("camvid", None)
+    with pytest.raises(ConfigError, match="give a dataset name"):
+        build_dataset(None, None)
+    with pytest.raises(ConfigError, match="unknown CamVid split 'training'"):
+        build_dataset("camvid", tmp_path, "training")
+    assert "sbd_root" in dataset_options("voc") and "num_images" in dataset_options("shapes")
