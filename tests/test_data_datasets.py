@@ -79,6 +79,18 @@ def test_folder_split_subfolders_and_list_files(tmp_path: Path) -> None:
         build_dataset("folder", listed, "val", num_classes=3)
 
 
+def test_folder_stray_text_files_and_duplicate_names(tmp_path: Path) -> None:
+    root = _folder(tmp_path, ["a", "b", "c"])
+    (root / "notes.txt").write_text("not a split\n")
+    assert len(build_dataset("folder", root, "train", num_classes=3)) == 2
+    (root / "train.txt").write_text("a\nb\n")
+    with pytest.raises(ConfigError, match="unknown split .* 'val'; valid: all, train$"):
+        build_dataset("folder", root, "val", num_classes=3)  # no silent random val beside a train list
+    _image(root / "images" / "a.png")
+    with pytest.raises(DataError, match=r"share the name\(s\) \['a'\]"):
+        build_dataset("folder", root, "all", num_classes=3)
+
+
 def test_folder_colour_masks_through_the_classes_file(tmp_path: Path) -> None:
     _image(tmp_path / "images" / "a.png")
     colours = np.zeros((H, W, 3), np.uint8)

@@ -9,7 +9,7 @@ Splits, the first that applies:
 
 1. subfolders ``root/images/<split>/`` and ``root/masks/<split>/``;
 2. a list file ``root/<split>.txt`` of image names (stems), one per line;
-3. no split structure at all: ``split="all"`` is every image, and ``"train"``/``"val"``
+3. no split subfolders nor ``train/val/test/trainval.txt`` lists: ``split="all"`` is every image, and ``"train"``/``"val"``
    are a fixed random partition (``val_fraction`` of the images, seed 0, by sorted
    name), the same in every run.
 
@@ -21,6 +21,7 @@ the ``num_classes`` option.
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -31,6 +32,8 @@ from atrous.data.palette import ClassSpec, find_class_file, parse_class_file, vo
 from atrous.errors import ConfigError, DataError, choices_message
 
 logger = logging.getLogger(__name__)
+
+_SPLIT_LISTS = ("train", "val", "test", "trainval")
 
 
 def _images_by_stem(folder: Path, stems: list[str], list_file: Path) -> list[Path]:
@@ -75,6 +78,9 @@ class FolderDataset(SegmentationDataset):
         image_root = require_dir(root / "images", "images", fix)
         mask_root = require_dir(root / "masks", "masks", fix)
         images, mask_dir = self._split_images(root, image_root, mask_root, split, val_fraction)
+        twins = sorted(stem for stem, count in Counter(image.stem for image in images).items() if count > 1)[:3]
+        if twins:
+            raise DataError(f"{root}: several images share the name(s) {twins} (e.g. a.png and a.jpg); keep one each")
         samples = pair_masks(images, lambda image: mask_dir / f"{image.stem}.png")
 
         spec = self._classes(root, num_classes)
@@ -95,18 +101,21 @@ class FolderDataset(SegmentationDataset):
         root: Path, image_root: Path, mask_root: Path, split: str, val_fraction: float
     ) -> tuple[list[Path], Path]:
         subfolders = sorted(p.name for p in image_root.iterdir() if p.is_dir())
-        lists = sorted(p.stem for p in root.glob("*.txt") if p.name != "classes.txt")
+        # Other .txt files (notes, READMEs) are not splits unless asked for by name.
+        lists = [name for name in _SPLIT_LISTS if (root / f"{name}.txt").is_file()]
         if split in subfolders:
             mask_dir = require_dir(mask_root / split, "masks", f"split folders need masks/{split}/ too")
             return list_images(image_root / split), mask_dir
-        if split in lists:
+        if (root / f"{split}.txt").is_file() and split != "classes":
             list_file = root / f"{split}.txt"
             return _images_by_stem(image_root, read_split_file(list_file), list_file), mask_root
-        if subfolders or lists:
+        if subfolders:
             raise ConfigError(choices_message(f"split of {root}", split, subfolders + lists))
         images = list_images(image_root)
         if split == "all":
             return images, mask_root
+        if lists:
+            raise ConfigError(choices_message(f"split of {root}", split, lists + ["all"]))
         if split in ("train", "val"):
             return _auto_split(images, split, val_fraction, root), mask_root
         raise ConfigError(choices_message(f"split of {root} (no split folders or lists)", split, ["all", "train", "val"]))

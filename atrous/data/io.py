@@ -90,7 +90,8 @@ def read_image(path: str | Path, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.
         mode = image.mode
         if mode not in _CONVERTIBLE and mode not in _WITH_ALPHA:
             raise DataError(
-                f"{path}: image mode {mode!r} (16-bit or floating point) is not supported; "
+                f"{path}: image mode {mode!r} (16-bit, floating point or another non-8-bit "
+                "layout) is not supported; "
                 "convert it to 8-bit RGB (e.g. scale to 0..255 and save with "
                 "PIL Image.fromarray(array.astype('uint8')))"
             )
