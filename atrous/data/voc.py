@@ -15,6 +15,7 @@ scipy (``pip install scipy``).
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
 
 import numpy as np
@@ -100,10 +101,8 @@ class VOCSegmentation(SegmentationDataset):
             sources = {stem: (voc / "JPEGImages" / f"{stem}.jpg", voc_masks / f"{stem}.png") for stem in stems}
         else:
             sources = self._train_aug(voc, _find_sbd(root, sbd_root))
-            try:
-                import scipy.io  # noqa: F401
-            except ImportError as exc:
-                raise DataError("split 'train_aug' reads SBD .mat masks, which needs scipy; pip install scipy") from exc
+            if importlib.util.find_spec("scipy") is None:
+                raise DataError("split 'train_aug' reads SBD .mat masks, which needs scipy; pip install scipy")
         for image, _ in sources.values():
             if not image.is_file():
                 raise DataError(f"{image}: listed in the {split} split but missing; re-extract the dataset")
