@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import dataclass
 from typing import Any
 
@@ -62,11 +63,11 @@ def build_data(config: TrainConfig, context: DistContext) -> RunData:
     sampler = EpochSampler(
         len(train_set), batch_size=config.batch_size, seed=config.seed, rank=context.rank, world_size=context.world_size
     )
-    pin = context.device.type == "cuda"
+    workers = min(config.workers, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
     loader_options: dict[str, Any] = {
-        "num_workers": config.workers,
-        "pin_memory": pin,
-        "persistent_workers": config.workers > 0,
+        "num_workers": workers,
+        "pin_memory": context.device.type == "cuda",
+        "persistent_workers": workers > 0,
         # A private generator: creating an iterator must not draw from the global torch RNG.
         "generator": torch.Generator().manual_seed(config.seed),
     }

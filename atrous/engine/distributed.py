@@ -134,6 +134,7 @@ def maybe_sync_batch_norm(model: nn.Module, context: DistContext, *, enabled: bo
     if not (enabled and context.distributed):
         return model
     if context.device.type != "cuda":
-        log.warning("SyncBatchNorm needs CUDA tensors; on %s each process normalises its own batch", context.device)
+        if context.is_main:
+            log.warning("SyncBatchNorm needs CUDA tensors; on %s each process normalises its own batch", context.device)
         return model
     return nn.SyncBatchNorm.convert_sync_batchnorm(model)
