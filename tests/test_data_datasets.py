@@ -3,6 +3,7 @@ build_dataset and the folder-level errors."""
 
 from __future__ import annotations
 
+import pickle
 from pathlib import Path
 
 import numpy as np
@@ -10,7 +11,7 @@ import pytest
 import torch
 from PIL import Image
 
-from atrous.data import CAMVID_CLASSES, VOC_CLASSES, build_dataset, dataset_options, detect_layout, voc_colormap
+from atrous.data import CAMVID_CLASSES, VOC_CLASSES, build_dataset, dataset_options, detect_layout, train_transforms, voc_colormap
 from atrous.errors import ConfigError, DataError
 
 H, W = 6, 8
@@ -138,6 +139,14 @@ def test_lazy_item_errors_name_the_file(tmp_path: Path) -> None:
         ds[2]
     with pytest.raises(IndexError):
         ds[3]
+
+
+def test_datasets_pickle_for_dataloader_workers(tmp_path: Path) -> None:
+    ds = build_dataset("folder", _folder(tmp_path, ["a"]), "all", num_classes=3, transform=train_transforms(4))
+    clone = pickle.loads(pickle.dumps(ds))
+    assert clone.samples == ds.samples and clone[0][0].shape == (3, 4, 4)
+    shapes = pickle.loads(pickle.dumps(build_dataset("shapes", None, "val", num_images=2, size=32)))
+    assert torch.equal(shapes[1][1], build_dataset("shapes", None, "val", num_images=2, size=32)[1][1])
 
 
 def test_transform_is_applied(tmp_path: Path) -> None:

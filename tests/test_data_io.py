@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from atrous.data import read_image, read_mask
+from atrous.data import image_size, read_image, read_mask
 from atrous.errors import DataError
 
 RNG = np.random.default_rng(0)
@@ -131,6 +131,7 @@ def test_pixel_cap_is_checked_before_decoding(tmp_path: Path) -> None:
     # The header claims 3000x2000 but holds no real data: decoding would fail as
     # "truncated", so a max_pixels message proves nothing was decoded.
     path = _png_header_only(tmp_path / "big.png", 3000, 2000)
+    assert image_size(path) == (2000, 3000)  # (H, W) from the header alone
     with pytest.raises(DataError, match=r"big\.png: 3000x2000 = 6000000 pixels exceeds max_pixels=1000000"):
         read_image(path, max_pixels=1_000_000)
     with pytest.raises(DataError, match="truncated or corrupt"):
