@@ -1,0 +1,94 @@
+"""MobileNet v2 (Sandler et al., "MobileNetV2: Inverted Residuals and Linear Bottlenecks", CVPR 2018).
+
+Layout and names are torchvision's ``MobileNetV2``: ``features.0`` the 3×3 stem,
+``features.1..17`` inverted residuals (``.conv``), ``features.18`` the 1×1 conv to 1280,
+``classifier.1`` the Linear, so a torchvision ImageNet state_dict loads with
+``strict=True``. 3.50 M parameters and 301 M MAdds at 224² (paper: 3.4 M / 300 M;
+TF-slim's table: 3.47 M / 300 M).
+
+Features (α = 1): "low" = ``features.3`` (24 ch, OS 4), "mid" = ``features.6``
+(32 ch, OS 8), "out" = ``features.17`` (320 ch): the last inverted residual, without
+the 1×1 → 1280 conv, as the MobileNet v2 paper's DeepLab v3 (§6.3) and TF DeepLab
+(``final_endpoint="layer_18"``) use it. ``features.18`` is part of the classifier
+form only (``num_classes`` given); loading torchvision weights into the feature form
+drops it with the classifier (``atrous.backbones.torchvision_keys``).
+"""
+
+from __future__ import annotations
+
+from torch import nn
+
+from atrous.backbones._mobilenet import MobileNetBackbone, check_width_mult, layers_at_stride
+from atrous.backbones._stride import plan_stages
+from atrous.nn import ConvNormAct
+from atrous.nn.inverted_residual import InvertedResidualV2, make_divisible
+from atrous.registry import register_backbone
+
+__all__ = ["MobileNetV2", "mobilenet_v2"]
+
+# (expansion t, output channels c, repeats n, stride s of the first repeat): paper Table 2.
+_SETTINGS = ((1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1), (6, 160, 3, 2), (6, 320, 1, 1))
+
+
+class MobileNetV2(MobileNetBackbone):
+    """MobileNet v2 backbone; with ``num_classes`` also its ImageNet classifier.
+
+    Shapes: (N, 3, H, W) → {"low": (N, 24α, ⌈H/4⌉, ⌈W/4⌉), "mid": (N, 32α, ⌈H/8⌉, ⌈W/8⌉),
+    "out": (N, 320α, ⌈H/OS⌉, ⌈W/OS⌉)} (channels rounded to multiples of 8).
+    """
+
+    torchvision_family = "mobilenet_v2"  # key map in atrous.backbones.torchvision_keys
+
+    def __init__(
+        self, *, output_stride: int = 32, num_classes: int | None = None, width_mult: float = 1.0, dropout: float = 0.2
+    ) -> None:
+        width_mult = check_width_mult(width_mult)
+        stem = make_divisible(32 * width_mult)
+        last = make_divisible(1280 * max(1.0, width_mult))
+        blocks = [
+            (t, make_divisible(c * width_mult), s if i == 0 else 1) for t, c, n, s in _SETTINGS for i in range(n)
+        ]
+        strides = [2] + [s for _, _, s in blocks]
+        plan = plan_stages(strides, output_stride)
+        layers: list[nn.Module] = [ConvNormAct(3, stem, 3, stride=2, activation_layer=nn.ReLU6)]
+        channels = [stem]
+        for (t, width, stride), geometry in zip(blocks, plan[1:]):
+            # Like torchvision's dilated MobileNetV3 (and unlike ResNet), the block that lost
+            # its stride already uses the new rate (geometry.dilation, not first_dilation):
+            # one convention for the MobileNet family (TF-slim would keep the old rate).
+            layers.append(
+                InvertedResidualV2(
+                    channels[-1],
+                    width,
+                    expanded_channels=int(round(channels[-1] * t)),
+                    stride=geometry.stride,
+                    dilation=geometry.dilation,
+                    activation=nn.ReLU6,
+                    residual=stride == 1 and channels[-1] == width,
+                )
+            )
+            channels.append(width)
+        classifier = None
+        if num_classes is not None:
+            # The 1×1 → 1280 conv feeds only the classifier: the feature form leaves it out
+            # (no unused parameters under DDP, 0.4 M fewer weights).
+            layers.append(ConvNormAct(channels[-1], last, 1, activation_layer=nn.ReLU6))
+            channels.append(last)
+            classifier = nn.Sequential(nn.Dropout(dropout), nn.Linear(last, num_classes))
+        super().__init__(
+            nn.Sequential(*layers),
+            taps={
+                "low": layers_at_stride(strides, 4)[-1],
+                "mid": layers_at_stride(strides, 8)[-1],
+                "out": len(blocks),
+            },
+            channels=channels,
+            output_stride=output_stride,
+            classifier=classifier,
+        )
+
+
+@register_backbone("mobilenet_v2")
+def mobilenet_v2(*, output_stride: int = 32, num_classes: int | None = None, width_mult: float = 1.0) -> MobileNetV2:
+    """MobileNet v2 at ``output_stride`` 8/16/32, width multiplier ``width_mult`` (α)."""
+    return MobileNetV2(output_stride=output_stride, num_classes=num_classes, width_mult=width_mult)
