@@ -1,0 +1,172 @@
+"""Inference-only rewrites of a model: BatchNorm folded into convolutions, channels_last.
+
+``fold_batchnorm`` finds every ``Conv2d → BatchNorm2d`` pair by watching one forward
+pass (which tensor each module produced and which module read it), so it needs no
+knowledge of module names and works on any model, ours or torchvision's. A pair is
+folded only when the BN reads the convolution's output directly and nothing else
+reads that output; both modules must be called exactly once.
+
+Folding (eval-mode BN ``y = γ (x − μ) / √(σ² + ε) + β`` after ``x = W * z + b``):
+``W' = W · γ / √(σ² + ε)`` per output channel, ``b' = (b − μ) · γ / √(σ² + ε) + β``.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+from collections import Counter
+from typing import Any
+
+import torch
+from torch import nn
+from torch.overrides import TorchFunctionMode
+
+__all__ = ["fold_batchnorm", "find_conv_bn_pairs", "prepare_for_inference"]
+
+logger = logging.getLogger(__name__)
+
+
+class _UseCounter(TorchFunctionMode):
+    """Counts, per tensor, the torch calls that read it and return a tensor.
+
+    Metadata queries (``x.dim()``, ``x.shape``) return no tensor and are not counted.
+    Tensors are kept alive until the trace ends so that ``id`` values stay unique.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.uses: Counter[int] = Counter()
+        self.alive: list[torch.Tensor] = []
+
+    def __torch_function__(self, func: Any, types: Any, args: tuple = (), kwargs: dict | None = None) -> Any:
+        result = func(*args, **(kwargs or {}))
+        if _contains_tensor(result):
+            for value in _flatten((args, kwargs or {})):
+                if isinstance(value, torch.Tensor):
+                    self.uses[id(value)] += 1
+                    self.alive.append(value)
+        return result
+
+
+def _flatten(value: Any) -> list[Any]:
+    if isinstance(value, (list, tuple)):
+        return [leaf for item in value for leaf in _flatten(item)]
+    if isinstance(value, dict):
+        return [leaf for item in value.values() for leaf in _flatten(item)]
+    return [value]
+
+
+def _contains_tensor(value: Any) -> bool:
+    return any(isinstance(leaf, torch.Tensor) for leaf in _flatten(value))
+
+
+def find_conv_bn_pairs(model: nn.Module, example: torch.Tensor) -> list[tuple[str, str]]:
+    """Names ``(conv, bn)`` of the foldable Conv2d → BatchNorm2d pairs of ``model``.
+
+    Runs ``model(example)`` once (in the model's current mode, without gradients).
+    """
+    produced: dict[int, str] = {}  # id(conv output) → conv name
+    read_by: dict[str, int] = {}  # bn name → id(its input)
+    calls: Counter[str] = Counter()
+    handles = []
+    for name, module in model.named_modules():
+        if isinstance(module, nn.Conv2d):
+            handles.append(module.register_forward_hook(_record_output(name, produced, calls)))
+        elif isinstance(module, nn.BatchNorm2d):
+            handles.append(module.register_forward_pre_hook(_record_input(name, read_by, calls)))
+    counter = _UseCounter()
+    try:
+        with torch.no_grad(), counter:
+            model(example)
+    finally:
+        for handle in handles:
+            handle.remove()
+    pairs = []
+    for bn_name, tensor_id in read_by.items():
+        conv_name = produced.get(tensor_id)
+        if conv_name is None or calls[conv_name] != 1 or calls[bn_name] != 1:
+            continue
+        if counter.uses[tensor_id] == 1:  # the BN's own read
+            pairs.append((conv_name, bn_name))
+    return pairs
+
+
+def _record_output(name: str, produced: dict[int, str], calls: Counter[str]) -> Any:
+    def hook(_module: nn.Module, _inputs: tuple, output: torch.Tensor) -> None:
+        calls[name] += 1
+        produced[id(output)] = name
+
+    return hook
+
+
+def _record_input(name: str, read_by: dict[str, int], calls: Counter[str]) -> Any:
+    def hook(_module: nn.Module, inputs: tuple) -> None:
+        calls[name] += 1
+        read_by[name] = id(inputs[0])
+
+    return hook
+
+
+def _fold_into(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> None:
+    if bn.running_mean is None or bn.running_var is None:
+        raise ValueError("BatchNorm without running statistics cannot be folded")
+    scale = torch.rsqrt(bn.running_var.double() + bn.eps)
+    if bn.weight is not None:
+        scale = scale * bn.weight.double()
+    bias = conv.bias.double() if conv.bias is not None else torch.zeros_like(scale)
+    shift = (bias - bn.running_mean.double()) * scale
+    if bn.bias is not None:
+        shift = shift + bn.bias.double()
+    shape = (-1,) + (1,) * (conv.weight.dim() - 1)
+    with torch.no_grad():
+        conv.weight.copy_((conv.weight.double() * scale.reshape(shape)).to(conv.weight.dtype))
+        conv.bias = nn.Parameter(shift.to(conv.weight.dtype), requires_grad=conv.weight.requires_grad)
+
+
+def _set_module(model: nn.Module, name: str, module: nn.Module) -> None:
+    parent_name, _, child = name.rpartition(".")
+    setattr(model.get_submodule(parent_name) if parent_name else model, child, module)
+
+
+def fold_batchnorm(model: nn.Module, example: torch.Tensor | None = None, *, inplace: bool = False) -> nn.Module:
+    """``model`` (eval mode) with every foldable BatchNorm merged into its convolution.
+
+    ``example`` is a (1, 3, H, W) input used to trace which conv feeds which BN
+    (default 1×3×64×64 on the model's device). Folded BNs become ``nn.Identity``.
+    Returns a copy unless ``inplace``; outputs equal the original's up to float rounding.
+    """
+    if not inplace:
+        model = copy.deepcopy(model)
+    model.eval()
+    if example is None:
+        parameter = next(model.parameters(), None)
+        device = parameter.device if parameter is not None else torch.device("cpu")
+        example = torch.zeros(1, 3, 64, 64, device=device)
+    pairs = find_conv_bn_pairs(model, example)
+    for conv_name, bn_name in pairs:
+        bn = model.get_submodule(bn_name)
+        if bn.running_mean is None:
+            continue
+        _fold_into(model.get_submodule(conv_name), bn)
+        _set_module(model, bn_name, nn.Identity())
+    logger.debug("folded %d BatchNorm layers into their convolutions", len(pairs))
+    return model
+
+
+def prepare_for_inference(
+    model: nn.Module,
+    *,
+    channels_last: bool = False,
+    compile: bool = False,
+    example: torch.Tensor | None = None,
+) -> nn.Module:
+    """A copy of ``model`` for inference: eval mode, BN folded, frozen parameters,
+    optionally channels_last memory format and ``torch.compile``.
+    """
+    model = fold_batchnorm(model, example)
+    model.requires_grad_(False)
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    if compile:
+        model = torch.compile(model, dynamic=True)
+    return model

@@ -1,0 +1,275 @@
+"""``Predictor``: images in, label maps or class probabilities out.
+
+Wraps a segmentation model (any ``nn.Module`` returning (N, K, H, W) logits or a
+``{"out": logits}`` dict, or an ONNX Runtime model from :mod:`atrous.export`) with
+the input handling and test-time strategies of the DeepLab papers: normalisation,
+sliding windows for large images, multi-scale + flip averaging, and an optional dense
+CRF on the averaged probabilities.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any, Union
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from atrous.errors import ConfigError, InputError
+from atrous.inference.fast import prepare_for_inference
+from atrous.inference.windows import multi_scale_probabilities, sliding_window
+
+__all__ = ["Predictor", "ImageInput"]
+
+logger = logging.getLogger(__name__)
+
+ImageInput = Union[np.ndarray, torch.Tensor, str, Path, Sequence[Any]]
+
+
+class Predictor:
+    """Run a segmentation model on images.
+
+    Args:
+        model: ``nn.Module`` (N, 3, H, W) → (N, K, H, W) logits (or ``{"out": …}``), or
+            a callable such as :class:`atrous.export.OnnxModel`. Its ``mean``/``std``
+            attributes (set by ``atrous.load_model``) are used unless given here.
+        device: where the model runs ("cpu", "cuda", ``torch.device``).
+        scales: input scales whose probabilities are averaged (DeepLab: 0.5 … 1.75).
+        flip: also average the horizontally flipped input.
+        crop_size: (h, w) or one int; when set, each scale is run in sliding windows
+            of this size overlapping by ``overlap`` (images smaller are zero-padded).
+        overlap: fraction of the crop shared by neighbouring windows.
+        crf: a refiner ``crf(images uint8 (N, 3, H, W), probs (N, K, H, W)) -> probs``
+            such as :class:`atrous.crf.DenseCRF`, applied to the averaged probabilities.
+        fast: inference rewrites of a copy of the model (BN folded into convs,
+            channels_last on CPU/CUDA, frozen parameters) — same outputs up to float
+            rounding; ``False`` runs the model as given (put in eval mode).
+        compile: ``torch.compile`` the (fast) model.
+        batch_size: images (or windows) per forward pass.
+        mean, std: per-channel normalisation of [0, 1] RGB; default the model's or ImageNet's.
+        num_classes: only needed for models that output labels (argmax exported in the graph).
+
+    ``predict`` / ``predict_proba`` accept one image — uint8 (H, W, 3) array, (3, H, W)
+    tensor (uint8 0–255 or float 0–1), or an image path — a batch ((N, H, W, 3) array or
+    (N, 3, H, W) tensor), or a list of any of these (sizes may differ).
+    """
+
+    def __init__(
+        self,
+        model: nn.Module | Callable[[torch.Tensor], torch.Tensor],
+        *,
+        device: str | torch.device = "cpu",
+        scales: Sequence[float] = (1.0,),
+        flip: bool = False,
+        crop_size: int | Sequence[int] | None = None,
+        overlap: float = 1 / 3,
+        crf: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
+        fast: bool = True,
+        compile: bool = False,
+        batch_size: int = 1,
+        mean: Sequence[float] | None = None,
+        std: Sequence[float] | None = None,
+        num_classes: int | None = None,
+    ) -> None:
+        self.device = torch.device(device)
+        self.scales = _check_scales(scales)
+        self.flip = bool(flip)
+        self.crop_size = _check_crop(crop_size)
+        self.overlap = float(overlap)
+        self.crf = crf
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise ConfigError(f"batch_size must be an integer ≥ 1; got {batch_size!r}")
+        self.batch_size = batch_size
+        self.mean = _stats("mean", mean if mean is not None else getattr(model, "mean", None), default_index=0)
+        self.std = _stats("std", std if std is not None else getattr(model, "std", None), default_index=1)
+        self.num_classes = num_classes or getattr(model, "num_classes", None)
+        self.class_names = getattr(model, "class_names", None)
+        self.palette = getattr(model, "palette", None)
+        self.channels_last = False
+        self.min_size = _min_input_size(model)
+        if isinstance(model, nn.Module):
+            model = model.to(self.device).eval()
+            if fast:
+                self.channels_last = self.device.type in ("cpu", "cuda")
+                example = torch.zeros(1, 3, max(self.min_size, 32), max(self.min_size, 32), device=self.device)
+                model = prepare_for_inference(model, channels_last=self.channels_last, compile=compile, example=example)
+        elif compile:
+            raise ConfigError("compile=True needs a PyTorch model (nn.Module), not an exported one")
+        self.model = model
+
+    # -- public API -----------------------------------------------------------------
+
+    def predict(self, images: ImageInput) -> Any:
+        """Label maps: (H, W) int64 per image (numpy for numpy/path input, else tensors)."""
+        return self._run(images, labels=True)
+
+    def predict_proba(self, images: ImageInput) -> Any:
+        """Class probabilities: (K, H, W) float32 per image, summing to 1 over K."""
+        return self._run(images, labels=False)
+
+    def logits(self, batch: torch.Tensor) -> torch.Tensor:
+        """Model scores of a normalised (N, 3, h, w) batch on ``device`` → (N, K, h, w).
+
+        Sliding windows when ``crop_size`` is set; runs at most ``batch_size`` at once.
+        """
+        if self.crop_size is not None:
+            return sliding_window(self._forward, batch, self.crop_size, overlap=self.overlap, batch_size=self.batch_size)
+        return torch.cat([self._forward(chunk) for chunk in batch.split(self.batch_size)])
+
+    def probabilities(self, images: torch.Tensor) -> torch.Tensor:
+        """Averaged (and CRF-refined) probabilities of a uint8 (N, 3, H, W) batch → (N, K, H, W)."""
+        batch = self.normalize(images.to(self.device))
+        with torch.inference_mode():
+            probs = multi_scale_probabilities(
+                self.logits, batch, scales=self.scales, flip=self.flip, num_classes=self.num_classes
+            )
+            if self.crf is not None:
+                probs = self.refine(images, probs)
+        return probs
+
+    def refine(self, images: torch.Tensor, probs: torch.Tensor) -> torch.Tensor:
+        """Apply the CRF: uint8 (N, 3, H, W) images + (N, K, H, W) probabilities → probabilities."""
+        if self.crf is None:
+            raise ConfigError("this Predictor has no CRF; pass crf=atrous.crf.DenseCRF(...)")
+        return self.crf(images.to(probs.device), probs)
+
+    def normalize(self, images: torch.Tensor) -> torch.Tensor:
+        """uint8 (N, 3, H, W) → float (N, 3, H, W) normalised with ``mean`` / ``std``."""
+        mean = torch.tensor(self.mean, device=images.device).view(1, 3, 1, 1)
+        std = torch.tensor(self.std, device=images.device).view(1, 3, 1, 1)
+        return (images.float() / 255 - mean) / std
+
+    # -- internals ------------------------------------------------------------------
+
+    def _forward(self, batch: torch.Tensor) -> torch.Tensor:
+        height, width = batch.shape[-2:]
+        pad_h, pad_w = max(self.min_size - height, 0), max(self.min_size - width, 0)
+        if pad_h or pad_w:  # e.g. a small image at scale 0.5: pad with the mean colour
+            batch = F.pad(batch, (0, pad_w, 0, pad_h))
+        if self.channels_last:
+            batch = batch.contiguous(memory_format=torch.channels_last)
+        output = self.model(batch)
+        if isinstance(output, Mapping):
+            output = output["out"]
+        return output[..., :height, :width].contiguous()
+
+    def _run(self, images: ImageInput, *, labels: bool) -> Any:
+        items, form = _as_uint8_list(images)
+        results: list[torch.Tensor] = []
+        for batch in _same_size_chunks(items, self.batch_size):
+            probs = self.probabilities(torch.stack(batch))
+            out = probs.argmax(1) if labels else probs
+            results.extend(out.cpu())
+        return _restore_form(results, form)
+
+
+def _min_input_size(model: object) -> int:
+    """Smallest input side the model accepts (its backbone's ``min_input_size``), else 1."""
+    backbone = getattr(model, "backbone", None)
+    return int(getattr(backbone, "min_input_size", getattr(model, "min_input_size", 1)))
+
+
+def _check_scales(scales: Sequence[float]) -> tuple[float, ...]:
+    values = tuple(float(s) for s in scales)
+    if not values or any(not s > 0 for s in values):
+        raise ConfigError(f"scales must be positive numbers, e.g. (0.5, 1.0, 1.5); got {tuple(scales)!r}")
+    return values
+
+
+def _check_crop(crop_size: int | Sequence[int] | None) -> tuple[int, int] | None:
+    if crop_size is None:
+        return None
+    size = (crop_size, crop_size) if isinstance(crop_size, int) else tuple(crop_size)
+    if len(size) != 2 or any(isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in size):
+        raise ConfigError(f"crop_size must be one positive int or (height, width); got {crop_size!r}")
+    return (int(size[0]), int(size[1]))
+
+
+def _stats(name: str, value: Sequence[float] | None, *, default_index: int) -> tuple[float, float, float]:
+    if value is None:
+        from atrous.data import IMAGENET_MEAN, IMAGENET_STD
+
+        value = (IMAGENET_MEAN, IMAGENET_STD)[default_index]
+    values = tuple(float(v) for v in value)
+    if len(values) != 3 or (name == "std" and any(v <= 0 for v in values)):
+        raise ConfigError(f"{name} must be 3 per-channel values (RGB, 0–1 scale); got {tuple(value)!r}")
+    return values  # type: ignore[return-value]
+
+
+# -- input / output forms -----------------------------------------------------------
+# form: ("single" | "batch" | "list", "numpy" | "torch", device of torch input)
+
+
+def _as_uint8_list(images: ImageInput) -> tuple[list[torch.Tensor], tuple[str, str, torch.device | None]]:
+    """Images as a list of uint8 (3, H, W) CPU tensors, and how to shape the results."""
+    if isinstance(images, (str, Path)):
+        return [_one_image(images)], ("single", "numpy", None)
+    if isinstance(images, np.ndarray):
+        if images.ndim == 4:
+            return [_one_image(image) for image in images], ("batch", "numpy", None)
+        return [_one_image(images)], ("single", "numpy", None)
+    if isinstance(images, torch.Tensor):
+        if images.dim() == 4:
+            return [_one_image(image) for image in images], ("batch", "torch", images.device)
+        return [_one_image(images)], ("single", "torch", images.device)
+    if isinstance(images, Sequence) and len(images) > 0:
+        first = images[0]
+        kind = "torch" if isinstance(first, torch.Tensor) else "numpy"
+        device = first.device if isinstance(first, torch.Tensor) else None
+        return [_one_image(image) for image in images], ("list", kind, device)
+    raise InputError(
+        f"expected an image (uint8 (H, W, 3) array, (3, H, W) tensor or path), a batch, or a non-empty list; "
+        f"got {type(images).__name__}"
+    )
+
+
+def _one_image(image: Any) -> torch.Tensor:
+    if isinstance(image, (str, Path)):
+        from atrous.data import read_image
+
+        image = read_image(image)
+    if isinstance(image, np.ndarray):
+        if image.ndim != 3 or image.shape[2] != 3:
+            raise InputError(f"expected an RGB array of shape (H, W, 3); got shape {image.shape}")
+        if image.dtype != np.uint8:
+            raise InputError(f"expected a uint8 RGB array (0–255); got dtype {image.dtype}; convert with .astype(np.uint8)")
+        return torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).contiguous()
+    if isinstance(image, torch.Tensor):
+        if image.dim() != 3 or image.shape[0] != 3:
+            raise InputError(f"expected an RGB tensor of shape (3, H, W); got shape {tuple(image.shape)}")
+        image = image.detach().cpu()
+        if image.dtype == torch.uint8:
+            return image.contiguous()
+        if image.is_floating_point():
+            return (image.float() * 255).round().clamp(0, 255).to(torch.uint8)
+        raise InputError(f"expected a uint8 (0–255) or float (0–1) image tensor; got dtype {image.dtype}")
+    raise InputError(f"expected an image array, tensor or path; got {type(image).__name__}")
+
+
+def _same_size_chunks(items: list[torch.Tensor], batch_size: int) -> Iterator[list[torch.Tensor]]:
+    """Consecutive runs of equally sized images, at most ``batch_size`` long."""
+    chunk: list[torch.Tensor] = []
+    for item in items:
+        if chunk and (len(chunk) == batch_size or item.shape != chunk[0].shape):
+            yield chunk
+            chunk = []
+        chunk.append(item)
+    if chunk:
+        yield chunk
+
+
+def _restore_form(results: list[torch.Tensor], form: tuple[str, str, torch.device | None]) -> Any:
+    shape, kind, device = form
+
+    def convert(value: torch.Tensor) -> Any:
+        return value.numpy() if kind == "numpy" else value.to(device)
+
+    if shape == "single":
+        return convert(results[0])
+    if shape == "batch":
+        return convert(torch.stack(results))
+    return [convert(value) for value in results]
