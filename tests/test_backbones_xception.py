@@ -7,6 +7,7 @@ inputs are 33…65 pixels.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from functools import lru_cache
 
 import pytest
@@ -19,9 +20,19 @@ from atrous.registry import create_backbone, list_backbones
 
 BUILDERS = {"xception": xception, "xception65": xception65, "xception71": xception71}
 FC_1000 = 2048 * 1000 + 1000
-
-
 SIZE = (33, 65)  # odd, non-square; one size throughout keeps CPU kernel set-up cached
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread_and_cleanup() -> Iterator[None]:
+    # Tiny inputs gain nothing from intra-op threads, and on a shared 2-core machine
+    # OpenMP barriers made these tests 4× slower. The cached models hold ~0.8 GB.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+    built.cache_clear()
+    features_of.cache_clear()
 
 
 @lru_cache(maxsize=None)
@@ -171,6 +182,9 @@ def test_original_xception_has_the_papers_22_9m_parameters() -> None:
     exit_ = [(728, (728, 1024), True), (1024, (1536, 2048), False)]
     assert count_params(model) == _closed_form(entry + MIDDLE * 8 + exit_, depthwise_bn=False)
     assert count_params(model) == 22_855_952
+    # Keras' Xception reports 22,910,480 "total params": BN moving mean and variance too.
+    moving_stats = sum(b.numel() for n, b in model.named_buffers() if n.endswith(("running_mean", "running_var")))
+    assert count_params(model) + moving_stats == 22_910_480
     assert abs(count_params(model) / 22.9e6 - 1) < 0.02
     assert count_params(xception()) == 22_855_952 - FC_1000
 
