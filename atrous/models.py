@@ -28,6 +28,7 @@ from atrous.backbones._stride import check_output_stride
 from atrous.errors import ConfigError
 from atrous.heads import ASPP, AuxHead, DeepLabV3Head, DeepLabV3PlusHead, LargeFOV, LRASPPHead, rates_for_output_stride
 from atrous.nn import resize
+from atrous.nn.init import he_init_
 from atrous.registry import call_checked, create_backbone, get_builder, register_model
 
 __all__ = ["DeepLab", "create_model", "list_models", "with_output_stride"]
@@ -94,24 +95,13 @@ class DeepLab(nn.Module):
         return {"backbone": backbone, "head": [p for p in self.parameters() if id(p) not in ids]}
 
 
-def _init_head(module: nn.Module) -> None:
-    for m in module.modules():
-        if isinstance(m, nn.Conv2d):
-            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-            if m.bias is not None:
-                nn.init.zeros_(m.bias)
-        elif isinstance(m, (nn.BatchNorm2d, nn.GroupNorm)):
-            nn.init.ones_(m.weight)
-            nn.init.zeros_(m.bias)
-
-
 def _backbone(name: str, output_stride: int, pretrained_backbone: str | None, **options: Any) -> Backbone:
     options = {k: v for k, v in options.items() if v is not None}
     backbone = create_backbone(name, output_stride=check_output_stride(output_stride), **options)
     if pretrained_backbone:
-        from atrous.backbones.torchvision_keys import load_pretrained_backbone
+        from atrous.backbones.torchvision_keys import load_torchvision_state_dict
 
-        load_pretrained_backbone(backbone, pretrained_backbone)
+        load_torchvision_state_dict(backbone, pretrained_backbone)
     return backbone
 
 
@@ -127,7 +117,7 @@ def _assemble(
     aux_head = AuxHead(backbone.feature_info[aux_input].channels, num_classes) if aux_loss else None
     for module in (head, aux_head):
         if module is not None:
-            _init_head(module)
+            he_init_(module)
     return DeepLab(backbone, head, head_inputs=head_inputs, aux_head=aux_head, aux_input=aux_input)
 
 
@@ -203,7 +193,7 @@ def deeplabv3(
     ``refine_conv`` adds torchvision's extra 3×3 conv before the classifier.
     """
     body = _backbone(backbone, output_stride, pretrained_backbone, multi_grid=_multi_grid_for(backbone, multi_grid))
-    rates = tuple(aspp_rates) if aspp_rates else rates_for_output_stride(ASPP_V3_RATES_OS16, output_stride)
+    rates = tuple(aspp_rates) if aspp_rates is not None else rates_for_output_stride(ASPP_V3_RATES_OS16, output_stride)
     head = DeepLabV3Head(
         body.feature_info["out"].channels,
         num_classes,
@@ -236,7 +226,7 @@ def deeplabv3plus(
     Xception and MobileNet backbones, as in the paper's Xception model, else False.
     """
     body = _backbone(backbone, output_stride, pretrained_backbone, multi_grid=_multi_grid_for(backbone, multi_grid))
-    rates = tuple(aspp_rates) if aspp_rates else rates_for_output_stride(ASPP_V3_RATES_OS16, output_stride)
+    rates = tuple(aspp_rates) if aspp_rates is not None else rates_for_output_stride(ASPP_V3_RATES_OS16, output_stride)
     head = DeepLabV3PlusHead(
         body.feature_info["out"].channels,
         body.feature_info["low"].channels,

@@ -60,7 +60,7 @@ def rates_and_strides(block: torch.nn.Module) -> tuple[list[int], list[int]]:
 def test_feature_levels_have_paper_channels_and_ceil_sizes(name: str, output_stride: int) -> None:
     model = built(name, output_stride)
     expected = {"low": (256, 4), "mid": (728, 8), "out": (2048, output_stride)}
-    assert {k: (v.channels, v.stride) for k, v in built(name, output_stride).feature_info.items()} == expected
+    assert {k: (v.channels, v.stride) for k, v in model.feature_info.items()} == expected
     features = features_of(name, output_stride)
     assert set(features) == set(expected)
     h, w = SIZE

@@ -41,7 +41,6 @@ network had before it, later blocks at the multiplied rate (TF ``stack_blocks_de
 
 from __future__ import annotations
 
-import math
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -53,6 +52,7 @@ from torch import nn
 
 from atrous.backbones._base import Backbone, FeatureInfo
 from atrous.backbones._stride import multi_grid_rates, plan_stages
+from atrous.nn.init import he_init_
 from atrous.nn import ConvNormAct, SeparableConv2d
 from atrous.errors import ConfigError
 from atrous.registry import register_backbone
@@ -213,7 +213,7 @@ class Xception(Backbone):
         if num_classes is not None:
             self.dropout = nn.Dropout(DROPOUT)
             self.fc = nn.Linear(channels, num_classes)
-        _init_weights(self)
+        he_init_(self)
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         """(N, 3, H, W) → {"low", "mid", "out"} feature maps (see the class docstring)."""
@@ -234,18 +234,6 @@ class Xception(Backbone):
             return super().classify(x)
         pooled = self.forward(x)["out"].mean(dim=(2, 3))
         return self.fc(self.dropout(pooled))
-
-
-def _init_weights(model: nn.Module) -> None:
-    for module in model.modules():
-        if isinstance(module, nn.Conv2d):
-            # He (fan-out) init per group: torch's kaiming_normal_ ignores groups, which
-            # shrinks each depthwise conv's output C-fold, and Xception-65 has 63 of them.
-            fan_out = module.out_channels // module.groups * module.kernel_size[0] * module.kernel_size[1]
-            nn.init.normal_(module.weight, 0.0, math.sqrt(2.0 / fan_out))
-        elif isinstance(module, nn.BatchNorm2d):
-            nn.init.ones_(module.weight)
-            nn.init.zeros_(module.bias)
 
 
 def _aligned(channels: int, stride: int, shortcut: str = "conv") -> BlockSpec:

@@ -84,7 +84,9 @@ def _print_table(info: dict[str, Any]) -> None:
 
 
 def run_info(args: argparse.Namespace) -> int:
-    size = tuple(args.size) if len(args.size) == 2 else (args.size[0], args.size[0])
+    if len(args.size) > 2:
+        raise ConfigError(f"--size takes H or H W; got {len(args.size)} numbers")
+    size = (args.size[0], args.size[-1])
     info = describe(args.name, size=size, num_classes=args.num_classes, output_stride=args.output_stride,
                     with_receptive_field=not args.no_receptive_field)
     if args.json:
@@ -103,7 +105,7 @@ def run_list(args: argparse.Namespace) -> int:
 def register(subparsers: argparse._SubParsersAction) -> None:
     info = subparsers.add_parser("info", help="parameters, MAdds, output stride, receptive field and feature shapes of a model")
     info.add_argument("name", help="model name (atrous list) or backbone name (atrous list --backbones)")
-    info.add_argument("--size", type=int, nargs="+", default=[512], metavar=("H", "W"), help="input size (default 512)")
+    info.add_argument("--size", type=int, nargs="+", default=[512], metavar="S", help="input size: H [W] (default 512)")
     info.add_argument("--num-classes", type=int, default=21, help="classes (default 21; 1000 for a backbone's ImageNet form)")
     info.add_argument("--output-stride", type=int, default=None, help="8, 16 or 32 (default: the model's own)")
     info.add_argument("--json", action="store_true", help="print one JSON object")

@@ -13,7 +13,7 @@ class AuxHead(nn.Sequential):
     """(N, C_in, h, w) → (N, num_classes, h, w)."""
 
     def __init__(self, in_channels: int, num_classes: int, *, dropout: float = 0.1) -> None:
-        hidden = max(in_channels // 4, 16)
+        hidden = max(in_channels // 4, 1)
         super().__init__(
             nn.Conv2d(in_channels, hidden, 3, padding=1, bias=False),
             nn.BatchNorm2d(hidden),
