@@ -15,9 +15,16 @@ def resize(x: torch.Tensor, size: Sequence[int] | torch.Size) -> torch.Tensor:
     ``align_corners=False`` everywhere (torchvision's convention), so models and
     inference agree and ONNX export maps to one Resize mode.
     """
-    # Symbolic sizes (torch.export with dynamic H, W) stay symbolic: int() would freeze
-    # them, and a plain == would add a guard the exporter cannot prove for every size.
-    size = tuple(s if isinstance(s, torch.SymInt) else int(s) for s in size[:2])
-    if statically_known_true(x.shape[-2] == size[0]) and statically_known_true(x.shape[-1] == size[1]):
+    # Symbolic or traced sizes (torch.export with dynamic H, W; jit.trace) stay as they
+    # are: int() would freeze them, and a plain == would add a guard the exporter cannot
+    # prove for every size.
+    size = tuple(s if isinstance(s, (torch.SymInt, torch.Tensor)) else int(s) for s in size[:2])
+    if _known_equal(x.shape[-2], size[0]) and _known_equal(x.shape[-1], size[1]):
         return x
     return F.interpolate(x, size=size, mode="bilinear", align_corners=False)
+
+
+def _known_equal(a: object, b: object) -> bool:
+    """``a == b`` when it holds for every size (plain ints, or provable symbolically)."""
+    same = a == b
+    return statically_known_true(same) if isinstance(same, (bool, torch.SymBool)) else False
