@@ -12,24 +12,7 @@ from atrous.errors import ConfigError, InputError
 from atrous.inference import find_conv_bn_pairs, fold_batchnorm, sliding_window, window_starts
 from atrous.models import create_model
 
-
-def trained_batchnorm(model: nn.Module, seed: int = 0) -> nn.Module:
-    """Random BN affine terms, then BN statistics measured on random images, like a
-    trained model, so folding is really exercised. Variances are floored at 0.5: dead
-    channels' tiny variances make a random net so ill-conditioned that float32 eager
-    itself is 4e-3 off float64 (with the floor: 2e-5, as for a trained net)."""
-    generator = torch.Generator().manual_seed(seed)
-    batchnorms = [m for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
-    with torch.no_grad():
-        for module in batchnorms:
-            module.weight.copy_(torch.rand(module.num_features, generator=generator) + 0.5)
-            module.bias.copy_(torch.rand(module.num_features, generator=generator) * 0.4 - 0.2)
-            module.reset_running_stats()
-            module.momentum = None  # cumulative average over the calibration batch
-        model.train()(torch.randn(4, 3, 48, 48, generator=generator))
-        for module in batchnorms:
-            module.running_var.clamp_(min=0.5)
-    return model.eval()
+from _inference_models import trained_batchnorm
 
 
 class PixelModel(nn.Module):

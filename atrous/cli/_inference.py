@@ -1,0 +1,129 @@
+"""Options and loading shared by ``atrous eval`` and ``atrous predict``.
+
+A model source is an atrous checkpoint (``atrous.load_model``) or an ONNX file
+exported by ``atrous export`` (run with ONNX Runtime through ``OnnxModel``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from typing import Any
+
+import torch
+
+from atrous.errors import ConfigError
+from atrous.inference import Predictor
+
+logger = logging.getLogger(__name__)
+
+EVAL_SCALES = "0.5,0.75,1.0,1.25,1.5,1.75"
+
+
+def parse_scales(text: str) -> tuple[float, ...]:
+    """'0.5,1,1.5' → (0.5, 1.0, 1.5); ``ConfigError`` for anything else."""
+    try:
+        scales = tuple(float(part) for part in text.split(",") if part.strip())
+    except ValueError:
+        raise ConfigError(f"--scales takes comma-separated numbers such as {EVAL_SCALES}; got {text!r}") from None
+    if not scales or any(not s > 0 for s in scales):
+        raise ConfigError(f"--scales must be positive numbers such as {EVAL_SCALES}; got {text!r}")
+    return scales
+
+
+def add_model_options(parser: argparse.ArgumentParser) -> None:
+    """--checkpoint, --device, --output-stride."""
+    parser.add_argument(
+        "--checkpoint", required=True, metavar="PATH", help="atrous checkpoint (.pt) or ONNX model from `atrous export` (.onnx)"
+    )
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto; ONNX models run on CPU)")
+    parser.add_argument(
+        "--output-stride",
+        type=int,
+        choices=(8, 16, 32),
+        help="run the same weights at another output stride (e.g. trained at 16, evaluated at 8)",
+    )
+
+
+def add_predictor_options(parser: argparse.ArgumentParser, *, default_scales: str) -> None:
+    """--scales, --flip, --sliding-window, --crf, --batch-size, --workers, --no-fast."""
+    parser.add_argument(
+        "--scales", default=default_scales, metavar="S1,S2,...", help=f"input scales averaged (default {default_scales})"
+    )
+    parser.add_argument("--flip", action="store_true", help="also average the horizontally flipped input")
+    parser.add_argument(
+        "--sliding-window", type=int, metavar="CROP", help="run each scale in overlapping CROP×CROP windows (large images)"
+    )
+    parser.add_argument("--crf", action="store_true", help="refine the probabilities with a dense CRF (atrous.crf.DenseCRF)")
+    parser.add_argument("--batch-size", type=int, default=1, metavar="B", help="images per forward pass (default 1)")
+    parser.add_argument("--workers", type=int, default=2, metavar="N", help="image-reading worker processes (default 2)")
+    parser.add_argument(
+        "--no-fast", dest="fast", action="store_false", help="run the model as saved (no BN folding / channels_last)"
+    )
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ConfigError(f"unknown device {name!r}; use auto, cpu, cuda or cuda:N") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"device {name!r} asked for, but CUDA is not available here; use --device cpu")
+    return device
+
+
+def load_model_source(path: str, device: torch.device, output_stride: int | None) -> Any:
+    """The model in ``path``: an nn.Module from a checkpoint, or an ``OnnxModel`` for ``.onnx``."""
+    if path.lower().endswith(".onnx"):
+        from atrous.export import OnnxModel
+
+        if output_stride is not None:
+            raise ConfigError("--output-stride needs a checkpoint: an ONNX graph is fixed at its export stride")
+        return OnnxModel(path)
+    from atrous.engine.checkpoint import load_model
+
+    model = load_model(path, map_location=device)
+    if output_stride is not None and output_stride != model.output_stride:
+        from atrous.models import with_output_stride
+
+        logger.info("running %s at output stride %d (trained at %d)", model.config["name"], output_stride, model.output_stride)
+        model = with_output_stride(model, output_stride)
+    return model
+
+
+def make_crf(device: torch.device) -> torch.nn.Module:
+    """The dense CRF with DeepLab's default kernel parameters, on ``device``."""
+    from atrous.crf import DenseCRF
+
+    return DenseCRF().to(device)
+
+
+def build_predictor(model: Any, args: argparse.Namespace, device: torch.device, *, with_crf: bool) -> Predictor:
+    """The Predictor the options describe (with the dense CRF when ``with_crf``)."""
+    crf = make_crf(device) if with_crf else None
+    return Predictor(
+        model,
+        device=device if isinstance(model, torch.nn.Module) else "cpu",
+        scales=parse_scales(args.scales),
+        flip=args.flip,
+        crop_size=args.sliding_window,
+        crf=crf,
+        fast=args.fast,
+        batch_size=args.batch_size,
+    )
+
+
+def collate_list(batch: list[Any]) -> list[Any]:
+    """DataLoader ``collate_fn`` keeping items as a list (images may differ in size)."""
+    return batch
+
+
+def check_counts(args: argparse.Namespace) -> None:
+    if args.batch_size < 1:
+        raise ConfigError(f"--batch-size must be ≥ 1; got {args.batch_size}")
+    if args.workers < 0:
+        raise ConfigError(f"--workers must be ≥ 0; got {args.workers}")
+    if args.sliding_window is not None and args.sliding_window < 1:
+        raise ConfigError(f"--sliding-window must be a positive crop size; got {args.sliding_window}")

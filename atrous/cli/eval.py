@@ -1,0 +1,157 @@
+"""``atrous eval``: mIoU, pixel accuracy and per-class IoU of a checkpoint or ONNX model.
+
+DeepLab's evaluation strategies are options: multi-scale inputs (``--scales``) and
+flips averaged on the softmax, evaluation at a smaller output stride than training
+(``--output-stride 8`` on OS16 weights), sliding windows, and the dense CRF.
+An ONNX model exported at a static size evaluates only images of that size (one
+clear error otherwise: export with ``--dynamic`` to evaluate any size).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+from typing import Any
+
+import torch
+from torch.utils.data import DataLoader
+
+from atrous.cli._inference import (
+    EVAL_SCALES,
+    add_model_options,
+    add_predictor_options,
+    build_predictor,
+    check_counts,
+    collate_list,
+    load_model_source,
+    parse_scales,
+    resolve_device,
+)
+from atrous.errors import ConfigError
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "eval",
+        help="evaluate a model (mIoU, pixel accuracy, per-class IoU)",
+        description=(
+            "Evaluate a checkpoint or exported ONNX model on a dataset split: confusion-matrix "
+            "metrics (per-class IoU, mIoU, pixel accuracy, mean accuracy, frequency-weighted IoU)."
+        ),
+        epilog=(
+            "Example: atrous eval --checkpoint runs/camvid/best.pt --data ../shared/data/camvid "
+            f"--scales {EVAL_SCALES} --flip --output-stride 8"
+        ),
+    )
+    add_model_options(parser)
+    parser.add_argument("--data", metavar="DIR", help="dataset root (not needed for --dataset shapes)")
+    parser.add_argument("--dataset", help="dataset layout: folder, camvid, voc, cityscapes, ade20k, shapes (default: detected)")
+    parser.add_argument("--split", default="val", help="split to evaluate (default val)")
+    add_predictor_options(parser, default_scales="1.0")
+    parser.add_argument("--max-images", type=int, metavar="N", help="evaluate only the first N images")
+    parser.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
+    parser.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
+    parser.set_defaults(func=run)
+
+
+def evaluate(predictor: Any, dataset: Any, *, batch_size: int, workers: int, max_images: int | None, progress: bool) -> dict[str, Any]:
+    """Run ``predictor`` over ``dataset`` (uint8 image, int64 mask items) and return
+    :meth:`ConfusionMatrix.compute`'s metrics plus ``images`` (how many were evaluated)."""
+    from tqdm import tqdm
+
+    from atrous.engine.metrics import ConfusionMatrix
+
+    matrix = ConfusionMatrix(dataset.num_classes, ignore_index=dataset.ignore_index)
+    if max_images is not None:
+        dataset = torch.utils.data.Subset(dataset, range(min(max_images, len(dataset))))
+    loader = DataLoader(dataset, batch_size=batch_size, num_workers=workers, collate_fn=collate_list)
+    count = 0
+    for batch in tqdm(loader, desc="eval", unit="batch", disable=not progress, file=sys.stderr):
+        predictions = predictor.predict([image for image, _ in batch])
+        for prediction, (_, mask) in zip(predictions, batch):
+            matrix.update(prediction, mask)
+            count += 1
+    return {**matrix.compute(), "images": count}
+
+
+def _check_classes(model: Any, dataset: Any, source: str) -> None:
+    model_classes = getattr(model, "num_classes", None)
+    if model_classes is not None and int(model_classes) != dataset.num_classes:
+        raise ConfigError(
+            f"{source} predicts {model_classes} classes but the dataset has {dataset.num_classes} "
+            f"({', '.join(dataset.class_names)}); evaluate on the dataset the model was trained for"
+        )
+
+
+def _clean(value: Any) -> Any:
+    return None if isinstance(value, float) and math.isnan(value) else value
+
+
+def run(args: argparse.Namespace) -> int:
+    from atrous.data import build_dataset
+
+    check_counts(args)
+    if args.max_images is not None and args.max_images < 1:
+        raise ConfigError(f"--max-images must be ≥ 1; got {args.max_images}")
+    scales = parse_scales(args.scales)
+    device = resolve_device(args.device)
+    dataset = build_dataset(args.dataset, args.data, args.split)
+    model = load_model_source(args.checkpoint, device, args.output_stride)
+    _check_classes(model, dataset, args.checkpoint)
+    predictor = build_predictor(model, args, device, with_crf=args.crf)
+    start = time.perf_counter()
+    metrics = evaluate(
+        predictor, dataset, batch_size=args.batch_size, workers=args.workers, max_images=args.max_images, progress=args.progress
+    )
+    names = list(getattr(model, "class_names", None) or dataset.class_names)
+    result = {
+        "checkpoint": args.checkpoint,
+        "split": args.split,
+        "images": metrics["images"],
+        "miou": _clean(metrics["miou"]),
+        "pixel_accuracy": _clean(metrics["pixel_accuracy"]),
+        "mean_accuracy": _clean(metrics["mean_accuracy"]),
+        "fw_iou": _clean(metrics["fw_iou"]),
+        "iou": {name: _clean(value) for name, value in zip(names, metrics["iou"])},
+        "scales": list(scales),
+        "flip": args.flip,
+        "sliding_window": args.sliding_window,
+        "output_stride": getattr(model, "output_stride", None),
+        "crf": args.crf,
+        "seconds": round(time.perf_counter() - start, 2),
+    }
+    if args.json:
+        print(json.dumps(result))
+    else:
+        _print_table(result)
+    return 0
+
+
+def _percent(value: float | None) -> str:
+    return "n/a" if value is None else f"{100 * value:6.2f}"
+
+
+def _print_table(result: dict[str, Any]) -> None:
+    width = max([len(name) for name in result["iou"]] + [len("frequency-weighted IoU")])
+    print(f"{'class':<{width}}  IoU (%)")
+    for name, value in result["iou"].items():
+        print(f"{name:<{width}}  {_percent(value)}")
+    print("-" * (width + 9))
+    for label, key in (
+        ("mIoU", "miou"),
+        ("pixel accuracy", "pixel_accuracy"),
+        ("mean accuracy", "mean_accuracy"),
+        ("frequency-weighted IoU", "fw_iou"),
+    ):
+        print(f"{label:<{width}}  {_percent(result[key])}")
+    strategy = f"scales {','.join(f'{s:g}' for s in result['scales'])}" + (" + flip" if result["flip"] else "")
+    if result["sliding_window"]:
+        strategy += f", windows {result['sliding_window']}"
+    if result["output_stride"]:
+        strategy += f", OS {result['output_stride']}"
+    if result["crf"]:
+        strategy += ", dense CRF"
+    print(f"{result['images']} images ({result['split']}), {strategy}, {result['seconds']:.1f} s")

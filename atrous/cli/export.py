@@ -1,0 +1,150 @@
+"""``atrous export``: ONNX (optionally int8), torch.export or TorchScript, verified before it is written.
+
+Every export folds BatchNorm into the convolutions, runs the exported file on a sample
+input and compares it with PyTorch (max |logit difference| and label agreement are
+printed); a failed check exits non-zero and leaves no file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+from atrous.errors import CheckpointError, ConfigError
+
+logger = logging.getLogger(__name__)
+
+FORMATS = {"onnx": ".onnx", "pt2": ".pt2", "torchscript": ".pt"}
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "export",
+        help="export a model to ONNX (int8 optional), torch.export or TorchScript",
+        description=__doc__.split("\n\n", 1)[1].strip(),
+        epilog=(
+            "Examples: atrous export --checkpoint best.pt --out model.onnx --dynamic; "
+            "atrous export --checkpoint best.pt --out model-int8.onnx --size 360 480 --int8 --calibrate ../shared/data/camvid/val"
+        ),
+    )
+    source = parser.add_argument_group("model (a checkpoint, or a registered name for untrained weights)")
+    source.add_argument("--checkpoint", metavar="PATH", help="atrous checkpoint to export")
+    source.add_argument("--model", metavar="NAME", help="registered model name (untrained weights unless --checkpoint)")
+    source.add_argument("--num-classes", type=int, metavar="K", help="classes of --model (default 21)")
+    source.add_argument("--output-stride", type=int, choices=(8, 16, 32), help="export at this output stride")
+    parser.add_argument("--format", choices=sorted(FORMATS), default="onnx", help="output format (default onnx)")
+    parser.add_argument("--out", required=True, metavar="PATH", help="output file (.onnx, .pt2 or .pt); its folder must exist")
+    parser.add_argument(
+        "--size", type=int, nargs=2, metavar=("H", "W"), help="input size; with --dynamic, the sample size verified (default 512 512)"
+    )
+    parser.add_argument("--dynamic", action="store_true", help="accept any input size ≥ the backbone's minimum (onnx, pt2)")
+    parser.add_argument("--opset", type=int, metavar="N", help="ONNX opset (default 18)")
+    parser.add_argument("--argmax", action="store_true", help="output labels (N, H, W) instead of logits")
+    parser.add_argument("--int8", action="store_true", help="ONNX Runtime static int8 quantisation (QDQ, per-channel)")
+    parser.add_argument("--calibrate", metavar="DIR", help="folder of images calibrating --int8")
+    parser.add_argument("--calibrate-count", type=int, default=32, metavar="N", help="calibration images used (default 32)")
+    parser.set_defaults(func=run)
+
+
+def load_export_model(args: argparse.Namespace) -> nn.Module:
+    """The model named by --checkpoint / --model / --num-classes / --output-stride."""
+    from atrous.models import create_model, with_output_stride
+
+    if args.checkpoint:
+        from atrous.engine.checkpoint import load_model
+
+        model = load_model(args.checkpoint)
+        config = model.config
+        if args.model and args.model != config["name"]:
+            raise CheckpointError(
+                f"checkpoint {args.checkpoint} holds {config['name']}, not {args.model}; drop --model or pick the matching checkpoint"
+            )
+        if args.num_classes and args.num_classes != config["num_classes"]:
+            raise CheckpointError(
+                f"checkpoint {args.checkpoint} has {config['num_classes']} classes, not {args.num_classes}; drop --num-classes"
+            )
+        if args.output_stride and args.output_stride != model.output_stride:
+            model = with_output_stride(model, args.output_stride)
+        return model.eval()
+    if not args.model:
+        raise ConfigError("give --checkpoint PATH, or --model NAME (--num-classes K) for untrained weights")
+    logger.warning("exporting %s with untrained weights (no --checkpoint)", args.model)
+    return create_model(args.model, num_classes=args.num_classes or 21, output_stride=args.output_stride).eval()
+
+
+def _check_options(args: argparse.Namespace) -> tuple[int, int]:
+    if args.num_classes is not None and args.num_classes < 1:
+        raise ConfigError(f"--num-classes must be ≥ 1; got {args.num_classes}")
+    suffix = FORMATS[args.format]
+    if Path(args.out).suffix.lower() != suffix:
+        raise ConfigError(f"--out {args.out}: a {args.format} export should end in {suffix}")
+    if args.format != "onnx" and (args.int8 or args.opset):
+        raise ConfigError("--int8 and --opset apply to --format onnx only")
+    if args.format == "torchscript" and args.dynamic:
+        raise ConfigError("TorchScript traces follow the input size already; drop --dynamic (or use --format pt2)")
+    if args.int8 and not args.calibrate:
+        raise ConfigError("--int8 needs --calibrate DIR: a folder of images like those the model will see")
+    if args.calibrate and not args.int8:
+        raise ConfigError("--calibrate is only used with --int8")
+    if args.int8 and args.argmax:
+        raise ConfigError("--int8 quantises a logits model; drop --argmax")
+    if args.calibrate_count < 1:
+        raise ConfigError(f"--calibrate-count must be ≥ 1; got {args.calibrate_count}")
+    height, width = args.size or (512, 512)
+    if min(height, width) < 1:
+        raise ConfigError(f"--size must be positive; got {height} {width}")
+    return height, width
+
+
+def _describe(report: Any) -> str:
+    sizes = ", ".join(f"{h}×{w}" for h, w in report.checked_sizes)
+    if report.max_abs_diff is None:
+        return f"labels agree with PyTorch on {report.argmax_agreement:.4%} of pixels at {sizes}"
+    return (
+        f"max |logit diff| vs PyTorch {report.max_abs_diff:.2e} (logits up to {report.max_abs_logit:.3g}), "
+        f"argmax agreement {report.argmax_agreement:.4%} at {sizes}"
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    from atrous.export import DEFAULT_OPSET, export_onnx, export_program, export_torchscript
+    from atrous.export._common import check_output_path
+
+    size = _check_options(args)
+    out = check_output_path(args.out, suffix=FORMATS[args.format])
+    model = load_export_model(args)
+    if args.format == "pt2":
+        report = export_program(model, out, input_size=size, dynamic=args.dynamic, argmax=args.argmax)
+    elif args.format == "torchscript":
+        report = export_torchscript(model, out, input_size=size, argmax=args.argmax)
+    elif not args.int8:
+        report = export_onnx(model, out, input_size=size, dynamic=args.dynamic, opset=args.opset or DEFAULT_OPSET, argmax=args.argmax)
+    else:
+        return _export_int8(model, out, size, args)
+    print(f"wrote {out}: {_describe(report)}")
+    return 0
+
+
+def _export_int8(model: nn.Module, out: Path, size: tuple[int, int], args: argparse.Namespace) -> int:
+    from atrous.data import IMAGENET_MEAN, IMAGENET_STD
+    from atrous.export import DEFAULT_OPSET, export_onnx
+    from atrous.export.quantize import calibration_batches, quantize_int8
+
+    with tempfile.TemporaryDirectory(dir=out.parent, prefix=f".{out.stem}.float.") as scratch:
+        float_path = Path(scratch) / "float.onnx"
+        report = export_onnx(model, float_path, input_size=size, dynamic=args.dynamic, opset=args.opset or DEFAULT_OPSET)
+        print(f"float model: {_describe(report)}")
+        mean = getattr(model, "mean", None) or IMAGENET_MEAN
+        std = getattr(model, "std", None) or IMAGENET_STD
+        batches = calibration_batches(args.calibrate, size, mean, std, limit=args.calibrate_count)
+        result = quantize_int8(float_path, out, batches)
+    print(
+        f"wrote {out}: int8 (QDQ, per-channel) calibrated on {result.calibration_images} images; "
+        f"labels agree with the float model on {result.argmax_agreement:.2%} of their pixels"
+    )
+    return 0

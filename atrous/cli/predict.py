@@ -1,0 +1,186 @@
+"""``atrous predict``: segment image files, folders or globs and write masks and overlays.
+
+For every input ``<stem>`` the output folder receives ``<stem>.png`` (palette PNG of
+class indices: the final prediction, CRF-refined with ``--crf``), ``<stem>_color.png``
+(its colours), ``<stem>_overlay.png`` (the network's prediction over the image) and,
+with ``--crf``, ``<stem>_crf_overlay.png`` (the CRF's, to compare side by side). Each
+file is written to a temp name and renamed, so no file is ever half-written.
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import logging
+import os
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+from torch.utils.data import DataLoader, Dataset
+
+from atrous.cli._inference import (
+    add_model_options,
+    add_predictor_options,
+    build_predictor,
+    check_counts,
+    collate_list,
+    load_model_source,
+    make_crf,
+    resolve_device,
+)
+from atrous.errors import ConfigError, DataError
+
+logger = logging.getLogger(__name__)
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "predict",
+        help="segment images and write masks, colour maps and overlays",
+        description=__doc__.split("\n\n", 1)[1].strip(),
+        epilog="Example: atrous predict --checkpoint runs/camvid/best.pt photos/*.png --out predictions --flip",
+    )
+    parser.add_argument("inputs", nargs="+", metavar="INPUT", help="image files, folders (their images) or glob patterns")
+    add_model_options(parser)
+    parser.add_argument("--out", required=True, metavar="DIR", help="output folder (created if missing)")
+    add_predictor_options(parser, default_scales="1.0")
+    parser.add_argument("--alpha", type=float, default=0.5, help="overlay opacity of the colours (default 0.5)")
+    parser.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
+    parser.set_defaults(func=run)
+
+
+def expand_inputs(inputs: list[str]) -> list[Path]:
+    """Image paths named by ``inputs`` (files, folders, globs), in order, without repeats."""
+    from atrous.data.base import IMAGE_EXTENSIONS, list_images
+
+    paths: list[Path] = []
+    for item in inputs:
+        path = Path(item)
+        if path.is_dir():
+            paths.extend(list_images(path))
+        elif path.is_file():
+            paths.append(path)
+        elif glob.has_magic(item):
+            matches = sorted(Path(p) for p in glob.glob(item) if Path(p).suffix.lower() in IMAGE_EXTENSIONS)
+            if not matches:
+                raise DataError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) match {item!r}")
+            paths.extend(matches)
+        else:
+            raise DataError(f"input {item} does not exist; give image files, folders or glob patterns")
+    unique = list(dict.fromkeys(p.resolve() for p in paths))
+    stems: dict[str, Path] = {}
+    for path in unique:
+        if path.stem in stems:
+            raise DataError(
+                f"{stems[path.stem]} and {path} would both write {path.stem}.png; predict them into separate --out folders"
+            )
+        stems[path.stem] = path
+    return unique
+
+
+def prepare_output_dir(out: str) -> Path:
+    path = Path(out)
+    if path.exists() and not path.is_dir():
+        raise DataError(f"--out {path} is a file; give a folder (it is created if missing)")
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+class _Images(Dataset):
+    """Reads images in DataLoader workers: item = (uint8 (3, H, W) tensor, path)."""
+
+    def __init__(self, paths: list[Path]) -> None:
+        self.paths = paths
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, Path]:
+        from atrous.data import read_image
+
+        image = read_image(self.paths[index])
+        return torch.from_numpy(image).permute(2, 0, 1).contiguous(), self.paths[index]
+
+
+def save_png_atomic(path: Path, array: np.ndarray) -> None:
+    """Write a uint8 (H, W, 3) array as PNG: temp file beside ``path``, then rename."""
+    handle, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".png")
+    try:
+        with os.fdopen(handle, "wb") as stream:
+            Image.fromarray(array).save(stream, format="PNG")
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(temp, 0o666 & ~umask)  # mkstemp files are private; give the usual mode
+        os.replace(temp, path)
+    finally:
+        Path(temp).unlink(missing_ok=True)
+
+
+def write_outputs(
+    out: Path,
+    stem: str,
+    image: np.ndarray,
+    labels: np.ndarray,
+    palette: list[tuple[int, int, int]],
+    alpha: float,
+    crf_labels: np.ndarray | None = None,
+) -> list[Path]:
+    """Write the files of one image (see the module docstring); returns their paths.
+
+    ``image`` uint8 (H, W, 3); ``labels`` / ``crf_labels`` (H, W) class indices.
+    """
+    from atrous.data import colorize, overlay, save_index_png
+
+    final = labels if crf_labels is None else crf_labels
+    save_index_png(out / f"{stem}.png", final, palette)  # atomic itself
+    written = [out / f"{stem}.png"]
+    rgb = {f"{stem}_color.png": colorize(final, palette), f"{stem}_overlay.png": overlay(image, labels, palette, alpha=alpha)}
+    if crf_labels is not None:
+        rgb[f"{stem}_crf_overlay.png"] = overlay(image, crf_labels, palette, alpha=alpha)
+    for name, array in rgb.items():
+        save_png_atomic(out / name, array)
+        written.append(out / name)
+    return written
+
+
+def _palette(model: Any, num_classes: int) -> list[tuple[int, int, int]]:
+    from atrous.data import voc_colormap
+
+    palette = list(getattr(model, "palette", None) or [])
+    return palette if len(palette) >= num_classes else voc_colormap(max(num_classes, 1))
+
+
+def run(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    check_counts(args)
+    if not 0 <= args.alpha <= 1:
+        raise ConfigError(f"--alpha must be in [0, 1]; got {args.alpha}")
+    paths = expand_inputs(args.inputs)
+    device = resolve_device(args.device)
+    model = load_model_source(args.checkpoint, device, args.output_stride)
+    predictor = build_predictor(model, args, device, with_crf=False)
+    crf = make_crf(device) if args.crf else None
+    out = prepare_output_dir(args.out)
+    loader = DataLoader(_Images(paths), batch_size=args.batch_size, num_workers=args.workers, collate_fn=collate_list)
+    written = 0
+    for batch in tqdm(loader, desc="predict", unit="batch", disable=not args.progress, file=sys.stderr):
+        images = [image for image, _ in batch]
+        probabilities = predictor.predict_proba(images)
+        for image, (_, path), probs in zip(images, batch, probabilities):
+            labels = probs.argmax(0).numpy()
+            crf_labels = None
+            if crf is not None:
+                with torch.inference_mode():
+                    refined = crf(image[None].to(device), probs[None].to(device))
+                crf_labels = refined[0].argmax(0).cpu().numpy()
+            palette = _palette(model, probs.shape[0])
+            write_outputs(out, path.stem, image.permute(1, 2, 0).numpy(), labels, palette, args.alpha, crf_labels)
+            written += 1
+    print(f"wrote predictions for {written} image{'s' if written != 1 else ''} to {out}")
+    return 0

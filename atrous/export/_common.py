@@ -1,0 +1,170 @@
+"""What every export format shares: the exported graph, safe output paths, verification.
+
+Every format is written to a temp file beside its destination, verified against the
+PyTorch model, and only then renamed into place, so a failed export leaves nothing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import tempfile
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from atrous.errors import AtrousError, ConfigError, DataError
+from atrous.inference.fast import fold_batchnorm
+
+__all__ = [
+    "ExportError",
+    "ExportReport",
+    "ExportedModel",
+    "atomic_output",
+    "check_output_path",
+    "prepare_for_export",
+    "quiet_loggers",
+    "verify",
+]
+
+
+class ExportError(AtrousError):
+    """The exported model does not reproduce the PyTorch model (or could not be exported)."""
+
+
+@dataclass
+class ExportReport:
+    """What was exported and how closely the exported model reproduces PyTorch.
+
+    ``max_abs_diff``: largest |logit difference| (None when the graph outputs labels);
+    ``max_abs_logit``: largest |logit| of PyTorch, for scale; ``argmax_agreement``:
+    fraction of pixels with the same label; ``checked_sizes``: input (H, W) sizes run.
+    """
+
+    path: Path
+    max_abs_diff: float | None
+    max_abs_logit: float | None
+    argmax_agreement: float
+    checked_sizes: list[tuple[int, int]] = field(default_factory=list)
+
+
+class ExportedModel(nn.Module):
+    """The graph that is exported: (N, 3, H, W) → logits (N, K, H, W), or labels (N, H, W) with ``argmax``."""
+
+    def __init__(self, model: nn.Module, argmax: bool = False) -> None:
+        super().__init__()
+        self.model = model
+        self.argmax = argmax
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        out = self.model(image)
+        if isinstance(out, Mapping):
+            out = out["out"]
+        return out.argmax(1) if self.argmax else out
+
+
+def prepare_for_export(model: nn.Module, input_size: tuple[int, int], *, argmax: bool = False) -> ExportedModel:
+    """A CPU copy of ``model`` in eval mode with BatchNorm folded, wrapped as :class:`ExportedModel`."""
+    height, width = input_size
+    if min(height, width) < 1:
+        raise ConfigError(f"input size must be positive; got {height}×{width}")
+    parameter = next(model.parameters(), None)
+    device = parameter.device if parameter is not None else torch.device("cpu")
+    folded = fold_batchnorm(model, torch.zeros(1, 3, height, width, device=device))
+    return ExportedModel(folded.cpu().requires_grad_(False), argmax).eval()
+
+
+def check_output_path(path: str | Path, *, suffix: str) -> Path:
+    """``path`` as a ``Path`` if a ``suffix`` file can be written there, else an error saying why."""
+    path = Path(path)
+    if path.is_dir():
+        raise DataError(f"output {path} is a folder; give a file name such as {path / ('model' + suffix)}")
+    if not path.parent.is_dir():
+        raise DataError(f"output folder {path.parent} does not exist; create it first (mkdir -p {path.parent})")
+    if path.suffix.lower() != suffix:
+        raise ConfigError(f"output {path} should end in {suffix}")
+    return path
+
+
+@contextlib.contextmanager
+def atomic_output(path: Path, suffix: str) -> Iterator[Path]:
+    """A temp path beside ``path``; renamed onto ``path`` if the block succeeds, removed otherwise."""
+    handle, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=suffix)
+    os.close(handle)
+    temp_path = Path(temp)
+    try:
+        yield temp_path
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(temp_path, 0o666 & ~umask)  # mkstemp files are private; give the usual mode
+        os.replace(temp_path, path)
+    finally:
+        temp_path.unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def quiet_loggers(*names: str) -> Iterator[None]:
+    """Raise the named loggers to WARNING inside the block (exporter / quantiser chatter)."""
+    loggers = [logging.getLogger(name) for name in names]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        for logger, level in zip(loggers, levels):
+            logger.setLevel(level)
+
+
+def verify(
+    reference: Callable[[torch.Tensor], torch.Tensor],
+    candidate: Callable[[torch.Tensor], torch.Tensor],
+    sizes: Sequence[tuple[int, int]],
+    path: Path,
+    *,
+    atol: float = 1e-4,
+    min_agreement: float = 0.9999,
+    seed: int = 0,
+) -> ExportReport:
+    """Compare ``candidate`` (the exported model) with ``reference`` on seeded random inputs.
+
+    Passes when max |logit diff| ≤ ``atol`` · max(1, max |logit| / 10) — ``atol`` for
+    logits up to 10, the same relative precision beyond — and argmax agreement ≥
+    ``min_agreement``; label outputs are compared by agreement only. Otherwise raises
+    ``ExportError`` naming the numbers.
+    """
+    generator = torch.Generator().manual_seed(seed)
+    max_diff = max_logit = 0.0
+    same = total = 0
+    labels_only = False
+    for height, width in sizes:
+        image = torch.randn(1, 3, height, width, generator=generator)
+        with torch.inference_mode():
+            expected, got = reference(image), candidate(image)
+        if not expected.is_floating_point():
+            labels_only = True
+            labels, expected_labels = got, expected
+        else:
+            max_diff = max(max_diff, float((got - expected).abs().max()))
+            max_logit = max(max_logit, float(expected.abs().max()))
+            labels, expected_labels = got.argmax(1), expected.argmax(1)
+        same += int((labels == expected_labels).sum())
+        total += expected_labels.numel()
+    agreement = same / total
+    report = ExportReport(path, None if labels_only else max_diff, None if labels_only else max_logit, agreement, list(sizes))
+    tolerance = atol * max(1.0, max_logit / 10)
+    if not labels_only and not max_diff <= tolerance:
+        raise ExportError(
+            f"the exported model differs from PyTorch by {max_diff:.3g} in the logits (allowed {tolerance:.3g} "
+            f"for logits up to {max_logit:.3g}); {path} was not written"
+        )
+    if not agreement >= min_agreement:
+        raise ExportError(
+            f"the exported model's labels agree with PyTorch on {agreement:.4%} of pixels "
+            f"(need ≥ {min_agreement:.2%}); {path} was not written"
+        )
+    return report

@@ -1,0 +1,134 @@
+"""ONNX export with ONNX Runtime verification, written atomically.
+
+``export_onnx`` folds BatchNorm into the convolutions, exports with the
+``torch.export``-based exporter (image pooling is a mean over H, W, so no adaptive
+pooling reaches the graph), optionally puts the argmax inside the graph, stores class
+names / palette / normalisation as metadata, then runs the file in ONNX Runtime on
+sample inputs and compares with PyTorch. The file appears at its path only after
+verification passes; on failure nothing is left behind and ``ExportError`` says by
+how much it failed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import logging
+import warnings
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from atrous.export._common import (
+    ExportError,
+    ExportReport,
+    atomic_output,
+    check_output_path,
+    prepare_for_export,
+    quiet_loggers,
+    verify,
+)
+from atrous.export.runtime import METADATA_PREFIX, OnnxModel
+
+__all__ = ["DEFAULT_OPSET", "export_onnx", "model_metadata"]
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_OPSET = 18
+
+
+def model_metadata(model: nn.Module, *, argmax: bool, input_size: tuple[int, int] | None) -> dict[str, Any]:
+    """The ``atrous.*`` metadata stored in an exported file (JSON-serialisable values)."""
+    config = dict(getattr(model, "config", None) or {})
+    backbone = getattr(model, "backbone", None)
+    return {
+        "config": config,
+        "num_classes": config.get("num_classes"),
+        "class_names": list(getattr(model, "class_names", None) or []),
+        "palette": [list(c) for c in getattr(model, "palette", None) or []],
+        "mean": list(getattr(model, "mean", None) or ()),
+        "std": list(getattr(model, "std", None) or ()),
+        "min_input_size": int(getattr(backbone, "min_input_size", 1)),
+        "argmax": argmax,
+        "input_size": list(input_size) if input_size else None,
+    }
+
+
+def _write_metadata(path: Path, metadata: dict[str, Any]) -> None:
+    import onnx
+
+    proto = onnx.load(str(path))
+    for key, value in metadata.items():
+        proto.metadata_props.add(key=METADATA_PREFIX + key, value=json.dumps(value))
+    onnx.save(proto, str(path))
+
+
+def _to_onnx(module: nn.Module, example: torch.Tensor, path: Path, *, dynamic: bool, opset: int, min_size: int) -> None:
+    shapes: dict[int, Any] = {0: torch.export.Dim("batch", min=1, max=1024)}
+    if dynamic:
+        low = max(2, min_size)
+        shapes[2] = torch.export.Dim("height", min=low, max=8192)
+        shapes[3] = torch.export.Dim("width", min=low, max=8192)
+    output = "labels" if getattr(module, "argmax", False) else "logits"
+    try:
+        # The exporter prints progress lines and deprecation notes; keep the CLI output clean.
+        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()), quiet_loggers("onnxscript", "onnx_ir"):
+            warnings.simplefilter("ignore")
+            torch.onnx.export(
+                module,
+                (example,),
+                str(path),
+                dynamo=True,
+                opset_version=opset,
+                input_names=["image"],
+                output_names=[output],
+                dynamic_shapes=(shapes,),
+                external_data=False,
+                verbose=False,
+            )
+    except Exception as error:
+        first = (str(error).strip().splitlines() or [type(error).__name__])[0]
+        raise ExportError(f"ONNX export failed: {first[:300]}") from error
+
+
+def export_onnx(
+    model: nn.Module,
+    path: str | Path,
+    *,
+    input_size: tuple[int, int] = (512, 512),
+    dynamic: bool = False,
+    opset: int = DEFAULT_OPSET,
+    argmax: bool = False,
+    atol: float = 1e-4,
+    min_agreement: float = 0.9999,
+) -> ExportReport:
+    """Export ``model`` ((N, 3, H, W) → (N, K, H, W) logits) to ONNX at ``path`` and verify it.
+
+    ``input_size``: (H, W) of the static graph, or of the sample input when ``dynamic``
+    (then any H, W ≥ the backbone's minimum is accepted). The batch dimension is always
+    dynamic. Verification runs ONNX Runtime and PyTorch on random inputs (``input_size``,
+    plus an odd size when ``dynamic``); see :func:`atrous.export._common.verify` for the
+    tolerance. The model's ``class_names``, ``palette``, ``mean``, ``std`` and ``config``
+    are stored in the file's metadata (read back by :class:`atrous.export.OnnxModel`).
+    """
+    path = check_output_path(path, suffix=".onnx")
+    height, width = (int(v) for v in input_size)
+    module = prepare_for_export(model, (height, width), argmax=argmax)
+    metadata = model_metadata(model, argmax=argmax, input_size=None if dynamic else (height, width))
+    sizes = [(height, width)] + ([(height + 13, width + 7)] if dynamic else [])
+    with atomic_output(path, ".onnx") as temp:
+        # Batch 2: torch.export would specialise a size-1 batch dimension to a constant.
+        _to_onnx(module, torch.zeros(2, 3, height, width), temp, dynamic=dynamic, opset=opset, min_size=metadata["min_input_size"])
+        _write_metadata(temp, metadata)
+        report = verify(module, OnnxModel(temp), sizes, path, atol=atol, min_agreement=min_agreement)
+    logger.debug(
+        "wrote %s (max |logit diff| vs PyTorch %s, argmax agreement %.4f%%)",
+        path,
+        "n/a (labels)" if report.max_abs_diff is None else f"{report.max_abs_diff:.2e}",
+        report.argmax_agreement * 100,
+    )
+    return report
+

@@ -1,0 +1,139 @@
+"""Int8 ONNX models: ONNX Runtime static quantisation (QDQ, per-channel weights).
+
+Activations are calibrated (min/max) on real images from a folder, pre-processed as
+the model expects (resized to the calibration size, normalised with the model's
+mean/std). Weights are int8 per output channel, activations uint8 per tensor.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+from onnxruntime.quantization.shape_inference import quant_pre_process
+
+from atrous.errors import ConfigError, DataError
+from atrous.export._common import ExportError, atomic_output, check_output_path, quiet_loggers
+from atrous.export.runtime import OnnxModel
+from atrous.nn import resize
+
+__all__ = ["QuantizeReport", "calibration_batches", "quantize_int8"]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class QuantizeReport:
+    """Result of :func:`quantize_int8`: where it went, on how many images it was calibrated,
+    and the fraction of pixels whose label matches the float model on those images."""
+
+    path: Path
+    calibration_images: int
+    argmax_agreement: float
+
+
+def calibration_batches(
+    folder: str | Path,
+    size: tuple[int, int],
+    mean: Sequence[float],
+    std: Sequence[float],
+    *,
+    limit: int = 32,
+) -> list[np.ndarray]:
+    """Up to ``limit`` images of ``folder`` as normalised float32 (1, 3, H, W) arrays of ``size``."""
+    from atrous.data import read_image
+    from atrous.data.base import list_images
+
+    paths = list_images(Path(folder))[: max(1, limit)]
+    mean_t = torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1)
+    std_t = torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1)
+    batches = []
+    for path in paths:
+        image = torch.from_numpy(read_image(path)).permute(2, 0, 1)[None].float() / 255
+        batches.append(((resize(image, size) - mean_t) / std_t).numpy())
+    return batches
+
+
+class _Reader(CalibrationDataReader):
+    """Yields one {input name: (1, 3, H, W) batch} at a time to the calibrator."""
+
+    def __init__(self, input_name: str, batches: list[np.ndarray]) -> None:
+        self.input_name = input_name
+        self.iterator = iter(batches)
+
+    def get_next(self) -> dict[str, np.ndarray] | None:
+        batch = next(self.iterator, None)
+        return None if batch is None else {self.input_name: batch}
+
+
+def quantize_int8(
+    float_model: str | Path,
+    path: str | Path,
+    calibration: list[np.ndarray],
+    *,
+    min_agreement: float = 0.9,
+) -> QuantizeReport:
+    """Quantise the float ONNX file ``float_model`` to int8 at ``path`` (atomic write).
+
+    ``calibration``: normalised float32 (1, 3, H, W) arrays (see :func:`calibration_batches`).
+    The int8 model's labels are compared with the float model's on the calibration
+    images; below ``min_agreement`` → ``ExportError`` and no file.
+    """
+    path = check_output_path(path, suffix=".onnx")
+    if not calibration:
+        raise DataError("no calibration images; give a folder of images with --calibrate")
+    reference = OnnxModel(float_model)
+    if reference.outputs_labels:
+        raise ConfigError("int8 quantisation needs a logits model; export without --argmax")
+    reader = _Reader(reference.input_name, calibration)
+    with tempfile.TemporaryDirectory(dir=path.parent, prefix=f".{path.stem}.prep.") as scratch:
+        prepared = Path(scratch) / "prepared.onnx"
+        with quiet_loggers("onnxruntime"):
+            quant_pre_process(str(float_model), str(prepared), skip_symbolic_shape=False)
+        with atomic_output(path, ".onnx") as temp, quiet_loggers("onnxruntime"):
+            quantize_static(
+                str(prepared),
+                str(temp),
+                reader,
+                quant_format=QuantFormat.QDQ,
+                per_channel=True,
+                activation_type=QuantType.QUInt8,
+                weight_type=QuantType.QInt8,
+            )
+            _copy_metadata(float_model, temp)
+            agreement = _agreement(reference, OnnxModel(temp), calibration)
+            if not agreement >= min_agreement:
+                raise ExportError(
+                    f"int8 labels agree with the float model on {agreement:.2%} of calibration pixels "
+                    f"(need ≥ {min_agreement:.0%}); {path} was not written"
+                )
+    logger.debug("wrote %s (int8; labels agree with float on %.2f%% of calibration pixels)", path, agreement * 100)
+    return QuantizeReport(path, len(calibration), agreement)
+
+
+def _agreement(reference: OnnxModel, quantized: OnnxModel, batches: list[np.ndarray]) -> float:
+    same = total = 0
+    for batch in batches:
+        image = torch.from_numpy(batch)
+        expected, got = reference(image).argmax(1), quantized(image).argmax(1)
+        same += int((expected == got).sum())
+        total += expected.numel()
+    return same / total
+
+
+def _copy_metadata(source: str | Path, target: Path) -> None:
+    import onnx
+
+    props = onnx.load(str(source), load_external_data=False).metadata_props
+    proto = onnx.load(str(target))
+    existing = {entry.key for entry in proto.metadata_props}
+    for entry in props:
+        if entry.key not in existing:
+            proto.metadata_props.add(key=entry.key, value=entry.value)
+    onnx.save(proto, str(target))

@@ -1,0 +1,57 @@
+"""Models and checkpoints shared by the inference, export and eval/predict CLI tests."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from atrous.engine.checkpoint import save_checkpoint
+from atrous.models import create_model
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def trained_batchnorm(model: nn.Module, seed: int = 0) -> nn.Module:
+    """Random BN affine terms, then BN statistics measured on random images, like a
+    trained model, so folding is really exercised. Variances are floored at 0.5: dead
+    channels' tiny variances make a random net so ill-conditioned that float32 eager
+    itself is 4e-3 off float64 (with the floor: 2e-5, as for a trained net)."""
+    generator = torch.Generator().manual_seed(seed)
+    batchnorms = [m for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
+    with torch.no_grad():
+        for module in batchnorms:
+            module.weight.copy_(torch.rand(module.num_features, generator=generator) + 0.5)
+            module.bias.copy_(torch.rand(module.num_features, generator=generator) * 0.4 - 0.2)
+            module.reset_running_stats()
+            module.momentum = None  # cumulative average over the calibration batch
+        model.train()(torch.randn(4, 3, 48, 48, generator=generator))
+        for module in batchnorms:
+            module.running_var.clamp_(min=0.5)
+    return model.eval()
+
+
+def small_model(name: str = "lraspp_mobilenet_v3_small", num_classes: int = 4, **options: object) -> nn.Module:
+    """A seeded, BN-calibrated model of a registered architecture."""
+    torch.manual_seed(0)
+    return trained_batchnorm(create_model(name, num_classes=num_classes, **options))
+
+
+def write_checkpoint(model: nn.Module, path: Path, class_names: list[str] | None = None) -> Path:
+    """An atrous checkpoint of ``model`` (format of ``atrous.engine.checkpoint``)."""
+    k = model.config["num_classes"]
+    return save_checkpoint(
+        {
+            "format": "atrous-checkpoint",
+            "version": 1,
+            "model": {"config": model.config, "state_dict": model.state_dict()},
+            "class_names": class_names or [f"class{i}" for i in range(k)],
+            "palette": [(40 * i % 256, 90 * i % 256, 150 * i % 256) for i in range(k)],
+            "ignore_index": 255,
+            "mean": IMAGENET_MEAN,
+            "std": IMAGENET_STD,
+        },
+        path,
+    )
