@@ -1,0 +1,133 @@
+"""``atrous crf``: refine any model's class probabilities with a dense CRF.
+
+The probabilities come as a ``.npy`` array of shape (C, H, W) or (H, W, C); the layout
+is told apart by which axes match the image's height and width ((C, H, W) wins when
+both do, i.e. when C = H = W). The refined argmax is written as a uint8 index PNG
+(pixel value = class index), and with ``--save-probs`` the refined marginals as
+float32 (C, H, W) ``.npy``. Outputs are written to a temporary file and renamed, and
+existing files are left alone unless ``--force`` is given.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from atrous.errors import ConfigError, DataError
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "crf",
+        help="refine class probabilities with a dense CRF",
+        description=__doc__.split("\n\n", 1)[1],
+    )
+    parser.add_argument("--image", required=True, type=Path, help="the RGB image the probabilities belong to")
+    parser.add_argument("--probs", required=True, type=Path, help=".npy of shape (C, H, W) or (H, W, C)")
+    parser.add_argument("--out", required=True, type=Path, help="output PNG of class indices (uint8)")
+    parser.add_argument("--save-probs", type=Path, help="also write the refined (C, H, W) float32 .npy")
+    parser.add_argument("--logits", action="store_true", help="--probs holds unnormalised scores, not probabilities")
+    parser.add_argument("--iterations", type=int, default=5, help="mean-field iterations (default 5)")
+    parser.add_argument("--gaussian-sxy", type=float, default=3.0, help="σγ, pixels (default 3)")
+    parser.add_argument("--gaussian-compat", type=float, default=3.0, help="w2, Potts weight (default 3)")
+    parser.add_argument("--bilateral-sxy", type=float, default=80.0, help="σα, pixels (default 80)")
+    parser.add_argument("--bilateral-srgb", type=float, default=13.0, help="σβ, intensity (default 13)")
+    parser.add_argument("--bilateral-compat", type=float, default=10.0, help="w1, Potts weight (default 10)")
+    parser.add_argument("--spatial", choices=("lattice", "exact"), default="lattice", help="smoothness kernel")
+    parser.add_argument("--device", default="cpu", help="torch device, e.g. cuda (default cpu)")
+    parser.add_argument("--force", action="store_true", help="overwrite existing output files")
+    parser.set_defaults(func=run)
+
+
+def _probs_chw(array: np.ndarray, height: int, width: int, path: Path) -> np.ndarray:
+    if array.ndim == 3 and array.shape[1:] == (height, width):
+        return array
+    if array.ndim == 3 and array.shape[:2] == (height, width):
+        return np.moveaxis(array, 2, 0)
+    raise DataError(
+        f"{path}: probabilities of shape {array.shape} match neither (C, {height}, {width}) nor "
+        f"({height}, {width}, C) for the {width}x{height} image; resize them to the image first"
+    )
+
+
+def _load_probs(path: Path) -> np.ndarray:
+    try:
+        array = np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as error:
+        raise DataError(f"{path}: cannot read a .npy array ({error}); save it with numpy.save") from error
+    if not np.issubdtype(array.dtype, np.floating):
+        raise DataError(f"{path}: probabilities must be floating point, got {array.dtype}")
+    return array
+
+
+def _temp_write(path: Path, write: Callable[[Path], None]) -> Path:
+    """Write through ``write(temp_path)`` into a temp file beside ``path``; returns the temp."""
+    handle, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=path.suffix)
+    os.close(handle)
+    try:
+        write(Path(temp))
+    except BaseException:
+        os.unlink(temp)
+        raise
+    return Path(temp)
+
+
+def run(args: argparse.Namespace) -> int:
+    from atrous.crf import DenseCRF
+    from atrous.data.io import read_image
+
+    outputs = [p for p in (args.out, args.save_probs) if p is not None]
+    for path in outputs:
+        if path.exists() and not args.force:
+            raise DataError(f"{path} exists; choose another path or pass --force to overwrite it")
+        if not path.parent.is_dir():
+            raise DataError(f"{path}: folder {path.parent} does not exist")
+    if args.out.suffix.lower() != ".png":
+        raise ConfigError(f"--out {args.out} must be a .png file")
+    image = read_image(args.image)
+    height, width = image.shape[:2]
+    probs = _probs_chw(_load_probs(args.probs), height, width, args.probs)
+    if probs.shape[0] > 256:
+        raise DataError(f"{args.probs}: {probs.shape[0]} classes do not fit a uint8 PNG (at most 256)")
+
+    crf = DenseCRF(
+        iterations=args.iterations,
+        gaussian_sxy=args.gaussian_sxy,
+        gaussian_compat=args.gaussian_compat,
+        bilateral_sxy=args.bilateral_sxy,
+        bilateral_srgb=args.bilateral_srgb,
+        bilateral_compat=args.bilateral_compat,
+        spatial=args.spatial,
+    ).to(args.device)
+    scores = torch.from_numpy(np.ascontiguousarray(probs, dtype=np.float32)).to(args.device)
+    pixels = torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1))).to(args.device)
+    with torch.no_grad():
+        refined = crf(pixels, scores, from_logits=args.logits).cpu()
+    mask = refined.argmax(0).to(torch.uint8).numpy()
+
+    def save_probs(temp: Path) -> None:
+        with open(temp, "wb") as file:
+            np.save(file, refined.numpy().astype(np.float32))
+
+    writers = [lambda temp: Image.fromarray(mask).save(temp, format="PNG"), save_probs]
+    temps: list[Path] = []
+    try:
+        for path, write in zip(outputs, writers):
+            temps.append(_temp_write(path, write))
+    except BaseException:
+        for temp in temps:
+            temp.unlink()
+        raise
+    for temp, path in zip(temps, outputs):
+        os.replace(temp, path)
+    before = scores.argmax(0).cpu().numpy().astype(np.uint8)
+    changed = int((before != mask).sum())
+    print(f"wrote {args.out} ({width}x{height}, {probs.shape[0]} classes; the CRF changed {changed} pixels)")
+    return 0

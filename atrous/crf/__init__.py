@@ -1,0 +1,14 @@
+"""Dense CRF (Krähenbühl & Koltun 2011) in pure PyTorch: CPU or GPU, batched, differentiable.
+
+``DenseCRF`` refines any model's class probabilities with the image; ``tune`` holds
+DeepLab's cross-validation of the kernel parameters. This package imports nothing from
+atrous but its errors, so it can refine the output of any model.
+"""
+
+from __future__ import annotations
+
+from atrous.crf.dense_crf import DenseCRF
+from atrous.crf.gaussian import GridGaussian
+from atrous.crf.lattice import Lattice
+
+__all__ = ["DenseCRF", "GridGaussian", "Lattice"]

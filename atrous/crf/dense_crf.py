@@ -1,0 +1,233 @@
+"""Fully connected CRF with Gaussian edge potentials (Krähenbühl & Koltun 2011), mean-field.
+
+Same model and the same inference loop as pydensecrf's ``DenseCRF2D`` with
+``addPairwiseGaussian(sxy, compat)`` + ``addPairwiseBilateral(sxy, srgb, rgbim, compat)``
+(DIAG_KERNEL, NORMALIZE_SYMMETRIC) and ``inference(iterations)``:
+
+    U   = -log(max(p, 1e-5))                  (pydensecrf.utils.unary_from_softmax)
+    Q   = softmax(-U)
+    repeat T times:
+        M_k = n_k ⊙ K_k (n_k ⊙ Q),  n_k = 1 / sqrt(K_k 1)   (self included, as in pydensecrf)
+        Q   = softmax(-U - Σ_k μ_k(M_k))
+    μ_k(M) = -w_k M   for a Potts weight w_k   (PottsCompatibility)
+    μ_k(M) = M @ ½(W + Wᵀ) for a (C, C) matrix W (MatrixCompatibility: an energy, so
+             W = w (1 - I) is Potts again, up to a per-pixel constant)
+
+K_bilateral is exp(-|p_i-p_j|²/2σα² - |I_i-I_j|²/2σβ²) through a permutohedral lattice;
+K_gaussian is exp(-|p_i-p_j|²/2σγ²) through a lattice too (``spatial="lattice"``, what
+pydensecrf does) or exactly by separable convolution (``spatial="exact"``). Every step
+is a differentiable tensor op, so the module also serves as a CRF-as-RNN layer.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+
+import torch
+from torch import Tensor, nn
+
+from atrous.crf import _inputs
+from atrous.crf.gaussian import GridGaussian
+from atrous.crf.lattice import Lattice
+from atrous.crf.messages import Messages, symmetric_norm
+from atrous.errors import ConfigError, InputError
+
+Compat = float | Tensor
+SPATIAL_MODES = ("lattice", "exact")
+
+
+def _pair(value: float | Sequence[float], name: str) -> tuple[float, float]:
+    values = (value, value) if isinstance(value, (int, float)) else tuple(value)
+    if len(values) != 2 or not all(float(v) > 0 for v in values):
+        raise ConfigError(f"{name} must be a positive number or a pair (sx, sy), got {value!r}")
+    return float(values[0]), float(values[1])
+
+
+def _positive(value: float | Sequence[float], name: str) -> tuple[float, ...]:
+    values = (value,) if isinstance(value, (int, float)) else tuple(value)
+    if not values or not all(float(v) > 0 for v in values):
+        raise ConfigError(f"{name} must be a positive number or one per image channel, got {value!r}")
+    return tuple(float(v) for v in values)
+
+
+def _compat(value: Compat, name: str) -> Tensor:
+    tensor = torch.as_tensor(value, dtype=torch.float32).clone()
+    if tensor.dim() == 0 or (tensor.dim() == 2 and tensor.shape[0] == tensor.shape[1]):
+        return tensor
+    raise ConfigError(f"{name} must be a Potts weight (a number) or a (C, C) compatibility matrix, got {tuple(tensor.shape)}")
+
+
+def _softmax(x: Tensor) -> Tensor:
+    """Softmax over dim 1 of (N, C); torch.softmax over a short inner dim is ~6x slower on CPU."""
+    e = torch.exp(x - x.amax(1, keepdim=True))
+    return e / e.sum(1, keepdim=True)
+
+
+def _mean_field_step_(message: Tensor, neg_unary: Tensor) -> Tensor:
+    """softmax(neg_unary + message) over dim 1, computed in place in ``message``.
+
+    log-probabilities have a row maximum >= -log C, so when the messages lie within
+    ±(80 - log C) the plain exp can neither overflow nor underflow a whole row, and the
+    per-row maximum (a slow short-axis reduction) is not needed.
+    """
+    low, high = torch.aminmax(message)
+    message.add_(neg_unary)
+    bound = 80.0 - math.log(message.shape[1])
+    if not (low > -bound and high < bound):
+        message.sub_(message.amax(1, keepdim=True))
+    message.exp_()
+    total = message @ torch.ones(message.shape[1], 1, dtype=message.dtype, device=message.device)
+    return message.mul_(total.reciprocal_())
+
+
+def pixel_grid(height: int, width: int, dtype: torch.dtype, device: torch.device) -> Tensor:
+    """(H·W, 2) column and row index of every pixel in row-major order."""
+    y, x = torch.meshgrid(
+        torch.arange(height, dtype=dtype, device=device),
+        torch.arange(width, dtype=dtype, device=device),
+        indexing="ij",
+    )
+    return torch.stack([x.reshape(-1), y.reshape(-1)], 1)
+
+
+def _compatibility(compat: Tensor) -> Callable[[Tensor], Tensor]:
+    """The map from filtered values (M, C) to their share of the logits, -μ(values)."""
+    if compat.dim() == 0:
+        return lambda values: values * compat.to(values.dtype)  # Potts: -(-w · values)
+    return lambda values: -(values @ (0.5 * (compat + compat.t())).to(values.dtype))
+
+
+class DenseCRF(nn.Module):
+    """Mean-field dense CRF refining class probabilities with an image.
+
+    Args:
+        iterations: mean-field steps (5–10 is usual).
+        gaussian_sxy: σγ in pixels of the smoothness kernel (number or (sx, sy)).
+        gaussian_compat: its weight w2 (Potts) or a (C, C) compatibility matrix.
+        bilateral_sxy: σα in pixels of the appearance kernel (number or (sx, sy)).
+        bilateral_srgb: σβ in intensity units (number, or one per image channel).
+        bilateral_compat: its weight w1 (Potts) or a (C, C) compatibility matrix.
+        trainable: make both compatibilities ``nn.Parameter`` (CRF as RNN).
+        spatial: "lattice" (pydensecrf's approximation) or "exact" (separable Gaussian).
+        min_prob: probabilities are clipped below at this before -log (pydensecrf's clip).
+
+    ``crf(image, probs)``: image uint8 (N, K, H, W) or (K, H, W) (usually K = 3, RGB;
+    real values in [0, 255] are accepted too), probs (N, C, H, W) or (C, H, W) summing
+    to 1 over C; returns the refined marginals, same shape, dtype and device as probs.
+    ``from_logits=True`` takes unnormalised scores instead of probabilities.
+    ``features`` (N, F, H, W) adds extra channels, already divided by their bandwidths,
+    to the bilateral kernel.
+    """
+
+    def __init__(
+        self,
+        iterations: int = 5,
+        gaussian_sxy: float | Sequence[float] = 3.0,
+        gaussian_compat: Compat = 3.0,
+        bilateral_sxy: float | Sequence[float] = 80.0,
+        bilateral_srgb: float | Sequence[float] = 13.0,
+        bilateral_compat: Compat = 10.0,
+        *,
+        trainable: bool = False,
+        spatial: str = "lattice",
+        min_prob: float = 1e-5,
+    ) -> None:
+        super().__init__()
+        if not isinstance(iterations, int) or iterations < 0:
+            raise ConfigError(f"iterations must be an integer >= 0, got {iterations!r}")
+        if spatial not in SPATIAL_MODES:
+            raise ConfigError(f"unknown spatial kernel {spatial!r}; valid: {', '.join(SPATIAL_MODES)}")
+        if not 0 < min_prob < 1:
+            raise ConfigError(f"min_prob must be in (0, 1), got {min_prob!r}")
+        self.iterations = iterations
+        self.gaussian_sxy = _pair(gaussian_sxy, "gaussian_sxy")
+        self.bilateral_sxy = _pair(bilateral_sxy, "bilateral_sxy")
+        self.bilateral_srgb = _positive(bilateral_srgb, "bilateral_srgb")
+        self.spatial = spatial
+        self.min_prob = min_prob
+        for name, value in (("gaussian_compat", gaussian_compat), ("bilateral_compat", bilateral_compat)):
+            tensor = _compat(value, name)
+            if trainable:
+                self.register_parameter(name, nn.Parameter(tensor))
+            else:
+                self.register_buffer(name, tensor)
+
+    def extra_repr(self) -> str:
+        return (
+            f"iterations={self.iterations}, gaussian_sxy={self.gaussian_sxy}, "
+            f"bilateral_sxy={self.bilateral_sxy}, bilateral_srgb={self.bilateral_srgb}, spatial={self.spatial!r}"
+        )
+
+    def forward(
+        self, image: Tensor, probs: Tensor, *, from_logits: bool = False, features: Tensor | None = None
+    ) -> Tensor:
+        """image (N, K, H, W) uint8, probs (N, C, H, W) → refined marginals (N, C, H, W)."""
+        scores = _inputs.check_scores(probs, from_logits)
+        pixels = _inputs.check_image(image)
+        extra = _inputs.check_features(features)
+        _inputs.check_pair(pixels, scores, extra)
+        b, c, h, w = scores.shape
+        for name in ("gaussian_compat", "bilateral_compat"):
+            compat = getattr(self, name)
+            if compat.dim() == 2 and compat.shape[0] != c:
+                raise InputError(f"{name} is {tuple(compat.shape)} but the input has {c} classes")
+        dtype = scores.dtype if scores.dtype in (torch.float32, torch.float64) else torch.float32
+        device = scores.device
+        grad = torch.is_grad_enabled() and (scores.requires_grad or any(p.requires_grad for p in self.parameters()))
+
+        flat = scores.to(dtype).permute(0, 2, 3, 1).reshape(b * h * w, c)
+        neg_unary = torch.log_softmax(flat, 1) if from_logits else torch.log(flat.clamp_min(self.min_prob))
+        q = _softmax(neg_unary)
+        if self.iterations:
+            lattices, norms = [self._bilateral_lattice(pixels.to(device), extra, dtype)], []
+            norms.append(symmetric_norm(lattices[0]))
+            transforms = [_compatibility(self.bilateral_compat)]
+            if self.spatial == "lattice":
+                spatial, norm = self._spatial_lattice(h, w, dtype, device)
+                lattices.append(spatial.tile(b))
+                norms.append(norm.repeat(b, 1))
+                transforms.append(_compatibility(self.gaussian_compat))
+            else:
+                exact = GridGaussian(h, w, *self.gaussian_sxy, dtype, device)
+                exact_norm = torch.rsqrt(exact.filter(torch.ones(h * w, 1, dtype=dtype, device=device)) + 1e-20)
+                exact_compat = _compatibility(self.gaussian_compat)
+            messages = Messages(lattices, norms)
+        for _ in range(self.iterations):
+            logits = messages(q, transforms)
+            if self.spatial == "exact":  # one kernel for all images: images side by side in C
+                stacked = (exact_norm * q.view(b, h * w, c).transpose(0, 1).reshape(h * w, b * c))
+                smooth = exact_norm * exact.filter(stacked)
+                logits = logits + exact_compat(smooth.view(h * w, b, c).transpose(0, 1).reshape(b * h * w, c))
+            q = _softmax(logits + neg_unary) if grad else _mean_field_step_(logits, neg_unary)
+        out = q.view(b, h, w, c).permute(0, 3, 1, 2).to(scores.dtype)
+        return out[0] if probs.dim() == 3 else out
+
+    def clear_cache(self) -> None:
+        """Forget the spatial lattice kept from the last call (it depends only on H, W)."""
+        self._spatial_cache = None
+
+    def _spatial_lattice(self, h: int, w: int, dtype: torch.dtype, device: torch.device) -> tuple[Lattice, Tensor]:
+        """The smoothness kernel's lattice over one H×W grid and its norm, kept for the next call."""
+        key = (h, w, self.gaussian_sxy, dtype, device)
+        cached = getattr(self, "_spatial_cache", None)
+        if cached is None or cached[0] != key:
+            features = pixel_grid(h, w, dtype, device) / torch.tensor(self.gaussian_sxy, dtype=dtype, device=device)
+            lattice = Lattice(features)
+            cached = self._spatial_cache = (key, lattice, symmetric_norm(lattice))
+        return cached[1], cached[2]
+
+    def _bilateral_lattice(self, pixels: Tensor, extra: Tensor | None, dtype: torch.dtype) -> Lattice:
+        b, k, h, w = pixels.shape
+        device = pixels.device
+        srgb = self.bilateral_srgb if len(self.bilateral_srgb) > 1 else self.bilateral_srgb * k
+        if len(srgb) != k:
+            raise InputError(f"bilateral_srgb has {len(srgb)} values but the image has {k} channels")
+        scale = torch.tensor([*self.bilateral_sxy, *srgb], dtype=dtype, device=device).view(-1, 1)
+        grid = pixel_grid(h, w, dtype, device).t().repeat(1, b)
+        parts = [grid, pixels.to(dtype).permute(1, 0, 2, 3).reshape(k, b * h * w)]
+        features = torch.cat(parts) / scale
+        if extra is not None:
+            features = torch.cat([features, extra.to(device=device, dtype=dtype).permute(1, 0, 2, 3).reshape(-1, b * h * w)])
+        groups = torch.arange(b, device=device).repeat_interleave(h * w)
+        return Lattice(features.t(), groups, b)
