@@ -29,6 +29,7 @@ from atrous.engine.config import TrainConfig, load_config_file, make_config
 from atrous.engine.metrics import ConfusionMatrix, format_table
 from atrous.engine.resume import Position, create_run_dir, prepare_run_dir, restore
 from atrous.engine.runlog import RunLog
+from atrous.engine.sampling import mix_seed
 from atrous.engine.schedule import PolyLR
 from atrous.errors import TrainingError
 
@@ -119,7 +120,7 @@ class Trainer:
             set_rng_state(saved_rng)
         else:
             # Each process draws its own dropout masks; the stream depends on (seed, rank) only.
-            torch.manual_seed(config.seed * 1000 + context.rank)
+            torch.manual_seed(mix_seed(config.seed, context.rank))
 
     # ------------------------------------------------------------------ loop
     def fit(self) -> TrainResult:
@@ -140,10 +141,11 @@ class Trainer:
                 row = self.epoch_row(metrics, time.perf_counter() - epoch_started)
                 position.epoch += 1
                 position.reset_epoch_loss()
+                # Row before checkpoint: if killed in between, resuming drops the row and redoes it.
+                self.runlog.epoch_row(row)
                 self.save("last.pt")
                 if improved:
                     self.save("best.pt")
-                self.runlog.epoch_row(row)
         finally:
             self.runlog.close()
         best = self.run_dir / "best.pt"
