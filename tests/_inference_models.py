@@ -39,6 +39,15 @@ def small_model(name: str = "lraspp_mobilenet_v3_small", num_classes: int = 4, *
     return trained_batchnorm(create_model(name, num_classes=num_classes, **options))
 
 
+def tiny_net(num_classes: int = 3) -> nn.Module:
+    """A three-layer conv net (with BN, a dilated conv) that exports in a second."""
+    from atrous.nn import ConvNormAct
+
+    torch.manual_seed(0)
+    net = nn.Sequential(ConvNormAct(3, 16, 3), ConvNormAct(16, 16, 3, dilation=2), nn.Conv2d(16, num_classes, 1))
+    return trained_batchnorm(net)
+
+
 def write_checkpoint(model: nn.Module, path: Path, class_names: list[str] | None = None) -> Path:
     """An atrous checkpoint of ``model`` (format of ``atrous.engine.checkpoint``)."""
     k = model.config["num_classes"]

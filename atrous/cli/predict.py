@@ -83,14 +83,6 @@ def expand_inputs(inputs: list[str]) -> list[Path]:
     return unique
 
 
-def prepare_output_dir(out: str) -> Path:
-    path = Path(out)
-    if path.exists() and not path.is_dir():
-        raise DataError(f"--out {path} is a file; give a folder (it is created if missing)")
-    path.mkdir(parents=True, exist_ok=True)
-    return path
-
-
 class _Images(Dataset):
     """Reads images in DataLoader workers: item = (uint8 (3, H, W) tensor, path)."""
 
@@ -162,11 +154,14 @@ def run(args: argparse.Namespace) -> int:
     if not 0 <= args.alpha <= 1:
         raise ConfigError(f"--alpha must be in [0, 1]; got {args.alpha}")
     paths = expand_inputs(args.inputs)
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise DataError(f"--out {out} is a file; give a folder (it is created if missing)")
     device = resolve_device(args.device)
     model = load_model_source(args.checkpoint, device, args.output_stride)
     predictor = build_predictor(model, args, device, with_crf=False)
     crf = make_crf(device) if args.crf else None
-    out = prepare_output_dir(args.out)
+    out.mkdir(parents=True, exist_ok=True)
     loader = DataLoader(_Images(paths), batch_size=args.batch_size, num_workers=args.workers, collate_fn=collate_list)
     written = 0
     for batch in tqdm(loader, desc="predict", unit="batch", disable=not args.progress, file=sys.stderr):

@@ -1,0 +1,167 @@
+"""``atrous eval`` / ``predict`` / ``export`` round trips through ``atrous.cli.main`` and bad inputs."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from atrous import Predictor
+from atrous.cli import main
+from atrous.data import build_dataset
+from atrous.engine.checkpoint import load_model
+from atrous.engine.metrics import ConfusionMatrix
+
+from _inference_models import small_model, write_checkpoint
+
+SHAPES = ["--dataset", "shapes", "--split", "val", "--max-images", "3", "--workers", "0", "--no-progress"]
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    model = small_model("lraspp_mobilenet_v3_small", num_classes=4)
+    names = ["background", "circle", "rectangle", "triangle"]
+    return write_checkpoint(model, tmp_path_factory.mktemp("ckpt") / "model.pt", names)
+
+
+@pytest.fixture(scope="module")
+def images(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("images")
+    dataset = build_dataset("shapes", None, "val", num_images=2, size=(72, 96))
+    for index in range(len(dataset)):
+        Image.fromarray(dataset[index][0].permute(1, 2, 0).numpy()).save(folder / f"img{index}.png")
+    return folder
+
+
+def run_json(capsys: pytest.CaptureFixture, *argv: str) -> dict:
+    assert main(list(argv)) == 0
+    return json.loads(capsys.readouterr().out)
+
+
+def test_eval_json_matches_direct_metrics(checkpoint: Path, capsys: pytest.CaptureFixture) -> None:
+    result = run_json(capsys, "eval", "--checkpoint", str(checkpoint), *SHAPES, "--json")
+    dataset = build_dataset("shapes", None, "val")
+    predictor = Predictor(load_model(checkpoint))
+    matrix = ConfusionMatrix(4)
+    for index in range(3):
+        image, mask = dataset[index]
+        matrix.update(predictor.predict(image), mask)
+    expected = matrix.compute()
+    assert result["images"] == 3
+    assert result["miou"] == pytest.approx(expected["miou"]) and result["pixel_accuracy"] == pytest.approx(expected["pixel_accuracy"])
+    assert list(result["iou"]) == ["background", "circle", "rectangle", "triangle"]
+    assert result["fw_iou"] == pytest.approx(expected["fw_iou"])
+
+
+def test_eval_table_multi_scale_flip_at_output_stride_8(checkpoint: Path, capsys: pytest.CaptureFixture) -> None:
+    argv = ["eval", "--checkpoint", str(checkpoint), *SHAPES, "--scales", "0.75,1.25", "--flip", "--output-stride", "8"]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "mIoU" in out and "frequency-weighted IoU" in out and "circle" in out
+    assert "scales 0.75,1.25 + flip, OS 8" in out
+
+
+def test_eval_of_an_onnx_export_matches_the_checkpoint(checkpoint: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    onnx_path = tmp_path / "model.onnx"
+    assert main(["export", "--checkpoint", str(checkpoint), "--out", str(onnx_path), "--dynamic", "--size", "64", "64"]) == 0
+    assert "max |logit diff| vs PyTorch" in capsys.readouterr().out
+    torch_result = run_json(capsys, "eval", "--checkpoint", str(checkpoint), *SHAPES, "--json")
+    onnx_result = run_json(capsys, "eval", "--checkpoint", str(onnx_path), *SHAPES, "--json")
+    assert onnx_result["miou"] == pytest.approx(torch_result["miou"], abs=1e-4)
+    assert list(onnx_result["iou"]) == list(torch_result["iou"])  # class names come from the ONNX metadata
+
+
+def test_predict_writes_masks_colors_and_overlays(checkpoint: Path, images: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    out = tmp_path / "out" / "nested"
+    argv = ["predict", "--checkpoint", str(checkpoint), str(images / "img0.png"), str(images / "*.png"), "--out", str(out)]
+    assert main([*argv, "--workers", "1", "--batch-size", "2", "--crf", "--no-progress"]) == 0
+    assert "2 images" in capsys.readouterr().out
+    names = sorted(p.name for p in out.iterdir())
+    assert names == sorted(f"img{i}{suffix}.png" for i in range(2) for suffix in ("", "_color", "_overlay", "_crf_overlay"))
+    mask = Image.open(out / "img1.png")
+    assert mask.mode == "P" and mask.size == (96, 72)
+    # Without --crf the index mask is the network's own prediction.
+    plain = tmp_path / "plain"
+    assert main(["predict", "--checkpoint", str(checkpoint), str(images), "--out", str(plain), "--no-progress"]) == 0
+    expected = Predictor(load_model(checkpoint)).predict(np.asarray(Image.open(images / "img1.png")))
+    np.testing.assert_array_equal(np.asarray(Image.open(plain / "img1.png")), expected)
+    assert not (plain / "img1_crf_overlay.png").exists()
+    color = np.asarray(Image.open(plain / "img1_color.png"))
+    assert color.shape == (72, 96, 3)
+
+
+@pytest.mark.parametrize(
+    ("inputs", "message"),
+    [(["missing.png"], "does not exist"), (["nothing*.png"], "no images"), (["img0.png", "again/img0.png"], "both write img0.png")],
+)
+def test_predict_bad_inputs_write_nothing(
+    checkpoint: Path, images: Path, tmp_path: Path, capsys: pytest.CaptureFixture, inputs: list[str], message: str
+) -> None:
+    (tmp_path / "again").mkdir()
+    (tmp_path / "again" / "img0.png").write_bytes((images / "img0.png").read_bytes())
+    (tmp_path / "img0.png").write_bytes((images / "img0.png").read_bytes())
+    paths = [str(tmp_path / item) for item in inputs]
+    out = tmp_path / "out"
+    assert main(["predict", "--checkpoint", str(checkpoint), *paths, "--out", str(out)]) == 2
+    assert message in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_predict_into_a_file_is_refused(checkpoint: Path, images: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    target = tmp_path / "taken"
+    target.write_text("keep me")
+    assert main(["predict", "--checkpoint", str(checkpoint), str(images), "--out", str(target)]) == 2
+    assert "is a file" in capsys.readouterr().err
+    assert target.read_text() == "keep me"
+
+
+def test_export_int8_cli_then_eval_at_another_size(
+    checkpoint: Path, images: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    out = tmp_path / "int8.onnx"
+    argv = ["export", "--checkpoint", str(checkpoint), "--out", str(out), "--size", "64", "64", "--int8", "--calibrate", str(images)]
+    assert main(argv) == 0
+    assert "int8 (QDQ, per-channel) calibrated on 2 images" in capsys.readouterr().out
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["int8.onnx"]  # the float intermediate is gone
+    # A static-size ONNX model given other sizes: one clear error, on one line.
+    assert main(["eval", "--checkpoint", str(out), *SHAPES]) == 2
+    err = capsys.readouterr().err
+    assert "exported for 64×64 inputs but got 128×128" in err and len(err.strip().splitlines()) == 1
+    assert main(["eval", "--checkpoint", str(out), *SHAPES, "--output-stride", "8"]) == 2
+    assert "--output-stride needs a checkpoint" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--model", "deeplabv3_resnet50"], "holds lraspp_mobilenet_v3_small, not deeplabv3_resnet50"),
+        (["--num-classes", "7"], "has 4 classes, not 7"),
+        (["--int8"], "--int8 needs --calibrate"),
+        (["--format", "torchscript", "--dynamic"], "drop --dynamic"),
+    ],
+)
+def test_export_bad_options_write_nothing(checkpoint: Path, tmp_path: Path, capsys: pytest.CaptureFixture, extra: list[str], message: str) -> None:
+    out = tmp_path / ("model.pt" if "torchscript" in extra else "model.onnx")
+    assert main(["export", "--checkpoint", str(checkpoint), "--out", str(out), *extra]) == 2
+    assert message in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_export_into_a_missing_folder(checkpoint: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    assert main(["export", "--checkpoint", str(checkpoint), "--out", str(tmp_path / "no" / "model.onnx")]) == 2
+    assert "does not exist; create it first" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_export_of_a_mismatched_checkpoint(checkpoint: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    state = torch.load(checkpoint, weights_only=True)
+    state["model"]["config"] = {**state["model"]["config"], "name": "lraspp_mobilenet_v3_large"}
+    broken = tmp_path / "broken.pt"
+    torch.save(state, broken)
+    assert main(["export", "--checkpoint", str(broken), "--out", str(tmp_path / "model.onnx")]) == 2
+    assert "does not fit" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["broken.pt"]
