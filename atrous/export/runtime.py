@@ -34,10 +34,16 @@ def _onnxruntime() -> Any:
 
 
 def create_session(path: str | Path, *, threads: int | None = None) -> Any:
-    """An ONNX Runtime CPU ``InferenceSession`` for ``path`` (``threads`` intra-op threads)."""
+    """An ONNX Runtime CPU ``InferenceSession`` for ``path`` (``threads`` intra-op threads).
+
+    Worker threads sleep between runs instead of spinning, so an idle session does not
+    take CPU from the work around it (PyTorch, data loading, other processes).
+    """
     ort = _onnxruntime()
     options = ort.SessionOptions()
     options.log_severity_level = 3  # errors only
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    options.add_session_config_entry("session.inter_op.allow_spinning", "0")
     if threads:
         options.intra_op_num_threads = int(threads)
         options.inter_op_num_threads = 1
