@@ -22,6 +22,16 @@ from atrous.crf import tune
 from atrous.errors import ConfigError, InputError
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """These tests check results, not speed: one intra-op thread keeps them quick on a
+    busy 2-core machine, where waking a second thread for every small op costs more."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
 def _scene(n: int = 1, c: int = 3, h: int = 12, w: int = 16, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     """Images with a left and a right half of different colours, and noisy probabilities."""
     g = torch.Generator().manual_seed(seed)

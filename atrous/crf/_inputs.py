@@ -52,13 +52,16 @@ def check_scores(probs: Tensor, from_logits: bool) -> Tensor:
     if batched.shape[2] == 0 or batched.shape[3] == 0:
         raise InputError(f"{what} has an empty image size {_shape(probs)}")
     values = batched.detach()
-    if not torch.isfinite(values).all():
-        raise InputError(f"{what} contain NaN or inf ({int((~torch.isfinite(values)).sum())} values)")
     if from_logits:
+        if not torch.isfinite(values).all():
+            raise InputError(f"{what} contain NaN or inf ({int((~torch.isfinite(values)).sum())} values)")
         return batched
+    total = values.sum(1)  # NaN or inf anywhere makes its pixel's sum non-finite
+    if not torch.isfinite(total).all():
+        raise InputError(f"{what} contain NaN or inf ({int((~torch.isfinite(values)).sum())} values)")
     if values.min() < -SUM_TOLERANCE:
         raise InputError(f"probs must be >= 0, found {values.min().item():g}; pass from_logits=True for scores")
-    error = (values.sum(1) - 1).abs().max().item()
+    error = (total - 1).abs().max().item()
     if error > SUM_TOLERANCE:
         raise InputError(
             f"probs do not sum to 1 over the classes (dim 1): largest |sum - 1| = {error:.3g} "

@@ -55,7 +55,7 @@ class Messages:
             self.splat = Bags(
                 torch.cat([b.index.to(dtype) for b in splats]),
                 torch.cat([b.offsets.to(dtype) + s for b, s in zip(splats, starts(splat_sizes))]),
-                torch.cat([b.weight * norm[b.index.long(), 0] for b, norm in zip(splats, norms)]),
+                torch.cat([b.weight * norm.view(-1).index_select(0, b.index) for b, norm in zip(splats, norms)]),
             )
             merges = [lat.merge_bags for lat in self.lattices]
             self.merge = Bags(
