@@ -157,11 +157,13 @@ def test_label_output_models_vote() -> None:
         return (batch[:, 0] > 0).long()  # (N, H, W) labels, as an ONNX graph with argmax
 
     image = random_image(10, 10)
-    probs = Predictor(labels_model, num_classes=2, scales=(1.0, 0.5)).predict_proba(image)
+    expected = image[..., 0] > 255 * 0.485  # red above the ImageNet mean
+    np.testing.assert_array_equal(Predictor(labels_model).predict(image), expected)
+    probs = Predictor(labels_model, num_classes=2, scales=(1.0, 1.0)).predict_proba(image)
     assert probs.shape == (2, 10, 10)
-    np.testing.assert_allclose(probs.sum(0), 1.0, atol=1e-6)
+    np.testing.assert_array_equal(probs[1], expected)  # unanimous votes: one-hot
     with pytest.raises(ConfigError, match="num_classes"):
-        Predictor(labels_model).predict(image)
+        Predictor(labels_model).predict_proba(image)
 
 
 @pytest.mark.parametrize(

@@ -26,7 +26,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "export",
         help="export a model to ONNX (int8 optional), torch.export or TorchScript",
-        description=__doc__.split("\n\n", 1)[1].strip(),
+        description=__doc__.split("\n\n", 1)[1].strip().replace("``", ""),
         epilog=(
             "Examples: atrous export --checkpoint best.pt --out model.onnx --dynamic; "
             "atrous export --checkpoint best.pt --out model-int8.onnx --size 360 480 --int8 --calibrate ../shared/data/camvid/val"

@@ -42,7 +42,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "predict",
         help="segment images and write masks, colour maps and overlays",
-        description=__doc__.split("\n\n", 1)[1].strip(),
+        description=__doc__.split("\n\n", 1)[1].strip().replace("``", ""),
         epilog="Example: atrous predict --checkpoint runs/camvid/best.pt photos/*.png --out predictions --flip",
     )
     parser.add_argument("inputs", nargs="+", metavar="INPUT", help="image files, folders (their images) or glob patterns")

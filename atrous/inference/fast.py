@@ -64,6 +64,7 @@ def find_conv_bn_pairs(model: nn.Module, example: torch.Tensor) -> list[tuple[st
     """Names ``(conv, bn)`` of the foldable Conv2d → BatchNorm2d pairs of ``model``.
 
     Runs ``model(example)`` once (in the model's current mode, without gradients).
+    BNs without running statistics (``track_running_stats=False``) are not foldable.
     """
     produced: dict[int, str] = {}  # id(conv output) → conv name
     read_by: dict[str, int] = {}  # bn name → id(its input)
@@ -85,6 +86,8 @@ def find_conv_bn_pairs(model: nn.Module, example: torch.Tensor) -> list[tuple[st
     for bn_name, tensor_id in read_by.items():
         conv_name = produced.get(tensor_id)
         if conv_name is None or calls[conv_name] != 1 or calls[bn_name] != 1:
+            continue
+        if model.get_submodule(bn_name).running_mean is None:  # normalises with batch statistics
             continue
         if counter.uses[tensor_id] == 1:  # the BN's own read
             pairs.append((conv_name, bn_name))
@@ -108,8 +111,6 @@ def _record_input(name: str, read_by: dict[str, int], calls: Counter[str]) -> An
 
 
 def _fold_into(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> None:
-    if bn.running_mean is None or bn.running_var is None:
-        raise ValueError("BatchNorm without running statistics cannot be folded")
     scale = torch.rsqrt(bn.running_var.double() + bn.eps)
     if bn.weight is not None:
         scale = scale * bn.weight.double()
@@ -144,10 +145,7 @@ def fold_batchnorm(model: nn.Module, example: torch.Tensor | None = None, *, inp
         example = torch.zeros(1, 3, 64, 64, device=device)
     pairs = find_conv_bn_pairs(model, example)
     for conv_name, bn_name in pairs:
-        bn = model.get_submodule(bn_name)
-        if bn.running_mean is None:
-            continue
-        _fold_into(model.get_submodule(conv_name), bn)
+        _fold_into(model.get_submodule(conv_name), model.get_submodule(bn_name))
         _set_module(model, bn_name, nn.Identity())
     logger.debug("folded %d BatchNorm layers into their convolutions", len(pairs))
     return model

@@ -54,8 +54,9 @@ class Predictor:
         num_classes: only needed for models that output labels (argmax exported in the graph).
 
     ``predict`` / ``predict_proba`` accept one image — uint8 (H, W, 3) array, (3, H, W)
-    tensor (uint8 0–255 or float 0–1), or an image path — a batch ((N, H, W, 3) array or
-    (N, 3, H, W) tensor), or a list of any of these (sizes may differ).
+    tensor (uint8 0–255, or float 0–1, rounded to 8 bits like an image file), or an
+    image path — a batch ((N, H, W, 3) array or (N, 3, H, W) tensor), or a list of any
+    of these (sizes may differ; equal-sized neighbours are batched together).
     """
 
     def __init__(
@@ -84,8 +85,9 @@ class Predictor:
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise ConfigError(f"batch_size must be an integer ≥ 1; got {batch_size!r}")
         self.batch_size = batch_size
-        self.mean = _stats("mean", mean if mean is not None else getattr(model, "mean", None), default_index=0)
-        self.std = _stats("std", std if std is not None else getattr(model, "std", None), default_index=1)
+        # A checkpoint without normalisation gives empty tuples: fall back to ImageNet's.
+        self.mean = _stats("mean", mean if mean is not None else getattr(model, "mean", None) or None, default_index=0)
+        self.std = _stats("std", std if std is not None else getattr(model, "std", None) or None, default_index=1)
         self.num_classes = num_classes or getattr(model, "num_classes", None)
         self.class_names = getattr(model, "class_names", None)
         self.palette = getattr(model, "palette", None)
@@ -157,13 +159,21 @@ class Predictor:
             output = output["out"]
         return output[..., :height, :width].contiguous()
 
+    def _labels(self, images: torch.Tensor) -> torch.Tensor:
+        """(N, H, W) labels of a uint8 batch. One view and no CRF: argmax of the scores
+        directly (softmax keeps the argmax, so it is skipped)."""
+        if len(self.scales) > 1 or self.scales[0] != 1.0 or self.flip or self.crf is not None:
+            return self.probabilities(images).argmax(1)
+        with torch.inference_mode():
+            scores = self.logits(self.normalize(images.to(self.device)))
+        return scores.argmax(1) if scores.is_floating_point() else scores.long()
+
     def _run(self, images: ImageInput, *, labels: bool) -> Any:
         items, form = _as_uint8_list(images)
         results: list[torch.Tensor] = []
         for batch in _same_size_chunks(items, self.batch_size):
-            probs = self.probabilities(torch.stack(batch))
-            out = probs.argmax(1) if labels else probs
-            results.extend(out.cpu())
+            stacked = torch.stack(batch)
+            results.extend((self._labels(stacked) if labels else self.probabilities(stacked)).cpu())
         return _restore_form(results, form)
 
 
