@@ -11,9 +11,9 @@ existing files are left alone unless ``--force`` is given.
 from __future__ import annotations
 
 import argparse
-from collections.abc import Callable
 import os
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -91,6 +91,8 @@ def run(args: argparse.Namespace) -> int:
             raise DataError(f"{path}: folder {path.parent} does not exist")
     if args.out.suffix.lower() != ".png":
         raise ConfigError(f"--out {args.out} must be a .png file")
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"--device {args.device}: no CUDA device is available; use --device cpu")
     image = read_image(args.image)
     height, width = image.shape[:2]
     probs = _probs_chw(_load_probs(args.probs), height, width, args.probs)

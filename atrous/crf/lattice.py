@@ -54,6 +54,17 @@ def index_dtype(*sizes: int) -> torch.dtype:
     return torch.int32 if max(sizes, default=0) < 2**31 - 1 else torch.long
 
 
+def blur(values: Tensor, neighbours: Tensor, reverse: bool = False) -> Tensor:
+    """v + ½(left + right) along each lattice axis in turn, for vertex values (M, C) and
+    ``neighbours`` (d+1, 2, M+1) (index M: a missing neighbour, read as zero)."""
+    values = torch.cat([values, values.new_zeros(1, values.shape[1])])
+    axes = neighbours.shape[0]
+    for j in range(axes - 1, -1, -1) if reverse else range(axes):
+        down, up = neighbours[j]
+        values = values + 0.5 * (values.index_select(0, down) + values.index_select(0, up))
+    return values[:-1]
+
+
 def _elevate(features: Tensor) -> Tensor:
     """Features (d, N) → points on the hyperplane Σx = 0 of Z^{d+1}, (d+1, N).
 
@@ -246,11 +257,7 @@ class Lattice:
 
     def blur(self, values: Tensor, reverse: bool = False) -> Tensor:
         """Vertex values (M, C) → (M, C), blurred along axes 0..d (d..0 for the adjoint)."""
-        values = torch.cat([values, values.new_zeros(1, values.shape[1])])
-        for j in range(self.dim, -1, -1) if reverse else range(self.dim + 1):
-            down, up = self.neighbours[j]
-            values = values + 0.5 * (values.index_select(0, down) + values.index_select(0, up))
-        return values[:-1]
+        return blur(values, self.neighbours, reverse)
 
     def slice(self, values: Tensor) -> Tensor:
         """Vertex values (M, C) → point values (N, C)."""

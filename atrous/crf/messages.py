@@ -12,12 +12,12 @@ before slicing rather than to (N, C) messages after it.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import Tensor
 
-from atrous.crf.lattice import Bags, Lattice, index_dtype
+from atrous.crf.lattice import Bags, Lattice, blur, index_dtype
 
 
 def symmetric_norm(lattice: Lattice) -> Tensor:
@@ -26,54 +26,80 @@ def symmetric_norm(lattice: Lattice) -> Tensor:
     return torch.rsqrt(lattice.filter(ones) + 1e-20)
 
 
+# Largest per-iteration scratch (simplex corners and vertex tables) before the classes
+# are passed in chunks; only huge inputs (e.g. 1024x2048 noise) come near it.
+SCRATCH_BYTES = 256 * 2**20
+
+
+def compatibility(compat: Tensor, values: Tensor) -> Tensor:
+    """-μ(values) for values (M, C): a Potts weight w gives w·values, a matrix W gives
+    -values @ ½(W + Wᵀ) (pydensecrf's PottsCompatibility / MatrixCompatibility)."""
+    compat = compat.to(values.dtype)
+    if compat.dim() == 0:
+        return values * compat
+    return -(values @ (0.5 * (compat + compat.t())))
+
+
 class Messages:
-    """Σ_k slice_k(μ_k(blur_k(splat_k(n_k ⊙ Q)))) ⊙ n_k for lattices over the same points.
+    """Σ_k n_k ⊙ slice_k(-μ_k(blur_k(splat_k(n_k ⊙ Q)))) for lattices over the same points.
 
     Args:
         lattices: K lattices over the same N points.
         norms: (N, 1) per-point factor of each lattice (``symmetric_norm``).
 
-    ``messages(q, transforms)`` with q (N, C) and one function per lattice acting on its
-    (M_k, C) blurred vertex values returns (N, C). Differentiable in q and in whatever
-    the transforms hold (e.g. learnable compatibilities).
+    ``messages(q, compats)`` with q (N, C) and one compatibility per lattice (a Potts
+    weight or a (C, C) matrix, see ``compatibility``) returns (N, C), the pairwise part
+    of the next logits. Differentiable in q and in the compatibilities. With Potts
+    weights only, large inputs are passed a few classes at a time to bound memory.
     """
 
     def __init__(self, lattices: Sequence[Lattice], norms: Sequence[Tensor]) -> None:
-        self.lattices = list(lattices)
-        n = self.lattices[0].num_points
-        corners = [lat.splat_bags.offsets.numel() for lat in self.lattices]
-        vertices = [lat.num_vertices for lat in self.lattices]
-        splat_sizes = [lat.splat_bags.index.numel() for lat in self.lattices]
-        merge_sizes = [lat.merge_bags.index.numel() for lat in self.lattices]
-        dtype = index_dtype(sum(splat_sizes), sum(corners), n * sum(lat.dim + 1 for lat in self.lattices))
+        n = lattices[0].num_points
+        corners = [lat.splat_bags.offsets.numel() for lat in lattices]
+        vertices = [lat.num_vertices for lat in lattices]
+        splat_sizes = [lat.splat_bags.index.numel() for lat in lattices]
+        merge_sizes = [lat.merge_bags.index.numel() for lat in lattices]
+        dtype = index_dtype(sum(splat_sizes), sum(corners), n * sum(lat.dim + 1 for lat in lattices))
 
         def starts(sizes: list[int]) -> list[int]:
             return [sum(sizes[:i]) for i in range(len(sizes))]
 
         with torch.no_grad():
-            splats = [lat.splat_bags for lat in self.lattices]
+            splats = [lat.splat_bags for lat in lattices]
             self.splat = Bags(
                 torch.cat([b.index.to(dtype) for b in splats]),
                 torch.cat([b.offsets.to(dtype) + s for b, s in zip(splats, starts(splat_sizes))]),
                 torch.cat([b.weight * norm.view(-1).index_select(0, b.index) for b, norm in zip(splats, norms)]),
             )
-            merges = [lat.merge_bags for lat in self.lattices]
+            merges = [lat.merge_bags for lat in lattices]
             self.merge = Bags(
                 torch.cat([b.index.to(dtype) + s for b, s in zip(merges, starts(corners))]),
                 torch.cat([b.offsets.to(dtype) + s for b, s in zip(merges, starts(merge_sizes))]),
             )
-            index = torch.cat([lat.slice_index.to(dtype) + s for lat, s in zip(self.lattices, starts(vertices))], 1)
-            weight = torch.cat([lat.slice_weight * norm for lat, norm in zip(self.lattices, norms)], 1)
+            index = torch.cat([lat.slice_index.to(dtype) + s for lat, s in zip(lattices, starts(vertices))], 1)
+            weight = torch.cat([lat.slice_weight * norm for lat, norm in zip(lattices, norms)], 1)
             k = index.shape[1]
             offsets = torch.arange(0, n * k, k, dtype=dtype, device=index.device)
             self.slice = Bags(index.reshape(-1), offsets, weight.reshape(-1))
+        self.neighbours = [lat.neighbours for lat in lattices]  # keeps no other lattice array alive
         self.vertex_starts = starts(vertices) + [sum(vertices)]
+        self.scratch_rows = sum(corners) + 4 * sum(vertices)  # corners, vertices, blur temporaries
 
-    def __call__(self, q: Tensor, transforms: Sequence[Callable[[Tensor], Tensor]]) -> Tensor:
+    def __call__(self, q: Tensor, compats: Sequence[Tensor]) -> Tensor:
         """q (N, C) → Σ_k of the compatibility-weighted messages, (N, C)."""
+        c = q.shape[1]
+        chunk = c
+        if all(w.dim() == 0 for w in compats):
+            chunk = max(1, SCRATCH_BYTES // (self.scratch_rows * q.element_size()))
+        if chunk >= c:
+            return self._pass(q, compats)
+        out = torch.empty_like(q)
+        for start in range(0, c, chunk):
+            out[:, start : start + chunk] = self._pass(q[:, start : start + chunk].contiguous(), compats)
+        return out
+
+    def _pass(self, q: Tensor, compats: Sequence[Tensor]) -> Tensor:
         vertices = self.merge(self.splat(q))
-        tables = [
-            transform(lat.blur(vertices[a:b]))
-            for lat, transform, a, b in zip(self.lattices, transforms, self.vertex_starts, self.vertex_starts[1:])
-        ]
+        bounds = zip(self.vertex_starts, self.vertex_starts[1:])
+        tables = [compatibility(w, blur(vertices[a:b], nb)) for w, nb, (a, b) in zip(compats, self.neighbours, bounds)]
         return self.slice(torch.cat(tables) if len(tables) > 1 else tables[0])
