@@ -95,6 +95,19 @@ class DeepLab(nn.Module):
         return {"backbone": backbone, "head": [p for p in self.parameters() if id(p) not in ids]}
 
 
+def _init_classifiers(head: nn.Module, num_classes: int) -> None:
+    """Start the convs that emit class logits near zero (std 0.01), so the first loss is ≈ log K.
+
+    He init there gives logits of magnitude ~10 and an initial loss several times log K,
+    which costs a from-scratch run its first epochs. A conv with ``num_classes`` outputs
+    inside the head that is followed by BN (possible only when K equals a width) is
+    unaffected in effect: BN rescales it.
+    """
+    for m in head.modules():
+        if isinstance(m, nn.Conv2d) and m.out_channels == num_classes:
+            nn.init.normal_(m.weight, 0.0, 0.01)
+
+
 def _backbone(name: str, output_stride: int, pretrained_backbone: str | None, **options: Any) -> Backbone:
     options = {k: v for k, v in options.items() if v is not None}
     backbone = create_backbone(name, output_stride=check_output_stride(output_stride), **options)
@@ -118,6 +131,7 @@ def _assemble(
     for module in (head, aux_head):
         if module is not None:
             he_init_(module)
+            _init_classifiers(module, num_classes)
     return DeepLab(backbone, head, head_inputs=head_inputs, aux_head=aux_head, aux_input=aux_input)
 
 
