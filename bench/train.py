@@ -1,0 +1,116 @@
+"""Training throughput (images/s) of atrous DeepLab v3+ against segmentation-models-pytorch.
+
+Both models get the same backbone, input, loss and optimizer (SGD, momentum 0.9) in one
+process; steps alternate between them (interleaved), warm-up steps are dropped and the
+median step time counts. smp's DeepLabV3Plus uses atrous separable convs in ASPP and
+decoder, so atrous is built with ``separable=True`` for every backbone here.
+
+Usage: ``python bench/train.py [--backbones resnet50,mobilenet_v2] [--batch 4] [--size 256]
+[--threads 2] [--steps 5] [--warmup 2]``. Prints one line per backbone with the ratio
+atrous / smp (≥ 1.0: atrous trains at least as fast). Needs ``pip install
+segmentation-models-pytorch`` (``make bench`` installs it). Writes the table to
+bench/results/train.md as well.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from atrous.engine.losses import SegmentationLoss
+from atrous.models import create_model
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def build_smp(backbone: str, num_classes: int) -> nn.Module:
+    import segmentation_models_pytorch as smp
+
+    return smp.DeepLabV3Plus(encoder_name=backbone, encoder_weights=None, classes=num_classes, encoder_output_stride=16)
+
+
+def make_step(model: nn.Module, images: torch.Tensor, masks: torch.Tensor) -> Callable[[], None]:
+    """One SGD training step on a fixed batch (the same loss for every model)."""
+    model.train()
+    optimizer = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9, weight_decay=1e-4)
+    loss_fn = SegmentationLoss()
+
+    def step() -> None:
+        optimizer.zero_grad(set_to_none=True)
+        loss_fn(model(images), masks).backward()
+        optimizer.step()
+
+    return step
+
+
+def compare(backbone: str, *, batch: int, size: int, steps: int, warmup: int, num_classes: int = 21) -> dict[str, float]:
+    """Median images/s of both models, measured step by step in alternation."""
+    generator = torch.Generator().manual_seed(0)
+    images = torch.randn(batch, 3, size, size, generator=generator)
+    masks = torch.randint(0, num_classes, (batch, size, size), generator=generator)
+    torch.manual_seed(0)
+    candidates = {
+        "atrous": create_model(f"deeplabv3plus_{backbone}", num_classes=num_classes, separable=True),
+        "smp": build_smp(backbone, num_classes),
+    }
+    run = {name: make_step(model, images, masks) for name, model in candidates.items()}
+    times: dict[str, list[float]] = {name: [] for name in run}
+    for index in range(warmup + steps):
+        order = list(run) if index % 2 == 0 else list(reversed(run))  # neither always goes first
+        for name in order:
+            start = time.perf_counter()
+            run[name]()
+            if index >= warmup:
+                times[name].append(time.perf_counter() - start)
+    result = {name: batch / statistics.median(values) for name, values in times.items()}
+    result["params_atrous"] = sum(p.numel() for p in candidates["atrous"].parameters()) / 1e6
+    result["params_smp"] = sum(p.numel() for p in candidates["smp"].parameters()) / 1e6
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--backbones", default="resnet50,mobilenet_v2")
+    parser.add_argument("--batch", type=int, default=4)
+    parser.add_argument("--size", type=int, default=256)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--steps", type=int, default=5)
+    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "train.md")
+    args = parser.parse_args(argv)
+    try:
+        import segmentation_models_pytorch  # noqa: F401
+    except ImportError:
+        print("segmentation-models-pytorch is not installed (pip install segmentation-models-pytorch)", file=sys.stderr)
+        return 1
+    torch.set_num_threads(args.threads)
+    lines = [
+        f"Training step, batch {args.batch} × {args.size}×{args.size}, {args.threads} threads, median of "
+        f"{args.steps} interleaved steps after {args.warmup} warm-up (images/s, higher is better).",
+        "",
+        "| model | atrous | smp | ratio atrous/smp |",
+        "|---|---:|---:|---:|",
+    ]
+    print(lines[0])
+    for backbone in args.backbones.split(","):
+        r = compare(backbone, batch=args.batch, size=args.size, steps=args.steps, warmup=args.warmup)
+        print(
+            f"deeplabv3plus_{backbone}: atrous {r['atrous']:.2f} img/s ({r['params_atrous']:.1f} M params), "
+            f"smp {r['smp']:.2f} img/s ({r['params_smp']:.1f} M params), ratio {r['atrous'] / r['smp']:.2f}",
+            flush=True,
+        )
+        lines.append(f"| deeplabv3plus_{backbone} | {r['atrous']:.2f} | {r['smp']:.2f} | {r['atrous'] / r['smp']:.2f} |")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text("\n".join(lines) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
