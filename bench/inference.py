@@ -18,8 +18,8 @@ time (> 1: atrous is faster).
   faster of eager and eager with channels_last — smp offers no other inference path).
 - Multi-scale (0.5 … 1.75) + flip cost relative to one scale, through the Predictor.
 - Peak RSS: each path in a fresh subprocess that builds the model and runs it twice;
-  ``ru_maxrss`` of that process (includes Python, torch and onnxruntime themselves:
-  the "baseline" row is a process that only imports them).
+  that process's RSS high-water mark (VmHWM; includes Python, torch and onnxruntime
+  themselves: the "baseline" row is a process that only imports them).
 
     python bench/inference.py [--threads 2] [--repeats 5] [--quick] [--no-rss]
 
@@ -213,7 +213,16 @@ def rss_child(spec: dict[str, Any]) -> None:
         import onnxruntime  # noqa: F401
 
         import atrous.models  # noqa: F401
-    print(json.dumps({"rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+    print(json.dumps({"rss_mb": peak_rss_self_mb()}))
+
+
+def peak_rss_self_mb() -> float:
+    """This process's RSS high-water mark (VmHWM). Not ``ru_maxrss``: Linux carries that
+    over from the parent across fork + exec, so every child would report the parent's peak."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def peak_rss(spec: dict[str, Any]) -> float | None:
@@ -423,7 +432,7 @@ def main(argv: list[str] | None = None) -> int:
         f"Inference, batch 1, {args.threads} threads (torch and ONNX Runtime), median of {args.repeats} interleaved runs "
         f"after {args.warmup} warm-up; torch {torch.__version__}, onnxruntime {onnxruntime_version()}, "
         f"{os.cpu_count()} CPUs, load average at the end {load}. Ratio = peer time / atrous time (> 1: atrous faster). "
-        f"Peak RSS: fresh process per path (ru_maxrss)."
+        f"Peak RSS: fresh process per path (VmHWM)."
     )
     text = "\n\n".join([f"# Inference benchmark\n\n{header}", table.markdown(), "\n".join(f"- {n}" for n in notes)])
     text += f"\n\nTotal bench time {time.perf_counter() - start:.0f} s.\n"
