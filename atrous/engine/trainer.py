@@ -172,7 +172,7 @@ class Trainer:
             initial=start_batch,
             desc=f"epoch {position.epoch + 1}/{config.epochs}",
             unit="it",
-            disable=not (config.progress and context.is_main),
+            disable=None if config.progress and context.is_main else True,  # None: only on a terminal
             dynamic_ncols=True,
             leave=False,
         )
