@@ -8,12 +8,19 @@ keeps the image-independent spatial lattice between images of one size (what a
 DenseCRF module does when it refines a dataset). ratio = pydensecrf time / atrous time.
 
     python bench/crf.py [--threads 2] [--repeats 7]
+
+OMP_WAIT_POLICY defaults to PASSIVE here: on a machine with more busy threads than
+cores, OpenMP workers that spin between parallel regions starve each other, and a
+2-thread torch run becomes ~15x slower than with sleeping workers (measured on the
+2-core CI machine). pydensecrf2 is single-threaded and unaffected.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch starts its OpenMP runtime
 import statistics
 import sys
 import time
@@ -99,7 +106,10 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     cases = {"CamVid 360x480x11": camvid_case(), "VOC-like 500x375x21": voc_case()}
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, load average {os.getloadavg()[0]:.1f}")
+    print(
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads, OMP_WAIT_POLICY="
+        f"{os.environ['OMP_WAIT_POLICY']}, load average {os.getloadavg()[0]:.1f}"
+    )
     if dcrf is None:
         print("pydensecrf2 is not installed: atrous times only")
     header = f"{'case':22s} {'iters':>5s} {'atrous cold':>12s} {'atrous warm':>12s} {'pydensecrf2':>12s} {'ratio cold':>10s} {'ratio warm':>10s}"

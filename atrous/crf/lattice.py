@@ -246,7 +246,7 @@ class Lattice:
         real = self.neighbours[..., :m]
         moved = torch.where(real.unsqueeze(2) < m, real.unsqueeze(2) + step.view(1, 1, copies, 1) * m, m * copies)
         pad = torch.full_like(real[..., :1], m * copies)
-        tiled.neighbours = torch.cat([moved.flatten(2), pad], 2)
+        tiled.neighbours = torch.cat([moved.flatten(2), pad], 2).to(index_dtype(m * copies + 1))
         tiled.slice_index = shifted(self.slice_index, m).view(n * copies, -1)
         tiled.slice_weight = self.slice_weight.repeat(copies, 1)
         return tiled
@@ -301,13 +301,15 @@ class Lattice:
         axis_step = torch.tensor(strides[1 : d + 1] + [0], device=device).view(d1, 1)
         down = codes - (rem == 0).long() * all_digits + torch.where(rem == 0, d, -1) + axis_step
         up = codes + (rem == d).long() * all_digits + torch.where(rem == d, -d, 1) - axis_step
-        # Look the neighbours up with one sort of vertices and queries together.
-        queries = torch.stack([down, up], 1)
-        known, ids = torch.unique(torch.cat([codes, queries.reshape(-1)]), return_inverse=True)
-        slot = torch.full((known.numel(),), m, dtype=torch.long, device=device)
-        slot[ids[:m]] = torch.arange(m, device=device)
-        pad = torch.full((d1, 2, 1), m, dtype=torch.long, device=device)
-        neighbours = torch.cat([slot[ids[m:]].view(queries.shape), pad], 2)
+        # Look the neighbours up by sorting vertices and queries together, one axis at a
+        # time (all axes at once would need a sort of 2(d+1)M keys: too much memory).
+        index = index_dtype(m + 1)
+        neighbours = torch.full((d1, 2, m + 1), m, dtype=index, device=device)
+        for j, queries in enumerate(torch.stack([down, up], 1)):
+            known, ids = torch.unique(torch.cat([codes, queries.reshape(-1)]), return_inverse=True)
+            slot = torch.full((known.numel(),), m, dtype=index, device=device)
+            slot[ids[:m]] = torch.arange(m, dtype=index, device=device)
+            neighbours[j, :, :m] = slot[ids[m:]].view(2, m)
         return vertex_id, corner_order, vertex_starts, neighbours
 
     def _vertices_by_rows(self, v_quotient: Tensor, s_group: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
@@ -333,5 +335,6 @@ class Lattice:
         pad = torch.full((d1, 2, 1), m, dtype=torch.long, device=device)
         sizes = torch.bincount(vertex_id, minlength=m)
         starts = torch.cumsum(sizes, 0) - sizes
-        return vertex_id, torch.argsort(vertex_id, stable=True), starts, torch.cat([neighbours, pad], 2)
+        neighbours = torch.cat([neighbours, pad], 2).to(index_dtype(m + 1))
+        return vertex_id, torch.argsort(vertex_id, stable=True), starts, neighbours
 
