@@ -100,7 +100,11 @@ class OnnxModel:
                 f"(--sliding-window {h} when it is square)"
             )
         array = images.detach().to("cpu", torch.float32).contiguous().numpy()
-        (output,) = self.session.run([self.output_name], {self.input_name: array})
+        try:
+            (output,) = self.session.run([self.output_name], {self.input_name: array})
+        except Exception as error:  # onnxruntime's own error types (invalid dimensions …)
+            first = (str(error).strip().splitlines() or [type(error).__name__])[0]
+            raise InputError(f"{self.path.name} cannot run on a {tuple(images.shape)} batch: {first[:300]}") from None
         return torch.from_numpy(np.ascontiguousarray(output))
 
     def __repr__(self) -> str:
