@@ -1,14 +1,12 @@
 """Regenerate the README's model table from `atrous info` (never typed by hand).
 
-Runs `atrous info NAME --size 512 --json --no-receptive-field` for every registered model
-and replaces the block between the README's `<!-- models:begin -->` and
+Computes what `atrous info NAME --size 512 --json --no-receptive-field` prints (the same
+function, in one process) for every registered model and replaces the block between the README's `<!-- models:begin -->` and
 `<!-- models:end -->` markers. Usage: `make readme-tables`.
 """
 
 from __future__ import annotations
 
-import json
-import subprocess
 import sys
 from pathlib import Path
 
@@ -17,17 +15,18 @@ BEGIN, END = "<!-- models:begin -->", "<!-- models:end -->"
 
 
 def model_rows() -> list[str]:
-    names = subprocess.run([sys.executable, "-m", "atrous", "list"], check=True, capture_output=True, text=True).stdout.split()
+    import torch
+
+    from atrous import list_models
+    from atrous.cli.info import describe
+
+    torch.set_grad_enabled(False)
     rows = [
         "| model | output stride | params | MAdds at 512×512 (21 classes) |",
         "|---|---:|---:|---:|",
     ]
-    for name in names:
-        out = subprocess.run(
-            [sys.executable, "-m", "atrous", "info", name, "--size", "512", "--json", "--no-receptive-field"],
-            check=True, capture_output=True, text=True,
-        ).stdout
-        info = json.loads(out)
+    for name in list_models():
+        info = describe(name, size=(512, 512), num_classes=21, with_receptive_field=False)
         rows.append(f"| `{name}` | {info['output_stride']} | {info['params'] / 1e6:.2f} M | {info['madds'] / 1e9:.2f} G |")
         print(rows[-1], file=sys.stderr)
     return rows

@@ -23,6 +23,7 @@ SUBCOMMAND_MODULES = (
     "eval",
     "predict",
     "crf",
+    "crf_tune",
     "export",
     "bench",
     "demo",

@@ -1,0 +1,87 @@
+"""``atrous crf-tune``: DeepLab's cross-validation of the dense CRF on part of a validation set.
+
+The model's probabilities are computed once per image; then every candidate setting of
+the bilateral (appearance) kernel — weight w1 (``bilateral_compat``), σα
+(``bilateral_sxy``) and σβ (``bilateral_srgb``) — refines them, and its mIoU is printed.
+The best setting is written as JSON (``--out``), which ``atrous eval --crf-params`` and
+``atrous predict --crf-params`` read.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import tempfile
+from pathlib import Path
+
+from atrous.errors import ConfigError
+
+def _write_json_atomic(path: Path, payload: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(handle, "w") as stream:
+            json.dump(payload, stream, indent=2)
+        os.replace(temp, path)
+    except BaseException:
+        Path(temp).unlink(missing_ok=True)
+        raise
+
+def run(args: argparse.Namespace) -> int:
+    from atrous.cli._inference import load_model_source, resolve_device
+    from atrous.crf import tune
+    from atrous.data import build_dataset
+    from atrous.inference import Predictor
+
+    if args.images < 1 or args.samples < 1:
+        raise ConfigError("--images and --samples must be ≥ 1")
+    device = resolve_device(args.device)
+    dataset = build_dataset(args.dataset, args.data, args.split)
+    model = load_model_source(args.checkpoint, device, args.output_stride)
+    predictor = Predictor(model, device=device)
+    count = min(args.images, len(dataset))
+    images, probs, labels = [], [], []
+    for index in range(args.start, min(args.start + count, len(dataset))):
+        image, label = dataset[index]
+        images.append(image)
+        probs.append(predictor.predict_proba(image))
+        labels.append(label)
+    candidates = tune.grid() if args.search == "grid" else tune.random_samples(args.samples, seed=args.seed)
+    fixed = {**tune.DEEPLAB_FIXED, "iterations": args.iterations}
+    print(f"tuning the CRF on {len(images)} {args.split} images, {len(candidates)} settings, {args.iterations} iterations")
+    results = tune.search(images, probs, labels, candidates, num_classes=dataset.num_classes,
+                          ignore_index=dataset.ignore_index, fixed=fixed, device=device)
+    unary = results[0][1]
+    print(f"{'w1':>6} {'σα':>6} {'σβ':>6}  mIoU")
+    print(f"{'(no CRF)':>20}  {100 * unary:.2f}")
+    for params, miou in results[1:]:
+        print(f"{params['bilateral_compat']:6.2f} {params['bilateral_sxy']:6.1f} {params['bilateral_srgb']:6.2f}  {100 * miou:.2f}")
+    params, miou = tune.best(results[1:])
+    print(f"best: w1 {params['bilateral_compat']:.2f}, σα {params['bilateral_sxy']:.1f}, σβ {params['bilateral_srgb']:.2f}: "
+          f"mIoU {100 * miou:.2f} (unary {100 * unary:.2f}, {100 * (miou - unary):+.2f})")
+    if args.out:
+        _write_json_atomic(Path(args.out), {"params": params, "miou": miou, "unary_miou": unary, "images": len(images),
+                                            "split": args.split, "checkpoint": args.checkpoint})
+        print(f"wrote {args.out}")
+    return 0
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("crf-tune", help="cross-validate the dense CRF's appearance kernel on val images",
+                                   description=__doc__.split("\n\n", 1)[1].strip())
+    parser.add_argument("--checkpoint", required=True, help="atrous checkpoint (.pt) or ONNX model")
+    parser.add_argument("--data", metavar="DIR", help="dataset root (not needed for --dataset shapes)")
+    parser.add_argument("--dataset", help="dataset layout (default: detected)")
+    parser.add_argument("--split", default="val", help="split to tune on (default val)")
+    parser.add_argument("--images", type=int, default=20, help="images used (default 20; DeepLab used 100 of VOC val)")
+    parser.add_argument("--start", type=int, default=0, help="index of the first image used (default 0)")
+    parser.add_argument("--search", choices=("random", "grid"), default="random",
+                        help="random samples from DeepLab's ranges (default) or its full 128-point grid")
+    parser.add_argument("--samples", type=int, default=24, help="random settings to try (default 24)")
+    parser.add_argument("--iterations", type=int, default=10, help="mean-field iterations (default 10, as DeepLab)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the random search")
+    parser.add_argument("--output-stride", type=int, help="run the model at this output stride")
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    parser.add_argument("--out", metavar="JSON", help="write the best setting here (for --crf-params)")
+    parser.set_defaults(func=run)
+
