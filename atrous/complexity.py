@@ -70,7 +70,7 @@ def _make_monotone(model: nn.Module) -> nn.Module:
     average pooling of the same geometry and activations become identities, so the
     gradient of one output pixel is non-zero exactly on its theoretical receptive field.
     """
-    model = copy.deepcopy(model).double().eval()
+    model = copy.deepcopy(model).float().eval()
     for name, child in list(model.named_modules()):
         for attr, sub in list(child.named_children()):
             if isinstance(sub, nn.MaxPool2d):
@@ -98,7 +98,7 @@ def receptive_field(
     *,
     forward: Callable[[nn.Module, torch.Tensor], torch.Tensor] | None = None,
     start_size: int = 257,
-    max_size: int = 2049,
+    max_size: int = 1025,
 ) -> int | None:
     """Theoretical receptive field (pixels, along H) of one output position.
 
@@ -111,7 +111,7 @@ def receptive_field(
     monotone = _make_monotone(model)
     size = start_size
     while size <= max_size:
-        x = torch.zeros(1, 3, size, size, dtype=torch.float64, requires_grad=True)
+        x = torch.zeros(1, 3, size, size, requires_grad=True)
         out = forward(monotone, x) if forward else monotone(x)
         if isinstance(out, dict):
             out = out["out"]
