@@ -92,8 +92,10 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     torch.set_num_threads(args.threads)
     lines = [
-        f"Training step, batch {args.batch} × {args.size}×{args.size}, {args.threads} threads, median of "
-        f"{args.steps} interleaved steps after {args.warmup} warm-up (images/s, higher is better).",
+        (
+            f"Training step, batch {args.batch} × {args.size}×{args.size}, {args.threads} threads, median of "
+            f"{args.steps} interleaved steps after {args.warmup} warm-up (images/s, higher is better)."
+        ),
         "",
         "| model | atrous | smp | ratio atrous/smp |",
         "|---|---:|---:|---:|",

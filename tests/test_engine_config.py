@@ -10,7 +10,13 @@ import pytest
 
 from atrous.cli import build_parser
 from atrous.cli.train import _OPTIONS, config_from_args
-from atrous.engine.config import FIELD_NAMES, TrainConfig, load_config_file, make_config, parse_set_overrides
+from atrous.engine.config import (
+    FIELD_NAMES,
+    TrainConfig,
+    load_config_file,
+    make_config,
+    parse_set_overrides,
+)
 from atrous.errors import ConfigError
 
 REPO = Path(__file__).resolve().parents[1]

@@ -8,7 +8,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from atrous.engine.losses import SegmentationLoss, bootstrapped_cross_entropy, cross_entropy
+from atrous.engine.losses import (
+    SegmentationLoss,
+    bootstrapped_cross_entropy,
+    cross_entropy,
+)
 from atrous.errors import InputError
 
 

@@ -59,7 +59,7 @@ def test_killed_and_resumed_run_matches_uninterrupted(tmp_path: Path) -> None:
 
     resumed = subprocess.run(
         [sys.executable, "-m", "atrous", *_argv(interrupted, workers=0), "--resume"],
-        env=_env(), capture_output=True, text=True, timeout=300,
+        env=_env(), capture_output=True, text=True, timeout=300, check=False,
     )
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert f"resumed from {checkpoint} at epoch 1, iteration {saved['iteration']}" in resumed.stderr

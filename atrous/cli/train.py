@@ -12,7 +12,15 @@ import logging
 import os
 from typing import Any
 
-from atrous.engine.config import AMP_MODES, DATASETS, LOSSES, OPTIMIZERS, load_config_file, make_config, parse_set_overrides
+from atrous.engine.config import (
+    AMP_MODES,
+    DATASETS,
+    LOSSES,
+    OPTIMIZERS,
+    load_config_file,
+    make_config,
+    parse_set_overrides,
+)
 
 # (flag, field, argparse options, help) — one row per option.
 _OPTIONS: tuple[tuple[str, str, dict[str, Any], str], ...] = (

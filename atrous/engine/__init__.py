@@ -6,7 +6,11 @@
 
 from atrous.engine.checkpoint import load_model, read_checkpoint, save_checkpoint
 from atrous.engine.config import TrainConfig, load_config_file, make_config
-from atrous.engine.losses import SegmentationLoss, bootstrapped_cross_entropy, cross_entropy
+from atrous.engine.losses import (
+    SegmentationLoss,
+    bootstrapped_cross_entropy,
+    cross_entropy,
+)
 from atrous.engine.metrics import ConfusionMatrix, format_table
 from atrous.engine.schedule import PolyLR, poly_factor
 from atrous.engine.trainer import TrainResult, train

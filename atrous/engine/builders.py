@@ -37,7 +37,13 @@ class RunData:
 
 def build_data(config: TrainConfig, context: DistContext) -> RunData:
     """Train/val datasets with the paper's augmentation and deterministic, resumable loaders."""
-    from atrous.data import IMAGENET_MEAN, IMAGENET_STD, build_dataset, eval_transforms, train_transforms
+    from atrous.data import (
+        IMAGENET_MEAN,
+        IMAGENET_STD,
+        build_dataset,
+        eval_transforms,
+        train_transforms,
+    )
 
     if config.data is None and config.dataset != "shapes":
         raise ConfigError("no training data given; pass --data DIR (or --dataset shapes for synthetic data)")

@@ -79,7 +79,8 @@ def save_checkpoint(checkpoint: dict[str, Any], path: str | Path) -> Path:
     A reader (or a crash) sees either the old file or the complete new one, never half.
     """
     path = Path(path)
-    handle = tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp", delete=False)
+    # Not a `with` block: the file must outlive it, to be renamed (or removed on failure).
+    handle = tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp", delete=False)  # noqa: SIM115
     try:
         umask = os.umask(0)
         os.umask(umask)
@@ -115,7 +116,7 @@ def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         raise CheckpointError(f"checkpoint {path} does not exist (or is not a file)")
     try:
         checkpoint = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as error:  # torch raises RuntimeError, UnpicklingError, EOFError, zip errors ...
+    except Exception as error:  # noqa: BLE001 - torch.load raises RuntimeError, UnpicklingError, EOFError, zip errors ...
         reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise CheckpointError(f"{path} is not a readable checkpoint ({reason[:200]})") from None
     if not isinstance(checkpoint, dict) or checkpoint.get("format") != FORMAT:
@@ -189,7 +190,7 @@ def load_model(
 
         try:
             model = create_model(**checkpoint["model"]["config"])
-        except Exception as error:
+        except Exception as error:  # noqa: BLE001 - any failure to rebuild becomes one CheckpointError
             raise CheckpointError(
                 f"cannot rebuild {describe(checkpoint['model']['config'])} from {path}: {error}"
             ) from None

@@ -88,7 +88,7 @@ class EpochSampler(Sampler[tuple[int, int]]):
 
     def __len__(self) -> int:
         if self.pad:
-            return -(-self.size // self.world_size)
+            return (self.size + self.world_size - 1) // self.world_size
         return len(range(self.rank, self.size, self.world_size))
 
     def __iter__(self) -> Iterator[tuple[int, int]]:

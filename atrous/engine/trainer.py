@@ -23,8 +23,20 @@ from torch import nn
 from tqdm import tqdm
 
 from atrous.engine import distributed as dist_utils
-from atrous.engine.builders import RunData, build_data, build_loss, build_model, build_optimizer
-from atrous.engine.checkpoint import describe, rng_state, save_checkpoint, set_rng_state, unwrap
+from atrous.engine.builders import (
+    RunData,
+    build_data,
+    build_loss,
+    build_model,
+    build_optimizer,
+)
+from atrous.engine.checkpoint import (
+    describe,
+    rng_state,
+    save_checkpoint,
+    set_rng_state,
+    unwrap,
+)
 from atrous.engine.config import TrainConfig, load_config_file, make_config
 from atrous.engine.metrics import ConfusionMatrix, format_table
 from atrous.engine.resume import Position, create_run_dir, prepare_run_dir, restore
