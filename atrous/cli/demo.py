@@ -104,7 +104,7 @@ def run(args: argparse.Namespace) -> int:
     print("[2/4] evaluating on the shapes val split", flush=True)
     buffer = StringIO()
     with redirect_stdout(buffer):
-        status = main(["eval", "--checkpoint", str(checkpoint), "--dataset", "shapes", "--split", "val", "--json", "--no-progress"])
+        status = main(["eval", "--checkpoint", str(checkpoint), "--split", "val", "--json", "--no-progress"])
     if status != 0:
         return status
     result = json.loads(buffer.getvalue())
@@ -113,8 +113,11 @@ def run(args: argparse.Namespace) -> int:
     print(f"    mIoU {100 * result['miou']:.2f} %   pixel accuracy {100 * result['pixel_accuracy']:.2f} %", flush=True)
 
     print("[3/4] predicting held-out images (network and dense CRF)", flush=True)
-    dataset = build_dataset("shapes", None, "val")
-    size = int(dataset[0][0].shape[-1])
+    from atrous.engine.config import load_config_file
+
+    options = dict(load_config_file(_recipe_path(args.config)).get("dataset_options") or {})
+    size = int(options.get("size", 128))
+    dataset = build_dataset("shapes", None, "val", size=size)
     inputs, predictions = out / "inputs", out / "predictions"
     pairs = _write_test_images(inputs, args.images, size)
     if main(["predict", str(inputs), "--checkpoint", str(checkpoint), "--out", str(predictions), "--crf", "--no-progress"]) != 0:

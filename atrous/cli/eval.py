@@ -48,7 +48,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     add_model_options(parser)
     parser.add_argument("--data", metavar="DIR", help="dataset root (not needed for --dataset shapes)")
-    parser.add_argument("--dataset", help="dataset layout: folder, camvid, voc, cityscapes, ade20k, shapes (default: detected)")
+    parser.add_argument(
+        "--dataset",
+        help="dataset layout: folder, camvid, voc, cityscapes, ade20k, shapes (default: detected from --data; "
+        "with neither, the dataset the checkpoint was trained on)",
+    )
     parser.add_argument("--split", default="val", help="split to evaluate (default val)")
     add_predictor_options(parser, default_scales="1.0")
     parser.add_argument("--max-images", type=int, metavar="N", help="evaluate only the first N images")
@@ -77,6 +81,33 @@ def evaluate(predictor: Any, dataset: Any, *, batch_size: int, workers: int, max
     return {**matrix.compute(), "images": count}
 
 
+def _training_config(args: argparse.Namespace) -> dict[str, Any]:
+    """The training config stored in an atrous checkpoint ({} for ONNX files or none)."""
+    if args.checkpoint.lower().endswith(".onnx"):
+        return {}
+    from atrous.engine.checkpoint import read_checkpoint
+
+    return dict(read_checkpoint(args.checkpoint).get("train_config") or {})
+
+
+def _dataset_source(args: argparse.Namespace) -> tuple[str | None, str | None]:
+    """``--dataset``/``--data``; when both are omitted, the dataset the checkpoint was trained on."""
+    if args.dataset is None and args.data is None:
+        config = _training_config(args)
+        return config.get("dataset"), config.get("data")
+    return args.dataset, args.data
+
+
+def _training_dataset_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The training run's dataset options (e.g. the synthetic image size) when evaluating
+    the same dataset it was trained on, so val images match what the model learned."""
+    config = _training_config(args)
+    dataset, _ = _dataset_source(args)
+    if config.get("dataset") != dataset or (args.data is not None and args.data != config.get("data")):
+        return {}
+    return {k: v for k, v in (config.get("dataset_options") or {}).items() if k != "num_images"}
+
+
 def _check_classes(model: Any, dataset: Any, source: str) -> None:
     model_classes = getattr(model, "num_classes", None)
     if model_classes is not None and int(model_classes) != dataset.num_classes:
@@ -98,7 +129,7 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"--max-images must be ≥ 1; got {args.max_images}")
     scales = parse_scales(args.scales)
     device = resolve_device(args.device)
-    dataset = build_dataset(args.dataset, args.data, args.split)
+    dataset = build_dataset(*_dataset_source(args), args.split, **_training_dataset_options(args))
     model = load_model_source(args.checkpoint, device, args.output_stride)
     _check_classes(model, dataset, args.checkpoint)
     predictor = build_predictor(model, args, device, with_crf=args.crf)
