@@ -23,7 +23,10 @@ time (> 1: atrous is faster).
 
     python bench/inference.py [--threads 2] [--repeats 5] [--quick] [--no-rss]
 
-Writes the table to bench/results/inference.md as well.
+Writes the table to bench/results/inference.md as well. OMP_WAIT_POLICY defaults to
+PASSIVE here (as in bench/crf.py): with more busy threads than cores, spinning OpenMP
+workers starve each other (torch paths ran 4–7× slower in a run on a loaded 2-core
+machine), which would flatter ONNX Runtime (whose workers are set not to spin).
 """
 
 from __future__ import annotations
@@ -32,235 +35,50 @@ import argparse
 import gc
 import json
 import os
-import resource
-import statistics
-import subprocess
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch starts its OpenMP runtime
 import sys
 import tempfile
 import time
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import torch
+from _inference_cases import (
+    ROOT,
+    Table,
+    atrous_equivalent,
+    atrous_smp_equivalent,
+    calibration_folder,
+    eager_path,
+    export_both,
+    interleaved,
+    normalized,
+    onnx_path,
+    peak_rss,
+    predictor_path,
+    rss_child,
+    smp_model,
+    test_image,
+    torchvision_model,
+)
 
-ROOT = Path(__file__).resolve().parents[1]
-CAMVID_VAL = ROOT.parent / "shared" / "data" / "camvid" / "val"
 TORCHVISION_MODELS = ("deeplabv3_resnet50", "deeplabv3_mobilenet_v3_large", "lraspp_mobilenet_v3_large")
 SMP_BACKBONES = ("resnet50", "mobilenet_v2")
 LARGE_MODEL = "lraspp_mobilenet_v3_large"
 EVAL_SCALES = (0.5, 0.75, 1.0, 1.25, 1.5, 1.75)
-NUM_CLASSES = 21
-
-
-# -- models ---------------------------------------------------------------------------
-
-
-def torchvision_model(name: str) -> torch.nn.Module:
-    from torchvision.models import segmentation
-
-    builder = getattr(segmentation, name)
-    return builder(weights=None, weights_backbone=None, num_classes=NUM_CLASSES, aux_loss=False).eval()
-
-
-def atrous_equivalent(name: str, peer: torch.nn.Module | None) -> torch.nn.Module:
-    from atrous.torchvision_compat import convert_torchvision_segmentation, torchvision_equivalent
-
-    model = torchvision_equivalent(name, num_classes=NUM_CLASSES)
-    if peer is not None:
-        model.load_state_dict(convert_torchvision_segmentation(peer.state_dict(), name), strict=True)
-    return model.eval()
-
-
-def smp_model(backbone: str) -> torch.nn.Module:
-    import segmentation_models_pytorch as smp
-
-    return smp.DeepLabV3Plus(
-        encoder_name=backbone, encoder_weights=None, classes=NUM_CLASSES, encoder_output_stride=16
-    ).eval()
-
-
-def atrous_smp_equivalent(backbone: str) -> torch.nn.Module:
-    from atrous.models import create_model
-
-    # smp's DeepLabV3Plus: ASPP 12/24/36 at OS16 with separable convs, 48-ch skip, decoder.
-    return create_model(
-        f"deeplabv3plus_{backbone}", num_classes=NUM_CLASSES, output_stride=16, aspp_rates=(12, 24, 36), separable=True
-    ).eval()
-
-
-def build(kind: str, name: str) -> torch.nn.Module:
-    if kind == "torchvision":
-        return torchvision_model(name)
-    if kind == "smp":
-        return smp_model(name)
-    if kind == "atrous-smp":
-        return atrous_smp_equivalent(name)
-    return atrous_equivalent(name, None)
-
-
-# -- paths: callables producing a label map ------------------------------------------------
-
-
-def eager_path(model: torch.nn.Module, image: torch.Tensor, *, channels_last: bool = False) -> Callable[[], Any]:
-    if channels_last:
-        model = model.to(memory_format=torch.channels_last)
-        image = image.contiguous(memory_format=torch.channels_last)
-
-    def run() -> torch.Tensor:
-        with torch.inference_mode():
-            out = model(image)
-            return (out["out"] if isinstance(out, dict) else out).argmax(1)
-
-    return run
-
-
-def predictor_path(model: torch.nn.Module, image_u8: torch.Tensor, **options: Any) -> Callable[[], Any]:
-    from atrous import Predictor
-
-    predictor = Predictor(model, **options)
-    return lambda: predictor.predict(image_u8)
-
-
-def onnx_path(path: Path, image: torch.Tensor, threads: int) -> Callable[[], Any]:
-    from atrous.export import OnnxModel
-
-    runtime = OnnxModel(path, threads=threads)
-    return lambda: runtime(image).argmax(1)
-
-
-def normalized(image_u8: torch.Tensor) -> torch.Tensor:
-    from atrous.data import IMAGENET_MEAN, IMAGENET_STD
-
-    mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
-    std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
-    return (image_u8[None].float() / 255 - mean) / std
-
-
-def test_image(size: tuple[int, int]) -> torch.Tensor:
-    """A CamVid val image resized to ``size`` (uint8 (3, H, W)), or seeded noise without the data."""
-    from atrous.nn import resize
-
-    if CAMVID_VAL.is_dir():
-        from atrous.data import read_image
-
-        image = torch.from_numpy(read_image(sorted(CAMVID_VAL.glob("*.png"))[0])).permute(2, 0, 1)
-        return resize(image[None].float(), size)[0].round().clamp(0, 255).to(torch.uint8)
-    return torch.randint(0, 256, (3, *size), generator=torch.Generator().manual_seed(0), dtype=torch.uint8)
-
-
-def calibration_folder(scratch: Path, count: int) -> Path:
-    """CamVid val when present, else ``count`` synthetic shapes images written to ``scratch``."""
-    if CAMVID_VAL.is_dir():
-        return CAMVID_VAL
-    from PIL import Image
-
-    from atrous.data import build_dataset
-
-    folder = scratch / "calibration"
-    folder.mkdir(exist_ok=True)
-    dataset = build_dataset("shapes", None, "val", num_images=count, size=256)
-    for index in range(count):
-        Image.fromarray(dataset[index][0].permute(1, 2, 0).numpy()).save(folder / f"{index}.png")
-    return folder
-
-
-def export_both(model: torch.nn.Module, scratch: Path, stem: str, size: tuple[int, int], calibration: Path, count: int) -> dict[str, Any]:
-    """Float and int8 ONNX files of ``model`` at ``size``, with the parity / agreement numbers."""
-    from atrous.data import IMAGENET_MEAN, IMAGENET_STD
-    from atrous.export import export_onnx
-    from atrous.export.quantize import calibration_batches, quantize_int8
-
-    report = export_onnx(model, scratch / f"{stem}.onnx", input_size=size)
-    batches = calibration_batches(calibration, size, IMAGENET_MEAN, IMAGENET_STD, limit=count)
-    int8 = quantize_int8(report.path, scratch / f"{stem}.int8.onnx", batches, min_agreement=0.0)
-    return {"float": report.path, "int8": int8.path, "onnx_diff": report.max_abs_diff, "int8_agreement": int8.argmax_agreement}
-
-
-# -- timing ---------------------------------------------------------------------------------
-
-
-def interleaved(candidates: dict[str, Callable[[], Any]], warmup: int, repeats: int) -> dict[str, float]:
-    """Median seconds per candidate; one run of each in turn, ``warmup`` rounds dropped."""
-    times: dict[str, list[float]] = {key: [] for key in candidates}
-    for round_index in range(warmup + repeats):
-        for key, run in candidates.items():
-            start = time.perf_counter()
-            run()
-            if round_index >= warmup:
-                times[key].append(time.perf_counter() - start)
-    return {key: statistics.median(values) for key, values in times.items()}
-
-
-# -- peak RSS in subprocesses ---------------------------------------------------------------
-
-
-def rss_child(spec: dict[str, Any]) -> None:
-    """Entry of a ``--rss-child`` subprocess: build one path, run it twice, print peak RSS (MB)."""
-    torch.set_num_threads(spec["threads"])
-    size = tuple(spec["size"])
-    if spec["path"] != "baseline":
-        image_u8 = test_image(size)
-        if spec["path"] in ("onnx", "int8"):
-            run = onnx_path(Path(spec["file"]), normalized(image_u8), spec["threads"])
-        else:
-            model = build(spec["kind"], spec["name"])
-            run = predictor_path(model, image_u8) if spec["path"] == "predictor" else eager_path(model, normalized(image_u8))
-            del model
-        run()
-        run()
-    else:
-        import onnxruntime  # noqa: F401
-
-        import atrous.models  # noqa: F401
-    print(json.dumps({"rss_mb": peak_rss_self_mb()}))
-
-
-def peak_rss_self_mb() -> float:
-    """This process's RSS high-water mark (VmHWM). Not ``ru_maxrss``: Linux carries that
-    over from the parent across fork + exec, so every child would report the parent's peak."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
-def peak_rss(spec: dict[str, Any]) -> float | None:
-    command = [sys.executable, __file__, "--rss-child", json.dumps(spec)]
-    done = subprocess.run(command, capture_output=True, text=True, timeout=1800)
-    if done.returncode != 0:
-        print(f"  (RSS child failed: {done.stderr.strip().splitlines()[-1:]})", file=sys.stderr)
-        return None
-    return float(json.loads(done.stdout.strip().splitlines()[-1])["rss_mb"])
-
-
-# -- report -----------------------------------------------------------------------------------
-
-
-class Table:
-    """Markdown rows: case | path | median ms | ratio vs peer | peak RSS MB | note."""
-
-    def __init__(self) -> None:
-        self.rows: list[tuple[str, ...]] = []
-
-    def add(self, case: str, path: str, seconds: float, peer: float | None, rss: float | None = None, note: str = "") -> None:
-        ratio = f"{peer / seconds:.2f}×" if peer else "—"
-        memory = f"{rss:.0f}" if rss is not None else "—"
-        self.rows.append((case, path, f"{seconds * 1000:.1f}", ratio, memory, note))
-        print(" | ".join(self.rows[-1]), flush=True)
-
-    def markdown(self) -> str:
-        header = ("case", "path", "median ms", "peer / atrous", "peak RSS MB", "note")
-        lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-        lines += ["| " + " | ".join(row) + " |" for row in self.rows]
-        return "\n".join(lines)
 
 
 # -- sections ---------------------------------------------------------------------------------
 
 
-def torchvision_section(args: argparse.Namespace, table: Table, scratch: Path, calibration: Path, names: tuple[str, ...],
-                        size: tuple[int, int]) -> list[str]:
+def torchvision_section(
+    args: argparse.Namespace,
+    table: Table,
+    scratch: Path,
+    calibration: Path,
+    names: tuple[str, ...],
+    size: tuple[int, int],
+) -> list[str]:
     notes = []
     image_u8 = test_image(size)
     image = normalized(image_u8)
@@ -279,15 +97,21 @@ def torchvision_section(args: argparse.Namespace, table: Table, scratch: Path, c
         }
         times = interleaved(candidates, args.warmup, args.repeats)
         case = f"{name} {size[0]}×{size[1]}"
-        kinds = {"torchvision eager": ("torchvision", "eager"), "atrous eager": ("atrous", "eager"),
-                 "atrous Predictor": ("atrous", "predictor"), "atrous ONNX Runtime": ("atrous", "onnx"),
-                 "atrous ONNX Runtime int8": ("atrous", "int8")}
+        kinds = {
+            "torchvision eager": ("torchvision", "eager"),
+            "atrous eager": ("atrous", "eager"),
+            "atrous Predictor": ("atrous", "predictor"),
+            "atrous ONNX Runtime": ("atrous", "onnx"),
+            "atrous ONNX Runtime int8": ("atrous", "int8"),
+        }
         for path, seconds in times.items():
             rss = None
             if args.rss:
                 kind, mode = kinds[path]
                 file = files["int8"] if mode == "int8" else files["float"]
-                rss = peak_rss({"kind": kind, "name": name, "path": mode, "size": size, "threads": args.threads, "file": str(file)})
+                rss = peak_rss(
+                    {"kind": kind, "name": name, "path": mode, "size": size, "threads": args.threads, "file": str(file)}
+                )
             note = ""
             if path == "atrous eager":
                 note = f"max |Δ logits| vs torchvision {diff:.1e}"
@@ -295,8 +119,12 @@ def torchvision_section(args: argparse.Namespace, table: Table, scratch: Path, c
                 note = f"max |Δ logits| vs PyTorch {files['onnx_diff']:.1e}"
             elif path == "atrous ONNX Runtime int8":
                 note = f"labels = float on {files['int8_agreement']:.1%} of calibration pixels"
-            table.add(case, path, seconds, None if path == "torchvision eager" else times["torchvision eager"], rss, note)
-        notes.append(f"{name}: int8 vs float ONNX speed-up {times['atrous ONNX Runtime'] / times['atrous ONNX Runtime int8']:.2f}×")
+            table.add(
+                case, path, seconds, None if path == "torchvision eager" else times["torchvision eager"], rss, note
+            )
+        notes.append(
+            f"{name}: int8 vs float ONNX speed-up {times['atrous ONNX Runtime'] / times['atrous ONNX Runtime int8']:.2f}×"
+        )
         del peer, model, candidates
         gc.collect()
     return notes
@@ -319,19 +147,40 @@ def smp_section(args: argparse.Namespace, table: Table, scratch: Path, size: tup
         }
         times = interleaved(candidates, args.warmup, args.repeats)
         case = f"DeepLabV3+ {backbone} {size[0]}×{size[1]}"
-        modes = {"smp eager": ("smp", "eager"), "atrous eager": ("atrous-smp", "eager"), "atrous Predictor": ("atrous-smp", "predictor")}
+        modes = {
+            "smp eager": ("smp", "eager"),
+            "atrous eager": ("atrous-smp", "eager"),
+            "atrous Predictor": ("atrous-smp", "predictor"),
+        }
         rss = {}
         if args.rss:
             for path, (kind, mode) in modes.items():
-                rss[path] = peak_rss({"kind": kind, "name": backbone, "path": mode, "size": size, "threads": args.threads})
-            rss["atrous ONNX Runtime"] = peak_rss({"kind": "atrous", "name": backbone, "path": "onnx", "size": size,
-                                                   "threads": args.threads, "file": str(onnx_file)})
+                rss[path] = peak_rss(
+                    {"kind": kind, "name": backbone, "path": mode, "size": size, "threads": args.threads}
+                )
+            rss["atrous ONNX Runtime"] = peak_rss(
+                {
+                    "kind": "atrous",
+                    "name": backbone,
+                    "path": "onnx",
+                    "size": size,
+                    "threads": args.threads,
+                    "file": str(onnx_file),
+                }
+            )
         for path in ("smp eager", "smp eager channels_last", "atrous eager", "atrous Predictor", "atrous ONNX Runtime"):
             peer_time = None if path.startswith("smp") else times["smp eager"]
             table.add(case, path, times[path], peer_time, rss.get(path))
         smp_best = min(times["smp eager"], times["smp eager channels_last"])
         atrous_best = min(times["atrous Predictor"], times["atrous ONNX Runtime"])
-        table.add(case, "best vs best", atrous_best, smp_best, None, "atrous: min(Predictor, ORT); smp: min(eager, channels_last)")
+        table.add(
+            case,
+            "best vs best",
+            atrous_best,
+            smp_best,
+            None,
+            "atrous: min(Predictor, ORT); smp: min(eager, channels_last)",
+        )
         del peer, model, candidates
         gc.collect()
 
@@ -348,8 +197,13 @@ def multiscale_section(args: argparse.Namespace, table: Table, name: str, size: 
     case = f"{name} {size[0]}×{size[1]}"
     table.add(case, "Predictor 1 scale", times["Predictor 1 scale"], None)
     ratio = times["Predictor 6 scales + flip"] / times["Predictor 1 scale"]
-    table.add(case, "Predictor 6 scales + flip", times["Predictor 6 scales + flip"], None,
-              note=f"{ratio:.1f}× the single-scale time (pixels processed: {theory:.1f}×)")
+    table.add(
+        case,
+        "Predictor 6 scales + flip",
+        times["Predictor 6 scales + flip"],
+        None,
+        note=f"{ratio:.1f}× the single-scale time (pixels processed: {theory:.1f}×)",
+    )
 
 
 def int8_miou_section(args: argparse.Namespace, table: Table, scratch: Path) -> list[str]:
@@ -376,9 +230,18 @@ def int8_miou_section(args: argparse.Namespace, table: Table, scratch: Path) -> 
     case = f"{model.config['name']} (trained) {size[0]}×{size[1]}"
     (miou_f, time_f), (miou_q, time_q) = results["float"], results["int8"]
     table.add(case, "ONNX Runtime float (eval)", time_f, None, note=f"val mIoU {100 * miou_f:.2f}")
-    table.add(case, "ONNX Runtime int8 (eval)", time_q, time_f, note=f"val mIoU {100 * miou_q:.2f} ({100 * (miou_q - miou_f):+.2f})")
-    return [f"int8 on a trained {model.config['name']}: mIoU {100 * miou_f:.2f} → {100 * miou_q:.2f}, "
-            f"{time_f / time_q:.2f}× faster per image (eval loop, {metrics['images']} val images)"]
+    table.add(
+        case,
+        "ONNX Runtime int8 (eval)",
+        time_q,
+        time_f,
+        note=f"val mIoU {100 * miou_q:.2f} ({100 * (miou_q - miou_f):+.2f})",
+    )
+    summary = (
+        f"int8 on a trained {model.config['name']}: mIoU {100 * miou_f:.2f} → {100 * miou_q:.2f}, "
+        f"{time_f / time_q:.2f}× faster per image (eval loop, {metrics['images']} val images)"
+    )
+    return [summary]
 
 
 def onnxruntime_version() -> str:
@@ -393,7 +256,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--calibration-images", type=int, default=8)
-    parser.add_argument("--quick", action="store_true", help="smoke run: 128×128, one model per section, 1 repeat, no RSS")
+    parser.add_argument(
+        "--quick", action="store_true", help="smoke run: 128×128, one model per section, 1 repeat, no RSS"
+    )
     parser.add_argument("--no-rss", dest="rss", action="store_false")
     parser.add_argument("--no-smp", dest="smp", action="store_false")
     parser.add_argument("--checkpoint", help="trained checkpoint: also report its mIoU as float vs int8 ONNX")
@@ -417,7 +282,9 @@ def main(argv: list[str] | None = None) -> int:
         calibration = calibration_folder(scratch, args.calibration_images)
         if args.rss:
             baseline = peak_rss({"kind": "", "name": "", "path": "baseline", "size": size, "threads": args.threads})
-            table.rows.append(("baseline", "python + torch + onnxruntime + atrous imported", "—", "—", f"{baseline:.0f}", ""))
+            table.rows.append(
+                ("baseline", "python + torch + onnxruntime + atrous imported", "—", "—", f"{baseline:.0f}", "")
+            )
         notes = torchvision_section(args, table, scratch, calibration, names, size)
         notes += torchvision_section(args, table, scratch, calibration, (LARGE_MODEL,), large)
         if args.smp:
@@ -431,7 +298,7 @@ def main(argv: list[str] | None = None) -> int:
     header = (
         f"Inference, batch 1, {args.threads} threads (torch and ONNX Runtime), median of {args.repeats} interleaved runs "
         f"after {args.warmup} warm-up; torch {torch.__version__}, onnxruntime {onnxruntime_version()}, "
-        f"{os.cpu_count()} CPUs, load average at the end {load}. Ratio = peer time / atrous time (> 1: atrous faster). "
+        f"{os.cpu_count()} CPUs, OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY')}, load average at the end {load}. Ratio = peer time / atrous time (> 1: atrous faster). "
         f"Peak RSS: fresh process per path (VmHWM)."
     )
     text = "\n\n".join([f"# Inference benchmark\n\n{header}", table.markdown(), "\n".join(f"- {n}" for n in notes)])

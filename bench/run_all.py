@@ -32,7 +32,9 @@ def main(argv: list[str] | None = None) -> int:
         wanted = {name.strip() for name in args.only.split(",")}
         unknown = wanted - {p.stem for p in chosen}
         if unknown:
-            parser.error(f"unknown benchmark(s) {', '.join(sorted(unknown))}; available: {', '.join(p.stem for p in chosen)}")
+            parser.error(
+                f"unknown benchmark(s) {', '.join(sorted(unknown))}; available: {', '.join(p.stem for p in chosen)}"
+            )
         chosen = [p for p in chosen if p.stem in wanted]
     failed = []
     for script in chosen:

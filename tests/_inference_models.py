@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
@@ -12,6 +13,15 @@ from atrous.models import create_model
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def single_thread() -> Iterator[None]:
+    """Generator for an autouse fixture: torch on one thread (on a busy 2-core machine,
+    2-thread OpenMP regions wait on each other and small models run many times slower)."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
 
 
 def trained_batchnorm(model: nn.Module, seed: int = 0) -> nn.Module:

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from _inference_models import single_thread, small_model, write_checkpoint
 from PIL import Image
 
 from atrous import Predictor
@@ -16,9 +18,12 @@ from atrous.data import build_dataset
 from atrous.engine.checkpoint import load_model
 from atrous.engine.metrics import ConfusionMatrix
 
-from _inference_models import small_model, write_checkpoint
-
 SHAPES = ["--dataset", "shapes", "--split", "val", "--max-images", "3", "--workers", "0", "--no-progress"]
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread() -> Iterator[None]:
+    yield from single_thread()
 
 
 @pytest.fixture(scope="module")
@@ -52,7 +57,9 @@ def test_eval_json_matches_direct_metrics(checkpoint: Path, capsys: pytest.Captu
         matrix.update(predictor.predict(image), mask)
     expected = matrix.compute()
     assert result["images"] == 3
-    assert result["miou"] == pytest.approx(expected["miou"]) and result["pixel_accuracy"] == pytest.approx(expected["pixel_accuracy"])
+    assert result["miou"] == pytest.approx(expected["miou"]) and result["pixel_accuracy"] == pytest.approx(
+        expected["pixel_accuracy"]
+    )
     assert list(result["iou"]) == ["background", "circle", "rectangle", "triangle"]
     assert result["fw_iou"] == pytest.approx(expected["fw_iou"])
 
@@ -65,7 +72,9 @@ def test_eval_table_multi_scale_flip_at_output_stride_8(checkpoint: Path, capsys
     assert "scales 0.75,1.25 + flip, OS 8" in out
 
 
-def test_eval_of_an_onnx_export_matches_the_checkpoint(checkpoint: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+def test_eval_of_an_onnx_export_matches_the_checkpoint(
+    checkpoint: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
     onnx_path = tmp_path / "model.onnx"  # static, at the 128×128 of the shapes images
     assert main(["export", "--checkpoint", str(checkpoint), "--out", str(onnx_path), "--size", "128", "128"]) == 0
     assert "max |logit diff| vs PyTorch" in capsys.readouterr().out
@@ -75,13 +84,25 @@ def test_eval_of_an_onnx_export_matches_the_checkpoint(checkpoint: Path, tmp_pat
     assert list(onnx_result["iou"]) == list(torch_result["iou"])  # class names come from the ONNX metadata
 
 
-def test_predict_writes_masks_colors_and_overlays(checkpoint: Path, images: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+def test_predict_writes_masks_colors_and_overlays(
+    checkpoint: Path, images: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
     out = tmp_path / "out" / "nested"
-    argv = ["predict", "--checkpoint", str(checkpoint), str(images / "img0.png"), str(images / "*.png"), "--out", str(out)]
+    argv = [
+        "predict",
+        "--checkpoint",
+        str(checkpoint),
+        str(images / "img0.png"),
+        str(images / "*.png"),
+        "--out",
+        str(out),
+    ]
     assert main([*argv, "--workers", "1", "--batch-size", "2", "--crf", "--no-progress"]) == 0
     assert "2 images" in capsys.readouterr().out
     names = sorted(p.name for p in out.iterdir())
-    assert names == sorted(f"img{i}{suffix}.png" for i in range(2) for suffix in ("", "_color", "_overlay", "_crf_overlay"))
+    assert names == sorted(
+        f"img{i}{suffix}.png" for i in range(2) for suffix in ("", "_color", "_overlay", "_crf_overlay")
+    )
     mask = Image.open(out / "img1.png")
     assert mask.mode == "P" and mask.size == (96, 72)
     # Without --crf the index mask is the network's own prediction.
@@ -96,7 +117,11 @@ def test_predict_writes_masks_colors_and_overlays(checkpoint: Path, images: Path
 
 @pytest.mark.parametrize(
     ("inputs", "message"),
-    [(["missing.png"], "does not exist"), (["nothing*.png"], "no images"), (["img0.png", "again/img0.png"], "both write img0.png")],
+    [
+        (["missing.png"], "does not exist"),
+        (["nothing*.png"], "no images"),
+        (["img0.png", "again/img0.png"], "both write img0.png"),
+    ],
 )
 def test_predict_bad_inputs_write_nothing(
     checkpoint: Path, images: Path, tmp_path: Path, capsys: pytest.CaptureFixture, inputs: list[str], message: str
@@ -111,7 +136,9 @@ def test_predict_bad_inputs_write_nothing(
     assert not out.exists()
 
 
-def test_predict_into_a_file_is_refused(checkpoint: Path, images: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+def test_predict_into_a_file_is_refused(
+    checkpoint: Path, images: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
     target = tmp_path / "taken"
     target.write_text("keep me")
     assert main(["predict", "--checkpoint", str(checkpoint), str(images), "--out", str(target)]) == 2
@@ -123,7 +150,19 @@ def test_export_int8_cli_then_eval_at_another_size(
     checkpoint: Path, images: Path, tmp_path: Path, capsys: pytest.CaptureFixture
 ) -> None:
     out = tmp_path / "int8.onnx"
-    argv = ["export", "--checkpoint", str(checkpoint), "--out", str(out), "--size", "64", "64", "--int8", "--calibrate", str(images)]
+    argv = [
+        "export",
+        "--checkpoint",
+        str(checkpoint),
+        "--out",
+        str(out),
+        "--size",
+        "64",
+        "64",
+        "--int8",
+        "--calibrate",
+        str(images),
+    ]
     assert main(argv) == 0
     assert "int8 (QDQ, per-channel) calibrated on 2 images" in capsys.readouterr().out
     assert sorted(p.name for p in tmp_path.iterdir()) == ["int8.onnx"]  # the float intermediate is gone
@@ -144,7 +183,9 @@ def test_export_int8_cli_then_eval_at_another_size(
         (["--format", "torchscript", "--dynamic"], "drop --dynamic"),
     ],
 )
-def test_export_bad_options_write_nothing(checkpoint: Path, tmp_path: Path, capsys: pytest.CaptureFixture, extra: list[str], message: str) -> None:
+def test_export_bad_options_write_nothing(
+    checkpoint: Path, tmp_path: Path, capsys: pytest.CaptureFixture, extra: list[str], message: str
+) -> None:
     out = tmp_path / ("model.pt" if "torchscript" in extra else "model.onnx")
     assert main(["export", "--checkpoint", str(checkpoint), "--out", str(out), *extra]) == 2
     assert message in capsys.readouterr().err

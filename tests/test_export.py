@@ -3,22 +3,36 @@ int8, torch.export / jit.trace, and that a failed export leaves no file."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import onnx
 import pytest
 import torch
+from _inference_models import IMAGENET_MEAN, IMAGENET_STD, single_thread, small_model, tiny_net
 from torch import nn
 
 from atrous import list_models
 from atrous.errors import ConfigError, DataError
-from atrous.export import ExportError, ExportReport, OnnxModel, export_onnx, export_program, export_torchscript, prepare_for_export, trace_program
+from atrous.export import (
+    ExportError,
+    ExportReport,
+    OnnxModel,
+    export_onnx,
+    export_program,
+    export_torchscript,
+    prepare_for_export,
+    trace_program,
+)
 from atrous.export.quantize import calibration_batches, quantize_int8
 
-from _inference_models import IMAGENET_MEAN, IMAGENET_STD, small_model, tiny_net
-
 SIZE = (64, 64)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread() -> Iterator[None]:
+    yield from single_thread()
 
 
 def graph_ops(path: Path) -> set[str]:
@@ -26,7 +40,9 @@ def graph_ops(path: Path) -> set[str]:
 
 
 def check_onnx_report(report: ExportReport, name: str) -> None:
-    print(f"{name}: ONNX Runtime − PyTorch max |logit diff| {report.max_abs_diff:.2e} (|logits| ≤ {report.max_abs_logit:.2f})")
+    print(
+        f"{name}: ONNX Runtime − PyTorch max |logit diff| {report.max_abs_diff:.2e} (|logits| ≤ {report.max_abs_logit:.2f})"
+    )
     assert report.max_abs_diff <= 1e-4 * max(1.0, report.max_abs_logit / 10)
     assert report.argmax_agreement >= 0.9999
     ops = graph_ops(report.path)
@@ -103,8 +119,9 @@ def test_argmax_inside_the_graph(tmp_path: Path) -> None:
 
 
 def test_int8_mostly_agrees_with_float(tmp_path: Path) -> None:
-    from atrous.data import build_dataset
     from PIL import Image
+
+    from atrous.data import build_dataset
 
     images = tmp_path / "calibration"
     images.mkdir()

@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
+import itertools
+from collections.abc import Iterator
+
 import numpy as np
 import pytest
 import torch
+from _inference_models import single_thread, trained_batchnorm
 from torch import nn
 
 from atrous import Predictor
 from atrous.errors import ConfigError, InputError
 from atrous.inference import find_conv_bn_pairs, fold_batchnorm, sliding_window, window_starts
 from atrous.models import create_model
-
-from _inference_models import trained_batchnorm
 
 
 class PixelModel(nn.Module):
@@ -27,11 +29,18 @@ class PixelModel(nn.Module):
         return self.conv(x)
 
 
+@pytest.fixture(autouse=True, scope="module")
+def one_thread() -> Iterator[None]:
+    yield from single_thread()
+
+
 def random_image(height: int, width: int, seed: int = 0) -> np.ndarray:
     return np.random.default_rng(seed).integers(0, 256, (height, width, 3), dtype=np.uint8)
 
 
-@pytest.mark.parametrize("name", ["deeplabv3plus_mobilenet_v3_small", "lraspp_mobilenet_v3_small", "deeplabv3_resnet50"])
+@pytest.mark.parametrize(
+    "name", ["deeplabv3plus_mobilenet_v3_small", "lraspp_mobilenet_v3_small", "deeplabv3_resnet50"]
+)
 def test_fast_path_equals_eager_model(name: str) -> None:
     torch.manual_seed(0)
     model = trained_batchnorm(create_model(name, num_classes=5))
@@ -42,7 +51,9 @@ def test_fast_path_equals_eager_model(name: str) -> None:
     with torch.no_grad():
         expected = model(batch)
     fast = predictor.logits(batch)
-    print(f"{name}: |logits| ≤ {expected.abs().max():.1f}, fast − eager max abs diff {(fast - expected).abs().max():.2e}")
+    print(
+        f"{name}: |logits| ≤ {expected.abs().max():.1f}, fast − eager max abs diff {(fast - expected).abs().max():.2e}"
+    )
     assert (fast - expected).abs().max().item() <= 1e-4
     assert torch.equal(fast.argmax(1), expected.argmax(1))
 
@@ -132,7 +143,7 @@ def test_sliding_window_covers_every_pixel_once_averaged() -> None:
     assert all(shape[-2:] == (16, 16) and shape[0] <= 4 for shape in calls)
     assert window_starts(10, 4, 3) == [0, 3, 6] and window_starts(3, 4, 3) == [0]
     starts = window_starts(50, 16, 8)
-    assert starts[0] == 0 and starts[-1] == 50 - 16 and all(b - a <= 8 for a, b in zip(starts, starts[1:]))
+    assert starts[0] == 0 and starts[-1] == 50 - 16 and all(b - a <= 8 for a, b in itertools.pairwise(starts))
 
 
 def test_crf_refines_the_averaged_probabilities() -> None:
@@ -175,7 +186,7 @@ def test_label_output_models_vote() -> None:
         torch.zeros(4, 8, 8),
         torch.zeros(3, 8, 8, dtype=torch.int32),
         [],
-        "not-an-image-list".encode(),
+        b"not-an-image-list",
     ],
 )
 def test_bad_images_raise_input_error(bad: object) -> None:
@@ -185,7 +196,14 @@ def test_bad_images_raise_input_error(bad: object) -> None:
 
 @pytest.mark.parametrize(
     "options",
-    [{"scales": ()}, {"scales": (0.0,)}, {"crop_size": 0}, {"crop_size": (4, 4, 4)}, {"batch_size": 0}, {"std": (1, 0, 1)}],
+    [
+        {"scales": ()},
+        {"scales": (0.0,)},
+        {"crop_size": 0},
+        {"crop_size": (4, 4, 4)},
+        {"batch_size": 0},
+        {"std": (1, 0, 1)},
+    ],
 )
 def test_bad_options_raise_config_error(options: dict) -> None:
     with pytest.raises(ConfigError):

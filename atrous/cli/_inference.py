@@ -34,9 +34,14 @@ def parse_scales(text: str) -> tuple[float, ...]:
 def add_model_options(parser: argparse.ArgumentParser) -> None:
     """--checkpoint, --device, --output-stride."""
     parser.add_argument(
-        "--checkpoint", required=True, metavar="PATH", help="atrous checkpoint (.pt) or ONNX model from `atrous export` (.onnx)"
+        "--checkpoint",
+        required=True,
+        metavar="PATH",
+        help="atrous checkpoint (.pt) or ONNX model from `atrous export` (.onnx)",
     )
-    parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto; ONNX models run on CPU)")
+    parser.add_argument(
+        "--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto; ONNX models run on CPU)"
+    )
     parser.add_argument(
         "--output-stride",
         type=int,
@@ -48,15 +53,25 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
 def add_predictor_options(parser: argparse.ArgumentParser, *, default_scales: str) -> None:
     """--scales, --flip, --sliding-window, --crf, --batch-size, --workers, --no-fast."""
     parser.add_argument(
-        "--scales", default=default_scales, metavar="S1,S2,...", help=f"input scales averaged (default {default_scales})"
+        "--scales",
+        default=default_scales,
+        metavar="S1,S2,...",
+        help=f"input scales averaged (default {default_scales})",
     )
     parser.add_argument("--flip", action="store_true", help="also average the horizontally flipped input")
     parser.add_argument(
-        "--sliding-window", type=int, metavar="CROP", help="run each scale in overlapping CROP×CROP windows (large images)"
+        "--sliding-window",
+        type=int,
+        metavar="CROP",
+        help="run each scale in overlapping CROP×CROP windows (large images)",
     )
-    parser.add_argument("--crf", action="store_true", help="refine the probabilities with a dense CRF (atrous.crf.DenseCRF)")
+    parser.add_argument(
+        "--crf", action="store_true", help="refine the probabilities with a dense CRF (atrous.crf.DenseCRF)"
+    )
     parser.add_argument("--batch-size", type=int, default=1, metavar="B", help="images per forward pass (default 1)")
-    parser.add_argument("--workers", type=int, default=2, metavar="N", help="image-reading worker processes (default 2)")
+    parser.add_argument(
+        "--workers", type=int, default=2, metavar="N", help="image-reading worker processes (default 2)"
+    )
     parser.add_argument(
         "--no-fast", dest="fast", action="store_false", help="run the model as saved (no BN folding / channels_last)"
     )
@@ -88,7 +103,9 @@ def load_model_source(path: str, device: torch.device, output_stride: int | None
     if output_stride is not None and output_stride != model.output_stride:
         from atrous.models import with_output_stride
 
-        logger.info("running %s at output stride %d (trained at %d)", model.config["name"], output_stride, model.output_stride)
+        logger.info(
+            "running %s at output stride %d (trained at %d)", model.config["name"], output_stride, model.output_stride
+        )
         model = with_output_stride(model, output_stride)
     return model
 

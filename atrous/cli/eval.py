@@ -61,7 +61,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(func=run)
 
 
-def evaluate(predictor: Any, dataset: Any, *, batch_size: int, workers: int, max_images: int | None, progress: bool) -> dict[str, Any]:
+def evaluate(
+    predictor: Any, dataset: Any, *, batch_size: int, workers: int, max_images: int | None, progress: bool
+) -> dict[str, Any]:
     """Run ``predictor`` over ``dataset`` (uint8 image, int64 mask items) and return
     :meth:`ConfusionMatrix.compute`'s metrics plus ``images`` (how many were evaluated)."""
     from tqdm import tqdm
@@ -135,7 +137,12 @@ def run(args: argparse.Namespace) -> int:
     predictor = build_predictor(model, args, device, with_crf=args.crf)
     start = time.perf_counter()
     metrics = evaluate(
-        predictor, dataset, batch_size=args.batch_size, workers=args.workers, max_images=args.max_images, progress=args.progress
+        predictor,
+        dataset,
+        batch_size=args.batch_size,
+        workers=args.workers,
+        max_images=args.max_images,
+        progress=args.progress,
     )
     names = list(getattr(model, "class_names", None) or dataset.class_names)
     result = {

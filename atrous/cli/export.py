@@ -38,16 +38,26 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     source.add_argument("--num-classes", type=int, metavar="K", help="classes of --model (default 21)")
     source.add_argument("--output-stride", type=int, choices=(8, 16, 32), help="export at this output stride")
     parser.add_argument("--format", choices=sorted(FORMATS), default="onnx", help="output format (default onnx)")
-    parser.add_argument("--out", required=True, metavar="PATH", help="output file (.onnx, .pt2 or .pt); its folder must exist")
     parser.add_argument(
-        "--size", type=int, nargs=2, metavar=("H", "W"), help="input size; with --dynamic, the sample size verified (default 512 512)"
+        "--out", required=True, metavar="PATH", help="output file (.onnx, .pt2 or .pt); its folder must exist"
     )
-    parser.add_argument("--dynamic", action="store_true", help="accept any input size ≥ the backbone's minimum (onnx, pt2)")
+    parser.add_argument(
+        "--size",
+        type=int,
+        nargs=2,
+        metavar=("H", "W"),
+        help="input size; with --dynamic, the sample size verified (default 512 512)",
+    )
+    parser.add_argument(
+        "--dynamic", action="store_true", help="accept any input size ≥ the backbone's minimum (onnx, pt2)"
+    )
     parser.add_argument("--opset", type=int, metavar="N", help="ONNX opset (default 18)")
     parser.add_argument("--argmax", action="store_true", help="output labels (N, H, W) instead of logits")
     parser.add_argument("--int8", action="store_true", help="ONNX Runtime static int8 quantisation (QDQ, per-channel)")
     parser.add_argument("--calibrate", metavar="DIR", help="folder of images calibrating --int8")
-    parser.add_argument("--calibrate-count", type=int, default=32, metavar="N", help="calibration images used (default 32)")
+    parser.add_argument(
+        "--calibrate-count", type=int, default=32, metavar="N", help="calibration images used (default 32)"
+    )
     parser.set_defaults(func=run)
 
 
@@ -123,7 +133,9 @@ def run(args: argparse.Namespace) -> int:
     elif args.format == "torchscript":
         report = export_torchscript(model, out, input_size=size, argmax=args.argmax)
     elif not args.int8:
-        report = export_onnx(model, out, input_size=size, dynamic=args.dynamic, opset=args.opset or DEFAULT_OPSET, argmax=args.argmax)
+        report = export_onnx(
+            model, out, input_size=size, dynamic=args.dynamic, opset=args.opset or DEFAULT_OPSET, argmax=args.argmax
+        )
     else:
         return _export_int8(model, out, size, args)
     print(f"wrote {out}: {_describe(report)}")
@@ -137,7 +149,9 @@ def _export_int8(model: nn.Module, out: Path, size: tuple[int, int], args: argpa
 
     with tempfile.TemporaryDirectory(dir=out.parent, prefix=f".{out.stem}.float.") as scratch:
         float_path = Path(scratch) / "float.onnx"
-        report = export_onnx(model, float_path, input_size=size, dynamic=args.dynamic, opset=args.opset or DEFAULT_OPSET)
+        report = export_onnx(
+            model, float_path, input_size=size, dynamic=args.dynamic, opset=args.opset or DEFAULT_OPSET
+        )
         print(f"float model: {_describe(report)}")
         mean = getattr(model, "mean", None) or IMAGENET_MEAN
         std = getattr(model, "std", None) or IMAGENET_STD

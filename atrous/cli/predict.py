@@ -45,7 +45,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description=__doc__.split("\n\n", 1)[1].strip().replace("``", ""),
         epilog="Example: atrous predict --checkpoint runs/camvid/best.pt photos/*.png --out predictions --flip",
     )
-    parser.add_argument("inputs", nargs="+", metavar="INPUT", help="image files, folders (their images) or glob patterns")
+    parser.add_argument(
+        "inputs", nargs="+", metavar="INPUT", help="image files, folders (their images) or glob patterns"
+    )
     add_model_options(parser)
     parser.add_argument("--out", required=True, metavar="DIR", help="output folder (created if missing)")
     add_predictor_options(parser, default_scales="1.0")
@@ -131,7 +133,10 @@ def write_outputs(
     final = labels if crf_labels is None else crf_labels
     save_index_png(out / f"{stem}.png", final, palette)  # atomic itself
     written = [out / f"{stem}.png"]
-    rgb = {f"{stem}_color.png": colorize(final, palette), f"{stem}_overlay.png": overlay(image, labels, palette, alpha=alpha)}
+    rgb = {
+        f"{stem}_color.png": colorize(final, palette),
+        f"{stem}_overlay.png": overlay(image, labels, palette, alpha=alpha),
+    }
     if crf_labels is not None:
         rgb[f"{stem}_crf_overlay.png"] = overlay(image, crf_labels, palette, alpha=alpha)
     for name, array in rgb.items():

@@ -5,7 +5,7 @@
 >>> report.max_abs_diff, report.argmax_agreement                        # doctest: +SKIP
 """
 
-from atrous.export._common import ExportError, ExportReport, ExportedModel, prepare_for_export
+from atrous.export._common import ExportedModel, ExportError, ExportReport, prepare_for_export
 from atrous.export.onnx import DEFAULT_OPSET, export_onnx
 from atrous.export.runtime import OnnxModel
 from atrous.export.torch_formats import export_program, export_torchscript, trace_program

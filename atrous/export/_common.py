@@ -155,7 +155,9 @@ def verify(
         same += int((labels == expected_labels).sum())
         total += expected_labels.numel()
     agreement = same / total
-    report = ExportReport(path, None if labels_only else max_diff, None if labels_only else max_logit, agreement, list(sizes))
+    report = ExportReport(
+        path, None if labels_only else max_diff, None if labels_only else max_logit, agreement, list(sizes)
+    )
     tolerance = atol * max(1.0, max_logit / 10)
     if not labels_only and not max_diff <= tolerance:
         raise ExportError(

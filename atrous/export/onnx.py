@@ -75,7 +75,11 @@ def _to_onnx(module: nn.Module, example: torch.Tensor, path: Path, *, dynamic: b
     output = "labels" if getattr(module, "argmax", False) else "logits"
     try:
         # The exporter prints progress lines and deprecation notes; keep the CLI output clean.
-        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()), quiet_loggers("onnxscript", "onnx_ir"):
+        with (
+            warnings.catch_warnings(),
+            contextlib.redirect_stdout(io.StringIO()),
+            quiet_loggers("onnxscript", "onnx_ir"),
+        ):
             warnings.simplefilter("ignore")
             torch.onnx.export(
                 module,
@@ -121,7 +125,14 @@ def export_onnx(
     sizes = [(height, width)] + ([(height + 13, width + 7)] if dynamic else [])
     with atomic_output(path, ".onnx") as temp:
         # Batch 2: torch.export would specialise a size-1 batch dimension to a constant.
-        _to_onnx(module, torch.zeros(2, 3, height, width), temp, dynamic=dynamic, opset=opset, min_size=metadata["min_input_size"])
+        _to_onnx(
+            module,
+            torch.zeros(2, 3, height, width),
+            temp,
+            dynamic=dynamic,
+            opset=opset,
+            min_size=metadata["min_input_size"],
+        )
         _write_metadata(temp, metadata)
         report = verify(module, OnnxModel(temp), sizes, path, atol=atol, min_agreement=min_agreement)
     logger.debug(
@@ -131,4 +142,3 @@ def export_onnx(
         report.argmax_agreement * 100,
     )
     return report
-

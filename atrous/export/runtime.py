@@ -18,7 +18,7 @@ import torch
 
 from atrous.errors import ConfigError, DataError, InputError
 
-__all__ = ["OnnxModel", "create_session", "read_metadata", "METADATA_PREFIX"]
+__all__ = ["METADATA_PREFIX", "OnnxModel", "create_session", "read_metadata"]
 
 logger = logging.getLogger(__name__)
 
@@ -56,7 +56,11 @@ def create_session(path: str | Path, *, threads: int | None = None) -> Any:
 def read_metadata(session: Any) -> dict[str, Any]:
     """The ``atrous.*`` metadata of a session's model, JSON-decoded, prefix removed."""
     props = session.get_modelmeta().custom_metadata_map
-    return {key[len(METADATA_PREFIX) :]: json.loads(value) for key, value in props.items() if key.startswith(METADATA_PREFIX)}
+    return {
+        key[len(METADATA_PREFIX) :]: json.loads(value)
+        for key, value in props.items()
+        if key.startswith(METADATA_PREFIX)
+    }
 
 
 class OnnxModel:

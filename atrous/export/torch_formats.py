@@ -16,7 +16,14 @@ from typing import Any
 import torch
 from torch import nn
 
-from atrous.export._common import ExportError, ExportReport, atomic_output, check_output_path, prepare_for_export, verify
+from atrous.export._common import (
+    ExportError,
+    ExportReport,
+    atomic_output,
+    check_output_path,
+    prepare_for_export,
+    verify,
+)
 
 __all__ = ["export_program", "export_torchscript", "trace_program"]
 
@@ -42,7 +49,12 @@ def _min_size(model: nn.Module) -> int:
 
 
 def export_program(
-    model: nn.Module, path: str | Path, *, input_size: tuple[int, int] = (512, 512), dynamic: bool = False, argmax: bool = False
+    model: nn.Module,
+    path: str | Path,
+    *,
+    input_size: tuple[int, int] = (512, 512),
+    dynamic: bool = False,
+    argmax: bool = False,
 ) -> ExportReport:
     """Save ``model`` as a ``torch.export`` program (``.pt2``), verified after loading it back."""
     path = check_output_path(path, suffix=".pt2")

@@ -21,7 +21,7 @@ import torch
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
-__all__ = ["fold_batchnorm", "find_conv_bn_pairs", "prepare_for_inference"]
+__all__ = ["find_conv_bn_pairs", "fold_batchnorm", "prepare_for_inference"]
 
 logger = logging.getLogger(__name__)
 

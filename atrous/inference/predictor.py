@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Union
+from typing import Any
 
 import numpy as np
 import torch
@@ -23,11 +23,11 @@ from atrous.errors import ConfigError, InputError
 from atrous.inference.fast import prepare_for_inference
 from atrous.inference.windows import multi_scale_probabilities, sliding_window
 
-__all__ = ["Predictor", "ImageInput"]
+__all__ = ["ImageInput", "Predictor"]
 
 logger = logging.getLogger(__name__)
 
-ImageInput = Union[np.ndarray, torch.Tensor, str, Path, Sequence[Any]]
+ImageInput = np.ndarray | torch.Tensor | str | Path | Sequence[Any]
 
 
 class Predictor:
@@ -119,7 +119,9 @@ class Predictor:
         Sliding windows when ``crop_size`` is set; runs at most ``batch_size`` at once.
         """
         if self.crop_size is not None:
-            return sliding_window(self._forward, batch, self.crop_size, overlap=self.overlap, batch_size=self.batch_size)
+            return sliding_window(
+                self._forward, batch, self.crop_size, overlap=self.overlap, batch_size=self.batch_size
+            )
         return torch.cat([self._forward(chunk) for chunk in batch.split(self.batch_size)])
 
     def probabilities(self, images: torch.Tensor) -> torch.Tensor:
@@ -246,7 +248,9 @@ def _one_image(image: Any) -> torch.Tensor:
         if image.ndim != 3 or image.shape[2] != 3:
             raise InputError(f"expected an RGB array of shape (H, W, 3); got shape {image.shape}")
         if image.dtype != np.uint8:
-            raise InputError(f"expected a uint8 RGB array (0–255); got dtype {image.dtype}; convert with .astype(np.uint8)")
+            raise InputError(
+                f"expected a uint8 RGB array (0–255); got dtype {image.dtype}; convert with .astype(np.uint8)"
+            )
         return torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).contiguous()
     if isinstance(image, torch.Tensor):
         if image.dim() != 3 or image.shape[0] != 3:

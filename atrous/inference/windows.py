@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from atrous.errors import ConfigError
 from atrous.nn import resize
 
-__all__ = ["window_starts", "sliding_window", "multi_scale_probabilities", "scores_to_probabilities"]
+__all__ = ["multi_scale_probabilities", "scores_to_probabilities", "sliding_window", "window_starts"]
 
 Forward = Callable[[torch.Tensor], torch.Tensor]
 
