@@ -1,6 +1,6 @@
 """Run every benchmark script in bench/ in turn (``make bench``), each in its own process.
 
-    python bench/run_all.py [--only inference,crf]
+    python bench/run_all.py [--only inference,crf] [--list]
 
 Scripts: every ``bench/*.py`` except this one and helpers starting with ``_`` or named
 ``readme_tables.py``; they print their own tables (and write bench/results/). The exit
@@ -26,8 +26,12 @@ def scripts() -> list[Path]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--only", help="comma-separated script names without .py (default: all)")
+    parser.add_argument("--list", action="store_true", help="print the benchmark names and exit")
     args = parser.parse_args(argv)
     chosen = scripts()
+    if args.list:
+        print("\n".join(p.stem for p in chosen))
+        return 0
     if args.only:
         wanted = {name.strip() for name in args.only.split(",")}
         unknown = wanted - {p.stem for p in chosen}

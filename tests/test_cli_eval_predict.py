@@ -206,3 +206,8 @@ def test_export_of_a_mismatched_checkpoint(checkpoint: Path, tmp_path: Path, cap
     assert main(["export", "--checkpoint", str(broken), "--out", str(tmp_path / "model.onnx")]) == 2
     assert "does not fit" in capsys.readouterr().err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["broken.pt"]
+
+
+def test_bench_lists_the_benchmark_scripts(capfd: pytest.CaptureFixture) -> None:
+    assert main(["bench", "--list"]) == 0
+    assert "inference" in capfd.readouterr().out.split()
