@@ -16,6 +16,9 @@ time (> 1: atrous is faster).
 - atrous vs smp ``DeepLabV3Plus`` (encoder_weights=None, OS16): eager against eager,
   and best against best (atrous: the faster of Predictor and ONNX Runtime; smp: the
   faster of eager and eager with channels_last — smp offers no other inference path).
+  Same backbone, ASPP rates and separable convs, but not the same computation: atrous
+  follows the paper (BN + ReLU after every depthwise conv, two 3×3 decoder convs),
+  smp has no BN/ReLU after depthwise convs and one decoder conv, so atrous does more work.
 - Multi-scale (0.5 … 1.75) + flip cost relative to one scale, through the Predictor.
 - Peak RSS: each path in a fresh subprocess that builds the model and runs it twice;
   that process's RSS high-water mark (VmHWM; includes Python, torch and onnxruntime
@@ -123,7 +126,7 @@ def torchvision_section(
                 case, path, seconds, None if path == "torchvision eager" else times["torchvision eager"], rss, note
             )
         notes.append(
-            f"{name}: int8 vs float ONNX speed-up {times['atrous ONNX Runtime'] / times['atrous ONNX Runtime int8']:.2f}×"
+            f"{case}: int8 vs float ONNX speed-up {times['atrous ONNX Runtime'] / times['atrous ONNX Runtime int8']:.2f}×"
         )
         del peer, model, candidates
         gc.collect()

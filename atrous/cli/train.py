@@ -46,6 +46,7 @@ _OPTIONS: tuple[tuple[str, str, dict[str, Any], str], ...] = (
     ("--bootstrap-ratio", "bootstrap_ratio", {"type": float, "metavar": "R"}, "fraction of pixels kept by --loss bootstrap (default 0.25)"),
     ("--aux-loss", "aux_loss", {"type": float, "metavar": "WEIGHT"}, "add an auxiliary head with this loss weight (default 0: none)"),
     ("--amp", "amp", {"nargs": "?", "const": "fp16", "choices": AMP_MODES}, "mixed precision: fp16 (CUDA) or bf16 (default off)"),
+    ("--no-channels-last", "channels_last", {"action": "store_false", "default": argparse.SUPPRESS}, "train in NCHW instead of channels_last (NHWC) memory format"),
     ("--clip-grad", "clip_grad", {"type": float, "metavar": "NORM"}, "clip the gradient L2 norm (default 0: off)"),
     ("--freeze-bn", "freeze_bn", {"action": "store_true", "default": argparse.SUPPRESS}, "keep BN statistics and affine parameters fixed (OS8 fine-tuning)"),
     ("--no-sync-bn", "sync_bn", {"action": "store_false", "default": argparse.SUPPRESS}, "per-process BN under DDP even on GPUs"),

@@ -58,6 +58,7 @@ class TrainConfig:
     head_lr_mult: float = 1.0  # lr multiplier of the head (v1: ×10 on the classifier)
     clip_grad: float = 0.0  # max gradient L2 norm (0 = no clipping)
     amp: str = "off"  # "fp16" (CUDA, GradScaler) or "bf16"; fp16 on CPU falls back to float32
+    channels_last: bool = True  # NHWC activations and weights: ~1.3× faster training on CPU (MobileNets), tensor cores on GPU
     # --- loss
     loss: str = "ce"  # "ce" or "bootstrap" (keep the hardest bootstrap_ratio of pixels per image)
     bootstrap_ratio: float = 0.25

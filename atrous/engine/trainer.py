@@ -96,6 +96,8 @@ class Trainer:
             log.info("froze %d BatchNorm layers (statistics and affine parameters)", count)
         model = dist_utils.maybe_sync_batch_norm(model, context, enabled=config.sync_bn and not config.freeze_bn)
         model.to(context.device)
+        self.memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
+        model.to(memory_format=self.memory_format)
         self.model = unwrap(model)
         self.optimizer = build_optimizer(config, self.model)
         total_iters = config.epochs * self.data.iters_per_epoch
@@ -205,7 +207,7 @@ class Trainer:
     def step(self, images: torch.Tensor, masks: torch.Tensor) -> float:
         """One optimizer step on a batch; returns the loss (averaged over processes)."""
         device = self.context.device
-        images = images.to(device, non_blocking=True)
+        images = images.to(device, non_blocking=True).contiguous(memory_format=self.memory_format)
         masks = masks.to(device, non_blocking=True)
         autocast = (
             torch.autocast(device.type, dtype=self.amp_dtype) if self.amp_dtype is not None else contextlib.nullcontext()
@@ -241,7 +243,7 @@ class Trainer:
         matrix = ConfusionMatrix(val_set.num_classes, ignore_index=val_set.ignore_index, device=device)
         self.model.eval()
         for images, masks in self.data.val_loader:
-            images = images.to(device, non_blocking=True)
+            images = images.to(device, non_blocking=True).contiguous(memory_format=self.memory_format)
             with torch.autocast(device.type, dtype=self.amp_dtype) if self.amp_dtype else contextlib.nullcontext():
                 logits = self.model(images)
             matrix.update(logits.argmax(1), masks.to(device))
