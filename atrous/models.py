@@ -25,6 +25,7 @@ from torch import nn
 
 from atrous.backbones._base import Backbone
 from atrous.backbones._stride import check_output_stride
+from atrous.crf.rnn import CRFasRNN, crf_layer_options
 from atrous.errors import ConfigError
 from atrous.heads import ASPP, AuxHead, DeepLabV3Head, DeepLabV3PlusHead, LargeFOV, LRASPPHead, rates_for_output_stride
 from atrous.nn import resize
@@ -47,7 +48,9 @@ class DeepLab(nn.Module):
     ``head`` reads the backbone levels named in ``head_inputs`` (e.g. ``("out", "low")``
     for v3+) and returns logits at its own resolution, upsampled here to the input
     size. With an ``aux_head`` (on the ``aux`` level, else ``mid``) and in training
-    mode, ``forward`` returns ``{"out": logits, "aux": aux_logits}``.
+    mode, ``forward`` returns ``{"out": logits, "aux": aux_logits}``. With a ``crf``
+    layer (CRF as RNN, ``create_model(..., crf=True)``) the main output is the log of the
+    CRF's marginals instead of raw logits: argmax and cross-entropy apply unchanged.
     """
 
     def __init__(
@@ -65,6 +68,7 @@ class DeepLab(nn.Module):
         self.aux_head = aux_head
         self.head_inputs = tuple(head_inputs)
         self.aux_input = aux_input
+        self.crf: nn.Module | None = None
         self.config: dict[str, Any] = {}
 
     @property
@@ -83,6 +87,8 @@ class DeepLab(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor | dict[str, torch.Tensor]:
         features = self.backbone(x)
         logits = resize(self.head(*(features[name] for name in self.head_inputs)), x.shape[-2:])
+        if self.crf is not None:
+            logits = self.crf(x, logits)
         if self.aux_head is not None and self.training:
             aux = resize(self.aux_head(features[self.aux_input]), x.shape[-2:])
             return {"out": logits, "aux": aux}
@@ -296,6 +302,8 @@ def create_model(name: str, *, num_classes: int, output_stride: int | None = Non
     """Build a registered model, e.g. ``create_model("deeplabv3plus_resnet50", num_classes=21)``.
 
     ``output_stride`` defaults to the version's own (8 for v1/v2, 16 for v3/v3+/LR-ASPP).
+    ``crf=True`` (or a dict of ``CRFasRNN`` options, e.g. ``{"iterations": 5, "matrix":
+    True}``) ends the model with a trainable dense CRF (CRF as RNN), trained end to end.
     Unknown names or options raise ``ConfigError`` listing the valid ones.
     """
     builder = get_builder("model", name)
@@ -303,7 +311,11 @@ def create_model(name: str, *, num_classes: int, output_stride: int | None = Non
         raise ConfigError(f"num_classes must be an integer ≥ 1; got {num_classes!r}")
     if output_stride is not None:
         options["output_stride"] = check_output_stride(output_stride)
+    crf_options = crf_layer_options(options.pop("crf", None))
     model = call_checked("model", name, builder, {"num_classes": num_classes, **options})
+    if crf_options is not None:
+        model.crf = CRFasRNN(num_classes, **crf_options)
+        options["crf"] = crf_options
     # The weights file is not part of the architecture: a rebuilt model gets its weights from a checkpoint.
     options.pop("pretrained_backbone", None)
     model.config = {"name": name, "num_classes": num_classes, "output_stride": model.output_stride, **options}

@@ -72,6 +72,12 @@ def prepare_for_export(model: nn.Module, input_size: tuple[int, int], *, argmax:
     height, width = input_size
     if min(height, width) < 1:
         raise ConfigError(f"input size must be positive; got {height}×{width}")
+    if getattr(model, "crf", None) is not None:
+        raise ConfigError(
+            "this model ends in a CRF-as-RNN layer, whose permutohedral lattice (sorting, hashing) has no "
+            "ONNX/torch.export form; export the network without it (create_model without crf=) and run "
+            "atrous.crf.DenseCRF on its output"
+        )
     parameter = next(model.parameters(), None)
     device = parameter.device if parameter is not None else torch.device("cpu")
     folded = fold_batchnorm(model, torch.zeros(1, 3, height, width, device=device))
