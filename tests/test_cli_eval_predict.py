@@ -211,3 +211,36 @@ def test_export_of_a_mismatched_checkpoint(checkpoint: Path, tmp_path: Path, cap
 def test_bench_lists_the_benchmark_scripts(capfd: pytest.CaptureFixture) -> None:
     assert main(["bench", "--list"]) == 0
     assert "inference" in capfd.readouterr().out.split()
+
+
+def test_eval_crf_params_from_crf_tune_json_and_key_values(
+    checkpoint: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    tuned = tmp_path / "crf.json"
+    tune_argv = ["crf-tune", "--checkpoint", str(checkpoint), "--dataset", "shapes", "--images", "2"]
+    assert main([*tune_argv, "--samples", "2", "--iterations", "2", "--out", str(tuned)]) == 0
+    params = json.loads(tuned.read_text())["params"]
+    capsys.readouterr()
+    from_json = run_json(capsys, "eval", "--checkpoint", str(checkpoint), *SHAPES, "--crf-params", str(tuned), "--json")
+    assert from_json["crf"] == pytest.approx(params)
+    pairs = ",".join(f"{key}={value}" for key, value in params.items())
+    from_pairs = run_json(capsys, "eval", "--checkpoint", str(checkpoint), *SHAPES, "--crf-params", pairs, "--json")
+    assert from_pairs["miou"] == pytest.approx(from_json["miou"])
+    # The values reach the CRF the predictor runs.
+    from atrous.cli._inference import make_crf, parse_crf_params
+
+    crf = make_crf(torch.device("cpu"), parse_crf_params(pairs))
+    assert crf.bilateral_sxy == (params["bilateral_sxy"],) * 2 and crf.iterations == 2
+    assert float(crf.bilateral_compat) == pytest.approx(params["bilateral_compat"])
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [("sigma=3", "unknown CRF parameter"), ("bilateral_sxy=x", "must be a number"), ("iterations=2.5", "whole"),
+     ("missing.json", "cannot read")],
+)
+def test_bad_crf_params_are_refused(
+    checkpoint: Path, capsys: pytest.CaptureFixture, value: str, message: str
+) -> None:
+    assert main(["eval", "--checkpoint", str(checkpoint), *SHAPES, "--crf-params", value]) == 2
+    assert message in capsys.readouterr().err

@@ -7,7 +7,9 @@ exported by ``atrous export`` (run with ONNX Runtime through ``OnnxModel``).
 from __future__ import annotations
 
 import argparse
+import json
 import logging
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -68,6 +70,15 @@ def add_predictor_options(parser: argparse.ArgumentParser, *, default_scales: st
     parser.add_argument(
         "--crf", action="store_true", help="refine the probabilities with a dense CRF (atrous.crf.DenseCRF)"
     )
+    parser.add_argument(
+        "--crf-params",
+        metavar="JSON|K=V,...",
+        help=(
+            "CRF parameters: the JSON written by `atrous crf-tune --out`, or key=value pairs such as "
+            "bilateral_compat=4,bilateral_sxy=50,bilateral_srgb=3,iterations=10 (implies --crf; "
+            "default: DeepLab's w1=10, σα=80, σβ=13, w2=3, σγ=3, 5 iterations)"
+        ),
+    )
     parser.add_argument("--batch-size", type=int, default=1, metavar="B", help="images per forward pass (default 1)")
     parser.add_argument(
         "--workers", type=int, default=2, metavar="N", help="image-reading worker processes (default 2)"
@@ -110,16 +121,55 @@ def load_model_source(path: str, device: torch.device, output_stride: int | None
     return model
 
 
-def make_crf(device: torch.device) -> torch.nn.Module:
-    """The dense CRF with DeepLab's default kernel parameters, on ``device``."""
+CRF_KEYS = ("iterations", "gaussian_sxy", "gaussian_compat", "bilateral_sxy", "bilateral_srgb", "bilateral_compat")
+
+
+def parse_crf_params(text: str | None) -> dict[str, Any]:
+    """``--crf-params``: a crf-tune JSON file (its ``params``) or ``key=value,...`` → DenseCRF kwargs."""
+    if not text:
+        return {}
+    path = Path(text)
+    if text.lower().endswith(".json") or path.is_file():
+        try:
+            payload = json.loads(path.read_text())
+        except OSError as error:
+            raise ConfigError(f"cannot read --crf-params {path}: {error.strerror}") from None
+        except json.JSONDecodeError as error:
+            raise ConfigError(f"--crf-params {path} is not valid JSON: {error}") from None
+        values = payload.get("params", payload) if isinstance(payload, dict) else None
+        if not isinstance(values, dict):
+            raise ConfigError(f"--crf-params {path} must hold an object of CRF parameters (or crf-tune's output)")
+    else:
+        values = {}
+        for item in text.split(","):
+            key, sep, value = item.partition("=")
+            if not sep:
+                raise ConfigError(f"--crf-params expects key=value pairs or a .json file, got {item!r}")
+            try:
+                values[key.strip()] = float(value)
+            except ValueError:
+                raise ConfigError(f"--crf-params: {key.strip()} must be a number, got {value!r}") from None
+    unknown = sorted(set(values) - set(CRF_KEYS))
+    if unknown:
+        raise ConfigError(f"unknown CRF parameter(s) {', '.join(unknown)}; valid: {', '.join(CRF_KEYS)}")
+    params = {key: float(value) for key, value in values.items()}
+    if "iterations" in params:
+        if params["iterations"] != int(params["iterations"]):
+            raise ConfigError(f"iterations must be a whole number, got {params['iterations']}")
+        params["iterations"] = int(params["iterations"])
+    return params
+
+
+def make_crf(device: torch.device, params: dict[str, Any] | None = None) -> torch.nn.Module:
+    """The dense CRF with ``params`` (default: DeepLab's kernel parameters), on ``device``."""
     from atrous.crf import DenseCRF
 
-    return DenseCRF().to(device)
+    return DenseCRF(**(params or {})).to(device)
 
 
 def build_predictor(model: Any, args: argparse.Namespace, device: torch.device, *, with_crf: bool) -> Predictor:
     """The Predictor the options describe (with the dense CRF when ``with_crf``)."""
-    crf = make_crf(device) if with_crf else None
+    crf = make_crf(device, parse_crf_params(args.crf_params)) if with_crf else None
     return Predictor(
         model,
         device=device if isinstance(model, torch.nn.Module) else "cpu",

@@ -27,6 +27,7 @@ from atrous.cli._inference import (
     check_counts,
     collate_list,
     load_model_source,
+    parse_crf_params,
     parse_scales,
     resolve_device,
 )
@@ -134,7 +135,7 @@ def run(args: argparse.Namespace) -> int:
     dataset = build_dataset(*_dataset_source(args), args.split, **_training_dataset_options(args))
     model = load_model_source(args.checkpoint, device, args.output_stride)
     _check_classes(model, dataset, args.checkpoint)
-    predictor = build_predictor(model, args, device, with_crf=args.crf)
+    predictor = build_predictor(model, args, device, with_crf=args.crf or bool(args.crf_params))
     start = time.perf_counter()
     metrics = evaluate(
         predictor,
@@ -158,7 +159,7 @@ def run(args: argparse.Namespace) -> int:
         "flip": args.flip,
         "sliding_window": args.sliding_window,
         "output_stride": getattr(model, "output_stride", None),
-        "crf": args.crf,
+        "crf": parse_crf_params(args.crf_params) or ({} if args.crf else None),
         "seconds": round(time.perf_counter() - start, 2),
     }
     if args.json:
@@ -190,6 +191,7 @@ def _print_table(result: dict[str, Any]) -> None:
         strategy += f", windows {result['sliding_window']}"
     if result["output_stride"]:
         strategy += f", OS {result['output_stride']}"
-    if result["crf"]:
-        strategy += ", dense CRF"
+    if result["crf"] is not None:
+        tuned = ", ".join(f"{key} {value:g}" for key, value in result["crf"].items())
+        strategy += f", dense CRF ({tuned})" if tuned else ", dense CRF (DeepLab defaults)"
     print(f"{result['images']} images ({result['split']}), {strategy}, {result['seconds']:.1f} s")

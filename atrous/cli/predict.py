@@ -31,6 +31,7 @@ from atrous.cli._inference import (
     collate_list,
     load_model_source,
     make_crf,
+    parse_crf_params,
     resolve_device,
 )
 from atrous.errors import ConfigError, DataError
@@ -165,7 +166,7 @@ def run(args: argparse.Namespace) -> int:
     device = resolve_device(args.device)
     model = load_model_source(args.checkpoint, device, args.output_stride)
     predictor = build_predictor(model, args, device, with_crf=False)
-    crf = make_crf(device) if args.crf else None
+    crf = make_crf(device, parse_crf_params(args.crf_params)) if args.crf or args.crf_params else None
     out.mkdir(parents=True, exist_ok=True)
     loader = DataLoader(_Images(paths), batch_size=args.batch_size, num_workers=args.workers, collate_fn=collate_list)
     written = 0
