@@ -69,6 +69,32 @@ def test_run_writes_checkpoints_and_log(run: Any) -> None:
     assert model.class_names == ["background", "circle", "rectangle"] and model.config["num_classes"] == 3
 
 
+def test_run_draws_its_training_curve(run: Any) -> None:
+    from PIL import Image
+
+    from atrous.engine.curve import read_curve
+
+    series = read_curve(run.run_dir / "log.csv")
+    assert [epoch for epoch, _ in series["train loss"]] == [1.0, 2.0]
+    assert series["val mIoU (%)"][-1][1] == pytest.approx(100 * run.metrics["miou"], abs=1e-3)
+    with Image.open(run.run_dir / "curve.png") as picture:
+        assert picture.format == "PNG" and picture.size[0] > picture.size[1] > 200
+        pixels = picture.convert("RGB")
+        colors = {pixels.getpixel((x, y)) for x in range(0, picture.size[0], 3) for y in range(0, picture.size[1], 3)}
+    assert (31, 119, 180) in colors and (214, 39, 40) in colors  # both series were drawn
+
+
+def test_curve_of_a_file_that_is_not_a_log_is_a_data_error(tmp_path: Path) -> None:
+    from atrous.engine.curve import plot_training_curve
+
+    bogus = tmp_path / "log.csv"
+    bogus.write_text("a,b\n1,2\n")
+    with pytest.raises(DataError, match="not an atrous log.csv"):
+        plot_training_curve(bogus, tmp_path / "curve.png")
+    with pytest.raises(DataError, match="cannot read"):
+        plot_training_curve(tmp_path / "missing.csv", tmp_path / "curve.png")
+
+
 def test_same_seed_same_weights(run: Any, tmp_path: Path) -> None:
     again = train(_config(tmp_path / "again"))
     first = read_checkpoint(run.last_checkpoint)["model"]["state_dict"]

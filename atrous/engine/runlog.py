@@ -1,4 +1,5 @@
-"""What a run writes besides checkpoints: ``log.csv`` (one row per epoch) and TensorBoard.
+"""What a run writes besides checkpoints: ``log.csv`` (one row per epoch), ``curve.png``
+(loss and val mIoU per epoch, redrawn after every epoch) and TensorBoard.
 
 TensorBoard is an optional extra (``pip install atrous[log]``); without it the events
 are skipped with a debug message. On resume, rows past the checkpoint's iteration
@@ -13,6 +14,8 @@ import math
 import os
 from pathlib import Path
 from typing import Any
+
+from atrous.engine.curve import plot_training_curve
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +75,10 @@ class RunLog:
         formatted = {key: _format(row.get(key)) for key in CSV_COLUMNS}
         with self.csv_path.open("a", newline="") as handle:
             csv.DictWriter(handle, fieldnames=CSV_COLUMNS).writerow(formatted)
+        try:
+            plot_training_curve(self.csv_path, self.csv_path.with_name("curve.png"))
+        except Exception as error:  # a picture must never stop a training run
+            log.warning("could not draw %s: %s", self.csv_path.with_name("curve.png"), error)
 
     def close(self) -> None:
         if self.writer is not None:
