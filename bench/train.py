@@ -5,6 +5,13 @@ process; steps alternate between them (interleaved), warm-up steps are dropped a
 median step time counts. smp's DeepLabV3Plus uses atrous separable convs in ASPP and
 decoder, so atrous is built with ``separable=True`` for every backbone here.
 
+Paths: atrous as ``atrous train`` runs it (channels_last, the default; NCHW with
+``--no-channels-last``) and in NCHW; smp as its users run it (NCHW, eager) and in
+channels_last. The headline ratio is default against default (atrous channels_last /
+smp NCHW); best against best is printed too. Not the same computation: atrous follows
+the paper (BN + ReLU after each depthwise conv, two 3×3 decoder convs), smp has one
+decoder conv and no BN/ReLU after depthwise convs, so atrous does more work per step.
+
 Usage: ``python bench/train.py [--backbones resnet50,mobilenet_v2] [--batch 4] [--size 256]
 [--threads 2] [--steps 5] [--warmup 2]``. Prints one line per backbone with the ratio
 atrous / smp (≥ 1.0: atrous trains at least as fast). Needs ``pip install
@@ -15,6 +22,8 @@ bench/results/train.md as well.
 from __future__ import annotations
 
 import argparse
+import copy
+import os
 import statistics
 import sys
 import time
@@ -28,6 +37,7 @@ from atrous.engine.losses import SegmentationLoss
 from atrous.models import create_model
 
 ROOT = Path(__file__).resolve().parent.parent
+PATHS = ("atrous channels_last", "atrous NCHW", "smp NCHW", "smp channels_last")
 
 
 def build_smp(backbone: str, num_classes: int) -> nn.Module:
@@ -36,9 +46,14 @@ def build_smp(backbone: str, num_classes: int) -> nn.Module:
     return smp.DeepLabV3Plus(encoder_name=backbone, encoder_weights=None, classes=num_classes, encoder_output_stride=16)
 
 
-def make_step(model: nn.Module, images: torch.Tensor, masks: torch.Tensor) -> Callable[[], None]:
+def make_step(
+    model: nn.Module, images: torch.Tensor, masks: torch.Tensor, *, channels_last: bool = False
+) -> Callable[[], None]:
     """One SGD training step on a fixed batch (the same loss for every model)."""
     model.train()
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+        images = images.contiguous(memory_format=torch.channels_last)
     optimizer = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9, weight_decay=1e-4)
     loss_fn = SegmentationLoss()
 
@@ -60,10 +75,16 @@ def compare(backbone: str, *, batch: int, size: int, steps: int, warmup: int, nu
         "atrous": create_model(f"deeplabv3plus_{backbone}", num_classes=num_classes, separable=True),
         "smp": build_smp(backbone, num_classes),
     }
-    run = {name: make_step(model, images, masks) for name, model in candidates.items()}
+    copies = {name: copy.deepcopy(model) for name, model in candidates.items()}
+    run = {
+        "atrous channels_last": make_step(candidates["atrous"], images, masks, channels_last=True),
+        "atrous NCHW": make_step(copies["atrous"], images, masks),
+        "smp NCHW": make_step(candidates["smp"], images, masks),
+        "smp channels_last": make_step(copies["smp"], images, masks, channels_last=True),
+    }
     times: dict[str, list[float]] = {name: [] for name in run}
     for index in range(warmup + steps):
-        order = list(run) if index % 2 == 0 else list(reversed(run))  # neither always goes first
+        order = list(run) if index % 2 == 0 else list(reversed(run))  # none always goes first
         for name in order:
             start = time.perf_counter()
             run[name]()
@@ -97,18 +118,25 @@ def main(argv: list[str] | None = None) -> int:
             f"{args.steps} interleaved steps after {args.warmup} warm-up (images/s, higher is better)."
         ),
         "",
-        "| model | atrous | smp | ratio atrous/smp |",
-        "|---|---:|---:|---:|",
+        "| model | atrous channels_last (default) | atrous NCHW | smp NCHW (default) | smp channels_last "
+        "| default / default | best / best |",
+        "|---|---:|---:|---:|---:|---:|---:|",
     ]
     print(lines[0])
     for backbone in args.backbones.split(","):
         r = compare(backbone, batch=args.batch, size=args.size, steps=args.steps, warmup=args.warmup)
+        default = r["atrous channels_last"] / r["smp NCHW"]
+        best = max(r["atrous channels_last"], r["atrous NCHW"]) / max(r["smp NCHW"], r["smp channels_last"])
         print(
-            f"deeplabv3plus_{backbone}: atrous {r['atrous']:.2f} img/s ({r['params_atrous']:.1f} M params), "
-            f"smp {r['smp']:.2f} img/s ({r['params_smp']:.1f} M params), ratio {r['atrous'] / r['smp']:.2f}",
+            f"deeplabv3plus_{backbone} ({r['params_atrous']:.1f} M params atrous, {r['params_smp']:.1f} M smp): "
+            + ", ".join(f"{name} {r[name]:.2f} img/s" for name in PATHS)
+            + f"; ratio default/default {default:.2f}, best/best {best:.2f}",
             flush=True,
         )
-        lines.append(f"| deeplabv3plus_{backbone} | {r['atrous']:.2f} | {r['smp']:.2f} | {r['atrous'] / r['smp']:.2f} |")
+        lines.append(
+            f"| deeplabv3plus_{backbone} | " + " | ".join(f"{r[name]:.2f}" for name in PATHS) + f" | {default:.2f} | {best:.2f} |"
+        )
+    lines += ["", f"torch {torch.__version__}, {os.cpu_count()} CPUs, load average at the end {os.getloadavg()[0]:.1f}."]
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text("\n".join(lines) + "\n")
     return 0
