@@ -7,7 +7,7 @@ reported. "cold" rebuilds both lattices for every image (as pydensecrf does); "w
 keeps the image-independent spatial lattice between images of one size (what a
 DenseCRF module does when it refines a dataset). ratio = pydensecrf time / atrous time.
 
-    python bench/crf.py [--threads 2] [--repeats 7]
+    python bench/crf.py [--threads 2] [--repeats 7] [--out bench/results/crf.md]
 
 OMP_WAIT_POLICY defaults to PASSIVE here: on a machine with more busy threads than
 cores, OpenMP workers that spin between parallel regions starve each other, and a
@@ -103,6 +103,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results" / "crf.md")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     cases = {"CamVid 360x480x11": camvid_case(), "VOC-like 500x375x21": voc_case()}
@@ -115,14 +116,31 @@ def main() -> None:
     header = f"{'case':22s} {'iters':>5s} {'atrous cold':>12s} {'atrous warm':>12s} {'pydensecrf2':>12s} {'ratio cold':>10s} {'ratio warm':>10s}"
     print(header)
     print("-" * len(header))
+    rows = []
     for name, (image, probs) in cases.items():
         for iterations in (5, 10):
             t = bench_case(image, probs, iterations, args.repeats)
             ref = t.get("pydensecrf2", float("nan"))
             print(
                 f"{name:22s} {iterations:5d} {t['atrous cold']:10.1f}ms {t['atrous warm']:10.1f}ms {ref:10.1f}ms "
-                f"{ref / t['atrous cold']:9.2f}x {ref / t['atrous warm']:9.2f}x"
+                f"{ref / t['atrous cold']:9.2f}x {ref / t['atrous warm']:9.2f}x",
+                flush=True,
             )
+            rows.append(
+                f"| {name} | {iterations} | {t['atrous cold']:.1f} | {t['atrous warm']:.1f} | {ref:.1f} "
+                f"| {ref / t['atrous cold']:.2f}× | {ref / t['atrous warm']:.2f}× |"
+            )
+    table = [
+        f"Dense CRF, {args.threads} threads, median of {args.repeats} interleaved runs (ms); ratio = pydensecrf2 / "
+        f"atrous (> 1: atrous faster). torch {torch.__version__}, {os.cpu_count()} CPUs, "
+        f"load average at the end {os.getloadavg()[0]:.1f}, {time.strftime('%Y-%m-%d')}.",
+        "",
+        "| case | iterations | atrous cold | atrous warm | pydensecrf2 | ratio cold | ratio warm |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+        *rows,
+    ]
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text("\n".join(table) + "\n")
 
 
 if __name__ == "__main__":

@@ -301,7 +301,7 @@ def main(argv: list[str] | None = None) -> int:
     header = (
         f"Inference, batch 1, {args.threads} threads (torch and ONNX Runtime), median of {args.repeats} interleaved runs "
         f"after {args.warmup} warm-up; torch {torch.__version__}, onnxruntime {onnxruntime_version()}, "
-        f"{os.cpu_count()} CPUs, OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY')}, load average at the end {load}. Ratio = peer time / atrous time (> 1: atrous faster). "
+        f"{os.cpu_count()} CPUs, OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY')}, load average at the end {load}, {time.strftime('%Y-%m-%d')}. Ratio = peer time / atrous time (> 1: atrous faster). "
         f"Peak RSS: fresh process per path (VmHWM)."
     )
     text = "\n\n".join([f"# Inference benchmark\n\n{header}", table.markdown(), "\n".join(f"- {n}" for n in notes)])

@@ -1,17 +1,25 @@
-"""Regenerate the README's model table from `atrous info` (never typed by hand).
+"""Regenerate the README's tables from measured results (never typed by hand).
 
-Computes what `atrous info NAME --size 512 --json --no-receptive-field` prints (the same
-function, in one process) for every registered model and replaces the block between the README's `<!-- models:begin -->` and
-`<!-- models:end -->` markers. Usage: `make readme-tables`.
+- ``models``: what `atrous info NAME --size 512 --json --no-receptive-field` prints (the
+  same function, in one process) for every registered model.
+- ``inference``, ``train``, ``crf``, ``camvid``: the latest ``bench/results/<name>.md``
+  written by ``bench/inference.py``, ``bench/train.py``, ``bench/crf.py`` and
+  ``experiments/camvid_results.py``, copied verbatim.
+
+Each replaces the block between the README's ``<!-- NAME:begin -->`` and
+``<!-- NAME:end -->`` markers. Usage: ``make readme-tables`` or
+``python bench/readme_tables.py [--only inference,crf]``.
 """
 
 from __future__ import annotations
 
+import argparse
 import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-BEGIN, END = "<!-- models:begin -->", "<!-- models:end -->"
+RESULTS = ROOT / "bench" / "results"
+RESULT_BLOCKS = ("inference", "train", "crf", "camvid")
 
 
 def model_rows() -> list[str]:
@@ -32,16 +40,46 @@ def model_rows() -> list[str]:
     return rows
 
 
-def main() -> int:
+def result_rows(name: str) -> list[str] | None:
+    """The lines of bench/results/<name>.md without its top heading, or None if missing."""
+    path = RESULTS / f"{name}.md"
+    if not path.is_file():
+        return None
+    lines = path.read_text().strip().splitlines()
+    return lines[1:] if lines and lines[0].startswith("# ") else lines
+
+
+def splice(text: str, name: str, rows: list[str]) -> str:
+    begin, end = f"<!-- {name}:begin -->", f"<!-- {name}:end -->"
+    if begin not in text or end not in text:
+        raise KeyError(f"README.md lacks the {begin} … {end} markers")
+    head, rest = text.split(begin, 1)
+    _, tail = rest.split(end, 1)
+    body = "\n".join(rows).strip("\n")
+    return f"{head}{begin}\n{body}\n{end}{tail}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--only", help=f"comma-separated blocks (default: models,{','.join(RESULT_BLOCKS)})")
+    args = parser.parse_args(argv)
+    blocks = args.only.split(",") if args.only else ["models", *RESULT_BLOCKS]
+    unknown = set(blocks) - {"models", *RESULT_BLOCKS}
+    if unknown:
+        parser.error(f"unknown block(s) {', '.join(sorted(unknown))}")
     readme = ROOT / "README.md"
     text = readme.read_text()
-    if BEGIN not in text or END not in text:
-        print(f"README.md lacks the {BEGIN} … {END} markers", file=sys.stderr)
+    try:
+        for name in blocks:
+            rows = model_rows() if name == "models" else result_rows(name)
+            if rows is None:
+                print(f"bench/results/{name}.md does not exist yet; its README block is left as it is", file=sys.stderr)
+                continue
+            text = splice(text, name, rows)
+    except KeyError as error:
+        print(error.args[0], file=sys.stderr)
         return 1
-    head, rest = text.split(BEGIN, 1)
-    _, tail = rest.split(END, 1)
-    table = "\n".join(model_rows())
-    readme.write_text(f"{head}{BEGIN}\n{table}\n{END}{tail}")
+    readme.write_text(text)
     return 0
 
 

@@ -136,7 +136,7 @@ def main(argv: list[str] | None = None) -> int:
         lines.append(
             f"| deeplabv3plus_{backbone} | " + " | ".join(f"{r[name]:.2f}" for name in PATHS) + f" | {default:.2f} | {best:.2f} |"
         )
-    lines += ["", f"torch {torch.__version__}, {os.cpu_count()} CPUs, load average at the end {os.getloadavg()[0]:.1f}."]
+    lines += ["", f"torch {torch.__version__}, {os.cpu_count()} CPUs, load average at the end {os.getloadavg()[0]:.1f}, {time.strftime('%Y-%m-%d')}."]
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text("\n".join(lines) + "\n")
     return 0
