@@ -195,3 +195,22 @@ def test_pretrained_atrous_checkpoint_initialises_the_model(run: Any, tmp_path: 
     result = train(_config(tmp_path / "finetune", pretrained=str(run.best_checkpoint), output_stride=8,
                            freeze_bn=True, epochs=1, max_iters=1, val_every=0))
     assert read_checkpoint(result.last_checkpoint)["model"]["config"]["output_stride"] == 8
+
+
+def test_weights_only_copy_loads_the_same_model_and_refuses_resume(run: Any, tmp_path: Path) -> None:
+    from atrous.engine.checkpoint import save_weights_only
+
+    slim = save_weights_only(run.best_checkpoint, tmp_path / "weights.pt")
+    half = save_weights_only(run.best_checkpoint, tmp_path / "weights16.pt", half=True)
+    assert slim.stat().st_size < run.best_checkpoint.stat().st_size
+    assert half.stat().st_size < slim.stat().st_size
+    checkpoint = read_checkpoint(slim)
+    assert checkpoint["weights_only"] and "optimizer" not in checkpoint and "rng" not in checkpoint
+    x = torch.randn(1, 3, 32, 32)
+    full, light, light16 = (atrous.load_model(p) for p in (run.best_checkpoint, slim, half))
+    assert light.class_names == full.class_names
+    with torch.no_grad():
+        torch.testing.assert_close(light(x), full(x), atol=0, rtol=0)
+        torch.testing.assert_close(light16(x), full(x), atol=0.05, rtol=0.05)
+    with pytest.raises(CheckpointError, match="weights only"):
+        train(_config(tmp_path / "again", resume=str(slim), epochs=3))

@@ -148,6 +148,7 @@ def run(args: argparse.Namespace) -> int:
     names = list(getattr(model, "class_names", None) or dataset.class_names)
     result = {
         "checkpoint": args.checkpoint,
+        "model": (getattr(model, "config", None) or {}).get("name"),
         "split": args.split,
         "images": metrics["images"],
         "miou": _clean(metrics["miou"]),

@@ -134,6 +134,28 @@ def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     return checkpoint
 
 
+TRAINING_STATE = ("optimizer", "scheduler", "scaler", "rng", "epoch_loss")
+
+
+def save_weights_only(source: str | Path, destination: str | Path, *, half: bool = False) -> Path:
+    """Write ``source``'s model and metadata without the training state (optimizer, RNG …).
+
+    The result loads with ``load_model``/``atrous eval``/``predict`` and starts a new run
+    with ``--pretrained``, but cannot be resumed. ``half=True`` stores float weights as
+    float16 (half the size; they are cast back to float32 on loading).
+    """
+    checkpoint = read_checkpoint(source)
+    slim = {key: value for key, value in checkpoint.items() if key not in TRAINING_STATE}
+    slim["weights_only"] = True
+    if half:
+        state = checkpoint["model"]["state_dict"]
+        slim["model"] = {
+            **checkpoint["model"],
+            "state_dict": {k: v.half() if v.is_floating_point() else v for k, v in state.items()},
+        }
+    return save_checkpoint(slim, destination)
+
+
 def describe(config: dict[str, Any]) -> str:
     """'deeplabv3plus_mobilenet_v2 with 6 classes' from a model config."""
     return f"{config.get('name', '?')} with {config.get('num_classes', '?')} classes"

@@ -86,6 +86,11 @@ def restore(trainer: Trainer, path: Path) -> tuple[Position, dict[str, Any]]:
     """
     context, config = trainer.context, trainer.config
     checkpoint = read_checkpoint(path, map_location=context.device)
+    if checkpoint.get("weights_only") or "optimizer" not in checkpoint:
+        raise CheckpointError(
+            f"{path} holds model weights only (no optimizer, schedule or RNG state) and cannot be resumed; "
+            "start a new run from it with --pretrained"
+        )
     saved, current = checkpoint["model"]["config"], trainer.model.config
     load_weights(trainer.model, checkpoint, path)
     differences = [
