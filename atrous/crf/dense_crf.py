@@ -186,6 +186,9 @@ class DenseCRF(nn.Module):
             q = q.div_(q.sum(1, keepdim=True)) if not grad else q / q.sum(1, keepdim=True)
         del flat
         messages, exact = self._kernels(pixels.to(device), extra, b, h, w, dtype) if self.iterations else (None, None)
+        order = messages.point_order if messages is not None else None
+        if order is not None:  # store points in the bilateral lattice's order during the loop (see Messages)
+            q, neg_unary = q.index_select(0, order), neg_unary.index_select(0, order)
         compats = [self.bilateral_compat] + ([self.gaussian_compat] if exact is None else [])
         for _ in range(self.iterations):
             logits = messages(q, compats)
@@ -195,6 +198,8 @@ class DenseCRF(nn.Module):
                 smooth = (norm * kernel.filter(stacked)).view(h * w, b, c).transpose(0, 1).reshape(b * h * w, c)
                 logits = logits + compatibility(self.gaussian_compat, smooth)
             q = _softmax(logits + neg_unary) if grad else _mean_field_step_(logits, neg_unary)
+        if order is not None:
+            q = q.new_empty(q.shape).index_copy(0, order, q)
         out = q.view(b, h, w, c).permute(0, 3, 1, 2).to(scores.dtype)
         return out[0] if probs.dim() == 3 else out
 
@@ -214,7 +219,7 @@ class DenseCRF(nn.Module):
             spatial, norm = self._spatial_lattice(h, w, dtype, device)
             lattices.append(spatial.tile(b))
             norms.append(norm.repeat(b, 1))
-            return Messages(lattices, norms), None
+            return Messages(lattices, norms, point_order=bilateral.point_order), None
         kernel = GridGaussian(h, w, *self.gaussian_sxy, dtype, device)
         ones = torch.ones(h * w, 1, dtype=dtype, device=device)
         return Messages(lattices, norms), (kernel, torch.rsqrt(kernel.filter(ones) + 1e-20))

@@ -158,7 +158,9 @@ class Lattice:
     Attributes used to fuse several lattices (see ``messages.py``): ``splat_bags``
     (points → (d+1)·S simplex corners, r-major), ``merge_bags`` (corners → M vertices),
     ``neighbours`` (d+1, 2, M+1) blur neighbours (M = the zero slot), ``slice_index``
-    and ``slice_weight`` (N, d+1): each point's vertices and barycentric weights.
+    and ``slice_weight`` (N, d+1): each point's vertices and barycentric weights, and
+    ``point_order`` (N,): the points sorted by simplex (splatting from values stored in
+    that order reads memory sequentially).
     """
 
     def __init__(self, features: Tensor, groups: Tensor | None = None, num_groups: int = 1) -> None:
@@ -201,6 +203,7 @@ class Lattice:
             order = starts = simplex_of_point = torch.arange(n, device=device)
             s_quotient, s_rank, s_group = quotient, rank, group
         s = self.num_simplices = starts.numel()
+        self.point_order = order  # points grouped by simplex: the cache-friendly order to store them in
 
         # 2. Vertex r of simplex s: quotients q - [rank + r > d], remainder r.
         r = torch.arange(d1, device=device).view(d1, 1, 1)
@@ -249,6 +252,7 @@ class Lattice:
         tiled.neighbours = torch.cat([moved.flatten(2), pad], 2).to(index_dtype(m * copies + 1))
         tiled.slice_index = shifted(self.slice_index, m).view(n * copies, -1)
         tiled.slice_weight = self.slice_weight.repeat(copies, 1)
+        tiled.point_order = shifted(self.point_order, n)
         return tiled
 
     def splat(self, x: Tensor) -> Tensor:

@@ -51,9 +51,17 @@ class Messages:
     weight or a (C, C) matrix, see ``compatibility``) returns (N, C), the pairwise part
     of the next logits. Differentiable in q and in the compatibilities. With Potts
     weights only, large inputs are passed a few classes at a time to bound memory.
+
+    With ``point_order`` (a permutation of the N points, e.g. the first lattice's
+    ``point_order``), q and the result hold the points in that order instead: the splat
+    of the first lattice then reads q sequentially rather than at random, about 3×
+    quicker on a CPU once q outgrows the cache. The caller permutes once, before the
+    mean-field loop, and back after it.
     """
 
-    def __init__(self, lattices: Sequence[Lattice], norms: Sequence[Tensor]) -> None:
+    def __init__(
+        self, lattices: Sequence[Lattice], norms: Sequence[Tensor], point_order: Tensor | None = None
+    ) -> None:
         n = lattices[0].num_points
         corners = [lat.splat_bags.offsets.numel() for lat in lattices]
         vertices = [lat.num_vertices for lat in lattices]
@@ -78,9 +86,15 @@ class Messages:
             )
             index = torch.cat([lat.slice_index.to(dtype) + s for lat, s in zip(lattices, starts(vertices))], 1)
             weight = torch.cat([lat.slice_weight * norm for lat, norm in zip(lattices, norms)], 1)
+            if point_order is not None:  # point i of the stored order is point point_order[i]
+                position = torch.empty_like(point_order)
+                position[point_order] = torch.arange(n, dtype=point_order.dtype, device=point_order.device)
+                self.splat = Bags(position.to(dtype).index_select(0, self.splat.index), self.splat.offsets, self.splat.weight)
+                index, weight = index.index_select(0, point_order), weight.index_select(0, point_order)
             k = index.shape[1]
             offsets = torch.arange(0, n * k, k, dtype=dtype, device=index.device)
             self.slice = Bags(index.reshape(-1), offsets, weight.reshape(-1))
+        self.point_order = point_order
         self.neighbours = [lat.neighbours for lat in lattices]  # keeps no other lattice array alive
         self.vertex_starts = starts(vertices) + [sum(vertices)]
         self.scratch_rows = sum(corners) + 4 * sum(vertices)  # corners, vertices, blur temporaries
