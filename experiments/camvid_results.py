@@ -9,6 +9,8 @@
 2. Evaluates those weights with ``atrous eval --json`` on the val split: single scale
    (OS16), OS8, multi-scale 0.5–1.75 + flip, and with the dense CRF tuned by ``atrous
    crf-tune`` on the first 20 val frames. Results are cached in ``RUN/evals.jsonl``.
+   Also exported to ONNX (float32 and static int8 calibrated on 32 train frames) and
+   those files evaluated the same way.
 3. Measures CPU latency (Predictor, one 360×480 frame, 2 threads, median of 10).
 4. Draws the training curve (``docs/images/camvid_curve.png``) and writes ``--out``:
    the results table, per-class IoU and the short-schedule comparison
@@ -45,7 +47,7 @@ def run_json(argv: list[str]) -> dict[str, Any]:
     return json.loads(out.strip().splitlines()[-1])
 
 
-def cached_evals(path: Path, weights: Path, data: str) -> dict[str, dict[str, Any]]:
+def cached_evals(path: Path, weights: Path, data: str, max_images: int | None = None) -> dict[str, dict[str, Any]]:
     """Every evaluation of ``weights`` (read from ``path`` when already done)."""
     done = {}
     if path.exists():
@@ -53,6 +55,8 @@ def cached_evals(path: Path, weights: Path, data: str) -> dict[str, dict[str, An
             record = json.loads(line)
             done[record["label"]] = record
     common = ["--checkpoint", str(weights), "--data", data, "--workers", "1", "--no-progress", "--json"]
+    if max_images:
+        common += ["--max-images", str(max_images)]
     todo = dict(EVALS)
     crf_json = path.with_name("crf_tuned.json")
     for label, options in todo.items():
@@ -60,12 +64,26 @@ def cached_evals(path: Path, weights: Path, data: str) -> dict[str, dict[str, An
             done[label] = {"label": label, "options": options, **run_json(["eval", *common, *options])}
             with path.open("a") as handle:
                 handle.write(json.dumps(done[label]) + "\n")
+    for label, int8 in (("ONNX Runtime float32", False), ("ONNX Runtime int8 (static, percentile, 32 train frames)", True)):
+        if label in done:
+            continue
+        onnx = path.with_name("model_int8.onnx" if int8 else "model.onnx")
+        export = ["export", "--checkpoint", str(weights), "--out", str(onnx), "--size", "360", "480"]
+        if int8:
+            export += ["--int8", "--calibrate", str(Path(data) / "train"), "--calibrate-count", "32",
+                       "--calibration-method", "percentile"]
+        print("$ atrous " + shlex.join(export), flush=True)
+        subprocess.run([*ATROUS, *export], check=True, cwd=ROOT)
+        options = ["--checkpoint", str(onnx), *common[2:]]
+        done[label] = {"label": label, "options": export, **run_json(["eval", *options])}
+        with path.open("a") as handle:
+            handle.write(json.dumps(done[label]) + "\n")
     label = "single scale + CRF (tuned)"
     if label not in done:
         if not crf_json.exists():
             print("$ atrous crf-tune ... (first 20 val frames)", flush=True)
             subprocess.run(
-                [*ATROUS, "crf-tune", "--checkpoint", str(weights), "--data", data, "--images", "20", "--samples", "24",
+                [*ATROUS, "crf-tune", "--checkpoint", str(weights), "--data", data, "--images", str(min(20, max_images or 20)), "--samples", "24",
                  "--out", str(crf_json)],
                 check=True, cwd=ROOT,
             )
@@ -93,6 +111,14 @@ def latency_ms(weights: Path, threads: int = 2, repeats: int = 10) -> float:
         predictor.predict(image)
         times.append(time.perf_counter() - start)
     return 1000 * statistics.median(times)
+
+
+def shown(path: Path) -> str:
+    """``path`` relative to the repository when inside it."""
+    try:
+        return str(path.resolve().relative_to(ROOT))
+    except ValueError:
+        return str(path)
 
 
 def training_summary(log_csv: Path) -> dict[str, Any]:
@@ -135,6 +161,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--config", default="configs/camvid_deeplabv3plus_mobilenet_v2.yaml")
     parser.add_argument("--short", type=Path, default=ROOT / "runs" / "short" / "results.jsonl")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "camvid.md")
+    parser.add_argument("--curve", type=Path, default=ROOT / "docs" / "images" / "camvid_curve.png")
+    parser.add_argument("--max-images", type=int, help="evaluate only this many val frames (smoke runs)")
     args = parser.parse_args(argv)
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
@@ -148,19 +176,18 @@ def main(argv: list[str] | None = None) -> int:
     size_mb = args.weights.stat().st_size / 2**20
     print(f"{args.weights}: {size_mb:.1f} MB, sha256 {sha}")
     name = read_checkpoint(args.weights)["model"]["config"]["name"]
-    evals = cached_evals(args.run / "evals.jsonl", args.weights, args.data)
+    evals = cached_evals(args.run / "evals.jsonl", args.weights, args.data, args.max_images)
     latency = latency_ms(args.weights)
     info = describe(name, size=(360, 480), num_classes=11, with_receptive_field=False)
     summary = training_summary(args.run / "log.csv")
-    curve = ROOT / "docs" / "images" / "camvid_curve.png"
-    curve.parent.mkdir(parents=True, exist_ok=True)
-    plot_training_curve(args.run / "log.csv", curve, title=f"{name} on CamVid from scratch ({args.config})")
+    args.curve.parent.mkdir(parents=True, exist_ok=True)
+    plot_training_curve(args.run / "log.csv", args.curve, title=f"{name} on CamVid from scratch ({args.config})")
 
     single = evals["single scale, OS16"]
     lines = [
         f"`{name}` trained from scratch on the 367 CamVid train frames with `atrous train --config {args.config}`: "
         f"{summary['epochs']} epochs in {summary['minutes']:.0f} min on 2 CPU cores, best val mIoU at epoch "
-        f"{summary['best_epoch']} (val every 5 epochs). Weights: `{args.weights.relative_to(ROOT)}` "
+        f"{summary['best_epoch']} (val every 5 epochs). Weights: `{shown(args.weights)}` "
         f"({size_mb:.1f} MB, SHA-256 `{sha}`). Evaluated on the 101 val frames at 360×480 with `atrous eval`; "
         f"CRF parameters from `atrous crf-tune` on the first 20 val frames. Latency: `Predictor`, one 360×480 frame, "
         f"2 threads, median of 10. {time.strftime('%Y-%m-%d')}.",

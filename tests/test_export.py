@@ -136,6 +136,11 @@ def test_int8_mostly_agrees_with_float(tmp_path: Path) -> None:
     assert {"QuantizeLinear", "DequantizeLinear"} <= graph_ops(report.path)
     int8 = OnnxModel(report.path)
     assert int8.class_names == OnnxModel(float_path).class_names and int8.input_size == SIZE
+    percentile = quantize_int8(float_path, tmp_path / "int8p.onnx", batches, method="percentile")
+    assert percentile.argmax_agreement >= 0.95 and {"QuantizeLinear"} <= graph_ops(percentile.path)
+    with pytest.raises(ConfigError, match="calibration method"):
+        quantize_int8(float_path, tmp_path / "int8x.onnx", batches, method="kl")
+    assert not (tmp_path / "int8x.onnx").exists()
 
 
 def test_failed_verification_leaves_no_file(tmp_path: Path) -> None:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType, quantize_static
 from onnxruntime.quantization.shape_inference import quant_pre_process
 
 from atrous.errors import ConfigError, DataError
@@ -23,7 +23,15 @@ from atrous.export._common import ExportError, atomic_output, check_output_path,
 from atrous.export.runtime import OnnxModel
 from atrous.nn import resize
 
-__all__ = ["QuantizeReport", "calibration_batches", "quantize_int8"]
+__all__ = ["CALIBRATION_METHODS", "QuantizeReport", "calibration_batches", "quantize_int8"]
+
+# How activation ranges are read off the calibration images: min/max (fast, outliers
+# stretch the range), a 99.999th percentile, or the KL-divergence (entropy) threshold.
+CALIBRATION_METHODS = {
+    "minmax": CalibrationMethod.MinMax,
+    "percentile": CalibrationMethod.Percentile,
+    "entropy": CalibrationMethod.Entropy,
+}
 
 logger = logging.getLogger(__name__)
 
@@ -78,13 +86,17 @@ def quantize_int8(
     calibration: list[np.ndarray],
     *,
     min_agreement: float = 0.9,
+    method: str = "minmax",
 ) -> QuantizeReport:
     """Quantise the float ONNX file ``float_model`` to int8 at ``path`` (atomic write).
 
     ``calibration``: normalised float32 (1, 3, H, W) arrays (see :func:`calibration_batches`).
-    The int8 model's labels are compared with the float model's on the calibration
-    images; below ``min_agreement`` → ``ExportError`` and no file.
+    ``method``: one of ``CALIBRATION_METHODS``. The int8 model's labels are compared
+    with the float model's on the calibration images; below ``min_agreement`` →
+    ``ExportError`` and no file.
     """
+    if method not in CALIBRATION_METHODS:
+        raise ConfigError(f"unknown calibration method {method!r}; valid: {', '.join(CALIBRATION_METHODS)}")
     path = check_output_path(path, suffix=".onnx")
     if not calibration:
         raise DataError("no calibration images; give a folder of images with --calibrate")
@@ -105,13 +117,15 @@ def quantize_int8(
                 per_channel=True,
                 activation_type=QuantType.QUInt8,
                 weight_type=QuantType.QInt8,
+                calibrate_method=CALIBRATION_METHODS[method],
             )
             _copy_metadata(float_model, temp)
             agreement = _agreement(reference, OnnxModel(temp), calibration)
             if not agreement >= min_agreement:
                 raise ExportError(
                     f"int8 labels agree with the float model on {agreement:.2%} of calibration pixels "
-                    f"(need ≥ {min_agreement:.0%}); {path} was not written"
+                    f"(need ≥ {min_agreement:.0%}) with {method} calibration; {path} was not written"
+                    + ("" if method == "percentile" else "; try --calibration-method percentile")
                 )
     logger.debug("wrote %s (int8; labels agree with float on %.2f%% of calibration pixels)", path, agreement * 100)
     return QuantizeReport(path, len(calibration), agreement)
