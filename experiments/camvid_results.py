@@ -73,9 +73,13 @@ def cached_evals(path: Path, weights: Path, data: str, max_images: int | None = 
             export += ["--int8", "--calibrate", str(Path(data) / "train"), "--calibrate-count", "32",
                        "--calibration-method", "percentile"]
         print("$ atrous " + shlex.join(export), flush=True)
-        subprocess.run([*ATROUS, *export], check=True, cwd=ROOT)
-        options = ["--checkpoint", str(onnx), *common[2:]]
-        done[label] = {"label": label, "options": export, **run_json(["eval", *options])}
+        result = subprocess.run([*ATROUS, *export], capture_output=True, text=True, cwd=ROOT)
+        print(result.stdout + result.stderr, flush=True)
+        if result.returncode != 0:  # the export's own check refused the file: report it, do not hide it
+            done[label] = {"label": label, "options": export, "error": result.stderr.strip().splitlines()[-1]}
+        else:
+            options = ["--checkpoint", str(onnx), *common[2:]]
+            done[label] = {"label": label, "options": export, **run_json(["eval", *options])}
         with path.open("a") as handle:
             handle.write(json.dumps(done[label]) + "\n")
     label = "single scale + CRF (tuned)"
@@ -132,6 +136,7 @@ def training_summary(log_csv: Path) -> dict[str, Any]:
         "best_miou": best,
         "best_epoch": best_epoch,
         "final_loss": float(rows[-1]["train_loss"]) if rows else float("nan"),
+        "validations": len(scored),
     }
 
 
@@ -187,7 +192,7 @@ def main(argv: list[str] | None = None) -> int:
     lines = [
         f"`{name}` trained from scratch on the 367 CamVid train frames with `atrous train --config {args.config}`: "
         f"{summary['epochs']} epochs in {summary['minutes']:.0f} min on 2 CPU cores, best val mIoU at epoch "
-        f"{summary['best_epoch']} (val every 5 epochs). Weights: `{shown(args.weights)}` "
+        f"{summary['best_epoch']} ({summary['validations']} validations during training). Weights: `{shown(args.weights)}` "
         f"({size_mb:.1f} MB, SHA-256 `{sha}`). Evaluated on the 101 val frames at 360×480 with `atrous eval`; "
         f"CRF parameters from `atrous crf-tune` on the first 20 val frames. Latency: `Predictor`, one 360×480 frame, "
         f"2 threads, median of 10. {time.strftime('%Y-%m-%d')}.",
@@ -196,6 +201,9 @@ def main(argv: list[str] | None = None) -> int:
         "|---|---:|---:|---|---:|---:|---:|",
     ]
     for label, record in evals.items():
+        if "error" in record:
+            lines.append(f"| `{name}` | | | {label} | — | — | {record['error']} |")
+            continue
         latency_cell = f"{latency:.0f} ms" if label == "single scale, OS16" else ""
         lines.append(
             f"| `{name}` | {info['params'] / 1e6:.2f} M | {info['madds'] / 1e9:.2f} G | {label} | "
