@@ -164,7 +164,7 @@ def test_export_int8_cli_then_eval_at_another_size(
         str(images),
     ]
     assert main(argv) == 0
-    assert "int8 (QDQ, per-channel) calibrated on 2 images" in capsys.readouterr().out
+    assert "int8 (QDQ, per-channel) calibrated (minmax) on 2 images" in capsys.readouterr().out
     assert sorted(p.name for p in tmp_path.iterdir()) == ["int8.onnx"]  # the float intermediate is gone
     # A static-size ONNX model given other sizes: one clear error, on one line.
     assert main(["eval", "--checkpoint", str(out), *SHAPES]) == 2

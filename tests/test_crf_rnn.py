@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from _training import tiny_run_config
 
 from atrous.crf import DenseCRF
 from atrous.crf.rnn import DEFAULT_MEAN, DEFAULT_STD, CRFasRNN
@@ -91,22 +92,7 @@ def test_export_refuses_a_model_with_a_crf_layer(tmp_path: Path) -> None:
 
 
 def test_training_with_the_crf_layer_end_to_end(tmp_path: Path) -> None:
-    result = train(
-        {
-            "dataset": "shapes",
-            "dataset_options": {"size": 32, "num_images": 8, "num_classes": 3},
-            "model": MODEL,
-            "model_options": {"crf": {"iterations": 2, "matrix": True}},
-            "crop_size": 32,
-            "batch_size": 4,
-            "epochs": 2,
-            "lr": 0.01,
-            "workers": 0,
-            "val_batch_size": 4,
-            "progress": False,
-            "out": str(tmp_path / "run"),
-        }
-    )
+    result = train(tiny_run_config(tmp_path / "run", model_options={"crf": {"iterations": 2, "matrix": True}}))
     model = load_model(result.last_checkpoint)
     assert isinstance(model.crf, CRFasRNN)
     learned = model.crf.crf.bilateral_compat.detach()

@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 import torch
+from _training import TINY_MODEL, tiny_run_config
 
 import atrous
 from atrous.engine import train
@@ -19,24 +20,11 @@ from atrous.engine.losses import SegmentationLoss
 from atrous.errors import CheckpointError, ConfigError, DataError, TrainingError
 from atrous.models import create_model
 
-MODEL = "lraspp_mobilenet_v3_small"
+MODEL = TINY_MODEL
 
 
 def _config(out: Path, **overrides: Any) -> dict[str, Any]:
-    values = {
-        "dataset": "shapes",
-        "dataset_options": {"size": 32, "num_images": 8, "num_classes": 3},
-        "model": MODEL,
-        "crop_size": 32,
-        "batch_size": 4,
-        "epochs": 2,
-        "lr": 0.01,
-        "workers": 0,
-        "val_batch_size": 4,
-        "progress": False,
-        "out": str(out),
-    }
-    return {**values, **overrides}
+    return tiny_run_config(out, **overrides)
 
 
 @pytest.fixture(autouse=True)
