@@ -236,11 +236,15 @@ def deeplabv3plus(
     image_pool: bool = True,
     separable: bool | None = None,
     low_level_channels: int = 48,
+    decoder_convs: int = 2,
     dropout: float = 0.1,
     aux_loss: bool = False,
     pretrained_backbone: str | None = None,
 ) -> DeepLab:
     """DeepLab v3+ (Chen et al., ECCV 2018): v3 encoder + decoder with an OS-4 skip.
+
+    ``decoder_convs``: 3×3 convs refining the fused features (2 in the paper; 1 is
+    segmentation-models-pytorch's lighter decoder).
 
     ``separable`` (atrous separable convs in ASPP and decoder) defaults to True on the
     Xception and MobileNet backbones, as in the paper's Xception model, else False.
@@ -253,6 +257,7 @@ def deeplabv3plus(
         num_classes,
         rates,
         low_level_channels=low_level_channels,
+        decoder_convs=decoder_convs,
         image_pool=image_pool,
         separable=backbone in LIGHT_BACKBONES if separable is None else separable,
         dropout=dropout,

@@ -269,3 +269,17 @@ def test_info_errors_are_one_line(argv, message, capsys):
     assert main(argv) == 2
     err = capsys.readouterr().err.strip()
     assert message in err and "\n" not in err
+
+
+def test_decoder_convs_sets_the_v3plus_refinement_depth() -> None:
+    from atrous.errors import ConfigError
+
+    paper = create_model("deeplabv3plus_mobilenet_v2", num_classes=5)
+    light = create_model("deeplabv3plus_mobilenet_v2", num_classes=5, decoder_convs=1)
+    assert len(paper.head.fuse) == 2 and len(light.head.fuse) == 1
+    extra = sum(p.numel() for p in paper.head.fuse[1].parameters())
+    assert sum(p.numel() for p in paper.parameters()) - sum(p.numel() for p in light.parameters()) == extra
+    with torch.no_grad():
+        assert light.eval()(torch.randn(1, 3, 65, 97)).shape == (1, 5, 65, 97)
+    with pytest.raises(ConfigError, match="decoder_convs"):
+        create_model("deeplabv3plus_mobilenet_v2", num_classes=5, decoder_convs=0)
