@@ -57,13 +57,16 @@ def cached_evals(path: Path, weights: Path, data: str, max_images: int | None = 
     common = ["--checkpoint", str(weights), "--data", data, "--workers", "1", "--no-progress", "--json"]
     if max_images:
         common += ["--max-images", str(max_images)]
-    todo = dict(EVALS)
     crf_json = path.with_name("crf_tuned.json")
-    for label, options in todo.items():
+
+    def record(label: str, options: list[str], result: dict[str, Any]) -> None:
+        done[label] = {"label": label, "options": options, **result}
+        with path.open("a") as handle:
+            handle.write(json.dumps(done[label]) + "\n")
+
+    for label, options in EVALS.items():
         if label not in done:
-            done[label] = {"label": label, "options": options, **run_json(["eval", *common, *options])}
-            with path.open("a") as handle:
-                handle.write(json.dumps(done[label]) + "\n")
+            record(label, options, run_json(["eval", *common, *options]))
     for label, int8 in (("ONNX Runtime float32", False), ("ONNX Runtime int8 (static, percentile, 32 train frames)", True)):
         if label in done:
             continue
@@ -76,12 +79,9 @@ def cached_evals(path: Path, weights: Path, data: str, max_images: int | None = 
         result = subprocess.run([*ATROUS, *export], capture_output=True, text=True, cwd=ROOT)
         print(result.stdout + result.stderr, flush=True)
         if result.returncode != 0:  # the export's own check refused the file: report it, do not hide it
-            done[label] = {"label": label, "options": export, "error": result.stderr.strip().splitlines()[-1]}
+            record(label, export, {"error": result.stderr.strip().splitlines()[-1]})
         else:
-            options = ["--checkpoint", str(onnx), *common[2:]]
-            done[label] = {"label": label, "options": export, **run_json(["eval", *options])}
-        with path.open("a") as handle:
-            handle.write(json.dumps(done[label]) + "\n")
+            record(label, export, run_json(["eval", "--checkpoint", str(onnx), *common[2:]]))
     label = "single scale + CRF (tuned)"
     if label not in done:
         if not crf_json.exists():
@@ -92,9 +92,7 @@ def cached_evals(path: Path, weights: Path, data: str, max_images: int | None = 
                 check=True, cwd=ROOT,
             )
         options = ["--crf-params", str(crf_json)]
-        done[label] = {"label": label, "options": options, **run_json(["eval", *common, *options])}
-        with path.open("a") as handle:
-            handle.write(json.dumps(done[label]) + "\n")
+        record(label, options, run_json(["eval", *common, *options]))
     return done
 
 

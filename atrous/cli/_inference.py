@@ -121,9 +121,6 @@ def load_model_source(path: str, device: torch.device, output_stride: int | None
     return model
 
 
-CRF_KEYS = ("iterations", "gaussian_sxy", "gaussian_compat", "bilateral_sxy", "bilateral_srgb", "bilateral_compat")
-
-
 def parse_crf_params(text: str | None) -> dict[str, Any]:
     """``--crf-params``: a crf-tune JSON file (its ``params``) or ``key=value,...`` → DenseCRF kwargs."""
     if not text:
@@ -149,15 +146,23 @@ def parse_crf_params(text: str | None) -> dict[str, Any]:
                 values[key.strip()] = float(value)
             except ValueError:
                 raise ConfigError(f"--crf-params: {key.strip()} must be a number, got {value!r}") from None
-    unknown = sorted(set(values) - set(CRF_KEYS))
+    from atrous.crf.dense_crf import KERNEL_DEFAULTS
+
+    unknown = sorted(set(values) - set(KERNEL_DEFAULTS))
     if unknown:
-        raise ConfigError(f"unknown CRF parameter(s) {', '.join(unknown)}; valid: {', '.join(CRF_KEYS)}")
+        raise ConfigError(f"unknown CRF parameter(s) {', '.join(unknown)}; valid: {', '.join(KERNEL_DEFAULTS)}")
     params = {key: float(value) for key, value in values.items()}
     if "iterations" in params:
         if params["iterations"] != int(params["iterations"]):
             raise ConfigError(f"iterations must be a whole number, got {params['iterations']}")
         params["iterations"] = int(params["iterations"])
     return params
+
+
+def crf_settings(args: argparse.Namespace) -> dict[str, Any] | None:
+    """The CRF parameters ``--crf`` / ``--crf-params`` ask for ({} = DeepLab's defaults), or None: no CRF."""
+    params = parse_crf_params(args.crf_params)
+    return params if args.crf or args.crf_params else None
 
 
 def make_crf(device: torch.device, params: dict[str, Any] | None = None) -> torch.nn.Module:
@@ -167,9 +172,11 @@ def make_crf(device: torch.device, params: dict[str, Any] | None = None) -> torc
     return DenseCRF(**(params or {})).to(device)
 
 
-def build_predictor(model: Any, args: argparse.Namespace, device: torch.device, *, with_crf: bool) -> Predictor:
-    """The Predictor the options describe (with the dense CRF when ``with_crf``)."""
-    crf = make_crf(device, parse_crf_params(args.crf_params)) if with_crf else None
+def build_predictor(
+    model: Any, args: argparse.Namespace, device: torch.device, *, crf: dict[str, Any] | None
+) -> Predictor:
+    """The Predictor the options describe, refining with a dense CRF of parameters ``crf`` unless None."""
+    crf = make_crf(device, crf) if crf is not None else None
     return Predictor(
         model,
         device=device if isinstance(model, torch.nn.Module) else "cpu",

@@ -26,8 +26,8 @@ from atrous.cli._inference import (
     build_predictor,
     check_counts,
     collate_list,
+    crf_settings,
     load_model_source,
-    parse_crf_params,
     parse_scales,
     resolve_device,
 )
@@ -135,7 +135,8 @@ def run(args: argparse.Namespace) -> int:
     dataset = build_dataset(*_dataset_source(args), args.split, **_training_dataset_options(args))
     model = load_model_source(args.checkpoint, device, args.output_stride)
     _check_classes(model, dataset, args.checkpoint)
-    predictor = build_predictor(model, args, device, with_crf=args.crf or bool(args.crf_params))
+    crf = crf_settings(args)
+    predictor = build_predictor(model, args, device, crf=crf)
     start = time.perf_counter()
     metrics = evaluate(
         predictor,
@@ -160,7 +161,7 @@ def run(args: argparse.Namespace) -> int:
         "flip": args.flip,
         "sliding_window": args.sliding_window,
         "output_stride": getattr(model, "output_stride", None),
-        "crf": parse_crf_params(args.crf_params) or ({} if args.crf else None),
+        "crf": crf,
         "seconds": round(time.perf_counter() - start, 2),
     }
     if args.json:

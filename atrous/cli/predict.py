@@ -29,9 +29,9 @@ from atrous.cli._inference import (
     build_predictor,
     check_counts,
     collate_list,
+    crf_settings,
     load_model_source,
     make_crf,
-    parse_crf_params,
     resolve_device,
 )
 from atrous.errors import ConfigError, DataError
@@ -165,8 +165,9 @@ def run(args: argparse.Namespace) -> int:
         raise DataError(f"--out {out} is a file; give a folder (it is created if missing)")
     device = resolve_device(args.device)
     model = load_model_source(args.checkpoint, device, args.output_stride)
-    predictor = build_predictor(model, args, device, with_crf=False)
-    crf = make_crf(device, parse_crf_params(args.crf_params)) if args.crf or args.crf_params else None
+    predictor = build_predictor(model, args, device, crf=None)  # the CRF runs separately: both overlays are written
+    settings = crf_settings(args)
+    crf = make_crf(device, settings) if settings is not None else None
     out.mkdir(parents=True, exist_ok=True)
     loader = DataLoader(_Images(paths), batch_size=args.batch_size, num_workers=args.workers, collate_fn=collate_list)
     written = 0

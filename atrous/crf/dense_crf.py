@@ -24,6 +24,7 @@ layer.
 
 from __future__ import annotations
 
+import inspect
 import math
 from collections.abc import Sequence
 
@@ -248,3 +249,10 @@ class DenseCRF(nn.Module):
             features = torch.cat([features, extra.to(device=device, dtype=dtype).permute(1, 0, 2, 3).reshape(-1, b * h * w)])
         groups = torch.arange(b, device=device).repeat_interleave(h * w)
         return Lattice(features.t(), groups, b)
+
+
+# The kernel parameters users tune (pydensecrf's meaning) and DenseCRF's defaults for them.
+KERNEL_DEFAULTS: dict[str, float | int] = {
+    name: inspect.signature(DenseCRF).parameters[name].default
+    for name in ("iterations", "gaussian_sxy", "gaussian_compat", "bilateral_sxy", "bilateral_srgb", "bilateral_compat")
+}

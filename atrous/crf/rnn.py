@@ -19,21 +19,12 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from atrous.crf.dense_crf import DenseCRF
+from atrous.crf.dense_crf import KERNEL_DEFAULTS, DenseCRF
 from atrous.errors import ConfigError
 
 # The ImageNet statistics every atrous model is trained with (atrous.data.transforms).
 DEFAULT_MEAN = (0.485, 0.456, 0.406)
 DEFAULT_STD = (0.229, 0.224, 0.225)
-# Fewer iterations than inference (5–10): the paper trains with 5 and it bounds the cost per step.
-DEFAULT_OPTIONS: dict[str, Any] = {
-    "iterations": 5,
-    "gaussian_sxy": 3.0,
-    "gaussian_compat": 3.0,
-    "bilateral_sxy": 80.0,
-    "bilateral_srgb": 13.0,
-    "bilateral_compat": 10.0,
-}
 
 
 class CRFasRNN(nn.Module):
@@ -60,17 +51,17 @@ class CRFasRNN(nn.Module):
         **crf_options: Any,
     ) -> None:
         super().__init__()
-        unknown = sorted(set(crf_options) - set(DEFAULT_OPTIONS) - {"spatial"})
+        unknown = sorted(set(crf_options) - set(KERNEL_DEFAULTS) - {"spatial"})
         if unknown:
-            valid = ", ".join([*DEFAULT_OPTIONS, "spatial", "matrix", "mean", "std"])
+            valid = ", ".join([*KERNEL_DEFAULTS, "spatial", "matrix", "mean", "std"])
             raise ConfigError(f"unknown CRF option(s) {', '.join(unknown)}; valid: {valid}")
         if len(mean) != 3 or len(std) != 3 or not all(s > 0 for s in std):
             raise ConfigError(f"mean and std must be 3 values each (std > 0), got {mean!r}, {std!r}")
-        options = {**DEFAULT_OPTIONS, **crf_options}
+        options = dict(crf_options)
         if matrix:
             potts = 1.0 - torch.eye(num_classes)
             for key in ("gaussian_compat", "bilateral_compat"):
-                options[key] = float(options[key]) * potts
+                options[key] = float(options.get(key, KERNEL_DEFAULTS[key])) * potts
         self.crf = DenseCRF(**options, trainable=True)
         self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
