@@ -81,7 +81,8 @@ class Bottleneck(nn.Module):
         out = self.relu(self.bn1(self.conv1(x)))
         out = self.relu(self.bn2(self.conv2(out)))
         out = self.bn3(self.conv3(out))
-        return self.relu(out + identity)
+        out += identity  # in place, as torchvision: a fresh (N, 2048, h, w) sum costs a page-faulted allocation
+        return self.relu(out)
 
 
 def check_num_classes(num_classes: int | None) -> int | None:

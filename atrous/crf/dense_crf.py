@@ -177,7 +177,8 @@ class DenseCRF(nn.Module):
         device = scores.device
         grad = torch.is_grad_enabled() and (scores.requires_grad or any(p.requires_grad for p in self.parameters()))
 
-        flat = scores.to(dtype).permute(0, 2, 3, 1).reshape(b * h * w, c)
+        # contiguous (N, C): the view of a permute would be column-major, and gathering its rows ~30x slower
+        flat = scores.to(dtype).permute(0, 2, 3, 1).reshape(b * h * w, c).contiguous()
         if from_logits:
             neg_unary = torch.log_softmax(flat, 1)
             q = neg_unary.exp()

@@ -10,11 +10,12 @@ this lattice matches pydensecrf's to float rounding.
 Where the C++ code hashes every (pixel, vertex) pair one at a time, this build is
 vectorised and two-level: pixels that fall in the same simplex share their d+1
 vertices, so they are grouped first (one sort of N packed int64 keys), and only the
-few distinct simplices are expanded into vertex keys (one ``unique`` of (d+1)·S keys).
-Splatting is then two weighted bag sums (``embedding_bag``, far quicker on CPU than
-a sparse matmul): every pixel of simplex s adds its barycentric weight r times its
-value to corner (r, s), then corners add into their lattice vertex. Slicing is one:
-each pixel sums its d+1 vertices with the same weights.
+few distinct simplices are expanded into vertex keys (one sort of (d+1)·S keys).
+Splatting is then one weighted bag sum per vertex (``embedding_bag``, far quicker on
+CPU than a sparse matmul or ``index_add_``): vertex v sums, over the simplex corners
+that are v, the points of that simplex times their barycentric weight. The output is
+the small vertex table, which stays in cache. Slicing is the transpose: each pixel
+sums its d+1 vertices with the same weights.
 
 A point may carry a group id (the image index of a batch): groups never share a
 vertex, so one lattice filters a whole batch without mixing images.
@@ -23,6 +24,7 @@ vertex, so one lattice filters a whole batch without mixing images.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -54,15 +56,31 @@ def index_dtype(*sizes: int) -> torch.dtype:
     return torch.int32 if max(sizes, default=0) < 2**31 - 1 else torch.long
 
 
-def blur(values: Tensor, neighbours: Tensor, reverse: bool = False) -> Tensor:
-    """v + ½(left + right) along each lattice axis in turn, for vertex values (M, C) and
-    ``neighbours`` (d+1, 2, M+1) (index M: a missing neighbour, read as zero)."""
-    values = torch.cat([values, values.new_zeros(1, values.shape[1])])
-    axes = neighbours.shape[0]
-    for j in range(axes - 1, -1, -1) if reverse else range(axes):
-        down, up = neighbours[j]
-        values = values + 0.5 * (values.index_select(0, down) + values.index_select(0, up))
-    return values[:-1]
+def blur_axes(neighbours: Tensor, dtype: torch.dtype) -> list[Bags]:
+    """One bag sum per lattice axis: vertex v ← v + ½(left + right), missing neighbours
+    left out. ``neighbours`` (d+1, 2, M+1) holds each vertex's two neighbours along each
+    axis, M where there is none (column M, the zero slot, is ignored); ``dtype`` is that
+    of the values to blur."""
+    m = neighbours.shape[2] - 1
+    device = neighbours.device
+    own = torch.arange(m, dtype=neighbours.dtype, device=device).view(m, 1)
+    taps = torch.tensor([1.0, 0.5, 0.5], dtype=dtype, device=device).expand(m, 3)
+    axes = []
+    for down, up in neighbours[..., :m]:
+        candidates = torch.cat([own, down.view(m, 1), up.view(m, 1)], 1)
+        present = candidates < m
+        sizes = present.sum(1)
+        index = index_dtype(3 * m)
+        axes.append(Bags(candidates[present].to(index), (torch.cumsum(sizes, 0) - sizes).to(index), taps[present]))
+    return axes
+
+
+def blur(values: Tensor, axes: Sequence[Bags], reverse: bool = False) -> Tensor:
+    """v + ½(left + right) along each lattice axis in turn (``blur_axes``), for vertex
+    values (M, C); axes in reverse order for the adjoint."""
+    for axis in reversed(axes) if reverse else axes:
+        values = axis(values)
+    return values
 
 
 def _elevate(features: Tensor) -> Tensor:
@@ -156,11 +174,10 @@ class Lattice:
     ``slice(blur(splat(x)))``, linear and differentiable in x.
 
     Attributes used to fuse several lattices (see ``messages.py``): ``splat_bags``
-    (points → (d+1)·S simplex corners, r-major), ``merge_bags`` (corners → M vertices),
-    ``neighbours`` (d+1, 2, M+1) blur neighbours (M = the zero slot), ``slice_index``
-    and ``slice_weight`` (N, d+1): each point's vertices and barycentric weights, and
-    ``point_order`` (N,): the points sorted by simplex (splatting from values stored in
-    that order reads memory sequentially).
+    (points → M vertices), ``blur_axes`` (one bag sum per axis, from ``neighbours``
+    (d+1, 2, M+1), M marking a missing neighbour), ``slice_index`` and ``slice_weight`` (N, d+1): each point's vertices and
+    barycentric weights, and ``point_order`` (N,): the points sorted by simplex
+    (splatting from values stored in that order reads memory almost sequentially).
     """
 
     def __init__(self, features: Tensor, groups: Tensor | None = None, num_groups: int = 1) -> None:
@@ -211,17 +228,27 @@ class Lattice:
         vertex_id, corner_order, vertex_starts, self.neighbours = self._vertices(
             v_quotient, s_group, base, spans, num_groups
         )
+        self.blur_axes = blur_axes(self.neighbours, self.dtype)
 
-        # 3. Splat = points → corner (r, s) (bag r·S + s lists the points of simplex s),
-        # then corners → vertices. Slice: each point sums its d+1 vertices.
-        dtype = index_dtype(d1 * n, d1 * s)
-        r = torch.arange(d1, device=device)
+        # 3. Splat: vertex v sums the points of every simplex that has v as a corner.
+        # Corners come grouped by vertex (corner_order); corner (r, s) contributes the
+        # run of simplex s in the sorted points, weighted by the points' bary row r.
+        entries = d1 * n
+        dtype = index_dtype(entries, n)
+        counts = torch.diff(starts, append=starts.new_full((1,), n))
+        corner_simplex, corner_r = corner_order % s, corner_order // s
+        run = counts.index_select(0, corner_simplex)
+        first_entry = torch.cumsum(run, 0) - run
+        # Entry k of corner (r, s) reads row r, column starts[s] + (k - first_entry) of the
+        # (d+1, N) tables of points sorted by simplex.
+        shift = (corner_r * n + starts.index_select(0, corner_simplex) - first_entry).to(dtype)
+        read = torch.repeat_interleave(shift, run, output_size=entries)
+        read += torch.arange(entries, dtype=dtype, device=device)
         self.splat_bags = Bags(
-            order.to(dtype).repeat(d1),
-            (r.unsqueeze(1) * n + starts).reshape(-1).to(dtype),
-            bary.index_select(1, order).reshape(-1),
+            order.to(dtype).repeat(d1).index_select(0, read),
+            first_entry.index_select(0, vertex_starts).to(dtype),
+            bary.index_select(1, order).reshape(-1).index_select(0, read),
         )
-        self.merge_bags = Bags(corner_order.to(dtype), vertex_starts.to(dtype))
         self.slice_index = vertex_id.to(dtype).view(d1, s).t().contiguous().index_select(0, simplex_of_point)
         self.slice_weight = bary.t().contiguous()
 
@@ -240,16 +267,15 @@ class Lattice:
         tiled.dim, tiled.dtype = self.dim, self.dtype
         tiled.num_points, tiled.num_vertices = n * copies, m * copies
         tiled.num_simplices = self.num_simplices * copies
-        splat, merge = self.splat_bags, self.merge_bags
-        corners = splat.offsets.numel()
+        splat = self.splat_bags
         tiled.splat_bags = Bags(
             shifted(splat.index, n), shifted(splat.offsets, splat.index.numel()), splat.weight.repeat(copies)
         )
-        tiled.merge_bags = Bags(shifted(merge.index, corners), shifted(merge.offsets, merge.index.numel()))
         real = self.neighbours[..., :m]
         moved = torch.where(real.unsqueeze(2) < m, real.unsqueeze(2) + step.view(1, 1, copies, 1) * m, m * copies)
         pad = torch.full_like(real[..., :1], m * copies)
         tiled.neighbours = torch.cat([moved.flatten(2), pad], 2).to(index_dtype(m * copies + 1))
+        tiled.blur_axes = blur_axes(tiled.neighbours, self.dtype)
         tiled.slice_index = shifted(self.slice_index, m).view(n * copies, -1)
         tiled.slice_weight = self.slice_weight.repeat(copies, 1)
         tiled.point_order = shifted(self.point_order, n)
@@ -257,11 +283,11 @@ class Lattice:
 
     def splat(self, x: Tensor) -> Tensor:
         """Point values (N, C) → vertex values (M, C)."""
-        return self.merge_bags(self.splat_bags(x))
+        return self.splat_bags(x)
 
     def blur(self, values: Tensor, reverse: bool = False) -> Tensor:
         """Vertex values (M, C) → (M, C), blurred along axes 0..d (d..0 for the adjoint)."""
-        return blur(values, self.neighbours, reverse)
+        return blur(values, self.blur_axes, reverse)
 
     def slice(self, values: Tensor) -> Tensor:
         """Vertex values (M, C) → point values (N, C)."""
@@ -278,8 +304,9 @@ class Lattice:
     def _vertices(
         self, v_quotient: Tensor, s_group: Tensor, base: list[int], spans: list[int], num_groups: int
     ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-        """Vertex id of each of the (d+1)·S corners, the corners grouped by vertex (order
-        and start of each group), and each vertex's blur neighbours (d+1, 2, M+1)."""
+        """Vertex id of each of the (d+1)·S corners (index r·S + s), the corners grouped
+        by vertex (order and start of each group), and each vertex's blur neighbours
+        (d+1, 2, M+1)."""
         d1, d, s = v_quotient.shape
         device = v_quotient.device
         strides = _strides([num_groups, *spans, d1])

@@ -4,8 +4,8 @@ Each iteration of the CRF needs, for every kernel k, the normalised message
 ``n_k ⊙ K_k (n_k ⊙ Q)`` passed through the label compatibility μ_k, summed over k. The
 lattices share the points, so the work fuses into three bag sums however many
 kernels there are: one splat reading Q once for all kernels (with n_k folded into
-the splat weights), one merge of simplex corners into vertices, one slice that sums
-all kernels' vertices per point (n_k folded into the slice weights). Compatibilities
+the splat weights) into all kernels' vertex tables, one slice that sums all kernels'
+vertices per point (n_k folded into the slice weights). Compatibilities
 act on labels and slicing on points, so μ_k is applied to the small vertex tables
 before slicing rather than to (N, C) messages after it.
 """
@@ -26,7 +26,7 @@ def symmetric_norm(lattice: Lattice) -> Tensor:
     return torch.rsqrt(lattice.filter(ones) + 1e-20)
 
 
-# Largest per-iteration scratch (simplex corners and vertex tables) before the classes
+# Largest per-iteration scratch (vertex tables) before the classes
 # are passed in chunks; only huge inputs (e.g. 1024x2048 noise) come near it.
 SCRATCH_BYTES = 256 * 2**20
 
@@ -63,11 +63,9 @@ class Messages:
         self, lattices: Sequence[Lattice], norms: Sequence[Tensor], point_order: Tensor | None = None
     ) -> None:
         n = lattices[0].num_points
-        corners = [lat.splat_bags.offsets.numel() for lat in lattices]
         vertices = [lat.num_vertices for lat in lattices]
         splat_sizes = [lat.splat_bags.index.numel() for lat in lattices]
-        merge_sizes = [lat.merge_bags.index.numel() for lat in lattices]
-        dtype = index_dtype(sum(splat_sizes), sum(corners), n * sum(lat.dim + 1 for lat in lattices))
+        dtype = index_dtype(sum(splat_sizes), n * sum(lat.dim + 1 for lat in lattices))
 
         def starts(sizes: list[int]) -> list[int]:
             return [sum(sizes[:i]) for i in range(len(sizes))]
@@ -78,11 +76,6 @@ class Messages:
                 torch.cat([b.index.to(dtype) for b in splats]),
                 torch.cat([b.offsets.to(dtype) + s for b, s in zip(splats, starts(splat_sizes))]),
                 torch.cat([b.weight * norm.view(-1).index_select(0, b.index) for b, norm in zip(splats, norms)]),
-            )
-            merges = [lat.merge_bags for lat in lattices]
-            self.merge = Bags(
-                torch.cat([b.index.to(dtype) + s for b, s in zip(merges, starts(corners))]),
-                torch.cat([b.offsets.to(dtype) + s for b, s in zip(merges, starts(merge_sizes))]),
             )
             index = torch.cat([lat.slice_index.to(dtype) + s for lat, s in zip(lattices, starts(vertices))], 1)
             weight = torch.cat([lat.slice_weight * norm for lat, norm in zip(lattices, norms)], 1)
@@ -95,9 +88,9 @@ class Messages:
             offsets = torch.arange(0, n * k, k, dtype=dtype, device=index.device)
             self.slice = Bags(index.reshape(-1), offsets, weight.reshape(-1))
         self.point_order = point_order
-        self.neighbours = [lat.neighbours for lat in lattices]  # keeps no other lattice array alive
+        self.blur_axes = [lat.blur_axes for lat in lattices]  # keeps no other lattice array alive
         self.vertex_starts = starts(vertices) + [sum(vertices)]
-        self.scratch_rows = sum(corners) + 4 * sum(vertices)  # corners, vertices, blur temporaries
+        self.scratch_rows = 3 * sum(vertices)  # vertex tables and blur temporaries
 
     def __call__(self, q: Tensor, compats: Sequence[Tensor]) -> Tensor:
         """q (N, C) → Σ_k of the compatibility-weighted messages, (N, C)."""
@@ -113,7 +106,7 @@ class Messages:
         return out
 
     def _pass(self, q: Tensor, compats: Sequence[Tensor]) -> Tensor:
-        vertices = self.merge(self.splat(q))
+        vertices = self.splat(q)
         bounds = zip(self.vertex_starts, self.vertex_starts[1:])
-        tables = [compatibility(w, blur(vertices[a:b], nb)) for w, nb, (a, b) in zip(compats, self.neighbours, bounds)]
+        tables = [compatibility(w, blur(vertices[a:b], axes)) for w, axes, (a, b) in zip(compats, self.blur_axes, bounds)]
         return self.slice(torch.cat(tables) if len(tables) > 1 else tables[0])

@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from atrous.nn import ConvNormAct, SeparableConv2d
+from atrous.nn.layout import memory_format_of
 
 BranchFactory = Callable[[int, int, int], nn.Module]
 
@@ -60,7 +61,9 @@ class ImagePooling(nn.Sequential):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         size = x.shape[-2:]
-        return super().forward(x).expand(-1, -1, *size)
+        # Materialised in x's memory format: a broadcast view would make ASPP's concat
+        # fall back to NCHW, and the projection conv then converts 5 × 256 channels back.
+        return super().forward(x).expand(-1, -1, *size).contiguous(memory_format=memory_format_of(x))
 
 
 def atrous_conv_branch(in_channels: int, out_channels: int, rate: int) -> nn.Module:
