@@ -29,6 +29,7 @@ from atrous.crf.rnn import CRFasRNN, crf_layer_options
 from atrous.errors import ConfigError
 from atrous.heads import ASPP, AuxHead, DeepLabV3Head, DeepLabV3PlusHead, LargeFOV, LRASPPHead, rates_for_output_stride
 from atrous.nn import resize
+from atrous.nn.atrous_conv import skip_dead_taps
 from atrous.nn.init import he_init_
 from atrous.registry import call_checked, create_backbone, get_builder, register_model
 
@@ -86,13 +87,20 @@ class DeepLab(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor | dict[str, torch.Tensor]:
         features = self.backbone(x)
-        logits = resize(self.head(*(features[name] for name in self.head_inputs)), x.shape[-2:])
+        logits = self._upsample(self.head(*(features[name] for name in self.head_inputs)), x.shape[-2:])
         if self.crf is not None:
             logits = self.crf(x, logits)
         if self.aux_head is not None and self.training:
-            aux = resize(self.aux_head(features[self.aux_input]), x.shape[-2:])
+            aux = self._upsample(self.aux_head(features[self.aux_input]), x.shape[-2:])
             return {"out": logits, "aux": aux}
         return logits
+
+    def _upsample(self, logits: torch.Tensor, size: torch.Size) -> torch.Tensor:
+        """Head logits (N, K, h, w) → (N, K, H, W). While training they leave in NCHW: the
+        loss's log-softmax and NLL over K run several times slower on channels_last (and
+        NLL copies it to NCHW), and converting before upsampling moves 16× less data. At
+        inference they keep the model's format, where argmax over K is the quicker."""
+        return resize(logits.contiguous() if self.training else logits, size)
 
     def parameter_groups(self) -> dict[str, list[nn.Parameter]]:
         """Backbone parameters and the rest (heads), for a head learning-rate multiplier."""
@@ -317,7 +325,7 @@ def create_model(name: str, *, num_classes: int, output_stride: int | None = Non
     if output_stride is not None:
         options["output_stride"] = check_output_stride(output_stride)
     crf_options = crf_layer_options(options.pop("crf", None))
-    model = call_checked("model", name, builder, {"num_classes": num_classes, **options})
+    model = skip_dead_taps(call_checked("model", name, builder, {"num_classes": num_classes, **options}))
     if crf_options is not None:
         model.crf = CRFasRNN(num_classes, **crf_options)
         options["crf"] = crf_options
