@@ -187,6 +187,40 @@ def test_spatial_lattice_is_kept_for_the_next_image_of_that_size():
     assert crf._spatial_cache is None
 
 
+def test_spatial_lattice_built_on_the_side_thread_equals_one_built_inline():
+    image, probs = _scene(h=20, w=24, seed=3)
+    crf = DenseCRF(iterations=3)
+    threaded = crf(image, probs)  # cold: the spatial lattice is built on the lattice thread
+    crf._spatial_cache = None
+    crf._spatial_lattice(20, 24, torch.float32, torch.device("cpu"))  # inline
+    assert torch.equal(crf(image, probs), threaded)
+
+
+def test_a_forked_child_builds_its_own_lattices():
+    """The lattice thread of the parent does not exist in a forked child (e.g. a DataLoader
+    worker); the child must start its own rather than wait on the parent's forever."""
+    script = textwrap.dedent(
+        """
+        import multiprocessing as mp, torch
+        from atrous.crf import DenseCRF
+
+        def refine(size):
+            torch.set_num_threads(1)  # as DataLoader workers do: OpenMP pools do not survive a fork
+            image = torch.zeros(3, size, size, dtype=torch.uint8)
+            probs = torch.full((2, size, size), 0.5)
+            return DenseCRF(iterations=1)(image, probs).shape[-1]
+
+        if __name__ == "__main__":
+            refine(8)  # starts the parent's lattice thread
+            with mp.get_context("fork").Pool(1) as pool:
+                print(pool.apply_async(refine, (9,)).get(timeout=30))
+        """
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "9"
+
+
 def test_gradcheck_through_mean_field_and_learnable_weights():
     image, _ = _scene(n=2, h=3, w=4)
     crf = DenseCRF(iterations=2, bilateral_sxy=2.0, bilateral_srgb=30.0, trainable=True).double()

@@ -26,7 +26,9 @@ from __future__ import annotations
 
 import inspect
 import math
+import os
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 
 import torch
 from torch import Tensor, nn
@@ -38,6 +40,15 @@ from atrous.crf.messages import Messages, compatibility, symmetric_norm
 from atrous.errors import ConfigError, InputError
 
 Compat = float | Tensor
+_builders: dict[int, ThreadPoolExecutor] = {}
+
+
+def _builder() -> ThreadPoolExecutor:
+    """This process's lattice-building thread (a forked child must not reuse its parent's)."""
+    pid = os.getpid()
+    if pid not in _builders:
+        _builders[pid] = ThreadPoolExecutor(max_workers=1, thread_name_prefix="atrous-crf-lattice")
+    return _builders[pid]
 SPATIAL_MODES = ("lattice", "exact")
 
 
@@ -117,8 +128,10 @@ class DenseCRF(nn.Module):
     to the bilateral kernel.
 
     The smoothness kernel's lattice depends only on H and W, so the module keeps the
-    last one for the next call (``clear_cache()`` drops it); the bilateral lattice is
-    built once per call and reused by every iteration.
+    last one for the next call (``clear_cache()`` drops it); on CPU, when it must be
+    built, that happens on a side thread while the bilateral lattice is built (both
+    builds are mostly single-core sorting). The bilateral lattice is built once per
+    call and reused by every iteration.
     """
 
     def __init__(
@@ -215,10 +228,15 @@ class DenseCRF(nn.Module):
         """Message passing for the bilateral (and lattice spatial) kernel; the exact
         spatial kernel and its norm when ``spatial="exact"``."""
         device = pixels.device
+        spatial_build = None
+        if self.spatial == "lattice" and not self._spatial_cached(h, w, dtype, device) and device.type == "cpu":
+            # Much of a lattice build is sorting, which runs on one core: build the
+            # image-independent spatial lattice on another thread meanwhile.
+            spatial_build = _builder().submit(self._spatial_lattice, h, w, dtype, device)
         bilateral = self._bilateral_lattice(pixels, extra, dtype)
         lattices, norms = [bilateral], [symmetric_norm(bilateral)]
         if self.spatial == "lattice":
-            spatial, norm = self._spatial_lattice(h, w, dtype, device)
+            spatial, norm = spatial_build.result() if spatial_build else self._spatial_lattice(h, w, dtype, device)
             lattices.append(spatial.tile(b))
             norms.append(norm.repeat(b, 1))
             return Messages(lattices, norms, point_order=bilateral.point_order), None
@@ -226,11 +244,15 @@ class DenseCRF(nn.Module):
         ones = torch.ones(h * w, 1, dtype=dtype, device=device)
         return Messages(lattices, norms), (kernel, torch.rsqrt(kernel.filter(ones) + 1e-20))
 
+    def _spatial_cached(self, h: int, w: int, dtype: torch.dtype, device: torch.device) -> bool:
+        cached = getattr(self, "_spatial_cache", None)
+        return cached is not None and cached[0] == (h, w, self.gaussian_sxy, dtype, device)
+
     def _spatial_lattice(self, h: int, w: int, dtype: torch.dtype, device: torch.device) -> tuple[Lattice, Tensor]:
         """The smoothness kernel's lattice over one H×W grid and its norm, kept for the next call."""
         key = (h, w, self.gaussian_sxy, dtype, device)
         cached = getattr(self, "_spatial_cache", None)
-        if cached is None or cached[0] != key:
+        if not self._spatial_cached(h, w, dtype, device):
             features = pixel_grid(h, w, dtype, device) / torch.tensor(self.gaussian_sxy, dtype=dtype, device=device)
             lattice = Lattice(features)
             cached = self._spatial_cache = (key, lattice, symmetric_norm(lattice))
