@@ -97,8 +97,10 @@ def predictor_path(model: torch.nn.Module, image_u8: torch.Tensor, **options: An
 def onnx_path(path: Path, image: torch.Tensor, threads: int) -> Callable[[], Any]:
     from atrous.export import OnnxModel
 
+    from atrous.inference.labels import class_labels
+
     runtime = OnnxModel(path, threads=threads)
-    return lambda: runtime(image).argmax(1)
+    return lambda: class_labels(runtime(image))
 
 
 def normalized(image_u8: torch.Tensor) -> torch.Tensor:

@@ -44,6 +44,7 @@ from atrous.engine.runlog import RunLog
 from atrous.engine.sampling import mix_seed
 from atrous.engine.schedule import PolyLR
 from atrous.errors import TrainingError
+from atrous.inference.labels import class_labels
 
 log = logging.getLogger(__name__)
 
@@ -246,7 +247,7 @@ class Trainer:
             images = images.to(device, non_blocking=True).contiguous(memory_format=self.memory_format)
             with torch.autocast(device.type, dtype=self.amp_dtype) if self.amp_dtype else contextlib.nullcontext():
                 logits = self.model(images)
-            matrix.update(logits.argmax(1), masks.to(device))
+            matrix.update(class_labels(logits), masks.to(device))
         matrix.all_reduce()
         result = matrix.compute()
         if self.context.is_main:

@@ -21,6 +21,7 @@ from torch import nn
 
 from atrous.errors import ConfigError, InputError
 from atrous.inference.fast import prepare_for_inference
+from atrous.inference.labels import class_labels
 from atrous.inference.windows import multi_scale_probabilities, sliding_window
 
 __all__ = ["ImageInput", "Predictor"]
@@ -170,10 +171,10 @@ class Predictor:
         """(N, H, W) labels of a uint8 batch. One view and no CRF: argmax of the scores
         directly (softmax keeps the argmax, so it is skipped)."""
         if len(self.scales) > 1 or self.scales[0] != 1.0 or self.flip or self.crf is not None:
-            return self.probabilities(images).argmax(1)
+            return class_labels(self.probabilities(images))
         with torch.inference_mode():
             scores = self.logits(self.normalize(images.to(self.device)))
-        return scores.argmax(1) if scores.is_floating_point() else scores.long()
+        return class_labels(scores)
 
     def _run(self, images: ImageInput, *, labels: bool) -> Any:
         items, form = _as_uint8_list(images)

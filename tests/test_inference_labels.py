@@ -1,0 +1,30 @@
+"""class_labels: argmax over classes, first of equal maxima, in either memory format."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from atrous.inference.labels import class_labels
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_equals_argmax_including_ties(channels_last: bool) -> None:
+    torch.manual_seed(0)
+    scores = torch.randn(2, 7, 13, 17)
+    scores[:, 4] = scores[:, 2]  # exact ties: the first index wins, as argmax
+    scores[0, :, 0, 0] = 1.0  # all equal
+    if channels_last:
+        scores = scores.contiguous(memory_format=torch.channels_last)
+    labels = class_labels(scores)
+    assert labels.dtype == torch.int64 and labels.shape == (2, 13, 17)
+    assert torch.equal(labels, scores.argmax(1))
+    assert labels[0, 0, 0] == 0
+
+
+def test_non_contiguous_and_odd_inputs() -> None:
+    scores = torch.randn(1, 5, 8, 20)[..., ::2]  # a strided view
+    assert torch.equal(class_labels(scores), scores.argmax(1))
+    assert torch.equal(class_labels(torch.randn(1, 1, 4, 4)), torch.zeros(1, 4, 4, dtype=torch.long))
+    already = torch.randint(0, 3, (1, 3, 4, 4))
+    assert class_labels(already).dtype == torch.int64
