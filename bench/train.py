@@ -14,7 +14,7 @@ decoder conv and no BN/ReLU after depthwise convs, so atrous does more work per 
 the "1 decoder conv" path (``decoder_convs=1``) removes the larger of the two differences.
 
 Usage: ``python bench/train.py [--backbones resnet50,mobilenet_v2] [--batch 4] [--size 256]
-[--threads 2] [--steps 5] [--warmup 2]``. Prints one line per backbone with the ratio
+[--threads 2] [--steps 10] [--warmup 2]``. Prints one line per backbone with the ratio
 atrous / smp (≥ 1.0: atrous trains at least as fast). Needs ``pip install
 segmentation-models-pytorch`` (``make bench`` installs it). Writes the table to
 bench/results/train.md as well.
@@ -105,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch", type=int, default=4)
     parser.add_argument("--size", type=int, default=256)
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--steps", type=int, default=5)
+    parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "train.md")
     args = parser.parse_args(argv)
