@@ -112,7 +112,9 @@ class InvertedResidual(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(N, C_in, H, W) → (N, C_out, ⌈H/stride⌉, ⌈W/stride⌉)."""
         out = getattr(self, self.body_name)(x)
-        return out + x if self.use_residual else out
+        if self.use_residual:
+            out += x  # in place, as torchvision: a fresh sum of a large map costs a page-faulted allocation
+        return out
 
 
 class InvertedResidualV2(InvertedResidual):
