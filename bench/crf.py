@@ -2,7 +2,7 @@
 
 Cases: a CamVid val image (360x480, 11 classes) and a VOC-like scene (500x375, 21
 classes), 5 and 10 mean-field iterations, DenseCRF's default kernels. Runs are
-interleaved (atrous cold, atrous warm, pydensecrf, repeat), warm-up excluded, medians
+interleaved (atrous cold, atrous warm, pydensecrf, repeat), 3 warm-up rounds excluded, medians
 reported. "cold" rebuilds both lattices for every image (as pydensecrf does); "warm"
 keeps the image-independent spatial lattice between images of one size (what a
 DenseCRF module does when it refines a dataset). ratio = pydensecrf time / atrous time.
@@ -91,8 +91,9 @@ def bench_case(image: np.ndarray, probs: np.ndarray, iterations: int, repeats: i
     if dcrf is not None:
         runs["pydensecrf2"] = lambda: run_pydensecrf(image, probs, iterations)
     times: dict[str, list[float]] = {name: [] for name in runs}
-    for fn in runs.values():  # warm-up
-        fn()
+    for _ in range(3):  # warm-up: the first calls of a process also pay for growing its heap and thread pools
+        for fn in runs.values():
+            fn()
     for _ in range(repeats):
         for name, fn in runs.items():
             times[name].append(timed(fn))
