@@ -40,6 +40,7 @@ from atrous.crf.messages import Messages, compatibility, symmetric_norm
 from atrous.errors import ConfigError, InputError
 
 Compat = float | Tensor
+SPATIAL_MODES = ("lattice", "exact")
 _builders: dict[int, ThreadPoolExecutor] = {}
 
 
@@ -49,7 +50,6 @@ def _builder() -> ThreadPoolExecutor:
     if pid not in _builders:
         _builders[pid] = ThreadPoolExecutor(max_workers=1, thread_name_prefix="atrous-crf-lattice")
     return _builders[pid]
-SPATIAL_MODES = ("lattice", "exact")
 
 
 def _pair(value: float | Sequence[float], name: str) -> tuple[float, float]:
@@ -244,19 +244,21 @@ class DenseCRF(nn.Module):
         ones = torch.ones(h * w, 1, dtype=dtype, device=device)
         return Messages(lattices, norms), (kernel, torch.rsqrt(kernel.filter(ones) + 1e-20))
 
+    def _spatial_key(self, h: int, w: int, dtype: torch.dtype, device: torch.device) -> tuple:
+        return (h, w, self.gaussian_sxy, dtype, device)
+
     def _spatial_cached(self, h: int, w: int, dtype: torch.dtype, device: torch.device) -> bool:
         cached = getattr(self, "_spatial_cache", None)
-        return cached is not None and cached[0] == (h, w, self.gaussian_sxy, dtype, device)
+        return cached is not None and cached[0] == self._spatial_key(h, w, dtype, device)
 
     def _spatial_lattice(self, h: int, w: int, dtype: torch.dtype, device: torch.device) -> tuple[Lattice, Tensor]:
         """The smoothness kernel's lattice over one H×W grid and its norm, kept for the next call."""
-        key = (h, w, self.gaussian_sxy, dtype, device)
-        cached = getattr(self, "_spatial_cache", None)
         if not self._spatial_cached(h, w, dtype, device):
             features = pixel_grid(h, w, dtype, device) / torch.tensor(self.gaussian_sxy, dtype=dtype, device=device)
             lattice = Lattice(features)
-            cached = self._spatial_cache = (key, lattice, symmetric_norm(lattice))
-        return cached[1], cached[2]
+            self._spatial_cache = (self._spatial_key(h, w, dtype, device), lattice, symmetric_norm(lattice))
+        _, lattice, norm = self._spatial_cache
+        return lattice, norm
 
     def _bilateral_lattice(self, pixels: Tensor, extra: Tensor | None, dtype: torch.dtype) -> Lattice:
         b, k, h, w = pixels.shape

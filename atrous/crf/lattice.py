@@ -50,6 +50,18 @@ class Bags:
         """x (rows, C) → (bags, C)."""
         return F.embedding_bag(self.index, x, self.offsets, mode="sum", per_sample_weights=self.weight)
 
+    def tiled(self, copies: int, rows: int) -> Bags:
+        """The same bags over ``copies`` stacked copies of their (rows, C) input: copy i's
+        bags read rows i·rows … (i + 1)·rows − 1 and follow copy i − 1's bags."""
+        entries = self.index.numel()
+        dtype = index_dtype(rows * copies, entries * copies)
+        step = torch.arange(copies, dtype=dtype, device=self.index.device).view(copies, 1)
+        return Bags(
+            (self.index.to(dtype).unsqueeze(0) + step * rows).reshape(-1),
+            (self.offsets.to(dtype).unsqueeze(0) + step * entries).reshape(-1),
+            None if self.weight is None else self.weight.repeat(copies),
+        )
+
 
 def index_dtype(*sizes: int) -> torch.dtype:
     """int32 for the bag indices (half the memory traffic) unless a size needs int64."""
@@ -58,15 +70,14 @@ def index_dtype(*sizes: int) -> torch.dtype:
 
 def blur_axes(neighbours: Tensor, dtype: torch.dtype) -> list[Bags]:
     """One bag sum per lattice axis: vertex v ← v + ½(left + right), missing neighbours
-    left out. ``neighbours`` (d+1, 2, M+1) holds each vertex's two neighbours along each
-    axis, M where there is none (column M, the zero slot, is ignored); ``dtype`` is that
-    of the values to blur."""
-    m = neighbours.shape[2] - 1
+    left out. ``neighbours`` (d+1, 2, M) holds each vertex's two neighbours along each
+    axis, M where there is none; ``dtype`` is that of the values to blur."""
+    m = neighbours.shape[2]
     device = neighbours.device
     own = torch.arange(m, dtype=neighbours.dtype, device=device).view(m, 1)
     taps = torch.tensor([1.0, 0.5, 0.5], dtype=dtype, device=device).expand(m, 3)
     axes = []
-    for down, up in neighbours[..., :m]:
+    for down, up in neighbours:
         candidates = torch.cat([own, down.view(m, 1), up.view(m, 1)], 1)
         present = candidates < m
         sizes = present.sum(1)
@@ -174,10 +185,10 @@ class Lattice:
     ``slice(blur(splat(x)))``, linear and differentiable in x.
 
     Attributes used to fuse several lattices (see ``messages.py``): ``splat_bags``
-    (points → M vertices), ``blur_axes`` (one bag sum per axis, from ``neighbours``
-    (d+1, 2, M+1), M marking a missing neighbour), ``slice_index`` and ``slice_weight`` (N, d+1): each point's vertices and
-    barycentric weights, and ``point_order`` (N,): the points sorted by simplex
-    (splatting from values stored in that order reads memory almost sequentially).
+    (points → M vertices), ``blur_axes`` (one bag sum per lattice axis), ``slice_index``
+    and ``slice_weight`` (N, d+1): each point's vertices and barycentric weights, and
+    ``point_order`` (N,): the points sorted by simplex (splatting from values stored in
+    that order reads memory almost sequentially).
     """
 
     def __init__(self, features: Tensor, groups: Tensor | None = None, num_groups: int = 1) -> None:
@@ -225,10 +236,8 @@ class Lattice:
         # 2. Vertex r of simplex s: quotients q - [rank + r > d], remainder r.
         r = torch.arange(d1, device=device).view(d1, 1, 1)
         v_quotient = s_quotient.unsqueeze(0) - (s_rank.unsqueeze(0) + r > d).to(torch.int32)  # (d+1, d, S)
-        vertex_id, corner_order, vertex_starts, self.neighbours = self._vertices(
-            v_quotient, s_group, base, spans, num_groups
-        )
-        self.blur_axes = blur_axes(self.neighbours, self.dtype)
+        vertex_id, corner_order, vertex_starts, neighbours = self._vertices(v_quotient, s_group, base, spans, num_groups)
+        self.blur_axes = blur_axes(neighbours, self.dtype)
 
         # 3. Splat: vertex v sums the points of every simplex that has v as a corner.
         # Corners come grouped by vertex (corner_order); corner (r, s) contributes the
@@ -257,28 +266,17 @@ class Lattice:
         if copies == 1:
             return self
         n, m = self.num_points, self.num_vertices
-        step = torch.arange(copies, device=self.neighbours.device).view(copies, 1)
-
-        def shifted(index: Tensor, size: int) -> Tensor:
-            offsets = (step * size).to(index.dtype).view(copies, *([1] * index.dim()))
-            return (index.unsqueeze(0) + offsets).reshape(-1)
-
+        step = torch.arange(copies, device=self.point_order.device).view(copies, 1, 1)
         tiled = object.__new__(Lattice)
         tiled.dim, tiled.dtype = self.dim, self.dtype
         tiled.num_points, tiled.num_vertices = n * copies, m * copies
         tiled.num_simplices = self.num_simplices * copies
-        splat = self.splat_bags
-        tiled.splat_bags = Bags(
-            shifted(splat.index, n), shifted(splat.offsets, splat.index.numel()), splat.weight.repeat(copies)
-        )
-        real = self.neighbours[..., :m]
-        moved = torch.where(real.unsqueeze(2) < m, real.unsqueeze(2) + step.view(1, 1, copies, 1) * m, m * copies)
-        pad = torch.full_like(real[..., :1], m * copies)
-        tiled.neighbours = torch.cat([moved.flatten(2), pad], 2).to(index_dtype(m * copies + 1))
-        tiled.blur_axes = blur_axes(tiled.neighbours, self.dtype)
-        tiled.slice_index = shifted(self.slice_index, m).view(n * copies, -1)
+        tiled.splat_bags = self.splat_bags.tiled(copies, n)
+        tiled.blur_axes = [axis.tiled(copies, m) for axis in self.blur_axes]
+        slice_index = self.slice_index.to(index_dtype(m * copies))
+        tiled.slice_index = (slice_index.unsqueeze(0) + (step * m).to(slice_index.dtype)).reshape(n * copies, -1)
         tiled.slice_weight = self.slice_weight.repeat(copies, 1)
-        tiled.point_order = shifted(self.point_order, n)
+        tiled.point_order = (self.point_order.view(1, n) + step.view(copies, 1) * n).reshape(-1)
         return tiled
 
     def splat(self, x: Tensor) -> Tensor:
@@ -306,7 +304,7 @@ class Lattice:
     ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         """Vertex id of each of the (d+1)·S corners (index r·S + s), the corners grouped
         by vertex (order and start of each group), and each vertex's blur neighbours
-        (d+1, 2, M+1)."""
+        (d+1, 2, M) (M: none)."""
         d1, d, s = v_quotient.shape
         device = v_quotient.device
         strides = _strides([num_groups, *spans, d1])
@@ -335,12 +333,12 @@ class Lattice:
         # Look the neighbours up by sorting vertices and queries together, one axis at a
         # time (all axes at once would need a sort of 2(d+1)M keys: too much memory).
         index = index_dtype(m + 1)
-        neighbours = torch.full((d1, 2, m + 1), m, dtype=index, device=device)
+        neighbours = torch.full((d1, 2, m), m, dtype=index, device=device)
         for j, queries in enumerate(torch.stack([down, up], 1)):
             known, ids = torch.unique(torch.cat([codes, queries.reshape(-1)]), return_inverse=True)
             slot = torch.full((known.numel(),), m, dtype=index, device=device)
             slot[ids[:m]] = torch.arange(m, dtype=index, device=device)
-            neighbours[j, :, :m] = slot[ids[m:]].view(2, m)
+            neighbours[j] = slot[ids[m:]].view(2, m)
         return vertex_id, corner_order, vertex_starts, neighbours
 
     def _vertices_by_rows(self, v_quotient: Tensor, s_group: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
@@ -362,10 +360,8 @@ class Lattice:
         everything, ids = torch.unique(torch.cat([vertices, queries]), dim=0, return_inverse=True)
         slot = torch.full((everything.shape[0],), m, dtype=torch.long, device=device)
         slot[ids[:m]] = torch.arange(m, device=device)
-        neighbours = slot[ids[m:]].view(d1, 2, m)
-        pad = torch.full((d1, 2, 1), m, dtype=torch.long, device=device)
+        neighbours = slot[ids[m:]].view(d1, 2, m).to(index_dtype(m + 1))
         sizes = torch.bincount(vertex_id, minlength=m)
         starts = torch.cumsum(sizes, 0) - sizes
-        neighbours = torch.cat([neighbours, pad], 2).to(index_dtype(m + 1))
         return vertex_id, torch.argsort(vertex_id, stable=True), starts, neighbours
 

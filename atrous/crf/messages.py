@@ -22,7 +22,7 @@ from atrous.crf.lattice import Bags, Lattice, blur, index_dtype
 
 def symmetric_norm(lattice: Lattice) -> Tensor:
     """n = 1 / sqrt(K 1) per point (N, 1): pydensecrf's NORMALIZE_SYMMETRIC."""
-    ones = torch.ones(lattice.num_points, 1, dtype=lattice.dtype, device=lattice.neighbours.device)
+    ones = torch.ones(lattice.num_points, 1, dtype=lattice.dtype, device=lattice.slice_index.device)
     return torch.rsqrt(lattice.filter(ones) + 1e-20)
 
 

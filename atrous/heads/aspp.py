@@ -61,9 +61,12 @@ class ImagePooling(nn.Sequential):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         size = x.shape[-2:]
-        # Materialised in x's memory format: a broadcast view would make ASPP's concat
-        # fall back to NCHW, and the projection conv then converts 5 × 256 channels back.
-        return super().forward(x).expand(-1, -1, *size).contiguous(memory_format=memory_format_of(x))
+        pooled = super().forward(x).expand(-1, -1, *size)
+        if memory_format_of(x) == torch.channels_last:
+            # A broadcast view would make ASPP's concat fall back to NCHW, and the
+            # projection conv then convert 5 × 256 channels back: materialise it instead.
+            return pooled.contiguous(memory_format=torch.channels_last)
+        return pooled
 
 
 def atrous_conv_branch(in_channels: int, out_channels: int, rate: int) -> nn.Module:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import torch
 
+from atrous.nn.layout import memory_format_of
+
 __all__ = ["class_labels"]
 
 
@@ -18,7 +20,7 @@ def class_labels(scores: torch.Tensor) -> torch.Tensor:
     """
     if scores.dim() != 4 or scores.shape[1] < 2 or not scores.is_floating_point():
         return scores.argmax(1) if scores.is_floating_point() else scores.long()
-    if scores.device.type != "cpu" or scores.is_contiguous(memory_format=torch.channels_last) and not scores.is_contiguous():
+    if scores.device.type != "cpu" or memory_format_of(scores) == torch.channels_last:
         return scores.argmax(1)
     best = scores[:, 0].clone()
     labels = torch.zeros(best.shape, dtype=torch.long, device=scores.device)
