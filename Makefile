@@ -5,18 +5,21 @@ PY := $(VENV)/bin/python
 INSTALLED := $(VENV)/.installed
 PEERS := $(VENV)/.peers
 
-.PHONY: install demo test test-slow bench readme-tables clean
+.PHONY: install demo test test-slow bench readme-tables readme-photo clean
 
 $(INSTALLED): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[export,test]'
 	touch $@
 
-# The reference dense CRF (pydensecrf2, compiled from source) for the CRF agreement tests.
-# If it cannot be built, the tests that need it skip and say so loudly.
+# Test-only references: the dense CRF of pydensecrf2 (compiled from source) for the CRF
+# agreement tests, and the LiteRT interpreter that runs the TF DeepLab graphs `atrous convert`
+# is checked against. If one cannot be installed, the tests that need it skip and say so.
 $(PEERS): $(INSTALLED)
 	$(PY) -m pip install --quiet --disable-pip-version-check 'pydensecrf2>=1.1' \
 	  || echo "WARNING: pydensecrf2 could not be installed; CRF agreement tests will be skipped"
+	$(PY) -m pip install --quiet --disable-pip-version-check 'ai-edge-litert>=1.2' \
+	  || echo "WARNING: ai-edge-litert could not be installed; TFLite agreement tests will be skipped"
 	touch $@
 
 install: $(INSTALLED)
@@ -33,6 +36,12 @@ test-slow: $(PEERS)
 bench: $(PEERS)
 	$(PY) -m pip install --quiet --disable-pip-version-check 'segmentation-models-pytorch>=0.3'
 	$(PY) bench/run_all.py
+
+# The README's first picture: a real photo segmented by the shipped VOC model.
+readme-photo: $(INSTALLED)
+	rm -rf demo_out/voc
+	$(VENV)/bin/atrous predict --checkpoint weights/voc_deeplabv3_mobilenet_v2.pt docs/images/bird.jpg --out demo_out/voc --crf --panel --no-progress
+	cp demo_out/voc/bird_panel.png docs/images/bird_panel.png
 
 readme-tables: $(INSTALLED)
 	$(PY) bench/readme_tables.py

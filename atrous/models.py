@@ -49,7 +49,8 @@ class DeepLab(nn.Module):
     ``head`` reads the backbone levels named in ``head_inputs`` (e.g. ``("out", "low")``
     for v3+) and returns logits at its own resolution, upsampled here to the input
     size. With an ``aux_head`` (on the ``aux`` level, else ``mid``) and in training
-    mode, ``forward`` returns ``{"out": logits, "aux": aux_logits}``. With a ``crf``
+    mode, ``forward`` returns ``{"out": logits, "aux": aux_logits}``. ``align_corners``
+    selects the upsampling grid of the logits (True for models imported from TF DeepLab). With a ``crf``
     layer (CRF as RNN, ``create_model(..., crf=True)``) the main output is the log of the
     CRF's marginals instead of raw logits: argmax and cross-entropy apply unchanged.
     """
@@ -62,6 +63,7 @@ class DeepLab(nn.Module):
         head_inputs: Sequence[str] = ("out",),
         aux_head: nn.Module | None = None,
         aux_input: str = "aux",
+        align_corners: bool = False,
     ) -> None:
         super().__init__()
         self.backbone = backbone
@@ -69,6 +71,7 @@ class DeepLab(nn.Module):
         self.aux_head = aux_head
         self.head_inputs = tuple(head_inputs)
         self.aux_input = aux_input
+        self.align_corners = align_corners
         self.crf: nn.Module | None = None
         self.config: dict[str, Any] = {}
 
@@ -100,7 +103,7 @@ class DeepLab(nn.Module):
         loss's log-softmax and NLL over K run several times slower on channels_last (and
         NLL copies it to NCHW), and converting before upsampling moves 16× less data. At
         inference they keep the model's format, where argmax over K is the quicker."""
-        return resize(logits.contiguous() if self.training else logits, size)
+        return resize(logits.contiguous() if self.training else logits, size, align_corners=self.align_corners)
 
     def parameter_groups(self) -> dict[str, list[nn.Parameter]]:
         """Backbone parameters and the rest (heads), for a head learning-rate multiplier."""
@@ -122,9 +125,19 @@ def _init_classifiers(head: nn.Module, num_classes: int) -> None:
             nn.init.normal_(m.weight, 0.0, 0.01)
 
 
-def _backbone(name: str, output_stride: int, pretrained_backbone: str | None, **options: Any) -> Backbone:
+def _backbone(
+    name: str,
+    output_stride: int,
+    pretrained_backbone: str | None,
+    backbone_options: dict[str, Any] | None = None,
+    **options: Any,
+) -> Backbone:
+    """Build backbone ``name``; ``backbone_options`` (e.g. ``{"width_mult": 0.5}``) are
+    checked against the backbone builder's own options, so a wrong one is refused."""
     options = {k: v for k, v in options.items() if v is not None}
-    backbone = create_backbone(name, output_stride=check_output_stride(output_stride), **options)
+    backbone = create_backbone(
+        name, output_stride=check_output_stride(output_stride), **options, **dict(backbone_options or {})
+    )
     if pretrained_backbone:
         from atrous.backbones.torchvision_keys import load_torchvision_state_dict
 
@@ -139,6 +152,7 @@ def _assemble(
     *,
     head_inputs: Sequence[str] = ("out",),
     aux_loss: bool = False,
+    align_corners: bool = False,
 ) -> DeepLab:
     aux_input = "aux" if "aux" in backbone.feature_info else "mid"
     aux_head = AuxHead(backbone.feature_info[aux_input].channels, num_classes) if aux_loss else None
@@ -146,7 +160,9 @@ def _assemble(
         if module is not None:
             he_init_(module)
             _init_classifiers(module, num_classes)
-    return DeepLab(backbone, head, head_inputs=head_inputs, aux_head=aux_head, aux_input=aux_input)
+    return DeepLab(
+        backbone, head, head_inputs=head_inputs, aux_head=aux_head, aux_input=aux_input, align_corners=align_corners
+    )
 
 
 def deeplabv1(
@@ -158,17 +174,19 @@ def deeplabv1(
     dropout: float = 0.5,
     aux_loss: bool = False,
     pretrained_backbone: str | None = None,
+    backbone_options: dict[str, Any] | None = None,
+    align_corners: bool = False,
 ) -> DeepLab:
     """DeepLab v1 (Chen et al., ICLR 2015): VGG-16 at OS 8 + fc6/fc7/fc8.
 
     LargeFOV: fc6 3×3 rate 12, 1024 ch; the original: fc6 7×7 rate 4, 4096 ch. Rates are
     defined at OS 8 and scale with the output stride.
     """
-    body = _backbone(backbone, output_stride, pretrained_backbone)
+    body = _backbone(backbone, output_stride, pretrained_backbone, backbone_options)
     rate, kernel, hidden = (12, 3, 1024) if large_fov else (4, 7, 4096)
     rate = max(1, rate * 8 // output_stride)
     head = LargeFOV(body.feature_info["out"].channels, num_classes, rate=rate, kernel_size=kernel, hidden_channels=hidden, dropout=dropout)
-    return _assemble(body, head, num_classes, aux_loss=aux_loss)
+    return _assemble(body, head, num_classes, aux_loss=aux_loss, align_corners=align_corners)
 
 
 def deeplabv2(
@@ -180,6 +198,8 @@ def deeplabv2(
     aspp_rates: Sequence[int] | None = None,
     aux_loss: bool = False,
     pretrained_backbone: str | None = None,
+    backbone_options: dict[str, Any] | None = None,
+    align_corners: bool = False,
 ) -> DeepLab:
     """DeepLab v2 (Chen et al., TPAMI 2017): ASPP whose per-rate branch logits are summed.
 
@@ -189,11 +209,11 @@ def deeplabv2(
     """
     if aspp not in ASPP_V2_RATES:
         raise ConfigError(f"aspp must be one of {', '.join(ASPP_V2_RATES)} (ASPP-L or ASPP-S); got {aspp!r}")
-    body = _backbone(backbone, output_stride, pretrained_backbone)
+    body = _backbone(backbone, output_stride, pretrained_backbone, backbone_options)
     rates = tuple(aspp_rates) if aspp_rates else rates_for_output_stride(ASPP_V2_RATES[aspp], output_stride, 8)
     branch = _largefov_branch if backbone == "vgg16" else None
     head = ASPP(body.feature_info["out"].channels, num_classes, rates, sum_branches=True, branch=branch)
-    return _assemble(body, head, num_classes, aux_loss=aux_loss)
+    return _assemble(body, head, num_classes, aux_loss=aux_loss, align_corners=align_corners)
 
 
 def _largefov_branch(in_channels: int, num_classes: int, rate: int) -> nn.Module:
@@ -213,6 +233,8 @@ def deeplabv3(
     dropout: float = 0.1,
     aux_loss: bool = False,
     pretrained_backbone: str | None = None,
+    backbone_options: dict[str, Any] | None = None,
+    align_corners: bool = False,
 ) -> DeepLab:
     """DeepLab v3 (Chen et al., 2017), parallel form: backbone + ASPP with image pooling.
 
@@ -220,7 +242,7 @@ def deeplabv3(
     unless ``aspp_rates`` is given; ResNet's last stage uses ``multi_grid`` unit rates.
     ``refine_conv`` adds torchvision's extra 3×3 conv before the classifier.
     """
-    body = _backbone(backbone, output_stride, pretrained_backbone, multi_grid=_multi_grid_for(backbone, multi_grid))
+    body = _backbone(backbone, output_stride, pretrained_backbone, backbone_options, multi_grid=_multi_grid_for(backbone, multi_grid))
     rates = tuple(aspp_rates) if aspp_rates is not None else rates_for_output_stride(ASPP_V3_RATES_OS16, output_stride)
     head = DeepLabV3Head(
         body.feature_info["out"].channels,
@@ -231,7 +253,7 @@ def deeplabv3(
         refine_conv=refine_conv,
         dropout=dropout,
     )
-    return _assemble(body, head, num_classes, aux_loss=aux_loss)
+    return _assemble(body, head, num_classes, aux_loss=aux_loss, align_corners=align_corners)
 
 
 def deeplabv3plus(
@@ -248,6 +270,8 @@ def deeplabv3plus(
     dropout: float = 0.1,
     aux_loss: bool = False,
     pretrained_backbone: str | None = None,
+    backbone_options: dict[str, Any] | None = None,
+    align_corners: bool = False,
 ) -> DeepLab:
     """DeepLab v3+ (Chen et al., ECCV 2018): v3 encoder + decoder with an OS-4 skip.
 
@@ -257,7 +281,7 @@ def deeplabv3plus(
     ``separable`` (atrous separable convs in ASPP and decoder) defaults to True on the
     Xception and MobileNet backbones, as in the paper's Xception model, else False.
     """
-    body = _backbone(backbone, output_stride, pretrained_backbone, multi_grid=_multi_grid_for(backbone, multi_grid))
+    body = _backbone(backbone, output_stride, pretrained_backbone, backbone_options, multi_grid=_multi_grid_for(backbone, multi_grid))
     rates = tuple(aspp_rates) if aspp_rates is not None else rates_for_output_stride(ASPP_V3_RATES_OS16, output_stride)
     head = DeepLabV3PlusHead(
         body.feature_info["out"].channels,
@@ -270,7 +294,7 @@ def deeplabv3plus(
         separable=backbone in LIGHT_BACKBONES if separable is None else separable,
         dropout=dropout,
     )
-    return _assemble(body, head, num_classes, head_inputs=("out", "low"), aux_loss=aux_loss)
+    return _assemble(body, head, num_classes, head_inputs=("out", "low"), aux_loss=aux_loss, align_corners=align_corners)
 
 
 def lraspp(
@@ -281,11 +305,13 @@ def lraspp(
     channels: int = 128,
     aux_loss: bool = False,
     pretrained_backbone: str | None = None,
+    backbone_options: dict[str, Any] | None = None,
+    align_corners: bool = False,
 ) -> DeepLab:
     """Lite R-ASPP (Howard et al., "Searching for MobileNetV3", 2019) on the OS-8 and final levels."""
-    body = _backbone(backbone, output_stride, pretrained_backbone)
+    body = _backbone(backbone, output_stride, pretrained_backbone, backbone_options)
     head = LRASPPHead(body.feature_info["out"].channels, body.feature_info["mid"].channels, num_classes, channels=channels)
-    return _assemble(body, head, num_classes, head_inputs=("out", "mid"), aux_loss=aux_loss)
+    return _assemble(body, head, num_classes, head_inputs=("out", "mid"), aux_loss=aux_loss, align_corners=align_corners)
 
 
 def _multi_grid_for(backbone: str, multi_grid: Sequence[int] | None) -> tuple[int, ...] | None:

@@ -17,6 +17,8 @@ from atrous.engine.metrics import ConfusionMatrix
 
 ROOT = Path(__file__).resolve().parents[1]
 WEIGHTS = sorted((ROOT / "weights").glob("*.pt"))
+CAMVID_WEIGHTS = [path for path in WEIGHTS if path.name.startswith("camvid_")]
+VOC_WEIGHTS = [path for path in WEIGHTS if path.name.startswith("voc_")]
 CAMVID = ROOT.parent / "shared" / "data" / "camvid"
 
 
@@ -44,12 +46,21 @@ def test_weights_are_shipped() -> None:
 def test_weights_match_the_readme_hash_and_load(path: Path) -> None:
     assert readme_hashes().get(path.name) == hashlib.sha256(path.read_bytes()).hexdigest()
     model = load_model(path)
-    assert len(model.class_names) == model.num_classes == 11
-    assert model.class_names[0] == "Sky" and len(model.palette) == 11
+    if path in VOC_WEIGHTS:  # imported from TF DeepLab (atrous convert)
+        assert len(model.class_names) == model.num_classes == 21 and model.class_names[15] == "person"
+        assert model.mean == model.std == (0.5, 0.5, 0.5) and model.align_corners
+    else:
+        assert len(model.class_names) == model.num_classes == 11
+        assert model.class_names[0] == "Sky" and len(model.palette) == 11
+
+
+def test_voc_weights_are_shipped_with_their_licence() -> None:
+    assert VOC_WEIGHTS and (ROOT / "weights" / "LICENSE.deeplab-tflite").is_file()
+    assert "Apache License" in (ROOT / "weights" / "LICENSE.deeplab-tflite").read_text()
 
 
 @pytest.mark.skipif(not CAMVID.is_dir(), reason="../shared/data/camvid is not present")
-@pytest.mark.parametrize("path", WEIGHTS, ids=lambda p: p.name)
+@pytest.mark.parametrize("path", CAMVID_WEIGHTS, ids=lambda p: p.name)
 def test_weights_segment_camvid_val(path: Path) -> None:
     dataset = build_dataset("camvid", CAMVID, "val")
     predictor = Predictor(load_model(path))

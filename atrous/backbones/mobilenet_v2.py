@@ -20,6 +20,7 @@ from torch import nn
 
 from atrous.backbones._mobilenet import MobileNetBackbone, check_width_mult, layers_at_stride
 from atrous.backbones._stride import plan_stages
+from atrous.errors import ConfigError
 from atrous.nn import ConvNormAct
 from atrous.nn.inverted_residual import InvertedResidualV2, make_divisible
 from atrous.registry import register_backbone
@@ -40,13 +41,24 @@ class MobileNetV2(MobileNetBackbone):
     torchvision_family = "mobilenet_v2"  # key map in atrous.backbones.torchvision_keys
 
     def __init__(
-        self, *, output_stride: int = 32, num_classes: int | None = None, width_mult: float = 1.0, dropout: float = 0.2
+        self,
+        *,
+        output_stride: int = 32,
+        num_classes: int | None = None,
+        width_mult: float = 1.0,
+        dropout: float = 0.2,
+        slim_rates: bool = False,
+        divisible_by: int = 8,
     ) -> None:
         width_mult = check_width_mult(width_mult)
-        stem = make_divisible(32 * width_mult)
-        last = make_divisible(1280 * max(1.0, width_mult))
+        if isinstance(divisible_by, bool) or not isinstance(divisible_by, int) or divisible_by < 1:
+            raise ConfigError(f"divisible_by must be a positive integer (8 or 1); got {divisible_by!r}")
+        stem = make_divisible(32 * width_mult, divisible_by)
+        last = make_divisible(1280 * max(1.0, width_mult), divisible_by)
         blocks = [
-            (t, make_divisible(c * width_mult), s if i == 0 else 1) for t, c, n, s in _SETTINGS for i in range(n)
+            (t, make_divisible(c * width_mult, divisible_by), s if i == 0 else 1)
+            for t, c, n, s in _SETTINGS
+            for i in range(n)
         ]
         strides = [2] + [s for _, _, s in blocks]
         plan = plan_stages(strides, output_stride)
@@ -54,15 +66,16 @@ class MobileNetV2(MobileNetBackbone):
         channels = [stem]
         for (t, width, stride), geometry in zip(blocks, plan[1:]):
             # Like torchvision's dilated MobileNetV3 (and unlike ResNet), the block that lost
-            # its stride already uses the new rate (geometry.dilation, not first_dilation):
-            # one convention for the MobileNet family (TF-slim would keep the old rate).
+            # its stride already uses the new rate (geometry.dilation): one convention for the
+            # MobileNet family. TF-slim (and so every TF DeepLab model) keeps the old rate
+            # there (first_dilation): ``slim_rates=True`` builds that, for imported weights.
             layers.append(
                 InvertedResidualV2(
                     channels[-1],
                     width,
                     expanded_channels=int(round(channels[-1] * t)),
                     stride=geometry.stride,
-                    dilation=geometry.dilation,
+                    dilation=geometry.first_dilation if slim_rates else geometry.dilation,
                     activation=nn.ReLU6,
                     residual=stride == 1 and channels[-1] == width,
                 )
@@ -89,6 +102,25 @@ class MobileNetV2(MobileNetBackbone):
 
 
 @register_backbone("mobilenet_v2")
-def mobilenet_v2(*, output_stride: int = 32, num_classes: int | None = None, width_mult: float = 1.0) -> MobileNetV2:
-    """MobileNet v2 at ``output_stride`` 8/16/32, width multiplier ``width_mult`` (α)."""
-    return MobileNetV2(output_stride=output_stride, num_classes=num_classes, width_mult=width_mult)
+def mobilenet_v2(
+    *,
+    output_stride: int = 32,
+    num_classes: int | None = None,
+    width_mult: float = 1.0,
+    slim_rates: bool = False,
+    divisible_by: int = 8,
+) -> MobileNetV2:
+    """MobileNet v2 at ``output_stride`` 8/16/32, width multiplier ``width_mult`` (α).
+
+    ``slim_rates``: the block whose stride became a rate keeps the previous rate, as
+    TF-slim builds it (needed by weights trained in TensorFlow, e.g. ``atrous convert``).
+    ``divisible_by``: channel counts are rounded to multiples of it (8, the paper's
+    code; TF DeepLab builds α ≠ 1 with 1, e.g. 12 channels where α = 0.5 gives 16).
+    """
+    return MobileNetV2(
+        output_stride=output_stride,
+        num_classes=num_classes,
+        width_mult=width_mult,
+        slim_rates=slim_rates,
+        divisible_by=divisible_by,
+    )

@@ -25,6 +25,7 @@ SUBCOMMAND_MODULES = (
     "crf",
     "crf_tune",
     "export",
+    "convert",
     "bench",
     "demo",
 )

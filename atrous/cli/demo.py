@@ -31,6 +31,10 @@ DEMO_RECIPE = "shapes_deeplabv3plus_mobilenet_v2.yaml"
 TARGET_MIOU = 0.80
 
 
+VOC_WEIGHTS = "weights/voc_deeplabv3_mobilenet_v2.pt"
+VOC_PHOTO = "docs/images/bird.jpg"
+
+
 def _recipe_path(given: str | None) -> Path:
     if given:
         return Path(given)
@@ -91,7 +95,7 @@ def run(args: argparse.Namespace) -> int:
         shutil.rmtree(run_dir)  # the demo always starts fresh; it owns this folder
     start = time.perf_counter()
 
-    print(f"[1/4] training on synthetic shapes → {run_dir}", flush=True)
+    print(f"[1/5] training on synthetic shapes → {run_dir}", flush=True)
     train_argv = ["train", "--config", str(_recipe_path(args.config)), "--out", str(run_dir)]
     if args.epochs:
         train_argv += ["--epochs", str(args.epochs)]
@@ -101,7 +105,7 @@ def run(args: argparse.Namespace) -> int:
     if not checkpoint.is_file():
         checkpoint = run_dir / "last.pt"
 
-    print("[2/4] evaluating on the shapes val split", flush=True)
+    print("[2/5] evaluating on the shapes val split", flush=True)
     buffer = StringIO()
     with redirect_stdout(buffer):
         status = main(["eval", "--checkpoint", str(checkpoint), "--split", "val", "--json", "--no-progress"])
@@ -112,7 +116,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"    {name:<12} IoU {100 * iou:6.2f} %" if iou is not None else f"    {name:<12} IoU   n/a")
     print(f"    mIoU {100 * result['miou']:.2f} %   pixel accuracy {100 * result['pixel_accuracy']:.2f} %", flush=True)
 
-    print("[3/4] predicting held-out images (network and dense CRF)", flush=True)
+    print("[3/5] predicting held-out images (network and dense CRF)", flush=True)
     from atrous.engine.config import load_config_file
 
     options = dict(load_config_file(_recipe_path(args.config)).get("dataset_options") or {})
@@ -123,15 +127,33 @@ def run(args: argparse.Namespace) -> int:
     if main(["predict", str(inputs), "--checkpoint", str(checkpoint), "--out", str(predictions), "--crf", "--no-progress"]) != 0:
         return 1
 
-    print("[4/4] drawing the summary grid", flush=True)
+    print("[4/5] drawing the summary grid", flush=True)
     _summary_grid(inputs, predictions, pairs, dataset.palette, out / "summary.png")
     minutes = (time.perf_counter() - start) / 60
     print(f"done in {minutes:.1f} min: {out / 'summary.png'} (input | ground truth | prediction | CRF), "
           f"overlays in {predictions}, checkpoint {checkpoint}")
+    _segment_real_photo(out / "voc")
     if result["miou"] < TARGET_MIOU:
         print(f"warning: val mIoU {100 * result['miou']:.1f} % is below the demo's target {100 * TARGET_MIOU:.0f} %")
         return 1
     return 0
+
+
+def _segment_real_photo(out: Path) -> None:
+    """Segment the repository's sample photo with the shipped VOC model (imported from TF
+    DeepLab): input | prediction | + CRF in ``out/bird_panel.png``. Skipped, and said so,
+    where the weights or the photo are not at hand (e.g. an installed wheel)."""
+    from atrous.cli import main
+
+    root = Path(__file__).resolve().parents[2]
+    weights, photo = root / VOC_WEIGHTS, root / VOC_PHOTO
+    if not (weights.is_file() and photo.is_file()):
+        print(f"[5/5] skipped the real photo: {VOC_WEIGHTS} or {VOC_PHOTO} is not here (they ship with the repository)")
+        return
+    print(f"[5/5] segmenting a real photo with the PASCAL VOC model → {out / (photo.stem + '_panel.png')}", flush=True)
+    if out.exists():
+        shutil.rmtree(out)  # the demo owns this folder
+    main(["predict", str(photo), "--checkpoint", str(weights), "--out", str(out), "--crf", "--panel", "--no-progress"])
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

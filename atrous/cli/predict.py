@@ -3,8 +3,10 @@
 For every input ``<stem>`` the output folder receives ``<stem>.png`` (palette PNG of
 class indices: the final prediction, CRF-refined with ``--crf``), ``<stem>_color.png``
 (its colours), ``<stem>_overlay.png`` (the network's prediction over the image) and,
-with ``--crf``, ``<stem>_crf_overlay.png`` (the CRF's, to compare side by side). Each
-file is written to a temp name and renamed, so no file is ever half-written.
+with ``--crf``, ``<stem>_crf_overlay.png`` (the CRF's, to compare side by side); with
+``--panel``, ``<stem>_panel.png``: input | prediction | + CRF, titled, with a legend of
+the classes found. Each file is written to a temp name and renamed, so no file is ever
+half-written.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import logging
 import os
 import sys
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -53,6 +56,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--out", required=True, metavar="DIR", help="output folder (created if missing)")
     add_predictor_options(parser, default_scales="1.0")
     parser.add_argument("--alpha", type=float, default=0.5, help="overlay opacity of the colours (default 0.5)")
+    parser.add_argument(
+        "--panel", action="store_true", help="also write <stem>_panel.png: input | prediction | + CRF, with a class legend"
+    )
     parser.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
     parser.set_defaults(func=run)
 
@@ -124,10 +130,12 @@ def write_outputs(
     palette: list[tuple[int, int, int]],
     alpha: float,
     crf_labels: np.ndarray | None = None,
+    panel_names: Sequence[str] | None = None,
 ) -> list[Path]:
     """Write the files of one image (see the module docstring); returns their paths.
 
-    ``image`` uint8 (H, W, 3); ``labels`` / ``crf_labels`` (H, W) class indices.
+    ``image`` uint8 (H, W, 3); ``labels`` / ``crf_labels`` (H, W) class indices;
+    ``panel_names``: class names, to also write the titled panel with its legend.
     """
     from atrous.data import colorize, overlay, save_index_png
 
@@ -140,6 +148,15 @@ def write_outputs(
     }
     if crf_labels is not None:
         rgb[f"{stem}_crf_overlay.png"] = overlay(image, crf_labels, palette, alpha=alpha)
+    if panel_names is not None:
+        from atrous.data.figure import present_classes, titled_row
+
+        tiles, titles = [image, rgb[f"{stem}_overlay.png"]], ["input", "prediction"]
+        if crf_labels is not None:
+            tiles.append(rgb[f"{stem}_crf_overlay.png"])
+            titles.append("+ dense CRF")
+        masks = [labels] + ([crf_labels] if crf_labels is not None else [])
+        rgb[f"{stem}_panel.png"] = titled_row(tiles, titles, present_classes(masks, panel_names, palette))
     for name, array in rgb.items():
         save_png_atomic(out / name, array)
         written.append(out / name)
@@ -182,7 +199,8 @@ def run(args: argparse.Namespace) -> int:
                     refined = crf(image[None].to(device), probs[None].to(device))
                 crf_labels = refined[0].argmax(0).cpu().numpy()
             palette = _palette(model, probs.shape[0])
-            write_outputs(out, path.stem, image.permute(1, 2, 0).numpy(), labels, palette, args.alpha, crf_labels)
+            names = (list(getattr(model, "class_names", None) or []) or [str(i) for i in range(len(palette))]) if args.panel else None
+            write_outputs(out, path.stem, image.permute(1, 2, 0).numpy(), labels, palette, args.alpha, crf_labels, names)
             written += 1
     print(f"wrote predictions for {written} image{'s' if written != 1 else ''} to {out}")
     return 0

@@ -47,7 +47,7 @@ def build_data(config: TrainConfig, context: DistContext) -> RunData:
 
     if config.data is None and config.dataset != "shapes":
         raise ConfigError("no training data given; pass --data DIR (or --dataset shapes for synthetic data)")
-    mean, std = tuple(IMAGENET_MEAN), tuple(IMAGENET_STD)
+    mean, std = pretrained_normalisation(config) or (tuple(IMAGENET_MEAN), tuple(IMAGENET_STD))
     options = dict(config.dataset_options)
     train_set = build_dataset(config.dataset, config.data, config.train_split, **options)
     train_set.transform = train_transforms(
@@ -92,8 +92,17 @@ def _plain(sampler: EpochSampler) -> list[int]:
     return [index for index, _ in sampler]
 
 
+# Config keys that describe the run, not the architecture a pretrained checkpoint fixes.
+_NOT_ARCHITECTURE = ("name", "num_classes", "output_stride", "crf")
+
+
 def build_model(config: TrainConfig, num_classes: int) -> nn.Module:
-    """``create_model`` with the run's options; ``pretrained`` loads backbone or full weights."""
+    """``create_model`` with the run's options; ``pretrained`` loads backbone or full weights.
+
+    An atrous checkpoint of the same model fixes the architecture options it was built
+    with (the user's ``model_options`` still win) and fills every weight, except the
+    classifier when the class count differs; one of another model fills the backbone.
+    """
     from atrous.models import create_model
 
     options = dict(config.model_options)
@@ -104,13 +113,69 @@ def build_model(config: TrainConfig, num_classes: int) -> nn.Module:
         checkpoint = _atrous_checkpoint_or_none(config.pretrained)
         if checkpoint is None:
             options["pretrained_backbone"] = config.pretrained
+        else:
+            saved = checkpoint["model"]["config"]
+            if (checkpoint.get("source") or {}).get("folded_batchnorm") and not config.freeze_bn:
+                log.warning(
+                    "%s has batch norm folded into its convs (imported weights): fine-tune it with --freeze-bn, "
+                    "else batch statistics replace the folded ones and the pretrained features are lost",
+                    config.pretrained,
+                )
+            inherited = saved if saved.get("name") == config.model else {"backbone_options": saved.get("backbone_options")}
+            options = {**{k: v for k, v in inherited.items() if k not in _NOT_ARCHITECTURE and v is not None}, **options}
     model = create_model(config.model, num_classes=num_classes, output_stride=config.output_stride, **options)
     if checkpoint is not None:
-        load_weights(model, checkpoint, config.pretrained)
-        log.info("initialised %s from the atrous checkpoint %s", config.model, config.pretrained)
+        skipped = load_pretrained(model, checkpoint, config.pretrained)
+        what = "every weight" if not skipped else "every weight but " + ", ".join(skipped)
+        log.info("initialised %s from the atrous checkpoint %s (%s)", config.model, config.pretrained, what)
     elif config.pretrained:
         log.info("loaded ImageNet backbone weights from %s", config.pretrained)
     return model
+
+
+def load_pretrained(model: nn.Module, checkpoint: dict[str, Any], path: str) -> list[str]:
+    """Start ``model`` from an atrous checkpoint trained on other classes or as another model.
+
+    Same model: every weight is loaded except the class-dependent ones (the classifier
+    convs, whose first dimension is the checkpoint's class count), and those only when
+    the class counts differ. Another model: the backbone's weights only. Any other
+    missing or mis-shaped weight raises ``CheckpointError``. Returns the skipped keys.
+    """
+    saved_config = checkpoint["model"]["config"]
+    state = checkpoint["model"]["state_dict"]
+    own = model.state_dict()
+    same_model = saved_config.get("name") == model.config["name"]
+    if same_model and saved_config.get("num_classes") == model.config["num_classes"]:
+        load_weights(model, checkpoint, path)
+        return []
+    wanted = own if same_model else {k: v for k, v in own.items() if k.startswith("backbone.")}
+    saved_classes = saved_config.get("num_classes")
+    skipped = [
+        key
+        for key, value in wanted.items()
+        if same_model and key in state and state[key].shape != value.shape and state[key].shape[:1] == (saved_classes,)
+    ]
+    problems = [key for key in wanted if key not in skipped and (key not in state or state[key].shape != wanted[key].shape)]
+    if problems:
+        raise CheckpointError(
+            f"{path} ({saved_config.get('name')} with {saved_classes} classes) does not fit {model.config['name']}: "
+            f"{len(problems)} weights missing or of another shape, e.g. {', '.join(problems[:4])}"
+        )
+    model.load_state_dict({k: state[k] for k in wanted if k not in skipped}, strict=False)
+    if not same_model:
+        skipped = [f"the {saved_config.get('name')} head (backbone only)"]
+    elif skipped:
+        skipped = [f"the {saved_classes}-class classifier ({', '.join(skipped)})"]
+    return skipped
+
+
+def pretrained_normalisation(config: TrainConfig) -> tuple[tuple[float, ...], tuple[float, ...]] | None:
+    """(mean, std) an atrous ``--pretrained`` checkpoint was trained with (e.g. 0.5/0.5 for
+    TF DeepLab imports), so fine-tuning feeds the weights what they expect; else None."""
+    checkpoint = _atrous_checkpoint_or_none(config.pretrained) if config.pretrained else None
+    if not checkpoint or not checkpoint.get("mean") or not checkpoint.get("std"):
+        return None
+    return tuple(float(v) for v in checkpoint["mean"]), tuple(float(v) for v in checkpoint["std"])
 
 
 def _atrous_checkpoint_or_none(path: str) -> dict[str, Any] | None:

@@ -156,6 +156,20 @@ def save_weights_only(source: str | Path, destination: str | Path, *, half: bool
     return save_checkpoint(slim, destination)
 
 
+def weights_checkpoint(model: nn.Module, metadata: dict[str, Any]) -> dict[str, Any]:
+    """A weights-only checkpoint of ``model`` (config + state_dict) with its ``metadata``
+    (class names, palette, mean, std, ignore index, …): what ``load_model`` and
+    ``--pretrained`` read; it cannot be resumed."""
+    model = unwrap(model)
+    return {
+        "format": FORMAT,
+        "version": VERSION,
+        "model": {"config": dict(model.config), "state_dict": model.state_dict()},
+        **metadata,
+        "weights_only": True,
+    }
+
+
 def describe(config: dict[str, Any]) -> str:
     """'deeplabv3plus_mobilenet_v2 with 6 classes' from a model config."""
     return f"{config.get('name', '?')} with {config.get('num_classes', '?')} classes"

@@ -9,11 +9,12 @@ import torch.nn.functional as F
 from torch.fx.experimental.symbolic_shapes import statically_known_true
 
 
-def resize(x: torch.Tensor, size: Sequence[int] | torch.Size) -> torch.Tensor:
+def resize(x: torch.Tensor, size: Sequence[int] | torch.Size, *, align_corners: bool = False) -> torch.Tensor:
     """Bilinearly resize a (N, C, H, W) tensor to ``size`` = (H', W').
 
-    ``align_corners=False`` everywhere (torchvision's convention), so models and
-    inference agree and ONNX export maps to one Resize mode.
+    ``align_corners=False`` is torchvision's convention and atrous's default everywhere;
+    ``True`` is TensorFlow DeepLab's (its models' logits were trained against it, so
+    imported TF models upsample that way: ``DeepLab(align_corners=True)``).
     """
     # Symbolic or traced sizes (torch.export with dynamic H, W; jit.trace) stay as they
     # are: int() would freeze them, and a plain == would add a guard the exporter cannot
@@ -21,7 +22,7 @@ def resize(x: torch.Tensor, size: Sequence[int] | torch.Size) -> torch.Tensor:
     size = tuple(s if isinstance(s, (torch.SymInt, torch.Tensor)) else int(s) for s in size[:2])
     if _known_equal(x.shape[-2], size[0]) and _known_equal(x.shape[-1], size[1]):
         return x
-    return F.interpolate(x, size=size, mode="bilinear", align_corners=False)
+    return F.interpolate(x, size=size, mode="bilinear", align_corners=align_corners)
 
 
 def _known_equal(a: object, b: object) -> bool:

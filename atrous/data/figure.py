@@ -1,0 +1,67 @@
+"""Side-by-side figures that explain themselves: titled tiles and a legend of class colours."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageFont
+
+Color = tuple[int, int, int]
+_GAP = 6
+_FONT_SIZE = 14
+
+
+def _font(size: int = _FONT_SIZE) -> ImageFont.ImageFont:
+    try:
+        return ImageFont.load_default(size=size)
+    except TypeError:  # Pillow < 10.1 has one bitmap size
+        return ImageFont.load_default()
+
+
+def titled_row(tiles: Sequence[np.ndarray], titles: Sequence[str], legend: Sequence[tuple[str, Color]] = ()) -> np.ndarray:
+    """uint8 (H, W_i, 3) tiles side by side with a title above each and a colour legend below.
+
+    ``legend``: (class name, RGB) pairs, drawn as swatches, wrapped to the figure's width.
+    Returns uint8 (H', W', 3) on a white background.
+    """
+    font = _font()
+    title_h = _FONT_SIZE + 2 * _GAP
+    height = max(tile.shape[0] for tile in tiles)
+    width = sum(tile.shape[1] for tile in tiles) + _GAP * (len(tiles) + 1)
+    legend_rows = _legend_rows(legend, width, font)
+    legend_h = len(legend_rows) * (_FONT_SIZE + _GAP) + (_GAP if legend_rows else 0)
+    canvas = Image.new("RGB", (width, title_h + height + _GAP + legend_h), "white")
+    draw = ImageDraw.Draw(canvas)
+    x = _GAP
+    for tile, title in zip(tiles, titles):
+        canvas.paste(Image.fromarray(np.ascontiguousarray(tile)), (x, title_h))
+        draw.text((x + 2, _GAP), title, fill=(20, 20, 20), font=font)
+        x += tile.shape[1] + _GAP
+    y = title_h + height + _GAP
+    for row in legend_rows:
+        for left, name, color in row:
+            draw.rectangle((left, y + 1, left + _FONT_SIZE - 2, y + _FONT_SIZE - 1), fill=tuple(color), outline=(60, 60, 60))
+            draw.text((left + _FONT_SIZE + 2, y), name, fill=(20, 20, 20), font=font)
+        y += _FONT_SIZE + _GAP
+    return np.asarray(canvas)
+
+
+def _legend_rows(legend: Sequence[tuple[str, Color]], width: int, font: ImageFont.ImageFont) -> list[list[tuple[int, str, Color]]]:
+    """Place (name, colour) entries left to right, starting a new row when one is full."""
+    rows: list[list[tuple[int, str, Color]]] = []
+    x = width  # forces a first row
+    for name, color in legend:
+        entry = _FONT_SIZE + 4 + int(font.getlength(name)) + 3 * _GAP
+        if x + entry > width:
+            rows.append([])
+            x = _GAP
+        rows[-1].append((x, name, color))
+        x += entry
+    return rows
+
+
+def present_classes(masks: Sequence[np.ndarray], names: Sequence[str], palette: Sequence[Sequence[int]]) -> list[tuple[str, Color]]:
+    """(name, colour) of every class that occurs in any of ``masks`` (H, W), in class order."""
+    found = sorted({int(v) for mask in masks for v in np.unique(mask) if 0 <= int(v) < len(palette)})
+    return [(names[i] if i < len(names) else str(i), tuple(int(c) for c in palette[i])) for i in found]

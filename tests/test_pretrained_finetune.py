@@ -1,0 +1,61 @@
+"""`--pretrained` with an atrous checkpoint of other classes or another model (fine-tuning)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from atrous import create_model
+from atrous.engine.builders import build_model, load_pretrained, pretrained_normalisation
+from atrous.engine.checkpoint import save_checkpoint, weights_checkpoint
+from atrous.engine.config import make_config
+from atrous.errors import CheckpointError
+
+SOURCE_OPTIONS = {"aspp_rates": (), "backbone_options": {"width_mult": 0.5, "slim_rates": True}, "align_corners": True}
+
+
+@pytest.fixture
+def voc_like(tmp_path: Path) -> Path:
+    """A 21-class checkpoint with imported-model options and TF preprocessing."""
+    torch.manual_seed(0)
+    model = create_model("deeplabv3_mobilenet_v2", num_classes=21, **SOURCE_OPTIONS)
+    metadata = {"class_names": [str(i) for i in range(21)], "palette": [[i, i, i] for i in range(21)],
+                "mean": [0.5] * 3, "std": [0.5] * 3, "ignore_index": 255}  # fmt: skip
+    return save_checkpoint(weights_checkpoint(model, metadata), tmp_path / "voc.pt")
+
+
+def test_other_classes_load_everything_but_the_classifier(voc_like: Path, caplog: pytest.LogCaptureFixture) -> None:
+    config = make_config(model="deeplabv3_mobilenet_v2", pretrained=str(voc_like), dataset="shapes")
+    with caplog.at_level("INFO"):
+        model = build_model(config, num_classes=3)
+    # The architecture comes from the checkpoint: TF-slim rates, α=0.5, align_corners, no atrous ASPP.
+    assert model.config["backbone_options"] == SOURCE_OPTIONS["backbone_options"] and model.align_corners
+    saved = torch.load(voc_like, weights_only=True)["model"]["state_dict"]
+    own = model.state_dict()
+    assert own["head.1.weight"].shape[0] == 3
+    for key, value in own.items():
+        if not key.startswith("head.1."):
+            assert torch.equal(value, saved[key]), key
+    assert "every weight but the 21-class classifier (head.1.weight, head.1.bias)" in caplog.text
+
+
+def test_another_model_loads_the_backbone_only(voc_like: Path) -> None:
+    model = create_model("deeplabv3plus_mobilenet_v2", num_classes=3, backbone_options=SOURCE_OPTIONS["backbone_options"])
+    skipped = load_pretrained(model, torch.load(voc_like, weights_only=True), str(voc_like))
+    assert skipped == ["the deeplabv3_mobilenet_v2 head (backbone only)"]
+    saved = torch.load(voc_like, weights_only=True)["model"]["state_dict"]
+    assert torch.equal(model.state_dict()["backbone.features.3.conv.0.0.weight"], saved["backbone.features.3.conv.0.0.weight"])
+
+
+def test_incompatible_backbones_are_refused(voc_like: Path) -> None:
+    model = create_model("deeplabv3_mobilenet_v2", num_classes=3)  # α = 1: every backbone shape differs
+    with pytest.raises(CheckpointError, match="does not fit"):
+        load_pretrained(model, torch.load(voc_like, weights_only=True), str(voc_like))
+
+
+def test_training_uses_the_checkpoints_normalisation(voc_like: Path) -> None:
+    config = make_config(model="deeplabv3_mobilenet_v2", pretrained=str(voc_like))
+    assert pretrained_normalisation(config) == ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
+    assert pretrained_normalisation(make_config()) is None
