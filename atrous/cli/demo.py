@@ -32,13 +32,10 @@ TARGET_MIOU = 0.80
 
 
 def _recipe_path(given: str | None) -> Path:
-    if given:
-        return Path(given)
-    # Installed from the repository: the recipe lives in its configs/ folder.
-    candidate = Path(__file__).resolve().parents[2] / "configs" / DEMO_RECIPE
-    if not candidate.is_file():
-        raise ConfigError(f"demo recipe {candidate} not found; pass --config configs/{DEMO_RECIPE}")
-    return candidate
+    """The recipe file: ``--config`` (a path or shipped name), else the demo recipe shipped with atrous."""
+    from atrous.recipes import find_recipe
+
+    return find_recipe(given or DEMO_RECIPE)
 
 
 def _write_test_images(folder: Path, count: int, size: int) -> list[tuple[str, np.ndarray]]:
@@ -137,7 +134,7 @@ def run(args: argparse.Namespace) -> int:
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("demo", help="train, evaluate, predict and refine with the CRF on synthetic shapes")
     parser.add_argument("--out", default="demo_out", metavar="DIR", help="output folder (default demo_out)")
-    parser.add_argument("--config", metavar="YAML", help=f"training recipe (default configs/{DEMO_RECIPE})")
+    parser.add_argument("--config", metavar="NAME|YAML", help=f"training recipe (default the shipped {DEMO_RECIPE})")
     parser.add_argument("--epochs", type=int, help="override the recipe's epochs (e.g. 1 for a smoke run)")
     parser.add_argument("--images", type=int, default=6, metavar="N", help="held-out images to predict (default 6)")
     parser.set_defaults(func=run)

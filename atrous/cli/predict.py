@@ -12,9 +12,7 @@ from __future__ import annotations
 import argparse
 import glob
 import logging
-import os
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +33,7 @@ from atrous.cli._inference import (
     resolve_device,
 )
 from atrous.errors import ConfigError, DataError
+from atrous.files import atomic_path, check_not_input, check_writable_folder, same_file
 
 logger = logging.getLogger(__name__)
 
@@ -53,6 +52,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--out", required=True, metavar="DIR", help="output folder (created if missing)")
     add_predictor_options(parser, default_scales="1.0")
     parser.add_argument("--alpha", type=float, default=0.5, help="overlay opacity of the colours (default 0.5)")
+    parser.add_argument("--force", action="store_true", help="overwrite existing prediction files in --out")
     parser.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
     parser.set_defaults(func=run)
 
@@ -104,16 +104,35 @@ class _Images(Dataset):
 
 def save_png_atomic(path: Path, array: np.ndarray) -> None:
     """Write a uint8 (H, W, 3) array as PNG: temp file beside ``path``, then rename."""
-    handle, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".png")
-    try:
-        with os.fdopen(handle, "wb") as stream:
-            Image.fromarray(array).save(stream, format="PNG")
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(temp, 0o666 & ~umask)  # mkstemp files are private; give the usual mode
-        os.replace(temp, path)
-    finally:
-        Path(temp).unlink(missing_ok=True)
+    with atomic_path(path) as temp:
+        Image.fromarray(array).save(temp, format="PNG")
+
+
+def output_names(stem: str, *, crf: bool) -> list[str]:
+    """The files predict writes for the input ``stem`` (see the module docstring)."""
+    names = [f"{stem}.png", f"{stem}_color.png", f"{stem}_overlay.png"]
+    return names + [f"{stem}_crf_overlay.png"] if crf else names
+
+
+def check_outputs(out: Path, paths: list[Path], checkpoint: str, *, crf: bool, force: bool) -> None:
+    """Refuse, before any work: an --out that is not a writable folder, one holding the
+    inputs, outputs that would replace an input (even with --force) or an existing file
+    (without --force)."""
+    check_writable_folder(out, "--out")
+    if out.is_dir():
+        for folder in dict.fromkeys(path.parent for path in paths):
+            if same_file(out, folder):
+                raise DataError(
+                    f"--out {out} is the folder of the input images; predictions would mix with (or replace) "
+                    "them. Choose another --out"
+                )
+    targets = [out / name for path in paths for name in output_names(path.stem, crf=crf)]
+    for target in targets:
+        check_not_input(target, [*paths, checkpoint])
+    existing = [target for target in targets if target.exists()]
+    if existing and not force:
+        more = f" and {len(existing) - 1} more" if len(existing) > 1 else ""
+        raise DataError(f"{existing[0]}{more} exist(s); pass --force to overwrite, or choose another --out")
 
 
 def write_outputs(
@@ -134,13 +153,10 @@ def write_outputs(
     final = labels if crf_labels is None else crf_labels
     save_index_png(out / f"{stem}.png", final, palette)  # atomic itself
     written = [out / f"{stem}.png"]
-    rgb = {
-        f"{stem}_color.png": colorize(final, palette),
-        f"{stem}_overlay.png": overlay(image, labels, palette, alpha=alpha),
-    }
+    arrays = [colorize(final, palette), overlay(image, labels, palette, alpha=alpha)]
     if crf_labels is not None:
-        rgb[f"{stem}_crf_overlay.png"] = overlay(image, crf_labels, palette, alpha=alpha)
-    for name, array in rgb.items():
+        arrays.append(overlay(image, crf_labels, palette, alpha=alpha))
+    for name, array in zip(output_names(stem, crf=crf_labels is not None)[1:], arrays):
         save_png_atomic(out / name, array)
         written.append(out / name)
     return written
@@ -161,12 +177,11 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"--alpha must be in [0, 1]; got {args.alpha}")
     paths = expand_inputs(args.inputs)
     out = Path(args.out)
-    if out.exists() and not out.is_dir():
-        raise DataError(f"--out {out} is a file; give a folder (it is created if missing)")
+    settings = crf_settings(args)
+    check_outputs(out, paths, args.checkpoint, crf=settings is not None, force=args.force)
     device = resolve_device(args.device)
     model = load_model_source(args.checkpoint, device, args.output_stride)
     predictor = build_predictor(model, args, device, crf=None)  # the CRF runs separately: both overlays are written
-    settings = crf_settings(args)
     crf = make_crf(device, settings) if settings is not None else None
     out.mkdir(parents=True, exist_ok=True)
     loader = DataLoader(_Images(paths), batch_size=args.batch_size, num_workers=args.workers, collate_fn=collate_list)

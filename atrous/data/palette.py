@@ -4,9 +4,7 @@ class files (names and optional colours) for folder datasets."""
 from __future__ import annotations
 
 import json
-import os
 import re
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +15,7 @@ import yaml
 from PIL import Image
 
 from atrous.errors import DataError, InputError
+from atrous.files import atomic_path
 
 Color = tuple[int, int, int]
 
@@ -104,15 +103,8 @@ def save_index_png(path: str | Path, mask: np.ndarray | torch.Tensor, palette: S
         raise InputError(f"mask values must be in 0..255 to store in a PNG, got {array.min()}..{array.max()}")
     image = Image.fromarray(array.astype(np.uint8), mode="L").convert("P")
     image.putpalette(_palette_table(palette).ravel().tolist())
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            image.save(handle, format="PNG")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_path(path) as temp:
+        image.save(temp, format="PNG")
 
 
 @dataclass(frozen=True)
