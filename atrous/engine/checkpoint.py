@@ -127,7 +127,8 @@ def save_checkpoint(checkpoint: dict[str, Any], path: str | Path) -> Path:
     checks. Non-finite model weights are refused (``CheckpointError``): nothing is written.
     """
     path = Path(path)
-    bad = non_finite_tensors(checkpoint["model"]["state_dict"])
+    model = checkpoint.get("model")
+    bad = non_finite_tensors(model.get("state_dict") or {}) if isinstance(model, dict) else []
     if bad:
         raise CheckpointError(f"refusing to save {path}: {_non_finite_message(bad)}")
     checkpoint = {**checkpoint, HASH_KEY: content_hash(checkpoint)}

@@ -45,7 +45,7 @@ def existing_run_files(run_dir: Path) -> list[str]:
 
 def _holds_a_run(run_dir: Path, existing: list[str]) -> ConfigError:
     return ConfigError(
-        f"{run_dir} already holds {', '.join(existing)}; pass --resume to continue that run, "
+        f"{run_dir} already holds a run ({', '.join(existing)}); pass --resume to continue that run, "
         "--overwrite to replace it, or choose another --out"
     )
 
