@@ -55,9 +55,22 @@ def _write_test_images(folder: Path, count: int, size: int) -> list[tuple[str, n
     return pairs
 
 
-def _summary_grid(inputs: Path, predictions: Path, pairs: list[tuple[str, np.ndarray]], palette: list, out: Path) -> None:
-    """input | ground truth | prediction | CRF, one row per image, saved as ``out``."""
-    from PIL import Image
+OVERLAY_ALPHA = 0.7  # the demo's overlays: colours clearly over the image
+COLUMNS = ("input", "ground truth", "prediction", "dense CRF")
+GAP, TITLE, SWATCH = 4, 16, 12
+
+
+def _summary_grid(
+    inputs: Path,
+    predictions: Path,
+    pairs: list[tuple[str, np.ndarray]],
+    palette: list,
+    out: Path,
+    class_names: list[str],
+) -> None:
+    """input | ground truth | prediction | CRF, one row per image, under column titles and
+    above a legend of class colours and names; saved as ``out``."""
+    from PIL import Image, ImageDraw, ImageFont
 
     from atrous.data import colorize
 
@@ -69,11 +82,26 @@ def _summary_grid(inputs: Path, predictions: Path, pairs: list[tuple[str, np.nda
         tiles = [image, colorize(truth, palette), prediction]
         if crf_path.is_file():
             tiles.append(np.asarray(Image.open(crf_path).convert("RGB")))
-        gap = np.full((image.shape[0], 4, 3), 255, np.uint8)
+        gap = np.full((image.shape[0], GAP, 3), 255, np.uint8)
         rows.append(np.concatenate([part for tile in tiles for part in (tile, gap)][:-1], axis=1))
-    spacer = np.full((4, rows[0].shape[1], 3), 255, np.uint8)
+    spacer = np.full((GAP, rows[0].shape[1], 3), 255, np.uint8)
     grid = np.concatenate([part for row in rows for part in (row, spacer)][:-1], axis=0)
-    Image.fromarray(grid).save(out)
+    tile_width = pairs[0][1].shape[1] + GAP
+    font = ImageFont.load_default()
+    legend_width = max(120, max((len(name) for name in class_names), default=0) * 7 + SWATCH + 16)
+    per_line = max(1, grid.shape[1] // legend_width)
+    legend_lines = -(-len(class_names) // per_line)
+    canvas = Image.new("RGB", (grid.shape[1], TITLE + grid.shape[0] + GAP + legend_lines * (SWATCH + GAP)), "white")
+    canvas.paste(Image.fromarray(grid), (0, TITLE))
+    draw = ImageDraw.Draw(canvas)
+    for column, title in enumerate(COLUMNS[: grid.shape[1] // tile_width + 1]):
+        draw.text((column * tile_width + 2, 2), title, fill=(0, 0, 0), font=font)
+    top = TITLE + grid.shape[0] + GAP
+    for index, (name, color) in enumerate(zip(class_names, palette)):
+        x, y = (index % per_line) * legend_width, top + (index // per_line) * (SWATCH + GAP)
+        draw.rectangle((x + 2, y, x + 2 + SWATCH, y + SWATCH), fill=tuple(int(c) for c in color), outline=(0, 0, 0))
+        draw.text((x + SWATCH + 6, y), name, fill=(0, 0, 0), font=font)
+    canvas.save(out)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -117,11 +145,12 @@ def run(args: argparse.Namespace) -> int:
     dataset = build_dataset("shapes", None, "val", size=size)
     inputs, predictions = out / "inputs", out / "predictions"
     pairs = _write_test_images(inputs, args.images, size)
-    if main(["predict", str(inputs), "--checkpoint", str(checkpoint), "--out", str(predictions), "--crf", "--no-progress"]) != 0:
+    predict = ["predict", str(inputs), "--checkpoint", str(checkpoint), "--out", str(predictions), "--crf"]
+    if main([*predict, "--alpha", str(OVERLAY_ALPHA), "--force", "--no-progress"]) != 0:
         return 1
 
     print("[4/4] drawing the summary grid", flush=True)
-    _summary_grid(inputs, predictions, pairs, dataset.palette, out / "summary.png")
+    _summary_grid(inputs, predictions, pairs, dataset.palette, out / "summary.png", dataset.class_names)
     minutes = (time.perf_counter() - start) / 60
     print(f"done in {minutes:.1f} min: {out / 'summary.png'} (input | ground truth | prediction | CRF), "
           f"overlays in {predictions}, checkpoint {checkpoint}")

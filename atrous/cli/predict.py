@@ -30,6 +30,7 @@ from atrous.cli._inference import (
     crf_settings,
     load_model_source,
     make_crf,
+    max_pixels,
     resolve_device,
 )
 from atrous.errors import ConfigError, DataError
@@ -89,8 +90,9 @@ def expand_inputs(inputs: list[str]) -> list[Path]:
 class _Images(Dataset):
     """Reads images in DataLoader workers: item = (uint8 (3, H, W) tensor, path)."""
 
-    def __init__(self, paths: list[Path]) -> None:
+    def __init__(self, paths: list[Path], max_pixels: int) -> None:
         self.paths = paths
+        self.max_pixels = max_pixels
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -98,7 +100,7 @@ class _Images(Dataset):
     def __getitem__(self, index: int) -> tuple[torch.Tensor, Path]:
         from atrous.data import read_image
 
-        image = read_image(self.paths[index])
+        image = read_image(self.paths[index], max_pixels=self.max_pixels)
         return torch.from_numpy(image).permute(2, 0, 1).contiguous(), self.paths[index]
 
 
@@ -184,7 +186,7 @@ def run(args: argparse.Namespace) -> int:
     predictor = build_predictor(model, args, device, crf=None)  # the CRF runs separately: both overlays are written
     crf = make_crf(device, settings) if settings is not None else None
     out.mkdir(parents=True, exist_ok=True)
-    loader = DataLoader(_Images(paths), batch_size=args.batch_size, num_workers=args.workers, collate_fn=collate_list)
+    loader = DataLoader(_Images(paths, max_pixels(args)), batch_size=args.batch_size, num_workers=args.workers, collate_fn=collate_list)
     written = 0
     for batch in tqdm(loader, desc="predict", unit="batch", disable=not args.progress, file=sys.stderr):
         images = [image for image, _ in batch]

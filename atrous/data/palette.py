@@ -176,9 +176,18 @@ def _parse_structured(data: object, where: str) -> ClassSpec:
     return _finish(names, colors, ignore, where)
 
 
+def check_unique_names(names: Sequence[str], where: str) -> None:
+    """``DataError`` when two classes share a name (their IoUs and colours could not be told apart)."""
+    repeated = sorted({name for name in names if list(names).count(name) > 1})
+    if repeated:
+        raise DataError(f"{where}: class name(s) {', '.join(map(repr, repeated))} appear more than once; "
+                        "give every class its own name")
+
+
 def _finish(names: list[str], colors: list[Color | None], ignore: tuple[Color, ...], where: str) -> ClassSpec:
     if not names:
         raise DataError(f"{where}: lists no classes; write one class name per line (optionally 'r g b')")
+    check_unique_names(names, where)
     given = [c is not None for c in colors]
     if any(given) and not all(given):
         missing = [names[i] for i, g in enumerate(given) if not g][:5]
