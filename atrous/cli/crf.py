@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import io
 from pathlib import Path
 
 import numpy as np
@@ -108,8 +109,9 @@ def run(args: argparse.Namespace) -> int:
         png = outputs.enter_context(atomic_path(args.out))
         Image.fromarray(mask).save(png, format="PNG")
         if args.save_probs is not None:
-            with open(outputs.enter_context(atomic_path(args.save_probs)), "wb") as file:
-                np.save(file, refined.numpy().astype(np.float32))
+            buffer = io.BytesIO()  # numpy's own file writes lose the OS error (e.g. a full disk)
+            np.save(buffer, refined.numpy().astype(np.float32))
+            outputs.enter_context(atomic_path(args.save_probs)).write_bytes(buffer.getvalue())
     before = scores.argmax(0).cpu().numpy().astype(np.uint8)
     changed = int((before != mask).sum())
     print(f"wrote {args.out} ({width}x{height}, {probs.shape[0]} classes; the CRF changed {changed} pixels)")

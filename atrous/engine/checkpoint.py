@@ -22,6 +22,7 @@ iters_per_epoch`` of that epoch.
 from __future__ import annotations
 
 import hashlib
+import io
 import random
 from pathlib import Path
 from typing import Any
@@ -132,8 +133,10 @@ def save_checkpoint(checkpoint: dict[str, Any], path: str | Path) -> Path:
     if bad:
         raise CheckpointError(f"refusing to save {path}: {_non_finite_message(bad)}")
     checkpoint = {**checkpoint, HASH_KEY: content_hash(checkpoint)}
+    buffer = io.BytesIO()  # serialised in memory: a full disk is then an OSError, not a torch RuntimeError
+    torch.save(checkpoint, buffer)
     with atomic_path(path, fsync=True) as temp:
-        torch.save(checkpoint, temp)
+        temp.write_bytes(buffer.getbuffer())
     return path
 
 
