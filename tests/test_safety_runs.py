@@ -7,12 +7,13 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
-import torch
+from _inference_models import single_thread
 from _training import tiny_run_config
 from PIL import Image
 
@@ -24,11 +25,8 @@ from atrous.errors import ConfigError, DataError, TrainingError
 
 
 @pytest.fixture(autouse=True)
-def _one_thread() -> Any:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+def _one_thread() -> Iterator[None]:
+    yield from single_thread()
 
 
 def test_a_diverging_run_saves_nothing_non_finite(tmp_path: Path) -> None:
