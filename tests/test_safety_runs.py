@@ -140,3 +140,17 @@ def test_set_lr_inf_from_the_command_line_is_refused(capsys: pytest.CaptureFixtu
 
     assert main(["train", "--dataset", "shapes", "--set", "lr=.inf"]) == 2
     assert "lr must be a finite number" in capsys.readouterr().err
+
+
+def test_a_run_set_aside_by_a_killed_overwrite_comes_back(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    train(tiny_run_config(out, epochs=1))
+    before = (out / "last.pt").read_bytes()
+    aside = out / ".previous-run"  # what a kill -9 right after --overwrite's start leaves
+    aside.mkdir()
+    for name in ("last.pt", "best.pt", "log.csv", "curve.png"):
+        (out / name).rename(aside / name)
+    (out / "log.csv").write_text("epoch,iteration\n")  # the new run's first write
+    result = train(tiny_run_config(out, epochs=2, resume="last"))
+    assert result.epochs == 2 and not aside.exists()
+    assert read_checkpoint(out / "last.pt")["iteration"] > 0 and before != (out / "last.pt").read_bytes()

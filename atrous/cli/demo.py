@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from atrous.errors import ConfigError, DataError
+from atrous.errors import DataError
 
 log = logging.getLogger(__name__)
 

@@ -58,6 +58,8 @@ def prepare_run_dir(config: TrainConfig) -> tuple[Path, Path | None]:
     if config.resume is not None and config.overwrite:
         raise ConfigError("--resume continues the run in --out and --overwrite replaces it; pass one of them")
     check_writable_folder(run_dir, "--out")
+    if (run_dir / PREVIOUS_NAME).is_dir():  # an --overwrite that died before its first checkpoint
+        RunFolder(run_dir).recover()
     if config.resume is not None:
         path = run_dir / "last.pt" if config.resume == "last" else Path(config.resume)
         if not path.is_file():
@@ -102,6 +104,14 @@ class RunFolder:
         except BaseException:
             self.close()
             raise
+
+    def recover(self) -> None:
+        """Under the lock, put back a run an interrupted ``--overwrite`` set aside."""
+        self._lock = _acquire(self.path / LOCK_NAME)
+        try:
+            self._recover()
+        finally:
+            self.close()
 
     def _recover(self) -> None:
         """Put back a run that an earlier ``--overwrite`` set aside and then died before replacing."""
