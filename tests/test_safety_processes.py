@@ -158,13 +158,19 @@ def _png_header(path: Path, width: int, height: int) -> Path:
     return path
 
 
+@pytest.mark.parametrize("command", ["predict", "eval"])
 @pytest.mark.parametrize("size", [(10000, 9999), (6000, 5000)])
 def test_a_huge_image_is_refused_with_its_size_and_the_fix(
-    size: tuple[int, int], checkpoint: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+    command: str, size: tuple[int, int], checkpoint: Path, tmp_path: Path, capsys: pytest.CaptureFixture
 ) -> None:
-    photos = tmp_path / "photos"
-    photos.mkdir()
-    _png_header(photos / "huge.png", *size)
-    assert main(["predict", "--checkpoint", str(checkpoint), str(photos), "--out", str(tmp_path / "p"), "--no-progress"]) == 2
-    line = _one_error_line(capsys, "predict")
+    for folder in ("images", "masks"):
+        (tmp_path / folder).mkdir()
+        _png_header(tmp_path / folder / "huge.png", *size)
+    (tmp_path / "classes.txt").write_text("bg\na\nb\n")
+    argv = {
+        "predict": ["predict", "--checkpoint", str(checkpoint), str(tmp_path / "images"), "--out", str(tmp_path / "p")],
+        "eval": ["eval", "--checkpoint", str(checkpoint), "--data", str(tmp_path), "--split", "all"],
+    }[command]
+    assert main([*argv, "--no-progress"]) == 2
+    line = _one_error_line(capsys, command)
     assert "huge.png" in line and str(size[0] * size[1]) in line and "--max-pixels" in line
