@@ -5,9 +5,11 @@ never emptied before the new run has something to put in its place.
   writable, a folder holding any run file (``last.pt``, ``best.pt``, ``log.csv``,
   ``curve.png``, ``tensorboard/``) without ``--resume``/``--overwrite``, and both flags
   together.
-* ``RunFolder.open`` takes an OS lock (``flock`` on ``.atrous.lock``, released by the
-  kernel when the process dies, however it dies), so a second run on the same folder
-  is refused; it removes temp files that killed checkpoint writes left behind.
+* ``RunFolder.open`` takes an OS lock (a POSIX ``lockf`` lock on ``.atrous.lock``,
+  released by the kernel when the process dies, however it dies, and — unlike
+  ``flock`` — not inherited by forked DataLoader workers that may outlive a killed
+  run), so a second run on the same folder is refused; it removes temp files that
+  killed checkpoint writes left behind.
 * With ``--overwrite`` the previous run's files are moved into ``.previous-run/`` and
   deleted only once the new run has written its first checkpoint; a run that fails
   before that (bad data, Ctrl-C, a kill: recovered by the next start) puts them back.
@@ -153,12 +155,12 @@ class RunFolder:
 
 
 def _acquire(path: Path) -> IO[str] | None:
-    """An exclusive, non-blocking ``flock`` on ``path``; ``ConfigError`` naming the holder's pid."""
+    """An exclusive, non-blocking ``lockf`` lock on ``path``; ``ConfigError`` naming the holder's pid."""
     if fcntl is None:  # pragma: no cover - Windows
         return None
     handle = open(path, "a+")  # noqa: SIM115 - held open for the whole run
     try:
-        fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        fcntl.lockf(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError:
         handle.seek(0)
         holder = handle.read().strip() or "?"
