@@ -38,3 +38,16 @@ def choices_message(kind: str, value: object, valid: object) -> str:
     else:
         valid_text = str(valid)
     return f"unknown {kind} {value!r}; valid: {valid_text}"
+
+
+class Interrupted(KeyboardInterrupt):
+    """A run stopped by SIGINT or SIGTERM; ``signum`` says which, ``str()`` what was saved.
+
+    A ``KeyboardInterrupt``, so code that cleans up on Ctrl-C cleans up here too; the
+    CLI prints the message and exits with 128 + ``signum`` (130, 143).
+    """
+
+    def __init__(self, signum: int, message: str = "") -> None:
+        super().__init__(message)
+        self.signum = signum
+        self.message = message

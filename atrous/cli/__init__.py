@@ -11,10 +11,14 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import re
+import signal
 import sys
+import threading
 from collections.abc import Sequence
+from typing import Any
 
-from atrous.errors import AtrousError
+from atrous.errors import AtrousError, Interrupted
 
 # Order of appearance in `atrous --help`.
 SUBCOMMAND_MODULES = (
@@ -63,16 +67,55 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 1
+    previous = _stop_on_sigterm()
     try:
         return int(args.func(args) or 0)
-    except AtrousError as error:
+    except (AtrousError, OSError) as error:
         if args.debug:
             raise
-        print(f"atrous {args.command}: error: {error}", file=sys.stderr)
+        print(f"atrous {args.command}: error: {one_line(error)}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print(f"atrous {args.command}: interrupted", file=sys.stderr)
-        return 130
+    except RuntimeError as error:
+        if args.debug or "DataLoader worker" not in str(error):
+            raise
+        print(
+            f"atrous {args.command}: error: {one_line(error)} (rerun with --workers 0 to see the failing file)",
+            file=sys.stderr,
+        )
+        return 2
+    except KeyboardInterrupt as error:
+        signum = getattr(error, "signum", signal.SIGINT)
+        detail = f": {error}" if str(error) else ""
+        print(f"atrous {args.command}: interrupted by {signal.Signals(signum).name}{detail}", file=sys.stderr)
+        return 128 + int(signum)
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def one_line(error: BaseException) -> str:
+    """The error's message on one line. An error re-raised by a DataLoader worker ("Caught
+    DataError in DataLoader worker process 1. Original Traceback ...") gives back the
+    worker's own message, which names the file."""
+    text = str(error).strip()
+    if isinstance(error, OSError) and error.filename is not None:
+        text = f"{error.filename}: {error.strerror or text}"
+    if "Original Traceback" in text:
+        last = text.splitlines()[-1]
+        text = re.sub(r"^[\w.]+(Error|Exception): ", "", last)
+    return " ".join(text.split())
+
+
+def _stop_on_sigterm() -> Any:
+    """Treat SIGTERM like Ctrl-C (``Interrupted``), so every command cleans up and says so;
+    returns the previous handler (None off the main thread)."""
+    if threading.current_thread() is not threading.main_thread():
+        return None
+
+    def handle(signum: int, frame: Any) -> None:
+        raise Interrupted(signum)
+
+    return signal.signal(signal.SIGTERM, handle)
 
 
 if __name__ == "__main__":  # pragma: no cover

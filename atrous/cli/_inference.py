@@ -14,6 +14,7 @@ from typing import Any
 
 import torch
 
+from atrous.data.io import DEFAULT_MAX_PIXELS, set_max_pixels
 from atrous.errors import ConfigError
 from atrous.inference import Predictor
 
@@ -85,6 +86,12 @@ def add_predictor_options(parser: argparse.ArgumentParser, *, default_scales: st
     )
     parser.add_argument(
         "--no-fast", dest="fast", action="store_false", help="run the model as saved (no BN folding / channels_last)"
+    )
+    parser.add_argument(
+        "--max-pixels",
+        type=int,
+        metavar="N",
+        help=f"refuse larger images, before decoding them (default {DEFAULT_MAX_PIXELS:,}: inference within a few GB)",
     )
 
 
@@ -201,3 +208,12 @@ def check_counts(args: argparse.Namespace) -> None:
         raise ConfigError(f"--workers must be ≥ 0; got {args.workers}")
     if args.sliding_window is not None and args.sliding_window < 1:
         raise ConfigError(f"--sliding-window must be a positive crop size; got {args.sliding_window}")
+    if args.max_pixels is not None:
+        if args.max_pixels < 1:
+            raise ConfigError(f"--max-pixels must be ≥ 1; got {args.max_pixels}")
+        set_max_pixels(args.max_pixels)
+
+
+def max_pixels(args: argparse.Namespace) -> int:
+    """The image size limit ``--max-pixels`` sets (default ``DEFAULT_MAX_PIXELS``)."""
+    return args.max_pixels or DEFAULT_MAX_PIXELS

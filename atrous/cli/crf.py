@@ -11,9 +11,8 @@ existing files are left alone unless ``--force`` is given.
 from __future__ import annotations
 
 import argparse
-import os
-import tempfile
-from collections.abc import Callable
+import contextlib
+import io
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +20,7 @@ import torch
 from PIL import Image
 
 from atrous.errors import ConfigError, DataError
+from atrous.files import atomic_path, check_output_file, same_file
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -67,30 +67,21 @@ def _load_probs(path: Path) -> np.ndarray:
     return array
 
 
-def _temp_write(path: Path, write: Callable[[Path], None]) -> Path:
-    """Write through ``write(temp_path)`` into a temp file beside ``path``; returns the temp."""
-    handle, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=path.suffix)
-    os.close(handle)
-    try:
-        write(Path(temp))
-    except BaseException:
-        os.unlink(temp)
-        raise
-    return Path(temp)
-
-
 def run(args: argparse.Namespace) -> int:
     from atrous.crf import DenseCRF
     from atrous.data.io import read_image
 
-    outputs = [p for p in (args.out, args.save_probs) if p is not None]
-    for path in outputs:
-        if path.exists() and not args.force:
-            raise DataError(f"{path} exists; choose another path or pass --force to overwrite it")
-        if not path.parent.is_dir():
-            raise DataError(f"{path}: folder {path.parent} does not exist")
     if args.out.suffix.lower() != ".png":
         raise ConfigError(f"--out {args.out} must be a .png file")
+    if args.save_probs is not None:
+        if args.save_probs.suffix.lower() != ".npy":
+            raise ConfigError(f"--save-probs {args.save_probs} must be a .npy file")
+        if same_file(args.save_probs, args.out):
+            raise ConfigError(f"--out and --save-probs are both {args.out}; give two different files")
+    inputs = (args.image, args.probs)
+    check_output_file(args.out, "--out", force=args.force, inputs=inputs)
+    if args.save_probs is not None:
+        check_output_file(args.save_probs, "--save-probs", force=args.force, inputs=inputs)
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         raise ConfigError(f"--device {args.device}: no CUDA device is available; use --device cpu")
     image = read_image(args.image)
@@ -114,21 +105,13 @@ def run(args: argparse.Namespace) -> int:
         refined = crf(pixels, scores, from_logits=args.logits).cpu()
     mask = refined.argmax(0).to(torch.uint8).numpy()
 
-    def save_probs(temp: Path) -> None:
-        with open(temp, "wb") as file:
-            np.save(file, refined.numpy().astype(np.float32))
-
-    writers = [lambda temp: Image.fromarray(mask).save(temp, format="PNG"), save_probs]
-    temps: list[Path] = []
-    try:
-        for path, write in zip(outputs, writers):
-            temps.append(_temp_write(path, write))
-    except BaseException:
-        for temp in temps:
-            temp.unlink()
-        raise
-    for temp, path in zip(temps, outputs):
-        os.replace(temp, path)
+    with contextlib.ExitStack() as outputs:  # both files are renamed into place only once both are written
+        png = outputs.enter_context(atomic_path(args.out))
+        Image.fromarray(mask).save(png, format="PNG")
+        if args.save_probs is not None:
+            buffer = io.BytesIO()  # numpy's own file writes lose the OS error (e.g. a full disk)
+            np.save(buffer, refined.numpy().astype(np.float32))
+            outputs.enter_context(atomic_path(args.save_probs)).write_bytes(buffer.getvalue())
     before = scores.argmax(0).cpu().numpy().astype(np.uint8)
     changed = int((before != mask).sum())
     print(f"wrote {args.out} ({width}x{height}, {probs.shape[0]} classes; the CRF changed {changed} pixels)")

@@ -11,22 +11,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import tempfile
 from pathlib import Path
 
 from atrous.errors import ConfigError
+from atrous.files import atomic_path, check_output_file
 
 def _write_json_atomic(path: Path, payload: dict) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "w") as stream:
-            json.dump(payload, stream, indent=2)
-        os.replace(temp, path)
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise
+    with atomic_path(path) as temp:
+        temp.write_text(json.dumps(payload, indent=2))
 
 def run(args: argparse.Namespace) -> int:
     from atrous.cli._inference import load_model_source, resolve_device
@@ -36,8 +29,16 @@ def run(args: argparse.Namespace) -> int:
 
     if args.images < 1 or args.samples < 1:
         raise ConfigError("--images and --samples must be ≥ 1")
+    if args.start < 0:
+        raise ConfigError(f"--start must be ≥ 0 (the index of the first image used); got {args.start}")
+    if args.iterations < 1:
+        raise ConfigError(f"--iterations must be ≥ 1; got {args.iterations}")
+    if args.out:
+        check_output_file(args.out, "--out", force=args.force, inputs=[args.checkpoint], create_parent=True)
     device = resolve_device(args.device)
     dataset = build_dataset(args.dataset, args.data, args.split)
+    if args.start >= len(dataset):
+        raise ConfigError(f"--start {args.start} is past the end of the {args.split} split ({len(dataset)} images)")
     model = load_model_source(args.checkpoint, device, args.output_stride)
     predictor = Predictor(model, device=device)
     count = min(args.images, len(dataset))
@@ -83,5 +84,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--output-stride", type=int, help="run the model at this output stride")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     parser.add_argument("--out", metavar="JSON", help="write the best setting here (for --crf-params)")
+    parser.add_argument("--force", action="store_true", help="overwrite an existing --out file")
     parser.set_defaults(func=run)
 

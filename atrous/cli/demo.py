@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from atrous.errors import ConfigError, DataError
+from atrous.errors import DataError
 
 log = logging.getLogger(__name__)
 
@@ -36,13 +36,10 @@ VOC_PHOTO = "docs/images/bird.jpg"
 
 
 def _recipe_path(given: str | None) -> Path:
-    if given:
-        return Path(given)
-    # Installed from the repository: the recipe lives in its configs/ folder.
-    candidate = Path(__file__).resolve().parents[2] / "configs" / DEMO_RECIPE
-    if not candidate.is_file():
-        raise ConfigError(f"demo recipe {candidate} not found; pass --config configs/{DEMO_RECIPE}")
-    return candidate
+    """The recipe file: ``--config`` (a path or shipped name), else the demo recipe shipped with atrous."""
+    from atrous.recipes import find_recipe
+
+    return find_recipe(given or DEMO_RECIPE)
 
 
 def _write_test_images(folder: Path, count: int, size: int) -> list[tuple[str, np.ndarray]]:
@@ -62,11 +59,24 @@ def _write_test_images(folder: Path, count: int, size: int) -> list[tuple[str, n
     return pairs
 
 
-def _summary_grid(inputs: Path, predictions: Path, pairs: list[tuple[str, np.ndarray]], palette: list, out: Path) -> None:
-    """input | ground truth | prediction | CRF, one row per image, saved as ``out``."""
+OVERLAY_ALPHA = 0.7  # the demo's overlays: colours clearly over the image
+COLUMNS = ("input", "ground truth", "prediction", "dense CRF")
+
+
+def _summary_grid(
+    inputs: Path,
+    predictions: Path,
+    pairs: list[tuple[str, np.ndarray]],
+    palette: list,
+    out: Path,
+    class_names: list[str],
+) -> None:
+    """input | ground truth | prediction | CRF, one row per image, under column titles and
+    above a legend of class colours and names; saved as ``out``."""
     from PIL import Image
 
     from atrous.data import colorize
+    from atrous.data.figure import titled_grid
 
     rows = []
     for stem, truth in pairs:
@@ -76,11 +86,9 @@ def _summary_grid(inputs: Path, predictions: Path, pairs: list[tuple[str, np.nda
         tiles = [image, colorize(truth, palette), prediction]
         if crf_path.is_file():
             tiles.append(np.asarray(Image.open(crf_path).convert("RGB")))
-        gap = np.full((image.shape[0], 4, 3), 255, np.uint8)
-        rows.append(np.concatenate([part for tile in tiles for part in (tile, gap)][:-1], axis=1))
-    spacer = np.full((4, rows[0].shape[1], 3), 255, np.uint8)
-    grid = np.concatenate([part for row in rows for part in (row, spacer)][:-1], axis=0)
-    Image.fromarray(grid).save(out)
+        rows.append(tiles)
+    legend = [(name, tuple(int(c) for c in color)) for name, color in zip(class_names, palette)]
+    Image.fromarray(titled_grid(rows, COLUMNS, legend)).save(out)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -124,11 +132,12 @@ def run(args: argparse.Namespace) -> int:
     dataset = build_dataset("shapes", None, "val", size=size)
     inputs, predictions = out / "inputs", out / "predictions"
     pairs = _write_test_images(inputs, args.images, size)
-    if main(["predict", str(inputs), "--checkpoint", str(checkpoint), "--out", str(predictions), "--crf", "--no-progress"]) != 0:
+    predict = ["predict", str(inputs), "--checkpoint", str(checkpoint), "--out", str(predictions), "--crf"]
+    if main([*predict, "--alpha", str(OVERLAY_ALPHA), "--force", "--no-progress"]) != 0:
         return 1
 
     print("[4/5] drawing the summary grid", flush=True)
-    _summary_grid(inputs, predictions, pairs, dataset.palette, out / "summary.png")
+    _summary_grid(inputs, predictions, pairs, dataset.palette, out / "summary.png", dataset.class_names)
     minutes = (time.perf_counter() - start) / 60
     print(f"done in {minutes:.1f} min: {out / 'summary.png'} (input | ground truth | prediction | CRF), "
           f"overlays in {predictions}, checkpoint {checkpoint}")
@@ -159,7 +168,7 @@ def _segment_real_photo(out: Path) -> None:
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("demo", help="train, evaluate, predict and refine with the CRF on synthetic shapes")
     parser.add_argument("--out", default="demo_out", metavar="DIR", help="output folder (default demo_out)")
-    parser.add_argument("--config", metavar="YAML", help=f"training recipe (default configs/{DEMO_RECIPE})")
+    parser.add_argument("--config", metavar="NAME|YAML", help=f"training recipe (default the shipped {DEMO_RECIPE})")
     parser.add_argument("--epochs", type=int, help="override the recipe's epochs (e.g. 1 for a smoke run)")
     parser.add_argument("--images", type=int, default=6, metavar="N", help="held-out images to predict (default 6)")
     parser.set_defaults(func=run)

@@ -111,6 +111,20 @@ def _training_dataset_options(args: argparse.Namespace) -> dict[str, Any]:
     return {k: v for k, v in (config.get("dataset_options") or {}).items() if k != "num_images"}
 
 
+def _folder_classes(args: argparse.Namespace, model: Any) -> dict[str, Any]:
+    """For a folder dataset without a classes file: the model's class count (its val masks
+    need not show every class, so counting them could disagree with the model)."""
+    from atrous.data import detect_layout
+    from atrous.data.palette import find_class_file
+
+    name, root = _dataset_source(args)
+    if root is None or getattr(model, "num_classes", None) is None:
+        return {}
+    if (name or detect_layout(root)) != "folder" or find_class_file(root) is not None:
+        return {}
+    return {"num_classes": int(model.num_classes)}
+
+
 def _check_classes(model: Any, dataset: Any, source: str) -> None:
     model_classes = getattr(model, "num_classes", None)
     if model_classes is not None and int(model_classes) != dataset.num_classes:
@@ -132,8 +146,11 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"--max-images must be ≥ 1; got {args.max_images}")
     scales = parse_scales(args.scales)
     device = resolve_device(args.device)
-    dataset = build_dataset(*_dataset_source(args), args.split, **_training_dataset_options(args))
     model = load_model_source(args.checkpoint, device, args.output_stride)
+    options = {**_training_dataset_options(args), **_folder_classes(args, model)}
+    if args.max_pixels is not None:
+        options["max_pixels"] = args.max_pixels
+    dataset = build_dataset(*_dataset_source(args), args.split, **options)
     _check_classes(model, dataset, args.checkpoint)
     crf = crf_settings(args)
     predictor = build_predictor(model, args, device, crf=crf)

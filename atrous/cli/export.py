@@ -51,7 +51,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--dynamic", action="store_true", help="accept any input size ≥ the backbone's minimum (onnx, pt2)"
     )
-    parser.add_argument("--opset", type=int, metavar="N", help="ONNX opset (default 18)")
+    parser.add_argument("--opset", type=int, metavar="N", help="ONNX opset, 18 or newer (default 18)")
+    parser.add_argument("--force", action="store_true", help="overwrite an existing --out file")
     parser.add_argument("--argmax", action="store_true", help="output labels (N, H, W) instead of logits")
     parser.add_argument("--int8", action="store_true", help="ONNX Runtime static int8 quantisation (QDQ, per-channel)")
     parser.add_argument("--calibrate", metavar="DIR", help="folder of images calibrating --int8")
@@ -101,6 +102,12 @@ def _check_options(args: argparse.Namespace) -> tuple[int, int]:
         raise ConfigError(f"--out {args.out}: a {args.format} export should end in {suffix}")
     if args.format != "onnx" and (args.int8 or args.opset):
         raise ConfigError("--int8 and --opset apply to --format onnx only")
+    if args.opset is not None:
+        from atrous.export.onnx import opset_range
+
+        low, high = opset_range()
+        if not low <= args.opset <= high:
+            raise ConfigError(f"--opset {args.opset} is not supported; valid: {low}..{high} (default {low})")
     if args.format == "torchscript" and args.dynamic:
         raise ConfigError("TorchScript traces follow the input size already; drop --dynamic (or use --format pt2)")
     if args.int8 and not args.calibrate:
@@ -129,10 +136,10 @@ def _describe(report: Any) -> str:
 
 def run(args: argparse.Namespace) -> int:
     from atrous.export import DEFAULT_OPSET, export_onnx, export_program, export_torchscript
-    from atrous.export._common import check_output_path
+    from atrous.files import check_output_file
 
     size = _check_options(args)
-    out = check_output_path(args.out, suffix=FORMATS[args.format])
+    out = check_output_file(args.out, "--out", force=args.force, inputs=[args.checkpoint, args.calibrate])
     model = load_export_model(args)
     if args.format == "pt2":
         report = export_program(model, out, input_size=size, dynamic=args.dynamic, argmax=args.argmax)

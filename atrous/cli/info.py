@@ -97,6 +97,15 @@ def run_info(args: argparse.Namespace) -> int:
 
 
 def run_list(args: argparse.Namespace) -> int:
+    if args.configs:
+        from atrous.recipes import RECIPES, find_recipe, recipe_names, recipe_summary
+
+        names = recipe_names()
+        width = max(map(len, names), default=0)
+        for name in names:
+            print(f"{name:<{width}}  {recipe_summary(find_recipe(name))}".rstrip())
+        print(f"(shipped in {RECIPES}; run one with `atrous train --config NAME`)")
+        return 0
     names = list_backbones() if args.backbones else list_models()
     print("\n".join(names))
     return 0
@@ -111,6 +120,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     info.add_argument("--json", action="store_true", help="print one JSON object")
     info.add_argument("--no-receptive-field", action="store_true", help="skip the receptive-field measurement (faster)")
     info.set_defaults(func=run_info)
-    lister = subparsers.add_parser("list", help="print all model names")
-    lister.add_argument("--backbones", action="store_true", help="list backbones instead of models")
+    lister = subparsers.add_parser("list", help="print all model names (or backbones, or training recipes)")
+    kinds = lister.add_mutually_exclusive_group()
+    kinds.add_argument("--backbones", action="store_true", help="list backbones instead of models")
+    kinds.add_argument("--configs", action="store_true", help="list the training recipes shipped with atrous")
     lister.set_defaults(func=run_list)

@@ -14,9 +14,7 @@ from __future__ import annotations
 import argparse
 import glob
 import logging
-import os
 import sys
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -35,9 +33,11 @@ from atrous.cli._inference import (
     crf_settings,
     load_model_source,
     make_crf,
+    max_pixels,
     resolve_device,
 )
 from atrous.errors import ConfigError, DataError
+from atrous.files import atomic_path, check_not_input, check_writable_folder, same_file
 
 logger = logging.getLogger(__name__)
 
@@ -59,6 +59,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--panel", action="store_true", help="also write <stem>_panel.png: input | prediction | + CRF, with a class legend"
     )
+    parser.add_argument("--force", action="store_true", help="overwrite existing prediction files in --out")
     parser.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
     parser.set_defaults(func=run)
 
@@ -95,8 +96,9 @@ def expand_inputs(inputs: list[str]) -> list[Path]:
 class _Images(Dataset):
     """Reads images in DataLoader workers: item = (uint8 (3, H, W) tensor, path)."""
 
-    def __init__(self, paths: list[Path]) -> None:
+    def __init__(self, paths: list[Path], max_pixels: int) -> None:
         self.paths = paths
+        self.max_pixels = max_pixels
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -104,22 +106,41 @@ class _Images(Dataset):
     def __getitem__(self, index: int) -> tuple[torch.Tensor, Path]:
         from atrous.data import read_image
 
-        image = read_image(self.paths[index])
+        image = read_image(self.paths[index], max_pixels=self.max_pixels)
         return torch.from_numpy(image).permute(2, 0, 1).contiguous(), self.paths[index]
 
 
 def save_png_atomic(path: Path, array: np.ndarray) -> None:
     """Write a uint8 (H, W, 3) array as PNG: temp file beside ``path``, then rename."""
-    handle, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".png")
-    try:
-        with os.fdopen(handle, "wb") as stream:
-            Image.fromarray(array).save(stream, format="PNG")
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(temp, 0o666 & ~umask)  # mkstemp files are private; give the usual mode
-        os.replace(temp, path)
-    finally:
-        Path(temp).unlink(missing_ok=True)
+    with atomic_path(path) as temp:
+        Image.fromarray(array).save(temp, format="PNG")
+
+
+def output_names(stem: str, *, crf: bool, panel: bool = False) -> list[str]:
+    """The files predict writes for the input ``stem`` (see the module docstring)."""
+    names = [f"{stem}.png", f"{stem}_color.png", f"{stem}_overlay.png"]
+    return names + [f"{stem}_crf_overlay.png"] * crf + [f"{stem}_panel.png"] * panel
+
+
+def check_outputs(out: Path, paths: list[Path], checkpoint: str, *, crf: bool, force: bool, panel: bool = False) -> None:
+    """Refuse, before any work: an --out that is not a writable folder, one holding the
+    inputs, outputs that would replace an input (even with --force) or an existing file
+    (without --force)."""
+    check_writable_folder(out, "--out")
+    if out.is_dir():
+        for folder in dict.fromkeys(path.parent for path in paths):
+            if same_file(out, folder):
+                raise DataError(
+                    f"--out {out} is the folder of the input images; predictions would mix with (or replace) "
+                    "them. Choose another --out"
+                )
+    targets = [out / name for path in paths for name in output_names(path.stem, crf=crf, panel=panel)]
+    for target in targets:
+        check_not_input(target, [*paths, checkpoint])
+    existing = [target for target in targets if target.exists()]
+    if existing and not force:
+        more = f" and {len(existing) - 1} more" if len(existing) > 1 else ""
+        raise DataError(f"{existing[0]}{more} exist(s); pass --force to overwrite, or choose another --out")
 
 
 def write_outputs(
@@ -142,24 +163,23 @@ def write_outputs(
     final = labels if crf_labels is None else crf_labels
     save_index_png(out / f"{stem}.png", final, palette)  # atomic itself
     written = [out / f"{stem}.png"]
-    rgb = {
-        f"{stem}_color.png": colorize(final, palette),
-        f"{stem}_overlay.png": overlay(image, labels, palette, alpha=alpha),
-    }
+    arrays = [colorize(final, palette), overlay(image, labels, palette, alpha=alpha)]
     if crf_labels is not None:
-        rgb[f"{stem}_crf_overlay.png"] = overlay(image, crf_labels, palette, alpha=alpha)
-    if panel_names is not None:
-        from atrous.data.figure import present_classes, titled_row
-
-        tiles, titles = [image, rgb[f"{stem}_overlay.png"]], ["input", "prediction"]
-        if crf_labels is not None:
-            tiles.append(rgb[f"{stem}_crf_overlay.png"])
-            titles.append("+ dense CRF")
-        masks = [labels] + ([crf_labels] if crf_labels is not None else [])
-        rgb[f"{stem}_panel.png"] = titled_row(tiles, titles, present_classes(masks, panel_names, palette))
-    for name, array in rgb.items():
+        arrays.append(overlay(image, crf_labels, palette, alpha=alpha))
+    for name, array in zip(output_names(stem, crf=crf_labels is not None)[1:], arrays):
         save_png_atomic(out / name, array)
         written.append(out / name)
+    if panel_names is not None:
+        from atrous.data.figure import present_classes, titled_grid
+
+        tiles, titles = [image, arrays[1]], ["input", "prediction"]
+        if crf_labels is not None:
+            tiles.append(arrays[2])
+            titles.append("+ dense CRF")
+        masks = [labels] + ([crf_labels] if crf_labels is not None else [])
+        panel = out / f"{stem}_panel.png"
+        save_png_atomic(panel, titled_grid([tiles], titles, present_classes(masks, panel_names, palette)))
+        written.append(panel)
     return written
 
 
@@ -178,15 +198,14 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"--alpha must be in [0, 1]; got {args.alpha}")
     paths = expand_inputs(args.inputs)
     out = Path(args.out)
-    if out.exists() and not out.is_dir():
-        raise DataError(f"--out {out} is a file; give a folder (it is created if missing)")
+    settings = crf_settings(args)
+    check_outputs(out, paths, args.checkpoint, crf=settings is not None, force=args.force, panel=args.panel)
     device = resolve_device(args.device)
     model = load_model_source(args.checkpoint, device, args.output_stride)
     predictor = build_predictor(model, args, device, crf=None)  # the CRF runs separately: both overlays are written
-    settings = crf_settings(args)
     crf = make_crf(device, settings) if settings is not None else None
     out.mkdir(parents=True, exist_ok=True)
-    loader = DataLoader(_Images(paths), batch_size=args.batch_size, num_workers=args.workers, collate_fn=collate_list)
+    loader = DataLoader(_Images(paths, max_pixels(args)), batch_size=args.batch_size, num_workers=args.workers, collate_fn=collate_list)
     written = 0
     for batch in tqdm(loader, desc="predict", unit="batch", disable=not args.progress, file=sys.stderr):
         images = [image for image, _ in batch]

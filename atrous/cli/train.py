@@ -26,6 +26,7 @@ from atrous.engine.config import (
 _OPTIONS: tuple[tuple[str, str, dict[str, Any], str], ...] = (
     ("--data", "data", {"metavar": "DIR"}, "dataset root folder"),
     ("--dataset", "dataset", {"choices": DATASETS}, "dataset layout (default: detected from the folder)"),
+    ("--num-classes", "num_classes", {"type": int, "metavar": "K"}, "classes of a folder dataset without classes.txt (default: found in the masks)"),
     ("--model", "model", {"metavar": "NAME"}, "model name, e.g. deeplabv3plus_mobilenet_v2 (see `atrous info --list`)"),
     ("--epochs", "epochs", {"type": int, "metavar": "N"}, "training epochs (default 50)"),
     ("--batch-size", "batch_size", {"type": int, "metavar": "B"}, "images per batch and process (default 8)"),
@@ -70,9 +71,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "Train a DeepLab model. Options come from --config (YAML, keys = option names with "
             "underscores), then the flags below, then --set key=value."
         ),
-        epilog="Example: atrous train --config configs/shapes_deeplabv3plus_mobilenet_v2.yaml --epochs 5 --out runs/demo",
+        epilog="Example: atrous train --config shapes_deeplabv3plus_mobilenet_v2 --epochs 5 --out runs/demo",
     )
-    parser.add_argument("--config", metavar="YAML", help="training recipe (e.g. configs/*.yaml)")
+    parser.add_argument(
+        "--config", metavar="NAME|YAML", help="training recipe: a shipped name (see `atrous list --configs`) or a YAML path"
+    )
     for flag, name, options, text in _OPTIONS:
         options = {"default": argparse.SUPPRESS, **options}
         parser.add_argument(flag, dest=name, help=text, **options)

@@ -17,6 +17,7 @@ import torch
 from torch.utils.data import Dataset
 
 from atrous.data.io import DEFAULT_MAX_PIXELS, read_image, read_mask
+from atrous.data.palette import check_unique_names
 from atrous.errors import ConfigError, DataError, choices_message
 
 logger = logging.getLogger(__name__)
@@ -104,6 +105,7 @@ class SegmentationDataset(Dataset):
             raise ConfigError(
                 f"ignore_index {ignore_index} is a class index (0..{len(class_names) - 1}); use 255 or -1"
             )
+        check_unique_names(class_names, f"{type(self).__name__} {split}")
         self.samples = list(samples)
         self.split = split
         self.class_names = list(class_names)

@@ -27,17 +27,27 @@ DATASETS: dict[str, type[SegmentationDataset]] = {
     "shapes": ShapesDataset,
 }
 
-# (name, what the layout looks like, test on the root), checked in this order.
+def _any_split(root: Path, pairs: tuple[tuple[str, str], ...]) -> bool:
+    """Whether ``root`` holds the (images, labels) folder pair of at least one split."""
+    return any((root / images).is_dir() and (root / labels).is_dir() for images, labels in pairs)
+
+
+# (name, what the layout looks like, test on the root), checked in this order. A layout
+# is recognised from any one of its splits (e.g. only CamVid's val/ + valannot/).
 _LAYOUTS = (
     ("cityscapes", "leftImg8bit/ + gtFine/", lambda r: (r / "leftImg8bit").is_dir() and (r / "gtFine").is_dir()),
     (
         "ade20k",
         "ADEChallengeData2016/ or images/training/ + annotations/training/",
         lambda r: (r / "ADEChallengeData2016").is_dir()
-        or ((r / "images" / "training").is_dir() and (r / "annotations" / "training").is_dir()),
+        or _any_split(r, tuple((f"images/{s}", f"annotations/{s}") for s in ("training", "validation"))),
     ),
     ("voc", "VOCdevkit/VOC2012/ (JPEGImages/, SegmentationClass/)", lambda r: find_voc2012(r) is not None),
-    ("camvid", "train/ + trainannot/", lambda r: (r / "train").is_dir() and (r / "trainannot").is_dir()),
+    (
+        "camvid",
+        "train/ + trainannot/ (or val/ + valannot/, test/ + testannot/)",
+        lambda r: _any_split(r, tuple((s, f"{s}annot") for s in ("train", "val", "test"))),
+    ),
     ("folder", "images/ + masks/", lambda r: (r / "images").is_dir() and (r / "masks").is_dir()),
 )
 

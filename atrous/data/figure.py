@@ -19,28 +19,38 @@ def _font(size: int = _FONT_SIZE) -> ImageFont.ImageFont:
         return ImageFont.load_default()
 
 
-def titled_row(tiles: Sequence[np.ndarray], titles: Sequence[str], legend: Sequence[tuple[str, Color]] = ()) -> np.ndarray:
-    """uint8 (H, W_i, 3) tiles side by side with a title above each and a colour legend below.
+def titled_grid(
+    rows: Sequence[Sequence[np.ndarray]], titles: Sequence[str], legend: Sequence[tuple[str, Color]] = ()
+) -> np.ndarray:
+    """Rows of uint8 (H, W_i, 3) tiles under one title per column, above a colour legend.
 
-    ``legend``: (class name, RGB) pairs, drawn as swatches, wrapped to the figure's width.
-    Returns uint8 (H', W', 3) on a white background.
+    Every row holds tiles of the same widths column by column (e.g. one image and its
+    predictions); ``legend``: (class name, RGB) pairs, drawn as swatches, wrapped to the
+    figure's width. Returns uint8 (H', W', 3) on a white background.
     """
     font = _font()
     title_h = _FONT_SIZE + 2 * _GAP
-    height = max(tile.shape[0] for tile in tiles)
-    width = sum(tile.shape[1] for tile in tiles) + _GAP * (len(tiles) + 1)
+    widths = [max(row[c].shape[1] for row in rows if c < len(row)) for c in range(max(len(row) for row in rows))]
+    heights = [max(tile.shape[0] for tile in row) for row in rows]
+    width = sum(widths) + _GAP * (len(widths) + 1)
     legend_rows = _legend_rows(legend, width, font)
     legend_h = len(legend_rows) * (_FONT_SIZE + _GAP) + (_GAP if legend_rows else 0)
-    canvas = Image.new("RGB", (width, title_h + height + _GAP + legend_h), "white")
+    body_h = sum(heights) + _GAP * len(heights)
+    canvas = Image.new("RGB", (width, title_h + body_h + legend_h), "white")
     draw = ImageDraw.Draw(canvas)
     x = _GAP
-    for tile, title in zip(tiles, titles):
-        canvas.paste(Image.fromarray(np.ascontiguousarray(tile)), (x, title_h))
+    for width_c, title in zip(widths, titles):
         draw.text((x + 2, _GAP), title, fill=(20, 20, 20), font=font)
-        x += tile.shape[1] + _GAP
-    y = title_h + height + _GAP
-    for row in legend_rows:
-        for left, name, color in row:
+        x += width_c + _GAP
+    y = title_h
+    for row, height in zip(rows, heights):
+        x = _GAP
+        for tile, width_c in zip(row, widths):
+            canvas.paste(Image.fromarray(np.ascontiguousarray(tile)), (x, y))
+            x += width_c + _GAP
+        y += height + _GAP
+    for legend_row in legend_rows:
+        for left, name, color in legend_row:
             draw.rectangle((left, y + 1, left + _FONT_SIZE - 2, y + _FONT_SIZE - 1), fill=tuple(color), outline=(60, 60, 60))
             draw.text((left + _FONT_SIZE + 2, y), name, fill=(20, 20, 20), font=font)
         y += _FONT_SIZE + _GAP

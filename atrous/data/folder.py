@@ -15,11 +15,13 @@ Splits, the first that applies:
 
 Masks are single-channel PNGs of class indices, or RGB colour PNGs when the classes
 file gives every class a colour. ``num_classes`` comes from the classes file, else from
-the ``num_classes`` option.
+the ``num_classes`` option (``--num-classes``), else from the masks themselves: the largest
+value in any mask + 1 (the ignore index aside), logged with the values found.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections import Counter
 from pathlib import Path
@@ -27,7 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from atrous.data.base import SegmentationDataset, Transform, list_images, pair_masks, read_split_file, require_dir
-from atrous.data.io import DEFAULT_MAX_PIXELS, read_mask
+from atrous.data.io import DEFAULT_MAX_PIXELS, mask_values, read_mask
 from atrous.data.palette import ClassSpec, find_class_file, parse_class_file, voc_colormap
 from atrous.errors import ConfigError, DataError, choices_message
 
@@ -59,6 +61,38 @@ def _auto_split(images: list[Path], split: str, val_fraction: float, root: Path)
     return [images[i] for i in chosen]
 
 
+def classes_in_masks(root: Path, mask_root: Path, ignore_index: int) -> int:
+    """The class count the masks under ``mask_root`` (every split) imply: largest value + 1,
+    the ignore index aside. Logs how many and which values, and how to name them."""
+    stamp = mask_root.stat().st_mtime_ns
+    count, values, masks = _scan_masks(str(mask_root.resolve()), ignore_index, stamp)
+    shown = ", ".join(map(str, values[:20])) + (" …" if len(values) > 20 else "")
+    empty = f"; classes {sorted(set(range(count)) - set(values))[:10]} have no pixels" if len(values) < count else ""
+    logger.info(
+        "%s: no classes file and no --num-classes: found %d classes in %d masks (values %s%s); "
+        "name them in %s, one per line",
+        root, count, masks, shown, empty, root / "classes.txt",
+    )
+    return count
+
+
+@functools.lru_cache(maxsize=8)
+def _scan_masks(mask_root: str, ignore_index: int, stamp: int) -> tuple[int, list[int], int]:
+    """(class count, values found, masks read); cached per folder state (train and val share it)."""
+    masks = sorted(Path(mask_root).rglob("*.png"))
+    found: set[int] = set()
+    for mask in masks:
+        found.update(int(v) for v in mask_values(mask))
+    found.discard(ignore_index)
+    if not found:
+        raise DataError(
+            f"{mask_root}: no class values found in {len(masks)} masks; pass --num-classes or write classes.txt"
+        )
+    if min(found) < 0:
+        raise DataError(f"{mask_root}: masks hold negative values {sorted(v for v in found if v < 0)[:5]}")
+    return max(found) + 1, sorted(found), len(masks)
+
+
 class FolderDataset(SegmentationDataset):
     """Images and masks paired by file name; see the module docstring for the layout."""
 
@@ -83,7 +117,7 @@ class FolderDataset(SegmentationDataset):
             raise DataError(f"{root}: several images share the name(s) {twins} (e.g. a.png and a.jpg); keep one each")
         samples = pair_masks(images, lambda image: mask_dir / f"{image.stem}.png")
 
-        spec = self._classes(root, num_classes)
+        spec = self._classes(root, num_classes, mask_root, ignore_index)
         self.mask_colors = spec.colors
         self.ignore_colors = spec.ignore_colors
         super().__init__(
@@ -121,14 +155,11 @@ class FolderDataset(SegmentationDataset):
         raise ConfigError(choices_message(f"split of {root} (no split folders or lists)", split, ["all", "train", "val"]))
 
     @staticmethod
-    def _classes(root: Path, num_classes: int | None) -> ClassSpec:
+    def _classes(root: Path, num_classes: int | None, mask_root: Path, ignore_index: int) -> ClassSpec:
         class_file = find_class_file(root)
         if class_file is None:
             if num_classes is None:
-                raise DataError(
-                    f"{root}: number of classes unknown; pass num_classes or write {root / 'classes.txt'} "
-                    "with one class name per line"
-                )
+                num_classes = classes_in_masks(root, mask_root, ignore_index)
             if num_classes < 1:
                 raise ConfigError(f"num_classes must be >= 1, got {num_classes}")
             return ClassSpec([f"class_{i}" for i in range(num_classes)])

@@ -28,9 +28,12 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from atrous.errors import DataError
+from atrous.errors import ConfigError, DataError
 
-DEFAULT_MAX_PIXELS = 100_000_000
+# 25 megapixels (e.g. 6000×4000): inference on such an image needs a few GB, which a
+# laptop has; larger images are refused by name before decoding (raise the limit, or
+# downscale). PIL's own bomb check (below) refuses twice this before reading the header.
+DEFAULT_MAX_PIXELS = 25_000_000
 # PIL warns above this and refuses above twice this, for every code path in the process.
 Image.MAX_IMAGE_PIXELS = DEFAULT_MAX_PIXELS
 
@@ -51,7 +54,8 @@ def _open(path: str | Path) -> Image.Image:
         return Image.open(path)
     except Image.DecompressionBombError as exc:
         raise DataError(
-            f"{path}: {exc}; raise both max_pixels and PIL.Image.MAX_IMAGE_PIXELS to read it"
+            f"{path}: too large to read ({exc}); downscale the image, or raise max_pixels (--max-pixels) "
+            "if this machine has the memory"
         ) from exc
     except (OSError, SyntaxError, ValueError) as exc:
         raise DataError(f"{path}: not a readable image ({exc}); re-export it as PNG or JPEG") from exc
@@ -73,6 +77,14 @@ def image_size(path: str | Path) -> tuple[int, int]:
     return height, width
 
 
+def set_max_pixels(max_pixels: int) -> None:
+    """Let ``read_image(..., max_pixels=...)`` reach ``max_pixels``: PIL's process-wide
+    decompression-bomb limit (``Image.MAX_IMAGE_PIXELS``) follows it up."""
+    if max_pixels < 1:
+        raise ConfigError(f"max_pixels must be ≥ 1, got {max_pixels}")
+    Image.MAX_IMAGE_PIXELS = max(int(Image.MAX_IMAGE_PIXELS or 0), int(max_pixels))
+
+
 def read_image(path: str | Path, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
     """Read an image as uint8 RGB of shape (H, W, 3); see the module docstring for rules.
 
@@ -85,7 +97,8 @@ def read_image(path: str | Path, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.
         if width * height > max_pixels:
             raise DataError(
                 f"{path}: {width}x{height} = {width * height} pixels exceeds max_pixels="
-                f"{max_pixels}; downscale the image or raise max_pixels"
+                f"{max_pixels} (--max-pixels), a size that keeps inference and training within a few GB "
+                "of memory; downscale the image, or raise the limit if this machine has the memory"
             )
         mode = image.mode
         if mode not in _CONVERTIBLE and mode not in _WITH_ALPHA:
@@ -172,13 +185,7 @@ def read_mask(
     Raises ``DataError`` naming the file, the offending values and the fix.
     """
     path = Path(path)
-    with _open(path) as image:
-        if image.format in _LOSSY_FORMATS:
-            raise DataError(
-                f"{path}: masks must be lossless (got {image.format}, whose compression "
-                "changes label values along edges); save masks as PNG"
-            )
-        _decode(image, path)
+    with _open_mask(path) as image:
         mode = image.mode
         if mode in ("RGB", "RGBA"):
             if palette is None:
@@ -191,13 +198,46 @@ def read_mask(
             return colors_to_indices(
                 rgb, palette, ignore_index=ignore_index, ignore_colors=ignore_colors, source=str(path)
             )
-        if mode not in _INDEX_MODES:
-            raise DataError(
-                f"{path}: mask mode {mode!r} is not a class-index image; save masks as "
-                "single-channel 8-bit PNGs whose pixel values are class indices"
-            )
-        raw = np.asarray(image)
+        raw = _index_array(image, path)
     return _map_and_check(raw, path, num_classes, ignore_index, _lookup_table(label_map))
+
+
+def mask_values(path: str | Path) -> np.ndarray:
+    """The distinct values (sorted) of a single-channel index mask, unchecked against any
+    class count; ``DataError`` for colour, lossy or non-index masks."""
+    path = Path(path)
+    with _open_mask(path) as image:
+        if image.mode in ("RGB", "RGBA"):
+            raise DataError(
+                f"{path}: classes cannot be read from a colour mask; write a classes file "
+                "(classes.txt, one 'name r g b' per class) beside images/ and masks/"
+            )
+        return np.unique(_index_array(image, path))
+
+
+def _open_mask(path: Path) -> Image.Image:
+    """The decoded mask image; lossy formats (JPEG …) refused."""
+    image = _open(path)
+    try:
+        if image.format in _LOSSY_FORMATS:
+            raise DataError(
+                f"{path}: masks must be lossless (got {image.format}, whose compression "
+                "changes label values along edges); save masks as PNG"
+            )
+        _decode(image, path)
+    except BaseException:
+        image.close()
+        raise
+    return image
+
+
+def _index_array(image: Image.Image, path: Path) -> np.ndarray:
+    if image.mode not in _INDEX_MODES:
+        raise DataError(
+            f"{path}: mask mode {image.mode!r} is not a class-index image; save masks as "
+            "single-channel 8-bit PNGs whose pixel values are class indices"
+        )
+    return np.asarray(image)
 
 
 def _map_and_check(

@@ -4,9 +4,7 @@ class files (names and optional colours) for folder datasets."""
 from __future__ import annotations
 
 import json
-import os
 import re
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +15,7 @@ import yaml
 from PIL import Image
 
 from atrous.errors import DataError, InputError
+from atrous.files import atomic_path
 
 Color = tuple[int, int, int]
 
@@ -104,15 +103,8 @@ def save_index_png(path: str | Path, mask: np.ndarray | torch.Tensor, palette: S
         raise InputError(f"mask values must be in 0..255 to store in a PNG, got {array.min()}..{array.max()}")
     image = Image.fromarray(array.astype(np.uint8), mode="L").convert("P")
     image.putpalette(_palette_table(palette).ravel().tolist())
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            image.save(handle, format="PNG")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_path(path) as temp:
+        image.save(temp, format="PNG")
 
 
 @dataclass(frozen=True)
@@ -184,9 +176,18 @@ def _parse_structured(data: object, where: str) -> ClassSpec:
     return _finish(names, colors, ignore, where)
 
 
+def check_unique_names(names: Sequence[str], where: str) -> None:
+    """``DataError`` when two classes share a name (their IoUs and colours could not be told apart)."""
+    repeated = sorted({name for name in names if list(names).count(name) > 1})
+    if repeated:
+        raise DataError(f"{where}: class name(s) {', '.join(map(repr, repeated))} appear more than once; "
+                        "give every class its own name")
+
+
 def _finish(names: list[str], colors: list[Color | None], ignore: tuple[Color, ...], where: str) -> ClassSpec:
     if not names:
         raise DataError(f"{where}: lists no classes; write one class name per line (optionally 'r g b')")
+    check_unique_names(names, where)
     given = [c is not None for c in colors]
     if any(given) and not all(given):
         missing = [names[i] for i, g in enumerate(given) if not g][:5]

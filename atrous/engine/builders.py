@@ -49,6 +49,8 @@ def build_data(config: TrainConfig, context: DistContext) -> RunData:
         raise ConfigError("no training data given; pass --data DIR (or --dataset shapes for synthetic data)")
     mean, std = pretrained_normalisation(config) or (tuple(IMAGENET_MEAN), tuple(IMAGENET_STD))
     options = dict(config.dataset_options)
+    if config.num_classes is not None:
+        options["num_classes"] = config.num_classes
     train_set = build_dataset(config.dataset, config.data, config.train_split, **options)
     train_set.transform = train_transforms(
         config.crop_size, scale_range=config.scale_range, mean=mean, std=std, ignore_index=train_set.ignore_index

@@ -7,7 +7,12 @@ A checkpoint is a plain dict (tensors, numbers, strings, lists, dicts only), so
      "model": {"config": model.config, "state_dict": ...},
      "class_names", "palette", "ignore_index", "mean", "std",
      "optimizer", "scheduler", "scaler", "rng", "epoch", "iteration", "best_miou",
-     "train_config"}
+     "train_config", "sha256"}
+
+``sha256`` is the SHA-256 of everything else (``content_hash``): reading checks it, so
+a file damaged on disk is refused by name instead of evaluating to other numbers
+(files written before it existed, such as ``weights/*.pt``, load without the check).
+Model weights must be finite both to be written and to be read.
 
 ``epoch`` is the epoch in progress (0-based) and ``iteration`` the number of optimizer
 steps done, so a mid-epoch checkpoint resumes at batch ``iteration − epoch ·
@@ -16,9 +21,9 @@ iters_per_epoch`` of that epoch.
 
 from __future__ import annotations
 
-import os
+import hashlib
+import io
 import random
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -27,9 +32,11 @@ import torch
 from torch import nn
 
 from atrous.errors import CheckpointError
+from atrous.files import atomic_path
 
 FORMAT = "atrous-checkpoint"
 VERSION = 1
+HASH_KEY = "sha256"  # SHA-256 of the rest of the checkpoint (content_hash); absent in older files
 
 
 def unwrap(model: nn.Module) -> nn.Module:
@@ -73,37 +80,73 @@ def set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all([s.cpu() for s in cuda])
 
 
+def content_hash(checkpoint: dict[str, Any]) -> str:
+    """SHA-256 over every value of ``checkpoint`` but its ``sha256`` entry: tensors by dtype,
+    shape and bytes, other values by type and ``repr``, dict keys in sorted order."""
+    digest = hashlib.sha256()
+
+    def feed(value: Any) -> None:
+        if isinstance(value, torch.Tensor):
+            tensor = value.detach().to("cpu").contiguous()
+            digest.update(f"T{tensor.dtype}{tuple(tensor.shape)}".encode())
+            digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
+        elif isinstance(value, dict):
+            digest.update(b"D%d" % len(value))
+            for key in sorted(value, key=repr):
+                digest.update(repr(key).encode())
+                feed(value[key])
+        elif isinstance(value, (list, tuple)):
+            digest.update(b"L%d" % len(value))
+            for item in value:
+                feed(item)
+        else:
+            digest.update(f"{type(value).__name__}:{value!r};".encode())
+
+    feed({key: value for key, value in checkpoint.items() if key != HASH_KEY})
+    return digest.hexdigest()
+
+
+def non_finite_tensors(state_dict: dict[str, Any]) -> list[str]:
+    """Names of the floating-point tensors of ``state_dict`` holding NaN or ±inf."""
+    return [
+        name
+        for name, tensor in state_dict.items()
+        if isinstance(tensor, torch.Tensor) and tensor.is_floating_point() and not bool(torch.isfinite(tensor).all())
+    ]
+
+
+def _non_finite_message(names: list[str]) -> str:
+    shown = ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
+    return f"non-finite (NaN or inf) weights in {len(names)} tensor(s) ({shown})"
+
+
 def save_checkpoint(checkpoint: dict[str, Any], path: str | Path) -> Path:
     """Write ``checkpoint`` to ``path`` atomically: temp file in the same folder, fsync, rename.
 
     A reader (or a crash) sees either the old file or the complete new one, never half.
+    The file carries the SHA-256 of its content (``sha256``), which ``read_checkpoint``
+    checks. Non-finite model weights are refused (``CheckpointError``): nothing is written.
     """
     path = Path(path)
-    # Not a `with` block: the file must outlive it, to be renamed (or removed on failure).
-    handle = tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp", delete=False)  # noqa: SIM115
-    try:
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(handle.name, 0o666 & ~umask)  # temp files are created private; keep the usual mode
-        with handle:
-            torch.save(checkpoint, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(handle.name, path)
-    except BaseException:
-        Path(handle.name).unlink(missing_ok=True)
-        raise
-    try:  # make the rename itself durable
-        directory = os.open(path.parent, os.O_RDONLY)
-    except OSError:
-        return path
-    try:
-        os.fsync(directory)
-    except OSError:
-        pass
-    finally:
-        os.close(directory)
+    model = checkpoint.get("model")
+    bad = non_finite_tensors(model.get("state_dict") or {}) if isinstance(model, dict) else []
+    if bad:
+        raise CheckpointError(f"refusing to save {path}: {_non_finite_message(bad)}")
+    checkpoint = {**checkpoint, HASH_KEY: content_hash(checkpoint)}
+    buffer = io.BytesIO()  # serialised in memory: a full disk is then an OSError, not a torch RuntimeError
+    torch.save(checkpoint, buffer)
+    with atomic_path(path, fsync=True) as temp:
+        temp.write_bytes(buffer.getbuffer())
     return path
+
+
+def _load_reason(error: Exception) -> str:
+    """torch.load's error, without its advice to retry with the unsafe ``weights_only=False``."""
+    text = str(error).strip()
+    if "weights_only" in text or "Weights only load failed" in text:
+        return "it holds Python objects that a safe load refuses, so it was not made by atrous or was tampered with"
+    first = text.splitlines()[0] if text else type(error).__name__
+    return first[:200]
 
 
 def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
@@ -117,8 +160,7 @@ def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     try:
         checkpoint = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as error:  # noqa: BLE001 - torch.load raises RuntimeError, UnpicklingError, EOFError, zip errors ...
-        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise CheckpointError(f"{path} is not a readable checkpoint ({reason[:200]})") from None
+        raise CheckpointError(f"{path} is not a readable checkpoint ({_load_reason(error)})") from None
     if not isinstance(checkpoint, dict) or checkpoint.get("format") != FORMAT:
         raise CheckpointError(
             f"{path} is not an atrous checkpoint (no 'format': '{FORMAT}' entry); "
@@ -131,6 +173,18 @@ def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     model = checkpoint.get("model")
     if not isinstance(model, dict) or not isinstance(model.get("config"), dict) or "state_dict" not in model:
         raise CheckpointError(f"{path} is damaged: it has no model config and state_dict")
+    saved_hash = checkpoint.get(HASH_KEY)
+    if saved_hash is not None and saved_hash != content_hash(checkpoint):
+        raise CheckpointError(
+            f"{path} is corrupt: its content does not match the SHA-256 stored in it "
+            "(damaged on disk or in transfer); use another copy"
+        )
+    bad = non_finite_tensors(model["state_dict"]) if isinstance(model["state_dict"], dict) else []
+    if bad:
+        raise CheckpointError(
+            f"{path} holds {_non_finite_message(bad)}; the run that wrote it diverged. "
+            "Retrain with a lower --lr (or --clip-grad)"
+        )
     return checkpoint
 
 

@@ -1,6 +1,6 @@
 """The training configuration: one frozen dataclass, loaded from YAML and CLI overrides.
 
-Every field is both a YAML key (``configs/*.yaml``) and a CLI option (``--batch-size``
+Every field is both a YAML key (``atrous/configs/*.yaml``, run by name) and a CLI option (``--batch-size``
 sets ``batch_size``); ``--set key=value`` reaches any field, and ``--set
 model_options.width_mult=0.5`` a key inside a dict field. Precedence: defaults <
 config file < CLI flags < ``--set``.
@@ -9,6 +9,7 @@ config file < CLI flags < ``--set``.
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -33,6 +34,7 @@ class TrainConfig:
     data: str | None = None  # dataset root folder (not needed for the synthetic "shapes")
     dataset: str | None = None  # one of DATASETS; None = detect from the folder layout
     dataset_options: dict[str, Any] = field(default_factory=dict)  # extra build_dataset(...) options
+    num_classes: int | None = None  # classes of a folder dataset without classes.txt (None: found in the masks)
     train_split: str = "train"
     val_split: str = "val"
     crop_size: int = 513  # v3: 513×513 crops, large atrous rates need large crops
@@ -88,16 +90,24 @@ class TrainConfig:
         for name in ("workers", "max_iters", "warmup_iters", "val_every", "checkpoint_every"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name} must be ≥ 0, got {getattr(self, name)}")
-        for name in ("lr", "head_lr_mult"):
+        for item in dataclasses.fields(self):
+            value = getattr(self, item.name)
+            if isinstance(value, float) and not math.isfinite(value):
+                raise ConfigError(f"{item.name} must be a finite number, got {value}")
+        for name in ("lr", "head_lr_mult", "poly_power"):
             if not getattr(self, name) > 0:
                 raise ConfigError(f"{name} must be > 0, got {getattr(self, name)}")
         for name in ("weight_decay", "momentum", "clip_grad", "aux_loss"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name} must be ≥ 0, got {getattr(self, name)}")
+        if not self.momentum < 1:
+            raise ConfigError(f"momentum must be in [0, 1) (0.9 in the papers), got {self.momentum}")
+        if self.num_classes is not None and self.num_classes < 1:
+            raise ConfigError(f"num_classes must be ≥ 1, got {self.num_classes}")
         if not 0 < self.bootstrap_ratio <= 1:
             raise ConfigError(f"bootstrap_ratio must be in (0, 1], got {self.bootstrap_ratio}")
         low, high = self.scale_range
-        if not 0 < low <= high:
+        if not 0 < low <= high < math.inf:
             raise ConfigError(f"scale_range must be (low, high) with 0 < low ≤ high, got {self.scale_range}")
 
     def to_dict(self) -> dict[str, Any]:
@@ -182,8 +192,11 @@ def make_config(values: dict[str, Any] | None = None, **overrides: Any) -> Train
 
 
 def load_config_file(path: str | Path) -> dict[str, Any]:
-    """Read a YAML recipe into a dict (keys = ``TrainConfig`` field names)."""
-    path = Path(path)
+    """Read a YAML recipe (a path, or the name of a recipe shipped with atrous) into a
+    dict (keys = ``TrainConfig`` field names)."""
+    from atrous.recipes import find_recipe
+
+    path = find_recipe(path)
     try:
         text = path.read_text()
     except OSError as error:

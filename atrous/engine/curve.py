@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import csv
 import math
-import os
 from collections.abc import Sequence
 from pathlib import Path
 
 from PIL import Image, ImageDraw, ImageFont
 
 from atrous.errors import DataError
+from atrous.files import atomic_path
 
 PANEL = (460, 300)  # width, height of one panel in pixels
 MARGIN = (56, 24, 16, 40)  # left, top, right, bottom
@@ -103,7 +103,6 @@ def plot_training_curve(csv_path: str | Path, png_path: str | Path, *, title: st
     for index, (name, points) in enumerate(series.items()):
         _panel(draw, (index * PANEL[0], header), name, points, x_range, COLORS[name], font)
     out = Path(png_path)
-    temp = out.with_name(f".{out.name}.tmp")
-    image.save(temp, format="PNG")
-    os.replace(temp, out)
+    with atomic_path(out) as temp:
+        image.save(temp, format="PNG")
     return out

@@ -1,9 +1,7 @@
-"""Where a run stands (epoch, iteration, best mIoU), its folder, and continuing from ``last.pt``.
+"""Where a run stands (epoch, iteration, best mIoU) and continuing from ``last.pt``.
 
-Checks on the run folder happen before anything is written: an ``--out`` that is a
-file, a folder that already holds a run (without ``--resume``/``--overwrite``), or a
-``--resume`` checkpoint that is missing, corrupt or of another model each raise one
-error and leave every existing file as it was.
+A ``--resume`` checkpoint that is missing, corrupt or of another model raises one error
+and leaves every existing file as it was (the run folder itself: ``rundir.py``).
 """
 
 from __future__ import annotations
@@ -14,9 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from atrous.engine.checkpoint import describe, load_weights, read_checkpoint
-from atrous.engine.config import TrainConfig
-from atrous.errors import CheckpointError, ConfigError
+from atrous.engine.checkpoint import describe, load_weights, read_checkpoint, save_checkpoint
+from atrous.errors import CheckpointError
 
 if TYPE_CHECKING:  # pragma: no cover
     from atrous.engine.trainer import Trainer
@@ -50,32 +47,28 @@ class Position:
         return not math.isnan(miou) and (math.isnan(self.best_miou) or miou > self.best_miou)
 
 
-def prepare_run_dir(config: TrainConfig) -> tuple[Path, Path | None]:
-    """Check ``config.out`` (writes nothing); returns (run folder, checkpoint to resume or None)."""
-    run_dir = Path(config.out)
-    if run_dir.exists() and not run_dir.is_dir():
-        raise ConfigError(f"--out {run_dir} is a file, not a folder; choose another --out")
-    if config.resume is not None:
-        path = run_dir / "last.pt" if config.resume == "last" else Path(config.resume)
-        if not path.is_file():
-            raise CheckpointError(f"cannot resume: {path} does not exist; drop --resume to start a new run")
-        return run_dir, path
-    if (run_dir / "last.pt").exists() and not config.overwrite:
-        raise ConfigError(
-            f"{run_dir} already holds a run (last.pt); pass --resume to continue it, "
-            "--overwrite to start over, or choose another --out"
-        )
-    return run_dir, None
+def repair_best(run_dir: Path, last: Path) -> None:
+    """Make ``best.pt`` hold the best weights ``last`` reports.
 
-
-def create_run_dir(run_dir: Path, *, fresh: bool) -> None:
-    """Make the run folder; a fresh (overwriting) run drops the old ``best.pt``."""
-    try:
-        run_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as error:
-        raise ConfigError(f"cannot create the run folder {run_dir}: {error.strerror}") from None
-    if fresh:
-        (run_dir / "best.pt").unlink(missing_ok=True)
+    When ``last``'s own epoch scored the best mIoU (``val_miou == best_miou``) but
+    ``best.pt`` is missing or older (a run killed between the two writes by an atrous
+    that wrote ``last.pt`` first), ``last`` is copied to ``best.pt``.
+    """
+    if last.resolve() != (run_dir / "last.pt").resolve():
+        return
+    checkpoint = read_checkpoint(last)
+    best_miou, val_miou = float(checkpoint.get("best_miou", math.nan)), float(checkpoint.get("val_miou", math.nan))
+    if math.isnan(best_miou) or val_miou != best_miou:
+        return
+    best = run_dir / "best.pt"
+    if best.is_file():
+        try:
+            if float(read_checkpoint(best).get("best_miou", math.nan)) == best_miou:
+                return
+        except CheckpointError:
+            pass  # unreadable: replace it
+    save_checkpoint(checkpoint, best)
+    log.info("repaired %s from %s (epoch %d, val mIoU %.2f)", best, last, checkpoint["epoch"], 100 * best_miou)
 
 
 def restore(trainer: Trainer, path: Path) -> tuple[Position, dict[str, Any]]:
@@ -137,6 +130,11 @@ def restore(trainer: Trainer, path: Path) -> tuple[Position, dict[str, Any]]:
     changed = [k for k, v in config.to_dict().items() if k in saved_config and saved_config[k] != v and k != "resume"]
     if changed and context.is_main:
         log.info("resuming with changed options: %s", ", ".join(changed))
-    if context.is_main:
+    if context.is_main and position.epoch >= config.epochs:
+        log.info(
+            "resumed from %s: all %d epochs are done (iteration %d); nothing to train, raise --epochs to continue",
+            path, config.epochs, position.iteration,
+        )
+    elif context.is_main:
         log.info("resumed from %s at epoch %d, iteration %d", path, position.epoch + 1, position.iteration)
     return position, rng

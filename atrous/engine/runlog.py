@@ -11,11 +11,11 @@ from __future__ import annotations
 import csv
 import logging
 import math
-import os
 from pathlib import Path
 from typing import Any
 
 from atrous.engine.curve import plot_training_curve
+from atrous.files import atomic_path
 
 log = logging.getLogger(__name__)
 
@@ -53,12 +53,10 @@ class RunLog:
         kept = [row for row in rows if row.get("iteration", "").isdigit() and int(row["iteration"]) <= iteration]
         if len(kept) == len(rows):
             return
-        temp = self.csv_path.with_name(".log.csv.tmp")
-        with temp.open("w", newline="") as handle:
+        with atomic_path(self.csv_path) as temp, temp.open("w", newline="") as handle:
             writer = csv.DictWriter(handle, fieldnames=CSV_COLUMNS)
             writer.writeheader()
             writer.writerows({k: row.get(k, "") for k in CSV_COLUMNS} for row in kept)
-        os.replace(temp, self.csv_path)
 
     def scalars(self, step: int, values: dict[str, float]) -> None:
         """TensorBoard scalars at global iteration ``step`` (NaN values skipped)."""

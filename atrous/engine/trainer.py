@@ -32,6 +32,7 @@ from atrous.engine.builders import (
 )
 from atrous.engine.checkpoint import (
     describe,
+    non_finite_tensors,
     rng_state,
     save_checkpoint,
     set_rng_state,
@@ -39,11 +40,13 @@ from atrous.engine.checkpoint import (
 )
 from atrous.engine.config import TrainConfig, load_config_file, make_config
 from atrous.engine.metrics import ConfusionMatrix, format_table
-from atrous.engine.resume import Position, create_run_dir, prepare_run_dir, restore
+from atrous.engine.interrupt import StopRequest
+from atrous.engine.resume import Position, repair_best, restore
+from atrous.engine.rundir import RunFolder, prepare_run_dir
 from atrous.engine.runlog import RunLog
 from atrous.engine.sampling import mix_seed
 from atrous.engine.schedule import PolyLR
-from atrous.errors import TrainingError
+from atrous.errors import ConfigError, Interrupted, TrainingError
 from atrous.inference.labels import class_labels
 
 log = logging.getLogger(__name__)
@@ -92,6 +95,7 @@ class Trainer:
         self.data: RunData = build_data(config, context)
         train_set = self.data.train_set
         model = build_model(config, train_set.num_classes)
+        _check_crop_size(config, model)
         if config.freeze_bn:
             count = dist_utils.freeze_batch_norm(model)
             log.info("froze %d BatchNorm layers (statistics and affine parameters)", count)
@@ -119,13 +123,23 @@ class Trainer:
             self.train_model = nn.parallel.DistributedDataParallel(
                 model, device_ids=[context.device.index] if context.device.type == "cuda" else None
             )
-        if context.is_main:
-            create_run_dir(self.run_dir, fresh=resume_path is None)
-        self.runlog = RunLog(
-            self.run_dir,
-            enabled=context.is_main,
-            resume_iteration=self.position.iteration if resume_path is not None else None,
-        )
+        # Everything is checked (options, data folders, model, resume state): now take the folder.
+        self.folder = RunFolder(self.run_dir) if context.is_main else None
+        self.stop = StopRequest(enabled=False)
+        self.val_miou = math.nan  # of the last validation, stored in epoch-end checkpoints
+        if self.folder is not None:
+            self.folder.open(overwrite=config.overwrite, resume=resume_path is not None)
+        try:
+            if self.folder is not None and resume_path is not None:
+                repair_best(self.run_dir, resume_path)
+            self.runlog = RunLog(
+                self.run_dir,
+                enabled=context.is_main,
+                resume_iteration=self.position.iteration if resume_path is not None else None,
+            )
+        except BaseException:
+            self.close_folder(failed=True)
+            raise
         log.info(
             "training %s on %d images, %d epochs × %d iterations, batch %d × %d processes, on %s",
             describe(self.model.config), len(train_set), config.epochs,
@@ -142,27 +156,35 @@ class Trainer:
         config, position = self.config, self.position
         started = time.perf_counter()
         metrics: dict[str, Any] = {}
+        failed = True
         try:
-            while position.epoch < config.epochs:
-                epoch_started = time.perf_counter()
-                self.train_epoch()
-                epoch = position.epoch
-                last_epoch = epoch + 1 == config.epochs
-                validate = config.val_every > 0 and ((epoch + 1) % config.val_every == 0 or last_epoch)
-                metrics = self.validate() if validate else {}
-                improved = bool(metrics) and position.improves(metrics["miou"])
-                if improved:
-                    position.best_miou = metrics["miou"]
-                row = self.epoch_row(metrics, time.perf_counter() - epoch_started)
-                position.epoch += 1
-                position.reset_epoch_loss()
-                # Row before checkpoint: if killed in between, resuming drops the row and redoes it.
-                self.runlog.epoch_row(row)
-                self.save("last.pt")
-                if improved:
-                    self.save("best.pt")
+            with StopRequest(enabled=not self.context.distributed) as self.stop:
+                while position.epoch < config.epochs:
+                    epoch_started = time.perf_counter()
+                    self.train_epoch()
+                    epoch = position.epoch
+                    last_epoch = epoch + 1 == config.epochs
+                    validate = config.val_every > 0 and ((epoch + 1) % config.val_every == 0 or last_epoch)
+                    metrics = self.validate() if validate else {}
+                    self.val_miou = metrics.get("miou", math.nan)
+                    improved = bool(metrics) and position.improves(metrics["miou"])
+                    if improved:
+                        position.best_miou = metrics["miou"]
+                    row = self.epoch_row(metrics, time.perf_counter() - epoch_started)
+                    position.epoch += 1
+                    position.reset_epoch_loss()
+                    # Row before checkpoints: if killed in between, resuming drops the row and redoes it.
+                    self.runlog.epoch_row(row)
+                    # best.pt before last.pt: killed in between, the resumed run redoes this epoch and
+                    # rewrites best.pt, so best.pt never lags behind the best mIoU last.pt reports.
+                    if improved:
+                        self.save("best.pt")
+                    self.save("last.pt")
+                    self.val_miou = math.nan
+            failed = False
         finally:
             self.runlog.close()
+            self.close_folder(failed=failed)
         best = self.run_dir / "best.pt"
         return TrainResult(
             run_dir=self.run_dir,
@@ -204,6 +226,27 @@ class Trainer:
                 mid_epoch = batch_index + 1 < per_epoch
                 if mid_epoch and config.checkpoint_every and position.iteration % config.checkpoint_every == 0:
                     self.save("last.pt")
+                self.honour_stop_request()
+
+    def honour_stop_request(self) -> None:
+        """After SIGINT/SIGTERM: save ``last.pt`` at the current step and raise ``Interrupted``."""
+        signum = self.stop.requested
+        if signum is None:
+            return
+        self.save("last.pt")
+        position = self.position
+        raise Interrupted(
+            signum,
+            f"saved {self.run_dir / 'last.pt'} at epoch {position.epoch + 1}, iteration {position.iteration}; "
+            "continue with --resume",
+        )
+
+    def close_folder(self, *, failed: bool) -> None:
+        """Release the run folder; a run that failed before its first checkpoint restores what it set aside."""
+        if self.folder is not None:
+            if failed:
+                self.folder.rollback()
+            self.folder.close()
 
     def step(self, images: torch.Tensor, masks: torch.Tensor) -> float:
         """One optimizer step on a batch; returns the loss (averaged over processes)."""
@@ -248,6 +291,7 @@ class Trainer:
             with torch.autocast(device.type, dtype=self.amp_dtype) if self.amp_dtype else contextlib.nullcontext():
                 logits = self.model(images)
             matrix.update(class_labels(logits), masks.to(device))
+            self.honour_stop_request()  # the epoch's steps are done: last.pt resumes at this validation
         matrix.all_reduce()
         result = matrix.compute()
         if self.context.is_main:
@@ -277,6 +321,13 @@ class Trainer:
         states = dist_utils.all_gather_objects(self.context, rng_state())
         if not self.context.is_main:
             return
+        bad = non_finite_tensors(self.model.state_dict())
+        if bad:
+            raise TrainingError(
+                f"the weights became non-finite (NaN or inf, e.g. {bad[0]}) by epoch {self.position.epoch + 1}, "
+                f"iteration {self.position.iteration}; training stopped without saving {name}. "
+                "Lower --lr, add --clip-grad or check the data"
+            )
         data, position = self.data, self.position
         rng = dict(states[0])
         if self.context.distributed:
@@ -299,10 +350,23 @@ class Trainer:
             "iters_per_epoch": data.iters_per_epoch,
             "world_size": self.context.world_size,
             "best_miou": position.best_miou,
+            "val_miou": self.val_miou,
             "epoch_loss": [position.loss_sum, position.loss_count],
             "train_config": self.config.to_dict(),
         }
         save_checkpoint(checkpoint, self.run_dir / name)
+        if self.folder is not None:
+            self.folder.commit()
+
+
+def _check_crop_size(config: TrainConfig, model: nn.Module) -> None:
+    """``ConfigError`` naming ``--crop-size`` when crops are smaller than the model accepts."""
+    smallest = int(getattr(getattr(model, "backbone", None), "min_input_size", 1))
+    if config.crop_size < smallest:
+        raise ConfigError(
+            f"--crop-size {config.crop_size} is smaller than the {smallest}×{smallest} input {config.model} "
+            f"needs; use --crop-size {smallest} or more (the papers use 513)"
+        )
 
 
 def _amp_dtype(mode: str, device: torch.device) -> torch.dtype | None:

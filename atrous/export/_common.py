@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
-import tempfile
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,6 +16,7 @@ import torch
 from torch import nn
 
 from atrous.errors import AtrousError, ConfigError, DataError
+from atrous.files import atomic_path
 from atrous.inference.fast import fold_batchnorm
 
 __all__ = [
@@ -99,17 +98,8 @@ def check_output_path(path: str | Path, *, suffix: str) -> Path:
 @contextlib.contextmanager
 def atomic_output(path: Path, suffix: str) -> Iterator[Path]:
     """A temp path beside ``path``; renamed onto ``path`` if the block succeeds, removed otherwise."""
-    handle, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=suffix)
-    os.close(handle)
-    temp_path = Path(temp)
-    try:
-        yield temp_path
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(temp_path, 0o666 & ~umask)  # mkstemp files are private; give the usual mode
-        os.replace(temp_path, path)
-    finally:
-        temp_path.unlink(missing_ok=True)
+    with atomic_path(path, suffix=suffix) as temp:
+        yield temp
 
 
 @contextlib.contextmanager
@@ -151,6 +141,12 @@ def verify(
         image = torch.randn(1, 3, height, width, generator=generator)
         with torch.inference_mode():
             expected, got = reference(image), candidate(image)
+        for name, output in (("the PyTorch model", expected), ("the exported model", got)):
+            if output.is_floating_point() and not bool(torch.isfinite(output).all()):
+                raise ExportError(
+                    f"{name} outputs non-finite logits (NaN or inf) at {height}×{width}; its weights are "
+                    f"broken (retrain with a lower --lr); {path} was not written"
+                )
         if not expected.is_floating_point():
             labels_only = True
             labels, expected_labels = got, expected

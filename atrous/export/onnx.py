@@ -31,6 +31,7 @@ from atrous.export._common import (
     quiet_loggers,
     verify,
 )
+from atrous.errors import ConfigError
 from atrous.export.runtime import METADATA_PREFIX, OnnxModel
 
 __all__ = ["DEFAULT_OPSET", "export_onnx", "model_metadata"]
@@ -38,6 +39,14 @@ __all__ = ["DEFAULT_OPSET", "export_onnx", "model_metadata"]
 logger = logging.getLogger(__name__)
 
 DEFAULT_OPSET = 18
+
+
+def opset_range() -> tuple[int, int]:
+    """The ONNX opsets ``export_onnx`` writes: from ``DEFAULT_OPSET`` (the torch.export-based
+    exporter's oldest) to the newest the installed ``onnx`` knows."""
+    import onnx
+
+    return DEFAULT_OPSET, int(onnx.defs.onnx_opset_version())
 
 
 def model_metadata(model: nn.Module, *, argmax: bool, input_size: tuple[int, int] | None) -> dict[str, Any]:
@@ -57,10 +66,14 @@ def model_metadata(model: nn.Module, *, argmax: bool, input_size: tuple[int, int
     }
 
 
-def _write_metadata(path: Path, metadata: dict[str, Any]) -> None:
+def _write_metadata(path: Path, metadata: dict[str, Any], opset: int) -> None:
+    """Store ``metadata`` in the file; ``ExportError`` if the exporter wrote another opset."""
     import onnx
 
     proto = onnx.load(str(path))
+    written = next((entry.version for entry in proto.opset_import if entry.domain in ("", "ai.onnx")), None)
+    if written != opset:
+        raise ExportError(f"the ONNX exporter wrote opset {written} instead of {opset}; choose another --opset")
     for key, value in metadata.items():
         proto.metadata_props.add(key=METADATA_PREFIX + key, value=json.dumps(value))
     onnx.save(proto, str(path))
@@ -119,6 +132,9 @@ def export_onnx(
     are stored in the file's metadata (read back by :class:`atrous.export.OnnxModel`).
     """
     path = check_output_path(path, suffix=".onnx")
+    low, high = opset_range()
+    if not low <= opset <= high:
+        raise ConfigError(f"ONNX opset {opset} is not supported; valid: {low}..{high}")
     height, width = (int(v) for v in input_size)
     module = prepare_for_export(model, (height, width), argmax=argmax)
     metadata = model_metadata(model, argmax=argmax, input_size=None if dynamic else (height, width))
@@ -133,7 +149,7 @@ def export_onnx(
             opset=opset,
             min_size=metadata["min_input_size"],
         )
-        _write_metadata(temp, metadata)
+        _write_metadata(temp, metadata, opset)
         report = verify(module, OnnxModel(temp), sizes, path, atol=atol, min_agreement=min_agreement)
     logger.debug(
         "wrote %s (max |logit diff| vs PyTorch %s, argmax agreement %.4f%%)",

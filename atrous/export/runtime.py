@@ -63,6 +63,20 @@ def read_metadata(session: Any) -> dict[str, Any]:
     }
 
 
+def _check_signature(path: Path, inputs: list[Any], outputs: list[Any]) -> None:
+    """``DataError`` unless the graph maps one (N, 3, H, W) float image to (N, K, H, W) or (N, H, W)."""
+    found = ", ".join(f"{x.name} {x.type} {x.shape}" for x in inputs) or "no inputs"
+    shape = inputs[0].shape if len(inputs) == 1 else None
+    image_in = shape is not None and len(shape) == 4 and shape[1] in (3, "3") and "float" in inputs[0].type
+    out_rank = len(outputs[0].shape) if len(outputs) >= 1 and outputs[0].shape is not None else 0
+    if not image_in or out_rank not in (3, 4):
+        raise DataError(
+            f"{path} is an ONNX model but not a segmentation model as `atrous export` writes them (one float "
+            f"image input (N, 3, H, W) → logits (N, K, H, W) or labels (N, H, W); it has {found}); "
+            "export the model with `atrous export`"
+        )
+
+
 class OnnxModel:
     """An exported model as a callable: (N, 3, H, W) float tensor → logits or labels.
 
@@ -86,6 +100,7 @@ class OnnxModel:
         self.std = tuple(meta["std"]) if meta.get("std") else None
         self.min_input_size = int(meta.get("min_input_size", 1))
         inputs, outputs = self.session.get_inputs(), self.session.get_outputs()
+        _check_signature(self.path, inputs, outputs)
         self.input_name, self.output_name = inputs[0].name, outputs[0].name
         height, width = inputs[0].shape[2:4]
         self.input_size = (height, width) if isinstance(height, int) and isinstance(width, int) else None
@@ -109,6 +124,11 @@ class OnnxModel:
         except Exception as error:  # onnxruntime's own error types (invalid dimensions …)
             first = (str(error).strip().splitlines() or [type(error).__name__])[0]
             raise InputError(f"{self.path.name} cannot run on a {tuple(images.shape)} batch: {first[:300]}") from None
+        if np.issubdtype(output.dtype, np.floating) and not np.isfinite(output).all():
+            raise DataError(
+                f"{self.path} outputs non-finite logits (NaN or inf); the model is broken (re-export it from a "
+                "checkpoint that `atrous eval` accepts)"
+            )
         return torch.from_numpy(np.ascontiguousarray(output))
 
     def __repr__(self) -> str:

@@ -8,6 +8,7 @@ traced TorchScript follows the input size of every call (sizes are recorded as o
 
 from __future__ import annotations
 
+import io
 import logging
 import warnings
 from pathlib import Path
@@ -62,7 +63,9 @@ def export_program(
     program = trace_program(module, torch.zeros(2, 3, *input_size), dynamic=dynamic, min_size=_min_size(model))
     sizes = [tuple(input_size)] + ([(input_size[0] + 13, input_size[1] + 7)] if dynamic else [])
     with atomic_output(path, ".pt2") as temp:
-        torch.export.save(program, str(temp))
+        buffer = io.BytesIO()  # serialised in memory: a write error is a Python error, never a C++ abort
+        torch.export.save(program, buffer)
+        temp.write_bytes(buffer.getvalue())
         loaded = torch.export.load(str(temp)).module()
         report = verify(module, loaded, sizes, path)
     logger.debug("wrote %s (max |logit diff| vs eager %s)", path, report.max_abs_diff)
@@ -82,7 +85,9 @@ def export_torchscript(
     sizes = [tuple(input_size), (input_size[0] + 13, input_size[1] + 7)]
     with atomic_output(path, ".pt") as temp, warnings.catch_warnings():
         warnings.simplefilter("ignore")  # jit.save / jit.load deprecation notes
-        torch.jit.save(traced, str(temp))
+        buffer = io.BytesIO()  # serialised in memory: a full disk must not abort in C++ mid-file
+        torch.jit.save(traced, buffer)
+        temp.write_bytes(buffer.getvalue())
         loaded = torch.jit.load(str(temp))
         report = verify(module, loaded, sizes, path)
     logger.debug("wrote %s (max |logit diff| vs eager %s)", path, report.max_abs_diff)

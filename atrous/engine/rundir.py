@@ -1,0 +1,177 @@
+"""The run folder: checked before anything is written, locked while a run uses it, and
+never emptied before the new run has something to put in its place.
+
+* ``prepare_run_dir`` (writes nothing) refuses an ``--out`` that is a file or not
+  writable, a folder holding any run file (``last.pt``, ``best.pt``, ``log.csv``,
+  ``curve.png``, ``tensorboard/``) without ``--resume``/``--overwrite``, and both flags
+  together.
+* ``RunFolder.open`` takes an OS lock (a POSIX ``lockf`` lock on ``.atrous.lock``,
+  released by the kernel when the process dies, however it dies, and — unlike
+  ``flock`` — not inherited by forked DataLoader workers that may outlive a killed
+  run), so a second run on the same folder is refused; it removes temp files that
+  killed checkpoint writes left behind.
+* With ``--overwrite`` the previous run's files are moved into ``.previous-run/`` and
+  deleted only once the new run has written its first checkpoint; a run that fails
+  before that (bad data, Ctrl-C, a kill: recovered by the next start) puts them back.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import shutil
+from pathlib import Path
+from typing import IO
+
+from atrous.engine.config import TrainConfig
+from atrous.errors import CheckpointError, ConfigError
+from atrous.files import check_writable_folder, remove_stale_temps
+
+try:  # POSIX; elsewhere runs are not locked
+    import fcntl
+except ImportError:  # pragma: no cover - Windows
+    fcntl = None  # type: ignore[assignment]
+
+log = logging.getLogger(__name__)
+
+RUN_FILES = ("last.pt", "best.pt", "log.csv", "curve.png", "tensorboard")
+LOCK_NAME = ".atrous.lock"
+PREVIOUS_NAME = ".previous-run"
+
+
+def existing_run_files(run_dir: Path) -> list[str]:
+    """The run files (``RUN_FILES``) present in ``run_dir``."""
+    return [name for name in RUN_FILES if (run_dir / name).exists()]
+
+
+def _holds_a_run(run_dir: Path, existing: list[str]) -> ConfigError:
+    return ConfigError(
+        f"{run_dir} already holds a run ({', '.join(existing)}); pass --resume to continue that run, "
+        "--overwrite to replace it, or choose another --out"
+    )
+
+
+def prepare_run_dir(config: TrainConfig) -> tuple[Path, Path | None]:
+    """Check ``config.out`` (writes nothing); returns (run folder, checkpoint to resume or None)."""
+    run_dir = Path(config.out)
+    if run_dir.exists() and not run_dir.is_dir():
+        raise ConfigError(f"--out {run_dir} is a file, not a folder; choose another --out")
+    if config.resume is not None and config.overwrite:
+        raise ConfigError("--resume continues the run in --out and --overwrite replaces it; pass one of them")
+    check_writable_folder(run_dir, "--out")
+    if (run_dir / PREVIOUS_NAME).is_dir():  # an --overwrite that died before its first checkpoint
+        RunFolder(run_dir).recover()
+    if config.resume is not None:
+        path = run_dir / "last.pt" if config.resume == "last" else Path(config.resume)
+        if not path.is_file():
+            raise CheckpointError(f"cannot resume: {path} does not exist; drop --resume to start a new run")
+        return run_dir, path
+    existing = existing_run_files(run_dir)
+    if existing and not config.overwrite:
+        raise _holds_a_run(run_dir, existing)
+    return run_dir, None
+
+
+class RunFolder:
+    """A run folder held by this process (see the module docstring)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self.previous = self.path / PREVIOUS_NAME
+        self._lock: IO[str] | None = None
+        self._set_aside = False
+
+    def open(self, *, overwrite: bool, resume: bool) -> None:
+        """Create and lock the folder, tidy what killed runs left, set an old run aside."""
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise ConfigError(f"cannot create the run folder {self.path}: {error.strerror}") from None
+        self._lock = _acquire(self.path / LOCK_NAME)
+        try:
+            self._recover()
+            removed = remove_stale_temps(self.path, RUN_FILES)
+            if removed:
+                log.info("removed %d temp file(s) left by an interrupted write in %s", len(removed), self.path)
+            existing = existing_run_files(self.path)
+            if existing and not (overwrite or resume):  # another run finished here since the first check
+                raise _holds_a_run(self.path, existing)
+            if existing and overwrite:
+                self.previous.mkdir()
+                for name in existing:
+                    os.replace(self.path / name, self.previous / name)
+                self._set_aside = True
+                log.info("--overwrite: the previous run's files wait in %s until the first checkpoint", self.previous)
+        except BaseException:
+            self.close()
+            raise
+
+    def recover(self) -> None:
+        """Under the lock, put back a run an interrupted ``--overwrite`` set aside."""
+        self._lock = _acquire(self.path / LOCK_NAME)
+        try:
+            self._recover()
+        finally:
+            self.close()
+
+    def _recover(self) -> None:
+        """Put back a run that an earlier ``--overwrite`` set aside and then died before replacing."""
+        if not self.previous.is_dir():
+            return
+        if (self.path / "last.pt").exists():  # the new run did write a checkpoint: the old one is gone for good
+            shutil.rmtree(self.previous, ignore_errors=True)
+            return
+        log.warning("restoring the run set aside by an interrupted --overwrite from %s", self.previous)
+        self._set_aside = True
+        self.rollback()
+
+    def commit(self) -> None:
+        """The new run has a checkpoint: delete the files set aside."""
+        if self._set_aside:
+            shutil.rmtree(self.previous, ignore_errors=True)
+            self._set_aside = False
+
+    def rollback(self) -> None:
+        """The new run failed before its first checkpoint: remove its files, restore the old ones."""
+        if not self._set_aside:
+            return
+        for name in RUN_FILES:
+            target = self.path / name
+            if target.is_dir():
+                shutil.rmtree(target, ignore_errors=True)
+            else:
+                target.unlink(missing_ok=True)
+        for entry in self.previous.iterdir():
+            os.replace(entry, self.path / entry.name)
+        self.previous.rmdir()
+        self._set_aside = False
+
+    def close(self) -> None:
+        """Release the lock (the kernel does too if the process dies)."""
+        if self._lock is not None:
+            self._lock.close()
+            self._lock = None
+
+
+def _acquire(path: Path) -> IO[str] | None:
+    """An exclusive, non-blocking ``lockf`` lock on ``path``; ``ConfigError`` naming the holder's pid."""
+    if fcntl is None:  # pragma: no cover - Windows
+        return None
+    handle = open(path, "a+")  # noqa: SIM115 - held open for the whole run
+    try:
+        fcntl.lockf(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        handle.seek(0)
+        holder = handle.read().strip() or "?"
+        handle.close()
+        raise ConfigError(
+            f"{path.parent} is in use by another atrous train (pid {holder}); wait for it to finish, "
+            "or choose another --out"
+        ) from None
+    with contextlib.suppress(OSError):
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"{os.getpid()}\n")
+        handle.flush()
+    return handle

@@ -1,0 +1,183 @@
+"""Safe outputs: check where a file goes before the work starts, never replace an input
+or an existing file unless asked, and write through a temp file that is renamed.
+
+Every writer in atrous goes through :func:`atomic_path`, so a crash, a kill or a full
+disk leaves either the old file or the complete new one — never half of one — and an
+``OSError`` (permission, read-only or full file system) becomes one ``DataError``
+naming the file. This module is a leaf: it imports nothing from atrous but the errors.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import tempfile
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+from atrous.errors import DataError
+
+TEMP_SUFFIX = ".tmp"
+
+
+def file_mode() -> int:
+    """The mode a plain ``open(path, "w")`` would give a new file (0o666 minus the umask)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
+def os_reason(error: OSError) -> str:
+    """A short reason for an ``OSError`` ("No space left on device", "Permission denied" …)."""
+    if error.errno == errno.ENOSPC:
+        return "no space left on device"
+    return error.strerror or str(error) or type(error).__name__
+
+
+def temp_prefix(path: Path) -> str:
+    """The name prefix of ``path``'s temp files (``.NAME.``), hidden beside it."""
+    return f".{path.name}."
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | Path, *, suffix: str = TEMP_SUFFIX, fsync: bool = False) -> Iterator[Path]:
+    """Yield a temp path beside ``path``; when the block succeeds, give it the usual file mode
+    and rename it onto ``path``; on any failure remove it and leave ``path`` as it was.
+
+    ``OSError`` raised inside the block or by the rename becomes a ``DataError`` naming
+    ``path`` ("no space left on device; nothing was written"). ``fsync=True`` flushes the
+    file and the folder entry to disk (checkpoints).
+    """
+    path = Path(path)
+    try:
+        handle, name = tempfile.mkstemp(dir=path.parent, prefix=temp_prefix(path), suffix=suffix)
+    except OSError as error:
+        raise DataError(f"cannot write {path}: {os_reason(error)}; nothing was written") from None
+    os.close(handle)
+    temp = Path(name)
+    try:
+        yield temp
+        if fsync:
+            with open(temp, "rb+") as stream:
+                os.fsync(stream.fileno())
+        os.chmod(temp, file_mode())  # mkstemp files are private (0600); give the usual mode
+        os.replace(temp, path)
+    except OSError as error:
+        raise DataError(f"cannot write {path}: {os_reason(error)}; nothing was written") from None
+    finally:
+        temp.unlink(missing_ok=True)
+    if fsync:
+        sync_folder(path.parent)
+
+
+def write_bytes_atomic(path: str | Path, data: bytes, *, fsync: bool = False) -> Path:
+    """Write ``data`` to ``path`` through :func:`atomic_path`."""
+    path = Path(path)
+    with atomic_path(path, fsync=fsync) as temp:
+        temp.write_bytes(data)
+    return path
+
+
+def sync_folder(folder: Path) -> None:
+    """Make a rename in ``folder`` durable (best effort: not every file system allows it)."""
+    try:
+        descriptor = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(descriptor)
+    except OSError:
+        pass
+    finally:
+        os.close(descriptor)
+
+
+def remove_stale_temps(folder: Path, names: Iterable[str]) -> list[Path]:
+    """Delete temp files that killed writes of ``folder/NAME`` left behind; returns them.
+
+    Only call this while no other process writes those files (e.g. under the run lock).
+    """
+    removed = []
+    for name in names:
+        for temp in Path(folder).glob(f".{name}.*{TEMP_SUFFIX}"):
+            with contextlib.suppress(OSError):
+                temp.unlink()
+                removed.append(temp)
+    return removed
+
+
+def nearest_existing(path: Path) -> Path:
+    """``path`` or its closest ancestor that exists."""
+    path = Path(os.path.abspath(path))
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return path
+
+
+def check_writable_folder(folder: str | Path, option: str) -> Path:
+    """Check that ``folder`` is (or can be created as) a writable folder; writes nothing.
+
+    Raises ``DataError`` when it or an ancestor is a file, or when the folder that would
+    hold it is not writable (permissions, read-only file system).
+    """
+    folder = Path(folder)
+    existing = nearest_existing(folder)
+    if not existing.is_dir():
+        where = "is a file" if existing == Path(os.path.abspath(folder)) else f"cannot be created: {existing} is a file"
+        raise DataError(f"{option} {folder} {where}; give a folder path")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        reason = "read-only file system" if _read_only(existing) else "permission denied"
+        raise DataError(f"{option} {folder}: {existing} is not writable ({reason}); choose another {option}")
+    return folder
+
+
+def _read_only(folder: Path) -> bool:
+    try:
+        return bool(os.statvfs(folder).f_flag & os.ST_RDONLY)
+    except (OSError, AttributeError):
+        return False
+
+
+def same_file(a: str | Path, b: str | Path) -> bool:
+    """Whether two paths name the same file or folder (after links and ``..``)."""
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return Path(os.path.realpath(a)) == Path(os.path.realpath(b))
+
+
+def check_not_input(output: str | Path, inputs: Iterable[str | Path], option: str = "--out") -> None:
+    """Refuse an output that is one of the command's inputs (it would be destroyed)."""
+    for source in inputs:
+        if source is not None and same_file(output, source):
+            raise DataError(
+                f"{option} {output} is also an input ({source}); writing it would destroy the input. "
+                f"Choose another {option}"
+            )
+
+
+def check_output_file(
+    path: str | Path,
+    option: str,
+    *,
+    force: bool,
+    inputs: Iterable[str | Path] = (),
+    create_parent: bool = False,
+) -> Path:
+    """Check an output file before the work starts; writes nothing.
+
+    Refused: an input of the command (even with ``--force``), a folder, an existing file
+    without ``force``, a missing parent folder (unless ``create_parent``), a parent that
+    is a file or is not writable.
+    """
+    path = Path(path)
+    check_not_input(path, inputs, option)
+    if path.is_dir():
+        raise DataError(f"{option} {path} is a folder; give a file name")
+    if path.exists() and not force:
+        raise DataError(f"{option} {path} exists; pass --force to overwrite it, or choose another path")
+    if not create_parent and not path.parent.is_dir() and not path.parent.exists():
+        raise DataError(f"{option} {path}: folder {path.parent} does not exist; create it first (mkdir -p {path.parent})")
+    check_writable_folder(path.parent, f"{option} {path}: folder")
+    return path

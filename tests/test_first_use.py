@@ -1,0 +1,137 @@
+"""First use outside the source tree (issue 14): recipes ship in the package and run by
+name, a folder of images and masks needs no classes file, any one split is enough to
+recognise a layout, and the demo's summary picture explains itself."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from atrous.cli import build_parser, main
+from atrous.cli.train import config_from_args
+from atrous.data import build_dataset, detect_layout
+from atrous.errors import ConfigError, DataError
+from atrous.recipes import RECIPES, find_recipe, recipe_names
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_recipes_live_in_the_package_and_configs_points_there() -> None:
+    assert RECIPES == REPO / "atrous" / "configs"
+    assert "camvid_deeplabv3plus_mobilenet_v2" in recipe_names()
+    assert (REPO / "configs").resolve() == RECIPES  # one copy: the repository's configs/ is a link
+    assert 'atrous = ["configs/*.yaml"]' in (REPO / "pyproject.toml").read_text()
+
+
+def test_a_recipe_runs_by_name_or_path(tmp_path: Path) -> None:
+    def config(value: str) -> object:
+        return config_from_args(build_parser().parse_args(["train", "--config", value]))
+
+    by_name = config("camvid_deeplabv3plus_mobilenet_v2")
+    assert by_name == config("camvid_deeplabv3plus_mobilenet_v2.yaml")
+    assert by_name == config(str(REPO / "configs" / "camvid_deeplabv3plus_mobilenet_v2.yaml"))
+    assert by_name.model == "deeplabv3plus_mobilenet_v2" and by_name.dataset == "camvid"
+    own = tmp_path / "mine.yaml"
+    own.write_text("model: lraspp_mobilenet_v3_small\n")
+    assert config(str(own)).model == "lraspp_mobilenet_v3_small"
+    with pytest.raises(ConfigError, match="shipped recipe name: .*shapes_deeplabv3plus_mobilenet_v2"):
+        find_recipe("no_such_recipe")
+
+
+def test_list_configs_lists_every_recipe(capsys: pytest.CaptureFixture) -> None:
+    assert main(["list", "--configs"]) == 0
+    out = capsys.readouterr().out
+    for path in RECIPES.glob("*.yaml"):
+        assert path.stem in out
+
+
+def test_a_wheel_carries_the_recipes(tmp_path: Path) -> None:
+    pytest.importorskip("setuptools")
+    source = tmp_path / "src"  # a copy, so the build leaves nothing in the checkout
+    shutil.copytree(REPO / "atrous", source / "atrous", ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(REPO / name, source / name)
+    built = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(tmp_path), str(source)],
+        capture_output=True, text=True, timeout=300, check=False,
+    )
+    if built.returncode != 0:
+        pytest.skip(f"cannot build a wheel here: {built.stderr.strip()[-300:]}")
+    (wheel,) = tmp_path.glob("atrous-*.whl")
+    names = zipfile.ZipFile(wheel).namelist()
+    for path in RECIPES.glob("*.yaml"):
+        assert f"atrous/configs/{path.name}" in names
+
+
+def _folder(root: Path, values: list[int], classes: str | None = None) -> Path:
+    (root / "images").mkdir(parents=True)
+    (root / "masks").mkdir()
+    for index, value in enumerate(values):
+        Image.fromarray(np.full((8, 8, 3), 40 * index, np.uint8)).save(root / "images" / f"im{index}.png")
+        mask = np.zeros((8, 8), np.uint8)
+        mask[:4] = value
+        mask[0, 0] = 255  # ignore
+        Image.fromarray(mask).save(root / "masks" / f"im{index}.png")
+    if classes is not None:
+        (root / "classes.txt").write_text(classes)
+    return root
+
+
+def test_classes_are_found_in_the_masks(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    root = _folder(tmp_path / "data", [1, 3, 1])
+    with caplog.at_level(logging.INFO):
+        dataset = build_dataset(None, root, "all")
+    assert dataset.num_classes == 4
+    assert "found 4 classes in 3 masks (values 0, 1, 3; classes [2] have no pixels)" in caplog.text
+    assert "classes.txt" in caplog.text
+    assert build_dataset(None, root, "all", num_classes=6).num_classes == 6
+
+
+def test_train_takes_num_classes(tmp_path: Path) -> None:
+    config = config_from_args(build_parser().parse_args(["train", "--data", "x", "--num-classes", "5"]))
+    assert config.num_classes == 5
+
+
+def test_duplicate_class_names_are_refused(tmp_path: Path) -> None:
+    root = _folder(tmp_path / "data", [1, 2], classes="bg\ncar\ncar\n")
+    with pytest.raises(DataError, match="'car' appear more than once"):
+        build_dataset(None, root, "all")
+
+
+def test_a_layout_is_recognised_from_any_split(tmp_path: Path) -> None:
+    for split in ("val", "test"):
+        root = tmp_path / split
+        (root / split).mkdir(parents=True)
+        (root / f"{split}annot").mkdir()
+        assert detect_layout(root) == "camvid"
+
+
+def test_demo_summary_has_titles_legend_and_strong_overlays(tmp_path: Path) -> None:
+    from atrous.cli.demo import OVERLAY_ALPHA, _summary_grid
+    from atrous.data import colorize, overlay
+
+    palette = [(0, 0, 0), (255, 0, 0), (0, 200, 0)]
+    inputs, predictions = tmp_path / "in", tmp_path / "pred"
+    inputs.mkdir()
+    predictions.mkdir()
+    truth = np.zeros((32, 32), np.int64)
+    truth[8:24, 8:24] = 1
+    image = np.full((32, 32, 3), 128, np.uint8)
+    Image.fromarray(image).save(inputs / "s.png")
+    Image.fromarray(overlay(image, truth, palette, alpha=OVERLAY_ALPHA)).save(predictions / "s_overlay.png")
+    Image.fromarray(colorize(truth, palette)).save(predictions / "s_crf_overlay.png")
+    _summary_grid(inputs, predictions, [("s", truth)], palette, tmp_path / "summary.png", ["background", "square", "disc"])
+    summary = np.asarray(Image.open(tmp_path / "summary.png").convert("RGB"))
+    assert summary.shape[0] > 32 + 16  # a title row and a legend under the tiles
+    legend = summary[32 + 16 :]
+    assert ((legend == (0, 200, 0)).all(-1)).any()  # the colour of a class absent from the tiles
+    assert OVERLAY_ALPHA >= 0.7
+    assert (summary[:16] < 128).any()  # titles are drawn

@@ -1,0 +1,156 @@
+"""Nothing lost in a run folder (issue 14): diverging runs save nothing, other files are not
+replaced without ``--overwrite``, a failed ``--overwrite`` puts the old run back, best.pt
+never lags behind last.pt, killed writes are tidied, options are checked up front.
+The process-level faults (SIGTERM, two runs at once, kill -9) are in test_safety_processes."""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from _inference_models import single_thread
+from _training import tiny_run_config
+from PIL import Image
+
+from atrous.engine import train
+from atrous.engine.checkpoint import read_checkpoint
+from atrous.engine.config import make_config
+from atrous.engine.trainer import Trainer
+from atrous.errors import ConfigError, DataError, TrainingError
+
+
+@pytest.fixture(autouse=True)
+def _one_thread() -> Iterator[None]:
+    yield from single_thread()
+
+
+def test_a_diverging_run_saves_nothing_non_finite(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    with pytest.raises(TrainingError, match="Lower --lr"):
+        train(tiny_run_config(out, lr=1e6, epochs=3))
+    for checkpoint in out.glob("*.pt"):
+        read_checkpoint(checkpoint)  # would refuse non-finite weights
+
+
+@pytest.mark.parametrize("files", [["best.pt"], ["log.csv"], ["curve.png"]])
+def test_a_folder_with_any_run_file_is_not_overwritten(files: list[str], tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    out.mkdir()
+    for name in files:
+        (out / name).write_text("the user's own")
+    with pytest.raises(ConfigError, match="already holds a run"):
+        train(tiny_run_config(out))
+    assert all((out / name).read_text() == "the user's own" for name in files)
+
+
+def test_overwrite_and_resume_together_are_refused(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="--resume .* --overwrite"):
+        train(tiny_run_config(tmp_path / "run", overwrite=True, resume="last"))
+
+
+def _broken_folder_dataset(root: Path) -> Path:
+    """images/ + masks/ with one truncated image, 3 classes (classes.txt)."""
+    (root / "images").mkdir(parents=True)
+    (root / "masks").mkdir()
+    rng = np.random.default_rng(0)
+    for index in range(4):
+        Image.fromarray(rng.integers(0, 255, (32, 32, 3), dtype=np.uint8)).save(root / "images" / f"im{index}.png")
+        Image.fromarray(rng.integers(0, 3, (32, 32), dtype=np.uint8)).save(root / "masks" / f"im{index}.png")
+    (root / "images" / "im2.png").write_bytes((root / "images" / "im2.png").read_bytes()[:60])
+    (root / "classes.txt").write_text("bg\na\nb\n")
+    return root
+
+
+def test_overwrite_then_a_data_error_keeps_the_old_run(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    train(tiny_run_config(out, epochs=1))
+    before = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file() and not p.name.startswith(".")}
+    data = _broken_folder_dataset(tmp_path / "data")
+    config = tiny_run_config(out, epochs=1, overwrite=True, dataset=None, data=str(data), dataset_options={},
+                             train_split="all", val_split="all")
+    with pytest.raises(DataError, match="im2.png"):
+        train(config)
+    after = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file() and not p.name.startswith(".")}
+    assert after == before
+    assert not (out / ".previous-run").exists()
+
+
+def test_best_is_written_before_last_and_repaired_from_last(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    out = tmp_path / "run"
+    order: list[str] = []
+    original = Trainer.save
+
+    def record(self: Trainer, name: str) -> None:
+        order.append(name)
+        original(self, name)
+
+    monkeypatch.setattr(Trainer, "save", record)
+    train(tiny_run_config(out, epochs=1, checkpoint_every=0))
+    assert order == ["best.pt", "last.pt"]
+    monkeypatch.undo()
+    last = read_checkpoint(out / "last.pt")
+    assert last["val_miou"] == last["best_miou"]
+    (out / "best.pt").unlink()  # as a kill between the writes of an older atrous left it
+    result = train(tiny_run_config(out, epochs=1, resume="last"))
+    assert read_checkpoint(out / "best.pt")["best_miou"] == last["best_miou"] == result.best_miou
+
+
+def test_resuming_a_finished_run_says_so_and_tidies_killed_writes(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    out = tmp_path / "run"
+    train(tiny_run_config(out, epochs=2))
+    stale = out / ".last.pt.x1y2z3.tmp"
+    stale.write_bytes(b"half a checkpoint")
+    with caplog.at_level(logging.INFO):
+        result = train(tiny_run_config(out, epochs=2, resume="last"))
+    assert result.epochs == 2
+    assert "all 2 epochs are done" in caplog.text and "epoch 3" not in caplog.text
+    assert not stale.exists()
+
+
+def test_crop_size_below_the_model_minimum_names_the_option_before_creating_the_folder(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    with pytest.raises(ConfigError, match="--crop-size 16"):
+        train(tiny_run_config(out, crop_size=16))
+    assert not out.exists()
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "message"),
+    [
+        ("poly_power", -3, "poly_power must be > 0"),
+        ("momentum", 5, "momentum must be in"),
+        ("lr", math.inf, "lr must be a finite number"),
+        ("num_classes", 0, "num_classes must be"),
+    ],
+)
+def test_bad_optimisation_options_are_refused(key: str, value: Any, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        make_config({key: value})
+
+
+def test_set_lr_inf_from_the_command_line_is_refused(capsys: pytest.CaptureFixture) -> None:
+    from atrous.cli import main
+
+    assert main(["train", "--dataset", "shapes", "--set", "lr=.inf"]) == 2
+    assert "lr must be a finite number" in capsys.readouterr().err
+
+
+def test_a_run_set_aside_by_a_killed_overwrite_comes_back(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    train(tiny_run_config(out, epochs=1))
+    before = (out / "last.pt").read_bytes()
+    aside = out / ".previous-run"  # what a kill -9 right after --overwrite's start leaves
+    aside.mkdir()
+    for name in ("last.pt", "best.pt", "log.csv", "curve.png"):
+        (out / name).rename(aside / name)
+    (out / "log.csv").write_text("epoch,iteration\n")  # the new run's first write
+    result = train(tiny_run_config(out, epochs=2, resume="last"))
+    assert result.epochs == 2 and not aside.exists()
+    assert read_checkpoint(out / "last.pt")["iteration"] > 0 and before != (out / "last.pt").read_bytes()
