@@ -32,6 +32,7 @@ from atrous.export._common import (
     verify,
 )
 from atrous.export.runtime import METADATA_PREFIX, OnnxModel
+from atrous.models import min_input_size
 
 __all__ = ["DEFAULT_OPSET", "export_onnx", "model_metadata"]
 
@@ -43,7 +44,6 @@ DEFAULT_OPSET = 18
 def model_metadata(model: nn.Module, *, argmax: bool, input_size: tuple[int, int] | None) -> dict[str, Any]:
     """The ``atrous.*`` metadata stored in an exported file (JSON-serialisable values)."""
     config = dict(getattr(model, "config", None) or {})
-    backbone = getattr(model, "backbone", None)
     return {
         "config": config,
         "num_classes": config.get("num_classes"),
@@ -51,7 +51,7 @@ def model_metadata(model: nn.Module, *, argmax: bool, input_size: tuple[int, int
         "palette": [list(c) for c in getattr(model, "palette", None) or []],
         "mean": list(getattr(model, "mean", None) or ()),
         "std": list(getattr(model, "std", None) or ()),
-        "min_input_size": int(getattr(backbone, "min_input_size", 1)),
+        "min_input_size": min_input_size(model),
         "argmax": argmax,
         "input_size": list(input_size) if input_size else None,
     }
