@@ -32,7 +32,7 @@ from atrous.export._common import (
     verify,
 )
 from atrous.export.runtime import METADATA_PREFIX, OnnxModel
-from atrous.models import min_input_size
+from atrous.deeplab import min_input_size
 
 __all__ = ["DEFAULT_OPSET", "export_onnx", "model_metadata"]
 

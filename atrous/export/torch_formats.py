@@ -24,7 +24,7 @@ from atrous.export._common import (
     prepare_for_export,
     verify,
 )
-from atrous.models import min_input_size
+from atrous.deeplab import min_input_size
 
 __all__ = ["export_program", "export_torchscript", "trace_program"]
 

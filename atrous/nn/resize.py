@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from fractions import Fraction
 
 import torch
 import torch.nn.functional as F
@@ -31,11 +32,16 @@ def resize(x: torch.Tensor, size: Sequence[int] | torch.Size) -> torch.Tensor:
 
 
 def scaled_size(height: int, width: int, scale: float) -> tuple[int, int]:
-    """(H, W) of an image resized by ``scale``: ``max(1, round(H · s))`` on each side.
+    """(H, W) of an image resized by ``scale``: ``max(1, round(H · s))`` on each side (halves up).
 
-    Symbolic sizes (``torch.export`` with dynamic H, W) stay symbolic.
+    Computed in integers (s as a fraction p/q: ⌊(2Hp + q) / 2q⌋), so symbolic sizes
+    (``torch.export`` with dynamic H, W) and traced ones (``jit.trace``) stay exact
+    expressions of the input size instead of being frozen or guarded.
     """
-    return tuple(max(1, round(side * scale)) if isinstance(side, int) else round(side * scale) for side in (height, width))  # type: ignore[return-value]
+    ratio = Fraction(scale).limit_denominator(1000)
+    p, q = ratio.numerator, ratio.denominator
+    sizes = ((2 * side * p + q) // (2 * q) for side in (height, width))
+    return tuple(max(1, s) if isinstance(s, int) else s for s in sizes)  # type: ignore[return-value]
 
 
 def check_scales(scales: Sequence[float], name: str = "scales") -> tuple[float, ...]:
