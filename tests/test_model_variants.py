@@ -116,6 +116,20 @@ def test_multi_scale_inputs_with_aux_head_and_min_size() -> None:
     assert sorted(outputs) == ["aux", "out", "scale_0.5", "scale_1"]
 
 
+def test_batchnorm_folds_through_every_scale() -> None:
+    from atrous.inference.fast import fold_batchnorm
+
+    model = small_model("deeplabv3plus_mobilenet_v2", num_classes=3, input_scales=SCALES)
+    folded = fold_batchnorm(model, torch.zeros(1, 3, 64, 64))
+    single = fold_batchnorm(small_model("deeplabv3plus_mobilenet_v2", num_classes=3), torch.zeros(1, 3, 64, 64))
+    remaining = sum(isinstance(m, nn.BatchNorm2d) for m in folded.modules())
+    assert remaining == sum(isinstance(m, nn.BatchNorm2d) for m in single.modules())  # same pairs as one scale
+    assert remaining < sum(isinstance(m, nn.BatchNorm2d) for m in model.modules()) // 2
+    x = torch.randn(1, 3, 72, 64)
+    with torch.no_grad():
+        assert (folded(x) - model(x)).abs().max() <= 1e-4
+
+
 @pytest.mark.parametrize("bad", [[1.0], [1.0, 1.0], [1.0, -0.5], [1.0, 0], "1,0.5", 0.5, [True, 0.5]])
 def test_input_scales_are_checked(bad: object) -> None:
     with pytest.raises(ConfigError, match="input_scales"):
