@@ -21,6 +21,8 @@ import torch
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
+from atrous.deeplab import min_input_size
+
 __all__ = ["find_conv_bn_pairs", "fold_batchnorm", "prepare_for_inference"]
 
 logger = logging.getLogger(__name__)
@@ -136,8 +138,9 @@ def fold_batchnorm(model: nn.Module, example: torch.Tensor | None = None, *, inp
     """``model`` (eval mode) with every foldable BatchNorm merged into its convolution.
 
     ``example`` is a (1, 3, H, W) input used to trace which conv feeds which BN
-    (default 1×3×64×64 on the model's device). Folded BNs become ``nn.Identity``.
-    Returns a copy unless ``inplace``; outputs equal the original's up to float rounding.
+    (default 1×3×64×64 on the model's device, or its minimum input size if larger).
+    Folded BNs become ``nn.Identity``. Returns a copy unless ``inplace``;
+    outputs equal the original's up to float rounding.
     """
     if not inplace:
         model = copy.deepcopy(model)
@@ -145,7 +148,8 @@ def fold_batchnorm(model: nn.Module, example: torch.Tensor | None = None, *, inp
     if example is None:
         parameter = next(model.parameters(), None)
         device = parameter.device if parameter is not None else torch.device("cpu")
-        example = torch.zeros(1, 3, 64, 64, device=device)
+        side = max(64, min_input_size(model))
+        example = torch.zeros(1, 3, side, side, device=device)
     pairs = find_conv_bn_pairs(model, example)
     for conv_name, bn_name in pairs:
         _fold_into(model.get_submodule(conv_name), model.get_submodule(bn_name))
