@@ -1,39 +1,45 @@
-"""DeepLab = backbone + head (+ auxiliary head) + bilinear upsampling; the model registry.
+"""The model registry: one builder per DeepLab version, assembled into a :class:`DeepLab`.
 
 Every version is one builder with keyword-only options, registered for every backbone
 it makes sense with as ``{version}_{backbone}``:
 
 - ``deeplabv1_vgg16_largefov`` / ``deeplabv1_vgg16``: VGG-16 at OS 8 + fc6 (3×3 r12,
-  1024 ch) / (7×7 r4, 4096 ch) — :mod:`atrous.heads.largefov`.
+  1024 ch) / (7×7 r4, 4096 ch), ``msc=True`` adding the multi-scale features —
+  :mod:`atrous.heads.largefov`.
 - ``deeplabv2_*``: ASPP with summed branch logits, ASPP-L rates 6/12/18/24 or ASPP-S
   2/4/8/12, OS 8 — :class:`atrous.heads.ASPP` with ``sum_branches``.
 - ``deeplabv3_*``: ASPP with image pooling, rates 6/12/18 at OS16 (doubled at OS8),
-  multi-grid (1, 2, 4) on ResNet — :class:`atrous.heads.DeepLabV3Head`.
+  multi-grid (1, 2, 4) on ResNet — :class:`atrous.heads.DeepLabV3Head`; or, with
+  ``cascade_blocks=N`` on ResNet, block4 copied N times in cascade and a 1×1 classifier.
 - ``deeplabv3plus_*``: v3 encoder + decoder with the 48-ch OS-4 skip, optional atrous
   separable convs — :class:`atrous.heads.DeepLabV3PlusHead`.
 - ``lraspp_*``: MobileNet v3's Lite R-ASPP — :class:`atrous.heads.LRASPPHead`.
+
+Every model also takes ``input_scales`` (DeepLab v2's multi-scale inputs,
+:mod:`atrous.multiscale`) and ``crf`` (CRF as RNN, :mod:`atrous.crf.rnn`).
 """
 
 from __future__ import annotations
 
 import functools
+import json
 from collections.abc import Sequence
 from typing import Any
 
-import torch
 from torch import nn
 
-from atrous.backbones._base import Backbone
+from atrous.backbones._base import Backbone, FeatureInfo
 from atrous.backbones._stride import check_output_stride
 from atrous.crf.rnn import CRFasRNN, crf_layer_options
 from atrous.errors import ConfigError
-from atrous.heads import ASPP, AuxHead, DeepLabV3Head, DeepLabV3PlusHead, LargeFOV, LRASPPHead, rates_for_output_stride
-from atrous.nn import resize
+from atrous.deeplab import DeepLab, min_input_size
+from atrous.heads import ASPP, AuxHead, CascadeHead, DeepLabV3Head, DeepLabV3PlusHead, LargeFOV, LRASPPHead, rates_for_output_stride
+from atrous.multiscale import PAPER_SCALES, input_scales_option
 from atrous.nn.atrous_conv import skip_dead_taps
 from atrous.nn.init import he_init_
 from atrous.registry import call_checked, create_backbone, get_builder, register_model
 
-__all__ = ["DeepLab", "create_model", "list_models", "with_output_stride"]
+__all__ = ["PAPER_VARIANTS", "DeepLab", "create_model", "format_options", "list_models", "min_input_size", "with_output_stride"]
 
 ASPP_V2_RATES = {"L": (6, 12, 18, 24), "S": (2, 4, 8, 12)}
 ASPP_V3_RATES_OS16 = (6, 12, 18)
@@ -41,75 +47,6 @@ MULTI_GRID = (1, 2, 4)
 RESNETS = ("resnet50", "resnet101")
 BACKBONES = ("vgg16", *RESNETS, "xception65", "xception71", "mobilenet_v1", "mobilenet_v2", "mobilenet_v3_large", "mobilenet_v3_small")
 LIGHT_BACKBONES = ("xception65", "xception71", "mobilenet_v1", "mobilenet_v2", "mobilenet_v3_large", "mobilenet_v3_small")
-
-
-class DeepLab(nn.Module):
-    """A segmentation model: (N, 3, H, W) normalised images → (N, num_classes, H, W) logits.
-
-    ``head`` reads the backbone levels named in ``head_inputs`` (e.g. ``("out", "low")``
-    for v3+) and returns logits at its own resolution, upsampled here to the input
-    size. With an ``aux_head`` (on the ``aux`` level, else ``mid``) and in training
-    mode, ``forward`` returns ``{"out": logits, "aux": aux_logits}``. ``align_corners``
-    selects the upsampling grid of the logits (True for models imported from TF DeepLab). With a ``crf``
-    layer (CRF as RNN, ``create_model(..., crf=True)``) the main output is the log of the
-    CRF's marginals instead of raw logits: argmax and cross-entropy apply unchanged.
-    """
-
-    def __init__(
-        self,
-        backbone: Backbone,
-        head: nn.Module,
-        *,
-        head_inputs: Sequence[str] = ("out",),
-        aux_head: nn.Module | None = None,
-        aux_input: str = "aux",
-        align_corners: bool = False,
-    ) -> None:
-        super().__init__()
-        self.backbone = backbone
-        self.head = head
-        self.aux_head = aux_head
-        self.head_inputs = tuple(head_inputs)
-        self.aux_input = aux_input
-        self.align_corners = align_corners
-        self.crf: nn.Module | None = None
-        self.config: dict[str, Any] = {}
-
-    @property
-    def num_classes(self) -> int:
-        return int(self.config["num_classes"])
-
-    @property
-    def output_stride(self) -> int:
-        return self.backbone.output_stride
-
-    def forward_low_res(self, x: torch.Tensor) -> torch.Tensor:
-        """Logits at the head's resolution: (N, 3, H, W) → (N, num_classes, h, w)."""
-        features = self.backbone(x)
-        return self.head(*(features[name] for name in self.head_inputs))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor | dict[str, torch.Tensor]:
-        features = self.backbone(x)
-        logits = self._upsample(self.head(*(features[name] for name in self.head_inputs)), x.shape[-2:])
-        if self.crf is not None:
-            logits = self.crf(x, logits)
-        if self.aux_head is not None and self.training:
-            aux = self._upsample(self.aux_head(features[self.aux_input]), x.shape[-2:])
-            return {"out": logits, "aux": aux}
-        return logits
-
-    def _upsample(self, logits: torch.Tensor, size: torch.Size) -> torch.Tensor:
-        """Head logits (N, K, h, w) → (N, K, H, W). While training they leave in NCHW: the
-        loss's log-softmax and NLL over K run several times slower on channels_last (and
-        NLL copies it to NCHW), and converting before upsampling moves 16× less data. At
-        inference they keep the model's format, where argmax over K is the quicker."""
-        return resize(logits.contiguous() if self.training else logits, size, align_corners=self.align_corners)
-
-    def parameter_groups(self) -> dict[str, list[nn.Parameter]]:
-        """Backbone parameters and the rest (heads), for a head learning-rate multiplier."""
-        backbone = list(self.backbone.parameters())
-        ids = {id(p) for p in backbone}
-        return {"backbone": backbone, "head": [p for p in self.parameters() if id(p) not in ids]}
 
 
 def _init_classifiers(head: nn.Module, num_classes: int) -> None:
@@ -172,6 +109,7 @@ def deeplabv1(
     output_stride: int = 8,
     large_fov: bool = True,
     dropout: float = 0.5,
+    msc: bool = False,
     aux_loss: bool = False,
     pretrained_backbone: str | None = None,
     backbone_options: dict[str, Any] | None = None,
@@ -180,13 +118,34 @@ def deeplabv1(
     """DeepLab v1 (Chen et al., ICLR 2015): VGG-16 at OS 8 + fc6/fc7/fc8.
 
     LargeFOV: fc6 3×3 rate 12, 1024 ch; the original: fc6 7×7 rate 4, 4096 ch. Rates are
-    defined at OS 8 and scale with the output stride.
+    defined at OS 8 and scale with the output stride. ``msc=True`` adds the multi-scale
+    features (DeepLab-MSc, §4): a 128-128 MLP on the image and on pool1..pool4, each
+    strided to the output stride, concatenated with fc7 (640 more channels into fc8).
     """
-    body = _backbone(backbone, output_stride, pretrained_backbone, backbone_options)
+    if not isinstance(msc, bool):
+        raise ConfigError(f"msc must be true or false; got {msc!r}")
+    body = _backbone(backbone, output_stride, pretrained_backbone, backbone_options, pool_levels=msc)
     rate, kernel, hidden = (12, 3, 1024) if large_fov else (4, 7, 4096)
     rate = max(1, rate * 8 // output_stride)
-    head = LargeFOV(body.feature_info["out"].channels, num_classes, rate=rate, kernel_size=kernel, hidden_channels=hidden, dropout=dropout)
-    return _assemble(body, head, num_classes, aux_loss=aux_loss, align_corners=align_corners)
+    msc_levels = ("image", "pool1", "pool2", "pool3", "pool4") if msc else ()
+    head = LargeFOV(
+        body.feature_info["out"].channels,
+        num_classes,
+        rate=rate,
+        kernel_size=kernel,
+        hidden_channels=hidden,
+        dropout=dropout,
+        msc_inputs=[_level(body, name, output_stride) for name in msc_levels],
+    )
+    return _assemble(
+        body, head, num_classes, head_inputs=("out", *msc_levels), aux_loss=aux_loss, align_corners=align_corners
+    )
+
+
+def _level(body: Backbone, name: str, output_stride: int) -> tuple[int, int]:
+    """(channels, stride that brings it to ``output_stride``) of a backbone level or of the RGB ``"image"``."""
+    info = FeatureInfo(3, 1) if name == "image" else body.feature_info[name]
+    return info.channels, output_stride // info.stride
 
 
 def deeplabv2(
@@ -227,28 +186,49 @@ def deeplabv3(
     output_stride: int = 16,
     aspp_rates: Sequence[int] | None = None,
     multi_grid: Sequence[int] | None = MULTI_GRID,
-    image_pool: bool = True,
+    image_pool: bool | None = None,
     separable: bool = False,
     refine_conv: bool = False,
     dropout: float = 0.1,
+    cascade_blocks: int = 0,
     aux_loss: bool = False,
     pretrained_backbone: str | None = None,
     backbone_options: dict[str, Any] | None = None,
     align_corners: bool = False,
 ) -> DeepLab:
-    """DeepLab v3 (Chen et al., 2017), parallel form: backbone + ASPP with image pooling.
+    """DeepLab v3 (Chen et al., 2017): the parallel form (ASPP) or the cascade form.
 
-    ASPP rates (6, 12, 18) at OS16 scale with the output stride (12, 24, 36 at OS8)
-    unless ``aspp_rates`` is given; ResNet's last stage uses ``multi_grid`` unit rates.
-    ``refine_conv`` adds torchvision's extra 3×3 conv before the classifier.
+    Parallel (§3.3, the default): backbone + ASPP with image pooling (``image_pool``,
+    default True). ASPP rates (6, 12, 18) at OS16 scale with the output stride (12, 24,
+    36 at OS8) unless ``aspp_rates`` is given; ResNet's last stage uses ``multi_grid``
+    unit rates. ``refine_conv`` adds torchvision's extra 3×3 conv before the classifier.
+
+    Cascade (§3.2, ResNet only): ``cascade_blocks=N`` appends N copies of block4 as
+    block5 … block(4+N) at OS 16, each block's rate doubling (4, 8, 16 …) and
+    ``multi_grid`` applied within each. On top sits only dropout + a 1×1 classifier
+    (:class:`atrous.heads.CascadeHead`), no ASPP: the paper evaluates the cascade this
+    way (Tables 1–3) as the alternative to ASPP, so ``aspp_rates``, ``image_pool``,
+    ``separable`` and ``refine_conv`` are refused with it.
     """
-    body = _backbone(backbone, output_stride, pretrained_backbone, backbone_options, multi_grid=_multi_grid_for(backbone, multi_grid))
+    cascade = _cascade_for(backbone, cascade_blocks)
+    body = _backbone(
+        backbone, output_stride, pretrained_backbone, backbone_options, multi_grid=_multi_grid_for(backbone, multi_grid), cascade_blocks=cascade
+    )
+    if cascade:
+        aspp_options = {"aspp_rates": aspp_rates, "image_pool": image_pool, "separable": separable or None, "refine_conv": refine_conv or None}
+        given = [name for name, value in aspp_options.items() if value is not None]
+        if given:
+            raise ConfigError(
+                f"{', '.join(given)} shape ASPP, which the cascade model (cascade_blocks={cascade}) does not have: "
+                "v3's cascade ends in a 1×1 classifier (§3.2, Tables 1–3); leave them out"
+            )
+        return _assemble(body, CascadeHead(body.feature_info["out"].channels, num_classes, dropout=dropout), num_classes, aux_loss=aux_loss, align_corners=align_corners)
     rates = tuple(aspp_rates) if aspp_rates is not None else rates_for_output_stride(ASPP_V3_RATES_OS16, output_stride)
     head = DeepLabV3Head(
         body.feature_info["out"].channels,
         num_classes,
         rates,
-        image_pool=image_pool,
+        image_pool=True if image_pool is None else image_pool,
         separable=separable,
         refine_conv=refine_conv,
         dropout=dropout,
@@ -323,6 +303,15 @@ def _multi_grid_for(backbone: str, multi_grid: Sequence[int] | None) -> tuple[in
     return tuple(multi_grid) if multi_grid is not None else None
 
 
+def _cascade_for(backbone: str, cascade_blocks: int) -> int | None:
+    """The checked ``cascade_blocks`` (``None`` for 0, so other backbones are built as before)."""
+    if isinstance(cascade_blocks, bool) or not isinstance(cascade_blocks, int) or cascade_blocks < 0:
+        raise ConfigError(f"cascade_blocks must be an integer ≥ 0 (copies of ResNet block4); got {cascade_blocks!r}")
+    if cascade_blocks and backbone not in RESNETS:
+        raise ConfigError(f"cascade_blocks (copies of ResNet block4) applies to ResNet backbones ({', '.join(RESNETS)}) only, not {backbone}")
+    return cascade_blocks or None
+
+
 def _register_family() -> None:
     register_model("deeplabv1_vgg16_largefov")(functools.partial(deeplabv1, "vgg16", large_fov=True))
     register_model("deeplabv1_vgg16")(functools.partial(deeplabv1, "vgg16", large_fov=False))
@@ -343,6 +332,9 @@ def create_model(name: str, *, num_classes: int, output_stride: int | None = Non
     ``output_stride`` defaults to the version's own (8 for v1/v2, 16 for v3/v3+/LR-ASPP).
     ``crf=True`` (or a dict of ``CRFasRNN`` options, e.g. ``{"iterations": 5, "matrix":
     True}``) ends the model with a trainable dense CRF (CRF as RNN), trained end to end.
+    ``input_scales=(1.0, 0.75, 0.5)`` runs any model on DeepLab v2's multi-scale inputs
+    with max fusion (:mod:`atrous.multiscale`). Options of one version only —
+    ``msc`` (v1 on VGG-16), ``cascade_blocks`` (v3 on ResNet) — are refused elsewhere.
     Unknown names or options raise ``ConfigError`` listing the valid ones.
     """
     builder = get_builder("model", name)
@@ -350,15 +342,51 @@ def create_model(name: str, *, num_classes: int, output_stride: int | None = Non
         raise ConfigError(f"num_classes must be an integer ≥ 1; got {num_classes!r}")
     if output_stride is not None:
         options["output_stride"] = check_output_stride(output_stride)
+    _check_option_scope(name, options)
     crf_options = crf_layer_options(options.pop("crf", None))
+    input_scales = input_scales_option(options.pop("input_scales", None))
     model = skip_dead_taps(call_checked("model", name, builder, {"num_classes": num_classes, **options}))
     if crf_options is not None:
         model.crf = CRFasRNN(num_classes, **crf_options)
         options["crf"] = crf_options
+    if input_scales is not None:
+        model.input_scales = tuple(input_scales)
+        options["input_scales"] = input_scales
     # The weights file is not part of the architecture: a rebuilt model gets its weights from a checkpoint.
     options.pop("pretrained_backbone", None)
     model.config = {"name": name, "num_classes": num_classes, "output_stride": model.output_stride, **options}
     return model
+
+
+# Options that exist for some models only: (models that take it, what it is).
+SCOPED_OPTIONS = {
+    "msc": (("deeplabv1_vgg16", "deeplabv1_vgg16_largefov"), "DeepLab v1's multi-scale features"),
+    "cascade_blocks": (tuple(f"deeplabv3_{r}" for r in RESNETS), "DeepLab v3's cascaded copies of ResNet block4"),
+}
+
+
+def _check_option_scope(name: str, options: dict[str, Any]) -> None:
+    """Refuse a version-specific option on a model it does not apply to, saying where it applies."""
+    for option, (models, what) in SCOPED_OPTIONS.items():
+        if option in options and name not in models:
+            raise ConfigError(f"{option} ({what}) applies to {', '.join(models)} only, not to {name}")
+
+
+# The papers' variants that are options of a registered model rather than names of their
+# own: README rows and ``atrous list --variants``.
+PAPER_VARIANTS: tuple[tuple[str, dict[str, Any]], ...] = (
+    ("deeplabv1_vgg16", {"msc": True}),  # v1 §4: DeepLab-MSc
+    ("deeplabv1_vgg16_largefov", {"msc": True}),  # DeepLab-MSc-LargeFOV
+    ("deeplabv2_vgg16", {"input_scales": list(PAPER_SCALES)}),  # v2 §4: MSC
+    ("deeplabv2_resnet101", {"input_scales": list(PAPER_SCALES)}),
+    ("deeplabv3_resnet50", {"cascade_blocks": 3}),  # v3 Tables 1–3: up to block7
+    ("deeplabv3_resnet101", {"cascade_blocks": 3}),
+)
+
+
+def format_options(options: dict[str, Any]) -> str:
+    """``{"msc": True, "input_scales": [1.0, 0.5]}`` → ``"msc=true input_scales=[1.0,0.5]"`` (``--option`` syntax)."""
+    return " ".join(f"{key}={json.dumps(value, separators=(',', ':'))}" for key, value in options.items())
 
 
 def list_models() -> list[str]:

@@ -1,7 +1,9 @@
 """Regenerate the README's tables from measured results (never typed by hand).
 
 - ``models``: what `atrous info NAME --size 512 --json --no-receptive-field` prints (the
-  same function, in one process) for every registered model.
+  same function, in one process) for every registered model and, below each, the
+  papers' variants that are options of it (`atrous list --variants`); then MobileNet
+  v1's ImageNet classifier for every width and resolution of its paper's Tables 6–7.
 - ``inference``, ``train``, ``crf``, ``camvid``: the latest ``bench/results/<name>.md``
   written by ``bench/inference.py``, ``bench/train.py``, ``bench/crf.py`` and
   ``experiments/camvid_results.py``, copied verbatim.
@@ -27,16 +29,45 @@ def model_rows() -> list[str]:
 
     from atrous import list_models
     from atrous.cli.info import describe
+    from atrous.models import PAPER_VARIANTS, format_options
 
     torch.set_grad_enabled(False)
     rows = [
-        "| model | output stride | params | MAdds at 512×512 (21 classes) |",
-        "|---|---:|---:|---:|",
+        "| model | options | output stride | params | MAdds at 512×512 (21 classes) |",
+        "|---|---|---:|---:|---:|",
     ]
     for name in list_models():
-        info = describe(name, size=(512, 512), num_classes=21, with_receptive_field=False)
-        rows.append(f"| `{name}` | {info['output_stride']} | {info['params'] / 1e6:.2f} M | {info['madds'] / 1e9:.2f} G |")
-        print(rows[-1], file=sys.stderr)
+        for options in [{}] + [options for variant, options in PAPER_VARIANTS if variant == name]:
+            info = describe(name, size=(512, 512), num_classes=21, options=options, with_receptive_field=False)
+            rows.append(
+                f"| `{name}` | {format_options(options) or ''} | {info['output_stride']} | "
+                f"{info['params'] / 1e6:.2f} M | {info['madds'] / 1e9:.2f} G |"
+            )
+            print(rows[-1], file=sys.stderr)
+    return rows + ["", *mobilenet_v1_rows()]
+
+
+def mobilenet_v1_rows() -> list[str]:
+    """MobileNet v1's ImageNet classifier (1000 classes) at every α and resolution, beside the paper."""
+    from atrous.backbones.mobilenet_v1 import PAPER_MADDS_BY_RESOLUTION, PAPER_TABLE_BY_WIDTH, paper_counts
+    from atrous.cli.info import describe
+
+    rows = [
+        "MobileNet v1 ImageNet classifier (`atrous info mobilenet_v1 --num-classes 1000 --option width_mult=α --size R`):",
+        "",
+        "| α | resolution | params | paper | MAdds | paper |",
+        "|---:|---:|---:|---:|---:|---:|",
+    ]
+    for width in PAPER_TABLE_BY_WIDTH:
+        for resolution in PAPER_MADDS_BY_RESOLUTION:
+            info = describe("mobilenet_v1", size=(resolution, resolution), num_classes=1000,
+                            options={"width_mult": width}, with_receptive_field=False)
+            params, madds, source = paper_counts(width, resolution)
+            rows.append(
+                f"| {width:g} | {resolution} | {info['params'] / 1e6:.2f} M | {params / 1e6:.1f} M | "
+                f"{info['madds'] / 1e6:.0f} M | {madds / 1e6:.0f} M ({source}) |"
+            )
+            print(rows[-1], file=sys.stderr)
     return rows
 
 

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The DeepLab story on CamVid: v1 LargeFOV (± CRF), v2, v3 and v3+ trained from scratch
+# The DeepLab story on CamVid: v1 LargeFOV (± CRF, ± MSc), v2 (± multi-scale inputs), v3 and v3+ trained from scratch
 # on one short schedule (4 epochs × 45 iterations, batch 8, 160-px crops, AdamW 3e-3,
 # poly, median-frequency weights), each evaluated on the 101 val frames at its training
 # output stride and at the other one; v3+ also with hard-pixel bootstrapping instead of
@@ -40,6 +40,9 @@ evaluate v3_mnv2
 evaluate v3_mnv2 --output-stride 8
 train v2_mnv2 deeplabv2_mobilenet_v2
 evaluate v2_mnv2
+# v2's multi-scale inputs (scales 1, 0.75, 0.5, max fusion, loss on every scale): paper +1-2 points.
+train v2_mnv2_msc deeplabv2_mobilenet_v2 --set 'model_options.input_scales=[1.0,0.75,0.5]'
+evaluate v2_mnv2_msc
 train v1_vgg16_largefov deeplabv1_vgg16_largefov
 evaluate v1_vgg16_largefov
 # DeepLab's cross-validation of the CRF on the first 20 val frames, then all 101 with it.
@@ -47,3 +50,6 @@ evaluate v1_vgg16_largefov
   --out "$OUT/v1_crf.json" > "$OUT/v1_crf_tune.log" 2>&1
 evaluate v1_vgg16_largefov --crf-params "$OUT/v1_crf.json"
 evaluate v1_vgg16_largefov --output-stride 16
+# v1's multi-scale features (DeepLab-MSc-LargeFOV): paper about +1.5 points.
+train v1_vgg16_largefov_msc deeplabv1_vgg16_largefov --set model_options.msc=true
+evaluate v1_vgg16_largefov_msc

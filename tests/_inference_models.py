@@ -37,7 +37,8 @@ def trained_batchnorm(model: nn.Module, seed: int = 0) -> nn.Module:
             module.bias.copy_(torch.rand(module.num_features, generator=generator) * 0.4 - 0.2)
             module.reset_running_stats()
             module.momentum = None  # cumulative average over the calibration batch
-        model.train()(torch.randn(4, 3, 48, 48, generator=generator))
+        size = max(48, getattr(model, "min_input_size", 0))  # multi-scale inputs need more
+        model.train()(torch.randn(4, 3, size, size, generator=generator))
         for module in batchnorms:
             module.running_var.clamp_(min=0.5)
     return model.eval()

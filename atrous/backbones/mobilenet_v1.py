@@ -22,7 +22,13 @@ from atrous.backbones._stride import plan_stages
 from atrous.nn import ConvNormAct, SeparableConv2d
 from atrous.registry import register_backbone
 
-__all__ = ["MobileNetV1", "mobilenet_v1"]
+__all__ = ["PAPER_MADDS_BY_RESOLUTION", "PAPER_TABLE_BY_WIDTH", "MobileNetV1", "mobilenet_v1", "paper_counts"]
+
+# The paper's ImageNet classifier costs (1000 classes). Table 6, width multiplier α at
+# 224²: (parameters, multiply-adds). Table 7, resolution at α = 1: multiply-adds; the
+# parameters do not depend on the resolution. Both printed rounded (0.1 M, 1 M).
+PAPER_TABLE_BY_WIDTH = {1.0: (4.2e6, 569e6), 0.75: (2.6e6, 325e6), 0.5: (1.3e6, 149e6), 0.25: (0.5e6, 41e6)}
+PAPER_MADDS_BY_RESOLUTION = {224: 569e6, 192: 418e6, 160: 290e6, 128: 186e6}
 
 _STEM_WIDTH = 32
 # (pointwise output channels, depthwise stride) of the 13 separable blocks: paper Table 1.
@@ -33,6 +39,21 @@ _BLOCKS = (
 _MIN_WIDTH = 8  # TF-slim's min_depth
 # TF-slim's dropout_keep_prob = 0.999 before the logits.
 _DROPOUT = 0.001
+
+
+def paper_counts(width_mult: float, resolution: int) -> tuple[float, float, str]:
+    """(parameters, multiply-adds, where from) of the classifier at α = ``width_mult``, ``resolution``².
+
+    Printed in Table 6 (α at 224) or Table 7 (resolution at α = 1); any other pair is
+    Table 6's cost × ρ², ρ = resolution / 224 (§3.4: "the resolution multiplier ... reduces
+    computational cost by ρ²").
+    """
+    params, madds = PAPER_TABLE_BY_WIDTH[width_mult]
+    if resolution == 224:
+        return params, madds, "Table 6"
+    if width_mult == 1.0:
+        return params, PAPER_MADDS_BY_RESOLUTION[resolution], "Table 7"
+    return params, madds * (resolution / 224) ** 2, "Table 6 × ρ²"
 
 
 def _scaled(channels: int, width_mult: float) -> int:

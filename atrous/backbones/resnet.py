@@ -22,6 +22,13 @@ Features (``forward``), for an input (N, 3, H, W):
   auxiliary classifier input)
 - ``"out"``: layer4, (N, 2048, ⌈H/OS⌉, ⌈W/OS⌉)
 
+Cascade (DeepLab v3 §3.2, "going deeper with atrous convolution"): ``cascade_blocks=N``
+appends N copies of block4 — ``layer5``, ``layer6`` … (3 bottlenecks of width 512 each,
+identity shortcuts) — as further stages of nominal stride 2, so ``plan_stages`` turns
+them into rates: at OS 16 block4 has rate 2, block5 4, block6 8, block7 16, and
+multi-grid multiplies the unit rates within each (block7 with (1, 2, 4): 16, 32, 64).
+``"out"`` is then the last copy's output.
+
 torchvision's paddings (7×7/2 pad 3, max-pool 3/2 pad 1, 3×3/2 pad 1, 1×1/2) all give
 exactly ⌈H/2⌉, odd sizes included, so no TF-style fixed padding is needed.
 """
@@ -101,7 +108,8 @@ class ResNet(Backbone):
         num_classes: size of the ImageNet classifier (``avgpool`` + ``fc``); ``None``
             builds the feature extractor only.
         multi_grid: unit rates of layer4's blocks (DeepLab v3), e.g. (1, 2, 4); ``None``
-            keeps torchvision's rates.
+            keeps torchvision's rates. Applied within every cascaded copy too.
+        cascade_blocks: copies of layer4 appended in cascade (DeepLab v3 §3.2).
         norm_layer: normalisation after every conv, called with the channel count
             (e.g. ``torchvision.ops.FrozenBatchNorm2d`` for fine-tuning with frozen BN).
     """
@@ -115,19 +123,24 @@ class ResNet(Backbone):
         output_stride: int = 32,
         num_classes: int | None = None,
         multi_grid: Sequence[int] | None = None,
+        cascade_blocks: int = 0,
         norm_layer: NormLayer = nn.BatchNorm2d,
     ) -> None:
         super().__init__()
         self.num_classes = check_num_classes(num_classes)
-        plan = plan_stages(STAGE_STRIDES, output_stride)
+        if isinstance(cascade_blocks, bool) or not isinstance(cascade_blocks, int) or cascade_blocks < 0:
+            raise ConfigError(f"cascade_blocks must be an integer ≥ 0 (copies of block4); got {cascade_blocks!r}")
+        widths = STAGE_WIDTHS + (STAGE_WIDTHS[-1],) * cascade_blocks
+        blocks = tuple(blocks) + (blocks[-1],) * cascade_blocks
+        plan = plan_stages(STAGE_STRIDES + (2,) * cascade_blocks, output_stride)
         self.conv1 = nn.Conv2d(3, 64, 7, stride=2, padding=3, bias=False)
         self.bn1 = norm_layer(64)
         self.relu = nn.ReLU(inplace=True)
         self.maxpool = nn.MaxPool2d(3, stride=2, padding=1)
 
         in_channels = 64
-        for index, (width, count, stage) in enumerate(zip(STAGE_WIDTHS, blocks, plan[1:]), start=1):
-            if index == len(STAGE_WIDTHS) and multi_grid is not None:
+        for index, (width, count, stage) in enumerate(zip(widths, blocks, plan[1:]), start=1):
+            if index >= len(STAGE_WIDTHS) and multi_grid is not None:
                 rates = multi_grid_rates(stage.dilation, multi_grid, count)
             else:
                 rates = [stage.first_dilation] + [stage.dilation] * (count - 1)
@@ -136,11 +149,12 @@ class ResNet(Backbone):
             in_channels = width * Bottleneck.expansion
 
         self.output_stride = plan[-1].output_stride
+        self.cascade_blocks = cascade_blocks
         self.feature_info = {
             "low": FeatureInfo(256, plan[1].output_stride),
             "mid": FeatureInfo(512, plan[2].output_stride),
             "aux": FeatureInfo(1024, plan[3].output_stride),
-            "out": FeatureInfo(2048, plan[4].output_stride),
+            "out": FeatureInfo(2048, plan[-1].output_stride),
         }
         if num_classes is not None:
             self.avgpool = nn.AdaptiveAvgPool2d(1)
@@ -179,7 +193,10 @@ class ResNet(Backbone):
         low = self.layer1(x)
         mid = self.layer2(low)
         aux = self.layer3(mid)
-        return {"low": low, "mid": mid, "aux": aux, "out": self.layer4(aux)}
+        out = self.layer4(aux)
+        for index in range(5, 5 + self.cascade_blocks):  # block5, block6 … (cascade)
+            out = getattr(self, f"layer{index}")(out)
+        return {"low": low, "mid": mid, "aux": aux, "out": out}
 
     def classify(self, x: torch.Tensor) -> torch.Tensor:
         """ImageNet classifier form: (N, 3, H, W) → (N, num_classes) logits."""
@@ -194,11 +211,13 @@ def resnet50(
     output_stride: int = 32,
     num_classes: int | None = None,
     multi_grid: Sequence[int] | None = None,
+    cascade_blocks: int = 0,
     norm_layer: NormLayer = nn.BatchNorm2d,
 ) -> ResNet:
     """ResNet-50: 25.6 M parameters, 4.1 G MAdds at 224×224 (classifier form, torchvision)."""
     return ResNet(
-        (3, 4, 6, 3), output_stride=output_stride, num_classes=num_classes, multi_grid=multi_grid, norm_layer=norm_layer
+        (3, 4, 6, 3), output_stride=output_stride, num_classes=num_classes, multi_grid=multi_grid,
+        cascade_blocks=cascade_blocks, norm_layer=norm_layer,
     )
 
 
@@ -208,9 +227,11 @@ def resnet101(
     output_stride: int = 32,
     num_classes: int | None = None,
     multi_grid: Sequence[int] | None = None,
+    cascade_blocks: int = 0,
     norm_layer: NormLayer = nn.BatchNorm2d,
 ) -> ResNet:
     """ResNet-101 (DeepLab v2/v3's backbone): 44.5 M parameters, 7.8 G MAdds at 224×224."""
     return ResNet(
-        (3, 4, 23, 3), output_stride=output_stride, num_classes=num_classes, multi_grid=multi_grid, norm_layer=norm_layer
+        (3, 4, 23, 3), output_stride=output_stride, num_classes=num_classes, multi_grid=multi_grid,
+        cascade_blocks=cascade_blocks, norm_layer=norm_layer,
     )

@@ -27,6 +27,10 @@ Features (``forward``), for an input (N, 3, H, W):
 - ``"low"``: after pool2, (N, 128, ⌈H/4⌉, ⌈W/4⌉)
 - ``"mid"``: after pool3, (N, 256, ⌈H/8⌉, ⌈W/8⌉)
 - ``"out"``: conv5_3 after pool5, (N, 512, ⌈H/OS⌉, ⌈W/OS⌉)
+
+With ``pool_levels=True`` also ``"pool1"`` … ``"pool4"``, the output of each of the first
+four max-pools (pool2 is "low", pool3 is "mid"): (N, 64 · 2^(k−1) capped at 512,
+⌈H/s_k⌉, ⌈W/s_k⌉) with s_k = min(2^k, OS) — the inputs of DeepLab v1's multi-scale features.
 """
 
 from __future__ import annotations
@@ -68,6 +72,7 @@ class VGG(Backbone):
         output_stride: 8, 16 or 32.
         num_classes: size of the ImageNet classifier; ``None`` builds the features only.
         pooling: "deeplab" or "torchvision" (see the module docstring).
+        pool_levels: also return the outputs of pool1..pool4 as levels ``"pool1"``..``"pool4"``.
     """
 
     torchvision_family = "vgg"
@@ -79,6 +84,7 @@ class VGG(Backbone):
         output_stride: int,
         num_classes: int | None,
         pooling: str,
+        pool_levels: bool = False,
     ) -> None:
         super().__init__()
         if pooling not in POOLINGS:
@@ -103,6 +109,8 @@ class VGG(Backbone):
 
         # The output of pool k (1-based) has stride plan[k].output_stride.
         levels = {"low": 2, "mid": 3, "out": num_pools}
+        if pool_levels:
+            levels.update({f"pool{k}": k for k in range(1, 5)})
         self._taps = {name: pools[k - 1][0] for name, k in levels.items()}
         self.feature_info = {name: FeatureInfo(pools[k - 1][1], plan[k].output_stride) for name, k in levels.items()}
         self.output_stride = plan[-1].output_stride
@@ -133,12 +141,14 @@ class VGG(Backbone):
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         """(N, 3, H, W) → {"low", "mid", "out"} (shapes in the module docstring)."""
         self.check_input(x)
-        names_at = {index: name for name, index in self._taps.items()}
+        names_at: dict[int, list[str]] = {}
+        for name, index in self._taps.items():
+            names_at.setdefault(index, []).append(name)
         found: dict[str, torch.Tensor] = {}
         for index, layer in enumerate(self.features):
             x = layer(x)
-            if index in names_at:
-                found[names_at[index]] = x
+            for name in names_at.get(index, ()):
+                found[name] = x
         return found
 
     def classify(self, x: torch.Tensor) -> torch.Tensor:
@@ -154,6 +164,7 @@ def vgg16(
     output_stride: int | None = None,
     num_classes: int | None = None,
     pooling: str | None = None,
+    pool_levels: bool = False,
 ) -> VGG:
     """VGG-16: 138.4 M parameters, 15.5 G MAdds at 224×224 (classifier form, torchvision).
 
@@ -167,4 +178,5 @@ def vgg16(
         output_stride=output_stride if output_stride is not None else (32 if classifier else 8),
         num_classes=num_classes,
         pooling=pooling if pooling is not None else ("torchvision" if classifier else "deeplab"),
+        pool_levels=pool_levels,
     )

@@ -9,28 +9,32 @@ from typing import Any
 import torch
 
 from atrous.complexity import count_madds, count_params, receptive_field
+from atrous.engine.config import parse_set_overrides
 from atrous.errors import ConfigError, choices_message
 from atrous.registry import create_backbone, list_backbones, list_models
 
 
 def describe(name: str, *, size: tuple[int, int] = (512, 512), num_classes: int = 21, output_stride: int | None = None,
-             with_receptive_field: bool = True) -> dict[str, Any]:
+             options: dict[str, Any] | None = None, with_receptive_field: bool = True) -> dict[str, Any]:
     """Facts about a model or backbone at one input size, as a JSON-ready dict.
 
-    For a backbone built with ``num_classes`` (its ImageNet classifier form), params and
-    MAdds are those of the classifier; ``features`` lists every level's (C, h, w).
+    ``options`` go to ``create_model`` / ``create_backbone`` (e.g. ``{"msc": True}``,
+    ``{"width_mult": 0.5}``). For a backbone built with ``num_classes`` (its ImageNet
+    classifier form), params and MAdds are those of the classifier; ``features`` lists
+    every level's (C, h, w).
     """
     from atrous.models import create_model
 
+    options = dict(options or {})
     if name in list_models():
-        model = create_model(name, num_classes=num_classes, output_stride=output_stride)
+        model = create_model(name, num_classes=num_classes, output_stride=output_stride, **options)
         backbone, forward, kind = model.backbone, model, "model"
         rf_forward = lambda m, x: m.forward_low_res(x)  # noqa: E731 - logits before upsampling
     elif name in list_backbones():
-        options: dict[str, Any] = {"num_classes": num_classes}
+        backbone_options: dict[str, Any] = {"num_classes": num_classes, **options}
         if output_stride is not None:
-            options["output_stride"] = output_stride
-        model = backbone = create_backbone(name, **options)
+            backbone_options["output_stride"] = output_stride
+        model = backbone = create_backbone(name, **backbone_options)
         forward, kind = backbone.classify, "backbone"
         rf_forward = lambda m, x: m(x)["out"]  # noqa: E731
     else:
@@ -42,6 +46,7 @@ def describe(name: str, *, size: tuple[int, int] = (512, 512), num_classes: int 
     info: dict[str, Any] = {
         "name": name,
         "kind": kind,
+        "options": options,
         "input_size": list(size),
         "num_classes": num_classes,
         "output_stride": backbone.output_stride,
@@ -65,9 +70,12 @@ def _human(n: int) -> str:
 
 
 def _print_table(info: dict[str, Any]) -> None:
+    from atrous.models import format_options
+
     rf = info.get("receptive_field", "-")
     rows = [
         ("model" if info["kind"] == "model" else "backbone", info["name"]),
+        ("options", format_options(info["options"]) or "-"),
         ("input", "×".join(map(str, info["input_size"]))),
         ("classes", info["num_classes"]),
         ("parameters", f"{_human(info['params'])} ({info['params']:,})"),
@@ -80,7 +88,7 @@ def _print_table(info: dict[str, Any]) -> None:
         print(f"{key:<{width}}  {value}")
     print("features:")
     for level, f in info["features"].items():
-        print(f"  {level:<4} stride {f['stride']:>2}  {f['channels']:>5} × {f['shape'][1]} × {f['shape'][2]}")
+        print(f"  {level:<5} stride {f['stride']:>2}  {f['channels']:>5} × {f['shape'][1]} × {f['shape'][2]}")
 
 
 def run_info(args: argparse.Namespace) -> int:
@@ -88,7 +96,7 @@ def run_info(args: argparse.Namespace) -> int:
         raise ConfigError(f"--size takes H or H W; got {len(args.size)} numbers")
     size = (args.size[0], args.size[-1])
     info = describe(args.name, size=size, num_classes=args.num_classes, output_stride=args.output_stride,
-                    with_receptive_field=not args.no_receptive_field)
+                    options=parse_set_overrides(args.options), with_receptive_field=not args.no_receptive_field)
     if args.json:
         print(json.dumps(info))
     else:
@@ -106,8 +114,13 @@ def run_list(args: argparse.Namespace) -> int:
             print(f"{name:<{width}}  {recipe_summary(find_recipe(name))}".rstrip())
         print(f"(shipped in {RECIPES}; run one with `atrous train --config NAME`)")
         return 0
-    names = list_backbones() if args.backbones else list_models()
-    print("\n".join(names))
+    from atrous.models import PAPER_VARIANTS, format_options
+
+    if args.variants:
+        lines = [f"{name} --option {format_options(options).replace(' ', ' --option ')}" for name, options in PAPER_VARIANTS]
+    else:
+        lines = list_backbones() if args.backbones else list_models()
+    print("\n".join(lines))
     return 0
 
 
@@ -117,11 +130,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     info.add_argument("--size", type=int, nargs="+", default=[512], metavar="S", help="input size: H [W] (default 512)")
     info.add_argument("--num-classes", type=int, default=21, help="classes (default 21; 1000 for a backbone's ImageNet form)")
     info.add_argument("--output-stride", type=int, default=None, help="8, 16 or 32 (default: the model's own)")
+    info.add_argument("--option", dest="options", action="append", default=[], metavar="KEY=VALUE",
+                      help="a create_model / backbone option (value read as YAML), e.g. --option msc=true, "
+                      "--option input_scales=[1,0.75,0.5], --option width_mult=0.5")
     info.add_argument("--json", action="store_true", help="print one JSON object")
     info.add_argument("--no-receptive-field", action="store_true", help="skip the receptive-field measurement (faster)")
     info.set_defaults(func=run_info)
-    lister = subparsers.add_parser("list", help="print all model names (or backbones, or training recipes)")
+    lister = subparsers.add_parser("list", help="print all model names (or backbones, variants, or training recipes)")
     kinds = lister.add_mutually_exclusive_group()
     kinds.add_argument("--backbones", action="store_true", help="list backbones instead of models")
     kinds.add_argument("--configs", action="store_true", help="list the training recipes shipped with atrous")
+    kinds.add_argument(
+        "--variants",
+        action="store_true",
+        help="list the papers' variants that are options of a model (DeepLab-MSc, MSC inputs, cascade)",
+    )
     lister.set_defaults(func=run_list)

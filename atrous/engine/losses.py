@@ -1,5 +1,5 @@
-"""Pixel-wise cross-entropy with ignore label, class weights, hard-pixel bootstrapping
-and an optional auxiliary term.
+"""Pixel-wise cross-entropy with ignore label, class weights, hard-pixel bootstrapping,
+an optional auxiliary term and the per-scale terms of multi-scale inputs.
 
 The v3 paper upsamples logits to the label size rather than downsampling labels
 (downsampled labels lost 1–2 % mIoU), so logits that do not match the mask are
@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from atrous.errors import InputError
+from atrous.multiscale import SCALE_OUTPUT_PREFIX
 from atrous.nn import resize
 
 
@@ -78,10 +79,13 @@ def bootstrapped_cross_entropy(
 
 
 class SegmentationLoss(nn.Module):
-    """The training objective: main loss (+ ``aux_weight`` × the same loss on ``"aux"``).
+    """The training objective: main loss (+ ``aux_weight`` × the same loss on ``"aux"``)
+    (+ the same loss on every scale's logits of a multi-scale-input model, weight 1 each).
 
     ``forward(output, target)`` takes the model output — logits (N, K, H, W) or
-    ``{"out": logits, "aux": aux_logits}`` — and the mask (N, H, W) int64.
+    ``{"out": logits, "aux": aux_logits, "scale_1": …, "scale_0.75": …}`` — and the mask
+    (N, H, W) int64. DeepLab v2 trains multi-scale inputs on the sum of the fused and
+    every scale's cross-entropy (§4.1; keys from :func:`atrous.multiscale.scale_output_key`).
     """
 
     def __init__(
@@ -116,4 +120,7 @@ class SegmentationLoss(nn.Module):
         loss = self.single(output["out"], target)
         if "aux" in output and self.aux_weight > 0:
             loss = loss + self.aux_weight * self.single(output["aux"], target)
+        for key, logits in output.items():
+            if key.startswith(SCALE_OUTPUT_PREFIX):
+                loss = loss + self.single(logits, target)
         return loss

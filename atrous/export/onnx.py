@@ -33,6 +33,7 @@ from atrous.export._common import (
 )
 from atrous.errors import ConfigError
 from atrous.export.runtime import METADATA_PREFIX, OnnxModel
+from atrous.deeplab import min_input_size
 
 __all__ = ["DEFAULT_OPSET", "export_onnx", "model_metadata"]
 
@@ -52,7 +53,6 @@ def opset_range() -> tuple[int, int]:
 def model_metadata(model: nn.Module, *, argmax: bool, input_size: tuple[int, int] | None) -> dict[str, Any]:
     """The ``atrous.*`` metadata stored in an exported file (JSON-serialisable values)."""
     config = dict(getattr(model, "config", None) or {})
-    backbone = getattr(model, "backbone", None)
     return {
         "config": config,
         "num_classes": config.get("num_classes"),
@@ -60,7 +60,7 @@ def model_metadata(model: nn.Module, *, argmax: bool, input_size: tuple[int, int
         "palette": [list(c) for c in getattr(model, "palette", None) or []],
         "mean": list(getattr(model, "mean", None) or ()),
         "std": list(getattr(model, "std", None) or ()),
-        "min_input_size": int(getattr(backbone, "min_input_size", 1)),
+        "min_input_size": min_input_size(model),
         "argmax": argmax,
         "input_size": list(input_size) if input_size else None,
     }

@@ -25,6 +25,7 @@ from atrous.export._common import (
     prepare_for_export,
     verify,
 )
+from atrous.deeplab import min_input_size
 
 __all__ = ["export_program", "export_torchscript", "trace_program"]
 
@@ -46,7 +47,7 @@ def trace_program(module: nn.Module, example: torch.Tensor, *, dynamic: bool = F
 
 
 def _min_size(model: nn.Module) -> int:
-    return int(getattr(getattr(model, "backbone", None), "min_input_size", 32))
+    return min_input_size(model, default=32)
 
 
 def export_program(

@@ -3,13 +3,14 @@
 from atrous.heads.aspp import ASPP, ImagePooling, rates_for_output_stride
 from atrous.heads.aux import AuxHead
 from atrous.heads.decoder import DeepLabV3PlusHead
-from atrous.heads.deeplabv3 import DeepLabV3Head
+from atrous.heads.deeplabv3 import CascadeHead, DeepLabV3Head
 from atrous.heads.largefov import LargeFOV
 from atrous.heads.lraspp import LRASPPHead
 
 __all__ = [
     "ASPP",
     "AuxHead",
+    "CascadeHead",
     "DeepLabV3Head",
     "DeepLabV3PlusHead",
     "ImagePooling",

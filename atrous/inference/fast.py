@@ -3,8 +3,8 @@
 ``fold_batchnorm`` finds every ``Conv2d → BatchNorm2d`` pair by watching one forward
 pass (which tensor each module produced and which module read it), so it needs no
 knowledge of module names and works on any model, ours or torchvision's. A pair is
-folded only when the BN reads the convolution's output directly and nothing else
-reads that output; both modules must be called exactly once.
+folded only when, at every call, the BN reads that convolution's output directly and
+nothing else reads it (a model on multi-scale inputs calls each pair once per scale).
 
 Folding (eval-mode BN ``y = γ (x − μ) / √(σ² + ε) + β`` after ``x = W * z + b``):
 ``W' = W · γ / √(σ² + ε)`` per output channel, ``b' = (b − μ) · γ / √(σ² + ε) + β``.
@@ -20,6 +20,8 @@ from typing import Any
 import torch
 from torch import nn
 from torch.overrides import TorchFunctionMode
+
+from atrous.deeplab import min_input_size
 
 __all__ = ["find_conv_bn_pairs", "fold_batchnorm", "prepare_for_inference"]
 
@@ -67,12 +69,13 @@ def find_conv_bn_pairs(model: nn.Module, example: torch.Tensor) -> list[tuple[st
     BNs without running statistics (``track_running_stats=False``) are not foldable.
     """
     produced: dict[int, str] = {}  # id(conv output) → conv name
-    read_by: dict[str, int] = {}  # bn name → id(its input)
+    read_by: dict[str, list[int]] = {}  # bn name → id(its input) at each call
     calls: Counter[str] = Counter()
     handles = []
+    alive: list[torch.Tensor] = []
     for name, module in model.named_modules():
         if isinstance(module, nn.Conv2d):
-            handles.append(module.register_forward_hook(_record_output(name, produced, calls)))
+            handles.append(module.register_forward_hook(_record_output(name, produced, calls, alive)))
         elif isinstance(module, nn.BatchNorm2d):
             handles.append(module.register_forward_pre_hook(_record_input(name, read_by, calls)))
     counter = _UseCounter()
@@ -83,29 +86,31 @@ def find_conv_bn_pairs(model: nn.Module, example: torch.Tensor) -> list[tuple[st
         for handle in handles:
             handle.remove()
     pairs = []
-    for bn_name, tensor_id in read_by.items():
-        conv_name = produced.get(tensor_id)
-        if conv_name is None or calls[conv_name] != 1 or calls[bn_name] != 1:
+    for bn_name, tensor_ids in read_by.items():
+        conv_name = produced.get(tensor_ids[0])
+        if conv_name is None or calls[conv_name] != calls[bn_name]:
             continue
         if model.get_submodule(bn_name).running_mean is None:  # normalises with batch statistics
             continue
-        if counter.uses[tensor_id] == 1:  # the BN's own read
+        # Each call reads that conv's output, and nothing else reads it (uses == the BN's own read).
+        if all(produced.get(i) == conv_name and counter.uses[i] == 1 for i in tensor_ids):
             pairs.append((conv_name, bn_name))
     return pairs
 
 
-def _record_output(name: str, produced: dict[int, str], calls: Counter[str]) -> Any:
+def _record_output(name: str, produced: dict[int, str], calls: Counter[str], alive: list[torch.Tensor]) -> Any:
     def hook(_module: nn.Module, _inputs: tuple, output: torch.Tensor) -> None:
         calls[name] += 1
         produced[id(output)] = name
+        alive.append(output)  # its id stays its own until the trace ends
 
     return hook
 
 
-def _record_input(name: str, read_by: dict[str, int], calls: Counter[str]) -> Any:
+def _record_input(name: str, read_by: dict[str, list[int]], calls: Counter[str]) -> Any:
     def hook(_module: nn.Module, inputs: tuple) -> None:
         calls[name] += 1
-        read_by[name] = id(inputs[0])
+        read_by.setdefault(name, []).append(id(inputs[0]))
 
     return hook
 
@@ -133,8 +138,9 @@ def fold_batchnorm(model: nn.Module, example: torch.Tensor | None = None, *, inp
     """``model`` (eval mode) with every foldable BatchNorm merged into its convolution.
 
     ``example`` is a (1, 3, H, W) input used to trace which conv feeds which BN
-    (default 1×3×64×64 on the model's device). Folded BNs become ``nn.Identity``.
-    Returns a copy unless ``inplace``; outputs equal the original's up to float rounding.
+    (default 1×3×64×64 on the model's device, or its minimum input size if larger).
+    Folded BNs become ``nn.Identity``. Returns a copy unless ``inplace``;
+    outputs equal the original's up to float rounding.
     """
     if not inplace:
         model = copy.deepcopy(model)
@@ -142,7 +148,8 @@ def fold_batchnorm(model: nn.Module, example: torch.Tensor | None = None, *, inp
     if example is None:
         parameter = next(model.parameters(), None)
         device = parameter.device if parameter is not None else torch.device("cpu")
-        example = torch.zeros(1, 3, 64, 64, device=device)
+        side = max(64, min_input_size(model))
+        example = torch.zeros(1, 3, side, side, device=device)
     pairs = find_conv_bn_pairs(model, example)
     for conv_name, bn_name in pairs:
         _fold_into(model.get_submodule(conv_name), model.get_submodule(bn_name))

@@ -23,6 +23,8 @@ from atrous.errors import ConfigError, InputError
 from atrous.inference.fast import prepare_for_inference
 from atrous.inference.labels import class_labels
 from atrous.inference.windows import multi_scale_probabilities, sliding_window
+from atrous.deeplab import min_input_size
+from atrous.nn import check_scales
 
 __all__ = ["ImageInput", "Predictor"]
 
@@ -78,7 +80,7 @@ class Predictor:
         num_classes: int | None = None,
     ) -> None:
         self.device = torch.device(device)
-        self.scales = _check_scales(scales)
+        self.scales = check_scales(scales)
         self.flip = bool(flip)
         self.crop_size = _check_crop(crop_size)
         self.overlap = float(overlap)
@@ -93,7 +95,7 @@ class Predictor:
         self.class_names = getattr(model, "class_names", None)
         self.palette = getattr(model, "palette", None)
         self.channels_last = False
-        self.min_size = _min_input_size(model)
+        self.min_size = min_input_size(model)
         if isinstance(model, nn.Module):
             model = model.to(self.device).eval()
             if fast:
@@ -183,19 +185,6 @@ class Predictor:
             stacked = torch.stack(batch)
             results.extend((self._labels(stacked) if labels else self.probabilities(stacked)).cpu())
         return _restore_form(results, form)
-
-
-def _min_input_size(model: object) -> int:
-    """Smallest input side the model accepts (its backbone's ``min_input_size``), else 1."""
-    backbone = getattr(model, "backbone", None)
-    return int(getattr(backbone, "min_input_size", getattr(model, "min_input_size", 1)))
-
-
-def _check_scales(scales: Sequence[float]) -> tuple[float, ...]:
-    values = tuple(float(s) for s in scales)
-    if not values or any(not s > 0 for s in values):
-        raise ConfigError(f"scales must be positive numbers, e.g. (0.5, 1.0, 1.5); got {tuple(scales)!r}")
-    return values
 
 
 def _check_crop(crop_size: int | Sequence[int] | None) -> tuple[int, int] | None:

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from atrous.errors import ConfigError
-from atrous.nn import resize
+from atrous.nn import resize, scaled_size
 
 __all__ = ["multi_scale_probabilities", "scores_to_probabilities", "sliding_window", "window_starts"]
 
@@ -107,8 +107,7 @@ def multi_scale_probabilities(
     total: torch.Tensor | None = None
     count = 0
     for scale in scales:
-        size = (max(1, round(height * scale)), max(1, round(width * scale)))
-        scaled = resize(images, size)
+        scaled = resize(images, scaled_size(height, width, scale))
         batch = torch.cat([scaled, scaled.flip(-1)]) if flip else scaled
         scores = forward(batch)
         if flip:

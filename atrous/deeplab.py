@@ -1,0 +1,142 @@
+"""``DeepLab``: backbone + head (+ auxiliary head, CRF layer, multi-scale inputs) + upsampling.
+
+The module every model of :mod:`atrous.models` is an instance of; it knows nothing of
+the registry, so inference and export can import it without building anything.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from torch import nn
+
+from atrous.backbones._base import Backbone
+from atrous.errors import InputError
+from atrous.multiscale import max_fuse, scale_output_key
+from atrous.nn import resize, scaled_size
+
+__all__ = ["DeepLab", "min_input_size"]
+
+
+class DeepLab(nn.Module):
+    """A segmentation model: (N, 3, H, W) normalised images → (N, num_classes, H, W) logits.
+
+    ``head`` reads the backbone levels named in ``head_inputs`` (e.g. ``("out", "low")``
+    for v3+; ``"image"`` names the input itself, as DeepLab v1's MSc reads it) and
+    returns logits at its own resolution, upsampled here to the input size. With an
+    ``aux_head`` (on the ``aux`` level, else ``mid``) and in training mode, ``forward``
+    returns ``{"out": logits, "aux": aux_logits}``. With a ``crf`` layer (CRF as RNN,
+    ``create_model(..., crf=True)``) the main output is the log of the CRF's marginals
+    instead of raw logits: argmax and cross-entropy apply unchanged. ``align_corners``
+    selects the upsampling grid of the logits (True for models imported from TF DeepLab).
+
+    With ``input_scales`` (DeepLab v2's multi-scale inputs, :mod:`atrous.multiscale`) the
+    network runs on the image resized by every scale; the head logits are max-fused at
+    the size of the largest scale's. In training mode the output dict then also holds
+    every scale's logits (``"scale_1"``, ``"scale_0.75"`` … all (N, K, H, W)); the
+    auxiliary head reads the largest scale's features and the CRF refines the fused logits.
+    """
+
+    def __init__(
+        self,
+        backbone: Backbone,
+        head: nn.Module,
+        *,
+        head_inputs: Sequence[str] = ("out",),
+        aux_head: nn.Module | None = None,
+        aux_input: str = "aux",
+        align_corners: bool = False,
+    ) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.head = head
+        self.aux_head = aux_head
+        self.head_inputs = tuple(head_inputs)
+        self.aux_input = aux_input
+        self.align_corners = align_corners
+        self.crf: nn.Module | None = None
+        self.input_scales: tuple[float, ...] | None = None
+        self.config: dict[str, Any] = {}
+
+    @property
+    def num_classes(self) -> int:
+        return int(self.config["num_classes"])
+
+    @property
+    def output_stride(self) -> int:
+        return self.backbone.output_stride
+
+    @property
+    def min_input_size(self) -> int:
+        """Smallest input side: the backbone's, at the smallest input scale."""
+        size = self.backbone.min_input_size
+        return size if self.input_scales is None else math.ceil(size / min(self.input_scales))
+
+    def forward_low_res(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits at the head's resolution: (N, 3, H, W) → (N, num_classes, h, w) (fused over ``input_scales``)."""
+        return self._low_res(x)[0]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor | dict[str, torch.Tensor]:
+        logits, features, per_scale = self._low_res(x)
+        size = x.shape[-2:]
+        logits = self._upsample(logits, size)
+        if self.crf is not None:
+            logits = self.crf(x, logits)
+        if not self.training or (self.aux_head is None and not per_scale):
+            return logits
+        outputs = {"out": logits}
+        if self.aux_head is not None:
+            outputs["aux"] = self._upsample(self.aux_head(features[self.aux_input]), size)
+        for scale, scores in per_scale.items():
+            outputs[scale_output_key(scale)] = self._upsample(scores, size)
+        return outputs
+
+    def _low_res(self, x: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor], dict[float, torch.Tensor]]:
+        """Head logits (N, K, h, w), the backbone features they came from, and (with
+        ``input_scales``) every scale's own head logits; the features are the largest scale's."""
+        if self.input_scales is None:
+            features = self.backbone(x)
+            return self._head(x, features), features, {}
+        if min(x.shape[-2:]) < self.min_input_size:
+            raise InputError(
+                f"input {x.shape[-2]}×{x.shape[-1]} is smaller than {self.min_input_size}×{self.min_input_size}, "
+                f"the minimum of this model at its smallest input scale {min(self.input_scales):g}; "
+                "resize or pad the image"
+            )
+        per_scale: dict[float, torch.Tensor] = {}
+        largest = max(self.input_scales)
+        for scale in self.input_scales:
+            scaled = x if scale == 1.0 else resize(x, scaled_size(x.shape[-2], x.shape[-1], scale))
+            scale_features = self.backbone(scaled)
+            per_scale[scale] = self._head(scaled, scale_features)
+            if scale == largest:
+                features = scale_features
+        return max_fuse(list(per_scale.values()), per_scale[largest].shape[-2:]), features, per_scale
+
+    def _head(self, x: torch.Tensor, features: dict[str, torch.Tensor]) -> torch.Tensor:
+        return self.head(*(x if name == "image" else features[name] for name in self.head_inputs))
+
+    def _upsample(self, logits: torch.Tensor, size: torch.Size) -> torch.Tensor:
+        """Head logits (N, K, h, w) → (N, K, H, W). While training they leave in NCHW: the
+        loss's log-softmax and NLL over K run several times slower on channels_last (and
+        NLL copies it to NCHW), and converting before upsampling moves 16× less data. At
+        inference they keep the model's format, where argmax over K is the quicker."""
+        return resize(logits.contiguous() if self.training else logits, size, align_corners=self.align_corners)
+
+    def parameter_groups(self) -> dict[str, list[nn.Parameter]]:
+        """Backbone parameters and the rest (heads), for a head learning-rate multiplier."""
+        backbone = list(self.backbone.parameters())
+        ids = {id(p) for p in backbone}
+        return {"backbone": backbone, "head": [p for p in self.parameters() if id(p) not in ids]}
+
+
+def min_input_size(model: object, default: int = 1) -> int:
+    """Smallest input side ``model`` accepts: its own ``min_input_size`` (a ``DeepLab``,
+    an exported model), else its backbone's, else ``default``."""
+    size = getattr(model, "min_input_size", None)
+    if size is None:
+        size = getattr(getattr(model, "backbone", None), "min_input_size", default)
+    return int(size)
