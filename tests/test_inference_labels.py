@@ -28,3 +28,10 @@ def test_non_contiguous_and_odd_inputs() -> None:
     assert torch.equal(class_labels(torch.randn(1, 1, 4, 4)), torch.zeros(1, 4, 4, dtype=torch.long))
     already = torch.randint(0, 3, (1, 3, 4, 4))
     assert class_labels(already).dtype == torch.int64
+
+
+def test_nan_scores_never_win_on_the_cpu_nchw_path() -> None:
+    from atrous.inference.labels import class_labels
+
+    scores = torch.tensor([[0.0, 1.0, 2.0], [float("nan"), 0.5, 0.1], [float("nan")] * 3]).T.reshape(1, 3, 1, 3).contiguous()
+    assert class_labels(scores).tolist() == [[[2, 1, 0]]]

@@ -11,7 +11,10 @@ __all__ = ["class_labels"]
 
 def class_labels(scores: torch.Tensor) -> torch.Tensor:
     """(N, K, H, W) scores → (N, H, W) int64: the index of the largest score, the first
-    of equal ones (as ``argmax(1)``). NaN scores never win.
+    of equal ones (as ``argmax(1)``). On the CPU NCHW path a NaN score never wins (the
+    pixel gets the best finite class, 0 if all are NaN); the ``argmax`` paths (GPU,
+    channels_last) follow PyTorch, where NaN wins. Models never emit NaN in practice:
+    checkpoints and exports with non-finite weights are refused.
 
     ``argmax(1)`` walks K with a stride of H·W on NCHW scores (an ONNX Runtime output,
     an NCHW model), which on CPU is 5–10× slower than a running maximum over the K
@@ -22,7 +25,7 @@ def class_labels(scores: torch.Tensor) -> torch.Tensor:
         return scores.argmax(1) if scores.is_floating_point() else scores.long()
     if scores.device.type != "cpu" or memory_format_of(scores) == torch.channels_last:
         return scores.argmax(1)
-    best = scores[:, 0].clone()
+    best = torch.nan_to_num(scores[:, 0], nan=float("-inf"))
     labels = torch.zeros(best.shape, dtype=torch.long, device=scores.device)
     for k in range(1, scores.shape[1]):
         plane = scores[:, k]
