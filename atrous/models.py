@@ -122,13 +122,16 @@ def _init_classifiers(head: nn.Module, num_classes: int) -> None:
             nn.init.normal_(m.weight, 0.0, 0.01)
 
 
-def _backbone(name: str, output_stride: int, pretrained_backbone: str | None, **options: Any) -> Backbone:
+def _backbone(name: str, output_stride: int, pretrained_backbone: str | bool | None, **options: Any) -> Backbone:
+    """Build backbone ``name``; ``pretrained_backbone`` (a path, or ``"imagenet"`` / ``True``
+    for the published file in torch.hub's cache) loads ImageNet weights with
+    :func:`atrous.load_backbone_weights`."""
     options = {k: v for k, v in options.items() if v is not None}
     backbone = create_backbone(name, output_stride=check_output_stride(output_stride), **options)
     if pretrained_backbone:
-        from atrous.backbones.torchvision_keys import load_torchvision_state_dict
+        from atrous.backbones.weights import load_backbone_weights
 
-        load_torchvision_state_dict(backbone, pretrained_backbone)
+        load_backbone_weights(backbone, pretrained_backbone)
     return backbone
 
 
@@ -157,7 +160,7 @@ def deeplabv1(
     large_fov: bool = True,
     dropout: float = 0.5,
     aux_loss: bool = False,
-    pretrained_backbone: str | None = None,
+    pretrained_backbone: str | bool | None = None,
 ) -> DeepLab:
     """DeepLab v1 (Chen et al., ICLR 2015): VGG-16 at OS 8 + fc6/fc7/fc8.
 
@@ -179,7 +182,7 @@ def deeplabv2(
     aspp: str = "L",
     aspp_rates: Sequence[int] | None = None,
     aux_loss: bool = False,
-    pretrained_backbone: str | None = None,
+    pretrained_backbone: str | bool | None = None,
 ) -> DeepLab:
     """DeepLab v2 (Chen et al., TPAMI 2017): ASPP whose per-rate branch logits are summed.
 
@@ -212,7 +215,7 @@ def deeplabv3(
     refine_conv: bool = False,
     dropout: float = 0.1,
     aux_loss: bool = False,
-    pretrained_backbone: str | None = None,
+    pretrained_backbone: str | bool | None = None,
 ) -> DeepLab:
     """DeepLab v3 (Chen et al., 2017), parallel form: backbone + ASPP with image pooling.
 
@@ -247,7 +250,7 @@ def deeplabv3plus(
     decoder_convs: int = 2,
     dropout: float = 0.1,
     aux_loss: bool = False,
-    pretrained_backbone: str | None = None,
+    pretrained_backbone: str | bool | None = None,
 ) -> DeepLab:
     """DeepLab v3+ (Chen et al., ECCV 2018): v3 encoder + decoder with an OS-4 skip.
 
@@ -280,7 +283,7 @@ def lraspp(
     output_stride: int = 16,
     channels: int = 128,
     aux_loss: bool = False,
-    pretrained_backbone: str | None = None,
+    pretrained_backbone: str | bool | None = None,
 ) -> DeepLab:
     """Lite R-ASPP (Howard et al., "Searching for MobileNetV3", 2019) on the OS-8 and final levels."""
     body = _backbone(backbone, output_stride, pretrained_backbone)

@@ -12,7 +12,7 @@ from torch import nn
 from atrous.backbones.mobilenet_v1 import mobilenet_v1
 from atrous.backbones.mobilenet_v2 import mobilenet_v2
 from atrous.backbones.mobilenet_v3 import mobilenet_v3_large, mobilenet_v3_small
-from atrous.backbones.torchvision_keys import load_torchvision_state_dict
+from atrous.backbones.weights import load_backbone_weights
 from atrous.complexity import count_madds, count_params
 from atrous.errors import ConfigError, InputError
 from atrous.registry import create_backbone, list_backbones
@@ -141,7 +141,7 @@ def test_torchvision_dilated_parity_os16(name, width_mult, tmp_path):
     path = tmp_path / "weights.pth"
     torch.save(reference.state_dict(), path)
     ours = BUILDERS[name](output_stride=16, width_mult=width_mult).eval()
-    load_torchvision_state_dict(ours, path, strict=True)  # feature form: classifier keys dropped
+    load_backbone_weights(ours, path, strict=True)  # feature form: classifier keys dropped
     x = _image(65, 50)
     with torch.no_grad():
         features = ours(x)
@@ -155,7 +155,7 @@ def test_mobilenet_v2_feature_form_loads_torchvision_weights(tmp_path):
     torch.save(reference.state_dict(), path)
     ours = mobilenet_v2().eval()
     assert len(ours.features) == 18
-    load_torchvision_state_dict(ours, path, strict=True)
+    load_backbone_weights(ours, path, strict=True)
     x = _image(45, 38)
     with torch.no_grad():
         torch.testing.assert_close(ours(x)["out"], reference.features[:18](x), rtol=1e-5, atol=1e-5)

@@ -37,7 +37,8 @@ class MobileNetV2(MobileNetBackbone):
     "out": (N, 320α, ⌈H/OS⌉, ⌈W/OS⌉)} (channels rounded to multiples of 8).
     """
 
-    torchvision_family = "mobilenet_v2"  # key map in atrous.backbones.torchvision_keys
+    # The 1×1 → 1280 conv features.18 exists in the classifier form only.
+    classifier_prefixes = ("features.18.", "classifier.")
 
     def __init__(
         self, *, output_stride: int = 32, num_classes: int | None = None, width_mult: float = 1.0, dropout: float = 0.2

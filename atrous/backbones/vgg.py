@@ -70,7 +70,7 @@ class VGG(Backbone):
         pooling: "deeplab" or "torchvision" (see the module docstring).
     """
 
-    torchvision_family = "vgg"
+    classifier_prefixes = ("classifier.",)
 
     def __init__(
         self,
