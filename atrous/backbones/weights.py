@@ -183,7 +183,9 @@ def _mismatch_message(backbone: nn.Module, source: str, converted: Mapping[str, 
     if diff.wrong_shape:
         shapes = ", ".join(f"{k} {tuple(converted[k].shape)} vs {tuple(own[k].shape)}" for k in diff.wrong_shape[:3])
         more = f" (and {len(diff.wrong_shape) - 3} more)" if len(diff.wrong_shape) > 3 else ""
-        parts.append(f"shapes differ for {shapes}{more} (for another class count build with num_classes=None)")
+        classifier = any(k.startswith(getattr(backbone, "classifier_prefixes", ())) for k in diff.wrong_shape)
+        hint = " (for another class count build with num_classes=None)" if classifier else ""
+        parts.append(f"shapes differ for {shapes}{more}{hint}")
     if diff.missing:
         parts.append(f"missing {_describe(diff.missing)}")
     if diff.unexpected:
