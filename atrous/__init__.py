@@ -15,6 +15,7 @@ __all__ = [
     "create_model",
     "list_backbones",
     "list_models",
+    "load_backbone_weights",
     "load_model",
     "__version__",
 ]
@@ -23,10 +24,12 @@ __all__ = [
 _LAZY = {
     "create_model": "atrous.models",
     "load_model": "atrous.engine.checkpoint",
+    "load_backbone_weights": "atrous.backbones.weights",
     "Predictor": "atrous.inference",
 }
 
 if TYPE_CHECKING:  # pragma: no cover
+    from atrous.backbones.weights import load_backbone_weights
     from atrous.engine.checkpoint import load_model
     from atrous.inference import Predictor
     from atrous.models import create_model

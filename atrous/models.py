@@ -65,20 +65,22 @@ def _init_classifiers(head: nn.Module, num_classes: int) -> None:
 def _backbone(
     name: str,
     output_stride: int,
-    pretrained_backbone: str | None,
+    pretrained_backbone: str | bool | None,
     backbone_options: dict[str, Any] | None = None,
     **options: Any,
 ) -> Backbone:
     """Build backbone ``name``; ``backbone_options`` (e.g. ``{"width_mult": 0.5}``) are
-    checked against the backbone builder's own options, so a wrong one is refused."""
+    checked against the backbone builder's own options, so a wrong one is refused.
+    ``pretrained_backbone`` (a path, or ``"imagenet"`` / ``True`` for the published file in
+    torch.hub's cache) loads ImageNet weights with :func:`atrous.load_backbone_weights`."""
     options = {k: v for k, v in options.items() if v is not None}
     backbone = create_backbone(
         name, output_stride=check_output_stride(output_stride), **options, **dict(backbone_options or {})
     )
     if pretrained_backbone:
-        from atrous.backbones.torchvision_keys import load_torchvision_state_dict
+        from atrous.backbones.weights import load_backbone_weights
 
-        load_torchvision_state_dict(backbone, pretrained_backbone)
+        load_backbone_weights(backbone, pretrained_backbone)
     return backbone
 
 
@@ -111,7 +113,7 @@ def deeplabv1(
     dropout: float = 0.5,
     msc: bool = False,
     aux_loss: bool = False,
-    pretrained_backbone: str | None = None,
+    pretrained_backbone: str | bool | None = None,
     backbone_options: dict[str, Any] | None = None,
     align_corners: bool = False,
 ) -> DeepLab:
@@ -156,7 +158,7 @@ def deeplabv2(
     aspp: str = "L",
     aspp_rates: Sequence[int] | None = None,
     aux_loss: bool = False,
-    pretrained_backbone: str | None = None,
+    pretrained_backbone: str | bool | None = None,
     backbone_options: dict[str, Any] | None = None,
     align_corners: bool = False,
 ) -> DeepLab:
@@ -192,7 +194,7 @@ def deeplabv3(
     dropout: float = 0.1,
     cascade_blocks: int = 0,
     aux_loss: bool = False,
-    pretrained_backbone: str | None = None,
+    pretrained_backbone: str | bool | None = None,
     backbone_options: dict[str, Any] | None = None,
     align_corners: bool = False,
 ) -> DeepLab:
@@ -249,7 +251,7 @@ def deeplabv3plus(
     decoder_convs: int = 2,
     dropout: float = 0.1,
     aux_loss: bool = False,
-    pretrained_backbone: str | None = None,
+    pretrained_backbone: str | bool | None = None,
     backbone_options: dict[str, Any] | None = None,
     align_corners: bool = False,
 ) -> DeepLab:
@@ -284,7 +286,7 @@ def lraspp(
     output_stride: int = 16,
     channels: int = 128,
     aux_loss: bool = False,
-    pretrained_backbone: str | None = None,
+    pretrained_backbone: str | bool | None = None,
     backbone_options: dict[str, Any] | None = None,
     align_corners: bool = False,
 ) -> DeepLab:

@@ -7,6 +7,7 @@ the valid ones (no catch-all ``**kwargs`` that swallow typos).
 
 from __future__ import annotations
 
+import functools
 import inspect
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -37,8 +38,22 @@ def register_model(name: str) -> Callable[[Builder], Builder]:
 
 
 def register_backbone(name: str) -> Callable[[Builder], Builder]:
-    """Decorator: register a backbone builder (``output_stride``, ``num_classes`` …)."""
-    return _register(_BACKBONES, name)
+    """Decorator: register a backbone builder (``output_stride``, ``num_classes`` …).
+
+    Every backbone it builds carries its registered name as ``backbone_name`` (the
+    weight loader looks up the published ImageNet files by it).
+    """
+
+    def decorate(builder: Builder) -> Builder:
+        @functools.wraps(builder)
+        def build(*args: Any, **options: Any) -> nn.Module:
+            backbone = builder(*args, **options)
+            backbone.backbone_name = name
+            return backbone
+
+        return _register(_BACKBONES, name)(build)  # type: ignore[arg-type, return-value]
+
+    return decorate
 
 
 def _ensure_loaded() -> None:

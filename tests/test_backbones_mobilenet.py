@@ -12,10 +12,12 @@ from torch import nn
 from atrous.backbones.mobilenet_v1 import mobilenet_v1
 from atrous.backbones.mobilenet_v2 import mobilenet_v2
 from atrous.backbones.mobilenet_v3 import mobilenet_v3_large, mobilenet_v3_small
-from atrous.backbones.torchvision_keys import load_torchvision_state_dict
+from atrous.backbones.weights import load_backbone_weights
 from atrous.complexity import count_madds, count_params
 from atrous.errors import ConfigError, InputError
 from atrous.registry import create_backbone, list_backbones
+
+from _norms import randomize_norms
 
 BUILDERS = {
     "mobilenet_v1": mobilenet_v1,
@@ -30,22 +32,6 @@ CHANNELS = {
     "mobilenet_v3_large": (24, 40, 960),
     "mobilenet_v3_small": (16, 24, 576),
 }
-
-
-def _randomize_norms(model: nn.Module, seed: int = 0) -> nn.Module:
-    """Non-trivial BN statistics and affine terms, so eval-mode parity checks the norms too;
-    Linear weights of unit gain, so logits are O(1) rather than torchvision's O(0.01)."""
-    generator = torch.Generator().manual_seed(seed)
-    for module in model.modules():
-        if isinstance(module, nn.Linear):
-            module.weight.data.normal_(0, module.in_features**-0.5, generator=generator)
-        if isinstance(module, nn.BatchNorm2d):
-            n = module.num_features
-            module.running_mean.copy_(torch.rand(n, generator=generator) - 0.5)
-            module.running_var.copy_(torch.rand(n, generator=generator) + 0.5)
-            module.weight.data.copy_(torch.rand(n, generator=generator) + 0.5)
-            module.bias.data.copy_(torch.rand(n, generator=generator) * 0.4 - 0.2)
-    return model.eval()
 
 
 def _image(h: int, w: int, seed: int = 0) -> torch.Tensor:
@@ -117,7 +103,7 @@ def test_mobilenet_v3_first_dilated_block_uses_new_rate():
 )
 def test_torchvision_classifier_parity(name, width_mult, tmp_path):
     torch.manual_seed(0)
-    reference = _randomize_norms(getattr(torchvision.models, name)(weights=None, width_mult=width_mult))
+    reference = randomize_norms(getattr(torchvision.models, name)(weights=None, width_mult=width_mult))
     path = tmp_path / "weights.pth"
     torch.save(reference.state_dict(), path)
     ours = BUILDERS[name](num_classes=1000, width_mult=width_mult).eval()
@@ -137,11 +123,11 @@ def test_torchvision_classifier_parity(name, width_mult, tmp_path):
 )
 def test_torchvision_dilated_parity_os16(name, width_mult, tmp_path):
     torch.manual_seed(0)
-    reference = _randomize_norms(getattr(torchvision.models, name)(weights=None, width_mult=width_mult, dilated=True))
+    reference = randomize_norms(getattr(torchvision.models, name)(weights=None, width_mult=width_mult, dilated=True))
     path = tmp_path / "weights.pth"
     torch.save(reference.state_dict(), path)
     ours = BUILDERS[name](output_stride=16, width_mult=width_mult).eval()
-    load_torchvision_state_dict(ours, path, strict=True)  # feature form: classifier keys dropped
+    load_backbone_weights(ours, path, strict=True)  # feature form: classifier keys dropped
     x = _image(65, 50)
     with torch.no_grad():
         features = ours(x)
@@ -150,12 +136,12 @@ def test_torchvision_dilated_parity_os16(name, width_mult, tmp_path):
 
 def test_mobilenet_v2_feature_form_loads_torchvision_weights(tmp_path):
     """The feature form has no 1×1 → 1280 conv; the loader drops it with the classifier."""
-    reference = _randomize_norms(torchvision.models.mobilenet_v2(weights=None))
+    reference = randomize_norms(torchvision.models.mobilenet_v2(weights=None))
     path = tmp_path / "weights.pth"
     torch.save(reference.state_dict(), path)
     ours = mobilenet_v2().eval()
     assert len(ours.features) == 18
-    load_torchvision_state_dict(ours, path, strict=True)
+    load_backbone_weights(ours, path, strict=True)
     x = _image(45, 38)
     with torch.no_grad():
         torch.testing.assert_close(ours(x)["out"], reference.features[:18](x), rtol=1e-5, atol=1e-5)
@@ -168,7 +154,7 @@ def test_matches_torchvision_lraspp_backbone():
     deeplab = segmentation.deeplabv3_mobilenet_v3_large(weights=None, weights_backbone=None, aux_loss=True)
     assert deeplab.backbone.return_layers == {"16": "out", "4": "aux"}
     torch.manual_seed(0)
-    reference = _randomize_norms(segmentation.lraspp_mobilenet_v3_large(weights=None, weights_backbone=None).backbone)
+    reference = randomize_norms(segmentation.lraspp_mobilenet_v3_large(weights=None, weights_backbone=None).backbone)
     assert reference.return_layers == {"4": "low", "16": "high"}
     ours = mobilenet_v3_large(output_stride=16).eval()
     ours.load_state_dict({f"features.{k}": v for k, v in reference.state_dict().items()}, strict=True)

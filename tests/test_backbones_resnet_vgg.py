@@ -16,7 +16,7 @@ from torchvision.models._utils import IntermediateLayerGetter
 from torchvision.ops import FrozenBatchNorm2d
 
 from atrous.backbones.resnet import resnet50, resnet101
-from atrous.backbones.torchvision_keys import load_torchvision_state_dict
+from atrous.backbones.weights import load_backbone_weights
 from atrous.backbones.vgg import VGG, VGG16_LAYERS, vgg16
 from atrous.complexity import count_madds, count_params, receptive_field
 from atrous.errors import CheckpointError, ConfigError, InputError
@@ -188,7 +188,7 @@ X64 = torch.randn(1, 3, 64, 64, generator=torch.Generator().manual_seed(1))
 def test_resnet50_logits_match_torchvision_at_os32(tv_resnet50, norm_layer):
     theirs, path = tv_resnet50
     ours = resnet50(num_classes=1000, norm_layer=norm_layer).eval()
-    assert load_torchvision_state_dict(ours, path) == ([], [])  # FrozenBatchNorm2d keeps no batch counter
+    assert load_backbone_weights(ours, path) == ([], [])  # FrozenBatchNorm2d keeps no batch counter
     with torch.no_grad():
         expected = theirs(X64)
         # Same ops with BatchNorm2d; FrozenBatchNorm2d computes x·scale + shift (rounding ~1e-6 relative).
@@ -202,7 +202,7 @@ def test_resnet50_features_match_torchvision_dilated_at_os8(tv_resnet50):
     model.load_state_dict(torch.load(path, weights_only=True))
     theirs = IntermediateLayerGetter(model, {"layer1": "low", "layer2": "mid", "layer3": "aux", "layer4": "out"}).eval()
     ours = resnet50(output_stride=8).eval()
-    load_torchvision_state_dict(ours, path)  # features form: fc.* dropped
+    load_backbone_weights(ours, path)  # features form: fc.* dropped
     assert not hasattr(ours, "fc")
     x = torch.randn(1, 3, 48, 48)  # layer4 is 6×6: rates 2 and 4 both reach real pixels
     with torch.no_grad():
@@ -218,7 +218,7 @@ def test_resnet101_state_dict_loads_strictly():
         state_dict = torchvision.models.resnet101(weights=None).state_dict()
     for num_classes, output_stride in ((1000, 32), (None, 8)):
         ours = on_meta(resnet101, num_classes=num_classes, output_stride=output_stride)
-        assert load_torchvision_state_dict(ours, state_dict) == ([], [])
+        assert load_backbone_weights(ours, state_dict) == ([], [])
 
 
 def test_vgg16_logits_match_torchvision():
@@ -227,13 +227,13 @@ def test_vgg16_logits_match_torchvision():
     with torch.device("meta"):
         ours = vgg16(num_classes=1000)
     ours = ours.to_empty(device="cpu").eval()  # skip initialising 138 M weights the load overwrites
-    load_torchvision_state_dict(ours, theirs.state_dict())
+    load_backbone_weights(ours, theirs.state_dict())
     with torch.no_grad():
         expected = theirs(X64)
         assert expected.abs().max() > 1e-2  # torchvision's init gives logits of order 1e-2
         assert max_abs_diff(ours.classify(X64), expected) <= 1e-5
     features = vgg16()  # DeepLab form: the same weights, classifier dropped
-    load_torchvision_state_dict(features, theirs.state_dict())
+    load_backbone_weights(features, theirs.state_dict())
     assert torch.equal(features.features[28].weight, theirs.features[28].weight)
 
 
@@ -272,25 +272,25 @@ def test_key_map_errors_name_the_problem(tv_resnet50, tmp_path):
     ten_classes = resnet50(num_classes=10)
     before = ten_classes.conv1.weight.clone()
     with pytest.raises(CheckpointError, match=r"fc\.weight \(1000, 2048\) vs \(10, 2048\).*num_classes=None"):
-        load_torchvision_state_dict(ten_classes, state_dict)
+        load_backbone_weights(ten_classes, state_dict)
     with pytest.raises(CheckpointError, match=r"unexpected extra\.weight"):
-        load_torchvision_state_dict(ten_classes, {**state_dict, "extra.weight": torch.zeros(1)})
+        load_backbone_weights(ten_classes, {**state_dict, "extra.weight": torch.zeros(1)})
     with pytest.raises(CheckpointError, match=r"missing .*layer4\.2\.bn3\.weight"):
-        load_torchvision_state_dict(ten_classes, {k: v for k, v in state_dict.items() if "layer4.2.bn3" not in k})
+        load_backbone_weights(ten_classes, {k: v for k, v in state_dict.items() if "layer4.2.bn3" not in k})
     assert torch.equal(ten_classes.conv1.weight, before)  # a refused load changes nothing
 
-    result = load_torchvision_state_dict(ten_classes, state_dict, strict=False)
+    result = load_backbone_weights(ten_classes, state_dict, strict=False)
     assert result == (["fc.bias", "fc.weight"], [])
     assert torch.equal(ten_classes.conv1.weight, state_dict["conv1.weight"])
 
     features = resnet50()
-    load_torchvision_state_dict(features, {f"module.{k}": v for k, v in state_dict.items()})  # saved from DDP
+    load_backbone_weights(features, {f"module.{k}": v for k, v in state_dict.items()})  # saved from DDP
     assert torch.equal(features.layer4[2].conv3.weight, state_dict["layer4.2.conv3.weight"])
 
     with pytest.raises(CheckpointError, match="does not exist"):
-        load_torchvision_state_dict(features, tmp_path / "missing.pth")
+        load_backbone_weights(features, tmp_path / "missing.pth")
     (tmp_path / "bad.pth").write_bytes(b"not a checkpoint")
     with pytest.raises(CheckpointError, match="bad.pth"):
-        load_torchvision_state_dict(features, tmp_path / "bad.pth")
-    with pytest.raises(CheckpointError, match="no torchvision counterpart"):
-        load_torchvision_state_dict(nn.Linear(2, 2), state_dict)
+        load_backbone_weights(features, tmp_path / "bad.pth")
+    with pytest.raises(CheckpointError, match="Linear has no key map"):
+        load_backbone_weights(nn.Linear(2, 2), state_dict)

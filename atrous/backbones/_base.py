@@ -35,6 +35,11 @@ class Backbone(nn.Module):
     """Base class: holds ``feature_info``, ``output_stride`` and input checks."""
 
     min_input_size: int = 32
+    # Key prefixes of the ImageNet classifier (our names): an ImageNet checkpoint loads into
+    # the feature form (built without ``num_classes``) without them.
+    classifier_prefixes: tuple[str, ...] = ()
+    # The registered name (``resnet50`` …), set by ``atrous.registry.register_backbone``.
+    backbone_name: str | None = None
     feature_info: dict[str, FeatureInfo]
     output_stride: int
 

@@ -67,6 +67,8 @@ class MobileNetV1(MobileNetBackbone):
     "out": (N, 1024α, ⌈H/OS⌉, ⌈W/OS⌉)}.
     """
 
+    classifier_prefixes = ("classifier.",)
+
     def __init__(self, *, output_stride: int = 32, num_classes: int | None = None, width_mult: float = 1.0) -> None:
         width_mult = check_width_mult(width_mult)
         strides = [2] + [stride for _, stride in _BLOCKS]

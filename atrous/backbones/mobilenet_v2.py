@@ -11,7 +11,7 @@ Features (α = 1): "low" = ``features.3`` (24 ch, OS 4), "mid" = ``features.6``
 the 1×1 → 1280 conv, as the MobileNet v2 paper's DeepLab v3 (§6.3) and TF DeepLab
 (``final_endpoint="layer_18"``) use it. ``features.18`` is part of the classifier
 form only (``num_classes`` given); loading torchvision weights into the feature form
-drops it with the classifier (``atrous.backbones.torchvision_keys``).
+drops it with the classifier (``classifier_prefixes``, ``atrous.load_backbone_weights``).
 """
 
 from __future__ import annotations
@@ -38,7 +38,8 @@ class MobileNetV2(MobileNetBackbone):
     "out": (N, 320α, ⌈H/OS⌉, ⌈W/OS⌉)} (channels rounded to multiples of 8).
     """
 
-    torchvision_family = "mobilenet_v2"  # key map in atrous.backbones.torchvision_keys
+    # The 1×1 → 1280 conv features.18 exists in the classifier form only.
+    classifier_prefixes = ("features.18.", "classifier.")
 
     def __init__(
         self,

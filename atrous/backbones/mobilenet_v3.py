@@ -75,7 +75,7 @@ class MobileNetV3(MobileNetBackbone):
     "out": (N, C_out, ⌈H/OS⌉, ⌈W/OS⌉)}; channels in the module docstring (α = 1).
     """
 
-    torchvision_family = "mobilenet_v3"  # key map in atrous.backbones.torchvision_keys
+    classifier_prefixes = ("classifier.",)
 
     def __init__(
         self,

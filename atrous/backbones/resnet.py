@@ -114,7 +114,7 @@ class ResNet(Backbone):
             (e.g. ``torchvision.ops.FrozenBatchNorm2d`` for fine-tuning with frozen BN).
     """
 
-    torchvision_family = "resnet"
+    classifier_prefixes = ("fc.",)
 
     def __init__(
         self,

@@ -75,7 +75,7 @@ class VGG(Backbone):
         pool_levels: also return the outputs of pool1..pool4 as levels ``"pool1"``..``"pool4"``.
     """
 
-    torchvision_family = "vgg"
+    classifier_prefixes = ("classifier.",)
 
     def __init__(
         self,

@@ -167,6 +167,8 @@ class Xception(Backbone):
     separable convs (3 aligned, 2 Chollet), multiplied by its rate; ``None`` = all 1.
     """
 
+    classifier_prefixes = ("fc.",)
+
     def __init__(
         self,
         entry_blocks: Sequence[BlockSpec],

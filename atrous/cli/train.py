@@ -55,7 +55,7 @@ _OPTIONS: tuple[tuple[str, str, dict[str, Any], str], ...] = (
     ("--val-batch-size", "val_batch_size", {"type": int, "metavar": "B"}, "validation batch size (default 1)"),
     ("--device", "device", {}, "auto, cpu, cuda or cuda:N (default auto)"),
     ("--max-iters", "max_iters", {"type": int, "metavar": "N"}, "at most N iterations per epoch, for smoke tests (default 0: all)"),
-    ("--pretrained", "pretrained", {"metavar": "PATH"}, "local ImageNet backbone weights (torchvision keys) or an atrous checkpoint"),
+    ("--pretrained", "pretrained", {"metavar": "PATH"}, "ImageNet backbone weights (a torchvision or timm file, .pth or .safetensors; 'imagenet': the published file from torch.hub's cache) or an atrous checkpoint"),
     ("--checkpoint-every", "checkpoint_every", {"type": int, "metavar": "N"}, "also write last.pt every N iterations (default 500)"),
     ("--resume", "resume", {"nargs": "?", "const": "last", "metavar": "CHECKPOINT"}, "continue a run (default checkpoint: RUN_DIR/last.pt)"),
     ("--overwrite", "overwrite", {"action": "store_true", "default": argparse.SUPPRESS}, "start over in a folder that already holds a run"),

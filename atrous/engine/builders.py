@@ -11,6 +11,7 @@ import torch
 from torch import nn
 from torch.utils.data import BatchSampler, DataLoader
 
+from atrous.backbones.weights import IMAGENET
 from atrous.engine.checkpoint import load_weights, read_checkpoint
 from atrous.engine.config import TrainConfig
 from atrous.engine.distributed import DistContext
@@ -181,7 +182,11 @@ def pretrained_normalisation(config: TrainConfig) -> tuple[tuple[float, ...], tu
 
 
 def _atrous_checkpoint_or_none(path: str) -> dict[str, Any] | None:
-    """The checkpoint if ``path`` is an atrous checkpoint, None if it is some other weights file."""
+    """The checkpoint if ``path`` is an atrous checkpoint, None if it names ImageNet backbone
+    weights: another weights file, ``"imagenet"``, or a missing file (whose error from
+    ``load_backbone_weights`` names the published files that fit)."""
+    if path == IMAGENET or not os.path.isfile(path) or path.endswith(".safetensors"):
+        return None
     try:
         return read_checkpoint(path)
     except CheckpointError as error:

@@ -44,7 +44,9 @@ class TrainConfig:
     model: str = "deeplabv3plus_mobilenet_v2"
     output_stride: int | None = None  # None = the model's default (16 for v3/v3+)
     model_options: dict[str, Any] = field(default_factory=dict)  # extra create_model(...) options
-    pretrained: str | None = None  # local ImageNet backbone weights (torchvision/timm keys) or an atrous checkpoint
+    # ImageNet backbone weights (a torchvision or timm file, .pth or .safetensors; "imagenet" = the
+    # published file in torch.hub's cache; atrous.load_backbone_weights) or an atrous checkpoint
+    pretrained: str | None = None
     freeze_bn: bool = False  # v3 OS8 fine-tuning: BN statistics and affine parameters fixed
     sync_bn: bool = True  # SyncBatchNorm under DDP on GPUs (per-process BN on CPU)
     # --- optimisation
