@@ -115,6 +115,29 @@ def test_predict_writes_masks_colors_and_overlays(
     assert color.shape == (72, 96, 3)
 
 
+def test_predict_panel_has_titles_tiles_and_a_legend(checkpoint: Path, images: Path, tmp_path: Path) -> None:
+    out = tmp_path / "panel"
+    argv = ["predict", "--checkpoint", str(checkpoint), str(images / "img0.png"), "--out", str(out)]
+    assert main([*argv, "--crf", "--panel", "--no-progress"]) == 0
+    panel = np.asarray(Image.open(out / "img0_panel.png").convert("RGB"))
+    # Three 96-px tiles side by side plus gaps; taller than a tile (title row and legend).
+    assert panel.shape[1] > 3 * 96 and panel.shape[0] > 72 + 20
+    overlay = np.asarray(Image.open(out / "img0_overlay.png").convert("RGB"))
+    assert any((panel[y : y + 72, x : x + 96] == overlay).all() for y in range(0, 40) for x in range(96, 120))
+    # The panel counts as an output: a second run without --force is refused and changes nothing.
+    before = (out / "img0_panel.png").read_bytes()
+    assert main([*argv, "--crf", "--panel", "--no-progress"]) == 2
+    assert (out / "img0_panel.png").read_bytes() == before
+
+
+def test_present_classes_lists_what_the_masks_hold() -> None:
+    from atrous.data.figure import present_classes
+
+    masks = [np.array([[0, 2], [255, 2]]), np.array([[3, 3], [3, 3]])]
+    palette = [(0, 0, 0), (1, 1, 1), (2, 2, 2), (3, 3, 3)]
+    assert present_classes(masks, ["a", "b", "c"], palette) == [("a", (0, 0, 0)), ("c", (2, 2, 2)), ("3", (3, 3, 3))]
+
+
 @pytest.mark.parametrize(
     ("inputs", "message"),
     [
