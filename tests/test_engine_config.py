@@ -113,3 +113,21 @@ def test_shipped_recipes_are_valid() -> None:
 def test_to_dict_round_trips() -> None:
     config = make_config({"dataset": "shapes", "scale_range": [0.75, 1.25], "model_options": {"dropout": 0.0}})
     assert make_config(config.to_dict()) == config
+
+
+def test_rectangular_crops_from_yaml_and_the_command_line(tmp_path) -> None:
+    import argparse
+
+    from atrous.cli.train import config_from_args, register
+    from atrous.engine.config import make_config
+
+    assert make_config(crop_size=[360, 480]).crop_hw == (360, 480)
+    assert make_config(crop_size=[360, 480]).to_dict()["crop_size"] == [360, 480]
+    assert make_config(crop_size=288).crop_hw == (288, 288)
+    with pytest.raises(ConfigError, match="crop_size"):
+        make_config(crop_size=[0, 480])
+    parser = argparse.ArgumentParser()
+    register(parser.add_subparsers())
+    assert config_from_args(parser.parse_args(["train", "--crop-size", "360", "480"])).crop_size == (360, 480)
+    with pytest.raises(ConfigError, match="--crop-size"):
+        config_from_args(parser.parse_args(["train", "--crop-size", "1", "2", "3"]))

@@ -21,6 +21,7 @@ from atrous.engine.config import (
     make_config,
     parse_set_overrides,
 )
+from atrous.errors import ConfigError
 
 # (flag, field, argparse options, help) — one row per option.
 _OPTIONS: tuple[tuple[str, str, dict[str, Any], str], ...] = (
@@ -30,7 +31,7 @@ _OPTIONS: tuple[tuple[str, str, dict[str, Any], str], ...] = (
     ("--model", "model", {"metavar": "NAME"}, "model name, e.g. deeplabv3plus_mobilenet_v2 (see `atrous info --list`)"),
     ("--epochs", "epochs", {"type": int, "metavar": "N"}, "training epochs (default 50)"),
     ("--batch-size", "batch_size", {"type": int, "metavar": "B"}, "images per batch and process (default 8)"),
-    ("--crop-size", "crop_size", {"type": int, "metavar": "S"}, "square training crop in pixels (default 513)"),
+    ("--crop-size", "crop_size", {"type": int, "nargs": "+", "metavar": "S"}, "training crop in pixels: S (square) or H W (default 513)"),
     ("--lr", "lr", {"type": float}, "base learning rate (default 0.007)"),
     ("--output-stride", "output_stride", {"type": int, "choices": (8, 16, 32)}, "output stride (default: the model's)"),
     ("--out", "out", {"metavar": "RUN_DIR"}, "run folder for checkpoints and logs (default runs/train)"),
@@ -94,6 +95,11 @@ def config_from_args(args: argparse.Namespace) -> Any:
     """The ``TrainConfig`` described by the parsed command line."""
     values = load_config_file(args.config) if args.config else {}
     flags = {name: getattr(args, name) for _, name, _, _ in _OPTIONS if hasattr(args, name)}
+    if "crop_size" in flags:
+        crop = flags["crop_size"]
+        if len(crop) > 2:
+            raise ConfigError(f"--crop-size takes one size or a height and a width; got {' '.join(map(str, crop))}")
+        flags["crop_size"] = crop[0] if len(crop) == 1 else list(crop)
     return make_config({**values, **flags}, **parse_set_overrides(args.set_items))
 
 

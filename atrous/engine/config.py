@@ -37,7 +37,7 @@ class TrainConfig:
     num_classes: int | None = None  # classes of a folder dataset without classes.txt (None: found in the masks)
     train_split: str = "train"
     val_split: str = "val"
-    crop_size: int = 513  # v3: 513×513 crops, large atrous rates need large crops
+    crop_size: int | tuple[int, int] = 513  # v3: 513×513 crops (large rates need large crops); or [height, width]
     scale_range: tuple[float, float] = (0.5, 2.0)  # v3: random scale 0.5–2.0 (+ random flip)
     workers: int = 4  # DataLoader worker processes per training process
     # --- model
@@ -86,9 +86,11 @@ class TrainConfig:
         _check_choice("amp", self.amp, AMP_MODES)
         if self.output_stride not in (None, 8, 16, 32):
             raise ConfigError(f"output_stride {self.output_stride} is not allowed; valid: 8, 16, 32")
-        for name in ("epochs", "batch_size", "crop_size", "val_batch_size"):
+        for name in ("epochs", "batch_size", "val_batch_size"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be ≥ 1, got {getattr(self, name)}")
+        if min(self.crop_hw) < 1:
+            raise ConfigError(f"crop_size must be ≥ 1 (one size or [height, width]), got {self.crop_size}")
         for name in ("workers", "max_iters", "warmup_iters", "val_every", "checkpoint_every"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name} must be ≥ 0, got {getattr(self, name)}")
@@ -112,10 +114,17 @@ class TrainConfig:
         if not 0 < low <= high < math.inf:
             raise ConfigError(f"scale_range must be (low, high) with 0 < low ≤ high, got {self.scale_range}")
 
+    @property
+    def crop_hw(self) -> tuple[int, int]:
+        """The training crop as (height, width)."""
+        return (self.crop_size, self.crop_size) if isinstance(self.crop_size, int) else tuple(self.crop_size)
+
     def to_dict(self) -> dict[str, Any]:
         """Plain dict of every field (YAML/checkpoint friendly: lists, not tuples)."""
         values = dataclasses.asdict(self)
         values["scale_range"] = list(self.scale_range)
+        if not isinstance(self.crop_size, int):
+            values["crop_size"] = list(self.crop_size)
         return values
 
 

@@ -362,7 +362,7 @@ class Trainer:
 def _check_crop_size(config: TrainConfig, model: nn.Module) -> None:
     """``ConfigError`` naming ``--crop-size`` when crops are smaller than the model accepts."""
     smallest = int(getattr(getattr(model, "backbone", None), "min_input_size", 1))
-    if config.crop_size < smallest:
+    if min(config.crop_hw) < smallest:
         raise ConfigError(
             f"--crop-size {config.crop_size} is smaller than the {smallest}×{smallest} input {config.model} "
             f"needs; use --crop-size {smallest} or more (the papers use 513)"
