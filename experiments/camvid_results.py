@@ -4,11 +4,14 @@
         [--data ../shared/data/camvid] [--weights weights/camvid_deeplabv3plus_mobilenet_v2.pt]
         [--short runs/short/results.jsonl] [--out bench/results/camvid.md]
 
-1. Writes the run's best checkpoint without training state to ``--weights`` (and prints
-   its SHA-256).
+1. Writes the run's ``--checkpoint-name`` (default ``last.pt``: the last epoch, chosen
+   without looking at val) without training state to ``--weights`` (and prints its
+   SHA-256).
 2. Evaluates those weights with ``atrous eval --json`` on the val split: single scale
    (OS16), OS8, multi-scale 0.5–1.75 + flip, and with the dense CRF tuned by ``atrous
-   crf-tune`` on the first 20 val frames. Results are cached in ``RUN/evals.jsonl``.
+   crf-tune`` on 20 *train* frames (so the val CRF row is honest; the tuned JSON is
+   copied beside the weights), and on the train split itself (fit). Results are cached
+   in ``RUN/evals.jsonl``.
    Also exported to ONNX (float32 and static int8 calibrated on 32 train frames) and
    those files evaluated the same way.
 3. Measures CPU latency (Predictor, one 360×480 frame, 2 threads, median of 10).
@@ -39,6 +42,11 @@ EVALS = {
     "single scale, OS8": ["--output-stride", "8"],
     "scales 0.5–1.75 + flip": ["--scales", "0.5,0.75,1.0,1.25,1.5,1.75", "--flip"],
 }
+
+
+# Train frames the CRF is tuned on: 20 consecutive frames from the middle of the split.
+CRF_TRAIN_START = 180
+TRAIN_FIT = "train split (367 frames), single scale"
 
 
 def run_json(argv: list[str]) -> dict[str, Any]:
@@ -82,17 +90,21 @@ def cached_evals(path: Path, weights: Path, data: str, max_images: int | None = 
             record(label, export, {"error": result.stderr.strip().splitlines()[-1]})
         else:
             record(label, export, run_json(["eval", "--checkpoint", str(onnx), *common[2:]]))
-    label = "single scale + CRF (tuned)"
+    label = "single scale + CRF (tuned on 20 train frames)"
     if label not in done:
         if not crf_json.exists():
-            print("$ atrous crf-tune ... (first 20 val frames)", flush=True)
+            print("$ atrous crf-tune ... (20 train frames)", flush=True)
             subprocess.run(
-                [*ATROUS, "crf-tune", "--checkpoint", str(weights), "--data", data, "--images", str(min(20, max_images or 20)), "--samples", "24",
+                [*ATROUS, "crf-tune", "--checkpoint", str(weights), "--data", data, "--split", "train",
+                 "--start", str(CRF_TRAIN_START), "--images", str(min(20, max_images or 20)), "--samples", "24",
                  "--out", str(crf_json)],
                 check=True, cwd=ROOT,
             )
         options = ["--crf-params", str(crf_json)]
         record(label, options, run_json(["eval", *common, *options]))
+    label = TRAIN_FIT
+    if label not in done:
+        record(label, ["--split", "train"], run_json(["eval", *common, "--split", "train"]))
     return done
 
 
@@ -138,9 +150,16 @@ def training_summary(log_csv: Path) -> dict[str, Any]:
     }
 
 
-def short_schedule_rows(path: Path) -> list[str]:
+def short_schedule_rows(path: Path, previous: Path) -> list[str]:
+    """The short-schedule table from ``path``; else the one already in ``previous`` (the
+    results file of an earlier session), so a rerun never drops measured rows."""
     if not path.exists():
-        return ["(not run yet: experiments/camvid_short_schedule.sh)"]
+        lines = previous.read_text().splitlines() if previous.exists() else []
+        start = next((i for i, line in enumerate(lines) if line.startswith("| run |")), None)
+        if start is None:
+            return ["(not run yet: experiments/camvid_short_schedule.sh)"]
+        end = next((i for i in range(start, len(lines)) if not lines[i].startswith("|")), len(lines))
+        return lines[start:end]
     records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
     seconds = {r["run"]: r["train_seconds"] for r in records if "train_seconds" in r}
     rows = [
@@ -162,7 +181,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--run", type=Path, default=ROOT / "runs" / "camvid_deeplabv3plus_mobilenet_v2")
     parser.add_argument("--data", default=str(ROOT.parent / "shared" / "data" / "camvid"))
     parser.add_argument("--weights", type=Path, default=ROOT / "weights" / "camvid_deeplabv3plus_mobilenet_v2.pt")
-    parser.add_argument("--config", default="configs/camvid_deeplabv3plus_mobilenet_v2.yaml")
+    parser.add_argument("--config", default="configs/camvid_deeplabv3plus_mobilenet_v2_phase2.yaml")
+    parser.add_argument("--checkpoint-name", default="last.pt", help="the run's checkpoint to ship (default last.pt)")
+    parser.add_argument(
+        "--phases",
+        default="",
+        help="what came before this run (shown in the text), e.g. 'phase 1: ... (N epochs, M min)'",
+    )
     parser.add_argument("--short", type=Path, default=ROOT / "runs" / "short" / "results.jsonl")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "camvid.md")
     parser.add_argument("--curve", type=Path, default=ROOT / "docs" / "images" / "camvid_curve.png")
@@ -175,13 +200,17 @@ def main(argv: list[str] | None = None) -> int:
     from atrous.engine.curve import plot_training_curve
 
     args.weights.parent.mkdir(parents=True, exist_ok=True)
-    if not args.weights.exists() or args.weights.stat().st_mtime < (args.run / "best.pt").stat().st_mtime:
-        save_weights_only(args.run / "best.pt", args.weights)
+    source = args.run / args.checkpoint_name
+    if not args.weights.exists() or args.weights.stat().st_mtime < source.stat().st_mtime:
+        save_weights_only(source, args.weights)
     sha = hashlib.sha256(args.weights.read_bytes()).hexdigest()
     size_mb = args.weights.stat().st_size / 2**20
     print(f"{args.weights}: {size_mb:.1f} MB, sha256 {sha}")
     name = read_checkpoint(args.weights)["model"]["config"]["name"]
     evals = cached_evals(args.run / "evals.jsonl", args.weights, args.data, args.max_images)
+    crf_json = args.run / "crf_tuned.json"
+    if crf_json.exists():
+        args.weights.with_suffix(".crf.json").write_text(crf_json.read_text())
     latency = latency_ms(args.weights)
     info = describe(name, size=(360, 480), num_classes=11, with_receptive_field=False)
     summary = training_summary(args.run / "log.csv")
@@ -189,22 +218,26 @@ def main(argv: list[str] | None = None) -> int:
     plot_training_curve(args.run / "log.csv", args.curve, title=f"{name} on CamVid from scratch ({args.config})")
 
     single = evals["single scale, OS16"]
+    evals = {(k if k == TRAIN_FIT else f"val: {k}"): v for k, v in evals.items()}
+    chosen = "the last epoch's weights" if args.checkpoint_name == "last.pt" else f"`{args.checkpoint_name}`"
     lines = [
-        f"`{name}` trained from scratch on the 367 CamVid train frames with `atrous train --config {args.config}`: "
-        f"{summary['epochs']} epochs in {summary['minutes']:.0f} min on 2 CPU cores, best val mIoU at epoch "
-        f"{summary['best_epoch']} ({summary['validations']} validations during training). Weights: `{shown(args.weights)}` "
-        f"({size_mb:.1f} MB, SHA-256 `{sha}`). Evaluated on the 101 val frames at 360×480 with `atrous eval`; "
-        f"CRF parameters from `atrous crf-tune` on the first 20 val frames. Latency: `Predictor`, one 360×480 frame, "
+        f"`{name}` trained from scratch on the 367 CamVid train frames (never on val). {args.phases} "
+        f"This run: `atrous train --config {args.config}`, {summary['epochs']} epochs in {summary['minutes']:.0f} min "
+        f"on 2 CPU cores. Shipped: {chosen} (no selection on val; for information, the best of "
+        f"{summary['validations']} validations was {100 * summary['best_miou']:.2f} % at epoch {summary['best_epoch']}). "
+        f"Weights: `{shown(args.weights)}` ({size_mb:.1f} MB, SHA-256 `{sha}`). Evaluated on the 101 val frames at "
+        f"360×480 with `atrous eval`; CRF parameters from `atrous crf-tune` on 20 train frames "
+        f"(`{shown(args.weights.with_suffix('.crf.json'))}`). Latency: `Predictor`, one 360×480 frame, "
         f"2 threads, median of 10. {time.strftime('%Y-%m-%d')}.",
         "",
-        "| model | params | MAdds (360×480) | evaluation | val mIoU % | pixel acc % | CPU latency |",
+        "| model | params | MAdds (360×480) | evaluation | mIoU % | pixel acc % | CPU latency |",
         "|---|---:|---:|---|---:|---:|---:|",
     ]
     for label, record in evals.items():
         if "error" in record:
             lines.append(f"| `{name}` | | | {label} | — | — | {record['error']} |")
             continue
-        latency_cell = f"{latency:.0f} ms" if label == "single scale, OS16" else ""
+        latency_cell = f"{latency:.0f} ms" if label == "val: single scale, OS16" else ""
         lines.append(
             f"| `{name}` | {info['params'] / 1e6:.2f} M | {info['madds'] / 1e9:.2f} G | {label} | "
             f"{100 * record['miou']:.2f} | {100 * record['pixel_accuracy']:.2f} | {latency_cell} |"
@@ -228,7 +261,7 @@ def main(argv: list[str] | None = None) -> int:
         "epochs for lack of CPU time: VGG-16 without BN from scratch at 17.7 GMAdds per crop, 23× the MobileNet "
         "models, ran at ~0.3 images/s next to other jobs; train times are wall-clock on a shared 2-core machine):",
         "",
-        *short_schedule_rows(args.short),
+        *short_schedule_rows(args.short, args.out),
     ]
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text("# CamVid\n\n" + "\n".join(lines) + "\n")
