@@ -8,7 +8,6 @@ must agree on ≥ 98.5 % of pixels on average and ≥ 97 % on every photo.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -29,12 +28,7 @@ PHOTOS = ("bird.bmp", "dog.bmp")
 needs_graphs = pytest.mark.skipif(not TFLITE.is_dir(), reason="../shared/data/deeplab-tflite is not present")
 
 
-@pytest.fixture(autouse=True)
-def two_threads() -> Iterator[None]:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(min(2, threads))
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("two_threads")
 
 
 def photo_513(name: str) -> np.ndarray:
