@@ -183,13 +183,16 @@ def save_weights_only(source: str | Path, destination: str | Path, *, half: bool
 
 def weights_checkpoint(model: nn.Module, metadata: dict[str, Any]) -> dict[str, Any]:
     """A weights-only checkpoint of ``model`` (config + state_dict) with its ``metadata``
-    (class names, palette, mean, std, ignore index, …): what ``load_model`` and
-    ``--pretrained`` read; it cannot be resumed."""
+    (class names, palette, mean, std, ignore index, …; the model's own ``metadata``
+    record fills what ``metadata`` leaves out): what ``load_model`` and ``--pretrained``
+    read; it cannot be resumed."""
     model = unwrap(model)
+    own = model.metadata.to_checkpoint() if getattr(model, "metadata", None) is not None else {}
     return {
         "format": FORMAT,
         "version": VERSION,
         "model": {"config": dict(model.config), "state_dict": model.state_dict()},
+        **own,
         **metadata,
         "weights_only": True,
     }
@@ -227,12 +230,18 @@ def load_weights(model: nn.Module, checkpoint: dict[str, Any], path: str | Path)
 
 
 def attach_metadata(model: nn.Module, checkpoint: dict[str, Any]) -> None:
-    """Set ``class_names``, ``palette``, ``mean``, ``std``, ``ignore_index`` on ``model``."""
-    model.class_names = list(checkpoint.get("class_names") or [])
-    model.palette = [tuple(int(c) for c in color) for color in checkpoint.get("palette") or []]
-    model.mean = tuple(float(v) for v in checkpoint.get("mean") or ())
-    model.std = tuple(float(v) for v in checkpoint.get("std") or ())
-    model.ignore_index = int(checkpoint.get("ignore_index", 255))
+    """Give ``model`` the checkpoint's metadata: a ``DeepLab`` gets one frozen
+    ``ModelMetadata`` record (read back as ``model.class_names``, ``palette``, ``mean``,
+    ``std``, ``ignore_index``); any other module gets those five attributes."""
+    from atrous.deeplab import DeepLab, ModelMetadata
+
+    metadata = ModelMetadata.from_checkpoint(checkpoint)
+    if isinstance(model, DeepLab):
+        model.metadata = metadata
+        return
+    model.class_names = list(metadata.class_names or ())
+    model.palette = list(metadata.palette or ())
+    model.mean, model.std, model.ignore_index = metadata.mean, metadata.std, metadata.ignore_index
 
 
 def load_model(

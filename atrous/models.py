@@ -100,7 +100,13 @@ def _assemble(
             he_init_(module)
             _init_classifiers(module, num_classes)
     return DeepLab(
-        backbone, head, head_inputs=head_inputs, aux_head=aux_head, aux_input=aux_input, align_corners=align_corners
+        backbone,
+        head,
+        head_inputs=head_inputs,
+        aux_head=aux_head,
+        aux_input=aux_input,
+        align_corners=align_corners,
+        num_classes=num_classes,
     )
 
 
@@ -402,11 +408,14 @@ def with_output_stride(model: DeepLab, output_stride: int) -> DeepLab:
     """The same weights rebuilt at another output stride (e.g. train OS16, evaluate OS8).
 
     Atrous rates that were derived from the output stride (ASPP, LargeFOV) follow it.
-    Non-parameter attributes set on ``model`` (class names, palette …) are carried over.
+    The model's ``metadata`` (class names, palette …) is carried over as one record.
     """
+    if not model.config:
+        raise ConfigError(
+            "with_output_stride rebuilds a model from its config, and this hand-built DeepLab has none; "
+            "build its backbone at the other output stride instead"
+        )
     rebuilt = create_model(**{**model.config, "output_stride": output_stride})
     rebuilt.load_state_dict(model.state_dict())
-    for key in ("class_names", "palette", "mean", "std", "ignore_index"):
-        if hasattr(model, key):
-            setattr(rebuilt, key, getattr(model, key))
+    rebuilt.metadata = model.metadata
     return rebuilt.train(model.training)

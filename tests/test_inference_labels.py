@@ -35,3 +35,21 @@ def test_nan_scores_never_win_on_the_cpu_nchw_path() -> None:
 
     scores = torch.tensor([[0.0, 1.0, 2.0], [float("nan"), 0.5, 0.1], [float("nan")] * 3]).T.reshape(1, 3, 1, 3).contiguous()
     assert class_labels(scores).tolist() == [[[2, 1, 0]]]
+
+
+def test_library_code_has_one_argmax_over_classes() -> None:
+    """Every label map in library code comes from ``class_labels``; the only other argmax is
+    the one exported inside the graph (``export --argmax``), which must stay one ONNX op."""
+    import re
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1] / "atrous"
+    allowed = {"labels.py", "export/_common.py"}
+    found = []
+    for path in sorted(root.rglob("*.py")):
+        relative = path.relative_to(root).as_posix()
+        for number, line in enumerate(path.read_text().splitlines(), 1):
+            code = line.split("#")[0]
+            if re.search(r"\.argmax\(", code) and relative not in allowed:
+                found.append(f"{relative}:{number}: {line.strip()}")
+    assert not found, "use atrous.labels.class_labels:\n" + "\n".join(found)
