@@ -65,6 +65,11 @@ def test_hand_built_model_exports_to_onnx(tmp_path: Path) -> None:
     model.class_names = ["a", "b", "c", "d"]
     report = export_onnx(model, tmp_path / "hand.onnx", input_size=(64, 64))
     assert report.argmax_agreement >= 0.9999 and (tmp_path / "hand.onnx").is_file()
+    from atrous.export.runtime import OnnxModel
+
+    exported = OnnxModel(tmp_path / "hand.onnx")
+    assert exported.num_classes == 4 and exported.class_names == ["a", "b", "c", "d"]
+    assert exported(torch.zeros(1, 3, 64, 64)).shape == (1, 4, 64, 64)
 
 
 def test_metadata_is_one_frozen_record_that_checkpoints_round_trip(tmp_path: Path) -> None:
