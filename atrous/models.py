@@ -210,7 +210,8 @@ def deeplabv3(
     36 at OS8) unless ``aspp_rates`` is given. ``multi_grid``: unit rates of the
     backbone's last stage, for backbones that support it (ResNet, Xception); by default
     the backbone class's ``deeplab_multi_grid`` ((1, 2, 4) on ResNet, none on Xception),
-    ``None`` for none; refused on backbones without multi-grid. ``refine_conv`` adds torchvision's extra 3×3 conv before the classifier.
+    ``None`` for none; refused on backbones without multi-grid. ``refine_conv`` adds
+    torchvision's extra 3×3 conv before the classifier.
 
     Cascade (§3.2, ResNet only): ``cascade_blocks=N`` appends N copies of block4 as
     block5 … block(4+N) at OS 16, each block's rate doubling (4, 8, 16 …) and
