@@ -23,14 +23,14 @@ __all__ = [
 # Heavier parts load on first use so `import atrous` stays quick.
 _LAZY = {
     "create_model": "atrous.models",
-    "load_model": "atrous.engine.checkpoint",
+    "load_model": "atrous.checkpoint",
     "load_backbone_weights": "atrous.backbones.weights",
     "Predictor": "atrous.inference",
 }
 
 if TYPE_CHECKING:  # pragma: no cover
     from atrous.backbones.weights import load_backbone_weights
-    from atrous.engine.checkpoint import load_model
+    from atrous.checkpoint import load_model
     from atrous.inference import Predictor
     from atrous.models import create_model
 

@@ -6,19 +6,103 @@ the registry, so inference and export can import it without building anything.
 
 from __future__ import annotations
 
+import dataclasses
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import nn
 
 from atrous.backbones._base import Backbone
-from atrous.errors import InputError
+from atrous.errors import ConfigError, InputError
 from atrous.multiscale import max_fuse, scale_output_key
 from atrous.nn import resize, scaled_size
 
-__all__ = ["DeepLab", "min_input_size"]
+__all__ = ["DeepLab", "ModelMetadata", "head_num_classes", "min_input_size"]
+
+METADATA_FIELDS = ("class_names", "palette", "mean", "std", "ignore_index")
+
+
+@dataclass(frozen=True)
+class ModelMetadata:
+    """What a trained model knows about its data, beside its weights: class names, the
+    palette (r, g, b) per class, the normalisation mean/std it was trained with (per RGB
+    channel, on [0, 1] pixels) and the label that marks unlabelled pixels.
+
+    A field that is ``None`` is unknown (the model was never trained or loaded with it);
+    reading it as ``model.class_names`` then raises ``AttributeError`` as before, so
+    ``getattr(model, "mean", None)`` keeps working. Checkpoints store the fields as
+    top-level entries (``to_checkpoint`` / ``from_checkpoint``).
+    """
+
+    class_names: tuple[str, ...] | None = None
+    palette: tuple[tuple[int, int, int], ...] | None = None
+    mean: tuple[float, ...] | None = None
+    std: tuple[float, ...] | None = None
+    ignore_index: int | None = None
+
+    def __post_init__(self) -> None:  # normalise to immutable plain types
+        convert = {
+            "class_names": lambda v: tuple(str(n) for n in v),
+            "palette": lambda v: tuple(tuple(int(c) for c in color) for color in v),
+            "mean": lambda v: tuple(float(x) for x in v),
+            "std": lambda v: tuple(float(x) for x in v),
+            "ignore_index": int,
+        }
+        for name, to in convert.items():
+            value = getattr(self, name)
+            if value is not None:
+                object.__setattr__(self, name, to(value))
+
+    @classmethod
+    def from_checkpoint(cls, checkpoint: Mapping[str, Any]) -> ModelMetadata:
+        """The record a checkpoint carries (missing entries: empty names/palette/stats, 255)."""
+        return cls(
+            class_names=checkpoint.get("class_names") or (),
+            palette=checkpoint.get("palette") or (),
+            mean=checkpoint.get("mean") or (),
+            std=checkpoint.get("std") or (),
+            ignore_index=checkpoint.get("ignore_index", 255),
+        )
+
+    def to_checkpoint(self) -> dict[str, Any]:
+        """The known fields as checkpoint entries (lists, as ``torch.load(weights_only=True)`` reads them)."""
+        entries: dict[str, Any] = {}
+        for name in METADATA_FIELDS:
+            value = getattr(self, name)
+            if value is not None:
+                entries[name] = [list(c) for c in value] if name == "palette" else (list(value) if name != "ignore_index" else value)
+        return entries
+
+
+def head_num_classes(head: nn.Module) -> int:
+    """The class count of ``head``'s logits: its ``num_classes`` attribute (atrous heads
+    have one), else the output channels of its last ``nn.Conv2d``."""
+    declared = getattr(head, "num_classes", None)
+    if isinstance(declared, int):
+        return declared
+    convs = [m for m in head.modules() if isinstance(m, nn.Conv2d)]
+    if not convs:
+        raise ConfigError(
+            f"cannot tell the class count of the head {type(head).__name__} (no num_classes attribute, no Conv2d); "
+            "pass DeepLab(..., num_classes=K)"
+        )
+    return convs[-1].out_channels
+
+
+def _metadata_property(name: str) -> property:
+    def get(self: DeepLab) -> Any:
+        value = getattr(self.metadata, name, None) if self.metadata is not None else None
+        if value is None:
+            raise AttributeError(f"'{type(self).__name__}' object has no attribute '{name}' (no metadata: not loaded from a checkpoint)")
+        return list(value) if name in ("class_names", "palette") else value
+
+    def set(self: DeepLab, value: Any) -> None:
+        self.metadata = dataclasses.replace(self.metadata or ModelMetadata(), **{name: value})
+
+    return property(get, set, doc=f"``metadata.{name}`` (a list for names and palette); settable.")
 
 
 class DeepLab(nn.Module):
@@ -32,6 +116,13 @@ class DeepLab(nn.Module):
     ``create_model(..., crf=True)``) the main output is the log of the CRF's marginals
     instead of raw logits: argmax and cross-entropy apply unchanged. ``align_corners``
     selects the upsampling grid of the logits (True for models imported from TF DeepLab).
+
+    A model describes itself: ``num_classes`` (given, else read from the head) and
+    ``metadata``, a frozen ``ModelMetadata`` (class names, palette, mean/std, ignore
+    index) that checkpoints save and ``load_model`` sets; ``model.class_names`` etc. read
+    it (``AttributeError`` while unknown). ``config`` is ``create_model``'s rebuild
+    recipe, empty for a hand-built ``DeepLab(backbone, head)``, which otherwise works
+    everywhere a registered model does (predictor, export).
 
     With ``input_scales`` (DeepLab v2's multi-scale inputs, :mod:`atrous.multiscale`) the
     network runs on the image resized by every scale; the head logits are max-fused at
@@ -49,8 +140,12 @@ class DeepLab(nn.Module):
         aux_head: nn.Module | None = None,
         aux_input: str = "aux",
         align_corners: bool = False,
+        num_classes: int | None = None,
+        metadata: ModelMetadata | None = None,
     ) -> None:
         super().__init__()
+        self._num_classes = int(num_classes) if num_classes is not None else head_num_classes(head)
+        self.metadata = metadata
         self.backbone = backbone
         self.head = head
         self.aux_head = aux_head
@@ -61,9 +156,17 @@ class DeepLab(nn.Module):
         self.input_scales: tuple[float, ...] | None = None
         self.config: dict[str, Any] = {}
 
+    class_names = _metadata_property("class_names")
+    palette = _metadata_property("palette")
+    mean = _metadata_property("mean")
+    std = _metadata_property("std")
+    ignore_index = _metadata_property("ignore_index")
+
     @property
     def num_classes(self) -> int:
-        return int(self.config["num_classes"])
+        """Classes of the logits: ``config["num_classes"]`` for a registered model, else
+        given at construction or read from the head (``head_num_classes``)."""
+        return int(self.config.get("num_classes", self._num_classes))
 
     @property
     def output_stride(self) -> int:

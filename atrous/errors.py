@@ -27,6 +27,10 @@ class CheckpointError(AtrousError):
     """A checkpoint that cannot be read or belongs to another model."""
 
 
+class NotACheckpointError(CheckpointError):
+    """A readable file that is not an atrous checkpoint (e.g. ImageNet backbone weights)."""
+
+
 class TrainingError(AtrousError):
     """Training cannot continue (non-finite loss, interrupted state)."""
 

@@ -37,16 +37,15 @@ from atrous.heads import ASPP, AuxHead, CascadeHead, DeepLabV3Head, DeepLabV3Plu
 from atrous.multiscale import PAPER_SCALES, input_scales_option
 from atrous.nn.atrous_conv import skip_dead_taps
 from atrous.nn.init import he_init_
-from atrous.registry import call_checked, create_backbone, get_builder, register_model
+from atrous.registry import backbone_class, call_checked, create_backbone, get_builder, register_model
 
 __all__ = ["PAPER_VARIANTS", "DeepLab", "create_model", "format_options", "list_models", "min_input_size", "with_output_stride"]
 
 ASPP_V2_RATES = {"L": (6, 12, 18, 24), "S": (2, 4, 8, 12)}
 ASPP_V3_RATES_OS16 = (6, 12, 18)
-MULTI_GRID = (1, 2, 4)
+DEFAULT = "default"  # an option left to the backbone class's declared default (``multi_grid``)
 RESNETS = ("resnet50", "resnet101")
 BACKBONES = ("vgg16", *RESNETS, "xception65", "xception71", "mobilenet_v1", "mobilenet_v2", "mobilenet_v3_large", "mobilenet_v3_small")
-LIGHT_BACKBONES = ("xception65", "xception71", "mobilenet_v1", "mobilenet_v2", "mobilenet_v3_large", "mobilenet_v3_small")
 
 
 def _init_classifiers(head: nn.Module, num_classes: int) -> None:
@@ -100,7 +99,13 @@ def _assemble(
             he_init_(module)
             _init_classifiers(module, num_classes)
     return DeepLab(
-        backbone, head, head_inputs=head_inputs, aux_head=aux_head, aux_input=aux_input, align_corners=align_corners
+        backbone,
+        head,
+        head_inputs=head_inputs,
+        aux_head=aux_head,
+        aux_input=aux_input,
+        align_corners=align_corners,
+        num_classes=num_classes,
     )
 
 
@@ -187,7 +192,7 @@ def deeplabv3(
     num_classes: int,
     output_stride: int = 16,
     aspp_rates: Sequence[int] | None = None,
-    multi_grid: Sequence[int] | None = MULTI_GRID,
+    multi_grid: Sequence[int] | str | None = DEFAULT,
     image_pool: bool | None = None,
     separable: bool = False,
     refine_conv: bool = False,
@@ -202,8 +207,11 @@ def deeplabv3(
 
     Parallel (§3.3, the default): backbone + ASPP with image pooling (``image_pool``,
     default True). ASPP rates (6, 12, 18) at OS16 scale with the output stride (12, 24,
-    36 at OS8) unless ``aspp_rates`` is given; ResNet's last stage uses ``multi_grid``
-    unit rates. ``refine_conv`` adds torchvision's extra 3×3 conv before the classifier.
+    36 at OS8) unless ``aspp_rates`` is given. ``multi_grid``: unit rates of the
+    backbone's last stage, for backbones that support it (ResNet, Xception); by default
+    the backbone class's ``deeplab_multi_grid`` ((1, 2, 4) on ResNet, none on Xception),
+    ``None`` for none; refused on backbones without multi-grid. ``refine_conv`` adds
+    torchvision's extra 3×3 conv before the classifier.
 
     Cascade (§3.2, ResNet only): ``cascade_blocks=N`` appends N copies of block4 as
     block5 … block(4+N) at OS 16, each block's rate doubling (4, 8, 16 …) and
@@ -244,7 +252,7 @@ def deeplabv3plus(
     num_classes: int,
     output_stride: int = 16,
     aspp_rates: Sequence[int] | None = None,
-    multi_grid: Sequence[int] | None = MULTI_GRID,
+    multi_grid: Sequence[int] | str | None = DEFAULT,
     image_pool: bool = True,
     separable: bool | None = None,
     low_level_channels: int = 48,
@@ -260,8 +268,9 @@ def deeplabv3plus(
     ``decoder_convs``: 3×3 convs refining the fused features (2 in the paper; 1 is
     segmentation-models-pytorch's lighter decoder).
 
-    ``separable`` (atrous separable convs in ASPP and decoder) defaults to True on the
-    Xception and MobileNet backbones, as in the paper's Xception model, else False.
+    ``separable`` (atrous separable convs in ASPP and decoder) defaults to the backbone
+    class's ``separable_by_default`` (True on Xception and the MobileNets, as in the
+    paper's Xception model, else False). ``multi_grid`` as in :func:`deeplabv3`.
     """
     body = _backbone(backbone, output_stride, pretrained_backbone, backbone_options, multi_grid=_multi_grid_for(backbone, multi_grid))
     rates = tuple(aspp_rates) if aspp_rates is not None else rates_for_output_stride(ASPP_V3_RATES_OS16, output_stride)
@@ -273,7 +282,7 @@ def deeplabv3plus(
         low_level_channels=low_level_channels,
         decoder_convs=decoder_convs,
         image_pool=image_pool,
-        separable=backbone in LIGHT_BACKBONES if separable is None else separable,
+        separable=backbone_class(backbone).separable_by_default if separable is None else separable,
         dropout=dropout,
     )
     return _assemble(body, head, num_classes, head_inputs=("out", "low"), aux_loss=aux_loss, align_corners=align_corners)
@@ -296,13 +305,27 @@ def lraspp(
     return _assemble(body, head, num_classes, head_inputs=("out", "mid"), aux_loss=aux_loss, align_corners=align_corners)
 
 
-def _multi_grid_for(backbone: str, multi_grid: Sequence[int] | None) -> tuple[int, ...] | None:
-    """Multi-grid applies to ResNet's last stage only; ``None`` elsewhere."""
-    if backbone not in RESNETS:
-        if multi_grid is not None and tuple(multi_grid) != MULTI_GRID:
-            raise ConfigError(f"multi_grid applies to ResNet backbones ({', '.join(RESNETS)}) only; {backbone} has none")
+def _multi_grid_for(backbone: str, multi_grid: Sequence[int] | str | None) -> tuple[int, ...] | None:
+    """The ``multi_grid`` to build ``backbone`` with, from what its class declares.
+
+    ``DEFAULT``: the class's ``deeplab_multi_grid``; ``None``: none; unit rates: given to a
+    backbone whose class ``supports_multi_grid`` (its builder takes them), refused
+    (``ConfigError``) by any other — never dropped.
+    """
+    cls = backbone_class(backbone)
+    if isinstance(multi_grid, str):
+        if multi_grid != DEFAULT:
+            raise ConfigError(f"multi_grid must be unit rates such as [1, 2, 4], null or {DEFAULT!r}; got {multi_grid!r}")
+        return cls.deeplab_multi_grid
+    if multi_grid is None:
         return None
-    return tuple(multi_grid) if multi_grid is not None else None
+    if not cls.supports_multi_grid:
+        with_it = [name for name in BACKBONES if backbone_class(name).supports_multi_grid]
+        raise ConfigError(
+            f"multi_grid (unit rates of the last stage) applies to {', '.join(with_it)}; {backbone} has no multi-grid, "
+            "leave it out"
+        )
+    return tuple(int(rate) for rate in multi_grid)
 
 
 def _cascade_for(backbone: str, cascade_blocks: int) -> int | None:
@@ -402,11 +425,14 @@ def with_output_stride(model: DeepLab, output_stride: int) -> DeepLab:
     """The same weights rebuilt at another output stride (e.g. train OS16, evaluate OS8).
 
     Atrous rates that were derived from the output stride (ASPP, LargeFOV) follow it.
-    Non-parameter attributes set on ``model`` (class names, palette …) are carried over.
+    The model's ``metadata`` (class names, palette …) is carried over as one record.
     """
+    if not model.config:
+        raise ConfigError(
+            "with_output_stride rebuilds a model from its config, and this hand-built DeepLab has none; "
+            "build its backbone at the other output stride instead"
+        )
     rebuilt = create_model(**{**model.config, "output_stride": output_stride})
     rebuilt.load_state_dict(model.state_dict())
-    for key in ("class_names", "palette", "mean", "std", "ignore_index"):
-        if hasattr(model, key):
-            setattr(rebuilt, key, getattr(model, key))
+    rebuilt.metadata = model.metadata
     return rebuilt.train(model.training)

@@ -103,6 +103,19 @@ def get_builder(kind: str, name: str) -> Callable[..., nn.Module]:
     return table[name]
 
 
+def backbone_class(name: str) -> type[nn.Module]:
+    """The class a registered backbone builder returns (its return annotation), whose
+    attributes declare the backbone's capabilities (``supports_multi_grid`` …) before
+    anything is built."""
+    builder = inspect.unwrap(get_builder("backbone", name))
+    returned = builder.__annotations__.get("return")
+    if isinstance(returned, str):
+        returned = eval(returned, builder.__globals__)  # noqa: S307 - a class name in the builder's own module
+    if not (isinstance(returned, type) and issubclass(returned, nn.Module)):
+        raise TypeError(f"backbone builder {name!r} must annotate the class it returns (-> ResNet …), not {returned!r}")
+    return returned
+
+
 def create_backbone(name: str, **options: Any) -> nn.Module:
     """Build a registered backbone, e.g. ``create_backbone("resnet50", output_stride=16)``."""
     return call_checked("backbone", name, get_builder("backbone", name), options)

@@ -215,7 +215,7 @@ def int8_miou_section(args: argparse.Namespace, table: Table, scratch: Path) -> 
     from atrous import Predictor
     from atrous.cli.eval import evaluate
     from atrous.data import build_dataset
-    from atrous.engine.checkpoint import load_model
+    from atrous.checkpoint import load_model
     from atrous.export import OnnxModel
 
     model = load_model(args.checkpoint)

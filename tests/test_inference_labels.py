@@ -35,3 +35,51 @@ def test_nan_scores_never_win_on_the_cpu_nchw_path() -> None:
 
     scores = torch.tensor([[0.0, 1.0, 2.0], [float("nan"), 0.5, 0.1], [float("nan")] * 3]).T.reshape(1, 3, 1, 3).contiguous()
     assert class_labels(scores).tolist() == [[[2, 1, 0]]]
+
+
+def test_library_code_has_one_argmax_over_classes() -> None:
+    """Every label map in library code comes from ``class_labels``; the only other argmax is
+    the one exported inside the graph (``export --argmax``), which must stay one ONNX op."""
+    import re
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1] / "atrous"
+    allowed = {"labels.py", "export/_common.py"}
+    found = []
+    for path in sorted(root.rglob("*.py")):
+        relative = path.relative_to(root).as_posix()
+        for number, line in enumerate(path.read_text().splitlines(), 1):
+            code = line.split("#")[0]
+            if re.search(r"\.argmax\(", code) and relative not in allowed:
+                found.append(f"{relative}:{number}: {line.strip()}")
+    assert not found, "use atrous.labels.class_labels:\n" + "\n".join(found)
+
+
+def _plain_labels(scores: torch.Tensor) -> torch.Tensor:
+    """The definition, written out: for every pixel, the first class whose score is the largest."""
+    n, k, h, w = scores.shape
+    labels = torch.empty(n, h, w, dtype=torch.long)
+    values = scores.tolist()
+    for i in range(n):
+        for y in range(h):
+            for x in range(w):
+                column = [values[i][c][y][x] for c in range(k)]
+                labels[i, y, x] = column.index(max(column))
+    return labels
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_equals_the_plain_definition_on_random_scores_with_ties(seed: int) -> None:
+    generator = torch.Generator().manual_seed(seed)
+    n, k, h, w = (int(v) for v in torch.randint(1, 6, (4,), generator=generator))
+    k += 1  # at least 2 classes
+    dtype = (torch.float32, torch.float64)[seed % 2]
+    # Few distinct values, so most pixels tie between several classes.
+    scores = torch.randint(-2, 3, (n, k, h, w), generator=generator).to(dtype) * 0.5
+    if seed >= 3:
+        scores = scores + torch.randn(n, k, h, w, generator=generator, dtype=dtype) * (torch.rand(n, 1, h, w, generator=generator) < 0.5)
+    expected = _plain_labels(scores)
+    for layout in (torch.contiguous_format, torch.channels_last):
+        got = class_labels(scores.contiguous(memory_format=layout))
+        assert torch.equal(got, expected), layout
+    assert torch.equal(scores.argmax(1), expected)

@@ -42,6 +42,14 @@ class Backbone(nn.Module):
     backbone_name: str | None = None
     feature_info: dict[str, FeatureInfo]
     output_stride: int
+    # Capabilities, declared on the class so models ask the class instead of its name:
+    # the builder takes ``multi_grid`` (unit rates of the last stage's blocks) …
+    supports_multi_grid: bool = False
+    # … and DeepLab v3/v3+ use these unit rates when the model is given none (v3 §3.2:
+    # (1, 2, 4) on ResNet; None: no multi-grid) …
+    deeplab_multi_grid: tuple[int, ...] | None = None
+    # … and v3+'s ASPP and decoder default to atrous separable convs on it (v3+ §3.2).
+    separable_by_default: bool = False
 
     def check_input(self, x: torch.Tensor) -> None:
         """Raise ``InputError`` for a batch that is not (N, 3, H ≥ min, W ≥ min)."""

@@ -53,6 +53,8 @@ class MobileNetBackbone(Backbone):
             ``None`` for a backbone without classifier.
     """
 
+    separable_by_default = True  # depthwise-separable through and through: v3+'s ASPP/decoder follow
+
     def __init__(
         self,
         features: nn.Sequential,

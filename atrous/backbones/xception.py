@@ -168,6 +168,8 @@ class Xception(Backbone):
     """
 
     classifier_prefixes = ("fc.",)
+    supports_multi_grid = True  # DeepLab models leave it off unless asked (deeplab_multi_grid = None)
+    separable_by_default = True
 
     def __init__(
         self,

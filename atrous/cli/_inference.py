@@ -115,7 +115,7 @@ def load_model_source(path: str, device: torch.device, output_stride: int | None
         if output_stride is not None:
             raise ConfigError("--output-stride needs a checkpoint: an ONNX graph is fixed at its export stride")
         return OnnxModel(path)
-    from atrous.engine.checkpoint import load_model
+    from atrous.checkpoint import load_model
 
     model = load_model(path, map_location=device)
     if output_stride is not None and output_stride != model.output_stride:

@@ -34,7 +34,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from atrous.convert import convert_tflite
-    from atrous.engine.checkpoint import save_checkpoint, weights_checkpoint
+    from atrous.checkpoint import save_checkpoint, weights_checkpoint
 
     source, out = Path(args.source), Path(args.out)
     if out.exists() and source.exists() and out.resolve() == source.resolve():

@@ -21,6 +21,7 @@ from PIL import Image
 
 from atrous.errors import ConfigError, DataError
 from atrous.files import atomic_path, check_output_file, same_file
+from atrous.labels import class_labels
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -103,7 +104,7 @@ def run(args: argparse.Namespace) -> int:
     pixels = torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1))).to(args.device)
     with torch.no_grad():
         refined = crf(pixels, scores, from_logits=args.logits).cpu()
-    mask = refined.argmax(0).to(torch.uint8).numpy()
+    mask = class_labels(refined[None])[0].to(torch.uint8).numpy()
 
     with contextlib.ExitStack() as outputs:  # both files are renamed into place only once both are written
         png = outputs.enter_context(atomic_path(args.out))
@@ -112,7 +113,7 @@ def run(args: argparse.Namespace) -> int:
             buffer = io.BytesIO()  # numpy's own file writes lose the OS error (e.g. a full disk)
             np.save(buffer, refined.numpy().astype(np.float32))
             outputs.enter_context(atomic_path(args.save_probs)).write_bytes(buffer.getvalue())
-    before = scores.argmax(0).cpu().numpy().astype(np.uint8)
+    before = class_labels(scores[None])[0].cpu().numpy().astype(np.uint8)
     changed = int((before != mask).sum())
     print(f"wrote {args.out} ({width}x{height}, {probs.shape[0]} classes; the CRF changed {changed} pixels)")
     return 0

@@ -69,7 +69,7 @@ def evaluate(
     :meth:`ConfusionMatrix.compute`'s metrics plus ``images`` (how many were evaluated)."""
     from tqdm import tqdm
 
-    from atrous.engine.metrics import ConfusionMatrix
+    from atrous.metrics import ConfusionMatrix
 
     matrix = ConfusionMatrix(dataset.num_classes, ignore_index=dataset.ignore_index)
     if max_images is not None:
@@ -88,7 +88,7 @@ def _training_config(args: argparse.Namespace) -> dict[str, Any]:
     """The training config stored in an atrous checkpoint ({} for ONNX files or none)."""
     if args.checkpoint.lower().endswith(".onnx"):
         return {}
-    from atrous.engine.checkpoint import read_checkpoint
+    from atrous.checkpoint import read_checkpoint
 
     return dict(read_checkpoint(args.checkpoint).get("train_config") or {})
 

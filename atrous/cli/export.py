@@ -73,7 +73,7 @@ def load_export_model(args: argparse.Namespace) -> nn.Module:
     from atrous.models import create_model, with_output_stride
 
     if args.checkpoint:
-        from atrous.engine.checkpoint import load_model
+        from atrous.checkpoint import load_model
 
         model = load_model(args.checkpoint)
         config = model.config

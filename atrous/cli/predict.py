@@ -38,6 +38,7 @@ from atrous.cli._inference import (
 )
 from atrous.errors import ConfigError, DataError
 from atrous.files import atomic_path, check_not_input, check_writable_folder, same_file
+from atrous.labels import class_labels
 
 logger = logging.getLogger(__name__)
 
@@ -211,12 +212,12 @@ def run(args: argparse.Namespace) -> int:
         images = [image for image, _ in batch]
         probabilities = predictor.predict_proba(images)
         for image, (_, path), probs in zip(images, batch, probabilities):
-            labels = probs.argmax(0).numpy()
+            labels = class_labels(probs[None])[0].numpy()
             crf_labels = None
             if crf is not None:
                 with torch.inference_mode():
                     refined = crf(image[None].to(device), probs[None].to(device))
-                crf_labels = refined[0].argmax(0).cpu().numpy()
+                crf_labels = class_labels(refined)[0].cpu().numpy()
             palette = _palette(model, probs.shape[0])
             names = (list(getattr(model, "class_names", None) or []) or [str(i) for i in range(len(palette))]) if args.panel else None
             write_outputs(out, path.stem, image.permute(1, 2, 0).numpy(), labels, palette, args.alpha, crf_labels, names)

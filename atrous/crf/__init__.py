@@ -1,7 +1,9 @@
 """Dense CRF (Krähenbühl & Koltun 2011) in pure PyTorch: CPU or GPU, batched, differentiable.
 
 ``DenseCRF`` refines any model's class probabilities with the image; ``tune`` holds
-DeepLab's cross-validation of the kernel parameters. This package imports nothing from
+DeepLab's cross-validation of the kernel parameters; ``reference.mean_field`` is the
+same mean field written as the paper's Algorithm 1, which the tests hold ``DenseCRF``
+equal to. This package imports nothing from
 atrous but its errors, so it can refine the output of any model.
 """
 

@@ -23,6 +23,8 @@ from torch import Tensor
 
 from atrous.crf.dense_crf import DenseCRF
 from atrous.errors import ConfigError, InputError
+from atrous.labels import class_labels
+from atrous.metrics import confusion_matrix, mean_iou
 
 log = logging.getLogger(__name__)
 
@@ -33,29 +35,6 @@ DEEPLAB_GRID: dict[str, Sequence[float]] = {
     "bilateral_srgb": (3.0, 4.0, 5.0, 6.0),
 }
 DEEPLAB_FIXED: dict[str, Any] = {"iterations": 10, "gaussian_sxy": 3.0, "gaussian_compat": 3.0}
-
-
-def confusion_matrix(pred: Tensor, label: Tensor, num_classes: int, ignore_index: int = 255) -> Tensor:
-    """int64 (K, K) counts, rows = true class, columns = predicted; ignores ``ignore_index``."""
-    pred, label = pred.reshape(-1).long(), label.reshape(-1).long().to(pred.device)
-    keep = label != ignore_index
-    pred, label = pred[keep], label[keep]
-    if label.numel() and (label.min() < 0 or label.max() >= num_classes):
-        raise InputError(
-            f"label values must be in [0, {num_classes}) or {ignore_index} (ignored), "
-            f"found {int(label.min())}..{int(label.max())}"
-        )
-    counts = torch.bincount(label * num_classes + pred, minlength=num_classes * num_classes)
-    return counts.view(num_classes, num_classes).cpu()
-
-
-def mean_iou(confusion: Tensor) -> float:
-    """Mean intersection over union of the classes that occur (in truth or prediction)."""
-    confusion = confusion.double()
-    intersection = confusion.diag()
-    union = confusion.sum(0) + confusion.sum(1) - intersection
-    present = union > 0
-    return float((intersection[present] / union[present]).mean()) if present.any() else float("nan")
 
 
 def grid(space: Mapping[str, Sequence[float]] = DEEPLAB_GRID) -> list[dict[str, float]]:
@@ -126,7 +105,7 @@ def search(
         for image, p, label in data:
             p = p.to(device)
             refined = p if crf is None else crf(image.to(device), p)
-            confusion += confusion_matrix(refined.argmax(0), label, num_classes, ignore_index)
+            confusion += confusion_matrix(class_labels(refined[None])[0], label, num_classes, ignore_index).cpu()
         return mean_iou(confusion)
 
     results: list[tuple[dict[str, Any], float]] = [({"iterations": 0}, score(None))]

@@ -12,12 +12,12 @@ from torch import nn
 from torch.utils.data import BatchSampler, DataLoader
 
 from atrous.backbones.weights import IMAGENET
-from atrous.engine.checkpoint import load_weights, read_checkpoint
+from atrous.checkpoint import load_weights, read_checkpoint
 from atrous.engine.config import TrainConfig
 from atrous.engine.distributed import DistContext
 from atrous.engine.losses import SegmentationLoss
 from atrous.engine.sampling import EpochSampler, SeededDataset
-from atrous.errors import CheckpointError, ConfigError, DataError
+from atrous.errors import CheckpointError, ConfigError, DataError, NotACheckpointError
 
 log = logging.getLogger(__name__)
 
@@ -189,10 +189,8 @@ def _atrous_checkpoint_or_none(path: str) -> dict[str, Any] | None:
         return None
     try:
         return read_checkpoint(path)
-    except CheckpointError as error:
-        if "is not an atrous checkpoint" in str(error):
-            return None
-        raise
+    except NotACheckpointError:
+        return None
 
 
 def build_optimizer(config: TrainConfig, model: nn.Module) -> torch.optim.Optimizer:

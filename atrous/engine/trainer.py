@@ -47,7 +47,7 @@ from atrous.engine.runlog import RunLog
 from atrous.engine.sampling import mix_seed
 from atrous.engine.schedule import PolyLR
 from atrous.errors import ConfigError, Interrupted, TrainingError
-from atrous.inference.labels import class_labels
+from atrous.labels import class_labels
 
 log = logging.getLogger(__name__)
 

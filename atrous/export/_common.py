@@ -18,6 +18,7 @@ from torch import nn
 from atrous.errors import AtrousError, ConfigError, DataError
 from atrous.files import atomic_path
 from atrous.inference.fast import fold_batchnorm
+from atrous.labels import class_labels
 
 __all__ = [
     "ExportError",
@@ -153,7 +154,7 @@ def verify(
         else:
             max_diff = max(max_diff, float((got - expected).abs().max()))
             max_logit = max(max_logit, float(expected.abs().max()))
-            labels, expected_labels = got.argmax(1), expected.argmax(1)
+            labels, expected_labels = class_labels(got), class_labels(expected)
         same += int((labels == expected_labels).sum())
         total += expected_labels.numel()
     agreement = same / total

@@ -55,7 +55,7 @@ def model_metadata(model: nn.Module, *, argmax: bool, input_size: tuple[int, int
     config = dict(getattr(model, "config", None) or {})
     return {
         "config": config,
-        "num_classes": config.get("num_classes"),
+        "num_classes": config.get("num_classes", getattr(model, "num_classes", None)),  # a hand-built DeepLab has no config
         "class_names": list(getattr(model, "class_names", None) or []),
         "palette": [list(c) for c in getattr(model, "palette", None) or []],
         "mean": list(getattr(model, "mean", None) or ()),

@@ -21,6 +21,7 @@ from onnxruntime.quantization.shape_inference import quant_pre_process
 from atrous.errors import ConfigError, DataError
 from atrous.export._common import ExportError, atomic_output, check_output_path, quiet_loggers
 from atrous.export.runtime import OnnxModel
+from atrous.labels import class_labels
 from atrous.nn import resize
 
 __all__ = ["CALIBRATION_METHODS", "QuantizeReport", "calibration_batches", "quantize_int8"]
@@ -135,7 +136,7 @@ def _agreement(reference: OnnxModel, quantized: OnnxModel, batches: list[np.ndar
     same = total = 0
     for batch in batches:
         image = torch.from_numpy(batch)
-        expected, got = reference(image).argmax(1), quantized(image).argmax(1)
+        expected, got = class_labels(reference(image)), class_labels(quantized(image))
         same += int((expected == got).sum())
         total += expected.numel()
     return same / total

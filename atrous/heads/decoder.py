@@ -46,6 +46,7 @@ class DeepLabV3PlusHead(nn.Module):
         block = SeparableConv2d if separable else ConvNormAct
         self.fuse = nn.Sequential(*(block(fuse_in if i == 0 else channels, channels, 3) for i in range(decoder_convs)))
         self.classifier = nn.Conv2d(channels, num_classes, 1)
+        self.num_classes = num_classes
 
     def forward(self, out: torch.Tensor, low: torch.Tensor) -> torch.Tensor:
         encoder = resize(self.aspp(out), low.shape[-2:])

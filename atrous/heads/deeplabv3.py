@@ -38,6 +38,7 @@ class DeepLabV3Head(nn.Sequential):
             layers += [nn.Conv2d(channels, channels, 3, padding=1, bias=False), nn.BatchNorm2d(channels), nn.ReLU(inplace=True)]
         layers.append(nn.Conv2d(channels, num_classes, 1))
         super().__init__(*layers)
+        self.num_classes = num_classes
 
 
 class CascadeHead(nn.Sequential):
@@ -50,3 +51,4 @@ class CascadeHead(nn.Sequential):
 
     def __init__(self, in_channels: int, num_classes: int, *, dropout: float = 0.1) -> None:
         super().__init__(nn.Dropout(dropout), nn.Conv2d(in_channels, num_classes, 1))
+        self.num_classes = num_classes

@@ -63,6 +63,7 @@ class LargeFOV(nn.Module):
         msc_inputs: Sequence[tuple[int, int]] = (),
     ) -> None:
         super().__init__()
+        self.num_classes = num_classes
         self.fc6 = nn.Conv2d(in_channels, hidden_channels, kernel_size, padding=rate * (kernel_size - 1) // 2, dilation=rate)
         self.relu6 = nn.ReLU(inplace=True)
         self.drop6 = nn.Dropout2d(dropout)

@@ -28,6 +28,7 @@ class LRASPPHead(nn.Module):
         self.scale = nn.Sequential(GlobalAveragePool(), nn.Conv2d(high_channels, channels, 1, bias=False), nn.Sigmoid())
         self.low_classifier = nn.Conv2d(low_channels, num_classes, 1)
         self.high_classifier = nn.Conv2d(channels, num_classes, 1)
+        self.num_classes = num_classes
 
     def forward(self, out: torch.Tensor, mid: torch.Tensor) -> torch.Tensor:
         x = self.cbr(out) * self.scale(out)

@@ -21,7 +21,7 @@ from torch import nn
 
 from atrous.errors import ConfigError, InputError
 from atrous.inference.fast import prepare_for_inference
-from atrous.inference.labels import class_labels
+from atrous.labels import class_labels
 from atrous.inference.windows import multi_scale_probabilities, sliding_window
 from atrous.deeplab import min_input_size
 from atrous.nn import check_scales

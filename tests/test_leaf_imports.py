@@ -1,0 +1,130 @@
+"""Inference imports no training code: the checkpoint, metrics and label leaves.
+
+``import atrous; atrous.load_model(path)`` and a ``Predictor`` on the loaded model run
+in a fresh interpreter, which then must hold no ``atrous.engine`` module and no tqdm
+beyond what ``import torch`` loads itself (torch.hub imports tqdm).
+The re-exports keep the old import paths working, and "not an atrous checkpoint" is a
+type, not a message.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from atrous.checkpoint import read_checkpoint, save_checkpoint, weights_checkpoint
+from atrous.errors import CheckpointError, InputError, NotACheckpointError
+from atrous.models import create_model
+
+REPO = Path(__file__).resolve().parents[1]
+
+# torch itself imports tqdm (torch.hub), so tqdm counts only when atrous brings it in first.
+PROBE = """
+import json, sys
+import numpy as np
+import torch
+baseline = set(sys.modules)
+def training():
+    return sorted(m for m in set(sys.modules) - baseline if m.startswith(("atrous.engine", "tqdm")))
+import atrous
+model = atrous.load_model(sys.argv[1])
+after_load = training()
+labels = atrous.Predictor(model).predict(np.zeros((40, 48, 3), np.uint8))
+after_predict = training()
+print(json.dumps({"load": after_load, "predict": after_predict, "shape": list(labels.shape),
+                  "classes": model.class_names}))
+"""
+
+
+@pytest.fixture(scope="module")
+def small_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    torch.manual_seed(0)
+    model = create_model("lraspp_mobilenet_v3_small", num_classes=3).eval()
+    path = tmp_path_factory.mktemp("leaf") / "small.pt"
+    metadata = {"class_names": ["a", "b", "c"], "palette": [[0, 0, 0], [1, 1, 1], [2, 2, 2]],
+                "mean": [0.5] * 3, "std": [0.5] * 3, "ignore_index": 255}
+    save_checkpoint(weights_checkpoint(model, metadata), path)
+    return path
+
+
+def test_load_model_and_predictor_import_no_training_code(small_checkpoint: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-c", PROBE, str(small_checkpoint)],
+        capture_output=True, text=True, cwd=REPO, timeout=300,
+        env={"PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin"},
+    )
+    assert result.returncode == 0, result.stderr
+    found = json.loads(result.stdout.strip().splitlines()[-1])
+    assert found["load"] == [], f"load_model imported training code: {found['load']}"
+    assert found["predict"] == [], f"Predictor imported training code: {found['predict']}"
+    assert found["shape"] == [40, 48] and found["classes"] == ["a", "b", "c"]
+
+
+def test_old_import_paths_are_the_leaves() -> None:
+    import atrous
+    import atrous.checkpoint as leaf
+    import atrous.engine.checkpoint as engine_checkpoint
+    import atrous.engine.metrics as engine_metrics
+    import atrous.inference.labels as inference_labels
+    import atrous.labels
+    import atrous.metrics
+
+    for name in ("load_model", "read_checkpoint", "save_checkpoint", "weights_checkpoint", "save_weights_only"):
+        assert getattr(engine_checkpoint, name) is getattr(leaf, name)
+    assert atrous.load_model is leaf.load_model
+    assert engine_metrics.ConfusionMatrix is atrous.metrics.ConfusionMatrix
+    assert inference_labels.class_labels is atrous.labels.class_labels
+    from atrous.crf import tune
+
+    assert tune.confusion_matrix is atrous.metrics.confusion_matrix and tune.mean_iou is atrous.metrics.mean_iou
+
+
+def test_not_an_atrous_checkpoint_is_a_type(tmp_path: Path) -> None:
+    path = tmp_path / "backbone.pth"
+    torch.save({"conv1.weight": torch.zeros(1)}, path)
+    with pytest.raises(NotACheckpointError, match="not an atrous checkpoint"):
+        read_checkpoint(path)
+    assert issubclass(NotACheckpointError, CheckpointError)
+    broken = tmp_path / "broken.pt"
+    broken.write_bytes(b"not a zip")
+    with pytest.raises(CheckpointError) as info:  # unreadable: a CheckpointError, but not "not a checkpoint"
+        read_checkpoint(broken)
+    assert not isinstance(info.value, NotACheckpointError)
+
+
+def test_pretrained_backbone_weights_are_not_taken_for_a_checkpoint(tmp_path: Path) -> None:
+    from atrous.engine.builders import _atrous_checkpoint_or_none
+
+    path = tmp_path / "backbone.pth"
+    torch.save({"conv1.weight": torch.zeros(1)}, path)
+    assert _atrous_checkpoint_or_none(str(path)) is None
+    broken = tmp_path / "broken.pt"
+    broken.write_bytes(b"not a zip")
+    with pytest.raises(CheckpointError, match="not a readable checkpoint"):
+        _atrous_checkpoint_or_none(str(broken))
+
+
+def test_out_of_range_labels_are_refused_the_same_way_everywhere() -> None:
+    from atrous.crf import tune
+    from atrous.metrics import ConfusionMatrix, confusion_matrix
+
+    pred = torch.tensor([[0, 1], [2, 0]])
+    for bad in (3, -1):
+        label = torch.tensor([[0, 1], [bad, 255]])
+        with pytest.raises(InputError, match=r"label values must be in \[0, 3\) or 255"):
+            confusion_matrix(pred, label, 3)
+        with pytest.raises(InputError, match=r"label values must be in \[0, 3\) or 255"):
+            ConfusionMatrix(3).update(pred[None], label[None])
+        with pytest.raises(InputError, match=r"label values must be in \[0, 3\) or 255"):
+            tune.search([torch.zeros(3, 2, 2, dtype=torch.uint8)], [torch.full((3, 2, 2), 1 / 3)], [label],
+                        candidates=[], num_classes=3)
+    ok = torch.tensor([[0, 1], [2, 255]])
+    matrix = ConfusionMatrix(3)
+    matrix.update(pred[None], ok[None])
+    assert torch.equal(matrix.matrix, confusion_matrix(pred, ok, 3))
+    assert matrix.compute()["miou"] == pytest.approx(tune.mean_iou(matrix.matrix))
