@@ -174,3 +174,37 @@ def test_a_huge_image_is_refused_with_its_size_and_the_fix(
     assert main([*argv, "--no-progress"]) == 2
     line = _one_error_line(capsys, command)
     assert "huge.png" in line and str(size[0] * size[1]) in line and "--max-pixels" in line
+
+
+def _spoil(root: Path, fault: str) -> None:
+    """Replace im1's image or mask in a clean images/ + masks/ folder by one kind of bad file."""
+    image, mask = root / "images" / "im1.png", root / "masks" / "im1.png"
+    if fault == "16-bit image":
+        Image.fromarray(np.full((40, 40), 40000, np.uint16)).save(image)
+    elif fault == "not an image":
+        image.write_bytes(b"this is a text file, not a PNG")
+    elif fault == "mask of another size":
+        Image.fromarray(np.zeros((30, 40), np.uint8)).save(mask)
+    elif fault == "label out of range":
+        Image.fromarray(np.full((40, 40), 7, np.uint8)).save(mask)
+
+
+@pytest.mark.parametrize("fault", ["16-bit image", "not an image", "mask of another size", "label out of range"])
+def test_every_kind_of_bad_file_is_one_line_from_a_worker(
+    fault: str, checkpoint: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    root = tmp_path / "data"
+    (root / "images").mkdir(parents=True)
+    (root / "masks").mkdir()
+    rng = np.random.default_rng(0)
+    for index in range(4):
+        Image.fromarray(rng.integers(0, 255, (40, 40, 3), dtype=np.uint8)).save(root / "images" / f"im{index}.png")
+        Image.fromarray(rng.integers(0, 3, (40, 40), dtype=np.uint8)).save(root / "masks" / f"im{index}.png")
+    (root / "classes.txt").write_text("bg\na\nb\n")
+    _spoil(root, fault)
+    threads = torch.get_num_threads()
+    try:  # default --workers: the error is raised in a DataLoader worker process
+        assert main(["eval", "--checkpoint", str(checkpoint), "--data", str(root), "--split", "all", "--no-progress"]) == 2
+    finally:
+        torch.set_num_threads(threads)
+    assert "im1" in _one_error_line(capsys, "eval")
