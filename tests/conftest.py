@@ -15,3 +15,15 @@ def two_threads() -> Iterator[None]:
     torch.set_num_threads(min(2, threads))
     yield
     torch.set_num_threads(threads)
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--regen-golden", action="store_true", help="rewrite tests/golden/*.pt from the current code (then review the diff)"
+    )
+
+
+@pytest.fixture
+def regen_golden(request: pytest.FixtureRequest) -> bool:
+    """True when the run was asked to rewrite the golden-output files."""
+    return bool(request.config.getoption("--regen-golden"))
