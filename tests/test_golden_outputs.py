@@ -45,5 +45,6 @@ def test_logits_equal_the_golden_file(name: str, regen_golden: bool) -> None:
         torch.save(logits, path)
     expected = torch.load(path, weights_only=True)
     assert logits.shape == expected.shape
-    scale = expected.abs().max().clamp_min(1.0)
-    assert (logits - expected).abs().max() <= 1e-4 * scale
+    # Relative to the logits' size (small: classifiers start near zero); float32 noise across
+    # CPUs is ~1e-6 of it, a changed rate or resize grid is ≥ 1e-3 of it.
+    assert (logits - expected).abs().max() <= 2e-4 * expected.abs().max()
