@@ -4,9 +4,9 @@
   same function, in one process) for every registered model and, below each, the
   papers' variants that are options of it (`atrous list --variants`); then MobileNet
   v1's ImageNet classifier for every width and resolution of its paper's Tables 6–7.
-- ``inference``, ``train``, ``crf``, ``camvid``: the latest ``bench/results/<name>.md``
-  written by ``bench/inference.py``, ``bench/train.py``, ``bench/crf.py`` and
-  ``experiments/camvid_results.py``, copied verbatim.
+- ``inference``, ``train``, ``crf``, ``camvid``, ``tflite``: the latest
+  ``bench/results/<name>.md`` written by ``bench/inference.py``, ``bench/train.py``,
+  ``bench/crf.py``, ``experiments/camvid_results.py`` and ``bench/tflite.py``, copied verbatim.
 
 Each replaces the block between the README's ``<!-- NAME:begin -->`` and
 ``<!-- NAME:end -->`` markers. Usage: ``make readme-tables`` or
@@ -21,7 +21,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
-RESULT_BLOCKS = ("inference", "train", "crf", "camvid")
+RESULT_BLOCKS = ("inference", "train", "crf", "camvid", "tflite")
 
 
 def model_rows() -> list[str]:
