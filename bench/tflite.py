@@ -4,10 +4,12 @@ The TF DeepLab authors' DeepLab v3 MobileNet v2 (PASCAL VOC, α = 1.0) as LiteRT
 it (uint8 graph, XNNPACK, its own resize and argmax) against atrous's ONNX Runtime
 exports of the converted model (``weights/voc_deeplabv3_mobilenet_v2.pt``): float32,
 and int8 (static QDQ, per-channel weights, percentile calibration on the two sample
-photos and 30 CamVid val frames). Input 513×513, batch 1, T threads for every runtime,
-one process, candidates interleaved, warm-up rounds dropped, medians reported. Every
-path goes from the 513×513 image to a label map (ONNX paths: normalised tensor →
-logits → labels). "LiteRT / path" > 1 means the path is faster than LiteRT.
+photos and 30 CamVid val frames), each with the argmax inside the graph (``atrous
+export --argmax [--int8]``, as the TFLite graph has it) and as logits turned into labels
+by ``class_labels``. Input 513×513, batch 1, T threads for every runtime, one process,
+candidates interleaved, warm-up rounds dropped, medians reported. Every path goes from
+the 513×513 image (normalised tensor for ONNX) to a label map. "LiteRT / path" > 1
+means the path is faster than LiteRT.
 Label agreement with LiteRT is over both sample photos.
 
     python bench/tflite.py [--threads 2] [--repeats 10]
@@ -86,21 +88,30 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as scratch_name:
         scratch = Path(scratch_name)
         report = export_onnx(model, scratch / "voc.onnx", input_size=(SIZE, SIZE))
+        labelled = export_onnx(model, scratch / "voc.labels.onnx", input_size=(SIZE, SIZE), argmax=True)
         batches = calibration_batches(calibration_folder(scratch), (SIZE, SIZE), model.mean, model.std, limit=32)
-        int8 = quantize_int8(report.path, scratch / "voc.int8.onnx", batches, min_agreement=0.0, method="percentile")
-        runtimes = {"ONNX Runtime float32": OnnxModel(report.path, threads=args.threads),
-                    "ONNX Runtime int8": OnnxModel(int8.path, threads=args.threads)}  # fmt: skip
+        files = {"float32": report.path, "float32, argmax in graph": labelled.path}
+        for suffix, argmax in (("", False), (", argmax in graph", True)):
+            target = scratch / f"voc.int8{'.labels' if argmax else ''}.onnx"
+            files["int8" + suffix] = quantize_int8(
+                report.path, target, batches, min_agreement=0.0, method="percentile", argmax=argmax
+            ).path
+        runtimes = {f"ONNX Runtime {label}": OnnxModel(path, threads=args.threads) for label, path in files.items()}
+
+        def labels_of(runtime: OnnxModel, tensor: torch.Tensor) -> torch.Tensor:
+            out = runtime(tensor)
+            return out if runtime.outputs_labels else class_labels(out)
 
         reference = {name: litert(image) for name, image in images.items()}
         agreement = {"LiteRT int8 (reference)": 1.0}
         for label, runtime in runtimes.items():
-            same = [float((class_labels(runtime(tensors[n]))[0].numpy() == reference[n]).mean()) for n in PHOTOS]
+            same = [float((labels_of(runtime, tensors[n])[0].numpy() == reference[n]).mean()) for n in PHOTOS]
             agreement[label] = float(np.mean(same))
 
         sample, tensor = images[PHOTOS[0]], tensors[PHOTOS[0]]
         candidates = {"LiteRT int8 (reference)": lambda: litert(sample)}
         for label, runtime in runtimes.items():
-            candidates[label] = lambda runtime=runtime: class_labels(runtime(tensor))
+            candidates[label] = lambda runtime=runtime: labels_of(runtime, tensor)
         medians = interleaved(candidates, args.warmup, args.repeats)
 
     peer = medians["LiteRT int8 (reference)"]

@@ -14,6 +14,7 @@ from _inference_models import IMAGENET_MEAN, IMAGENET_STD, single_thread, small_
 from torch import nn
 
 from atrous import list_models
+from atrous.labels import class_labels
 from atrous.errors import ConfigError, DataError
 from atrous.export import (
     ExportError,
@@ -141,6 +142,15 @@ def test_int8_mostly_agrees_with_float(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="calibration method"):
         quantize_int8(float_path, tmp_path / "int8x.onnx", batches, method="kl")
     assert not (tmp_path / "int8x.onnx").exists()
+    # The same int8 graph ending in ArgMax outputs the labels of the logits one.
+    labelled = quantize_int8(float_path, tmp_path / "int8a.onnx", batches, method="percentile", argmax=True)
+    labels_model = OnnxModel(labelled.path)
+    assert labels_model.outputs_labels and "ArgMax" in graph_ops(labelled.path)
+    image = torch.from_numpy(batches[0])
+    labels = labels_model(image)
+    assert labels.shape == (1, *SIZE) and labels.dtype == torch.int64
+    assert torch.equal(labels, class_labels(OnnxModel(percentile.path)(image)))
+    assert labelled.argmax_agreement == percentile.argmax_agreement
 
 
 def test_failed_verification_leaves_no_file(tmp_path: Path) -> None:

@@ -114,8 +114,6 @@ def _check_options(args: argparse.Namespace) -> tuple[int, int]:
         raise ConfigError("--int8 needs --calibrate DIR: a folder of images like those the model will see")
     if args.calibrate and not args.int8:
         raise ConfigError("--calibrate is only used with --int8")
-    if args.int8 and args.argmax:
-        raise ConfigError("--int8 quantises a logits model; drop --argmax")
     if args.calibrate_count < 1:
         raise ConfigError(f"--calibrate-count must be ≥ 1; got {args.calibrate_count}")
     height, width = args.size or (512, 512)
@@ -169,7 +167,7 @@ def _export_int8(model: nn.Module, out: Path, size: tuple[int, int], args: argpa
         mean = getattr(model, "mean", None) or IMAGENET_MEAN
         std = getattr(model, "std", None) or IMAGENET_STD
         batches = calibration_batches(args.calibrate, size, mean, std, limit=args.calibrate_count)
-        result = quantize_int8(float_path, out, batches, method=args.calibration_method)
+        result = quantize_int8(float_path, out, batches, method=args.calibration_method, argmax=args.argmax)
     print(
         f"wrote {out}: int8 (QDQ, per-channel) calibrated ({args.calibration_method}) on {result.calibration_images} images; "
         f"labels agree with the float model on {result.argmax_agreement:.2%} of their pixels"
