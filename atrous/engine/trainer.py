@@ -33,6 +33,7 @@ from atrous.engine.builders import (
 from atrous.engine.checkpoint import (
     describe,
     non_finite_tensors,
+    read_checkpoint,
     rng_state,
     save_checkpoint,
     set_rng_state,
@@ -41,7 +42,8 @@ from atrous.engine.checkpoint import (
 from atrous.engine.config import TrainConfig, load_config_file, make_config
 from atrous.engine.metrics import ConfusionMatrix, format_table
 from atrous.engine.interrupt import StopRequest
-from atrous.engine.resume import Position, repair_best, restore
+from atrous.engine.resume import repair_best
+from atrous.engine.state import Position, TrainState
 from atrous.engine.rundir import RunFolder, prepare_run_dir
 from atrous.engine.runlog import RunLog
 from atrous.engine.sampling import mix_seed
@@ -87,6 +89,11 @@ def train(config: TrainConfig | dict[str, Any] | str | Path) -> TrainResult:
 class Trainer:
     """One training run of one process; ``fit()`` runs it."""
 
+    @property
+    def position(self) -> Position:
+        """Where the run stands (held by the training state)."""
+        return self.state.position
+
     def __init__(self, config: TrainConfig, context: dist_utils.DistContext) -> None:
         self.config = config
         self.context = context
@@ -114,10 +121,16 @@ class Trainer:
             context.device.type, enabled=self.amp_dtype == torch.float16 and context.device.type == "cuda"
         )
         self.criterion = build_loss(config, train_set).to(context.device)
-        self.position = Position()
+        self.state = TrainState(self.model, self.optimizer, self.scheduler, self.scaler)
         saved_rng = None
         if resume_path is not None:
-            self.position, saved_rng = restore(self, resume_path)
+            saved_rng = self.state.load_checkpoint(
+                read_checkpoint(resume_path, map_location=context.device),
+                resume_path,
+                config=config,
+                iters_per_epoch=self.data.iters_per_epoch,
+                context=context,
+            )
         self.train_model: nn.Module = model
         if context.distributed:
             self.train_model = nn.parallel.DistributedDataParallel(
@@ -328,32 +341,24 @@ class Trainer:
                 f"iteration {self.position.iteration}; training stopped without saving {name}. "
                 "Lower --lr, add --clip-grad or check the data"
             )
-        data, position = self.data, self.position
+        data = self.data
         rng = dict(states[0])
         if self.context.distributed:
             rng["per_rank"] = states
-        checkpoint = {
-            "format": "atrous-checkpoint",
-            "version": 1,
-            "model": {"config": dict(self.model.config), "state_dict": self.model.state_dict()},
-            "class_names": list(data.train_set.class_names),
-            "palette": [list(color) for color in data.train_set.palette],
-            "ignore_index": int(data.train_set.ignore_index),
-            "mean": list(data.mean),
-            "std": list(data.std),
-            "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict(),
-            "scaler": self.scaler.state_dict(),
-            "rng": rng,
-            "epoch": position.epoch,
-            "iteration": position.iteration,
-            "iters_per_epoch": data.iters_per_epoch,
-            "world_size": self.context.world_size,
-            "best_miou": position.best_miou,
-            "val_miou": self.val_miou,
-            "epoch_loss": [position.loss_sum, position.loss_count],
-            "train_config": self.config.to_dict(),
-        }
+        checkpoint = self.state.to_checkpoint(
+            metadata={
+                "class_names": list(data.train_set.class_names),
+                "palette": [list(color) for color in data.train_set.palette],
+                "ignore_index": int(data.train_set.ignore_index),
+                "mean": list(data.mean),
+                "std": list(data.std),
+            },
+            rng=rng,
+            iters_per_epoch=data.iters_per_epoch,
+            world_size=self.context.world_size,
+            val_miou=self.val_miou,
+            train_config=self.config.to_dict(),
+        )
         save_checkpoint(checkpoint, self.run_dir / name)
         if self.folder is not None:
             self.folder.commit()
