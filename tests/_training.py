@@ -24,3 +24,18 @@ def tiny_run_config(out: Path, **overrides: Any) -> dict[str, Any]:
         "out": str(out),
     }
     return {**values, **overrides}
+
+
+def folder_dataset(root: Path, size: int = 40, count: int = 4) -> Path:
+    """images/ + masks/ (``count`` random 3-class pairs of ``size``²) + classes.txt at ``root``."""
+    import numpy as np
+    from PIL import Image
+
+    (root / "images").mkdir(parents=True)
+    (root / "masks").mkdir()
+    rng = np.random.default_rng(0)
+    for index in range(count):
+        Image.fromarray(rng.integers(0, 255, (size, size, 3), dtype=np.uint8)).save(root / "images" / f"im{index}.png")
+        Image.fromarray(rng.integers(0, 3, (size, size), dtype=np.uint8)).save(root / "masks" / f"im{index}.png")
+    (root / "classes.txt").write_text("bg\na\nb\n")
+    return root

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 import torch
 from _inference_models import single_thread, small_model, write_checkpoint
+from _training import folder_dataset
 from PIL import Image
 
 from atrous.cli import main
@@ -97,16 +98,9 @@ def test_two_runs_on_one_folder_the_second_is_refused_and_a_kill_frees_it(tmp_pa
 @pytest.fixture(scope="module")
 def broken_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """images/ + masks/ (3 classes, no classes.txt): one truncated image, one mask out of range."""
-    root = tmp_path_factory.mktemp("broken")
-    (root / "images").mkdir()
-    (root / "masks").mkdir()
-    rng = np.random.default_rng(0)
-    for index in range(4):
-        Image.fromarray(rng.integers(0, 255, (40, 40, 3), dtype=np.uint8)).save(root / "images" / f"im{index}.png")
-        Image.fromarray(rng.integers(0, 3, (40, 40), dtype=np.uint8)).save(root / "masks" / f"im{index}.png")
+    root = folder_dataset(tmp_path_factory.mktemp("broken") / "data")
     data = (root / "images" / "im1.png").read_bytes()
     (root / "images" / "im1.png").write_bytes(data[: len(data) // 2])
-    (root / "classes.txt").write_text("bg\na\nb\n")
     return root
 
 
@@ -193,14 +187,7 @@ def _spoil(root: Path, fault: str) -> None:
 def test_every_kind_of_bad_file_is_one_line_from_a_worker(
     fault: str, checkpoint: Path, tmp_path: Path, capsys: pytest.CaptureFixture
 ) -> None:
-    root = tmp_path / "data"
-    (root / "images").mkdir(parents=True)
-    (root / "masks").mkdir()
-    rng = np.random.default_rng(0)
-    for index in range(4):
-        Image.fromarray(rng.integers(0, 255, (40, 40, 3), dtype=np.uint8)).save(root / "images" / f"im{index}.png")
-        Image.fromarray(rng.integers(0, 3, (40, 40), dtype=np.uint8)).save(root / "masks" / f"im{index}.png")
-    (root / "classes.txt").write_text("bg\na\nb\n")
+    root = folder_dataset(tmp_path / "data")
     _spoil(root, fault)
     threads = torch.get_num_threads()
     try:  # default --workers: the error is raised in a DataLoader worker process

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import pytest
 from _inference_models import single_thread
-from _training import tiny_run_config
+from _training import folder_dataset, tiny_run_config
 from PIL import Image
 
 from atrous.engine import train
@@ -55,14 +55,8 @@ def test_overwrite_and_resume_together_are_refused(tmp_path: Path) -> None:
 
 def _broken_folder_dataset(root: Path) -> Path:
     """images/ + masks/ with one truncated image, 3 classes (classes.txt)."""
-    (root / "images").mkdir(parents=True)
-    (root / "masks").mkdir()
-    rng = np.random.default_rng(0)
-    for index in range(4):
-        Image.fromarray(rng.integers(0, 255, (32, 32, 3), dtype=np.uint8)).save(root / "images" / f"im{index}.png")
-        Image.fromarray(rng.integers(0, 3, (32, 32), dtype=np.uint8)).save(root / "masks" / f"im{index}.png")
+    folder_dataset(root, size=32)
     (root / "images" / "im2.png").write_bytes((root / "images" / "im2.png").read_bytes()[:60])
-    (root / "classes.txt").write_text("bg\na\nb\n")
     return root
 
 
