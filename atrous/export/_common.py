@@ -17,7 +17,7 @@ from torch import nn
 
 from atrous.errors import AtrousError, ConfigError, DataError
 from atrous.files import atomic_path
-from atrous.inference.fast import fold_batchnorm
+from atrous.fold import fold_batchnorm
 from atrous.labels import class_labels
 
 __all__ = [
