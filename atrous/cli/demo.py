@@ -138,17 +138,17 @@ def run(args: argparse.Namespace) -> int:
 
     print("[4/5] drawing the summary grid", flush=True)
     _summary_grid(inputs, predictions, pairs, dataset.palette, out / "summary.png", dataset.class_names)
+    photo = _segment_real_photo(out / "voc")
     minutes = (time.perf_counter() - start) / 60
     print(f"done in {minutes:.1f} min: {out / 'summary.png'} (input | ground truth | prediction | CRF), "
-          f"overlays in {predictions}, checkpoint {checkpoint}")
-    _segment_real_photo(out / "voc")
+          f"overlays in {predictions}, checkpoint {checkpoint}" + (f"; the real photo: {photo}" if photo else ""))
     if result["miou"] < TARGET_MIOU:
         print(f"warning: val mIoU {100 * result['miou']:.1f} % is below the demo's target {100 * TARGET_MIOU:.0f} %")
         return 1
     return 0
 
 
-def _segment_real_photo(out: Path) -> None:
+def _segment_real_photo(out: Path) -> Path | None:
     """Segment the repository's sample photo with the shipped VOC model (imported from TF
     DeepLab): input | prediction | + CRF in ``out/bird_panel.png``. Skipped, and said so,
     where the weights or the photo are not at hand (e.g. an installed wheel)."""
@@ -158,11 +158,12 @@ def _segment_real_photo(out: Path) -> None:
     weights, photo = root / VOC_WEIGHTS, root / VOC_PHOTO
     if not (weights.is_file() and photo.is_file()):
         print(f"[5/5] skipped the real photo: {VOC_WEIGHTS} or {VOC_PHOTO} is not here (they ship with the repository)")
-        return
+        return None
     print(f"[5/5] segmenting a real photo with the PASCAL VOC model → {out / (photo.stem + '_panel.png')}", flush=True)
     if out.exists():
         shutil.rmtree(out)  # the demo owns this folder
-    main(["predict", str(photo), "--checkpoint", str(weights), "--out", str(out), "--crf", "--panel", "--no-progress"])
+    status = main(["predict", str(photo), "--checkpoint", str(weights), "--out", str(out), "--crf", "--panel", "--no-progress"])
+    return out / f"{photo.stem}_panel.png" if status == 0 else None
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
