@@ -181,11 +181,10 @@ def save_weights_only(source: str | Path, destination: str | Path, *, half: bool
     return save_checkpoint(slim, destination)
 
 
-def weights_checkpoint(model: nn.Module, metadata: dict[str, Any]) -> dict[str, Any]:
-    """A weights-only checkpoint of ``model`` (config + state_dict) with its ``metadata``
-    (class names, palette, mean, std, ignore index, …; the model's own ``metadata``
-    record fills what ``metadata`` leaves out): what ``load_model`` and ``--pretrained``
-    read; it cannot be resumed."""
+def model_checkpoint(model: nn.Module, metadata: dict[str, Any]) -> dict[str, Any]:
+    """The part of every checkpoint that describes the model: format, config + state_dict
+    and ``metadata`` (class names, palette, mean, std, ignore index, …; the model's own
+    ``metadata`` record fills what ``metadata`` leaves out)."""
     model = unwrap(model)
     own = model.metadata.to_checkpoint() if getattr(model, "metadata", None) is not None else {}
     return {
@@ -194,8 +193,13 @@ def weights_checkpoint(model: nn.Module, metadata: dict[str, Any]) -> dict[str, 
         "model": {"config": dict(model.config), "state_dict": model.state_dict()},
         **own,
         **metadata,
-        "weights_only": True,
     }
+
+
+def weights_checkpoint(model: nn.Module, metadata: dict[str, Any]) -> dict[str, Any]:
+    """A weights-only checkpoint (:func:`model_checkpoint`): what ``load_model`` and
+    ``--pretrained`` read; it cannot be resumed."""
+    return {**model_checkpoint(model, metadata), "weights_only": True}
 
 
 def describe(config: dict[str, Any]) -> str:

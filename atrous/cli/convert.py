@@ -14,8 +14,6 @@ import argparse
 import logging
 from pathlib import Path
 
-from atrous.errors import ConfigError
-
 logger = logging.getLogger(__name__)
 
 
@@ -33,16 +31,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from atrous.convert import convert_tflite
     from atrous.checkpoint import save_checkpoint, weights_checkpoint
+    from atrous.convert import convert_tflite
+    from atrous.files import check_output_file
 
-    source, out = Path(args.source), Path(args.out)
-    if out.exists() and source.exists() and out.resolve() == source.resolve():
-        raise ConfigError(f"--out {out} is the source file; choose another name")
-    if out.exists() and not args.force:
-        raise ConfigError(f"{out} exists; pass --force to replace it")
-    if not out.parent.is_dir():
-        raise ConfigError(f"the folder of --out, {out.parent}, does not exist")
+    source = Path(args.source)
+    out = check_output_file(args.out, "--out", force=args.force, inputs=[source])
     model, metadata = convert_tflite(source)
     save_checkpoint(weights_checkpoint(model, metadata), out)
     config = model.config

@@ -207,6 +207,8 @@ def run(args: argparse.Namespace) -> int:
     crf = make_crf(device, settings) if settings is not None else None
     out.mkdir(parents=True, exist_ok=True)
     loader = DataLoader(_Images(paths, max_pixels(args)), batch_size=args.batch_size, num_workers=args.workers, collate_fn=collate_list)
+    # Legend names of the panel (classes without a name are shown by index).
+    names = list(getattr(model, "class_names", None) or []) if args.panel else None
     written = 0
     for batch in tqdm(loader, desc="predict", unit="batch", disable=not args.progress, file=sys.stderr):
         images = [image for image, _ in batch]
@@ -219,7 +221,6 @@ def run(args: argparse.Namespace) -> int:
                     refined = crf(image[None].to(device), probs[None].to(device))
                 crf_labels = class_labels(refined)[0].cpu().numpy()
             palette = _palette(model, probs.shape[0])
-            names = (list(getattr(model, "class_names", None) or []) or [str(i) for i in range(len(palette))]) if args.panel else None
             write_outputs(out, path.stem, image.permute(1, 2, 0).numpy(), labels, palette, args.alpha, crf_labels, names)
             written += 1
     print(f"wrote predictions for {written} image{'s' if written != 1 else ''} to {out}")

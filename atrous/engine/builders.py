@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 from dataclasses import dataclass
@@ -184,9 +185,17 @@ def pretrained_normalisation(config: TrainConfig) -> tuple[tuple[float, ...], tu
 def _atrous_checkpoint_or_none(path: str) -> dict[str, Any] | None:
     """The checkpoint if ``path`` is an atrous checkpoint, None if it names ImageNet backbone
     weights: another weights file, ``"imagenet"``, or a missing file (whose error from
-    ``load_backbone_weights`` names the published files that fit)."""
+    ``load_backbone_weights`` names the published files that fit). A run asks twice (its
+    data's normalisation, then its model): the file is read once."""
     if path == IMAGENET or not os.path.isfile(path) or path.endswith(".safetensors"):
         return None
+    stat = os.stat(path)
+    return _read_if_checkpoint(path, stat.st_mtime_ns, stat.st_size)
+
+
+@functools.lru_cache(maxsize=1)
+def _read_if_checkpoint(path: str, mtime_ns: int, size: int) -> dict[str, Any] | None:
+    """``read_checkpoint`` keyed by the file's identity and version (mtime, size)."""
     try:
         return read_checkpoint(path)
     except NotACheckpointError:

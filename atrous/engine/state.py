@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from atrous.checkpoint import FORMAT, VERSION, describe, load_weights
+from atrous.checkpoint import describe, load_weights, model_checkpoint
 from atrous.engine.config import TrainConfig
 from atrous.engine.distributed import DistContext
 from atrous.engine.schedule import PolyLR
@@ -72,10 +72,7 @@ class TrainState:
         """The resumable checkpoint dict (see :mod:`atrous.checkpoint` for its layout)."""
         position = self.position
         return {
-            "format": FORMAT,
-            "version": VERSION,
-            "model": {"config": dict(self.model.config), "state_dict": self.model.state_dict()},
-            **metadata,
+            **model_checkpoint(self.model, metadata),
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
             "scaler": self.scaler.state_dict(),
@@ -116,16 +113,15 @@ class TrainState:
                 f"cannot resume {describe(current)} from {path}, which holds a differently built "
                 f"{describe(saved)} ({'; '.join(differences)}); use the same model options"
             )
-        per_epoch = iters_per_epoch
-        if checkpoint.get("iters_per_epoch") != per_epoch:
+        if checkpoint.get("iters_per_epoch") != iters_per_epoch:
             raise CheckpointError(
                 f"{path} was written with {checkpoint.get('iters_per_epoch')} iterations per epoch but this run has "
-                f"{per_epoch}; resume with the same data, --batch-size, --max-iters and number of processes"
+                f"{iters_per_epoch}; resume with the same data, --batch-size, --max-iters and number of processes"
             )
         self.optimizer.load_state_dict(checkpoint["optimizer"])
         self.scheduler.load_state_dict(checkpoint["scheduler"])
         # The schedule's length follows this run's --epochs (a resumed run may be extended).
-        self.scheduler.max_iters = config.epochs * per_epoch
+        self.scheduler.max_iters = config.epochs * iters_per_epoch
         self.scheduler.power, self.scheduler.warmup_iters = config.poly_power, config.warmup_iters
         if checkpoint.get("scaler"):
             self.scaler.load_state_dict(checkpoint["scaler"])
