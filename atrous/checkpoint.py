@@ -12,7 +12,10 @@ A checkpoint is a plain dict (tensors, numbers, strings, lists, dicts only), so
      "model": {"config": model.config, "state_dict": ...},
      "class_names", "palette", "ignore_index", "mean", "std",
      "optimizer", "scheduler", "scaler", "rng", "epoch", "iteration", "best_miou",
-     "train_config", "sha256"}
+     "train_config", "ema", "sha256"}
+
+``ema`` (runs with ``--ema`` only) holds the training weights, while ``model`` holds their
+moving average, which is what is validated and what every reader of the file uses.
 
 ``sha256`` is the SHA-256 of everything else (``content_hash``): reading checks it, so
 a file damaged on disk is refused by name instead of evaluating to other numbers
@@ -159,7 +162,7 @@ def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     return checkpoint
 
 
-TRAINING_STATE = ("optimizer", "scheduler", "scaler", "rng", "epoch_loss")
+TRAINING_STATE = ("optimizer", "scheduler", "scaler", "rng", "epoch_loss", "ema")
 
 
 def save_weights_only(source: str | Path, destination: str | Path, *, half: bool = False) -> Path:

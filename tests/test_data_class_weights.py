@@ -1,4 +1,4 @@
-"""Median-frequency class weights and explicit weight strings."""
+"""Median-frequency and ENet class weights, and explicit weight strings."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from atrous.data import build_dataset, median_frequency_weights, parse_class_weights
+from atrous.data import build_dataset, enet_weights, median_frequency_weights, parse_class_weights
 from atrous.errors import ConfigError
 
 CAMVID = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "camvid"
@@ -27,6 +27,15 @@ def test_hand_computed_example_counts_ignore_pixels_in_the_total() -> None:
     weights = median_frequency_weights(masks, num_classes=3, ignore_index=255)
     assert weights.dtype == torch.float32 and weights.shape == (3,)
     torch.testing.assert_close(weights, torch.tensor([0.5625 / 0.75, 0.5625 / 0.375, 1.0]))
+
+
+def test_enet_weights_use_the_share_of_all_labelled_pixels() -> None:
+    masks = [np.array([[0, 0], [0, 0]]), np.array([[0, 0], [1, 1]]), np.array([[1, 255], [255, 255]])]
+    # 6 pixels of class 0 and 3 of class 1 among 9 labelled ones; class 2 never occurs.
+    weights = enet_weights(masks, num_classes=3, ignore_index=255)
+    expected = [1 / np.log(1.02 + 6 / 9), 1 / np.log(1.02 + 3 / 9), 1.0]
+    torch.testing.assert_close(weights, torch.tensor(expected, dtype=torch.float32))
+    assert enet_weights([np.array([[0, 1]])], 2).max() < 1 / np.log(1.02)  # bounded, unlike median frequency
 
 
 def test_rare_class_gets_the_larger_weight_on_a_dataset() -> None:

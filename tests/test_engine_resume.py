@@ -10,6 +10,7 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 import torch
 
 from atrous.cli import build_parser
@@ -20,7 +21,7 @@ from atrous.engine.checkpoint import read_checkpoint
 ITERS_PER_EPOCH = 6
 
 
-def _argv(out: Path, workers: int) -> list[str]:
+def _argv(out: Path, workers: int, extra: tuple[str, ...] = ()) -> list[str]:
     # deeplabv3plus has dropout in its head, so the torch RNG state must be restored too;
     # scale 0.5–1.5 with 32 px crops pads with the ignore label and crops at random offsets.
     return [
@@ -28,7 +29,7 @@ def _argv(out: Path, workers: int) -> list[str]:
         "--set", "dataset_options={size: 32, num_images: 24, num_classes: 3}",
         "--set", "scale_range=[0.5, 1.5]", "--crop-size", "32", "--batch-size", "4", "--epochs", "2",
         "--lr", "0.02", "--warmup-iters", "3", "--seed", "7", "--checkpoint-every", "2",
-        "--val-batch-size", "8", "--workers", str(workers), "--no-progress", "--out", str(out),
+        "--val-batch-size", "8", "--workers", str(workers), "--no-progress", "--out", str(out), *extra,
     ]
 
 
@@ -36,10 +37,12 @@ def _env() -> dict[str, str]:
     return {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 
 
-def test_killed_and_resumed_run_matches_uninterrupted(tmp_path: Path) -> None:
+@pytest.mark.parametrize("extra", [(), ("--ema", "0.9")], ids=["plain", "ema"])
+def test_killed_and_resumed_run_matches_uninterrupted(tmp_path: Path, extra: tuple[str, ...]) -> None:
+    """With ``--ema`` both the average (``model``) and the training weights must match."""
     interrupted = tmp_path / "interrupted"
     process = subprocess.Popen(
-        [sys.executable, "-m", "atrous", *_argv(interrupted, workers=1)],
+        [sys.executable, "-m", "atrous", *_argv(interrupted, workers=1, extra=extra)],
         env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
     )
     checkpoint = interrupted / "last.pt"
@@ -58,7 +61,7 @@ def test_killed_and_resumed_run_matches_uninterrupted(tmp_path: Path) -> None:
     assert saved["epoch"] == 0 and 0 < saved["iteration"] < ITERS_PER_EPOCH, "the kill was not mid-epoch"
 
     resumed = subprocess.run(
-        [sys.executable, "-m", "atrous", *_argv(interrupted, workers=0), "--resume"],
+        [sys.executable, "-m", "atrous", *_argv(interrupted, workers=0, extra=extra), "--resume"],
         env=_env(), capture_output=True, text=True, timeout=300, check=False,
     )
     assert resumed.returncode == 0, resumed.stderr[-3000:]
@@ -67,7 +70,7 @@ def test_killed_and_resumed_run_matches_uninterrupted(tmp_path: Path) -> None:
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        reference = train(config_from_args(build_parser().parse_args(_argv(tmp_path / "reference", workers=0))))
+        reference = train(config_from_args(build_parser().parse_args(_argv(tmp_path / "reference", workers=0, extra=extra))))
     finally:
         torch.set_num_threads(threads)
 
@@ -76,6 +79,10 @@ def test_killed_and_resumed_run_matches_uninterrupted(tmp_path: Path) -> None:
     assert got["iteration"] == expected["iteration"] == 2 * ITERS_PER_EPOCH
     for key, value in expected["model"]["state_dict"].items():
         assert torch.equal(got["model"]["state_dict"][key], value), key
+    if extra:
+        assert got["ema"]["updates"] == expected["ema"]["updates"] == 2 * ITERS_PER_EPOCH
+        for key, value in expected["ema"]["train_state_dict"].items():
+            assert torch.equal(got["ema"]["train_state_dict"][key], value), key
     assert got["best_miou"] == expected["best_miou"]
     # Same log rows (losses, mIoU) apart from the time column, and no duplicated epoch.
     rows = [line.split(",")[:-1] for line in (interrupted / "log.csv").read_text().splitlines()]

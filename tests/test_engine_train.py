@@ -170,6 +170,16 @@ def test_every_loss_and_optimizer_option_runs(tmp_path: Path) -> None:
         train(_config(tmp_path / "w", class_weights="1,2"))
 
 
+def test_enet_class_weights_reach_the_loss(tmp_path: Path) -> None:
+    from atrous.data import build_dataset, enet_weights
+    from atrous.engine.builders import build_loss
+
+    config = make_config(_config(tmp_path / "enet", class_weights="enet"))
+    train_set = build_dataset("shapes", None, "train", **config.dataset_options)
+    loss = build_loss(config, train_set)
+    torch.testing.assert_close(loss.class_weights, enet_weights(train_set, 3, train_set.ignore_index))
+
+
 def test_parameter_groups_get_head_multiplier_and_decay_on_weights_only() -> None:
     model = create_model(MODEL, num_classes=3)
     config = make_config(_config(Path("unused"), lr=0.1, head_lr_mult=10.0, weight_decay=1e-4))

@@ -12,7 +12,7 @@ from __future__ import annotations
 from atrous.data.ade20k import ADE20K, ADE20K_CLASSES
 from atrous.data.base import SegmentationDataset
 from atrous.data.camvid import CAMVID_CLASSES, CAMVID_PALETTE, CamVid
-from atrous.data.class_weights import median_frequency_weights, parse_class_weights
+from atrous.data.class_weights import enet_weights, median_frequency_weights, parse_class_weights
 from atrous.data.cityscapes import CITYSCAPES_CLASSES, CITYSCAPES_PALETTE, Cityscapes
 from atrous.data.detect import DATASETS, build_dataset, dataset_options, detect_layout
 from atrous.data.folder import FolderDataset
@@ -49,6 +49,7 @@ __all__ = [
     "detect_layout",
     "eval_transforms",
     "image_size",
+    "enet_weights",
     "median_frequency_weights",
     "overlay",
     "parse_class_file",

@@ -1,10 +1,14 @@
-"""Class weights for the cross-entropy loss: median-frequency balancing, or given.
+"""Class weights for the cross-entropy loss: median-frequency balancing, ENet's, or given.
 
 Median-frequency balancing (Eigen & Fergus 2015, used by SegNet on CamVid):
 ``freq(c) = pixels of class c / total pixels of the images that contain c`` and
 ``weight(c) = median(freq) / freq(c)``. "Total pixels" counts every pixel of those
 images, ignore-labelled ones included; this reproduces the CamVid weights published
 with atrous' copy of the data (0.279 … 8.86).
+
+ENet (Paszke et al. 2016): ``weight(c) = 1 / ln(1.02 + p(c))`` with ``p(c)`` the share
+of all labelled pixels that are class c; bounded by 1/ln(1.02) ≈ 50 for rare classes
+and ≈ 1.4 for a class that covers everything, so it balances less than median frequency.
 """
 
 from __future__ import annotations
@@ -31,17 +35,11 @@ def _as_numpy(mask: np.ndarray | torch.Tensor) -> np.ndarray:
     return mask.detach().cpu().numpy() if isinstance(mask, torch.Tensor) else np.asarray(mask)
 
 
-def median_frequency_weights(
-    dataset_or_masks: _HasMasks | Iterable[np.ndarray | torch.Tensor],
-    num_classes: int,
-    ignore_index: int = 255,
-) -> torch.Tensor:
-    """Median-frequency class weights, float32 of shape (num_classes,).
+MaskSource = _HasMasks | Iterable[np.ndarray | torch.Tensor]
 
-    ``dataset_or_masks`` is an atrous dataset (only its masks are read) or an iterable
-    of (H, W) integer masks. Classes that never occur get weight 1.0 (they contribute
-    no pixels to the loss anyway) and a warning is logged.
-    """
+
+def _pixel_counts(dataset_or_masks: MaskSource, num_classes: int, ignore_index: int) -> tuple[np.ndarray, np.ndarray]:
+    """(pixels of each class, total pixels of the images containing it), int64 (num_classes,) each."""
     if num_classes < 1:
         raise ConfigError(f"num_classes must be >= 1, got {num_classes}")
     masks = dataset_or_masks.masks() if hasattr(dataset_or_masks, "masks") else dataset_or_masks
@@ -53,15 +51,45 @@ def median_frequency_weights(
         counts = np.bincount(labelled.astype(np.int64), minlength=num_classes)
         class_pixels += counts
         image_pixels += (counts > 0) * array.size
-    present = class_pixels > 0
-    if not present.any():
+    if not (class_pixels > 0).any():
         raise ConfigError("no labelled pixels found; cannot compute class weights")
-    freq = class_pixels[present] / image_pixels[present]
-    weights = np.ones(num_classes, dtype=np.float64)
-    weights[present] = np.median(freq) / freq
+    return class_pixels, image_pixels
+
+
+def _fill_absent(weights: np.ndarray, present: np.ndarray, num_classes: int) -> torch.Tensor:
+    """Weights of the present classes into a (num_classes,) float32 tensor; absent classes get 1.0."""
+    full = np.ones(num_classes, dtype=np.float64)
+    full[present] = weights
     if not present.all():
         logger.warning("classes %s never occur; their weight is set to 1.0", np.flatnonzero(~present).tolist())
-    return torch.from_numpy(weights.astype(np.float32))
+    return torch.from_numpy(full.astype(np.float32))
+
+
+def median_frequency_weights(dataset_or_masks: MaskSource, num_classes: int, ignore_index: int = 255) -> torch.Tensor:
+    """Median-frequency class weights, float32 of shape (num_classes,).
+
+    ``dataset_or_masks`` is an atrous dataset (only its masks are read) or an iterable
+    of (H, W) integer masks. Classes that never occur get weight 1.0 (they contribute
+    no pixels to the loss anyway) and a warning is logged.
+    """
+    class_pixels, image_pixels = _pixel_counts(dataset_or_masks, num_classes, ignore_index)
+    present = class_pixels > 0
+    freq = class_pixels[present] / image_pixels[present]
+    return _fill_absent(np.median(freq) / freq, present, num_classes)
+
+
+def enet_weights(
+    dataset_or_masks: MaskSource, num_classes: int, ignore_index: int = 255, c: float = 1.02
+) -> torch.Tensor:
+    """ENet's class weights ``1 / ln(c + p(class))``, float32 of shape (num_classes,).
+
+    ``p`` is each class's share of all labelled pixels; inputs as for
+    :func:`median_frequency_weights`, absent classes get 1.0.
+    """
+    class_pixels, _ = _pixel_counts(dataset_or_masks, num_classes, ignore_index)
+    present = class_pixels > 0
+    share = class_pixels[present] / class_pixels.sum()
+    return _fill_absent(1.0 / np.log(c + share), present, num_classes)
 
 
 def parse_class_weights(text: str, num_classes: int) -> torch.Tensor:

@@ -232,13 +232,15 @@ def build_optimizer(config: TrainConfig, model: nn.Module) -> torch.optim.Optimi
 
 def build_loss(config: TrainConfig, train_set: Any) -> SegmentationLoss:
     """The training loss with the configured class weights, bootstrapping and aux weight."""
-    from atrous.data import median_frequency_weights, parse_class_weights
+    from atrous.data import enet_weights, median_frequency_weights, parse_class_weights
 
     spec = config.class_weights.strip()
     weights = None
-    if spec == "median-freq":
-        weights = median_frequency_weights(train_set, train_set.num_classes, train_set.ignore_index)
-        log.info("median-frequency class weights: %s", ", ".join(f"{w:.3f}" for w in weights.tolist()))
+    computed = {"median-freq": ("median-frequency", median_frequency_weights), "enet": ("ENet", enet_weights)}
+    if spec in computed:
+        label, compute = computed[spec]
+        weights = compute(train_set, train_set.num_classes, train_set.ignore_index)
+        log.info("%s class weights: %s", label, ", ".join(f"{w:.3f}" for w in weights.tolist()))
     elif spec not in ("", "none"):
         weights = parse_class_weights(spec, train_set.num_classes)
     return SegmentationLoss(

@@ -61,12 +61,13 @@ class TrainConfig:
     warmup_iters: int = 0  # linear warmup iterations (the papers use none)
     head_lr_mult: float = 1.0  # lr multiplier of the head (v1: ×10 on the classifier)
     clip_grad: float = 0.0  # max gradient L2 norm (0 = no clipping)
+    ema: float = 0.0  # decay of a moving average of the weights per step (0 = off; e.g. 0.998): validated and saved
     amp: str = "off"  # "fp16" (CUDA, GradScaler) or "bf16"; fp16 on CPU falls back to float32
     channels_last: bool = True  # NHWC activations and weights: ~1.3× faster training on CPU (MobileNets), tensor cores on GPU
     # --- loss
     loss: str = "ce"  # "ce" or "bootstrap" (keep the hardest bootstrap_ratio of pixels per image)
     bootstrap_ratio: float = 0.25
-    class_weights: str = "none"  # "none", "median-freq" or "w0,w1,..." (one per class)
+    class_weights: str = "none"  # "none", "median-freq", "enet" (1/ln(1.02 + p)) or "w0,w1,..." (one per class)
     aux_loss: float = 0.0  # weight of the auxiliary head's loss (0 = no auxiliary head)
     # --- run
     out: str = "runs/train"  # run directory: last.pt, best.pt, log.csv, TensorBoard events
@@ -108,6 +109,8 @@ class TrainConfig:
             raise ConfigError(f"momentum must be in [0, 1) (0.9 in the papers), got {self.momentum}")
         if self.num_classes is not None and self.num_classes < 1:
             raise ConfigError(f"num_classes must be ≥ 1, got {self.num_classes}")
+        if not 0 <= self.ema < 1:
+            raise ConfigError(f"ema is the decay of the weight average per step, in [0, 1) (0 = off), got {self.ema}")
         if not 0 < self.bootstrap_ratio <= 1:
             raise ConfigError(f"bootstrap_ratio must be in (0, 1], got {self.bootstrap_ratio}")
         low, high = self.scale_range

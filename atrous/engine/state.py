@@ -17,6 +17,7 @@ from torch import nn
 from atrous.checkpoint import describe, load_weights, model_checkpoint
 from atrous.engine.config import TrainConfig
 from atrous.engine.distributed import DistContext
+from atrous.engine.ema import WeightAverage
 from atrous.engine.schedule import PolyLR
 from atrous.errors import CheckpointError
 
@@ -58,6 +59,12 @@ class TrainState:
     scheduler: PolyLR
     scaler: torch.amp.GradScaler
     position: Position = field(default_factory=Position)
+    ema: WeightAverage | None = None  # with --ema: the averaged weights, validated and saved as "model"
+
+    @property
+    def eval_model(self) -> nn.Module:
+        """The model that is validated and saved: the weight average with EMA on, else the model."""
+        return self.ema.model if self.ema is not None else self.model
 
     def to_checkpoint(
         self,
@@ -69,10 +76,13 @@ class TrainState:
         val_miou: float,
         train_config: dict[str, Any],
     ) -> dict[str, Any]:
-        """The resumable checkpoint dict (see :mod:`atrous.checkpoint` for its layout)."""
+        """The resumable checkpoint dict (see :mod:`atrous.checkpoint` for its layout); with
+        EMA its ``model`` is the weight average and ``ema`` carries the training weights."""
         position = self.position
+        ema = {"ema": self.ema.state(self.model)} if self.ema is not None else {}
         return {
-            **model_checkpoint(self.model, metadata),
+            **model_checkpoint(self.eval_model, metadata),
+            **ema,
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
             "scaler": self.scaler.state_dict(),
@@ -86,6 +96,23 @@ class TrainState:
             "epoch_loss": [position.loss_sum, position.loss_count],
             "train_config": train_config,
         }
+
+    def _load_weights(self, checkpoint: dict[str, Any], path: Path) -> None:
+        """Training weights (and the average) from a checkpoint written with or without EMA."""
+        saved_ema = checkpoint.get("ema")
+        if saved_ema is None:
+            load_weights(self.model, checkpoint, path)
+            if self.ema is not None:
+                self.ema.restart_from(self.model)
+                log.info("%s has no weight average; EMA starts from its weights", path)
+            return
+        if self.ema is not None:
+            load_weights(self.ema.model, checkpoint, path)
+            self.ema.updates = int(saved_ema.get("updates", 0))
+        else:
+            log.info("%s was trained with EMA; continuing without it (from the training weights)", path)
+        training = {**checkpoint, "model": {**checkpoint["model"], "state_dict": saved_ema["train_state_dict"]}}
+        load_weights(self.model, training, path)
 
     def load_checkpoint(
         self, checkpoint: dict[str, Any], path: Path, *, config: TrainConfig, iters_per_epoch: int, context: DistContext
@@ -102,7 +129,7 @@ class TrainState:
                 "start a new run from it with --pretrained"
             )
         saved, current = checkpoint["model"]["config"], self.model.config
-        load_weights(self.model, checkpoint, path)
+        self._load_weights(checkpoint, path)
         differences = [
             f"{key}: {saved.get(key)!r} in the checkpoint, {current.get(key)!r} now"
             for key in sorted(set(saved) | set(current))

@@ -41,6 +41,7 @@ from atrous.engine.checkpoint import (
 )
 from atrous.engine.config import TrainConfig, load_config_file, make_config
 from atrous.engine.metrics import ConfusionMatrix, format_table
+from atrous.engine.ema import WeightAverage
 from atrous.engine.interrupt import StopRequest
 from atrous.engine.resume import repair_best
 from atrous.engine.state import Position, TrainState
@@ -121,7 +122,8 @@ class Trainer:
             context.device.type, enabled=self.amp_dtype == torch.float16 and context.device.type == "cuda"
         )
         self.criterion = build_loss(config, train_set).to(context.device)
-        self.state = TrainState(self.model, self.optimizer, self.scheduler, self.scaler)
+        ema = WeightAverage(self.model, config.ema) if config.ema > 0 else None
+        self.state = TrainState(self.model, self.optimizer, self.scheduler, self.scaler, ema=ema)
         saved_rng = None
         if resume_path is not None:
             saved_rng = self.state.load_checkpoint(
@@ -289,6 +291,8 @@ class Trainer:
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.scheduler.step()
+        if self.state.ema is not None:
+            self.state.ema.update(self.model)
         self.position.iteration += 1
         return value
 
@@ -298,11 +302,11 @@ class Trainer:
         """Confusion matrix over this process's val share, summed over processes."""
         val_set, device = self.data.val_set, self.context.device
         matrix = ConfusionMatrix(val_set.num_classes, ignore_index=val_set.ignore_index, device=device)
-        self.model.eval()
+        model = self.state.eval_model.eval()
         for images, masks in self.data.val_loader:
             images = images.to(device, non_blocking=True).contiguous(memory_format=self.memory_format)
             with torch.autocast(device.type, dtype=self.amp_dtype) if self.amp_dtype else contextlib.nullcontext():
-                logits = self.model(images)
+                logits = model(images)
             matrix.update(class_labels(logits), masks.to(device))
             self.honour_stop_request()  # the epoch's steps are done: last.pt resumes at this validation
         matrix.all_reduce()
@@ -334,7 +338,7 @@ class Trainer:
         states = dist_utils.all_gather_objects(self.context, rng_state())
         if not self.context.is_main:
             return
-        bad = non_finite_tensors(self.model.state_dict())
+        bad = non_finite_tensors(self.model.state_dict()) + non_finite_tensors(self.state.eval_model.state_dict())
         if bad:
             raise TrainingError(
                 f"the weights became non-finite (NaN or inf, e.g. {bad[0]}) by epoch {self.position.epoch + 1}, "
