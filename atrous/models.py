@@ -33,7 +33,7 @@ from atrous.backbones._stride import check_output_stride
 from atrous.crf.rnn import CRFasRNN, crf_layer_options
 from atrous.errors import ConfigError
 from atrous.deeplab import DeepLab, min_input_size
-from atrous.heads import ASPP, AuxHead, CascadeHead, DeepLabV3Head, DeepLabV3PlusHead, LargeFOV, LRASPPHead, rates_for_output_stride
+from atrous.heads import ASPP, AuxHead, CascadeHead, DeepLabV3Head, DeepLabV3PlusHead, LargeFOV, LRASPPHead, pooling_window, rates_for_output_stride
 from atrous.multiscale import PAPER_SCALES, input_scales_option
 from atrous.nn.atrous_conv import skip_dead_taps
 from atrous.nn.init import he_init_
@@ -194,6 +194,7 @@ def deeplabv3(
     aspp_rates: Sequence[int] | None = None,
     multi_grid: Sequence[int] | str | None = DEFAULT,
     image_pool: bool | None = None,
+    image_pool_crop: int | Sequence[int] | None = None,
     separable: bool = False,
     refine_conv: bool = False,
     dropout: float = 0.1,
@@ -211,7 +212,10 @@ def deeplabv3(
     backbone's last stage, for backbones that support it (ResNet, Xception); by default
     the backbone class's ``deeplab_multi_grid`` ((1, 2, 4) on ResNet, none on Xception),
     ``None`` for none; refused on backbones without multi-grid. ``refine_conv`` adds
-    torchvision's extra 3×3 conv before the classifier.
+    torchvision's extra 3×3 conv before the classifier. ``image_pool_crop`` (pixels, S
+    or (H, W); TF DeepLab's ``image_pooling_crop_size``): image pooling averages over a
+    window that size instead of the whole map, so a model trained on such crops sees
+    the same image-level feature on larger test frames.
 
     Cascade (§3.2, ResNet only): ``cascade_blocks=N`` appends N copies of block4 as
     block5 … block(4+N) at OS 16, each block's rate doubling (4, 8, 16 …) and
@@ -225,7 +229,10 @@ def deeplabv3(
         backbone, output_stride, pretrained_backbone, backbone_options, multi_grid=_multi_grid_for(backbone, multi_grid), cascade_blocks=cascade
     )
     if cascade:
-        aspp_options = {"aspp_rates": aspp_rates, "image_pool": image_pool, "separable": separable or None, "refine_conv": refine_conv or None}
+        aspp_options = {
+            "aspp_rates": aspp_rates, "image_pool": image_pool, "image_pool_crop": image_pool_crop,
+            "separable": separable or None, "refine_conv": refine_conv or None,
+        }
         given = [name for name, value in aspp_options.items() if value is not None]
         if given:
             raise ConfigError(
@@ -239,11 +246,18 @@ def deeplabv3(
         num_classes,
         rates,
         image_pool=True if image_pool is None else image_pool,
+        image_pool_window=_image_pool_window(image_pool is not False, image_pool_crop, output_stride),
         separable=separable,
         refine_conv=refine_conv,
         dropout=dropout,
     )
     return _assemble(body, head, num_classes, aux_loss=aux_loss, align_corners=align_corners)
+
+
+def _image_pool_window(image_pool: bool, crop: int | Sequence[int] | None, output_stride: int) -> tuple[int, int] | None:
+    if crop is not None and not image_pool:
+        raise ConfigError("image_pool_crop sets the image pooling window, but image_pool=False removes that branch")
+    return pooling_window(crop, output_stride)
 
 
 def deeplabv3plus(
@@ -254,6 +268,7 @@ def deeplabv3plus(
     aspp_rates: Sequence[int] | None = None,
     multi_grid: Sequence[int] | str | None = DEFAULT,
     image_pool: bool = True,
+    image_pool_crop: int | Sequence[int] | None = None,
     separable: bool | None = None,
     low_level_channels: int = 48,
     decoder_convs: int = 2,
@@ -270,7 +285,8 @@ def deeplabv3plus(
 
     ``separable`` (atrous separable convs in ASPP and decoder) defaults to the backbone
     class's ``separable_by_default`` (True on Xception and the MobileNets, as in the
-    paper's Xception model, else False). ``multi_grid`` as in :func:`deeplabv3`.
+    paper's Xception model, else False). ``multi_grid`` and ``image_pool_crop`` as in
+    :func:`deeplabv3`.
     """
     body = _backbone(backbone, output_stride, pretrained_backbone, backbone_options, multi_grid=_multi_grid_for(backbone, multi_grid))
     rates = tuple(aspp_rates) if aspp_rates is not None else rates_for_output_stride(ASPP_V3_RATES_OS16, output_stride)
@@ -282,6 +298,7 @@ def deeplabv3plus(
         low_level_channels=low_level_channels,
         decoder_convs=decoder_convs,
         image_pool=image_pool,
+        image_pool_window=_image_pool_window(image_pool, image_pool_crop, output_stride),
         separable=backbone_class(backbone).separable_by_default if separable is None else separable,
         dropout=dropout,
     )

@@ -8,6 +8,11 @@
   by a 1×1 conv (256) + BN + ReLU.
 - DeepLab v3+ (§3.2): the same with atrous **separable** convs (``separable=True``).
 
+Image pooling averages the whole feature map. A model trained on crops smaller than its
+test frames then sees a different image-level feature at test time; TF DeepLab's
+``image_pooling_crop_size`` averages over a training-crop-sized window instead
+(``window``; :func:`pooling_window` converts the crop from pixels to feature cells).
+
 Module names follow torchvision's ``ASPP`` (``convs.i``, ``project``) so its
 checkpoints map key for key.
 """
@@ -19,6 +24,7 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import nn
 
+from atrous.errors import ConfigError
 from atrous.nn import ConvNormAct, SeparableConv2d
 from atrous.nn.layout import memory_format_of
 
@@ -44,23 +50,72 @@ class GlobalAveragePool(nn.Module):
         return x.mean(dim=(2, 3), keepdim=True)
 
 
-class ImagePooling(nn.Sequential):
-    """DeepLab v3 image-level features: global average pool → 1×1 conv → BN → ReLU → broadcast.
+def pooling_window(crop_size: int | Sequence[int] | None, output_stride: int) -> tuple[int, int] | None:
+    """Feature cells covered by a ``crop_size`` (pixels, one size or (H, W)) input crop at
+    ``output_stride``: ``(crop − 1) // output_stride + 1`` per side, as TF DeepLab; None stays None."""
+    if crop_size is None:
+        return None
+    size = (crop_size, crop_size) if isinstance(crop_size, int) else tuple(crop_size)
+    if len(size) != 2 or not all(isinstance(s, int) and s > 0 for s in size):
+        raise ConfigError(f"image_pool_crop must be a positive crop size in pixels, S or [H, W]; got {crop_size!r}")
+    return ((size[0] - 1) // output_stride + 1, (size[1] - 1) // output_stride + 1)
 
-    (N, C_in, H, W) → (N, C_out, H, W). Bilinear upsampling of a 1×1 map is a broadcast,
-    so it is written as one.
+
+def window_mean(x: torch.Tensor, window: tuple[int, int]) -> torch.Tensor:
+    """(N, C, H, W) → (N, C, H, W): each cell gets the mean of the ``window``-sized block
+    centred on it, shifted to lie inside the map at the borders; a window no smaller
+    than the map gives every cell the global mean.
+
+    Written with cumulative sums and index arithmetic on the symbolic size rather than
+    ``avg_pool2d``, whose kernel would be fixed at export time: the exported graph
+    gives the same numbers at every input size.
+    """
+    for dim, limit in ((2, window[0]), (3, window[1])):
+        length = x.shape[dim]
+        traced = isinstance(length, torch.Tensor)  # under torch.jit.trace sizes are tensors
+        extent = length.clamp(max=limit) if traced else torch.sym_min(limit, length)
+        sums = torch.cat([torch.zeros_like(x.narrow(dim, 0, 1)), x.cumsum(dim)], dim=dim)
+        start = (torch.arange(length, device=x.device) - limit // 2).clamp(min=0)
+        last = (length - extent).to(start.dtype) if traced else torch.full_like(start, length - extent)
+        start = torch.minimum(start, last)
+        x = (sums.index_select(dim, start + extent) - sums.index_select(dim, start)) / extent
+    return x
+
+
+class ImagePooling(nn.Sequential):
+    """DeepLab v3 image-level features: average pool → 1×1 conv → BN → ReLU → upsample.
+
+    (N, C_in, H, W) → (N, C_out, H, W). By default the pool is the global mean and the
+    upsampling of its 1×1 map a broadcast. With ``window=(h, w)`` each cell instead
+    pools the h×w block around it (:func:`window_mean`); on maps no larger than the
+    window (e.g. the training crops) that is the global mean again. TF DeepLab's
+    ``image_pooling_crop_size`` pools the same windows (valid positions, then bilinear
+    upsampling); centring each cell's window instead keeps the map's size, so the
+    graph exports with dynamic input sizes.
     """
 
-    def __init__(self, in_channels: int, out_channels: int, norm_layer: Callable[..., nn.Module] = nn.BatchNorm2d):
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        norm_layer: Callable[..., nn.Module] = nn.BatchNorm2d,
+        window: tuple[int, int] | None = None,
+    ) -> None:
         super().__init__(
             GlobalAveragePool(),
             nn.Conv2d(in_channels, out_channels, 1, bias=False),
             norm_layer(out_channels),
             nn.ReLU(inplace=True),
         )
+        self.window = None if window is None else (int(window[0]), int(window[1]))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         size = x.shape[-2:]
+        if self.window is not None:
+            local = window_mean(x, self.window)
+            for layer in list(self)[1:]:  # the 1×1 conv, BN and ReLU
+                local = layer(local)
+            return local
         pooled = super().forward(x).expand(-1, -1, *size)
         if memory_format_of(x) == torch.channels_last:
             # A broadcast view would make ASPP's concat fall back to NCHW, and the
@@ -83,6 +138,7 @@ class ASPP(nn.Module):
             ``sum_branches`` (v2).
         rates: atrous rates of the 3×3 branches.
         image_pool: add the image-level pooling branch (v3).
+        image_pool_window: (h, w) feature cells the image pooling averages (None: all).
         separable: atrous depthwise-separable convs in the 3×3 branches (v3+).
         sum_branches: v2 form — no 1×1 branch, no projection; branch outputs are summed.
         branch: v2 branch factory ``(in_channels, out_channels, rate) -> module``
@@ -97,6 +153,7 @@ class ASPP(nn.Module):
         rates: Sequence[int] = (6, 12, 18),
         *,
         image_pool: bool = True,
+        image_pool_window: tuple[int, int] | None = None,
         separable: bool = False,
         sum_branches: bool = False,
         branch: BranchFactory | None = None,
@@ -117,7 +174,7 @@ class ASPP(nn.Module):
             else:
                 convs.append(ConvNormAct(in_channels, out_channels, 3, dilation=rate, norm_layer=norm_layer))
         if image_pool:
-            convs.append(ImagePooling(in_channels, out_channels, norm_layer))
+            convs.append(ImagePooling(in_channels, out_channels, norm_layer, window=image_pool_window))
         self.convs = nn.ModuleList(convs)
         self.project = nn.Sequential(
             nn.Conv2d(len(convs) * out_channels, out_channels, 1, bias=False),

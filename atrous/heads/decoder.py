@@ -33,6 +33,7 @@ class DeepLabV3PlusHead(nn.Module):
         channels: int = 256,
         low_level_channels: int = 48,
         image_pool: bool = True,
+        image_pool_window: tuple[int, int] | None = None,
         separable: bool = False,
         dropout: float = 0.1,
         decoder_convs: int = 2,
@@ -40,7 +41,7 @@ class DeepLabV3PlusHead(nn.Module):
         super().__init__()
         if decoder_convs < 1:
             raise ConfigError(f"decoder_convs must be ≥ 1, got {decoder_convs}")
-        self.aspp = ASPP(in_channels, channels, rates, image_pool=image_pool, separable=separable, dropout=dropout)
+        self.aspp = ASPP(in_channels, channels, rates, image_pool=image_pool, image_pool_window=image_pool_window, separable=separable, dropout=dropout)
         self.low_project = ConvNormAct(low_channels, low_level_channels, 1)
         fuse_in = channels + low_level_channels
         block = SeparableConv2d if separable else ConvNormAct

@@ -27,12 +27,13 @@ class DeepLabV3Head(nn.Sequential):
         *,
         channels: int = 256,
         image_pool: bool = True,
+        image_pool_window: tuple[int, int] | None = None,
         separable: bool = False,
         refine_conv: bool = False,
         dropout: float = 0.1,
     ) -> None:
         layers: list[nn.Module] = [
-            ASPP(in_channels, channels, rates, image_pool=image_pool, separable=separable, dropout=dropout)
+            ASPP(in_channels, channels, rates, image_pool=image_pool, image_pool_window=image_pool_window, separable=separable, dropout=dropout)
         ]
         if refine_conv:
             layers += [nn.Conv2d(channels, channels, 3, padding=1, bias=False), nn.BatchNorm2d(channels), nn.ReLU(inplace=True)]

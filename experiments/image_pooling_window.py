@@ -1,0 +1,65 @@
+"""Does it matter that ASPP's image pooling saw small crops in training but whole frames at test?
+
+    python experiments/image_pooling_window.py CHECKPOINT [--data ../shared/data/camvid]
+        [--crops 0,288] [--split val] [--max-images N]
+
+A model trained on C×C crops learns its image-level feature from the mean over the
+(C/16)² feature cells of a crop, but at test time the mean covers the whole frame.
+TF DeepLab's answer is to pool over a crop-sized window at test time too
+(``image_pooling_crop_size``; atrous's model option ``image_pool_crop``). This
+evaluates the checkpoint's weights with the global mean (crop 0, the default) and with
+each crop-sized window, and prints the mIoU for each.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import atrous
+from atrous import Predictor
+from atrous.checkpoint import read_checkpoint
+from atrous.data import build_dataset
+from atrous.metrics import ConfusionMatrix
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def with_pool_crop(checkpoint: str, crop: int):
+    """The checkpoint's model rebuilt with ``image_pool_crop=crop`` (0: the global mean)."""
+    model = atrous.load_model(checkpoint)
+    config = {**model.config, "image_pool_crop": crop or None}
+    rebuilt = atrous.create_model(**config)
+    rebuilt.load_state_dict(model.state_dict())
+    rebuilt.metadata = model.metadata
+    return rebuilt.eval()
+
+
+def evaluate(model, dataset, max_images: int | None) -> float:
+    predictor = Predictor(model)
+    matrix = ConfusionMatrix(dataset.num_classes, ignore_index=dataset.ignore_index)
+    count = len(dataset) if max_images is None else min(max_images, len(dataset))
+    for index in range(count):
+        image, mask = dataset[index]
+        matrix.update(predictor.predict(image), mask)
+    return matrix.compute()["miou"]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("checkpoint")
+    parser.add_argument("--data", default=str(ROOT.parent / "shared" / "data" / "camvid"))
+    parser.add_argument("--crops", default="0,288", help="image-pooling crops in pixels to try; 0 = global mean")
+    parser.add_argument("--split", default="val")
+    parser.add_argument("--max-images", type=int)
+    args = parser.parse_args()
+    read_checkpoint(args.checkpoint)  # one clear error for a bad file before any work
+    dataset = build_dataset("camvid", args.data, args.split)
+    for crop in (int(c) for c in args.crops.split(",")):
+        label = "global mean" if not crop else f"{crop}-px window"
+        miou = evaluate(with_pool_crop(args.checkpoint, crop), dataset, args.max_images)
+        print(f"image pooling {label}: {args.split} mIoU {100 * miou:.2f} %", flush=True)
+
+
+if __name__ == "__main__":
+    main()
