@@ -1,8 +1,9 @@
 """Turn a finished CamVid run into the README's results: weights, evaluations, curve, tables.
 
-    python experiments/camvid_results.py [--run runs/camvid_deeplabv3plus_mobilenet_v2]
-        [--data ../shared/data/camvid] [--weights weights/camvid_deeplabv3plus_mobilenet_v2.pt]
-        [--short runs/short/results.jsonl] [--out bench/results/camvid.md]
+    python experiments/camvid_results.py [--run runs/camvid_phase3]
+        [--earlier runs/camvid_phase2 ...] [--data ../shared/data/camvid]
+        [--weights weights/camvid_deeplabv3plus_mobilenet_v2.pt] [--short runs/short/results.jsonl]
+        [--ablations runs/ablations] [--out bench/results/camvid.md]
 
 1. Writes the run's ``--checkpoint-name`` (default ``last.pt``: the last epoch, chosen
    without looking at val) without training state to ``--weights`` (and prints its
@@ -15,8 +16,11 @@
    Also exported to ONNX (float32 and static int8 calibrated on 32 train frames) and
    those files evaluated the same way.
 3. Measures CPU latency (Predictor, one 360×480 frame, 2 threads, median of 10).
-4. Draws the training curve (``docs/images/camvid_curve.png``) and writes ``--out``:
-   the results table, per-class IoU and the short-schedule comparison
+4. Draws the training curve of the earlier phases' runs (``--earlier``) and this one,
+   epochs counted on (``docs/images/camvid_curve.png``), and writes ``--out``: one row
+   per phase, the results table, per-class IoU, what each training change was worth
+   (``experiments/camvid_ablations.sh`` and ``image_pooling_window.py`` results in
+   ``--ablations``) and the short-schedule comparison
    (``experiments/camvid_short_schedule.sh``'s results).
 """
 
@@ -150,6 +154,73 @@ def training_summary(log_csv: Path) -> dict[str, Any]:
     }
 
 
+def phase_rows(runs: list[Path], first: int) -> list[str]:
+    """One row per phase: schedule, wall time and the last epoch's val mIoU."""
+    rows = ["| phase | run | epochs | crop | lr | wall time (2 cores) | last-epoch val mIoU % |", "|---|---|---:|---|---:|---:|---:|"]
+    import torch
+
+    for number, run in enumerate(runs, start=first):
+        summary = training_summary(run / "log.csv")
+        config = torch.load(run / "last.pt", map_location="cpu", weights_only=True).get("train_config", {})
+        with (run / "log.csv").open(newline="") as handle:
+            last = list(csv.DictReader(handle))[-1]
+        crop = config.get("crop_size")
+        crop_text = "×".join(str(c) for c in crop) if isinstance(crop, list) else f"{crop}²"
+        rows.append(
+            f"| {number} | `{shown(run)}` | {summary['epochs']} | {crop_text}, scale {config.get('scale_range')} | "
+            f"{config.get('lr')} | {summary['minutes']:.0f} min | {100 * float(last['val_miou']):.2f} |"
+        )
+    return rows
+
+
+def combined_log(runs: list[Path], out: Path) -> Path:
+    """The runs' ``log.csv`` rows one after another, epochs counted on across runs."""
+    offset, rows, fields = 0, [], None
+    for run in runs:
+        with (run / "log.csv").open(newline="") as handle:
+            reader = csv.DictReader(handle)
+            fields = reader.fieldnames
+            part = list(reader)
+        for row in part:
+            rows.append({**row, "epoch": int(row["epoch"]) + offset})
+        offset += len(part)
+    with out.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=fields)
+        writer.writeheader()
+        writer.writerows(rows)
+    return out
+
+
+def ablation_rows(folder: Path) -> list[str]:
+    """What each change was worth: ``camvid_ablations.sh`` runs and the image-pooling windows."""
+    rows: list[str] = []
+    results = folder / "results.jsonl"
+    if results.exists():
+        records = [json.loads(line) for line in results.read_text().splitlines() if line.strip()]
+        base = next((r["val_miou"] for r in records if r["run"] == "base"), None)
+        rows += ["| change (8-epoch fine-tuning phase) | val mIoU % | vs base | train time |", "|---|---:|---:|---:|"]
+        for r in records:
+            delta = "" if base is None or r["run"] == "base" else f"{100 * (r['val_miou'] - base):+.2f}"
+            rows.append(f"| {ABLATIONS.get(r['run'], r['run'])} | {100 * r['val_miou']:.2f} | {delta} | {r['train_seconds'] / 60:.1f} min |")
+    pooling = folder / "image_pooling.jsonl"
+    if pooling.exists():
+        records = [json.loads(line) for line in pooling.read_text().splitlines() if line.strip()]
+        rows += ["", "| weights | image pooling at test time | val mIoU % |", "|---|---|---:|"]
+        for r in records:
+            how = "global mean (as trained on whole frames)" if not r["image_pool_crop"] else f"`image_pool_crop={r['image_pool_crop']}`"
+            rows.append(f"| `{r['checkpoint']}` | {how} | {100 * r['miou']:.2f} |")
+    return rows or ["(not run yet: experiments/camvid_ablations.sh)"]
+
+
+ABLATIONS = {
+    "base": "base: median-frequency weights, cross-entropy",
+    "enet": "ENet class weights 1/ln(1.02 + p)",
+    "ohem": "OHEM: bootstrapped CE, hardest 25 % of pixels, no class weights",
+    "ema": "EMA of the weights (decay 0.99), validated and saved",
+    "scale": "random scale 0.25–2.0 instead of 0.5–1.5",
+}
+
+
 def short_schedule_rows(path: Path, previous: Path) -> list[str]:
     """The short-schedule table from ``path``; else the one already in ``previous`` (the
     results file of an earlier session), so a rerun never drops measured rows."""
@@ -178,10 +249,14 @@ def short_schedule_rows(path: Path, previous: Path) -> list[str]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--run", type=Path, default=ROOT / "runs" / "camvid_deeplabv3plus_mobilenet_v2")
+    parser.add_argument("--run", type=Path, default=ROOT / "runs" / "camvid_phase3")
+    parser.add_argument("--earlier", type=Path, nargs="*", default=[ROOT / "runs" / "camvid_phase2"],
+                        help="run folders of the phases before --run, in order (for the curve and phase table)")
+    parser.add_argument("--first-phase", type=int, default=2, help="the phase number of the first logged run")
+    parser.add_argument("--ablations", type=Path, default=ROOT / "runs" / "ablations")
     parser.add_argument("--data", default=str(ROOT.parent / "shared" / "data" / "camvid"))
     parser.add_argument("--weights", type=Path, default=ROOT / "weights" / "camvid_deeplabv3plus_mobilenet_v2.pt")
-    parser.add_argument("--config", default="configs/camvid_deeplabv3plus_mobilenet_v2_phase2.yaml")
+    parser.add_argument("--config", default="camvid_deeplabv3plus_mobilenet_v2_phase3")
     parser.add_argument("--checkpoint-name", default="last.pt", help="the run's checkpoint to ship (default last.pt)")
     parser.add_argument(
         "--phases",
@@ -215,7 +290,9 @@ def main(argv: list[str] | None = None) -> int:
     info = describe(name, size=(360, 480), num_classes=11, with_receptive_field=False)
     summary = training_summary(args.run / "log.csv")
     args.curve.parent.mkdir(parents=True, exist_ok=True)
-    plot_training_curve(args.run / "log.csv", args.curve, title=f"{name} on CamVid from scratch ({args.config})")
+    runs = [*args.earlier, args.run]
+    curve_log = combined_log(runs, args.run / "log_all_phases.csv")
+    plot_training_curve(curve_log, args.curve, title=f"{name} on CamVid from scratch, phases {args.first_phase}–{args.first_phase + len(runs) - 1}")
 
     single = evals["single scale, OS16"]
     evals = {(k if k == TRAIN_FIT else f"val: {k}"): v for k, v in evals.items()}
@@ -229,6 +306,10 @@ def main(argv: list[str] | None = None) -> int:
         f"360×480 with `atrous eval`; CRF parameters from `atrous crf-tune` on 20 train frames "
         f"(`{shown(args.weights.with_suffix('.crf.json'))}`). Latency: `Predictor`, one 360×480 frame, "
         f"2 threads, median of 10. {time.strftime('%Y-%m-%d')}.",
+        "",
+        "Phases as logged (phase 1's log is from an earlier session; its numbers are in the recipe file):",
+        "",
+        *phase_rows(runs, args.first_phase),
         "",
         "| model | params | MAdds (360×480) | evaluation | mIoU % | pixel acc % | CPU latency |",
         "|---|---:|---:|---|---:|---:|---:|",
@@ -251,6 +332,13 @@ def main(argv: list[str] | None = None) -> int:
         "| " + " | ".join(f"{100 * v:.1f}" for v in single["iou"].values()) + " |",
         "",
         "![training curve](docs/images/camvid_curve.png)",
+        "",
+        "**What each change was worth** (`experiments/camvid_ablations.sh`: each change alone on one short "
+        "fine-tuning phase from phase 2's weights, 8 epochs × 45 iterations, 288-px crops, AdamW 6e-4; one run "
+        "each, so differences under ~0.5 points are noise; `experiments/image_pooling_window.py` for the "
+        "image-pooling window):",
+        "",
+        *ablation_rows(args.ablations),
         "",
         "Published from-scratch results on the CamVid *test* split (not evaluated here: the test "
         "frames are held out): SegNet 46.4, FC-DenseNet56 58.9, FC-DenseNet67 60.1, FC-DenseNet103 66.9.",

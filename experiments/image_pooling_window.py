@@ -1,7 +1,7 @@
 """Does it matter that ASPP's image pooling saw small crops in training but whole frames at test?
 
     python experiments/image_pooling_window.py CHECKPOINT [--data ../shared/data/camvid]
-        [--crops 0,288] [--split val] [--max-images N]
+        [--crops 0,288] [--split val] [--max-images N] [--jsonl runs/ablations/image_pooling.jsonl]
 
 A model trained on C×C crops learns its image-level feature from the mean over the
 (C/16)² feature cells of a crop, but at test time the mean covers the whole frame.
@@ -14,6 +14,7 @@ each crop-sized window, and prints the mIoU for each.
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 
 import atrous
@@ -52,6 +53,7 @@ def main() -> None:
     parser.add_argument("--crops", default="0,288", help="image-pooling crops in pixels to try; 0 = global mean")
     parser.add_argument("--split", default="val")
     parser.add_argument("--max-images", type=int)
+    parser.add_argument("--jsonl", type=Path, help="also append one JSON line per crop to this file")
     args = parser.parse_args()
     read_checkpoint(args.checkpoint)  # one clear error for a bad file before any work
     dataset = build_dataset("camvid", args.data, args.split)
@@ -59,6 +61,10 @@ def main() -> None:
         label = "global mean" if not crop else f"{crop}-px window"
         miou = evaluate(with_pool_crop(args.checkpoint, crop), dataset, args.max_images)
         print(f"image pooling {label}: {args.split} mIoU {100 * miou:.2f} %", flush=True)
+        if args.jsonl is not None:
+            record = {"checkpoint": args.checkpoint, "image_pool_crop": crop, "split": args.split, "miou": miou}
+            with args.jsonl.open("a") as handle:
+                handle.write(json.dumps(record) + "\n")
 
 
 if __name__ == "__main__":

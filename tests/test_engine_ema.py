@@ -3,11 +3,13 @@ saves, and a checkpoint carries the training weights to resume from."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
+from _inference_models import single_thread
 from _training import tiny_run_config
 from torch import nn
 
@@ -23,12 +25,9 @@ from atrous.errors import ConfigError
 from atrous.metrics import ConfusionMatrix
 
 
-@pytest.fixture(autouse=True)
-def _one_thread() -> Any:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+@pytest.fixture(autouse=True, scope="module")
+def one_thread() -> Iterator[None]:
+    yield from single_thread()
 
 
 def _block() -> nn.Module:
@@ -67,8 +66,7 @@ def test_decay_outside_zero_one_is_a_config_error(decay: float) -> None:
 
 
 @pytest.fixture(scope="module")
-def ema_run(tmp_path_factory: pytest.TempPathFactory) -> Any:
-    torch.set_num_threads(1)
+def ema_run(tmp_path_factory: pytest.TempPathFactory, one_thread: None) -> Any:
     return train(tiny_run_config(tmp_path_factory.mktemp("ema") / "run", ema=0.5, epochs=2))
 
 
