@@ -205,9 +205,9 @@ def ablation_rows(folder: Path) -> list[str]:
     pooling = folder / "image_pooling.jsonl"
     if pooling.exists():
         records = [json.loads(line) for line in pooling.read_text().splitlines() if line.strip()]
-        rows += ["", "| weights | image pooling at test time | val mIoU % |", "|---|---|---:|"]
+        rows += ["", "| weights (trained on 288-px crops) | image pooling at test time | val mIoU % |", "|---|---|---:|"]
         for r in records:
-            how = "global mean (as trained on whole frames)" if not r["image_pool_crop"] else f"`image_pool_crop={r['image_pool_crop']}`"
+            how = "global mean (the default)" if not r["image_pool_crop"] else f"`image_pool_crop={r['image_pool_crop']}`"
             rows.append(f"| `{r['checkpoint']}` | {how} | {100 * r['miou']:.2f} |")
     return rows or ["(not run yet: experiments/camvid_ablations.sh)"]
 
