@@ -292,15 +292,19 @@ def main(argv: list[str] | None = None) -> int:
     args.curve.parent.mkdir(parents=True, exist_ok=True)
     runs = [*args.earlier, args.run]
     curve_log = combined_log(runs, args.run / "log_all_phases.csv")
-    plot_training_curve(curve_log, args.curve, title=f"{name} on CamVid from scratch, phases {args.first_phase}–{args.first_phase + len(runs) - 1}")
+    plot_training_curve(curve_log, args.curve, title=f"{name} on CamVid from scratch, phases {args.first_phase}-{args.first_phase + len(runs) - 1} "
+                        "(each phase's loss as trained; the loss may change between phases)")
 
     single = evals["single scale, OS16"]
     evals = {(k if k == TRAIN_FIT else f"val: {k}"): v for k, v in evals.items()}
     chosen = "the last epoch's weights" if args.checkpoint_name == "last.pt" else f"`{args.checkpoint_name}`"
+    ema = read_checkpoint(source).get("ema")
+    if ema:
+        chosen = f"the last epoch's moving average of the weights (EMA, decay {ema['decay']}: what training validated)"
     lines = [
         f"`{name}` trained from scratch on the 367 CamVid train frames (never on val). {args.phases} "
         f"This run: `atrous train --config {args.config}`, {summary['epochs']} epochs in {summary['minutes']:.0f} min "
-        f"on 2 CPU cores. Shipped: {chosen} (no selection on val; for information, the best of "
+        f"on 2 CPU cores. Shipped: {chosen}, with no selection on val (for information, the best of "
         f"{summary['validations']} validations was {100 * summary['best_miou']:.2f} % at epoch {summary['best_epoch']}). "
         f"Weights: `{shown(args.weights)}` ({size_mb:.1f} MB, SHA-256 `{sha}`). Evaluated on the 101 val frames at "
         f"360×480 with `atrous eval`; CRF parameters from `atrous crf-tune` on 20 train frames "
