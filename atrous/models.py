@@ -39,7 +39,7 @@ from atrous.nn.atrous_conv import skip_dead_taps
 from atrous.nn.init import he_init_
 from atrous.registry import backbone_class, call_checked, create_backbone, get_builder, register_model
 
-__all__ = ["PAPER_VARIANTS", "DeepLab", "create_model", "format_options", "list_models", "min_input_size", "with_output_stride"]
+__all__ = ["PAPER_VARIANTS", "DeepLab", "create_model", "format_options", "list_models", "min_input_size", "with_options", "with_output_stride"]
 
 ASPP_V2_RATES = {"L": (6, 12, 18, 24), "S": (2, 4, 8, 12)}
 ASPP_V3_RATES_OS16 = (6, 12, 18)
@@ -438,6 +438,21 @@ def list_models() -> list[str]:
     return _list()
 
 
+def with_options(model: DeepLab, **options: Any) -> DeepLab:
+    """The same weights rebuilt with other ``create_model`` options that change no weight
+    (``output_stride``, ``image_pool_crop`` …); the ``metadata`` record and the
+    train/eval mode are carried over."""
+    if not model.config:
+        raise ConfigError(
+            f"rebuilding with {', '.join(options)} starts from the model's config, and this hand-built "
+            "DeepLab has none; build it with those options instead"
+        )
+    rebuilt = create_model(**{**model.config, **options})
+    rebuilt.load_state_dict(model.state_dict())
+    rebuilt.metadata = model.metadata
+    return rebuilt.train(model.training)
+
+
 def with_output_stride(model: DeepLab, output_stride: int) -> DeepLab:
     """The same weights rebuilt at another output stride (e.g. train OS16, evaluate OS8).
 
@@ -449,7 +464,4 @@ def with_output_stride(model: DeepLab, output_stride: int) -> DeepLab:
             "with_output_stride rebuilds a model from its config, and this hand-built DeepLab has none; "
             "build its backbone at the other output stride instead"
         )
-    rebuilt = create_model(**{**model.config, "output_stride": output_stride})
-    rebuilt.load_state_dict(model.state_dict())
-    rebuilt.metadata = model.metadata
-    return rebuilt.train(model.training)
+    return with_options(model, output_stride=output_stride)

@@ -149,6 +149,7 @@ def training_summary(log_csv: Path) -> dict[str, Any]:
         "minutes": sum(float(r["time"]) for r in rows) / 60,
         "best_miou": best,
         "best_epoch": best_epoch,
+        "last_miou": scored[-1][0] if scored else float("nan"),
         "final_loss": float(rows[-1]["train_loss"]) if rows else float("nan"),
         "validations": len(scored),
     }
@@ -162,13 +163,11 @@ def phase_rows(runs: list[Path], first: int) -> list[str]:
     for number, run in enumerate(runs, start=first):
         summary = training_summary(run / "log.csv")
         config = torch.load(run / "last.pt", map_location="cpu", weights_only=True).get("train_config", {})
-        with (run / "log.csv").open(newline="") as handle:
-            last = list(csv.DictReader(handle))[-1]
         crop = config.get("crop_size")
         crop_text = "×".join(str(c) for c in crop) if isinstance(crop, list) else f"{crop}²"
         rows.append(
             f"| {number} | `{shown(run)}` | {summary['epochs']} | {crop_text}, scale {config.get('scale_range')} | "
-            f"{config.get('lr')} | {summary['minutes']:.0f} min | {100 * float(last['val_miou']):.2f} |"
+            f"{config.get('lr')} | {summary['minutes']:.0f} min | {100 * summary['last_miou']:.2f} |"
         )
     return rows
 

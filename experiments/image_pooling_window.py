@@ -19,31 +19,11 @@ from pathlib import Path
 
 import atrous
 from atrous import Predictor
-from atrous.checkpoint import read_checkpoint
+from atrous.cli.eval import evaluate
 from atrous.data import build_dataset
-from atrous.metrics import ConfusionMatrix
+from atrous.models import with_options
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def with_pool_crop(checkpoint: str, crop: int):
-    """The checkpoint's model rebuilt with ``image_pool_crop=crop`` (0: the global mean)."""
-    model = atrous.load_model(checkpoint)
-    config = {**model.config, "image_pool_crop": crop or None}
-    rebuilt = atrous.create_model(**config)
-    rebuilt.load_state_dict(model.state_dict())
-    rebuilt.metadata = model.metadata
-    return rebuilt.eval()
-
-
-def evaluate(model, dataset, max_images: int | None) -> float:
-    predictor = Predictor(model)
-    matrix = ConfusionMatrix(dataset.num_classes, ignore_index=dataset.ignore_index)
-    count = len(dataset) if max_images is None else min(max_images, len(dataset))
-    for index in range(count):
-        image, mask = dataset[index]
-        matrix.update(predictor.predict(image), mask)
-    return matrix.compute()["miou"]
 
 
 def main() -> None:
@@ -55,11 +35,12 @@ def main() -> None:
     parser.add_argument("--max-images", type=int)
     parser.add_argument("--jsonl", type=Path, help="also append one JSON line per crop to this file")
     args = parser.parse_args()
-    read_checkpoint(args.checkpoint)  # one clear error for a bad file before any work
+    model = atrous.load_model(args.checkpoint)  # one clear error for a bad file before any work
     dataset = build_dataset("camvid", args.data, args.split)
     for crop in (int(c) for c in args.crops.split(",")):
         label = "global mean" if not crop else f"{crop}-px window"
-        miou = evaluate(with_pool_crop(args.checkpoint, crop), dataset, args.max_images)
+        predictor = Predictor(with_options(model, image_pool_crop=crop or None).eval())
+        miou = evaluate(predictor, dataset, batch_size=1, workers=0, max_images=args.max_images, progress=False)["miou"]
         print(f"image pooling {label}: {args.split} mIoU {100 * miou:.2f} %", flush=True)
         if args.jsonl is not None:
             record = {"checkpoint": args.checkpoint, "image_pool_crop": crop, "split": args.split, "miou": miou}

@@ -50,6 +50,7 @@ from atrous.engine.runlog import RunLog
 from atrous.engine.sampling import mix_seed
 from atrous.engine.schedule import PolyLR
 from atrous.errors import ConfigError, Interrupted, TrainingError
+from atrous.heads import ImagePooling
 from atrous.labels import class_labels
 
 log = logging.getLogger(__name__)
@@ -340,7 +341,8 @@ class Trainer:
         states = dist_utils.all_gather_objects(self.context, rng_state())
         if not self.context.is_main:
             return
-        bad = non_finite_tensors(self.model.state_dict()) + non_finite_tensors(self.state.eval_model.state_dict())
+        checked = [self.model] if self.state.ema is None else [self.model, self.state.ema.model]
+        bad = [name for model in checked for name in non_finite_tensors(model.state_dict())]
         if bad:
             raise TrainingError(
                 f"the weights became non-finite (NaN or inf, e.g. {bad[0]}) by epoch {self.position.epoch + 1}, "
@@ -383,8 +385,6 @@ def _check_crop_size(config: TrainConfig, model: nn.Module) -> None:
 def _hint_image_pooling(config: TrainConfig, model: nn.Module, val_set: Any) -> None:
     """Log a hint when ASPP's image pooling will average whole val frames larger than the
     training crops (the image-level feature then differs between training and test)."""
-    from atrous.heads import ImagePooling
-
     if len(val_set) == 0 or not any(isinstance(m, ImagePooling) and m.window is None for m in model.modules()):
         return
     height, width = val_set[0][0].shape[-2:]
