@@ -36,6 +36,7 @@ from atrous.deeplab import DeepLab, min_input_size
 from atrous.heads import ASPP, AuxHead, CascadeHead, DeepLabV3Head, DeepLabV3PlusHead, LargeFOV, LRASPPHead, pooling_window, rates_for_output_stride
 from atrous.multiscale import PAPER_SCALES, input_scales_option
 from atrous.nn.atrous_conv import skip_dead_taps
+from atrous.nn.fake_quant import activation_quant_option, apply_activation_quant
 from atrous.nn.init import he_init_
 from atrous.registry import backbone_class, call_checked, create_backbone, get_builder, register_model
 
@@ -45,7 +46,7 @@ ASPP_V2_RATES = {"L": (6, 12, 18, 24), "S": (2, 4, 8, 12)}
 ASPP_V3_RATES_OS16 = (6, 12, 18)
 DEFAULT = "default"  # an option left to the backbone class's declared default (``multi_grid``)
 RESNETS = ("resnet50", "resnet101")
-BACKBONES = ("vgg16", *RESNETS, "xception65", "xception71", "mobilenet_v1", "mobilenet_v2", "mobilenet_v3_large", "mobilenet_v3_small")
+BACKBONES = ("vgg16", *RESNETS, "xception65", "xception71", "mobilenet_v1", "mobilenet_v2", "mobilenet_v3_large", "mobilenet_v3_small", "mobilenet_edgetpu")
 
 
 def _init_classifiers(head: nn.Module, num_classes: int) -> None:
@@ -192,6 +193,7 @@ def deeplabv3(
     num_classes: int,
     output_stride: int = 16,
     aspp_rates: Sequence[int] | None = None,
+    aspp_channels: int = 256,
     multi_grid: Sequence[int] | str | None = DEFAULT,
     image_pool: bool | None = None,
     image_pool_crop: int | Sequence[int] | None = None,
@@ -208,7 +210,8 @@ def deeplabv3(
 
     Parallel (§3.3, the default): backbone + ASPP with image pooling (``image_pool``,
     default True). ASPP rates (6, 12, 18) at OS16 scale with the output stride (12, 24,
-    36 at OS8) unless ``aspp_rates`` is given. ``multi_grid``: unit rates of the
+    36 at OS8) unless ``aspp_rates`` is given; ``aspp_channels`` is the width of every
+    branch and of the projection (256; TF DeepLab's "slim" MobileNet-EdgeTPU head uses 128). ``multi_grid``: unit rates of the
     backbone's last stage, for backbones that support it (ResNet, Xception); by default
     the backbone class's ``deeplab_multi_grid`` ((1, 2, 4) on ResNet, none on Xception),
     ``None`` for none; refused on backbones without multi-grid. ``refine_conv`` adds
@@ -230,7 +233,8 @@ def deeplabv3(
     )
     if cascade:
         aspp_options = {
-            "aspp_rates": aspp_rates, "image_pool": image_pool, "image_pool_crop": image_pool_crop,
+            "aspp_rates": aspp_rates, "aspp_channels": None if aspp_channels == 256 else aspp_channels,
+            "image_pool": image_pool, "image_pool_crop": image_pool_crop,
             "separable": separable or None, "refine_conv": refine_conv or None,
         }
         given = [name for name, value in aspp_options.items() if value is not None]
@@ -245,6 +249,7 @@ def deeplabv3(
         body.feature_info["out"].channels,
         num_classes,
         rates,
+        channels=_positive_width("aspp_channels", aspp_channels),
         image_pool=True if image_pool is None else image_pool,
         image_pool_window=_image_pool_window(image_pool is not False, image_pool_crop, output_stride),
         separable=separable,
@@ -252,6 +257,12 @@ def deeplabv3(
         dropout=dropout,
     )
     return _assemble(body, head, num_classes, aux_loss=aux_loss, align_corners=align_corners)
+
+
+def _positive_width(option: str, value: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigError(f"{option} must be a positive integer (channels); got {value!r}")
+    return value
 
 
 def _image_pool_window(image_pool: bool, crop: int | Sequence[int] | None, output_stride: int) -> tuple[int, int] | None:
@@ -266,6 +277,7 @@ def deeplabv3plus(
     num_classes: int,
     output_stride: int = 16,
     aspp_rates: Sequence[int] | None = None,
+    aspp_channels: int = 256,
     multi_grid: Sequence[int] | str | None = DEFAULT,
     image_pool: bool = True,
     image_pool_crop: int | Sequence[int] | None = None,
@@ -280,7 +292,7 @@ def deeplabv3plus(
 ) -> DeepLab:
     """DeepLab v3+ (Chen et al., ECCV 2018): v3 encoder + decoder with an OS-4 skip.
 
-    ``decoder_convs``: 3×3 convs refining the fused features (2 in the paper; 1 is
+    ``aspp_channels``: width of ASPP and the decoder (256). ``decoder_convs``: 3×3 convs refining the fused features (2 in the paper; 1 is
     segmentation-models-pytorch's lighter decoder).
 
     ``separable`` (atrous separable convs in ASPP and decoder) defaults to the backbone
@@ -295,6 +307,7 @@ def deeplabv3plus(
         body.feature_info["low"].channels,
         num_classes,
         rates,
+        channels=_positive_width("aspp_channels", aspp_channels),
         low_level_channels=low_level_channels,
         decoder_convs=decoder_convs,
         image_pool=image_pool,
@@ -361,7 +374,7 @@ def _register_family() -> None:
         register_model(f"deeplabv2_{name}")(functools.partial(deeplabv2, name))
         register_model(f"deeplabv3_{name}")(functools.partial(deeplabv3, name))
         register_model(f"deeplabv3plus_{name}")(functools.partial(deeplabv3plus, name))
-    for name in ("mobilenet_v2", "mobilenet_v3_large", "mobilenet_v3_small"):
+    for name in ("mobilenet_v2", "mobilenet_v3_large", "mobilenet_v3_small", "mobilenet_edgetpu"):
         register_model(f"lraspp_{name}")(functools.partial(lraspp, name))
 
 
@@ -375,7 +388,8 @@ def create_model(name: str, *, num_classes: int, output_stride: int | None = Non
     ``crf=True`` (or a dict of ``CRFasRNN`` options, e.g. ``{"iterations": 5, "matrix":
     True}``) ends the model with a trainable dense CRF (CRF as RNN), trained end to end.
     ``input_scales=(1.0, 0.75, 0.5)`` runs any model on DeepLab v2's multi-scale inputs
-    with max fusion (:mod:`atrous.multiscale`). Options of one version only —
+    with max fusion (:mod:`atrous.multiscale`). ``activation_quant`` reproduces the uint8
+    activation grids of a quantisation-aware trained import (:mod:`atrous.nn.fake_quant`). Options of one version only —
     ``msc`` (v1 on VGG-16), ``cascade_blocks`` (v3 on ResNet) — are refused elsewhere.
     Unknown names or options raise ``ConfigError`` listing the valid ones.
     """
@@ -387,7 +401,11 @@ def create_model(name: str, *, num_classes: int, output_stride: int | None = Non
     _check_option_scope(name, options)
     crf_options = crf_layer_options(options.pop("crf", None))
     input_scales = input_scales_option(options.pop("input_scales", None))
+    activation_quant = activation_quant_option(options.pop("activation_quant", None))
     model = skip_dead_taps(call_checked("model", name, builder, {"num_classes": num_classes, **options}))
+    if activation_quant is not None:
+        apply_activation_quant(model, activation_quant)
+        options["activation_quant"] = {path: [list(grid) for grid in grids] for path, grids in activation_quant.items()}
     if crf_options is not None:
         model.crf = CRFasRNN(num_classes, **crf_options)
         options["crf"] = crf_options

@@ -9,6 +9,7 @@ import torch
 import torchvision
 from torch import nn
 
+from atrous.backbones.mobilenet_edgetpu import mobilenet_edgetpu
 from atrous.backbones.mobilenet_v1 import mobilenet_v1
 from atrous.backbones.mobilenet_v2 import mobilenet_v2
 from atrous.backbones.mobilenet_v3 import mobilenet_v3_large, mobilenet_v3_small
@@ -24,6 +25,7 @@ BUILDERS = {
     "mobilenet_v2": mobilenet_v2,
     "mobilenet_v3_large": mobilenet_v3_large,
     "mobilenet_v3_small": mobilenet_v3_small,
+    "mobilenet_edgetpu": mobilenet_edgetpu,
 }
 # Channels of "low" (OS 4), "mid" (OS 8) and "out" at α = 1.
 CHANNELS = {
@@ -31,6 +33,7 @@ CHANNELS = {
     "mobilenet_v2": (24, 32, 320),
     "mobilenet_v3_large": (24, 40, 960),
     "mobilenet_v3_small": (16, 24, 576),
+    "mobilenet_edgetpu": (32, 48, 1280),
 }
 
 
@@ -185,6 +188,9 @@ PAPER_COUNTS = [
     ("mobilenet_v2", 1.0, 3.47e6, 300e6),  # TF-slim 3.47 M; MobileNetV2 Table 4: 300 M
     ("mobilenet_v3_large", 1.0, 5.4e6, 219e6),  # MobileNetV3 Table 3
     ("mobilenet_v3_small", 1.0, 2.5e6, 56e6),  # MobileNetV3 Table 4
+    # tensorflow/models research/slim/nets/mobilenet/mobilenet_v3.py, "V3 EDGETPU" layer table
+    # (1001 classes): 4.05 M conv parameters, 990.7 M MAdds; see test_edgetpu_published_table.
+    ("mobilenet_edgetpu", 1.0, 4.05e6, 990.7e6),
 ]
 
 
@@ -218,3 +224,32 @@ def test_bad_arguments(name):
         backbone(torch.zeros(1, 1, 64, 64))
     with pytest.raises(NotImplementedError, match="without a classifier"):
         backbone.classify(_image(32, 32))
+
+
+def test_edgetpu_published_table():
+    """The TF layer table counts conv/FC weights only (no BN), with 1001 classes: 4.05 M, 990.7 M."""
+    backbone = mobilenet_edgetpu(num_classes=1001)
+    weights = sum(m.weight.numel() for m in backbone.modules() if isinstance(m, (nn.Conv2d, nn.Linear)))
+    assert weights == pytest.approx(4.05e6, abs=0.005e6)
+    assert count_madds(backbone, (224, 224), forward=backbone.classify) == pytest.approx(990.7e6, abs=0.05e6)
+
+
+def test_edgetpu_layout():
+    """Fused blocks (a full 3×3 conv expands, no depthwise) up to OS 8, then depthwise 3×3/5×5,
+    ReLU throughout; α 0.75 gives the official Cityscapes graph's widths."""
+    backbone = mobilenet_edgetpu(width_mult=0.75, output_stride=16, slim_rates=True)
+    blocks = backbone.features[1:23]
+    assert [block.fused for block in blocks] == [True] * 9 + [False] * 13
+    assert len(blocks[0].block) == 1  # no expansion: the 1×1 projection alone
+    expand = blocks[1].block[0][0]
+    assert expand.kernel_size == (3, 3) and expand.stride == (2, 2) and expand.groups == 1
+    kernels = [block.block[1][0].kernel_size[0] for block in blocks[9:]]
+    assert kernels == [3] * 8 + [5] * 4 + [3]
+    assert not blocks[13].use_residual and blocks[12].use_residual  # V3_EDGETPU's residual=False block
+    widths = [backbone.features[0][0].out_channels]
+    widths += [block.out_channels for block in blocks]
+    assert sorted(set(widths)) == [16, 24, 40, 72, 120, 144]
+    assert backbone.feature_info["out"].channels == 1280  # kept at 1280 for α < 1
+    assert not any(isinstance(m, nn.ReLU6) for m in backbone.modules())
+    # slim_rates: the block that lost its stride keeps rate 1, the later ones get 2 (as the graph)
+    assert [block.block[1][0].dilation[0] for block in blocks[17:]] == [1, 2, 2, 2, 2]

@@ -60,7 +60,7 @@ def test_converted_model_agrees_with_litert(graph: str, tmp_path: Path) -> None:
     assert main(["convert", str(TFLITE / graph), "--out", str(out)]) == 0
     model = load_model(out)
     assert model.num_classes == 21 and model.class_names[12] == "dog" and model.palette[15] == (192, 128, 128)
-    assert model.mean == model.std == (0.5, 0.5, 0.5) and model.output_stride == 16
+    assert model.mean == model.std == (128 / 255,) * 3 and model.output_stride == 16  # the input quantisation (p − 128) / 128
     agreements = {}
     for photo in PHOTOS:
         image = photo_513(photo)
@@ -135,3 +135,79 @@ def test_cli_refuses_to_overwrite(tmp_path: Path) -> None:
     assert main(["convert", str(TFLITE / GRAPHS[1]), "--out", str(out)]) == 2
     assert out.read_bytes() == b"user data"
     assert main(["convert", str(TFLITE / GRAPHS[1]), "--out", str(TFLITE / GRAPHS[1])]) == 2
+
+
+CITYSCAPES_GRAPH = "deeplab_mobilenet_edgetpu_slim_cityscapes_quant.tflite"
+CAMVID = ROOT.parent / "shared" / "data" / "camvid"
+
+
+@pytest.fixture(scope="module")
+def cityscapes_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    if not (TFLITE / CITYSCAPES_GRAPH).is_file():
+        pytest.skip("../shared/data/deeplab-tflite has no Cityscapes graph")
+    out = tmp_path_factory.mktemp("cityscapes") / "cityscapes.pt"
+    assert main(["convert", str(TFLITE / CITYSCAPES_GRAPH), "--out", str(out)]) == 0
+    return out
+
+
+def street_frames_513() -> dict[str, np.ndarray]:
+    """cityscapes.bmp and, where CamVid is present, three of its frames squashed to 513×513."""
+    frames = {"cityscapes.bmp": photo_513("cityscapes.bmp")}
+    for split, name in (("train", "0001TP_007770.png"), ("train", "0006R0_f01260.png"), ("val", "0016E5_07959.png")):
+        path = CAMVID / split / name
+        if path.is_file():
+            frames[name] = np.asarray(Image.open(path).convert("RGB").resize((513, 513), Image.BILINEAR))
+    return frames
+
+
+def test_cityscapes_model_is_edgetpu_with_the_graphs_head(cityscapes_checkpoint: Path) -> None:
+    model = load_model(cityscapes_checkpoint)
+    config = model.config
+    assert config["name"] == "deeplabv3_mobilenet_edgetpu" and config["aspp_channels"] == 128
+    assert config["backbone_options"] == {"width_mult": 0.75, "slim_rates": True} and model.output_stride == 16
+    assert model.class_names[0] == "road" and model.class_names[-1] == "bicycle" and len(model.class_names) == 19
+    assert model.palette[13] == (0, 0, 142)  # car, Cityscapes colours
+    assert model.mean == model.std == (128 / 255,) * 3
+    grids = config["activation_quant"]
+    # Image pooling saturates at 255 · 0.0089 ≈ 2.27, then is requantised to the concat's grid.
+    pooling = grids["head.0.convs.1"]
+    assert len(pooling) == 2 and 255 * pooling[0][0] == pytest.approx(2.27, abs=0.01)
+    with torch.no_grad():
+        pooled = model.head[0].convs[1](torch.full((1, 1280, 5, 5), 3.0))
+    assert float(pooled.max()) <= 2.28
+
+
+def test_cityscapes_model_agrees_with_litert_on_street_frames(cityscapes_checkpoint: Path) -> None:
+    """Through the Predictor, as `atrous predict` runs it (float, with the graph's activation grids)."""
+    from atrous.inference import Predictor
+
+    predictor = Predictor(load_model(cityscapes_checkpoint))
+    agreements = {
+        name: float((predictor.predict(image) == litert_labels(CITYSCAPES_GRAPH, image)).mean())
+        for name, image in street_frames_513().items()
+    }
+    print("Cityscapes graph: label agreement with LiteRT " + ", ".join(f"{k} {100 * v:.2f} %" for k, v in agreements.items()))
+    assert min(agreements.values()) >= 0.93
+    assert np.mean(list(agreements.values())) >= 0.97
+
+
+def test_cityscapes_model_runs_at_any_size_and_exports(cityscapes_checkpoint: Path, tmp_path: Path) -> None:
+    from atrous.export import export_onnx
+
+    model = load_model(cityscapes_checkpoint)
+    with torch.no_grad():
+        assert model(torch.zeros(1, 3, 360, 480)).shape == (1, 19, 360, 480)
+    report = export_onnx(model, tmp_path / "cityscapes.onnx", input_size=(257, 321))
+    assert report.argmax_agreement >= 0.95
+
+
+@pytest.mark.skipif(not CAMVID.is_dir(), reason="../shared/data/camvid is not present")
+def test_cityscapes_model_fine_tunes_on_camvid_with_a_class_map(cityscapes_checkpoint: Path, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    args = ["train", "--model", "deeplabv3_mobilenet_edgetpu", "--data", str(CAMVID), "--pretrained", str(cityscapes_checkpoint),
+            "--pretrained-class-map", "cityscapes_to_camvid", "--freeze-bn", "--epochs", "1", "--max-iters", "1",
+            "--batch-size", "2", "--crop-size", "129", "--val-every", "0", "--workers", "0", "--out", str(out), "--no-progress"]  # fmt: skip
+    assert main(args) == 0
+    model = load_model(out / "last.pt")
+    assert model.num_classes == 11 and "activation_quant" not in model.config  # fine-tuned in float
+    assert model.mean == (128 / 255,) * 3  # the graph's preprocessing carries over

@@ -11,7 +11,7 @@ from atrous import create_model
 from atrous.engine.builders import build_model, load_pretrained, pretrained_normalisation
 from atrous.engine.checkpoint import save_checkpoint, weights_checkpoint
 from atrous.engine.config import make_config
-from atrous.errors import CheckpointError
+from atrous.errors import CheckpointError, ConfigError
 
 SOURCE_OPTIONS = {"aspp_rates": (), "backbone_options": {"width_mult": 0.5, "slim_rates": True}, "align_corners": True}
 
@@ -59,3 +59,30 @@ def test_training_uses_the_checkpoints_normalisation(voc_like: Path) -> None:
     config = make_config(model="deeplabv3_mobilenet_v2", pretrained=str(voc_like))
     assert pretrained_normalisation(config) == ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
     assert pretrained_normalisation(make_config()) is None
+
+
+def test_class_map_starts_each_new_row_from_its_source(tmp_path: Path) -> None:
+    """--pretrained-class-map: the new classifier's rows are copies of the mapped source rows."""
+    torch.manual_seed(0)
+    source = create_model("deeplabv3_mobilenet_v2", num_classes=4, **SOURCE_OPTIONS)
+    metadata = {"class_names": ["road", "car", "truck", "sky"], "palette": [[i, i, i] for i in range(4)],
+                "mean": [0.5] * 3, "std": [0.5] * 3, "ignore_index": 255}  # fmt: skip
+    path = save_checkpoint(weights_checkpoint(source, metadata), tmp_path / "src.pt")
+    class_map = tmp_path / "map.yaml"
+    class_map.write_text("map: {sky: Sky, car: Car, truck: Car, road: ignore}\n")
+    config = make_config(model="deeplabv3_mobilenet_v2", pretrained=str(path), pretrained_class_map=str(class_map))
+    model = build_model(config, num_classes=2, class_names=["Car", "Sky"])
+    own, saved = model.state_dict(), source.state_dict()
+    for key in ("head.1.weight", "head.1.bias"):
+        assert torch.equal(own[key], saved[key][[1, 3]]), key  # Car ← car (first listed), Sky ← sky
+    x = torch.rand(1, 3, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(model.eval()(x), source.eval()(x)[:, [1, 3]])
+
+
+def test_class_map_needs_a_source_for_every_class(voc_like: Path, tmp_path: Path) -> None:
+    class_map = tmp_path / "map.yaml"
+    class_map.write_text("{" + ", ".join(f'"{i}": {"A" if i == 0 else "ignore"}' for i in range(21)) + "}\n")
+    config = make_config(model="deeplabv3_mobilenet_v2", pretrained=str(voc_like), pretrained_class_map=str(class_map))
+    with pytest.raises(ConfigError, match="maps no source class to B"):
+        build_model(config, num_classes=2, class_names=["A", "B"])

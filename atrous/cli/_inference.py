@@ -14,6 +14,7 @@ from typing import Any
 
 import torch
 
+from atrous.class_map import ResolvedClassMap
 from atrous.data.io import DEFAULT_MAX_PIXELS, set_max_pixels
 from atrous.errors import ConfigError
 from atrous.inference import Predictor
@@ -62,6 +63,14 @@ def add_predictor_options(parser: argparse.ArgumentParser, *, default_scales: st
         help=f"input scales averaged (default {default_scales})",
     )
     parser.add_argument("--flip", action="store_true", help="also average the horizontally flipped input")
+    parser.add_argument(
+        "--input-size",
+        type=int,
+        nargs=2,
+        metavar=("H", "W"),
+        help="run the model on each image resized to H×W and resize its scores back "
+        "(e.g. 513 513 for a graph exported at that size); not with --scales",
+    )
     parser.add_argument(
         "--sliding-window",
         type=int,
@@ -180,9 +189,15 @@ def make_crf(device: torch.device, params: dict[str, Any] | None = None) -> torc
 
 
 def build_predictor(
-    model: Any, args: argparse.Namespace, device: torch.device, *, crf: dict[str, Any] | None
+    model: Any,
+    args: argparse.Namespace,
+    device: torch.device,
+    *,
+    crf: dict[str, Any] | None,
+    class_map: ResolvedClassMap | None = None,
 ) -> Predictor:
-    """The Predictor the options describe, refining with a dense CRF of parameters ``crf`` unless None."""
+    """The Predictor the options describe, refining with a dense CRF of parameters ``crf``
+    unless None, its classes merged by ``class_map`` unless None."""
     crf = make_crf(device, crf) if crf is not None else None
     return Predictor(
         model,
@@ -193,6 +208,8 @@ def build_predictor(
         crf=crf,
         fast=args.fast,
         batch_size=args.batch_size,
+        input_size=args.input_size,
+        class_map=class_map,
     )
 
 

@@ -55,6 +55,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "with neither, the dataset the checkpoint was trained on)",
     )
     parser.add_argument("--split", default="val", help="split to evaluate (default val)")
+    parser.add_argument(
+        "--class-map",
+        metavar="NAME_OR_FILE",
+        help="score a model trained on other classes: a YAML/JSON map {model class: dataset class or ignore}, "
+        "or a shipped one (cityscapes_to_camvid); each dataset class gets the summed probability of its sources",
+    )
     add_predictor_options(parser, default_scales="1.0")
     parser.add_argument("--max-images", type=int, metavar="N", help="evaluate only the first N images")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
@@ -134,6 +140,18 @@ def _check_classes(model: Any, dataset: Any, source: str) -> None:
         )
 
 
+def _class_map(args: argparse.Namespace, model: Any, dataset: Any) -> Any:
+    """``--class-map`` resolved from the model's class names to the dataset's, or None."""
+    if args.class_map is None:
+        return None
+    from atrous.class_map import ClassMap
+
+    names = getattr(model, "class_names", None)
+    if not names:
+        raise ConfigError(f"{args.checkpoint} does not name its classes, so --class-map cannot say which is which")
+    return ClassMap.load(args.class_map).resolve(list(names), list(dataset.class_names))
+
+
 def _clean(value: Any) -> Any:
     return None if isinstance(value, float) and math.isnan(value) else value
 
@@ -151,9 +169,11 @@ def run(args: argparse.Namespace) -> int:
     if args.max_pixels is not None:
         options["max_pixels"] = args.max_pixels
     dataset = build_dataset(*_dataset_source(args), args.split, **options)
-    _check_classes(model, dataset, args.checkpoint)
+    class_map = _class_map(args, model, dataset)
+    if class_map is None:
+        _check_classes(model, dataset, args.checkpoint)
     crf = crf_settings(args)
-    predictor = build_predictor(model, args, device, crf=crf)
+    predictor = build_predictor(model, args, device, crf=crf, class_map=class_map)
     start = time.perf_counter()
     metrics = evaluate(
         predictor,
@@ -163,7 +183,7 @@ def run(args: argparse.Namespace) -> int:
         max_images=args.max_images,
         progress=args.progress,
     )
-    names = list(getattr(model, "class_names", None) or dataset.class_names)
+    names = list(predictor.class_names or dataset.class_names)
     result = {
         "checkpoint": args.checkpoint,
         "model": (getattr(model, "config", None) or {}).get("name"),
@@ -175,6 +195,8 @@ def run(args: argparse.Namespace) -> int:
         "fw_iou": _clean(metrics["fw_iou"]),
         "iou": {name: _clean(value) for name, value in zip(names, metrics["iou"])},
         "scales": list(scales),
+        "input_size": list(args.input_size) if args.input_size else None,
+        "class_map": args.class_map,
         "flip": args.flip,
         "sliding_window": args.sliding_window,
         "output_stride": getattr(model, "output_stride", None),
@@ -206,6 +228,10 @@ def _print_table(result: dict[str, Any]) -> None:
     ):
         print(f"{label:<{width}}  {_percent(result[key])}")
     strategy = f"scales {','.join(f'{s:g}' for s in result['scales'])}" + (" + flip" if result["flip"] else "")
+    if result["input_size"]:
+        strategy += f", resized to {result['input_size'][0]}×{result['input_size'][1]}"
+    if result["class_map"]:
+        strategy += f", classes mapped by {result['class_map']}"
     if result["sliding_window"]:
         strategy += f", windows {result['sliding_window']}"
     if result["output_stride"]:

@@ -58,6 +58,7 @@ _OPTIONS: tuple[tuple[str, str, dict[str, Any], str], ...] = (
     ("--device", "device", {}, "auto, cpu, cuda or cuda:N (default auto)"),
     ("--max-iters", "max_iters", {"type": int, "metavar": "N"}, "at most N iterations per epoch, for smoke tests (default 0: all)"),
     ("--pretrained", "pretrained", {"metavar": "PATH"}, "ImageNet backbone weights (a torchvision or timm file, .pth or .safetensors; 'imagenet': the published file from torch.hub's cache) or an atrous checkpoint"),
+    ("--pretrained-class-map", "pretrained_class_map", {"metavar": "NAME_OR_FILE"}, "start each new class's classifier row from the --pretrained model's class mapped to it (a class map file or a shipped one, e.g. cityscapes_to_camvid)"),
     ("--checkpoint-every", "checkpoint_every", {"type": int, "metavar": "N"}, "also write last.pt every N iterations (default 500)"),
     ("--resume", "resume", {"nargs": "?", "const": "last", "metavar": "CHECKPOINT"}, "continue a run (default checkpoint: RUN_DIR/last.pt)"),
     ("--overwrite", "overwrite", {"action": "store_true", "default": argparse.SUPPRESS}, "start over in a folder that already holds a run"),

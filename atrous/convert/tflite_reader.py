@@ -23,7 +23,7 @@ from atrous.errors import CheckpointError
 BUILTIN_OPS = {
     0: "ADD", 1: "AVERAGE_POOL_2D", 2: "CONCATENATION", 3: "CONV_2D", 4: "DEPTHWISE_CONV_2D",
     6: "DEQUANTIZE", 14: "LOGISTIC", 17: "MAX_POOL_2D", 18: "MUL", 19: "RELU", 21: "RELU6",
-    22: "RESHAPE", 23: "RESIZE_BILINEAR", 25: "SOFTMAX", 34: "PAD", 40: "MEAN", 56: "ARG_MAX",
+    22: "RESHAPE", 23: "RESIZE_BILINEAR", 25: "SOFTMAX", 34: "PAD", 40: "MEAN", 56: "ARG_MAX", 69: "TILE",
     97: "RESIZE_NEAREST_NEIGHBOR", 114: "QUANTIZE",
 }
 # TensorType → NumPy dtype.

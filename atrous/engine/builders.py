@@ -97,15 +97,18 @@ def _plain(sampler: EpochSampler) -> list[int]:
 
 
 # Config keys that describe the run, not the architecture a pretrained checkpoint fixes.
-_NOT_ARCHITECTURE = ("name", "num_classes", "output_stride", "crf")
+# An import's activation grids (fake quantisation) belong to its weights as they are: a
+# fine-tuned model trains in float (give model_options.activation_quant to keep them).
+_NOT_ARCHITECTURE = ("name", "num_classes", "output_stride", "crf", "activation_quant")
 
 
-def build_model(config: TrainConfig, num_classes: int) -> nn.Module:
+def build_model(config: TrainConfig, num_classes: int, class_names: list[str] | None = None) -> nn.Module:
     """``create_model`` with the run's options; ``pretrained`` loads backbone or full weights.
 
     An atrous checkpoint of the same model fixes the architecture options it was built
     with (the user's ``model_options`` still win) and fills every weight, except the
-    classifier when the class count differs; one of another model fills the backbone.
+    classifier when the class count differs (``pretrained_class_map`` starts it from the
+    classes ``class_names``, the dataset's, map from); one of another model fills the backbone.
     """
     from atrous.models import create_model
 
@@ -128,8 +131,12 @@ def build_model(config: TrainConfig, num_classes: int) -> nn.Module:
             inherited = saved if saved.get("name") == config.model else {"backbone_options": saved.get("backbone_options")}
             options = {**{k: v for k, v in inherited.items() if k not in _NOT_ARCHITECTURE and v is not None}, **options}
     model = create_model(config.model, num_classes=num_classes, output_stride=config.output_stride, **options)
+    if config.pretrained_class_map and checkpoint is None:
+        raise ConfigError("pretrained_class_map maps an atrous --pretrained checkpoint's classes; give one with --pretrained")
     if checkpoint is not None:
-        skipped = load_pretrained(model, checkpoint, config.pretrained)
+        skipped = load_pretrained(
+            model, checkpoint, config.pretrained, class_map=config.pretrained_class_map, class_names=class_names
+        )
         what = "every weight" if not skipped else "every weight but " + ", ".join(skipped)
         log.info("initialised %s from the atrous checkpoint %s (%s)", config.model, config.pretrained, what)
     elif config.pretrained:
@@ -137,12 +144,22 @@ def build_model(config: TrainConfig, num_classes: int) -> nn.Module:
     return model
 
 
-def load_pretrained(model: nn.Module, checkpoint: dict[str, Any], path: str) -> list[str]:
+def load_pretrained(
+    model: nn.Module,
+    checkpoint: dict[str, Any],
+    path: str,
+    *,
+    class_map: str | None = None,
+    class_names: list[str] | None = None,
+) -> list[str]:
     """Start ``model`` from an atrous checkpoint trained on other classes or as another model.
 
     Same model: every weight is loaded except the class-dependent ones (the classifier
     convs, whose first dimension is the checkpoint's class count), and those only when
-    the class counts differ. Another model: the backbone's weights only. Any other
+    the class counts differ. With ``class_map`` (a :class:`atrous.class_map.ClassMap`
+    name or file from the checkpoint's classes to the model's), those rows are not
+    skipped but start from each new class's principal source class (the model's classes
+    are named by ``class_names``). Another model: the backbone's weights only. Any other
     missing or mis-shaped weight raises ``CheckpointError``. Returns the skipped keys.
     """
     saved_config = checkpoint["model"]["config"]
@@ -166,11 +183,35 @@ def load_pretrained(model: nn.Module, checkpoint: dict[str, Any], path: str) -> 
             f"{len(problems)} weights missing or of another shape, e.g. {', '.join(problems[:4])}"
         )
     model.load_state_dict({k: state[k] for k in wanted if k not in skipped}, strict=False)
+    if class_map is not None and skipped:
+        _map_classifier_rows(model, checkpoint, {k: state[k] for k in skipped}, class_map, class_names or [])
+        return []
     if not same_model:
         skipped = [f"the {saved_config.get('name')} head (backbone only)"]
     elif skipped:
         skipped = [f"the {saved_classes}-class classifier ({', '.join(skipped)})"]
     return skipped
+
+
+def _map_classifier_rows(
+    model: nn.Module, checkpoint: dict[str, Any], rows: dict[str, Any], class_map: str, class_names: list[str]
+) -> None:
+    """Fill the class-dependent weights ``rows`` (checkpoint tensors, first dim = its classes)
+    of ``model`` from the source class each of the model's classes maps to."""
+    import torch
+
+    from atrous.class_map import ClassMap
+
+    resolved = ClassMap.load(class_map).resolve(checkpoint.get("class_names") or [], class_names)
+    missing = [name for name, source in zip(resolved.target_names, resolved.principal) if source < 0]
+    if missing:
+        raise ConfigError(f"class map {class_map} maps no source class to {', '.join(missing)}: their classifier rows cannot start from one")
+    own = model.state_dict()
+    with torch.no_grad():
+        for key, saved in rows.items():
+            own[key].copy_(saved[list(resolved.principal)])
+    log.info("classifier rows of %s start from %s", ", ".join(resolved.target_names),
+             ", ".join(resolved.source_names[s] for s in resolved.principal))
 
 
 def pretrained_normalisation(config: TrainConfig) -> tuple[tuple[float, ...], tuple[float, ...]] | None:

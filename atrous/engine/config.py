@@ -47,6 +47,9 @@ class TrainConfig:
     # ImageNet backbone weights (a torchvision or timm file, .pth or .safetensors; "imagenet" = the
     # published file in torch.hub's cache; atrous.load_backbone_weights) or an atrous checkpoint
     pretrained: str | None = None
+    # Class map (name or file) from the pretrained model's classes to the dataset's: each new
+    # classifier row starts from its principal source class (e.g. cityscapes_to_camvid).
+    pretrained_class_map: str | None = None
     freeze_bn: bool = False  # v3 OS8 fine-tuning: BN statistics and affine parameters fixed
     sync_bn: bool = True  # SyncBatchNorm under DDP on GPUs (per-process BN on CPU)
     # --- optimisation

@@ -103,7 +103,7 @@ class Trainer:
         torch.manual_seed(config.seed)  # identical initial weights in every process
         self.data: RunData = build_data(config, context)
         train_set = self.data.train_set
-        model = build_model(config, train_set.num_classes)
+        model = build_model(config, train_set.num_classes, list(train_set.class_names))
         _check_crop_size(config, model)
         if context.is_main:
             _hint_image_pooling(config, model, self.data.val_set)

@@ -126,6 +126,7 @@ def verify(
     atol: float = 1e-4,
     min_agreement: float = 0.9999,
     seed: int = 0,
+    rounded_activations: bool = False,
 ) -> ExportReport:
     """Compare ``candidate`` (the exported model) with ``reference`` on seeded random inputs.
 
@@ -133,13 +134,23 @@ def verify(
     logits up to 10, the same relative precision beyond — and argmax agreement ≥
     ``min_agreement``; label outputs are compared by agreement only. Otherwise raises
     ``ExportError`` naming the numbers.
+
+    ``rounded_activations``: the model rounds activations to uint8 grids
+    (``activation_quant``), so a float difference of one ulp can move a value by a whole
+    grid step that propagates (BN folding alone moves 1–2 % of labels on street frames);
+    then the inputs are smooth (image-like) random patterns, the mean |logit diff| must
+    stay within 5 % of the largest logit and labels must agree on ≥ 95 % of pixels (or
+    ``min_agreement`` if lower).
     """
     generator = torch.Generator().manual_seed(seed)
-    max_diff = max_logit = 0.0
+    max_diff = max_logit = mean_diff = 0.0
     same = total = 0
     labels_only = False
     for height, width in sizes:
         image = torch.randn(1, 3, height, width, generator=generator)
+        if rounded_activations:  # image-like (smooth) input: white noise leaves no label margin to keep
+            coarse = torch.randn(1, 3, height // 16 + 2, width // 16 + 2, generator=generator)
+            image = torch.nn.functional.interpolate(coarse, size=(height, width), mode="bilinear") + 0.1 * image
         with torch.inference_mode():
             expected, got = reference(image), candidate(image)
         for name, output in (("the PyTorch model", expected), ("the exported model", got)):
@@ -153,6 +164,7 @@ def verify(
             labels, expected_labels = got, expected
         else:
             max_diff = max(max_diff, float((got - expected).abs().max()))
+            mean_diff = max(mean_diff, float((got - expected).abs().mean()))
             max_logit = max(max_logit, float(expected.abs().max()))
             labels, expected_labels = class_labels(got), class_labels(expected)
         same += int((labels == expected_labels).sum())
@@ -162,7 +174,14 @@ def verify(
         path, None if labels_only else max_diff, None if labels_only else max_logit, agreement, list(sizes)
     )
     tolerance = atol * max(1.0, max_logit / 10)
-    if not labels_only and not max_diff <= tolerance:
+    if rounded_activations:
+        min_agreement = min(min_agreement, 0.95)
+        if not labels_only and not mean_diff <= 0.05 * max_logit:
+            raise ExportError(
+                f"the exported model differs from PyTorch by {mean_diff:.3g} on average in the logits (allowed "
+                f"{0.05 * max_logit:.3g}, 5 % of the largest, for a model with rounded activations); {path} was not written"
+            )
+    elif not labels_only and not max_diff <= tolerance:
         raise ExportError(
             f"the exported model differs from PyTorch by {max_diff:.3g} in the logits (allowed {tolerance:.3g} "
             f"for logits up to {max_logit:.3g}); {path} was not written"

@@ -22,6 +22,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from atrous.nn.fake_quant import has_activation_quant
 from atrous.export._common import (
     ExportError,
     ExportReport,
@@ -150,7 +151,10 @@ def export_onnx(
             min_size=metadata["min_input_size"],
         )
         _write_metadata(temp, metadata, opset)
-        report = verify(module, OnnxModel(temp), sizes, path, atol=atol, min_agreement=min_agreement)
+        report = verify(
+            module, OnnxModel(temp), sizes, path, atol=atol, min_agreement=min_agreement,
+            rounded_activations=has_activation_quant(model),
+        )
     logger.debug(
         "wrote %s (max |logit diff| vs PyTorch %s, argmax agreement %.4f%%)",
         path,

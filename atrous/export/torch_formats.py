@@ -17,6 +17,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from atrous.nn.fake_quant import has_activation_quant
 from atrous.export._common import (
     ExportError,
     ExportReport,
@@ -68,7 +69,7 @@ def export_program(
         torch.export.save(program, buffer)
         temp.write_bytes(buffer.getvalue())
         loaded = torch.export.load(str(temp)).module()
-        report = verify(module, loaded, sizes, path)
+        report = verify(module, loaded, sizes, path, rounded_activations=has_activation_quant(model))
     logger.debug("wrote %s (max |logit diff| vs eager %s)", path, report.max_abs_diff)
     return report
 
@@ -90,6 +91,6 @@ def export_torchscript(
         torch.jit.save(traced, buffer)
         temp.write_bytes(buffer.getvalue())
         loaded = torch.jit.load(str(temp))
-        report = verify(module, loaded, sizes, path)
+        report = verify(module, loaded, sizes, path, rounded_activations=has_activation_quant(model))
     logger.debug("wrote %s (max |logit diff| vs eager %s)", path, report.max_abs_diff)
     return report

@@ -19,12 +19,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from atrous.class_map import ResolvedClassMap
 from atrous.errors import ConfigError, InputError
 from atrous.inference.fast import prepare_for_inference
 from atrous.labels import class_labels
 from atrous.inference.windows import multi_scale_probabilities, sliding_window
 from atrous.deeplab import min_input_size
-from atrous.nn import check_scales
+from atrous.nn import check_scales, resize
+from atrous.nn.fake_quant import has_activation_quant
 
 __all__ = ["ImageInput", "Predictor"]
 
@@ -55,6 +57,12 @@ class Predictor:
         batch_size: images (or windows) per forward pass.
         mean, std: per-channel normalisation of [0, 1] RGB; default the model's or ImageNet's.
         num_classes: only needed for models that output labels (argmax exported in the graph).
+        input_size: (h, w) or one int; when set, every view is resized to it before the
+            model (e.g. a graph exported at a static 513×513, or a model trained on
+            squashed frames) and its scores resized back to the image. Not with ``scales``.
+        class_map: an :class:`atrous.class_map.ResolvedClassMap` from the model's classes
+            to another label set: probabilities are merged into the target classes (each
+            the sum of its sources') before the CRF, and labels are target classes.
 
     ``predict`` / ``predict_proba`` accept one image — uint8 (H, W, 3) array, (3, H, W)
     tensor (uint8 0–255, or float 0–1, rounded to 8 bits like an image file), or an
@@ -78,9 +86,15 @@ class Predictor:
         mean: Sequence[float] | None = None,
         std: Sequence[float] | None = None,
         num_classes: int | None = None,
+        input_size: int | Sequence[int] | None = None,
+        class_map: ResolvedClassMap | None = None,
     ) -> None:
         self.device = torch.device(device)
         self.scales = check_scales(scales)
+        self.input_size = _check_crop(input_size, "input_size")
+        if self.input_size is not None and self.scales != (1.0,):
+            raise ConfigError("input_size resizes every view to one size; it does not combine with scales")
+        self.class_map = class_map
         self.flip = bool(flip)
         self.crop_size = _check_crop(crop_size)
         self.overlap = float(overlap)
@@ -94,12 +108,19 @@ class Predictor:
         self.num_classes = num_classes or getattr(model, "num_classes", None)
         self.class_names = getattr(model, "class_names", None)
         self.palette = getattr(model, "palette", None)
+        if class_map is not None:
+            if self.num_classes is not None and int(self.num_classes) != len(class_map.source_names):
+                raise ConfigError(
+                    f"the class map is for {len(class_map.source_names)} source classes; the model has {self.num_classes}"
+                )
+            self.class_names, self.palette = list(class_map.target_names), None
         self.channels_last = False
         self.min_size = min_input_size(model)
         if isinstance(model, nn.Module):
             model = model.to(self.device).eval()
             if fast:
-                self.channels_last = self.device.type in ("cpu", "cuda")
+                # (not for rounded activations: see prepare_for_inference)
+                self.channels_last = self.device.type in ("cpu", "cuda") and not has_activation_quant(model)
                 example = torch.zeros(1, 3, max(self.min_size, 32), max(self.min_size, 32), device=self.device)
                 model = prepare_for_inference(model, channels_last=self.channels_last, compile=compile, example=example)
         elif compile:
@@ -121,6 +142,11 @@ class Predictor:
 
         Sliding windows when ``crop_size`` is set; runs at most ``batch_size`` at once.
         """
+        if self.input_size is not None and tuple(batch.shape[-2:]) != self.input_size:
+            return _resize_scores(self._unsized_logits(resize(batch, self.input_size)), tuple(batch.shape[-2:]))
+        return self._unsized_logits(batch)
+
+    def _unsized_logits(self, batch: torch.Tensor) -> torch.Tensor:
         if self.crop_size is not None:
             return sliding_window(
                 self._forward, batch, self.crop_size, overlap=self.overlap, batch_size=self.batch_size
@@ -136,6 +162,8 @@ class Predictor:
             probs = multi_scale_probabilities(
                 self.logits, batch, scales=self.scales, flip=self.flip, num_classes=self.num_classes
             )
+            if self.class_map is not None:
+                probs = self.class_map.merge_probabilities(probs)
             if self.crf is not None:
                 probs = self.refine(images, probs)
         return probs
@@ -172,7 +200,7 @@ class Predictor:
     def _labels(self, images: torch.Tensor) -> torch.Tensor:
         """(N, H, W) labels of a uint8 batch. One view and no CRF: argmax of the scores
         directly (softmax keeps the argmax, so it is skipped)."""
-        if len(self.scales) > 1 or self.scales[0] != 1.0 or self.flip or self.crf is not None:
+        if len(self.scales) > 1 or self.scales[0] != 1.0 or self.flip or self.crf is not None or self.class_map is not None:
             return class_labels(self.probabilities(images))
         with torch.inference_mode():
             scores = self.logits(self.normalize(images.to(self.device)))
@@ -187,12 +215,19 @@ class Predictor:
         return _restore_form(results, form)
 
 
-def _check_crop(crop_size: int | Sequence[int] | None) -> tuple[int, int] | None:
+def _resize_scores(scores: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Scores (N, K, h, w) resized to ``size``: bilinear, or nearest for label maps (N, h, w)."""
+    if scores.is_floating_point():
+        return resize(scores, size)
+    return F.interpolate(scores[:, None].float(), size=size, mode="nearest")[:, 0].to(scores.dtype)
+
+
+def _check_crop(crop_size: int | Sequence[int] | None, option: str = "crop_size") -> tuple[int, int] | None:
     if crop_size is None:
         return None
     size = (crop_size, crop_size) if isinstance(crop_size, int) else tuple(crop_size)
     if len(size) != 2 or any(isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in size):
-        raise ConfigError(f"crop_size must be one positive int or (height, width); got {crop_size!r}")
+        raise ConfigError(f"{option} must be one positive int or (height, width); got {crop_size!r}")
     return (int(size[0]), int(size[1]))
 
 

@@ -1,8 +1,10 @@
-"""The inverted residual block of MobileNet v2 and v3, with optional squeeze-and-excite.
+"""The inverted residual block of MobileNet v2, v3 and EdgeTPU, with optional squeeze-and-excite.
 
 1×1 expand → BN → act → k×k depthwise (stride, atrous rate) → BN → act → [SE] →
 1×1 project → BN (linear: no activation, MobileNet v2 §3.2), plus the input when the
-block keeps stride 1 and width. Parameter names follow torchvision key for key:
+block keeps stride 1 and width. The *fused* form (MobileNet-EdgeTPU's early stages,
+Gupta & Tan 2019) expands with one full k×k conv (stride, rate) instead of the 1×1
+expansion and the depthwise conv: k×k expand → BN → act → 1×1 project → BN. Parameter names follow torchvision key for key:
 ``InvertedResidual`` is MobileNetV3's layout (``block.K``, SE ``fc1``/``fc2``, the
 projection a ``ConvNormAct``), ``InvertedResidualV2`` is MobileNetV2's (``conv.K``,
 the projection's conv and BN flat in the sequence).
@@ -49,6 +51,9 @@ class InvertedResidual(nn.Module):
         se_channels: squeeze width of the squeeze-and-excite after the depthwise conv
             (v3: ``make_divisible(expanded / 4)``, hard-sigmoid gate), ``None`` for none.
         norm_layer: normalisation after every conv.
+        fused: expand with a full k×k conv (stride, rate) and no depthwise conv
+            (MobileNet-EdgeTPU); without expansion (``expanded_channels == in_channels``)
+            the fused block is the 1×1 projection alone.
         residual: add the input to the output; default: ``stride == 1`` and equal
             widths. A backbone that turned a stride 2 into an atrous rate passes
             ``False`` so the block computes what its weights were trained for.
@@ -72,6 +77,7 @@ class InvertedResidual(nn.Module):
         se_channels: int | None = None,
         norm_layer: Callable[..., nn.Module] = nn.BatchNorm2d,
         residual: bool | None = None,
+        fused: bool = False,
     ) -> None:
         super().__init__()
         if stride not in (1, 2):
@@ -81,23 +87,35 @@ class InvertedResidual(nn.Module):
         elif residual and in_channels != out_channels:
             raise ConfigError(f"a residual block needs equal widths; got {in_channels} → {out_channels}")
         self.use_residual = residual
+        self.fused = fused
         layers: list[nn.Module] = []
-        if expanded_channels != in_channels:
+        if fused:
+            if expanded_channels == in_channels and stride != 1:
+                raise ConfigError("a fused inverted residual without expansion has no conv to carry stride 2")
+            if expanded_channels != in_channels:
+                layers.append(
+                    ConvNormAct(
+                        in_channels, expanded_channels, kernel_size, stride=stride, dilation=dilation,
+                        norm_layer=norm_layer, activation_layer=activation,
+                    )
+                )
+        elif expanded_channels != in_channels:
             layers.append(
                 ConvNormAct(in_channels, expanded_channels, 1, norm_layer=norm_layer, activation_layer=activation)
             )
-        layers.append(
-            ConvNormAct(
-                expanded_channels,
-                expanded_channels,
-                kernel_size,
-                stride=stride,
-                dilation=dilation,
-                groups=expanded_channels,
-                norm_layer=norm_layer,
-                activation_layer=activation,
+        if not fused:
+            layers.append(
+                ConvNormAct(
+                    expanded_channels,
+                    expanded_channels,
+                    kernel_size,
+                    stride=stride,
+                    dilation=dilation,
+                    groups=expanded_channels,
+                    norm_layer=norm_layer,
+                    activation_layer=activation,
+                )
             )
-        )
         if se_channels is not None:
             layers.append(SqueezeExcitation(expanded_channels, se_channels, scale_activation=nn.Hardsigmoid))
         layers.extend(self._projection(expanded_channels, out_channels, norm_layer))
