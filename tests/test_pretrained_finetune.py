@@ -44,9 +44,23 @@ def test_other_classes_load_everything_but_the_classifier(voc_like: Path, caplog
 def test_another_model_loads_the_backbone_only(voc_like: Path) -> None:
     model = create_model("deeplabv3plus_mobilenet_v2", num_classes=3, backbone_options=SOURCE_OPTIONS["backbone_options"])
     skipped = load_pretrained(model, torch.load(voc_like, weights_only=True), str(voc_like))
-    assert skipped == ["the deeplabv3_mobilenet_v2 head (backbone only)"]
+    assert skipped == ["the rest of the deeplabv3_mobilenet_v2 head (backbone only)"]  # its ASPP has 3 more branches
     saved = torch.load(voc_like, weights_only=True)["model"]["state_dict"]
     assert torch.equal(model.state_dict()["backbone.features.3.conv.0.0.weight"], saved["backbone.features.3.conv.0.0.weight"])
+
+
+def test_v3_starts_a_v3plus_with_the_same_aspp(voc_like: Path) -> None:
+    """v3 → v3+ with the same ASPP (no atrous branches here): backbone and ASPP load, the decoder is new."""
+    model = create_model("deeplabv3plus_mobilenet_v2", num_classes=3, aspp_rates=(),
+                         backbone_options=SOURCE_OPTIONS["backbone_options"])  # fmt: skip
+    checkpoint = torch.load(voc_like, weights_only=True)
+    assert load_pretrained(model, checkpoint, str(voc_like)) == ["the rest of the deeplabv3_mobilenet_v2 head (backbone and ASPP)"]
+    saved = checkpoint["model"]["state_dict"]
+    own = model.state_dict()
+    assert torch.equal(own["head.aspp.project.0.weight"], saved["head.0.project.0.weight"])
+    assert torch.equal(own["head.aspp.convs.1.1.weight"], saved["head.0.convs.1.1.weight"])  # image pooling
+    with pytest.raises(ConfigError, match="another head"):
+        load_pretrained(model, checkpoint, str(voc_like), class_map="cityscapes_to_camvid")
 
 
 def test_incompatible_backbones_are_refused(voc_like: Path) -> None:

@@ -21,7 +21,7 @@ from atrous.engine import train
 from atrous.engine.checkpoint import read_checkpoint
 from atrous.engine.config import make_config
 from atrous.engine.trainer import Trainer
-from atrous.errors import ConfigError, DataError, TrainingError
+from atrous.errors import CheckpointError, ConfigError, DataError, TrainingError
 
 
 @pytest.fixture(autouse=True)
@@ -37,7 +37,7 @@ def test_a_diverging_run_saves_nothing_non_finite(tmp_path: Path) -> None:
         read_checkpoint(checkpoint)  # would refuse non-finite weights
 
 
-@pytest.mark.parametrize("files", [["best.pt"], ["log.csv"], ["curve.png"]])
+@pytest.mark.parametrize("files", [["best.pt"], ["log.csv", "curve.png"], ["curve.png"]])
 def test_a_folder_with_any_run_file_is_not_overwritten(files: list[str], tmp_path: Path) -> None:
     out = tmp_path / "run"
     out.mkdir()
@@ -46,6 +46,18 @@ def test_a_folder_with_any_run_file_is_not_overwritten(files: list[str], tmp_pat
     with pytest.raises(ConfigError, match="already holds a run"):
         train(tiny_run_config(out))
     assert all((out / name).read_text() == "the user's own" for name in files)
+
+
+def test_a_failed_start_is_no_dead_end(tmp_path: Path) -> None:
+    """A start that failed before its first checkpoint leaves log.csv only: a plain rerun
+    starts over, and --resume says what to do instead."""
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "log.csv").write_text("epoch,iteration\n")
+    with pytest.raises(CheckpointError, match="drop --resume"):
+        train(tiny_run_config(out, resume="last"))
+    train(tiny_run_config(out, epochs=1))
+    assert (out / "last.pt").is_file() and not (out / ".previous-run").exists()
 
 
 def test_overwrite_and_resume_together_are_refused(tmp_path: Path) -> None:

@@ -159,8 +159,10 @@ def load_pretrained(
     the class counts differ. With ``class_map`` (a :class:`atrous.class_map.ClassMap`
     name or file from the checkpoint's classes to the model's), those rows are not
     skipped but start from each new class's principal source class (the model's classes
-    are named by ``class_names``). Another model: the backbone's weights only. Any other
-    missing or mis-shaped weight raises ``CheckpointError``. Returns the skipped keys.
+    are named by ``class_names``). Another model: the backbone's weights, and the ASPP's
+    when both models have one of the same shapes (v3 → v3+: only the decoder starts
+    fresh). Any other missing or mis-shaped weight raises ``CheckpointError``. Returns
+    the skipped keys.
     """
     saved_config = checkpoint["model"]["config"]
     state = checkpoint["model"]["state_dict"]
@@ -169,7 +171,15 @@ def load_pretrained(
     if same_model and saved_config.get("num_classes") == model.config["num_classes"]:
         load_weights(model, checkpoint, path)
         return []
-    wanted = own if same_model else {k: v for k, v in own.items() if k.startswith("backbone.")}
+    if class_map is not None and not same_model:
+        raise ConfigError(
+            f"pretrained_class_map starts the classifier of the same model; {model.config['name']} has another head "
+            f"than {path} ({saved_config.get('name')}), whose classifier it cannot reuse"
+        )
+    renamed = {} if same_model else _shared_aspp(model, saved_config, state)
+    if not same_model:
+        state = {**state, **renamed}
+    wanted = own if same_model else {k: v for k, v in own.items() if k.startswith("backbone.") or k in renamed}
     saved_classes = saved_config.get("num_classes")
     skipped = [
         key
@@ -187,10 +197,36 @@ def load_pretrained(
         _map_classifier_rows(model, checkpoint, {k: state[k] for k in skipped}, class_map, class_names or [])
         return []
     if not same_model:
-        skipped = [f"the {saved_config.get('name')} head (backbone only)"]
+        kept = "backbone and ASPP" if renamed else "backbone only"
+        skipped = [f"the rest of the {saved_config.get('name')} head ({kept})"]
     elif skipped:
         skipped = [f"the {saved_classes}-class classifier ({', '.join(skipped)})"]
     return skipped
+
+
+def _shared_aspp(model: nn.Module, saved_config: dict[str, Any], state: dict[str, Any]) -> dict[str, Any]:
+    """The checkpoint's ASPP weights under ``model``'s ASPP names, when both models have an
+    ASPP of the same shapes (e.g. a v3 model starting a v3+ one: only the decoder is new);
+    else {}."""
+    from atrous.heads import ASPP
+    from atrous.models import create_model
+
+    def aspp_prefix(module: nn.Module) -> str | None:
+        return next((f"{name}." for name, m in module.named_modules() if isinstance(m, ASPP)), None)
+
+    try:
+        source_prefix = aspp_prefix(create_model(**saved_config))
+    except ConfigError:
+        return {}
+    target_prefix = aspp_prefix(model)
+    if source_prefix is None or target_prefix is None:
+        return {}
+    own = model.state_dict()
+    renamed = {target_prefix + k[len(source_prefix):]: v for k, v in state.items() if k.startswith(source_prefix)}
+    wanted = [k for k in own if k.startswith(target_prefix)]
+    if set(renamed) != set(wanted) or any(renamed[k].shape != own[k].shape for k in wanted):
+        return {}
+    return renamed
 
 
 def _map_classifier_rows(

@@ -2,9 +2,11 @@
 never emptied before the new run has something to put in its place.
 
 * ``prepare_run_dir`` (writes nothing) refuses an ``--out`` that is a file or not
-  writable, a folder holding any run file (``last.pt``, ``best.pt``, ``log.csv``,
-  ``curve.png``, ``tensorboard/``) without ``--resume``/``--overwrite``, and both flags
-  together.
+  writable, a folder holding a run (``last.pt``, ``best.pt``, ``curve.png``) without
+  ``--resume``/``--overwrite``, and both flags together. ``log.csv`` and
+  ``tensorboard/`` alone are what a start that failed before its first checkpoint
+  leaves (bad data, NaN loss, full disk): nothing to protect or resume, so a plain
+  rerun replaces them as ``--overwrite`` would.
 * ``RunFolder.open`` takes an OS lock (a POSIX ``lockf`` lock on ``.atrous.lock``,
   released by the kernel when the process dies, however it dies, and — unlike
   ``flock`` — not inherited by forked DataLoader workers that may outlive a killed
@@ -36,6 +38,8 @@ except ImportError:  # pragma: no cover - Windows
 log = logging.getLogger(__name__)
 
 RUN_FILES = ("last.pt", "best.pt", "log.csv", "curve.png", "tensorboard")
+# What a run writes before its first checkpoint: a folder holding only these is a failed start.
+FAILED_START_FILES = ("log.csv", "tensorboard")
 LOCK_NAME = ".atrous.lock"
 PREVIOUS_NAME = ".previous-run"
 
@@ -43,6 +47,12 @@ PREVIOUS_NAME = ".previous-run"
 def existing_run_files(run_dir: Path) -> list[str]:
     """The run files (``RUN_FILES``) present in ``run_dir``."""
     return [name for name in RUN_FILES if (run_dir / name).exists()]
+
+
+def holds_a_run(existing: list[str]) -> bool:
+    """Whether run files ``existing`` are a run to protect: anything beyond what a start
+    that failed before its first checkpoint leaves (``FAILED_START_FILES``)."""
+    return any(name not in FAILED_START_FILES for name in existing)
 
 
 def _holds_a_run(run_dir: Path, existing: list[str]) -> ConfigError:
@@ -68,8 +78,10 @@ def prepare_run_dir(config: TrainConfig) -> tuple[Path, Path | None]:
             raise CheckpointError(f"cannot resume: {path} does not exist; drop --resume to start a new run")
         return run_dir, path
     existing = existing_run_files(run_dir)
-    if existing and not config.overwrite:
+    if holds_a_run(existing) and not config.overwrite:
         raise _holds_a_run(run_dir, existing)
+    if existing and not config.overwrite:
+        log.info("%s holds %s but no checkpoint (a run that failed before its first one): starting over", run_dir, ", ".join(existing))
     return run_dir, None
 
 
@@ -95,14 +107,14 @@ class RunFolder:
             if removed:
                 log.info("removed %d temp file(s) left by an interrupted write in %s", len(removed), self.path)
             existing = existing_run_files(self.path)
-            if existing and not (overwrite or resume):  # another run finished here since the first check
+            if holds_a_run(existing) and not (overwrite or resume):  # another run finished here since the first check
                 raise _holds_a_run(self.path, existing)
-            if existing and overwrite:
+            if existing and not resume:  # --overwrite, or what a failed start left
                 self.previous.mkdir()
                 for name in existing:
                     os.replace(self.path / name, self.previous / name)
                 self._set_aside = True
-                log.info("--overwrite: the previous run's files wait in %s until the first checkpoint", self.previous)
+                log.info("the previous run's files wait in %s until the first checkpoint", self.previous)
         except BaseException:
             self.close()
             raise
