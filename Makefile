@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 INSTALLED := $(VENV)/.installed
 PEERS := $(VENV)/.peers
 
-.PHONY: install demo test test-slow bench readme-tables readme-photo clean
+.PHONY: install demo test test-slow bench readme-tables readme-photo readme-street clean
 
 $(INSTALLED): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -42,6 +42,12 @@ readme-photo: $(INSTALLED)
 	rm -rf demo_out/voc
 	$(VENV)/bin/atrous predict --checkpoint weights/voc_deeplabv3_mobilenet_v2.pt docs/images/bird.jpg --out demo_out/voc --crf --panel --no-progress
 	cp demo_out/voc/bird_panel.png docs/images/bird_panel.png
+
+# The street-scene picture: the official Cityscapes model on its own sample scene.
+readme-street: $(INSTALLED)
+	rm -rf demo_out/street
+	$(VENV)/bin/atrous predict --checkpoint weights/cityscapes_deeplabv3_mobilenet_edgetpu.pt ../shared/data/deeplab-tflite/cityscapes.bmp --out demo_out/street --panel --no-progress
+	cp demo_out/street/cityscapes_panel.png docs/images/cityscapes_panel.png
 
 readme-tables: $(INSTALLED)
 	$(PY) bench/readme_tables.py

@@ -4,9 +4,10 @@
   same function, in one process) for every registered model and, below each, the
   papers' variants that are options of it (`atrous list --variants`); then MobileNet
   v1's ImageNet classifier for every width and resolution of its paper's Tables 6–7.
-- ``inference``, ``train``, ``crf``, ``camvid``, ``tflite``: the latest
+- ``inference``, ``train``, ``crf``, ``camvid``, ``tflite``, ``cityscapes``: the latest
   ``bench/results/<name>.md`` written by ``bench/inference.py``, ``bench/train.py``,
-  ``bench/crf.py``, ``experiments/camvid_results.py`` and ``bench/tflite.py``, copied verbatim.
+  ``bench/crf.py``, ``experiments/camvid_results.py``, ``bench/tflite.py`` and
+  ``experiments/cityscapes_results.py``, copied verbatim.
 
 Each replaces the block between the README's ``<!-- NAME:begin -->`` and
 ``<!-- NAME:end -->`` markers. Usage: ``make readme-tables`` or
@@ -21,7 +22,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
-RESULT_BLOCKS = ("inference", "train", "crf", "camvid", "tflite")
+RESULT_BLOCKS = ("inference", "train", "crf", "camvid", "tflite", "cityscapes")
 
 
 def model_rows() -> list[str]:

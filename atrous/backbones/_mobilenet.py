@@ -40,6 +40,14 @@ def layers_at_stride(strides: Sequence[int], stride: int) -> list[int]:
     return indices
 
 
+def level_taps(strides: Sequence[int], out: int, *, first: bool = False) -> dict[str, int]:
+    """Which layers are the "low" (OS 4) and "mid" (OS 8) levels — the last layer at that
+    stride (TF-slim, torchvision's MobileNetV2), or the first with ``first`` (torchvision's
+    MobileNetV3 segmentation models) — and "out" (``out``)."""
+    pick = 0 if first else -1
+    return {"low": layers_at_stride(strides, 4)[pick], "mid": layers_at_stride(strides, 8)[pick], "out": out}
+
+
 class MobileNetBackbone(Backbone):
     """A ``features`` sequence with feature taps and an optional ImageNet classifier.
 

@@ -29,7 +29,7 @@ from functools import partial
 
 from torch import nn
 
-from atrous.backbones._mobilenet import MobileNetBackbone, check_width_mult, layers_at_stride
+from atrous.backbones._mobilenet import MobileNetBackbone, check_width_mult, level_taps
 from atrous.backbones._stride import plan_stages
 from atrous.nn import ConvNormAct
 from atrous.nn.inverted_residual import InvertedResidual, make_divisible
@@ -118,11 +118,7 @@ class MobileNetEdgeTPU(MobileNetBackbone):
             classifier = nn.Sequential(nn.Dropout(dropout), nn.Linear(last, num_classes))
         super().__init__(
             nn.Sequential(*layers),
-            taps={
-                "low": layers_at_stride(strides, 4)[-1],
-                "mid": layers_at_stride(strides, 8)[-1],
-                "out": len(layers) - 1,
-            },
+            taps=level_taps(strides, len(layers) - 1),
             channels=channels,
             output_stride=output_stride,
             classifier=classifier,

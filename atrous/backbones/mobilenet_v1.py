@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from atrous.backbones._mobilenet import MobileNetBackbone, check_width_mult, layers_at_stride
+from atrous.backbones._mobilenet import MobileNetBackbone, check_width_mult, level_taps
 from atrous.backbones._stride import plan_stages
 from atrous.nn import ConvNormAct, SeparableConv2d
 from atrous.registry import register_backbone
@@ -95,11 +95,7 @@ class MobileNetV1(MobileNetBackbone):
             classifier = nn.Sequential(nn.Dropout(_DROPOUT), nn.Linear(channels[-1], num_classes))
         super().__init__(
             nn.Sequential(*layers),
-            taps={
-                "low": layers_at_stride(strides, 4)[-1],
-                "mid": layers_at_stride(strides, 8)[-1],
-                "out": len(layers) - 1,
-            },
+            taps=level_taps(strides, len(layers) - 1),
             channels=channels,
             output_stride=output_stride,
             classifier=classifier,

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from atrous.backbones._mobilenet import MobileNetBackbone, check_width_mult, layers_at_stride
+from atrous.backbones._mobilenet import MobileNetBackbone, check_width_mult, level_taps
 from atrous.backbones._stride import plan_stages
 from atrous.errors import ConfigError
 from atrous.nn import ConvNormAct
@@ -91,11 +91,7 @@ class MobileNetV2(MobileNetBackbone):
             classifier = nn.Sequential(nn.Dropout(dropout), nn.Linear(last, num_classes))
         super().__init__(
             nn.Sequential(*layers),
-            taps={
-                "low": layers_at_stride(strides, 4)[-1],
-                "mid": layers_at_stride(strides, 8)[-1],
-                "out": len(blocks),
-            },
+            taps=level_taps(strides, len(blocks)),
             channels=channels,
             output_stride=output_stride,
             classifier=classifier,

@@ -20,7 +20,7 @@ from functools import partial
 
 from torch import nn
 
-from atrous.backbones._mobilenet import MobileNetBackbone, check_width_mult, layers_at_stride
+from atrous.backbones._mobilenet import MobileNetBackbone, check_width_mult, level_taps
 from atrous.backbones._stride import plan_stages
 from atrous.errors import ConfigError
 from atrous.nn import ConvNormAct
@@ -129,11 +129,7 @@ class MobileNetV3(MobileNetBackbone):
             )
         super().__init__(
             nn.Sequential(*layers),
-            taps={
-                "low": layers_at_stride(strides, 4)[0],
-                "mid": layers_at_stride(strides, 8)[0],
-                "out": len(layers) - 1,
-            },
+            taps=level_taps(strides, len(layers) - 1, first=True),
             channels=channels,
             output_stride=output_stride,
             classifier=classifier,
