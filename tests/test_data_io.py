@@ -197,3 +197,18 @@ def test_lossy_mask_is_refused(tmp_path: Path) -> None:
     Image.fromarray(np.zeros((8, 8), np.uint8)).save(tmp_path / "m.jpg")
     with pytest.raises(DataError, match=r"m\.jpg: masks must be lossless.*PNG"):
         read_mask(tmp_path / "m.jpg", num_classes=2)
+
+
+def test_exif_orientation_is_applied(tmp_path: Path) -> None:
+    """A phone photo stored sideways (EXIF Orientation 6: rotate 90° clockwise to view) reads upright."""
+    stored = np.zeros((20, 30, 3), dtype=np.uint8)
+    stored[:, :10] = 255  # the stored left third is white
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    path = tmp_path / "phone.jpg"
+    Image.fromarray(stored).save(path, exif=exif, quality=100)
+    upright = read_image(path)
+    assert upright.shape == (30, 20, 3)  # rotated: width and height swap
+    assert upright[:8].mean() > 200 and upright[-8:].mean() < 50  # the white third is now on top
+    Image.fromarray(stored).save(tmp_path / "plain.jpg", quality=100)
+    assert read_image(tmp_path / "plain.jpg").shape == (20, 30, 3)

@@ -182,7 +182,7 @@ def test_label_output_models_vote() -> None:
     [
         np.zeros((8, 8), dtype=np.uint8),
         np.zeros((8, 8, 4), dtype=np.uint8),
-        np.zeros((8, 8, 3), dtype=np.float64),
+        np.full((8, 8, 3), 200.0),  # a float image outside 0–1
         torch.zeros(4, 8, 8),
         torch.zeros(3, 8, 8, dtype=torch.int32),
         [],
@@ -192,6 +192,21 @@ def test_label_output_models_vote() -> None:
 def test_bad_images_raise_input_error(bad: object) -> None:
     with pytest.raises(InputError):
         Predictor(PixelModel()).predict(bad)
+
+
+def test_float_and_read_only_arrays_are_images(recwarn: pytest.WarningsRecorder) -> None:
+    """A float image in 0–1 is read as an image file would be; a read-only array (np.asarray
+    of a PIL image) is used without PyTorch's non-writable warning."""
+    image = np.random.default_rng(0).integers(0, 256, (16, 12, 3), dtype=np.uint8)
+    predictor = Predictor(PixelModel())
+    expected = predictor.predict(image)
+    np.testing.assert_array_equal(predictor.predict(image / 255.0), expected)
+    read_only = image.copy()
+    read_only.flags.writeable = False
+    np.testing.assert_array_equal(predictor.predict(read_only), expected)
+    assert not [w for w in recwarn if "not writable" in str(w.message)]
+    with pytest.raises(InputError, match=r"image.astype\(np.uint8\)"):
+        predictor.predict(image.astype(np.float32))  # 0–255 floats: says how to convert
 
 
 @pytest.mark.parametrize(

@@ -100,3 +100,12 @@ def test_class_map_needs_a_source_for_every_class(voc_like: Path, tmp_path: Path
     config = make_config(model="deeplabv3_mobilenet_v2", pretrained=str(voc_like), pretrained_class_map=str(class_map))
     with pytest.raises(ConfigError, match="maps no source class to B"):
         build_model(config, num_classes=2, class_names=["A", "B"])
+
+
+def test_without_model_the_checkpoints_model_is_trained(voc_like: Path) -> None:
+    """`train --pretrained imported.pt` with no --model fine-tunes that model, not the default v3+
+    (whose BN would be frozen at random initialisation)."""
+    model = build_model(make_config(pretrained=str(voc_like)), num_classes=3)
+    assert model.config["name"] == "deeplabv3_mobilenet_v2"
+    assert model.config["backbone_options"] == SOURCE_OPTIONS["backbone_options"]
+    assert build_model(make_config(), num_classes=3).config["name"] == "deeplabv3plus_mobilenet_v2"

@@ -28,7 +28,7 @@ _OPTIONS: tuple[tuple[str, str, dict[str, Any], str], ...] = (
     ("--data", "data", {"metavar": "DIR"}, "dataset root folder"),
     ("--dataset", "dataset", {"choices": DATASETS}, "dataset layout (default: detected from the folder)"),
     ("--num-classes", "num_classes", {"type": int, "metavar": "K"}, "classes of a folder dataset without classes.txt (default: found in the masks)"),
-    ("--model", "model", {"metavar": "NAME"}, "model name, e.g. deeplabv3plus_mobilenet_v2 (see `atrous info --list`)"),
+    ("--model", "model", {"metavar": "NAME"}, "model name, e.g. deeplabv3plus_mobilenet_v2 (see `atrous info --list`); default: the --pretrained atrous checkpoint's model, else deeplabv3plus_mobilenet_v2"),
     ("--epochs", "epochs", {"type": int, "metavar": "N"}, "training epochs (default 50)"),
     ("--batch-size", "batch_size", {"type": int, "metavar": "B"}, "images per batch and process (default 8)"),
     ("--crop-size", "crop_size", {"type": int, "nargs": "+", "metavar": "S"}, "training crop in pixels: S (square) or H W (default 513)"),

@@ -14,7 +14,9 @@ checks run:
   the user knows. The message says how to convert explicitly.
 * 16-bit and float images ("I;16", "I", "F") are refused: scaling them to 8 bits is a
   choice (linear? window?) the user must make.
-* EXIF orientation is not applied: masks are annotated on the stored pixel grid.
+* EXIF orientation is applied (``ImageOps.exif_transpose``): a phone photo stored
+  sideways is read upright, as every viewer and annotation tool (LabelMe, CVAT) shows
+  it, so predictions and the masks drawn on it line up.
 
 ``read_mask`` returns class indices as int64, mapped through an optional lookup table,
 and refuses values outside ``[0, num_classes) ∪ {ignore_index}``.
@@ -26,7 +28,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageOps
 
 from atrous.errors import ConfigError, DataError
 
@@ -120,6 +122,8 @@ def read_image(path: str | Path, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.
                     "Image.alpha_composite(Image.new('RGBA', im.size, (255, 255, 255, 255)), "
                     "im).convert('RGB'), or drop alpha with im.convert('RGB')"
                 )
+        # A phone photo stores its pixels sideways and says so in EXIF: show it upright, as viewers do.
+        image = ImageOps.exif_transpose(image)
         # np.array copies: arrays viewing PIL's buffer are read-only, which torch warns about.
         return np.array(image if mode == "RGB" else image.convert("RGB"), dtype=np.uint8)
 

@@ -14,7 +14,7 @@ from torch.utils.data import BatchSampler, DataLoader
 
 from atrous.backbones.weights import IMAGENET
 from atrous.checkpoint import load_weights, read_checkpoint
-from atrous.engine.config import TrainConfig
+from atrous.engine.config import DEFAULT_MODEL, TrainConfig
 from atrous.engine.distributed import DistContext
 from atrous.engine.losses import SegmentationLoss
 from atrous.engine.sampling import EpochSampler, SeededDataset
@@ -105,6 +105,10 @@ _NOT_ARCHITECTURE = ("name", "num_classes", "output_stride", "crf", "activation_
 def build_model(config: TrainConfig, num_classes: int, class_names: list[str] | None = None) -> nn.Module:
     """``create_model`` with the run's options; ``pretrained`` loads backbone or full weights.
 
+    The model is ``config.model``; when that is None, an atrous ``--pretrained``
+    checkpoint's own model (so fine-tuning an imported model needs no ``--model``), else
+    ``DEFAULT_MODEL``.
+
     An atrous checkpoint of the same model fixes the architecture options it was built
     with (the user's ``model_options`` still win) and fills every weight, except the
     classifier when the class count differs (``pretrained_class_map`` starts it from the
@@ -116,21 +120,23 @@ def build_model(config: TrainConfig, num_classes: int, class_names: list[str] | 
     if config.aux_loss > 0:
         options["aux_loss"] = True
     checkpoint = None
+    name = config.model or DEFAULT_MODEL
     if config.pretrained:
         checkpoint = _atrous_checkpoint_or_none(config.pretrained)
         if checkpoint is None:
             options["pretrained_backbone"] = config.pretrained
         else:
             saved = checkpoint["model"]["config"]
+            name = config.model or saved.get("name") or DEFAULT_MODEL
             if (checkpoint.get("source") or {}).get("folded_batchnorm") and not config.freeze_bn:
                 log.warning(
                     "%s has batch norm folded into its convs (imported weights): fine-tune it with --freeze-bn, "
                     "else batch statistics replace the folded ones and the pretrained features are lost",
                     config.pretrained,
                 )
-            inherited = saved if saved.get("name") == config.model else {"backbone_options": saved.get("backbone_options")}
+            inherited = saved if saved.get("name") == name else {"backbone_options": saved.get("backbone_options")}
             options = {**{k: v for k, v in inherited.items() if k not in _NOT_ARCHITECTURE and v is not None}, **options}
-    model = create_model(config.model, num_classes=num_classes, output_stride=config.output_stride, **options)
+    model = create_model(name, num_classes=num_classes, output_stride=config.output_stride, **options)
     if config.pretrained_class_map and checkpoint is None:
         raise ConfigError("pretrained_class_map maps an atrous --pretrained checkpoint's classes; give one with --pretrained")
     if checkpoint is not None:
@@ -138,7 +144,7 @@ def build_model(config: TrainConfig, num_classes: int, class_names: list[str] | 
             model, checkpoint, config.pretrained, class_map=config.pretrained_class_map, class_names=class_names
         )
         what = "every weight" if not skipped else "every weight but " + ", ".join(skipped)
-        log.info("initialised %s from the atrous checkpoint %s (%s)", config.model, config.pretrained, what)
+        log.info("initialised %s from the atrous checkpoint %s (%s)", name, config.pretrained, what)
     elif config.pretrained:
         log.info("loaded ImageNet backbone weights from %s", config.pretrained)
     return model
@@ -301,7 +307,7 @@ def build_optimizer(config: TrainConfig, model: nn.Module) -> torch.optim.Optimi
                     }
                 )
     if not groups:
-        raise ConfigError(f"model {config.model} has no trainable parameters")
+        raise ConfigError(f"model {model.config.get('name')} has no trainable parameters")
     if config.optimizer == "sgd":
         return torch.optim.SGD(groups, lr=config.lr, momentum=config.momentum)
     return torch.optim.AdamW(groups, lr=config.lr)

@@ -26,6 +26,9 @@ LOSSES = ("ce", "bootstrap")
 AMP_MODES = ("off", "fp16", "bf16")
 
 
+DEFAULT_MODEL = "deeplabv3plus_mobilenet_v2"
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     """What to train, on what, and how. Defaults follow DeepLab v3 / v3+ unless noted."""
@@ -41,7 +44,8 @@ class TrainConfig:
     scale_range: tuple[float, float] = (0.5, 2.0)  # v3: random scale 0.5–2.0 (+ random flip)
     workers: int = 4  # DataLoader worker processes per training process
     # --- model
-    model: str = "deeplabv3plus_mobilenet_v2"
+    # None: the model of an atrous --pretrained checkpoint, else DEFAULT_MODEL.
+    model: str | None = None
     output_stride: int | None = None  # None = the model's default (16 for v3/v3+)
     model_options: dict[str, Any] = field(default_factory=dict)  # extra create_model(...) options
     # ImageNet backbone weights (a torchvision or timm file, .pth or .safetensors; "imagenet" = the

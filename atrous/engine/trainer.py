@@ -377,7 +377,7 @@ def _check_crop_size(config: TrainConfig, model: nn.Module) -> None:
     smallest = int(getattr(getattr(model, "backbone", None), "min_input_size", 1))
     if min(config.crop_hw) < smallest:
         raise ConfigError(
-            f"--crop-size {config.crop_size} is smaller than the {smallest}×{smallest} input {config.model} "
+            f"--crop-size {config.crop_size} is smaller than the {smallest}×{smallest} input {model.config.get('name')} "
             f"needs; use --crop-size {smallest} or more (the papers use 513)"
         )
 

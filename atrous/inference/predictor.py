@@ -66,7 +66,7 @@ class Predictor:
 
     ``predict`` / ``predict_proba`` accept one image — uint8 (H, W, 3) array, (3, H, W)
     tensor (uint8 0–255, or float 0–1, rounded to 8 bits like an image file), or an
-    image path — a batch ((N, H, W, 3) array or (N, 3, H, W) tensor), or a list of any
+    image path; float arrays (H, W, 3) in 0–1 as well — a batch ((N, H, W, 3) array or (N, 3, H, W) tensor), or a list of any
     of these (sizes may differ; equal-sized neighbours are batched together).
     """
 
@@ -277,11 +277,16 @@ def _one_image(image: Any) -> torch.Tensor:
     if isinstance(image, np.ndarray):
         if image.ndim != 3 or image.shape[2] != 3:
             raise InputError(f"expected an RGB array of shape (H, W, 3); got shape {image.shape}")
+        if np.issubdtype(image.dtype, np.floating):
+            return _float_image(torch.from_numpy(np.array(image, dtype=np.float32)).permute(2, 0, 1))
         if image.dtype != np.uint8:
             raise InputError(
-                f"expected a uint8 RGB array (0–255); got dtype {image.dtype}; convert with .astype(np.uint8)"
+                f"expected a uint8 RGB array (0–255) or a float one (0–1); got dtype {image.dtype}; "
+                "convert with np.clip(image, 0, 255).astype(np.uint8) if its values are 0–255"
             )
-        return torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).contiguous()
+        # A read-only array (np.asarray of a PIL image) is copied: torch cannot share it.
+        array = image if image.flags.writeable else image.copy()
+        return torch.from_numpy(np.ascontiguousarray(array)).permute(2, 0, 1).contiguous()
     if isinstance(image, torch.Tensor):
         if image.dim() != 3 or image.shape[0] != 3:
             raise InputError(f"expected an RGB tensor of shape (3, H, W); got shape {tuple(image.shape)}")
@@ -289,9 +294,20 @@ def _one_image(image: Any) -> torch.Tensor:
         if image.dtype == torch.uint8:
             return image.contiguous()
         if image.is_floating_point():
-            return (image.float() * 255).round().clamp(0, 255).to(torch.uint8)
+            return _float_image(image)
         raise InputError(f"expected a uint8 (0–255) or float (0–1) image tensor; got dtype {image.dtype}")
     raise InputError(f"expected an image array, tensor or path; got {type(image).__name__}")
+
+
+def _float_image(image: torch.Tensor) -> torch.Tensor:
+    """A float (3, H, W) image with values in [0, 1] → uint8, rounded like an image file."""
+    low, high = float(image.min()), float(image.max())
+    if low < 0 or high > 1:
+        raise InputError(
+            f"a float image must hold values in 0–1; got {low:g}…{high:g}. For a 0–255 float image pass "
+            "image.astype(np.uint8) (or tensor.to(torch.uint8)); for another range, rescale it to 0–1 first"
+        )
+    return (image.float() * 255).round().clamp(0, 255).to(torch.uint8)
 
 
 def _same_size_chunks(items: list[torch.Tensor], batch_size: int) -> Iterator[list[torch.Tensor]]:
