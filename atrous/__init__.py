@@ -1,11 +1,23 @@
-"""atrous: the DeepLab family of semantic-segmentation models in PyTorch."""
+"""atrous: the DeepLab family of semantic-segmentation models in PyTorch.
+
+Importing atrous before torch sets ``OMP_WAIT_POLICY=PASSIVE`` unless it is set: idle
+OpenMP threads then sleep instead of spinning, so a run beside another busy process (a
+laptop, a shared server, two trainings) does not slow down tenfold or more. Set the
+variable yourself (e.g. ``ACTIVE``) to choose otherwise; it has no effect once torch is
+loaded.
+"""
 
 from __future__ import annotations
 
+import os
+import sys
 from typing import TYPE_CHECKING, Any
 
-from atrous.errors import AtrousError
-from atrous.registry import list_backbones, list_models
+if "torch" not in sys.modules:
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+from atrous.errors import AtrousError  # noqa: E402  (after the OpenMP policy)
+from atrous.registry import list_backbones, list_models  # noqa: E402
 
 __version__ = "0.1.0"
 

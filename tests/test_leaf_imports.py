@@ -128,3 +128,18 @@ def test_out_of_range_labels_are_refused_the_same_way_everywhere() -> None:
     matrix.update(pred[None], ok[None])
     assert torch.equal(matrix.matrix, confusion_matrix(pred, ok, 3))
     assert matrix.compute()["miou"] == pytest.approx(tune.mean_iou(matrix.matrix))
+
+
+def test_importing_atrous_first_makes_idle_openmp_threads_sleep() -> None:
+    """OMP_WAIT_POLICY=PASSIVE unless the user chose a policy (spinning threads slow a busy machine ~10×)."""
+    import os
+    import subprocess
+    import sys
+
+    code = "import atrous, os; print(os.environ.get('OMP_WAIT_POLICY'))"
+    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "PASSIVE"
+    env["OMP_WAIT_POLICY"] = "ACTIVE"
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "ACTIVE"

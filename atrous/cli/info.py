@@ -94,9 +94,11 @@ def _print_table(info: dict[str, Any]) -> None:
 def run_info(args: argparse.Namespace) -> int:
     if len(args.size) > 2:
         raise ConfigError(f"--size takes H or H W; got {len(args.size)} numbers")
+    if min(args.size) < 1:
+        raise ConfigError(f"--size must be positive pixel counts; got {' '.join(map(str, args.size))}")
     size = (args.size[0], args.size[-1])
     info = describe(args.name, size=size, num_classes=args.num_classes, output_stride=args.output_stride,
-                    options=parse_set_overrides(args.options), with_receptive_field=not args.no_receptive_field)
+                    options=parse_set_overrides(args.options, "--option"), with_receptive_field=not args.no_receptive_field)
     if args.json:
         print(json.dumps(info))
     else:

@@ -219,9 +219,11 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
 
     path = find_recipe(path)
     try:
-        text = path.read_text()
+        text = path.read_text(encoding="utf-8")
     except OSError as error:
         raise ConfigError(f"cannot read config file {path}: {error.strerror}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"config file {path} is not a text (YAML) file; give a recipe .yaml") from None
     try:
         values = yaml.safe_load(text)
     except yaml.YAMLError as error:
@@ -233,13 +235,14 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
     return values
 
 
-def parse_set_overrides(items: list[str]) -> dict[str, Any]:
-    """``["lr=0.01", "model_options.width_mult=0.5"]`` → {"lr": 0.01, ...} (values read as YAML)."""
+def parse_set_overrides(items: list[str], option: str = "--set") -> dict[str, Any]:
+    """``["lr=0.01", "model_options.width_mult=0.5"]`` → {"lr": 0.01, ...} (values read as YAML);
+    ``option`` names the flag in errors."""
     overrides: dict[str, Any] = {}
     for item in items:
         key, sep, text = item.partition("=")
         if not sep or not key.strip():
-            raise ConfigError(f"--set expects key=value, got {item!r}")
+            raise ConfigError(f"{option} expects key=value, got {item!r}")
         try:
             overrides[key.strip()] = yaml.safe_load(text) if text.strip() else None
         except yaml.YAMLError:
