@@ -1,6 +1,6 @@
 """The README's street-scene results: the official Cityscapes model in atrous, and CamVid from it.
 
-    python experiments/cityscapes_results.py [--runs runs/camvid_cityscapes runs/camvid_cityscapes_v3plus]
+    python experiments/cityscapes_results.py [--runs runs/camvid_cityscapes runs/camvid_cityscapes_v3plus ...]
         [--data ../shared/data/camvid] [--out bench/results/cityscapes.md]
 
 1. How closely the converted Cityscapes model follows the uint8 graph in LiteRT
@@ -79,9 +79,11 @@ def agreement_rows(cache: Path) -> list[str]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=Path, nargs="+",
-                        default=[ROOT / "runs" / "camvid_cityscapes", ROOT / "runs" / "camvid_cityscapes_v3plus"])  # fmt: skip
+                        default=[ROOT / "runs" / "camvid_cityscapes", ROOT / "runs" / "camvid_cityscapes_v3plus",
+                                 ROOT / "runs" / "camvid_cityscapes_phase3"])  # fmt: skip
     parser.add_argument("--configs", nargs="+", default=["camvid_deeplabv3_mobilenet_edgetpu_cityscapes",
-                                                         "camvid_deeplabv3plus_mobilenet_edgetpu_cityscapes"])  # fmt: skip
+                                                         "camvid_deeplabv3plus_mobilenet_edgetpu_cityscapes",
+                                                         "camvid_deeplabv3plus_mobilenet_edgetpu_cityscapes_phase3"])  # fmt: skip
     parser.add_argument("--data", default=str(ROOT.parent / "shared" / "data" / "camvid"))
     parser.add_argument("--weights", type=Path, default=ROOT / "weights" / "camvid_deeplabv3plus_mobilenet_edgetpu_cityscapes.pt")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "cityscapes.md")

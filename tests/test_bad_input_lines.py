@@ -31,3 +31,16 @@ def test_info_size_must_be_positive(capsys: pytest.CaptureFixture) -> None:
 def test_info_option_errors_name_option(capsys: pytest.CaptureFixture) -> None:
     assert main(["info", "deeplabv3_mobilenet_v2", "--option", "noequals"]) == 2
     assert "--option expects key=value" in error_line(capsys)
+
+
+@pytest.mark.parametrize("flag, value, message", [("--bilateral-compat", "inf", "must be finite"),
+                                                   ("--gaussian-compat", "-1", "must be ≥ 0")])  # fmt: skip
+def test_crf_compatibilities_are_checked(tmp_path: Path, capsys: pytest.CaptureFixture, flag: str, value: str, message: str) -> None:
+    import numpy as np
+
+    image = tmp_path / "im.png"
+    Image.new("RGB", (16, 12), (10, 200, 10)).save(image)
+    probs = tmp_path / "p.npy"
+    np.save(probs, np.full((3, 12, 16), 1 / 3, dtype=np.float32))
+    assert main(["crf", "--image", str(image), "--probs", str(probs), "--out", str(tmp_path / "o.png"), f"{flag}={value}"]) == 2
+    assert message in error_line(capsys)

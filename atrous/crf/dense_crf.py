@@ -74,7 +74,13 @@ def _positive(value: float | Sequence[float], name: str) -> tuple[float, ...]:
 
 def _compat(value: Compat, name: str) -> Tensor:
     tensor = torch.as_tensor(value, dtype=torch.float32).clone()
-    if tensor.dim() == 0 or (tensor.dim() == 2 and tensor.shape[0] == tensor.shape[1]):
+    if not bool(torch.isfinite(tensor).all()):
+        raise ConfigError(f"{name} must be finite, got {value!r}")
+    if tensor.dim() == 0:
+        if float(tensor) < 0:
+            raise ConfigError(f"{name} (a Potts weight: the cost of neighbours disagreeing) must be ≥ 0, got {value!r}")
+        return tensor
+    if tensor.dim() == 2 and tensor.shape[0] == tensor.shape[1]:
         return tensor
     raise ConfigError(f"{name} must be a Potts weight (a number) or a (C, C) compatibility matrix, got {tuple(tensor.shape)}")
 
