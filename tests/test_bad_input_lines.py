@@ -44,3 +44,44 @@ def test_crf_compatibilities_are_checked(tmp_path: Path, capsys: pytest.CaptureF
     np.save(probs, np.full((3, 12, 16), 1 / 3, dtype=np.float32))
     assert main(["crf", "--image", str(image), "--probs", str(probs), "--out", str(tmp_path / "o.png"), f"{flag}={value}"]) == 2
     assert message in error_line(capsys)
+
+
+def test_sliding_windows_below_the_model_minimum_are_refused() -> None:
+    from _inference_models import small_model
+
+    from atrous import Predictor
+    from atrous.errors import ConfigError
+
+    model = small_model()
+    with pytest.raises(ConfigError, match="smaller than the 32×32 input"):
+        Predictor(model, crop_size=1)
+
+
+def test_the_crf_refuses_a_model_that_outputs_labels(tmp_path: Path) -> None:
+    from _inference_models import small_model
+
+    from atrous import Predictor
+    from atrous.crf import DenseCRF
+    from atrous.errors import ConfigError
+    from atrous.export import OnnxModel, export_onnx
+
+    export_onnx(small_model(), tmp_path / "labels.onnx", input_size=(64, 64), argmax=True)
+    with pytest.raises(ConfigError, match="outputs labels"):
+        Predictor(OnnxModel(tmp_path / "labels.onnx"), crf=DenseCRF())
+
+
+def test_eval_with_no_labelled_pixel_fails(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    import numpy as np
+    from _inference_models import small_model, write_checkpoint
+
+    root = tmp_path / "data"
+    (root / "images").mkdir(parents=True)
+    (root / "masks").mkdir()
+    for index in range(2):
+        Image.new("RGB", (40, 40), (index * 90, 40, 40)).save(root / "images" / f"im{index}.png")
+        Image.fromarray(np.full((40, 40), 255, dtype=np.uint8)).save(root / "masks" / f"im{index}.png")
+    (root / "classes.txt").write_text("a\nb\nc\nd\n")
+    checkpoint = write_checkpoint(small_model(), tmp_path / "m.pt", class_names=["a", "b", "c", "d"])
+    argv = ["eval", "--checkpoint", str(checkpoint), "--data", str(root), "--split", "all", "--workers", "0", "--no-progress"]
+    assert main(argv) == 2
+    assert "no labelled pixel" in error_line(capsys)

@@ -31,7 +31,7 @@ from atrous.cli._inference import (
     parse_scales,
     resolve_device,
 )
-from atrous.errors import ConfigError
+from atrous.errors import ConfigError, DataError
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -183,6 +183,11 @@ def run(args: argparse.Namespace) -> int:
         max_images=args.max_images,
         progress=args.progress,
     )
+    if metrics["images"] and math.isnan(metrics["pixel_accuracy"]):
+        raise DataError(
+            f"the {args.split} masks have no labelled pixel (all are ignore_index {dataset.ignore_index}), "
+            "so there is nothing to score; check the masks or the dataset's label mapping"
+        )
     names = list(predictor.class_names or dataset.class_names)
     result = {
         "checkpoint": args.checkpoint,

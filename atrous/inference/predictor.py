@@ -116,6 +116,16 @@ class Predictor:
             self.class_names, self.palette = list(class_map.target_names), None
         self.channels_last = False
         self.min_size = min_input_size(model)
+        if self.crop_size is not None and min(self.crop_size) < self.min_size:
+            raise ConfigError(
+                f"sliding windows of {self.crop_size[0]}×{self.crop_size[1]} are smaller than the {self.min_size}×"
+                f"{self.min_size} input this model needs; use windows of {self.min_size} or more"
+            )
+        if crf is not None and getattr(model, "outputs_labels", False):
+            raise ConfigError(
+                "this model outputs labels (exported with --argmax), and the CRF refines class probabilities; "
+                "use a model that outputs logits (export without --argmax)"
+            )
         if isinstance(model, nn.Module):
             model = model.to(self.device).eval()
             if fast:
