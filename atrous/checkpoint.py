@@ -38,7 +38,7 @@ import torch
 from torch import nn
 
 from atrous.errors import CheckpointError, NotACheckpointError
-from atrous.files import atomic_path
+from atrous.files import atomic_path, file_kind
 
 FORMAT = "atrous-checkpoint"
 VERSION = 1
@@ -117,8 +117,10 @@ def _load_reason(error: Exception) -> str:
     text = str(error).strip()
     if "weights_only" in text or "Weights only load failed" in text:
         return "it holds Python objects that a safe load refuses, so it was not made by atrous or was tampered with"
+    if "zip archive" in text or "central directory" in text or isinstance(error, EOFError):
+        return "it is truncated or damaged, e.g. by an interrupted copy; use another copy"
     first = text.splitlines()[0] if text else type(error).__name__
-    return first[:200]
+    return first if len(first) <= 200 else first[:200].rsplit(" ", 1)[0] + " …"
 
 
 def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
@@ -134,6 +136,9 @@ def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     try:
         checkpoint = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as error:  # noqa: BLE001 - torch.load raises RuntimeError, UnpicklingError, EOFError, zip errors ...
+        kind = file_kind(path)
+        if not kind.startswith("a ZIP") and kind != "a Python pickle":
+            raise CheckpointError(f"{path} is not a PyTorch checkpoint file (it looks like {kind})") from None
         raise CheckpointError(f"{path} is not a readable checkpoint ({_load_reason(error)})") from None
     if not isinstance(checkpoint, dict) or checkpoint.get("format") != FORMAT:
         raise NotACheckpointError(

@@ -181,3 +181,40 @@ def check_output_file(
         raise DataError(f"{option} {path}: folder {path.parent} does not exist; create it first (mkdir -p {path.parent})")
     check_writable_folder(path.parent, f"{option} {path}: folder")
     return path
+
+
+# Leading bytes of the file kinds users hand to the wrong option, most specific first.
+_SIGNATURES = (
+    (0, b"\x93NUMPY", "a NumPy .npy array"),
+    (0, b"\x89PNG\r\n\x1a\n", "a PNG image"),
+    (0, b"\xff\xd8\xff", "a JPEG image"),
+    (0, b"GIF8", "a GIF image"),
+    (0, b"BM", "a BMP image"),
+    (0, b"%PDF", "a PDF document"),
+    (4, b"TFL3", "a TensorFlow Lite model"),
+    (0, b"PK\x03\x04", "a ZIP archive (a PyTorch checkpoint or a NumPy .npz)"),
+    (0, b"\x80", "a Python pickle"),
+)
+
+
+def file_kind(path: str | Path) -> str:
+    """What a file looks like from its first bytes, for error messages: ``"a PNG image"``,
+    ``"an empty file"``, ``"an ONNX model"``, ``"text"``, or ``"unrecognised bytes"``."""
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(64)
+    except OSError as error:
+        return f"unreadable ({os_reason(error)})"
+    if not head:
+        return "an empty file"
+    for offset, magic, kind in _SIGNATURES:
+        if head[offset : offset + len(magic)] == magic:
+            return kind
+    if head[:1] == b"\x08" and b"onnx" in head.lower() or Path(path).suffix.lower() == ".onnx":
+        return "an ONNX model"
+    try:
+        head.decode("utf-8")
+        return "text"
+    except UnicodeDecodeError:
+        return "unrecognised bytes"
+

@@ -85,3 +85,55 @@ def test_eval_with_no_labelled_pixel_fails(tmp_path: Path, capsys: pytest.Captur
     argv = ["eval", "--checkpoint", str(checkpoint), "--data", str(root), "--split", "all", "--workers", "0", "--no-progress"]
     assert main(argv) == 2
     assert "no labelled pixel" in error_line(capsys)
+
+
+@pytest.mark.parametrize("kind", ["npz", "empty", "png"])
+def test_crf_probs_that_are_not_npy_are_named(tmp_path: Path, capsys: pytest.CaptureFixture, kind: str) -> None:
+    import numpy as np
+
+    image = tmp_path / "im.png"
+    Image.new("RGB", (16, 12), (10, 200, 10)).save(image)
+    probs = tmp_path / f"p.{kind}"
+    if kind == "npz":
+        np.savez(probs, p=np.zeros((3, 12, 16)))
+    elif kind == "empty":
+        probs.write_bytes(b"")
+    else:
+        Image.new("RGB", (16, 12)).save(probs, format="PNG")
+    assert main(["crf", "--image", str(image), "--probs", str(probs), "--out", str(tmp_path / "o.png")]) == 2
+    line = error_line(capsys)
+    assert "is not a .npy array" in line and "allow_pickle" not in line
+    expected = {"npz": "ZIP archive", "empty": "an empty file", "png": "a PNG image"}[kind]
+    assert expected in line
+
+
+def test_crf_unknown_device_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    image = tmp_path / "im.png"
+    Image.new("RGB", (16, 12)).save(image)
+    assert main(["crf", "--image", str(image), "--probs", str(image), "--out", str(tmp_path / "o.png"), "--device", "foo"]) == 2
+    assert "unknown device 'foo'" in error_line(capsys)
+
+
+@pytest.mark.parametrize("kind", ["png", "onnx", "random", "truncated"])
+def test_a_checkpoint_option_given_another_file_says_what_it_is(tmp_path: Path, capsys: pytest.CaptureFixture, kind: str) -> None:
+    from _inference_models import small_model, write_checkpoint
+
+    path = tmp_path / f"model.{'onnx' if kind == 'onnx' else 'pt'}"
+    if kind == "png":
+        Image.new("RGB", (8, 8)).save(path, format="PNG")
+    elif kind == "onnx":
+        path.write_bytes(b"\x08\x08\x12\x07pytorch" + bytes(range(64)))
+    elif kind == "random":
+        path.write_bytes(bytes((7 * i + 3) % 256 for i in range(256)))  # fixed "random" bytes, no known signature
+    else:
+        good = write_checkpoint(small_model(), tmp_path / "good.pt")
+        path.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
+    out = tmp_path / "pred"
+    argv = ["predict", "--checkpoint", str(path), str(tmp_path / "none.png"), "--out", str(out), "--no-progress"]
+    Image.new("RGB", (40, 40)).save(tmp_path / "none.png")
+    assert main(argv) == 2
+    line = error_line(capsys)
+    assert "tampered" not in line and line.rstrip().endswith(("copy", ")", "use another copy"))
+    expected = {"png": "not a PyTorch checkpoint file (it looks like a PNG image)", "onnx": "ONNX",
+                "random": "not a PyTorch checkpoint file", "truncated": "truncated or damaged"}[kind]  # fmt: skip
+    assert expected in line

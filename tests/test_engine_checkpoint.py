@@ -104,7 +104,7 @@ def test_corrupt_and_foreign_files_are_refused(tmp_path: Path, model: torch.nn.M
     torch.save({"conv1.weight": torch.zeros(1)}, foreign)
     for path, message in [
         (truncated, "not a readable checkpoint"),
-        (garbage, "not a readable checkpoint"),
+        (garbage, "not a PyTorch checkpoint file \\(it looks like text\\)"),
         (foreign, "not an atrous checkpoint"),
         (tmp_path / "missing.pt", "does not exist"),
     ]:

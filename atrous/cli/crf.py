@@ -20,7 +20,8 @@ import torch
 from PIL import Image
 
 from atrous.errors import ConfigError, DataError
-from atrous.files import atomic_path, check_output_file, same_file
+from atrous.cli._inference import resolve_device
+from atrous.files import atomic_path, check_output_file, file_kind, same_file
 from atrous.labels import class_labels
 
 
@@ -42,7 +43,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--bilateral-srgb", type=float, default=13.0, help="σβ, intensity (default 13)")
     parser.add_argument("--bilateral-compat", type=float, default=10.0, help="w1, Potts weight (default 10)")
     parser.add_argument("--spatial", choices=("lattice", "exact"), default="lattice", help="smoothness kernel")
-    parser.add_argument("--device", default="cpu", help="torch device, e.g. cuda (default cpu)")
+    parser.add_argument("--device", default="auto", help="auto (CUDA if available), cpu, cuda or cuda:N (default auto)")
     parser.add_argument("--force", action="store_true", help="overwrite existing output files")
     parser.set_defaults(func=run)
 
@@ -59,10 +60,13 @@ def _probs_chw(array: np.ndarray, height: int, width: int, path: Path) -> np.nda
 
 
 def _load_probs(path: Path) -> np.ndarray:
+    kind = file_kind(path)
+    if kind != "a NumPy .npy array":
+        raise DataError(f"{path} is not a .npy array (it looks like {kind}); save the probabilities with numpy.save")
     try:
         array = np.load(path, allow_pickle=False)
-    except (OSError, ValueError) as error:
-        raise DataError(f"{path}: cannot read a .npy array ({error}); save it with numpy.save") from error
+    except (OSError, ValueError, EOFError) as error:
+        raise DataError(f"{path}: cannot read the .npy array ({error}); save it again with numpy.save") from None
     if not np.issubdtype(array.dtype, np.floating):
         raise DataError(f"{path}: probabilities must be floating point, got {array.dtype}")
     return array
@@ -83,8 +87,7 @@ def run(args: argparse.Namespace) -> int:
     check_output_file(args.out, "--out", force=args.force, inputs=inputs)
     if args.save_probs is not None:
         check_output_file(args.save_probs, "--save-probs", force=args.force, inputs=inputs)
-    if args.device.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError(f"--device {args.device}: no CUDA device is available; use --device cpu")
+    device = resolve_device(args.device)
     image = read_image(args.image)
     height, width = image.shape[:2]
     probs = _probs_chw(_load_probs(args.probs), height, width, args.probs)
@@ -99,9 +102,9 @@ def run(args: argparse.Namespace) -> int:
         bilateral_srgb=args.bilateral_srgb,
         bilateral_compat=args.bilateral_compat,
         spatial=args.spatial,
-    ).to(args.device)
-    scores = torch.from_numpy(np.ascontiguousarray(probs, dtype=np.float32)).to(args.device)
-    pixels = torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1))).to(args.device)
+    ).to(device)
+    scores = torch.from_numpy(np.ascontiguousarray(probs, dtype=np.float32)).to(device)
+    pixels = torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1))).to(device)
     with torch.no_grad():
         refined = crf(pixels, scores, from_logits=args.logits).cpu()
     mask = class_labels(refined[None])[0].to(torch.uint8).numpy()
