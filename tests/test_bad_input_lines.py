@@ -137,3 +137,23 @@ def test_a_checkpoint_option_given_another_file_says_what_it_is(tmp_path: Path, 
     expected = {"png": "not a PyTorch checkpoint file (it looks like a PNG image)", "onnx": "ONNX",
                 "random": "not a PyTorch checkpoint file", "truncated": "truncated or damaged"}[kind]  # fmt: skip
     assert expected in line
+
+
+def test_an_indexed_cpu_device_is_the_cpu(tmp_path: Path) -> None:
+    from _inference_models import small_model, write_checkpoint
+
+    checkpoint = write_checkpoint(small_model(), tmp_path / "m.pt")
+    Image.new("RGB", (40, 40)).save(tmp_path / "im.png")
+    argv = ["predict", "--checkpoint", str(checkpoint), str(tmp_path / "im.png"), "--out", str(tmp_path / "out"),
+            "--device", "cpu:0", "--no-progress"]  # fmt: skip
+    assert main(argv) == 0
+
+
+def test_shipped_recipes_name_no_data_folder_and_ask_for_data(capsys: pytest.CaptureFixture) -> None:
+    """A recipe must not point into this repository's data; without --data the run says so."""
+    from atrous.recipes import RECIPES
+
+    for recipe in RECIPES.glob("*.yaml"):
+        assert "\ndata:" not in "\n" + recipe.read_text(), recipe.name
+    assert main(["train", "--config", "camvid_deeplabv3plus_mobilenet_v2", "--out", "/nonexistent-run"]) == 2
+    assert "pass --data DIR" in error_line(capsys)

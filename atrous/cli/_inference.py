@@ -113,6 +113,8 @@ def resolve_device(name: str) -> torch.device:
         raise ConfigError(f"unknown device {name!r}; use auto, cpu, cuda or cuda:N") from None
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ConfigError(f"device {name!r} asked for, but CUDA is not available here; use --device cpu")
+    if device.type == "cpu":
+        return torch.device("cpu")  # "cpu:0" is the same CPU; torch.load cannot map storage to an indexed cpu
     return device
 
 

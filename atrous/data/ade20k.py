@@ -67,7 +67,7 @@ class ADE20K(SegmentationDataset):
         if (root / "ADEChallengeData2016").is_dir():
             root = root / "ADEChallengeData2016"
         check_split(split, self.splits, "ADE20K")
-        fix = "point root at ADEChallengeData2016/ (holding images/ and annotations/)"
+        fix = "point root (--data) at ADEChallengeData2016/ (holding images/ and annotations/)"
         folder = _FOLDERS[split]
         image_dir = require_dir(root / "images" / folder, "ADE20K image", fix)
         label_dir = require_dir(root / "annotations" / folder, "ADE20K annotation", fix)

@@ -37,7 +37,7 @@ class CamVid(SegmentationDataset):
         ignore_index: int = 255,
         max_pixels: int = DEFAULT_MAX_PIXELS,
     ) -> None:
-        root = require_dir(Path(root), "CamVid root", "point root at the folder holding train/ and trainannot/")
+        root = require_dir(Path(root), "CamVid root", "point root (--data) at the folder holding train/ and trainannot/")
         check_split(split, self.splits, "CamVid")
         annotations = root / f"{split}annot"
         require_dir(annotations, "CamVid label", f"expected label PNGs in {split}annot/ beside {split}/")

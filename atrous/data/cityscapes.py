@@ -53,7 +53,7 @@ class Cityscapes(SegmentationDataset):
     ) -> None:
         root = Path(root)
         check_split(split, self.splits, "Cityscapes")
-        fix = "point root at the folder holding leftImg8bit/ and gtFine/"
+        fix = "point root (--data) at the folder holding leftImg8bit/ and gtFine/"
         image_dir = require_dir(root / "leftImg8bit" / split, "Cityscapes image", fix)
         label_dir = require_dir(root / "gtFine" / split, "Cityscapes label", fix)
         images = [p for p in list_images(image_dir, (".png",), recursive=True) if p.stem.endswith("_leftImg8bit")]

@@ -107,7 +107,7 @@ class FolderDataset(SegmentationDataset):
         max_pixels: int = DEFAULT_MAX_PIXELS,
         val_fraction: float = 0.1,
     ) -> None:
-        root = require_dir(Path(root), "dataset", "point root at the folder holding images/ and masks/")
+        root = require_dir(Path(root), "dataset", "point root (--data) at the folder holding images/ and masks/")
         fix = "expected ROOT/images/*.png|jpg and ROOT/masks/<same name>.png"
         image_root = require_dir(root / "images", "images", fix)
         mask_root = require_dir(root / "masks", "masks", fix)

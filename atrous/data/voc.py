@@ -86,7 +86,7 @@ class VOCSegmentation(SegmentationDataset):
         max_pixels: int = DEFAULT_MAX_PIXELS,
         sbd_root: str | Path | None = None,
     ) -> None:
-        root = require_dir(Path(root), "VOC root", "point root at the folder holding VOCdevkit/")
+        root = require_dir(Path(root), "VOC root", "point root (--data) at the folder holding VOCdevkit/")
         check_split(split, self.splits, "VOC")
         voc = find_voc2012(root)
         if voc is None:
