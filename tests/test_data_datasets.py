@@ -114,6 +114,19 @@ def test_folder_class_count_from_masks_option_or_file(tmp_path: Path) -> None:
         build_dataset("folder", root, "all", num_classes=5)
 
 
+def test_folder_class_count_refuses_16_bit_and_stray_values(tmp_path: Path) -> None:
+    """Counting classes from masks: 16-bit images and one stray value are not class sets."""
+    stray = _folder(tmp_path / "stray", ["a", "b"])
+    _mask(stray / "masks" / "b.png", [0, 1, 2, 200])
+    with pytest.raises(DataError, match="197 of the 201 class ids .* no pixel .* --num-classes"):
+        build_dataset("folder", stray, "all")
+    assert build_dataset("folder", stray, "all", num_classes=3).num_classes == 3  # the fix named works
+    deep = _folder(tmp_path / "deep", ["a"])
+    Image.fromarray(np.arange(H * W, dtype=np.uint16).reshape(H, W) * 300).save(deep / "masks" / "a.png")
+    with pytest.raises(DataError, match="16-bit images, not class indices; save 8-bit PNGs"):
+        build_dataset("folder", deep, "all")
+
+
 def test_folder_errors_missing_empty_and_unpaired(tmp_path: Path) -> None:
     with pytest.raises(DataError, match="dataset folder not found"):
         build_dataset("folder", tmp_path / "nope", "all", num_classes=2)

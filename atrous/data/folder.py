@@ -90,7 +90,20 @@ def _scan_masks(mask_root: str, ignore_index: int, stamp: int) -> tuple[int, lis
         )
     if min(found) < 0:
         raise DataError(f"{mask_root}: masks hold negative values {sorted(v for v in found if v < 0)[:5]}")
-    return max(found) + 1, sorted(found), len(masks)
+    values = sorted(found)
+    if values[-1] > 255:
+        raise DataError(
+            f"{mask_root}: masks hold values up to {values[-1]} ({len(values)} distinct): they look like 16-bit "
+            "images, not class indices; save 8-bit PNGs whose pixel value is the class index (255 = ignore)"
+        )
+    count = values[-1] + 1
+    if count > 8 and len(values) < count / 2:
+        raise DataError(
+            f"{mask_root}: masks hold values {', '.join(map(str, values[:12]))}{' …' if len(values) > 12 else ''}, "
+            f"so {count - len(values)} of the {count} class ids they imply have no pixel (a stray value?); "
+            "pass --num-classes N (a mask value ≥ N is then refused with its file) or name the classes in classes.txt"
+        )
+    return count, values, len(masks)
 
 
 class FolderDataset(SegmentationDataset):
