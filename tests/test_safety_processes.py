@@ -3,6 +3,7 @@ folder, a killed run's lock, and DataLoader workers' errors shown as one line.""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -195,3 +196,26 @@ def test_every_kind_of_bad_file_is_one_line_from_a_worker(
     finally:
         torch.set_num_threads(threads)
     assert "im1" in _one_error_line(capsys, "eval")
+
+
+def test_sigterm_to_the_process_group_saves_with_workers(tmp_path: Path) -> None:
+    """What docker stop, timeout, Slurm and Kubernetes do: SIGTERM to every process of the
+    group, DataLoader workers included. The run saves last.pt and exits 143, no traceback."""
+    out, log = tmp_path / "run", tmp_path / "stderr.txt"
+    argv = _train_argv(out)
+    argv[argv.index("--workers") + 1] = "2"
+    process = subprocess.Popen(argv, env=_env(), stdout=subprocess.DEVNULL, stderr=log.open("w"), start_new_session=True)
+    try:
+        _wait_for(log, "training lraspp", process)
+        time.sleep(2.0)  # workers up, a few steps
+        os.killpg(process.pid, signal.SIGTERM)
+        process.wait(timeout=120)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+    stderr = log.read_text()
+    assert process.returncode == 128 + signal.SIGTERM, stderr[-2000:]
+    assert "interrupted by SIGTERM: saved" in stderr, stderr[-2000:]
+    assert "Traceback" not in stderr and "killed by signal" not in stderr, stderr[-2000:]
+    assert read_checkpoint(out / "last.pt")["iteration"] >= 1

@@ -32,6 +32,7 @@ from atrous.cli._inference import (
     resolve_device,
 )
 from atrous.errors import ConfigError, DataError
+from atrous.workers import leave_stop_signals_to_the_main_process
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -80,7 +81,10 @@ def evaluate(
     matrix = ConfusionMatrix(dataset.num_classes, ignore_index=dataset.ignore_index)
     if max_images is not None:
         dataset = torch.utils.data.Subset(dataset, range(min(max_images, len(dataset))))
-    loader = DataLoader(dataset, batch_size=batch_size, num_workers=workers, collate_fn=collate_list)
+    loader = DataLoader(
+        dataset, batch_size=batch_size, num_workers=workers, collate_fn=collate_list,
+        worker_init_fn=leave_stop_signals_to_the_main_process,
+    )
     count = 0
     for batch in tqdm(loader, desc="eval", unit="batch", disable=not progress, file=sys.stderr):
         predictions = predictor.predict([image for image, _ in batch])

@@ -39,6 +39,7 @@ from atrous.cli._inference import (
 from atrous.errors import ConfigError, DataError
 from atrous.files import atomic_path, check_not_input, check_writable_folder, same_file
 from atrous.labels import class_labels
+from atrous.workers import leave_stop_signals_to_the_main_process
 
 logger = logging.getLogger(__name__)
 
@@ -206,7 +207,10 @@ def run(args: argparse.Namespace) -> int:
     predictor = build_predictor(model, args, device, crf=None)  # the CRF runs separately: both overlays are written
     crf = make_crf(device, settings) if settings is not None else None
     out.mkdir(parents=True, exist_ok=True)
-    loader = DataLoader(_Images(paths, max_pixels(args)), batch_size=args.batch_size, num_workers=args.workers, collate_fn=collate_list)
+    loader = DataLoader(
+        _Images(paths, max_pixels(args)), batch_size=args.batch_size, num_workers=args.workers, collate_fn=collate_list,
+        worker_init_fn=leave_stop_signals_to_the_main_process,
+    )
     # Legend names of the panel (classes without a name are shown by index).
     names = list(getattr(model, "class_names", None) or []) if args.panel else None
     written = 0

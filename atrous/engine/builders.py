@@ -19,6 +19,7 @@ from atrous.engine.distributed import DistContext
 from atrous.engine.losses import SegmentationLoss
 from atrous.engine.sampling import EpochSampler, SeededDataset
 from atrous.errors import CheckpointError, ConfigError, DataError, NotACheckpointError
+from atrous.workers import leave_stop_signals_to_the_main_process
 
 log = logging.getLogger(__name__)
 
@@ -78,6 +79,7 @@ def build_data(config: TrainConfig, context: DistContext) -> RunData:
         "num_workers": workers,
         "pin_memory": context.device.type == "cuda",
         "persistent_workers": workers > 0,
+        "worker_init_fn": leave_stop_signals_to_the_main_process,
         # A private generator: creating an iterator must not draw from the global torch RNG.
         "generator": torch.Generator().manual_seed(config.seed),
     }
