@@ -105,7 +105,7 @@ def test_pretrained_backbone_weights_are_not_taken_for_a_checkpoint(tmp_path: Pa
     assert _atrous_checkpoint_or_none(str(path)) is None
     broken = tmp_path / "broken.pt"
     broken.write_bytes(b"not a zip")
-    with pytest.raises(CheckpointError, match="not a readable checkpoint"):
+    with pytest.raises(CheckpointError, match="not a PyTorch checkpoint file"):
         _atrous_checkpoint_or_none(str(broken))
 
 
