@@ -76,6 +76,13 @@ def agreement_rows(cache: Path) -> list[str]:
             "5th val frame (`python experiments/cityscapes_agreement.py`).", "", *lines]
 
 
+def cpu_model() -> str:
+    for line in Path("/proc/cpuinfo").read_text().splitlines() if Path("/proc/cpuinfo").exists() else []:
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return "CPU model unknown"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=Path, nargs="+",
@@ -101,14 +108,17 @@ def main(argv: list[str] | None = None) -> int:
     sha = hashlib.sha256(args.weights.read_bytes()).hexdigest()
     size_mb = args.weights.stat().st_size / 2**20
     cs_sha = hashlib.sha256(CITYSCAPES.read_bytes()).hexdigest()
-    name = read_checkpoint(args.weights)["model"]["config"]["name"]
+    config = read_checkpoint(args.weights)["model"]["config"]
+    name = config["name"]
     evals = camvid_results.cached_evals(run / "evals.jsonl", args.weights, args.data)
     latency = None if args.no_latency else camvid_results.latency_ms(args.weights)
-    info = describe(name, size=(360, 480), num_classes=11, with_receptive_field=False)
+    options = {k: v for k, v in config.items() if k not in ("name", "num_classes", "output_stride")}
+    info = describe(name, size=(360, 480), num_classes=11, options=options, with_receptive_field=False)
 
     lines = [
         f"The TF DeepLab authors' Cityscapes model, converted: `{camvid_results.shown(CITYSCAPES)}` "
-        f"({CITYSCAPES.stat().st_size / 2**20:.1f} MB, SHA-256 `{cs_sha}`). {time.strftime('%Y-%m-%d')}.",
+        f"({CITYSCAPES.stat().st_size / 2**20:.1f} MB, SHA-256 `{cs_sha}`). {time.strftime('%Y-%m-%d')}, "
+        f"on the project's 2-core machine ({cpu_model()}).",
         "",
         *agreement_rows(args.runs[0] / "agreement.json"),
         "",
