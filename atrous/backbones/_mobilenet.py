@@ -48,6 +48,12 @@ def level_taps(strides: Sequence[int], out: int, *, first: bool = False) -> dict
     return {"low": layers_at_stride(strides, 4)[pick], "mid": layers_at_stride(strides, 8)[pick], "out": out}
 
 
+def dropout_linear(width: int, num_classes: int | None, dropout: float) -> nn.Sequential | None:
+    """The classifier of MobileNet v1, v2 and EdgeTPU (``classifier.0`` dropout, ``classifier.1``
+    Linear, torchvision's names), or None without ``num_classes``."""
+    return None if num_classes is None else nn.Sequential(nn.Dropout(dropout), nn.Linear(width, num_classes))
+
+
 class MobileNetBackbone(Backbone):
     """A ``features`` sequence with feature taps and an optional ImageNet classifier.
 

@@ -29,7 +29,7 @@ from functools import partial
 
 from torch import nn
 
-from atrous.backbones._mobilenet import MobileNetBackbone, check_width_mult, level_taps
+from atrous.backbones._mobilenet import MobileNetBackbone, check_width_mult, dropout_linear, level_taps
 from atrous.backbones._stride import plan_stages
 from atrous.nn import ConvNormAct
 from atrous.nn.inverted_residual import InvertedResidual, make_divisible
@@ -113,15 +113,12 @@ class MobileNetEdgeTPU(MobileNetBackbone):
         last = make_divisible(_LAST_WIDTH * max(1.0, width_mult))
         layers.append(ConvNormAct(channels[-1], last, 1, norm_layer=norm_layer, activation_layer=nn.ReLU))
         channels.append(last)
-        classifier = None
-        if num_classes is not None:
-            classifier = nn.Sequential(nn.Dropout(dropout), nn.Linear(last, num_classes))
         super().__init__(
             nn.Sequential(*layers),
             taps=level_taps(strides, len(layers) - 1),
             channels=channels,
             output_stride=output_stride,
-            classifier=classifier,
+            classifier=dropout_linear(last, num_classes, dropout),
         )
 
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from atrous.backbones._mobilenet import MobileNetBackbone, check_width_mult, level_taps
+from atrous.backbones._mobilenet import MobileNetBackbone, check_width_mult, dropout_linear, level_taps
 from atrous.backbones._stride import plan_stages
 from atrous.nn import ConvNormAct, SeparableConv2d
 from atrous.registry import register_backbone
@@ -90,9 +90,7 @@ class MobileNetV1(MobileNetBackbone):
                 )
             )
             channels.append(width)
-        classifier = None
-        if num_classes is not None:
-            classifier = nn.Sequential(nn.Dropout(_DROPOUT), nn.Linear(channels[-1], num_classes))
+        classifier = dropout_linear(channels[-1], num_classes, _DROPOUT)
         super().__init__(
             nn.Sequential(*layers),
             taps=level_taps(strides, len(layers) - 1),

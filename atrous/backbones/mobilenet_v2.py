@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from atrous.backbones._mobilenet import MobileNetBackbone, check_width_mult, level_taps
+from atrous.backbones._mobilenet import MobileNetBackbone, check_width_mult, dropout_linear, level_taps
 from atrous.backbones._stride import plan_stages
 from atrous.errors import ConfigError
 from atrous.nn import ConvNormAct
@@ -88,7 +88,7 @@ class MobileNetV2(MobileNetBackbone):
             # (no unused parameters under DDP, 0.4 M fewer weights).
             layers.append(ConvNormAct(channels[-1], last, 1, activation_layer=nn.ReLU6))
             channels.append(last)
-            classifier = nn.Sequential(nn.Dropout(dropout), nn.Linear(last, num_classes))
+            classifier = dropout_linear(last, num_classes, dropout)
         super().__init__(
             nn.Sequential(*layers),
             taps=level_taps(strides, len(blocks)),
