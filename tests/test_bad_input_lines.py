@@ -157,3 +157,29 @@ def test_shipped_recipes_name_no_data_folder_and_ask_for_data(capsys: pytest.Cap
         assert "\ndata:" not in "\n" + recipe.read_text(), recipe.name
     assert main(["train", "--config", "camvid_deeplabv3plus_mobilenet_v2", "--out", "/nonexistent-run"]) == 2
     assert "pass --data DIR" in error_line(capsys)
+
+
+def test_crf_probability_advice_names_the_cli_flag(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    import numpy as np
+
+    image = tmp_path / "im.png"
+    Image.new("RGB", (16, 12)).save(image)
+    probs = tmp_path / "p.npy"
+    np.save(probs, np.full((3, 12, 16), -2.0, dtype=np.float32))  # scores, not probabilities
+    assert main(["crf", "--image", str(image), "--probs", str(probs), "--out", str(tmp_path / "o.png")]) == 2
+    line = error_line(capsys)
+    assert "pass --logits" in line and "from_logits" not in line
+
+
+def test_predict_refuses_inputs_whose_outputs_clash(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    from _inference_models import small_model, write_checkpoint
+
+    checkpoint = write_checkpoint(small_model(), tmp_path / "m.pt")
+    images = tmp_path / "images"
+    images.mkdir()
+    Image.new("RGB", (40, 40), (200, 0, 0)).save(images / "x.png")
+    Image.new("RGB", (40, 40), (0, 200, 0)).save(images / "x_color.png")
+    out = tmp_path / "out"
+    assert main(["predict", "--checkpoint", str(checkpoint), str(images), "--out", str(out), "--no-progress"]) == 2
+    assert "would both write" in error_line(capsys)
+    assert not out.exists() or not any(out.iterdir())

@@ -21,6 +21,7 @@ from PIL import Image
 
 from atrous.errors import ConfigError, DataError
 from atrous.cli._inference import resolve_device
+from atrous.crf._inputs import check_scores
 from atrous.files import atomic_path, check_output_file, file_kind, same_file
 from atrous.labels import class_labels
 
@@ -105,6 +106,7 @@ def run(args: argparse.Namespace) -> int:
     ).to(device)
     scores = torch.from_numpy(np.ascontiguousarray(probs, dtype=np.float32)).to(device)
     pixels = torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1))).to(device)
+    check_scores(scores[None], args.logits, logits_option="--logits")  # the advice names the flag, not the API
     with torch.no_grad():
         refined = crf(pixels, scores, from_logits=args.logits).cpu()
     mask = class_labels(refined[None])[0].to(torch.uint8).numpy()

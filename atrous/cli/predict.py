@@ -136,7 +136,16 @@ def check_outputs(out: Path, paths: list[Path], checkpoint: str, *, crf: bool, f
                     f"--out {out} is the folder of the input images; predictions would mix with (or replace) "
                     "them. Choose another --out"
                 )
-    targets = [out / name for path in paths for name in output_names(path.stem, crf=crf, panel=panel)]
+    owners: dict[str, Path] = {}
+    for path in paths:  # e.g. x.png's colour map x_color.png and the input x_color.png's labels
+        for name in output_names(path.stem, crf=crf, panel=panel):
+            if name in owners and owners[name] != path:
+                raise DataError(
+                    f"{owners[name].name} and {path.name} would both write {out / name}; rename one of them "
+                    "or predict them into different --out folders"
+                )
+            owners[name] = path
+    targets = [out / name for name in owners]
     for target in targets:
         check_not_input(target, [*paths, checkpoint])
     existing = [target for target in targets if target.exists()]

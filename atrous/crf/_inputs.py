@@ -41,7 +41,7 @@ def check_image(image: Tensor) -> Tensor:
     return values
 
 
-def check_scores(probs: Tensor, from_logits: bool) -> Tensor:
+def check_scores(probs: Tensor, from_logits: bool, logits_option: str = "from_logits=True") -> Tensor:
     """Class probabilities (or logits) (N, C, H, W) or (C, H, W) → (N, C, H, W) float."""
     what = "logits" if from_logits else "probs"
     batched = _batched(probs, what, "(N, C, H, W)")
@@ -60,12 +60,12 @@ def check_scores(probs: Tensor, from_logits: bool) -> Tensor:
     if not torch.isfinite(total).all():
         raise InputError(f"{what} contain NaN or inf ({int((~torch.isfinite(values)).sum())} values)")
     if values.min() < -SUM_TOLERANCE:
-        raise InputError(f"probs must be >= 0, found {values.min().item():g}; pass from_logits=True for scores")
+        raise InputError(f"probs must be >= 0, found {values.min().item():g}; pass {logits_option} for scores")
     error = (total - 1).abs().max().item()
     if error > SUM_TOLERANCE:
         raise InputError(
             f"probs do not sum to 1 over the classes (dim 1): largest |sum - 1| = {error:.3g} "
-            f"> {SUM_TOLERANCE:g}; apply softmax first, or pass from_logits=True"
+            f"> {SUM_TOLERANCE:g}; apply softmax first, or pass {logits_option}"
         )
     return batched
 
