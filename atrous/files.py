@@ -122,14 +122,22 @@ def check_writable_folder(folder: str | Path, option: str) -> Path:
     hold it is not writable (permissions, read-only file system).
     """
     folder = Path(folder)
+    problem = _folder_problem(folder)
+    if problem:
+        raise DataError(f"{option} {folder} {problem}; choose another {option}")
+    return folder
+
+
+def _folder_problem(folder: Path) -> str | None:
+    """Why nothing can be written in ``folder`` (a phrase after its name), or None."""
     existing = nearest_existing(folder)
     if not existing.is_dir():
-        where = "is a file" if existing == Path(os.path.abspath(folder)) else f"cannot be created: {existing} is a file"
-        raise DataError(f"{option} {folder} {where}; give a folder path")
+        return "is a file" if existing == Path(os.path.abspath(folder)) else f"cannot be created: {existing} is a file"
     if not os.access(existing, os.W_OK | os.X_OK):
         reason = "read-only file system" if _read_only(existing) else "permission denied"
-        raise DataError(f"{option} {folder}: {existing} is not writable ({reason}); choose another {option}")
-    return folder
+        where = "is" if existing == Path(os.path.abspath(folder)) else f"cannot be created: {existing} is"
+        return f"{where} not writable ({reason})"
+    return None
 
 
 def _read_only(folder: Path) -> bool:
@@ -179,7 +187,9 @@ def check_output_file(
         raise DataError(f"{option} {path} exists; pass --force to overwrite it, or choose another path")
     if not create_parent and not path.parent.is_dir() and not path.parent.exists():
         raise DataError(f"{option} {path}: folder {path.parent} does not exist; create it first (mkdir -p {path.parent})")
-    check_writable_folder(path.parent, f"{option} {path}: folder")
+    problem = _folder_problem(path.parent)
+    if problem:
+        raise DataError(f"{option} {path}: its folder {path.parent} {problem}; choose another {option}")
     return path
 
 

@@ -187,7 +187,9 @@ def test_a_read_only_output_folder_is_refused_before_the_work(
             "crf-tune": ["crf-tune", "--checkpoint", str(checkpoint), "--dataset", "shapes", "--out", str(read_only / "c.json")],
         }[command]
         assert main(argv) == 2
-        assert "not writable (read-only file system)" in _error_line(capsys)
+        line = _error_line(capsys)
+        assert "not writable (read-only file system)" in line
+        assert line.rstrip().endswith("choose another --out") and ": folder" not in line  # one plain sentence
 
 
 def test_a_full_disk_is_one_message_and_no_partial_file(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
