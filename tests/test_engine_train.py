@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import logging
+import re
 from pathlib import Path
 from typing import Any
 
@@ -212,3 +213,10 @@ def test_weights_only_copy_loads_the_same_model_and_refuses_resume(run: Any, tmp
         torch.testing.assert_close(light16(x), full(x), atol=0.05, rtol=0.05)
     with pytest.raises(CheckpointError, match="weights only"):
         train(_config(tmp_path / "again", resume=str(slim), epochs=3))
+
+
+def test_the_start_line_names_the_cpu_thread_settings(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A run far slower than expected on a shared machine shows why: threads and the OpenMP policy."""
+    with caplog.at_level(logging.INFO, logger="atrous"):
+        train(tiny_run_config(tmp_path / "run", epochs=1))
+    assert re.search(r"on cpu \(\d+ torch threads, OMP_WAIT_POLICY=\w+\)", caplog.text)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -159,9 +160,10 @@ class Trainer:
             self.close_folder(failed=True)
             raise
         log.info(
-            "training %s on %d images, %d epochs × %d iterations, batch %d × %d processes, on %s",
+            "training %s on %d images, %d epochs × %d iterations, batch %d × %d processes, on %s%s",
             describe(self.model.config), len(train_set), config.epochs,
             self.data.iters_per_epoch, config.batch_size, context.world_size, context.device,
+            _thread_settings() if context.device.type == "cpu" else "",
         )
         if saved_rng is not None:
             set_rng_state(saved_rng)
@@ -370,6 +372,12 @@ class Trainer:
         save_checkpoint(checkpoint, self.run_dir / name)
         if self.folder is not None:
             self.folder.commit()
+
+
+def _thread_settings() -> str:
+    """' (N torch threads, OMP_WAIT_POLICY=…)': what decides CPU speed when other jobs share
+    the machine (spinning OpenMP threads slow each other down tenfold or more)."""
+    return f" ({torch.get_num_threads()} torch threads, OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', 'unset')})"
 
 
 def _check_crop_size(config: TrainConfig, model: nn.Module) -> None:
