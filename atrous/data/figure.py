@@ -40,7 +40,8 @@ def titled_grid(
     draw = ImageDraw.Draw(canvas)
     x = _GAP
     for width_c, title in zip(widths, titles):
-        draw.text((x + 2, _GAP), title, fill=(20, 20, 20), font=font)
+        text, title_font = _fit(title, width_c - 2)
+        draw.text((x + 2, _GAP), text, fill=(20, 20, 20), font=title_font)
         x += width_c + _GAP
     y = title_h
     for row, height in zip(rows, heights):
@@ -55,6 +56,18 @@ def titled_grid(
             draw.text((left + _FONT_SIZE + 2, y), name, fill=(20, 20, 20), font=font)
         y += _FONT_SIZE + _GAP
     return np.asarray(canvas)
+
+
+def _fit(text: str, width: int, smallest: int = 9) -> tuple[str, ImageFont.ImageFont]:
+    """``text`` and a font that fit ``width`` pixels: a smaller size first, then an ellipsis,
+    so a title never runs into the next column's."""
+    for size in range(_FONT_SIZE, smallest - 1, -1):
+        font = _font(size)
+        if font.getlength(text) <= width:
+            return text, font
+    while len(text) > 1 and font.getlength(text + "…") > width:
+        text = text[:-1]
+    return text.rstrip() + "…", font
 
 
 def _legend_rows(legend: Sequence[tuple[str, Color]], width: int, font: ImageFont.ImageFont) -> list[list[tuple[int, str, Color]]]:
