@@ -211,3 +211,13 @@ def test_cityscapes_model_fine_tunes_on_camvid_with_a_class_map(cityscapes_check
     model = load_model(out / "last.pt")
     assert model.num_classes == 11 and "activation_quant" not in model.config  # fine-tuned in float
     assert model.mean == (128 / 255,) * 3  # the graph's preprocessing carries over
+
+
+def test_the_grids_can_be_dropped_for_speed(cityscapes_checkpoint: Path) -> None:
+    from atrous.models import with_options
+
+    model = load_model(cityscapes_checkpoint)
+    plain = with_options(model, activation_quant=None)
+    assert "activation_quant" not in plain.config and plain.class_names == model.class_names
+    image = photo_513("cityscapes.bmp")
+    assert (atrous_labels(plain, image) == atrous_labels(model, image)).mean() > 0.97  # the same street scene
