@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import functools
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from torch import nn
@@ -38,15 +38,21 @@ from atrous.multiscale import PAPER_SCALES, input_scales_option
 from atrous.nn.atrous_conv import skip_dead_taps
 from atrous.nn.fake_quant import activation_quant_option, apply_activation_quant
 from atrous.nn.init import he_init_
-from atrous.registry import backbone_class, call_checked, create_backbone, get_builder, register_model
+from atrous.registry import (
+    backbone_class,
+    call_checked,
+    create_backbone,
+    deeplab_backbones,
+    get_builder,
+    on_deeplab_backbone,
+    register_model,
+)
 
 __all__ = ["PAPER_VARIANTS", "DeepLab", "create_model", "format_options", "list_models", "min_input_size", "with_options", "with_output_stride"]
 
 ASPP_V2_RATES = {"L": (6, 12, 18, 24), "S": (2, 4, 8, 12)}
 ASPP_V3_RATES_OS16 = (6, 12, 18)
 DEFAULT = "default"  # an option left to the backbone class's declared default (``multi_grid``)
-RESNETS = ("resnet50", "resnet101")
-BACKBONES = ("vgg16", *RESNETS, "xception65", "xception71", "mobilenet_v1", "mobilenet_v2", "mobilenet_v3_large", "mobilenet_v3_small", "mobilenet_edgetpu")
 
 
 def _init_classifiers(head: nn.Module, num_classes: int) -> None:
@@ -178,7 +184,7 @@ def deeplabv2(
         raise ConfigError(f"aspp must be one of {', '.join(ASPP_V2_RATES)} (ASPP-L or ASPP-S); got {aspp!r}")
     body = _backbone(backbone, output_stride, pretrained_backbone, backbone_options)
     rates = tuple(aspp_rates) if aspp_rates else rates_for_output_stride(ASPP_V2_RATES[aspp], output_stride, 8)
-    branch = _largefov_branch if backbone == "vgg16" else None
+    branch = _largefov_branch if backbone_class(backbone).largefov_branches else None
     head = ASPP(body.feature_info["out"].channels, num_classes, rates, sum_branches=True, branch=branch)
     return _assemble(body, head, num_classes, aux_loss=aux_loss, align_corners=align_corners)
 
@@ -350,7 +356,7 @@ def _multi_grid_for(backbone: str, multi_grid: Sequence[int] | str | None) -> tu
     if multi_grid is None:
         return None
     if not cls.supports_multi_grid:
-        with_it = [name for name in BACKBONES if backbone_class(name).supports_multi_grid]
+        with_it = [name for name in deeplab_backbones() if backbone_class(name).supports_multi_grid]
         raise ConfigError(
             f"multi_grid (unit rates of the last stage) applies to {', '.join(with_it)}; {backbone} has no multi-grid, "
             "leave it out"
@@ -362,23 +368,29 @@ def _cascade_for(backbone: str, cascade_blocks: int) -> int | None:
     """The checked ``cascade_blocks`` (``None`` for 0, so other backbones are built as before)."""
     if isinstance(cascade_blocks, bool) or not isinstance(cascade_blocks, int) or cascade_blocks < 0:
         raise ConfigError(f"cascade_blocks must be an integer ≥ 0 (copies of ResNet block4); got {cascade_blocks!r}")
-    if cascade_blocks and backbone not in RESNETS:
-        raise ConfigError(f"cascade_blocks (copies of ResNet block4) applies to ResNet backbones ({', '.join(RESNETS)}) only, not {backbone}")
+    if cascade_blocks and not backbone_class(backbone).supports_cascade:
+        with_it = [name for name in deeplab_backbones() if backbone_class(name).supports_cascade]
+        raise ConfigError(f"cascade_blocks (copies of ResNet block4) applies to {', '.join(with_it)} only, not {backbone}")
     return cascade_blocks or None
 
 
-def _register_family() -> None:
-    register_model("deeplabv1_vgg16_largefov")(functools.partial(deeplabv1, "vgg16", large_fov=True))
-    register_model("deeplabv1_vgg16")(functools.partial(deeplabv1, "vgg16", large_fov=False))
-    for name in BACKBONES:
-        register_model(f"deeplabv2_{name}")(functools.partial(deeplabv2, name))
-        register_model(f"deeplabv3_{name}")(functools.partial(deeplabv3, name))
-        register_model(f"deeplabv3plus_{name}")(functools.partial(deeplabv3plus, name))
-    for name in ("mobilenet_v2", "mobilenet_v3_large", "mobilenet_v3_small", "mobilenet_edgetpu"):
-        register_model(f"lraspp_{name}")(functools.partial(lraspp, name))
+# The versions a backbone class may declare in ``deeplab_versions``, by name prefix.
+VERSION_BUILDERS: dict[str, Callable[..., DeepLab]] = {
+    "deeplabv2": deeplabv2, "deeplabv3": deeplabv3, "deeplabv3plus": deeplabv3plus, "lraspp": lraspp,
+}  # fmt: skip
 
 
-_register_family()
+def _register_versions(backbone: str) -> None:
+    """Register ``{version}_{backbone}`` for every version the backbone's class declares."""
+    for version in backbone_class(backbone).deeplab_versions:
+        register_model(f"{version}_{backbone}")(functools.partial(VERSION_BUILDERS[version], backbone))
+
+
+# v1 exists on VGG-16 only (its fc6/fc7 are VGG's); every other version follows the registry,
+# so a backbone registered later (one new file) gets its models too.
+register_model("deeplabv1_vgg16_largefov")(functools.partial(deeplabv1, "vgg16", large_fov=True))
+register_model("deeplabv1_vgg16")(functools.partial(deeplabv1, "vgg16", large_fov=False))
+on_deeplab_backbone(_register_versions)
 
 
 def create_model(name: str, *, num_classes: int, output_stride: int | None = None, **options: Any) -> DeepLab:
@@ -419,15 +431,18 @@ def create_model(name: str, *, num_classes: int, output_stride: int | None = Non
 
 
 # Options that exist for some models only: (models that take it, what it is).
-SCOPED_OPTIONS = {
-    "msc": (("deeplabv1_vgg16", "deeplabv1_vgg16_largefov"), "DeepLab v1's multi-scale features"),
-    "cascade_blocks": (tuple(f"deeplabv3_{r}" for r in RESNETS), "DeepLab v3's cascaded copies of ResNet block4"),
-}
+def scoped_options() -> dict[str, tuple[tuple[str, ...], str]]:
+    """Options that exist for some models only: option → (models that take it, what it is)."""
+    cascading = tuple(f"deeplabv3_{name}" for name in deeplab_backbones() if backbone_class(name).supports_cascade)
+    return {
+        "msc": (("deeplabv1_vgg16", "deeplabv1_vgg16_largefov"), "DeepLab v1's multi-scale features"),
+        "cascade_blocks": (cascading, "DeepLab v3's cascaded copies of ResNet block4"),
+    }
 
 
 def _check_option_scope(name: str, options: dict[str, Any]) -> None:
     """Refuse a version-specific option on a model it does not apply to, saying where it applies."""
-    for option, (models, what) in SCOPED_OPTIONS.items():
+    for option, (models, what) in scoped_options().items():
         if option in options and name not in models:
             raise ConfigError(f"{option} ({what}) applies to {', '.join(models)} only, not to {name}")
 

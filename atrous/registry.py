@@ -20,6 +20,9 @@ Builder = TypeVar("Builder", bound=Callable[..., nn.Module])
 
 _MODELS: dict[str, Callable[..., nn.Module]] = {}
 _BACKBONES: dict[str, Callable[..., nn.Module]] = {}
+# Backbones DeepLab models are built on (registration order), and who wants to hear of new ones.
+_DEEPLAB_BACKBONES: list[str] = []
+_BACKBONE_HOOKS: list[Callable[[str], None]] = []
 
 
 def _register(table: dict[str, Callable[..., nn.Module]], name: str) -> Callable[[Builder], Builder]:
@@ -37,11 +40,14 @@ def register_model(name: str) -> Callable[[Builder], Builder]:
     return _register(_MODELS, name)
 
 
-def register_backbone(name: str) -> Callable[[Builder], Builder]:
+def register_backbone(name: str, *, deeplab: bool = True) -> Callable[[Builder], Builder]:
     """Decorator: register a backbone builder (``output_stride``, ``num_classes`` …).
 
     Every backbone it builds carries its registered name as ``backbone_name`` (the
-    weight loader looks up the published ImageNet files by it).
+    weight loader looks up the published ImageNet files by it). With ``deeplab`` (the
+    default) the DeepLab versions its class declares (``Backbone.deeplab_versions``)
+    are registered as models on it — ``deeplabv3_{name}`` … — so a new backbone is one
+    file; ``deeplab=False`` for an ImageNet-only variant (Chollet's original Xception).
     """
 
     def decorate(builder: Builder) -> Builder:
@@ -51,9 +57,28 @@ def register_backbone(name: str) -> Callable[[Builder], Builder]:
             backbone.backbone_name = name
             return backbone
 
-        return _register(_BACKBONES, name)(build)  # type: ignore[arg-type, return-value]
+        registered = _register(_BACKBONES, name)(build)  # type: ignore[arg-type]
+        if deeplab:
+            _DEEPLAB_BACKBONES.append(name)
+            for hook in _BACKBONE_HOOKS:
+                hook(name)
+        return registered  # type: ignore[return-value]
 
     return decorate
+
+
+def on_deeplab_backbone(hook: Callable[[str], None]) -> None:
+    """Call ``hook(name)`` for every DeepLab backbone registered so far and from now on."""
+    _BACKBONE_HOOKS.append(hook)
+    for name in list(_DEEPLAB_BACKBONES):
+        hook(name)
+
+
+def deeplab_backbones() -> list[str]:
+    """The backbones DeepLab models are built on (every registered one but ImageNet-only
+    variants), sorted."""
+    _ensure_loaded()
+    return sorted(_DEEPLAB_BACKBONES)
 
 
 def _ensure_loaded() -> None:

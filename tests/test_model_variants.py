@@ -208,8 +208,8 @@ def test_v3_cascade_forward_and_os8() -> None:
 @pytest.mark.parametrize(
     ("name", "options", "match"),
     [
-        ("deeplabv3_mobilenet_v2", {"cascade_blocks": 2}, "applies to deeplabv3_resnet50"),
-        ("deeplabv3plus_resnet50", {"cascade_blocks": 2}, "applies to deeplabv3_resnet50"),
+        ("deeplabv3_mobilenet_v2", {"cascade_blocks": 2}, "applies to deeplabv3_resnet101, deeplabv3_resnet50"),
+        ("deeplabv3plus_resnet50", {"cascade_blocks": 2}, "applies to deeplabv3_resnet101, deeplabv3_resnet50"),
         ("deeplabv3_resnet50", {"cascade_blocks": -1}, "integer ≥ 0"),
         ("deeplabv3_resnet50", {"cascade_blocks": True}, "integer ≥ 0"),
         ("deeplabv3_resnet50", {"cascade_blocks": 2, "image_pool": False}, "image_pool shape ASPP"),

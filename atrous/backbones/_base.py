@@ -48,8 +48,15 @@ class Backbone(nn.Module):
     # … and DeepLab v3/v3+ use these unit rates when the model is given none (v3 §3.2:
     # (1, 2, 4) on ResNet; None: no multi-grid) …
     deeplab_multi_grid: tuple[int, ...] | None = None
-    # … and v3+'s ASPP and decoder default to atrous separable convs on it (v3+ §3.2).
+    # … and v3+'s ASPP and decoder default to atrous separable convs on it (v3+ §3.2) …
     separable_by_default: bool = False
+    # … and the DeepLab versions registered on it as ``{version}_{backbone}`` models
+    # (LR-ASPP, MobileNet v3's head, where a MobileNet declares it) …
+    deeplab_versions: tuple[str, ...] = ("deeplabv2", "deeplabv3", "deeplabv3plus")
+    # … and whether v3's cascade form (copies of the last block, ``cascade_blocks``) exists …
+    supports_cascade: bool = False
+    # … and whether v2's ASPP branches are v1's fc6–fc8 (LargeFOV) rather than one atrous conv.
+    largefov_branches: bool = False
 
     def check_input(self, x: torch.Tensor) -> None:
         """Raise ``InputError`` for a batch that is not (N, 3, H ≥ min, W ≥ min)."""

@@ -73,6 +73,8 @@ class MobileNetEdgeTPU(MobileNetBackbone):
     "out": (N, 1280·max(1, α), ⌈H/OS⌉, ⌈W/OS⌉)} (channels rounded to multiples of 8).
     """
 
+    deeplab_versions = (*MobileNetBackbone.deeplab_versions, "lraspp")  # MobileNet v3's Lite R-ASPP
+
     classifier_prefixes = ("classifier.",)
 
     def __init__(

@@ -38,6 +38,8 @@ class MobileNetV2(MobileNetBackbone):
     "out": (N, 320α, ⌈H/OS⌉, ⌈W/OS⌉)} (channels rounded to multiples of 8).
     """
 
+    deeplab_versions = (*MobileNetBackbone.deeplab_versions, "lraspp")  # MobileNet v3's Lite R-ASPP
+
     # The 1×1 → 1280 conv features.18 exists in the classifier form only.
     classifier_prefixes = ("features.18.", "classifier.")
 

@@ -75,6 +75,8 @@ class MobileNetV3(MobileNetBackbone):
     "out": (N, C_out, ⌈H/OS⌉, ⌈W/OS⌉)}; channels in the module docstring (α = 1).
     """
 
+    deeplab_versions = (*MobileNetBackbone.deeplab_versions, "lraspp")  # MobileNet v3's Lite R-ASPP
+
     classifier_prefixes = ("classifier.",)
 
     def __init__(

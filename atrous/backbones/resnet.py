@@ -117,6 +117,7 @@ class ResNet(Backbone):
     classifier_prefixes = ("fc.",)
     supports_multi_grid = True
     deeplab_multi_grid = (1, 2, 4)  # v3 §3.2 / §4: Multi_Grid (1, 2, 4) in block4
+    supports_cascade = True  # v3 §3.2: block5 … as copies of block4
 
     def __init__(
         self,

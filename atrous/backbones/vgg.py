@@ -75,6 +75,8 @@ class VGG(Backbone):
         pool_levels: also return the outputs of pool1..pool4 as levels ``"pool1"``..``"pool4"``.
     """
 
+    largefov_branches = True  # v2 on VGG-16: each ASPP branch is v1's fc6 → fc7 → fc8
+
     classifier_prefixes = ("classifier.",)
 
     def __init__(

@@ -254,7 +254,7 @@ ENTRY_ORIGINAL = (BlockSpec((128, 128), 2), BlockSpec((256, 256), 2), BlockSpec(
 EXIT_ORIGINAL = (BlockSpec((728, 1024), 2), BlockSpec((1536, 2048), 1, "none", preact=False))
 
 
-@register_backbone("xception")
+@register_backbone("xception", deeplab=False)  # ImageNet only: DeepLab uses the aligned ones
 def xception(
     *, output_stride: int = 32, num_classes: int | None = None, multi_grid: Sequence[int] | None = None
 ) -> Xception:

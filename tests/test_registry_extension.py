@@ -1,0 +1,73 @@
+"""Adding a backbone is one file: registering it gives every DeepLab version on it, listed by
+`atrous list` and described by `atrous info`, with no other file edited (issue 21).
+
+The toy backbone is registered in a fresh interpreter so the suite's registry stays as shipped."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+
+TOY_BACKBONE = textwrap.dedent(
+    '''
+    import torch
+    from torch import nn
+
+    from atrous.backbones._base import Backbone, FeatureInfo
+    from atrous.registry import register_backbone
+
+
+    class Toy(Backbone):
+        """Three strided convs: low (OS 4), mid (OS 8), out (the output stride)."""
+
+        def __init__(self, *, output_stride: int = 32) -> None:
+            super().__init__()
+            self.low = nn.Sequential(nn.Conv2d(3, 8, 3, stride=4, padding=1), nn.BatchNorm2d(8), nn.ReLU())
+            self.mid = nn.Sequential(nn.Conv2d(8, 16, 3, stride=2, padding=1), nn.BatchNorm2d(16), nn.ReLU())
+            self.out = nn.Sequential(nn.Conv2d(16, 24, 3, stride=output_stride // 8, padding=1), nn.BatchNorm2d(24), nn.ReLU())
+            self.output_stride = output_stride
+            self.feature_info = {"low": FeatureInfo(8, 4), "mid": FeatureInfo(16, 8), "out": FeatureInfo(24, output_stride)}
+
+        def forward(self, x):
+            low = self.low(x)
+            mid = self.mid(low)
+            return {"low": low, "mid": mid, "out": self.out(mid)}
+
+
+    @register_backbone("toy")
+    def toy(*, output_stride: int = 32, num_classes: int | None = None) -> Toy:
+        return Toy(output_stride=output_stride)
+    '''
+)
+
+CHECKS = textwrap.dedent(
+    '''
+    import contextlib, io
+    import torch
+    from atrous import create_model, list_models
+    from atrous.cli import main
+
+    versions = ["deeplabv2_toy", "deeplabv3_toy", "deeplabv3plus_toy"]
+    assert set(versions) <= set(list_models()) and "lraspp_toy" not in list_models()
+    for name in versions:
+        model = create_model(name, num_classes=5).eval()
+        with torch.no_grad():
+            assert model(torch.zeros(1, 3, 64, 80)).shape == (1, 5, 64, 80), name
+    listed = io.StringIO()
+    with contextlib.redirect_stdout(listed):
+        assert main(["list"]) == 0
+        assert main(["info", "deeplabv3plus_toy", "--size", "64"]) == 0
+    text = listed.getvalue()
+    assert all(name in text for name in versions), text
+    assert "deeplabv3plus_toy" in text and "parameters" in text
+    print("ok")
+    '''
+)
+
+
+def test_a_backbone_registered_in_one_file_gets_every_deeplab_version() -> None:
+    result = subprocess.run(
+        [sys.executable, "-c", TOY_BACKBONE + CHECKS], capture_output=True, text=True, timeout=300, check=False
+    )
+    assert result.returncode == 0 and result.stdout.strip().endswith("ok"), result.stderr[-3000:]
