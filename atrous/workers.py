@@ -2,18 +2,35 @@
 
 from __future__ import annotations
 
+import os
 import signal
+import threading
 
 __all__ = ["leave_stop_signals_to_the_main_process"]
 
 
 def leave_stop_signals_to_the_main_process(_worker_id: int = 0) -> None:
-    """DataLoader ``worker_init_fn``: a worker ignores SIGINT and SIGTERM.
+    """DataLoader ``worker_init_fn``: stop signals meant for the run reach the main process alone.
 
     ``docker stop``, ``timeout``, Slurm, Kubernetes and a terminal's Ctrl-C signal the
     whole process group. A worker that died of it would make the main process report a
-    data error and stop before saving; ignoring it lets the main process finish the
-    step, save and shut its workers down (they also exit when their parent dies).
+    data error and stop before saving. So a worker ignores SIGINT, and SIGTERM from
+    anyone but its parent. Its parent's own SIGTERM (how DataLoader and multiprocessing
+    shut down a worker that did not stop by itself, e.g. at interpreter exit) still ends
+    it at once: ignoring that one would leave the main process waiting forever. The
+    sender is read with ``sigwaitinfo`` on a thread; where that does not exist (macOS),
+    SIGTERM keeps its default action.
     """
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(signum, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if not hasattr(signal, "sigwaitinfo"):
+        return
+    parent = os.getppid()
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})  # threads started from here inherit it
+    threading.Thread(target=_end_on_parents_sigterm, args=(parent,), name="atrous-sigterm", daemon=True).start()
+
+
+def _end_on_parents_sigterm(parent: int) -> None:
+    while True:
+        info = signal.sigwaitinfo({signal.SIGTERM})
+        if info.si_pid == parent or os.getppid() != parent:
+            os._exit(128 + signal.SIGTERM)  # the parent asked (or is gone): end as SIGTERM would
