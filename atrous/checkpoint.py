@@ -266,7 +266,17 @@ def load_model(
     ``class_names``, ``palette`` (list of (r, g, b)), ``mean``, ``std`` (normalisation
     the model was trained with) and ``ignore_index``.
     """
-    checkpoint = read_checkpoint(path, map_location)
+    return model_from_checkpoint(read_checkpoint(path, map_location), path, map_location, model=model)
+
+
+def model_from_checkpoint(
+    checkpoint: dict[str, Any],
+    path: str | Path,
+    map_location: str | torch.device = "cpu",
+    *,
+    model: nn.Module | None = None,
+) -> nn.Module:
+    """``load_model`` on a checkpoint already read by ``read_checkpoint`` (``path`` names it in errors)."""
     if model is None:
         from atrous.models import create_model
 

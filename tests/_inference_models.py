@@ -75,3 +75,37 @@ def write_checkpoint(model: nn.Module, path: Path, class_names: list[str] | None
         },
         path,
     )
+
+
+def blurred_colour_case(root: Path, size: int = 48) -> tuple[Path, Path]:
+    """A case the dense CRF provably helps: a folder dataset of red/blue images whose
+    masks follow the colour (classes.txt: red, blue), and an ONNX model that reads the
+    colour through a 1×1 conv, biased to red, and blurs it over 15×15. Its boundary lands
+    a few pixels inside the blue side; the CRF's colour kernel moves it back.
+    Returns (data root, model.onnx)."""
+    import numpy as np
+    from PIL import Image
+
+    from atrous.export import export_onnx
+
+    (root / "images").mkdir(parents=True)
+    (root / "masks").mkdir()
+    for index in range(2):
+        edge = size // 2 - 4 + 4 * index
+        picture = np.full((size, size, 3), (200, 40, 40), np.uint8)
+        picture[:, edge:] = (40, 40, 200)
+        Image.fromarray(picture).save(root / "images" / f"im{index}.png")
+        mask = np.zeros((size, size), np.uint8)
+        mask[:, edge:] = 1
+        Image.fromarray(mask).save(root / "masks" / f"im{index}.png")
+    (root / "classes.txt").write_text("red\nblue\n")
+    colour = nn.Conv2d(3, 2, 1)
+    with torch.no_grad():
+        colour.weight.zero_()
+        colour.weight[0, 0], colour.weight[0, 2] = 1.0, -1.0  # red minus blue
+        colour.weight[1] = -colour.weight[0]
+        colour.bias.copy_(torch.tensor([1.0, -1.0]))
+    net = nn.Sequential(colour, nn.AvgPool2d(15, stride=1, padding=7, count_include_pad=False)).eval()
+    net.class_names, net.mean, net.std = ["red", "blue"], (0.5,) * 3, (0.5,) * 3
+    model = export_onnx(net, root.parent / "blurred_colour.onnx", input_size=(size, size)).path
+    return root, model

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from _inference_models import single_thread, small_model, write_checkpoint
+from _inference_models import blurred_colour_case, single_thread, small_model, write_checkpoint
 from PIL import Image
 
 from atrous import Predictor
@@ -237,18 +237,20 @@ def test_bench_lists_the_benchmark_scripts(capfd: pytest.CaptureFixture) -> None
     assert "inference" in capfd.readouterr().out.split()
 
 
-def test_eval_crf_params_from_crf_tune_json_and_key_values(
-    checkpoint: Path, tmp_path: Path, capsys: pytest.CaptureFixture
-) -> None:
+def test_eval_crf_params_from_crf_tune_json_and_key_values(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    root, model = blurred_colour_case(tmp_path / "data")
+    data = ["--data", str(root), "--split", "all", "--workers", "0", "--no-progress"]
     tuned = tmp_path / "crf.json"
-    tune_argv = ["crf-tune", "--checkpoint", str(checkpoint), "--dataset", "shapes", "--images", "2"]
+    tune_argv = ["crf-tune", "--checkpoint", str(model), "--data", str(root), "--split", "all", "--images", "2"]
     assert main([*tune_argv, "--samples", "2", "--iterations", "2", "--out", str(tuned)]) == 0
-    params = json.loads(tuned.read_text())["params"]
+    saved = json.loads(tuned.read_text())
+    params = saved["params"]
     capsys.readouterr()
-    from_json = run_json(capsys, "eval", "--checkpoint", str(checkpoint), *SHAPES, "--crf-params", str(tuned), "--json")
+    from_json = run_json(capsys, "eval", "--checkpoint", str(model), *data, "--crf-params", str(tuned), "--json")
     assert from_json["crf"] == pytest.approx(params)
+    assert from_json["miou"] == pytest.approx(saved["miou"])  # eval scores what crf-tune measured
     pairs = ",".join(f"{key}={value}" for key, value in params.items())
-    from_pairs = run_json(capsys, "eval", "--checkpoint", str(checkpoint), *SHAPES, "--crf-params", pairs, "--json")
+    from_pairs = run_json(capsys, "eval", "--checkpoint", str(model), *data, "--crf-params", pairs, "--json")
     assert from_pairs["miou"] == pytest.approx(from_json["miou"])
     # The values reach the CRF the predictor runs.
     from atrous.cli._inference import make_crf, parse_crf_params

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -118,17 +119,28 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
-def load_model_source(path: str, device: torch.device, output_stride: int | None) -> Any:
-    """The model in ``path``: an nn.Module from a checkpoint, or an ``OnnxModel`` for ``.onnx``."""
+@dataclass(frozen=True)
+class ModelSource:
+    """A model named by ``--checkpoint``, and the training config its checkpoint stores
+    ({} for an ONNX file), read from the file once."""
+
+    model: Any
+    train_config: dict[str, Any] = field(default_factory=dict)
+
+
+def open_model_source(path: str, device: torch.device, output_stride: int | None) -> ModelSource:
+    """The model in ``path`` (an nn.Module from a checkpoint, or an ``OnnxModel`` for
+    ``.onnx``), at ``output_stride`` unless None, with its training config."""
     if path.lower().endswith(".onnx"):
         from atrous.export import OnnxModel
 
         if output_stride is not None:
             raise ConfigError("--output-stride needs a checkpoint: an ONNX graph is fixed at its export stride")
-        return OnnxModel(path)
-    from atrous.checkpoint import load_model
+        return ModelSource(OnnxModel(path))
+    from atrous.checkpoint import model_from_checkpoint, read_checkpoint
 
-    model = load_model(path, map_location=device)
+    checkpoint = read_checkpoint(path, map_location=device)
+    model = model_from_checkpoint(checkpoint, path, map_location=device)
     if output_stride is not None and output_stride != model.output_stride:
         from atrous.models import with_output_stride
 
@@ -136,7 +148,45 @@ def load_model_source(path: str, device: torch.device, output_stride: int | None
             "running %s at output stride %d (trained at %d)", model.config["name"], output_stride, model.output_stride
         )
         model = with_output_stride(model, output_stride)
-    return model
+    return ModelSource(model, dict(checkpoint.get("train_config") or {}))
+
+
+def load_model_source(path: str, device: torch.device, output_stride: int | None) -> Any:
+    """The model of ``open_model_source``."""
+    return open_model_source(path, device, output_stride).model
+
+
+def dataset_for_model(args: argparse.Namespace, source: ModelSource, *, check_classes: bool = True) -> Any:
+    """The ``args.split`` split of ``--dataset``/``--data`` as ``source``'s model sees it.
+
+    With neither option, the dataset the checkpoint was trained on, with that run's dataset
+    options (e.g. the synthetic image size). A folder dataset without a classes file takes
+    the model's class count (its masks need not show every class). With ``check_classes``,
+    a dataset of another class count is one ``ConfigError`` before the model runs.
+    """
+    from atrous.data import build_dataset, detect_layout
+    from atrous.data.palette import find_class_file
+
+    config, model = source.train_config, source.model
+    name, root = args.dataset, args.data
+    if name is None and root is None:
+        name, root = config.get("dataset"), config.get("data")
+    options: dict[str, Any] = {}
+    if config.get("dataset") == name and (args.data is None or args.data == config.get("data")):
+        options.update({k: v for k, v in (config.get("dataset_options") or {}).items() if k != "num_images"})
+    model_classes = getattr(model, "num_classes", None)
+    if root is not None and model_classes is not None and find_class_file(root) is None:
+        if (name or detect_layout(root)) == "folder":
+            options["num_classes"] = int(model_classes)
+    if getattr(args, "max_pixels", None) is not None:
+        options["max_pixels"] = args.max_pixels
+    dataset = build_dataset(name, root, args.split, **options)
+    if check_classes and model_classes is not None and int(model_classes) != dataset.num_classes:
+        raise ConfigError(
+            f"{args.checkpoint} predicts {model_classes} classes but the dataset has {dataset.num_classes} "
+            f"({', '.join(dataset.class_names)}); use the dataset the model was trained for"
+        )
+    return dataset
 
 
 def parse_crf_params(text: str | None) -> dict[str, Any]:

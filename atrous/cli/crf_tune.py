@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 from atrous.errors import ConfigError
@@ -22,10 +23,10 @@ def _write_json_atomic(path: Path, payload: dict) -> None:
         temp.write_text(json.dumps(payload, indent=2))
 
 def run(args: argparse.Namespace) -> int:
-    from atrous.cli._inference import load_model_source, resolve_device
+    from atrous.cli._inference import dataset_for_model, open_model_source, resolve_device
     from atrous.crf import tune
-    from atrous.data import build_dataset
     from atrous.inference import Predictor
+    from atrous.inference.predictor import check_refinable
 
     if args.images < 1 or args.samples < 1:
         raise ConfigError("--images and --samples must be ≥ 1")
@@ -36,14 +37,14 @@ def run(args: argparse.Namespace) -> int:
     if args.out:
         check_output_file(args.out, "--out", force=args.force, inputs=[args.checkpoint], create_parent=True)
     device = resolve_device(args.device)
-    dataset = build_dataset(args.dataset, args.data, args.split)
+    source = open_model_source(args.checkpoint, device, args.output_stride)
+    check_refinable(source.model)
+    dataset = dataset_for_model(args, source)
     if args.start >= len(dataset):
         raise ConfigError(f"--start {args.start} is past the end of the {args.split} split ({len(dataset)} images)")
-    model = load_model_source(args.checkpoint, device, args.output_stride)
-    predictor = Predictor(model, device=device)
-    count = min(args.images, len(dataset))
+    predictor = Predictor(source.model, device=device)
     images, probs, labels = [], [], []
-    for index in range(args.start, min(args.start + count, len(dataset))):
+    for index in range(args.start, min(args.start + args.images, len(dataset))):
         image, label = dataset[index]
         images.append(image)
         probs.append(predictor.predict_proba(image))
@@ -61,11 +62,21 @@ def run(args: argparse.Namespace) -> int:
     params, miou = tune.best(results[1:])
     print(f"best: w1 {params['bilateral_compat']:.2f}, σα {params['bilateral_sxy']:.1f}, σβ {params['bilateral_srgb']:.2f}: "
           f"mIoU {100 * miou:.2f} (unary {100 * unary:.2f}, {100 * (miou - unary):+.2f})")
+    if not miou > unary:
+        written = f"nothing written to {args.out}; " if args.out else ""
+        print(
+            f"atrous crf-tune: no CRF setting beat the model alone on these {len(images)} images "
+            f"(best {100 * miou:.2f} vs {100 * unary:.2f} mIoU); {written}"
+            "tune on more images (--images), or use the model without --crf",
+            file=sys.stderr,
+        )
+        return 1
     if args.out:
         _write_json_atomic(Path(args.out), {"params": params, "miou": miou, "unary_miou": unary, "images": len(images),
                                             "split": args.split, "checkpoint": args.checkpoint})
         print(f"wrote {args.out}")
     return 0
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("crf-tune", help="cross-validate the dense CRF's appearance kernel on val images",

@@ -27,7 +27,8 @@ from atrous.cli._inference import (
     check_counts,
     collate_list,
     crf_settings,
-    load_model_source,
+    dataset_for_model,
+    open_model_source,
     parse_scales,
     resolve_device,
 )
@@ -94,56 +95,6 @@ def evaluate(
     return {**matrix.compute(), "images": count}
 
 
-def _training_config(args: argparse.Namespace) -> dict[str, Any]:
-    """The training config stored in an atrous checkpoint ({} for ONNX files or none)."""
-    if args.checkpoint.lower().endswith(".onnx"):
-        return {}
-    from atrous.checkpoint import read_checkpoint
-
-    return dict(read_checkpoint(args.checkpoint).get("train_config") or {})
-
-
-def _dataset_source(args: argparse.Namespace) -> tuple[str | None, str | None]:
-    """``--dataset``/``--data``; when both are omitted, the dataset the checkpoint was trained on."""
-    if args.dataset is None and args.data is None:
-        config = _training_config(args)
-        return config.get("dataset"), config.get("data")
-    return args.dataset, args.data
-
-
-def _training_dataset_options(args: argparse.Namespace) -> dict[str, Any]:
-    """The training run's dataset options (e.g. the synthetic image size) when evaluating
-    the same dataset it was trained on, so val images match what the model learned."""
-    config = _training_config(args)
-    dataset, _ = _dataset_source(args)
-    if config.get("dataset") != dataset or (args.data is not None and args.data != config.get("data")):
-        return {}
-    return {k: v for k, v in (config.get("dataset_options") or {}).items() if k != "num_images"}
-
-
-def _folder_classes(args: argparse.Namespace, model: Any) -> dict[str, Any]:
-    """For a folder dataset without a classes file: the model's class count (its val masks
-    need not show every class, so counting them could disagree with the model)."""
-    from atrous.data import detect_layout
-    from atrous.data.palette import find_class_file
-
-    name, root = _dataset_source(args)
-    if root is None or getattr(model, "num_classes", None) is None:
-        return {}
-    if (name or detect_layout(root)) != "folder" or find_class_file(root) is not None:
-        return {}
-    return {"num_classes": int(model.num_classes)}
-
-
-def _check_classes(model: Any, dataset: Any, source: str) -> None:
-    model_classes = getattr(model, "num_classes", None)
-    if model_classes is not None and int(model_classes) != dataset.num_classes:
-        raise ConfigError(
-            f"{source} predicts {model_classes} classes but the dataset has {dataset.num_classes} "
-            f"({', '.join(dataset.class_names)}); evaluate on the dataset the model was trained for"
-        )
-
-
 def _class_map(args: argparse.Namespace, model: Any, dataset: Any) -> Any:
     """``--class-map`` resolved from the model's class names to the dataset's, or None."""
     if args.class_map is None:
@@ -161,21 +112,15 @@ def _clean(value: Any) -> Any:
 
 
 def run(args: argparse.Namespace) -> int:
-    from atrous.data import build_dataset
-
     check_counts(args)
     if args.max_images is not None and args.max_images < 1:
         raise ConfigError(f"--max-images must be ≥ 1; got {args.max_images}")
     scales = parse_scales(args.scales)
     device = resolve_device(args.device)
-    model = load_model_source(args.checkpoint, device, args.output_stride)
-    options = {**_training_dataset_options(args), **_folder_classes(args, model)}
-    if args.max_pixels is not None:
-        options["max_pixels"] = args.max_pixels
-    dataset = build_dataset(*_dataset_source(args), args.split, **options)
+    source = open_model_source(args.checkpoint, device, args.output_stride)
+    model = source.model
+    dataset = dataset_for_model(args, source, check_classes=args.class_map is None)
     class_map = _class_map(args, model, dataset)
-    if class_map is None:
-        _check_classes(model, dataset, args.checkpoint)
     crf = crf_settings(args)
     predictor = build_predictor(model, args, device, crf=crf, class_map=class_map)
     start = time.perf_counter()

@@ -121,11 +121,8 @@ class Predictor:
                 f"sliding windows of {self.crop_size[0]}×{self.crop_size[1]} are smaller than the {self.min_size}×"
                 f"{self.min_size} input this model needs; use windows of {self.min_size} or more"
             )
-        if crf is not None and getattr(model, "outputs_labels", False):
-            raise ConfigError(
-                "this model outputs labels (exported with --argmax), and the CRF refines class probabilities; "
-                "use a model that outputs logits (export without --argmax)"
-            )
+        if crf is not None:
+            check_refinable(model)
         if isinstance(model, nn.Module):
             model = model.to(self.device).eval()
             if fast:
@@ -223,6 +220,15 @@ class Predictor:
             stacked = torch.stack(batch)
             results.extend((self._labels(stacked) if labels else self.probabilities(stacked)).cpu())
         return _restore_form(results, form)
+
+
+def check_refinable(model: Any) -> None:
+    """``ConfigError`` for a model whose output a CRF cannot refine: one that outputs labels."""
+    if getattr(model, "outputs_labels", False):
+        raise ConfigError(
+            "this model outputs labels (exported with --argmax), and the CRF refines class probabilities; "
+            "use a model that outputs logits (export without --argmax)"
+        )
 
 
 def _resize_scores(scores: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
