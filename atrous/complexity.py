@@ -8,7 +8,8 @@ and resizing are not counted). Groups and dilation are accounted for.
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 import torch
 from torch import nn
@@ -93,6 +94,28 @@ def _make_monotone(model: nn.Module) -> nn.Module:
     return model
 
 
+@contextmanager
+def _watch_global_pooling(model: nn.Module) -> Iterator[list[nn.Module]]:
+    """Collects, while the block runs, every leaf module that pools a map to 1×1 (image
+    pooling): the receptive field of anything downstream of one is the whole image."""
+    seen: list[nn.Module] = []
+
+    def hook(module: nn.Module, inputs: tuple, output: object) -> None:
+        first = inputs[0] if inputs else None
+        if (
+            isinstance(first, torch.Tensor) and isinstance(output, torch.Tensor)
+            and first.dim() == output.dim() == 4 and first.shape[-2:].numel() > 1 and output.shape[-2:] == (1, 1)
+        ):
+            seen.append(module)
+
+    handles = [m.register_forward_hook(hook) for m in model.modules() if not list(m.children())]
+    try:
+        yield seen
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
 def receptive_field(
     model: nn.Module,
     *,
@@ -112,7 +135,10 @@ def receptive_field(
     size = start_size
     while size <= max_size:
         x = torch.zeros(1, 3, size, size, requires_grad=True)
-        out = forward(monotone, x) if forward else monotone(x)
+        with _watch_global_pooling(monotone) as pooled:
+            out = forward(monotone, x) if forward else monotone(x)
+        if pooled:  # global: no need to grow the input to max_size to find out
+            return None
         if isinstance(out, dict):
             out = out["out"]
         h, w = out.shape[-2:]

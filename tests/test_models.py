@@ -283,3 +283,12 @@ def test_decoder_convs_sets_the_v3plus_refinement_depth() -> None:
         assert light.eval()(torch.randn(1, 3, 65, 97)).shape == (1, 5, 65, 97)
     with pytest.raises(ConfigError, match="decoder_convs"):
         create_model("deeplabv3plus_mobilenet_v2", num_classes=5, decoder_convs=0)
+
+
+def test_a_global_receptive_field_is_found_without_growing_the_input() -> None:
+    # Image pooling makes the field global; growing the input to a huge max_size to find
+    # out would run for hours (atrous info on Xception-65 at OS8 took 129 s this way).
+    from atrous.complexity import receptive_field
+
+    model = create_model("deeplabv3_mobilenet_v2", num_classes=3, backbone_options={"width_mult": 0.35})
+    assert receptive_field(model, forward=lambda m, x: m.forward_low_res(x), max_size=1_000_000) is None
