@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 from dataclasses import dataclass, field
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -138,3 +139,29 @@ def maybe_sync_batch_norm(model: nn.Module, context: DistContext, *, enabled: bo
             log.warning("SyncBatchNorm needs CUDA tensors; on %s each process normalises its own batch", context.device)
         return model
     return nn.SyncBatchNorm.convert_sync_batchnorm(model)
+
+
+def wrap_distributed(model: nn.Module, context: DistContext) -> nn.Module:
+    """``model`` in ``DistributedDataParallel``, gradients kept in their parameters' strides.
+
+    A weight with a size-1 dimension (depthwise (C, 1, k, k), 1×1 (O, I, 1, 1)) is equally
+    "channels_last" and "contiguous", and a convolution's backward gives its gradient
+    either strides, depending on the input's layout. Autograd accepts both; DDP compares
+    gradient and bucket strides exactly and warns ("Grad strides do not match bucket view
+    strides") and copies. A hook gives such a gradient its parameter's strides first.
+    """
+    for parameter in model.parameters():
+        if parameter.requires_grad and parameter.dim() == 4 and 1 in parameter.shape[1:]:
+            parameter.register_hook(_with_strides(tuple(parameter.shape), parameter.stride()))
+    return nn.parallel.DistributedDataParallel(
+        model, device_ids=[context.device.index] if context.device.type == "cuda" else None
+    )
+
+
+def _with_strides(shape: tuple[int, ...], strides: tuple[int, ...]) -> Callable[[torch.Tensor], torch.Tensor]:
+    def restride(grad: torch.Tensor) -> torch.Tensor:
+        if grad.stride() == strides:
+            return grad
+        return torch.empty_strided(shape, strides, dtype=grad.dtype, device=grad.device).copy_(grad)
+
+    return restride

@@ -139,9 +139,7 @@ class Trainer:
             )
         self.train_model: nn.Module = model
         if context.distributed:
-            self.train_model = nn.parallel.DistributedDataParallel(
-                model, device_ids=[context.device.index] if context.device.type == "cuda" else None
-            )
+            self.train_model = dist_utils.wrap_distributed(model, context)
         # Everything is checked (options, data folders, model, resume state): now take the folder.
         self.folder = RunFolder(self.run_dir) if context.is_main else None
         self.stop = StopRequest(enabled=False)
