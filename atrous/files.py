@@ -13,7 +13,7 @@ import contextlib
 import errno
 import os
 import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 
 from atrous.errors import DataError
@@ -69,6 +69,39 @@ def atomic_path(path: str | Path, *, suffix: str = TEMP_SUFFIX, fsync: bool = Fa
         temp.unlink(missing_ok=True)
     if fsync:
         sync_folder(path.parent)
+
+
+def write_together(writers: Mapping[Path, Callable[[Path], None]]) -> list[Path]:
+    """Write files that belong together (one image's outputs) all or none.
+
+    ``writers`` maps each destination to a function that writes the file's content to the
+    temp path it is given. Every file goes to a temp beside its destination first; only
+    when all are written are they renamed. On any failure every temp is removed, no
+    destination changes, and the ``OSError`` becomes one ``DataError`` naming the file
+    that failed and saying that none of the set was written. Returns the destinations.
+    """
+    paths = [Path(path) for path in writers]
+    temps: list[Path] = []
+    current = paths[0] if paths else None
+    try:
+        for path, write in zip(paths, writers.values()):
+            current = path
+            handle, name = tempfile.mkstemp(dir=path.parent, prefix=temp_prefix(path), suffix=TEMP_SUFFIX)
+            os.close(handle)
+            temps.append(Path(name))
+            write(temps[-1])
+        mode = file_mode()
+        for temp, path in zip(temps, paths):
+            current = path
+            os.chmod(temp, mode)
+            os.replace(temp, path)
+    except OSError as error:
+        names = ", ".join(path.name for path in paths)
+        raise DataError(f"cannot write {current}: {os_reason(error)}; none of {names} was written") from None
+    finally:
+        for temp in temps:
+            temp.unlink(missing_ok=True)
+    return paths
 
 
 def write_bytes_atomic(path: str | Path, data: bytes, *, fsync: bool = False) -> Path:

@@ -326,3 +326,33 @@ def test_pickled_evil_is_not_run(tmp_path: Path) -> None:
         pickle.dump(_Evil(), handle)
     with pytest.raises(CheckpointError):
         read_checkpoint(path)
+
+
+def test_predict_writes_each_images_outputs_all_or_none(checkpoint: Path, tmp_path: Path) -> None:
+    """A disk that fills in the middle of an image's outputs (here: a file-size limit the
+    small mask PNGs pass and the noisy overlays do not) leaves none of that image's files,
+    and the one error line says what is complete."""
+    import sys
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    rng = np.random.default_rng(0)
+    for index in range(2):
+        Image.fromarray(rng.integers(0, 255, (64, 64, 3), dtype=np.uint8)).save(photos / f"p{index}.png")
+    out = tmp_path / "out"
+    script = (
+        "import resource, signal, sys\n"
+        "signal.signal(signal.SIGXFSZ, signal.SIG_IGN)\n"  # EFBIG instead of being killed
+        "resource.setrlimit(resource.RLIMIT_FSIZE, (4000, 4000))\n"
+        "from atrous.cli import main\n"
+        f"sys.exit(main(['predict', {str(photos)!r}, '--checkpoint', {str(checkpoint)!r}, '--out', {str(out)!r},"
+        " '--workers', '0', '--no-progress', '--device', 'cpu']))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120,
+                            env={**os.environ, "OMP_NUM_THREADS": "1"}, check=False)
+    assert result.returncode == 2, result.stderr
+    err = result.stderr.strip().splitlines()
+    assert len(err) == 1 and "Traceback" not in result.stderr, result.stderr
+    assert "p0_overlay.png" in err[0] and "none of p0.png, p0_color.png, p0_overlay.png was written" in err[0]
+    assert "no image is complete" in err[0]
+    assert sorted(p.name for p in out.iterdir()) == []  # no mask without its overlay, no temp file

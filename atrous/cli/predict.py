@@ -15,7 +15,7 @@ import argparse
 import glob
 import logging
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +37,7 @@ from atrous.cli._inference import (
     resolve_device,
 )
 from atrous.errors import ConfigError, DataError
-from atrous.files import atomic_path, check_not_input, check_writable_folder, same_file
+from atrous.files import check_not_input, check_writable_folder, same_file, write_together
 from atrous.labels import class_labels
 from atrous.workers import leave_stop_signals_to_the_main_process
 
@@ -112,12 +112,6 @@ class _Images(Dataset):
         return torch.from_numpy(image).permute(2, 0, 1).contiguous(), self.paths[index]
 
 
-def save_png_atomic(path: Path, array: np.ndarray) -> None:
-    """Write a uint8 (H, W, 3) array as PNG: temp file beside ``path``, then rename."""
-    with atomic_path(path) as temp:
-        Image.fromarray(array).save(temp, format="PNG")
-
-
 def output_names(stem: str, *, crf: bool, panel: bool = False) -> list[str]:
     """The files predict writes for the input ``stem`` (see the module docstring)."""
     names = [f"{stem}.png", f"{stem}_color.png", f"{stem}_overlay.png"]
@@ -164,34 +158,34 @@ def write_outputs(
     crf_labels: np.ndarray | None = None,
     panel_names: Sequence[str] | None = None,
 ) -> list[Path]:
-    """Write the files of one image (see the module docstring); returns their paths.
+    """Write the files of one image (see the module docstring), all or none; returns their paths.
 
     ``image`` uint8 (H, W, 3); ``labels`` / ``crf_labels`` (H, W) class indices;
     ``panel_names``: class names, to also write the titled panel with its legend.
     """
-    from atrous.data import colorize, overlay, save_index_png
+    from atrous.data import colorize, overlay
+    from atrous.data.palette import index_image
 
     final = labels if crf_labels is None else crf_labels
-    save_index_png(out / f"{stem}.png", final, palette)  # atomic itself
-    written = [out / f"{stem}.png"]
-    arrays = [colorize(final, palette), overlay(image, labels, palette, alpha=alpha)]
+    pictures = [index_image(final, palette), colorize(final, palette), overlay(image, labels, palette, alpha=alpha)]
     if crf_labels is not None:
-        arrays.append(overlay(image, crf_labels, palette, alpha=alpha))
-    for name, array in zip(output_names(stem, crf=crf_labels is not None)[1:], arrays):
-        save_png_atomic(out / name, array)
-        written.append(out / name)
+        pictures.append(overlay(image, crf_labels, palette, alpha=alpha))
     if panel_names is not None:
         from atrous.data.figure import present_classes, titled_grid
 
-        tiles, titles = [image, arrays[1]], ["input", "prediction"]
+        tiles, titles = [image, pictures[2]], ["input", "prediction"]
         if crf_labels is not None:
-            tiles.append(arrays[2])
+            tiles.append(pictures[3])
             titles.append("+ dense CRF")
         masks = [labels] + ([crf_labels] if crf_labels is not None else [])
-        panel = out / f"{stem}_panel.png"
-        save_png_atomic(panel, titled_grid([tiles], titles, present_classes(masks, panel_names, palette)))
-        written.append(panel)
-    return written
+        pictures.append(titled_grid([tiles], titles, present_classes(masks, panel_names, palette)))
+    names = output_names(stem, crf=crf_labels is not None, panel=panel_names is not None)
+    return write_together({out / name: _png_writer(picture) for name, picture in zip(names, pictures, strict=True)})
+
+
+def _png_writer(picture: Image.Image | np.ndarray) -> Callable[[Path], None]:
+    image = picture if isinstance(picture, Image.Image) else Image.fromarray(picture)
+    return lambda path: image.save(path, format="PNG")
 
 
 def _palette(model: Any, num_classes: int) -> list[tuple[int, int, int]]:
@@ -234,7 +228,11 @@ def run(args: argparse.Namespace) -> int:
                     refined = crf(image[None].to(device), probs[None].to(device))
                 crf_labels = class_labels(refined)[0].cpu().numpy()
             palette = _palette(model, probs.shape[0])
-            write_outputs(out, path.stem, image.permute(1, 2, 0).numpy(), labels, palette, args.alpha, crf_labels, names)
+            try:
+                write_outputs(out, path.stem, image.permute(1, 2, 0).numpy(), labels, palette, args.alpha, crf_labels, names)
+            except DataError as error:
+                done = f"{written} image{'s are' if written != 1 else ' is'} complete" if written else "no image is complete"
+                raise DataError(f"{error} ({path.name}); {done} in {out}") from None
             written += 1
     print(f"wrote predictions for {written} image{'s' if written != 1 else ''} to {out}")
     return 0

@@ -98,13 +98,19 @@ def save_index_png(path: str | Path, mask: np.ndarray | torch.Tensor, palette: S
     The file is written to a temporary name in the same folder and renamed, so a crash
     never leaves a half-written PNG under ``path``.
     """
+    image = index_image(mask, palette)
+    with atomic_path(path) as temp:
+        image.save(temp, format="PNG")
+
+
+def index_image(mask: np.ndarray | torch.Tensor, palette: Sequence[Sequence[int]]) -> Image.Image:
+    """A mask (H, W) with values 0..255 as a palette ("P") image, ready to save as PNG."""
     array = _as_numpy_mask(mask)
     if array.size and (array.min() < 0 or array.max() > 255):
         raise InputError(f"mask values must be in 0..255 to store in a PNG, got {array.min()}..{array.max()}")
     image = Image.fromarray(array.astype(np.uint8), mode="L").convert("P")
     image.putpalette(_palette_table(palette).ravel().tolist())
-    with atomic_path(path) as temp:
-        image.save(temp, format="PNG")
+    return image
 
 
 @dataclass(frozen=True)
