@@ -220,3 +220,16 @@ def test_the_start_line_names_the_cpu_thread_settings(tmp_path: Path, caplog: py
     with caplog.at_level(logging.INFO, logger="atrous"):
         train(tiny_run_config(tmp_path / "run", epochs=1))
     assert re.search(r"on cpu \(\d+ torch threads, OMP_WAIT_POLICY=\w+\)", caplog.text)
+
+
+def test_a_busy_machine_is_named_at_the_start(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Other processes holding every core (the OS's load average says so) get one warning."""
+    import os
+
+    cores = os.cpu_count() or 1
+    monkeypatch.setattr(os, "getloadavg", lambda: (cores + 1.0, cores, cores))
+    with caplog.at_level(logging.INFO, logger="atrous"):
+        train(tiny_run_config(tmp_path / "run", epochs=1))
+    assert f"the CPUs are already busy (load average {cores + 1.0:.1f} on {cores} cores)" in caplog.text

@@ -163,6 +163,9 @@ class Trainer:
             self.data.iters_per_epoch, config.batch_size, context.world_size, context.device,
             _thread_settings() if context.device.type == "cpu" else "",
         )
+        busy = _busy_cpus() if context.device.type == "cpu" and context.is_main else None
+        if busy:
+            log.warning(busy)
         if saved_rng is not None:
             set_rng_state(saved_rng)
         else:
@@ -376,6 +379,22 @@ def _thread_settings() -> str:
     """' (N torch threads, OMP_WAIT_POLICY=…)': what decides CPU speed when other jobs share
     the machine (spinning OpenMP threads slow each other down tenfold or more)."""
     return f" ({torch.get_num_threads()} torch threads, OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', 'unset')})"
+
+
+def _busy_cpus() -> str | None:
+    """A warning when other processes already keep the CPUs busy (1-minute load average at
+    least the core count): training then runs at a fraction of its usual speed."""
+    try:
+        load = os.getloadavg()[0]
+    except (AttributeError, OSError):  # not on every platform
+        return None
+    cores = os.cpu_count() or 1
+    if load < cores:
+        return None
+    return (
+        f"the CPUs are already busy (load average {load:.1f} on {cores} cores): this run shares them and "
+        "will be slower than on an idle machine; fewer threads (OMP_NUM_THREADS) can help"
+    )
 
 
 def _check_crop_size(config: TrainConfig, model: nn.Module) -> None:
