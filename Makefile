@@ -13,13 +13,16 @@ $(INSTALLED): pyproject.toml
 	touch $@
 
 # Test-only references: the dense CRF of pydensecrf2 (compiled from source) for the CRF
-# agreement tests, and the LiteRT interpreter that runs the TF DeepLab graphs `atrous convert`
-# is checked against. If one cannot be installed, the tests that need it skip and say so.
+# agreement tests, the LiteRT interpreter that runs the TF DeepLab graphs `atrous convert`
+# is checked against, and the tflite extra (litert-torch) behind `atrous export --format tflite`.
+# If one cannot be installed, the tests that need it skip and say so.
 $(PEERS): $(INSTALLED)
 	$(PY) -m pip install --quiet --disable-pip-version-check 'pydensecrf2>=1.1' \
 	  || echo "WARNING: pydensecrf2 could not be installed; CRF agreement tests will be skipped"
 	$(PY) -m pip install --quiet --disable-pip-version-check 'ai-edge-litert>=1.2' \
 	  || echo "WARNING: ai-edge-litert could not be installed; TFLite agreement tests will be skipped"
+	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[tflite]' \
+	  || echo "WARNING: the tflite extra (litert-torch) could not be installed; TFLite export tests will be skipped"
 	touch $@
 
 install: $(INSTALLED)

@@ -143,8 +143,8 @@ def export_both(
 ) -> dict[str, Any]:
     """Float and int8 ONNX files of ``model`` at ``size``, with the parity / agreement numbers."""
     from atrous.data import IMAGENET_MEAN, IMAGENET_STD
-    from atrous.export import export_onnx
-    from atrous.export.quantize import calibration_batches, quantize_int8
+    from atrous.export import calibration_batches, export_onnx
+    from atrous.export.quantize import quantize_int8
 
     report = export_onnx(model, scratch / f"{stem}.onnx", input_size=size)
     batches = calibration_batches(calibration, size, IMAGENET_MEAN, IMAGENET_STD, limit=count)

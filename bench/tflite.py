@@ -66,8 +66,8 @@ def main() -> None:
     from ai_edge_litert.interpreter import Interpreter
 
     from atrous import load_model
-    from atrous.export import OnnxModel, export_onnx
-    from atrous.export.quantize import calibration_batches, quantize_int8
+    from atrous.export import OnnxModel, calibration_batches, export_onnx
+    from atrous.export.quantize import quantize_int8
     from atrous.inference.labels import class_labels
 
     model = load_model(WEIGHTS)

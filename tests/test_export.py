@@ -20,13 +20,14 @@ from atrous.export import (
     ExportError,
     ExportReport,
     OnnxModel,
+    calibration_batches,
     export_onnx,
     export_program,
     export_torchscript,
     prepare_for_export,
     trace_program,
 )
-from atrous.export.quantize import calibration_batches, quantize_int8
+from atrous.export.quantize import quantize_int8
 
 SIZE = (64, 64)
 

@@ -1,7 +1,8 @@
 """Options and loading shared by ``atrous eval`` and ``atrous predict``.
 
-A model source is an atrous checkpoint (``atrous.load_model``) or an ONNX file
-exported by ``atrous export`` (run with ONNX Runtime through ``OnnxModel``).
+A model source is an atrous checkpoint (``atrous.load_model``), or a file written by
+``atrous export``: ONNX (run with ONNX Runtime through ``OnnxModel``) or TFLite (run
+with LiteRT through ``TfliteModel``).
 """
 
 from __future__ import annotations
@@ -42,10 +43,10 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
         "--checkpoint",
         required=True,
         metavar="PATH",
-        help="atrous checkpoint (.pt) or ONNX model from `atrous export` (.onnx)",
+        help="atrous checkpoint (.pt), or a model from `atrous export`: ONNX (.onnx) or TFLite (.tflite)",
     )
     parser.add_argument(
-        "--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto; ONNX models run on CPU)"
+        "--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto; ONNX and TFLite models run on CPU)"
     )
     parser.add_argument(
         "--output-stride",
@@ -129,14 +130,16 @@ class ModelSource:
 
 
 def open_model_source(path: str, device: torch.device, output_stride: int | None) -> ModelSource:
-    """The model in ``path`` (an nn.Module from a checkpoint, or an ``OnnxModel`` for
-    ``.onnx``), at ``output_stride`` unless None, with its training config."""
-    if path.lower().endswith(".onnx"):
-        from atrous.export import OnnxModel
+    """The model in ``path`` (an nn.Module from a checkpoint, an ``OnnxModel`` for ``.onnx``
+    or a ``TfliteModel`` for ``.tflite``), at ``output_stride`` unless None, with its
+    training config."""
+    suffix = Path(path).suffix.lower()
+    if suffix in (".onnx", ".tflite"):
+        from atrous.export import OnnxModel, TfliteModel
 
         if output_stride is not None:
-            raise ConfigError("--output-stride needs a checkpoint: an ONNX graph is fixed at its export stride")
-        return ModelSource(OnnxModel(path))
+            raise ConfigError(f"--output-stride needs a checkpoint: an exported {suffix} graph is fixed at its export stride")
+        return ModelSource(OnnxModel(path) if suffix == ".onnx" else TfliteModel(path))
     from atrous.checkpoint import model_from_checkpoint, read_checkpoint
 
     checkpoint = read_checkpoint(path, map_location=device)
@@ -251,6 +254,8 @@ def build_predictor(
     """The Predictor the options describe, refining with a dense CRF of parameters ``crf``
     unless None, its classes merged by ``class_map`` unless None."""
     crf = make_crf(device, crf) if crf is not None else None
+    if args.input_size is None and args.sliding_window is None and getattr(model, "resize_to_fit", False):
+        args.input_size = model.input_size  # a TFLite graph, like TF's own, segments any photo at its size
     return Predictor(
         model,
         device=device if isinstance(model, torch.nn.Module) else "cpu",

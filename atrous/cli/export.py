@@ -1,8 +1,9 @@
-"""``atrous export``: ONNX (optionally int8), torch.export or TorchScript, verified before it is written.
+"""``atrous export``: ONNX or TFLite (optionally int8), torch.export or TorchScript, verified before it is written.
 
 Every export folds BatchNorm into the convolutions, runs the exported file on a sample
-input and compares it with PyTorch (max |logit difference| and label agreement are
-printed); a failed check exits non-zero and leaves no file.
+input (ONNX Runtime, LiteRT) and compares it with PyTorch (max |logit difference| and
+label agreement are printed); a failed check exits non-zero and leaves no file.
+TFLite export needs the optional extra: pip install 'atrous[tflite]'.
 """
 
 from __future__ import annotations
@@ -19,17 +20,19 @@ from atrous.errors import CheckpointError, ConfigError
 
 logger = logging.getLogger(__name__)
 
-FORMATS = {"onnx": ".onnx", "pt2": ".pt2", "torchscript": ".pt"}
+FORMATS = {"onnx": ".onnx", "pt2": ".pt2", "tflite": ".tflite", "torchscript": ".pt"}
+QUANTISABLE = ("onnx", "tflite")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "export",
-        help="export a model to ONNX (int8 optional), torch.export or TorchScript",
+        help="export a model to ONNX or TFLite (int8 optional), torch.export or TorchScript",
         description=__doc__.split("\n\n", 1)[1].strip().replace("``", ""),
         epilog=(
             "Examples: atrous export --checkpoint best.pt --out model.onnx --dynamic; "
-            "atrous export --checkpoint best.pt --out model-int8.onnx --size 360 480 --int8 --calibrate ../shared/data/camvid/val"
+            "atrous export --checkpoint best.pt --out model-int8.onnx --size 360 480 --int8 --calibrate ../shared/data/camvid/val; "
+            "atrous export --checkpoint best.pt --format tflite --int8 --calibration photos/ --argmax --out model.tflite"
         ),
     )
     source = parser.add_argument_group("model (a checkpoint, or a registered name for untrained weights)")
@@ -39,14 +42,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     source.add_argument("--output-stride", type=int, choices=(8, 16, 32), help="export at this output stride")
     parser.add_argument("--format", choices=sorted(FORMATS), default="onnx", help="output format (default onnx)")
     parser.add_argument(
-        "--out", required=True, metavar="PATH", help="output file (.onnx, .pt2 or .pt); its folder must exist"
+        "--out", required=True, metavar="PATH", help="output file (.onnx, .tflite, .pt2 or .pt); its folder must exist"
     )
     parser.add_argument(
         "--size",
         type=int,
         nargs=2,
         metavar=("H", "W"),
-        help="input size; with --dynamic, the sample size verified (default 512 512)",
+        help="input size; with --dynamic, the sample size verified (default: the checkpoint's training crop or "
+        "converted graph's size, else 512 512)",
     )
     parser.add_argument(
         "--dynamic", action="store_true", help="accept any input size ≥ the backbone's minimum (onnx, pt2)"
@@ -54,13 +58,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--opset", type=int, metavar="N", help="ONNX opset, 18 or newer (default 18)")
     parser.add_argument("--force", action="store_true", help="overwrite an existing --out file")
     parser.add_argument("--argmax", action="store_true", help="output labels (N, H, W) instead of logits")
-    parser.add_argument("--int8", action="store_true", help="ONNX Runtime static int8 quantisation (QDQ, per-channel)")
-    parser.add_argument("--calibrate", metavar="DIR", help="folder of images calibrating --int8")
+    parser.add_argument(
+        "--int8", action="store_true",
+        help="static int8 quantisation, per-channel weights (onnx: ONNX Runtime QDQ; tflite: PT2E, int8 in and out)",
+    )
+    parser.add_argument("--calibrate", "--calibration", dest="calibrate", metavar="DIR", help="folder of images calibrating --int8")
     parser.add_argument(
         "--calibration-method",
         choices=("minmax", "percentile", "entropy"),
         default="minmax",
-        help="how --int8 reads activation ranges: min/max, 99.999th percentile or entropy (default minmax)",
+        help="how --int8 reads activation ranges for onnx: min/max, 99.999th percentile or entropy (default minmax; "
+        "tflite: min/max)",
     )
     parser.add_argument(
         "--calibrate-count", type=int, default=32, metavar="N", help="calibration images used (default 32)"
@@ -68,14 +76,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(func=run)
 
 
-def load_export_model(args: argparse.Namespace) -> nn.Module:
-    """The model named by --checkpoint / --model / --num-classes / --output-stride."""
+def load_export_model(args: argparse.Namespace) -> tuple[nn.Module, tuple[int, int] | None]:
+    """The model named by --checkpoint / --model / --num-classes / --output-stride, and the
+    input size its checkpoint suggests (the training crop, or a converted graph's size)."""
     from atrous.models import create_model, with_output_stride
 
     if args.checkpoint:
-        from atrous.checkpoint import load_model
+        from atrous.checkpoint import model_from_checkpoint, read_checkpoint
 
-        model = load_model(args.checkpoint)
+        checkpoint = read_checkpoint(args.checkpoint)
+        model = model_from_checkpoint(checkpoint, args.checkpoint)
         config = model.config
         if args.model and args.model != config["name"]:
             raise CheckpointError(
@@ -87,21 +97,35 @@ def load_export_model(args: argparse.Namespace) -> nn.Module:
             )
         if args.output_stride and args.output_stride != model.output_stride:
             model = with_output_stride(model, args.output_stride)
-        return model.eval()
+        return model.eval(), _suggested_size(checkpoint)
     if not args.model:
         raise ConfigError("give --checkpoint PATH, or --model NAME (--num-classes K) for untrained weights")
     logger.warning("exporting %s with untrained weights (no --checkpoint)", args.model)
-    return create_model(args.model, num_classes=args.num_classes or 21, output_stride=args.output_stride).eval()
+    return create_model(args.model, num_classes=args.num_classes or 21, output_stride=args.output_stride).eval(), None
 
 
-def _check_options(args: argparse.Namespace) -> tuple[int, int]:
+def _suggested_size(checkpoint: dict[str, Any]) -> tuple[int, int] | None:
+    """(H, W) of the training crop or of the graph a checkpoint was converted from, if stored."""
+    crop = (checkpoint.get("train_config") or {}).get("crop_size") or (checkpoint.get("source") or {}).get("input_size")
+    if isinstance(crop, int):
+        return crop, crop
+    if isinstance(crop, (list, tuple)) and len(crop) == 2 and all(isinstance(v, int) for v in crop):
+        return int(crop[0]), int(crop[1])
+    return None
+
+
+def _check_options(args: argparse.Namespace) -> None:
     if args.num_classes is not None and args.num_classes < 1:
         raise ConfigError(f"--num-classes must be ≥ 1; got {args.num_classes}")
     suffix = FORMATS[args.format]
     if Path(args.out).suffix.lower() != suffix:
         raise ConfigError(f"--out {args.out}: a {args.format} export should end in {suffix}")
-    if args.format != "onnx" and (args.int8 or args.opset):
-        raise ConfigError("--int8 and --opset apply to --format onnx only")
+    if args.opset and args.format != "onnx":
+        raise ConfigError("--opset applies to --format onnx only")
+    if args.int8 and args.format not in QUANTISABLE:
+        raise ConfigError(f"--int8 applies to --format {' or '.join(QUANTISABLE)} only")
+    if args.format == "tflite" and args.dynamic:
+        raise ConfigError("a TFLite graph has a fixed input size: drop --dynamic and give --size H W")
     if args.opset is not None:
         from atrous.export.onnx import opset_range
 
@@ -116,10 +140,8 @@ def _check_options(args: argparse.Namespace) -> tuple[int, int]:
         raise ConfigError("--calibrate is only used with --int8")
     if args.calibrate_count < 1:
         raise ConfigError(f"--calibrate-count must be ≥ 1; got {args.calibrate_count}")
-    height, width = args.size or (512, 512)
-    if min(height, width) < 1:
-        raise ConfigError(f"--size must be positive; got {height} {width}")
-    return height, width
+    if args.size is not None and min(args.size) < 1:
+        raise ConfigError(f"--size must be positive; got {args.size[0]} {args.size[1]}")
 
 
 def _describe(report: Any) -> str:
@@ -136,9 +158,12 @@ def run(args: argparse.Namespace) -> int:
     from atrous.export import DEFAULT_OPSET, export_onnx, export_program, export_torchscript
     from atrous.files import check_output_file
 
-    size = _check_options(args)
+    _check_options(args)
     out = check_output_file(args.out, "--out", force=args.force, inputs=[args.checkpoint, args.calibrate])
-    model = load_export_model(args)
+    model, suggested = load_export_model(args)
+    size = tuple(args.size) if args.size else suggested or (512, 512)
+    if args.format == "tflite":
+        return _export_tflite(model, out, size, args)
     if args.format == "pt2":
         report = export_program(model, out, input_size=size, dynamic=args.dynamic, argmax=args.argmax)
     elif args.format == "torchscript":
@@ -153,10 +178,35 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _export_int8(model: nn.Module, out: Path, size: tuple[int, int], args: argparse.Namespace) -> int:
+def _normalisation(model: nn.Module) -> tuple[Any, Any]:
     from atrous.data import IMAGENET_MEAN, IMAGENET_STD
-    from atrous.export import DEFAULT_OPSET, export_onnx
-    from atrous.export.quantize import calibration_batches, quantize_int8
+
+    return getattr(model, "mean", None) or IMAGENET_MEAN, getattr(model, "std", None) or IMAGENET_STD
+
+
+def _export_tflite(model: nn.Module, out: Path, size: tuple[int, int], args: argparse.Namespace) -> int:
+    import torch
+
+    from atrous.export import calibration_batches, export_tflite
+
+    frames = None
+    if args.int8:
+        batches = calibration_batches(args.calibrate, size, *_normalisation(model), limit=args.calibrate_count)
+        frames = [torch.from_numpy(batch) for batch in batches]
+    report = export_tflite(model, out, input_size=size, argmax=args.argmax, calibration=frames)
+    if frames is None:
+        print(f"wrote {out}: float32 TFLite, {_describe(report)} (LiteRT)")
+    else:
+        print(
+            f"wrote {out}: int8 TFLite (per-channel weights, int8 in and out), calibrated on {len(frames)} images; "
+            f"labels agree with PyTorch on {report.argmax_agreement:.2%} of their pixels at {size[0]}×{size[1]} (LiteRT)"
+        )
+    return 0
+
+
+def _export_int8(model: nn.Module, out: Path, size: tuple[int, int], args: argparse.Namespace) -> int:
+    from atrous.export import DEFAULT_OPSET, calibration_batches, export_onnx
+    from atrous.export.quantize import quantize_int8
 
     with tempfile.TemporaryDirectory(dir=out.parent, prefix=f".{out.stem}.float.") as scratch:
         float_path = Path(scratch) / "float.onnx"
@@ -164,9 +214,7 @@ def _export_int8(model: nn.Module, out: Path, size: tuple[int, int], args: argpa
             model, float_path, input_size=size, dynamic=args.dynamic, opset=args.opset or DEFAULT_OPSET
         )
         print(f"float model: {_describe(report)}")
-        mean = getattr(model, "mean", None) or IMAGENET_MEAN
-        std = getattr(model, "std", None) or IMAGENET_STD
-        batches = calibration_batches(args.calibrate, size, mean, std, limit=args.calibrate_count)
+        batches = calibration_batches(args.calibrate, size, *_normalisation(model), limit=args.calibrate_count)
         result = quantize_int8(float_path, out, batches, method=args.calibration_method, argmax=args.argmax)
     print(
         f"wrote {out}: int8 (QDQ, per-channel) calibrated ({args.calibration_method}) on {result.calibration_images} images; "

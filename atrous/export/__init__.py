@@ -1,13 +1,16 @@
-"""Export: ONNX (verified with ONNX Runtime, optional int8), torch.export programs, TorchScript.
+"""Export: ONNX (verified with ONNX Runtime, optional int8), TFLite (verified with LiteRT, optional
+int8), torch.export programs, TorchScript.
 
 >>> from atrous.export import export_onnx, OnnxModel
 >>> report = export_onnx(model, "model.onnx", input_size=(512, 512))   # doctest: +SKIP
 >>> report.max_abs_diff, report.argmax_agreement                        # doctest: +SKIP
 """
 
-from atrous.export._common import ExportedModel, ExportError, ExportReport, prepare_for_export
+from atrous.export._common import ExportedModel, ExportError, ExportReport, calibration_batches, prepare_for_export
 from atrous.export.onnx import DEFAULT_OPSET, export_onnx
 from atrous.export.runtime import OnnxModel
+from atrous.export.tflite import export_tflite
+from atrous.export.tflite_runtime import TfliteModel
 from atrous.export.torch_formats import export_program, export_torchscript, trace_program
 
 __all__ = [
@@ -16,8 +19,11 @@ __all__ = [
     "ExportReport",
     "ExportedModel",
     "OnnxModel",
+    "TfliteModel",
+    "calibration_batches",
     "export_onnx",
     "export_program",
+    "export_tflite",
     "export_torchscript",
     "prepare_for_export",
     "trace_program",

@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -19,12 +20,14 @@ from atrous.errors import AtrousError, ConfigError, DataError
 from atrous.files import atomic_path
 from atrous.fold import fold_batchnorm
 from atrous.labels import class_labels
+from atrous.nn import resize
 
 __all__ = [
     "ExportError",
     "ExportReport",
     "ExportedModel",
     "atomic_output",
+    "calibration_batches",
     "check_output_path",
     "prepare_for_export",
     "quiet_loggers",
@@ -192,3 +195,25 @@ def verify(
             f"(need ≥ {min_agreement:.2%}); {path} was not written"
         )
     return report
+
+
+def calibration_batches(
+    folder: str | Path,
+    size: tuple[int, int],
+    mean: Sequence[float],
+    std: Sequence[float],
+    *,
+    limit: int = 32,
+) -> list[np.ndarray]:
+    """Up to ``limit`` images of ``folder`` as normalised float32 (1, 3, H, W) arrays of ``size``."""
+    from atrous.data import read_image
+    from atrous.data.base import list_images
+
+    paths = list_images(Path(folder))[: max(1, limit)]
+    mean_t = torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1)
+    std_t = torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1)
+    batches = []
+    for path in paths:
+        image = torch.from_numpy(read_image(path)).permute(2, 0, 1)[None].float() / 255
+        batches.append(((resize(image, size) - mean_t) / std_t).numpy())
+    return batches

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 import tempfile
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,9 +21,8 @@ from atrous.errors import ConfigError, DataError
 from atrous.export._common import ExportError, atomic_output, check_output_path, quiet_loggers
 from atrous.export.runtime import OnnxModel
 from atrous.labels import class_labels
-from atrous.nn import resize
 
-__all__ = ["CALIBRATION_METHODS", "QuantizeReport", "calibration_batches", "quantize_int8"]
+__all__ = ["CALIBRATION_METHODS", "QuantizeReport", "quantize_int8"]
 
 # How activation ranges are read off the calibration images: min/max (fast, outliers
 # stretch the range), a 99.999th percentile, or the KL-divergence (entropy) threshold.
@@ -45,28 +43,6 @@ class QuantizeReport:
     path: Path
     calibration_images: int
     argmax_agreement: float
-
-
-def calibration_batches(
-    folder: str | Path,
-    size: tuple[int, int],
-    mean: Sequence[float],
-    std: Sequence[float],
-    *,
-    limit: int = 32,
-) -> list[np.ndarray]:
-    """Up to ``limit`` images of ``folder`` as normalised float32 (1, 3, H, W) arrays of ``size``."""
-    from atrous.data import read_image
-    from atrous.data.base import list_images
-
-    paths = list_images(Path(folder))[: max(1, limit)]
-    mean_t = torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1)
-    std_t = torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1)
-    batches = []
-    for path in paths:
-        image = torch.from_numpy(read_image(path)).permute(2, 0, 1)[None].float() / 255
-        batches.append(((resize(image, size) - mean_t) / std_t).numpy())
-    return batches
 
 
 class _Reader(CalibrationDataReader):

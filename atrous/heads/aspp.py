@@ -22,6 +22,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from atrous.errors import ConfigError
@@ -116,12 +117,14 @@ class ImagePooling(nn.Sequential):
             for layer in list(self)[1:]:  # the 1×1 conv, BN and ReLU
                 local = layer(local)
             return local
-        pooled = super().forward(x).expand(-1, -1, *size)
+        pooled = super().forward(x)
         if memory_format_of(x) == torch.channels_last:
             # A broadcast view would make ASPP's concat fall back to NCHW, and the
             # projection conv then convert 5 × 256 channels back: materialise it instead.
-            return pooled.contiguous(memory_format=torch.channels_last)
-        return pooled
+            return pooled.expand(-1, -1, *size).contiguous(memory_format=torch.channels_last)
+        # The broadcast as a nearest resize of the 1×1 map: the same numbers, and it converts
+        # to TFLite (whose BROADCAST_TO fails on the NHWC-transposed map).
+        return F.interpolate(pooled, size=size, mode="nearest")
 
 
 def atrous_conv_branch(in_channels: int, out_channels: int, rate: int) -> nn.Module:

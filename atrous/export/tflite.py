@@ -1,0 +1,203 @@
+"""TFLite export (float or int8) through Google's ``litert-torch``, verified by LiteRT.
+
+The exported graph takes one NHWC image (1, H, W, 3), normalised with the model's
+mean/std, at the fixed size it was exported for, and gives logits (1, K, H, W) or, with
+``argmax``, labels (1, H, W). An int8 graph is quantised statically (per-channel
+weights, activation ranges observed on calibration images by PyTorch's PT2E flow) and
+has int8 input and output, with their scale and zero point in the file. atrous stores
+its metadata (class names, palette, mean, std, config) as the file's ``atrous``
+metadata entry, read back by :class:`atrous.export.TfliteModel`.
+
+Every file is run by the LiteRT interpreter before it is kept: a float graph must give
+PyTorch's labels on ≥ 99.9 % of pixels, an int8 graph on ≥ 98 % of the calibration
+images' pixels; otherwise nothing is written.
+
+``litert-torch`` is an optional extra (``pip install 'atrous[tflite]'``), imported only here.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from atrous.errors import ConfigError
+from atrous.export._common import (
+    ExportedModel,
+    ExportError,
+    ExportReport,
+    atomic_output,
+    check_output_path,
+    prepare_for_export,
+    verify,
+)
+from atrous.export.onnx import model_metadata
+from atrous.export.tflite_runtime import METADATA_NAME, TfliteModel, litert_schema, silenced_output
+from atrous.labels import class_labels
+
+__all__ = ["INSTALL_HINT", "export_tflite"]
+
+logger = logging.getLogger(__name__)
+
+INSTALL_HINT = "pip install 'atrous[tflite]'"
+FLOAT_AGREEMENT = 0.999
+INT8_AGREEMENT = 0.98
+
+
+def _litert_torch() -> Any:
+    try:
+        with silenced_output():  # its import prints absl, oneDNN and torch.compile notices
+            import litert_torch
+    except ImportError:
+        raise ConfigError(f"TFLite export needs Google's litert-torch converter: {INSTALL_HINT}") from None
+    return litert_torch
+
+
+class _ChannelsLastInput(nn.Module):
+    """(N, H, W, 3) → the exported model's output: mobile apps hand over HWC bitmaps."""
+
+    def __init__(self, model: ExportedModel) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        return self.model(image.permute(0, 3, 1, 2).contiguous())  # NCHW strides: the graph traced as exported to ONNX
+
+
+def export_tflite(
+    model: nn.Module,
+    path: str | Path,
+    *,
+    input_size: tuple[int, int] = (512, 512),
+    argmax: bool = False,
+    calibration: Sequence[torch.Tensor] | None = None,
+    min_agreement: float | None = None,
+) -> ExportReport:
+    """Export ``model`` to a TFLite file at ``path`` and verify it with the LiteRT interpreter.
+
+    Args:
+        model: (N, 3, H, W) normalised images → (N, K, H, W) logits.
+        input_size: (H, W) of the static graph.
+        argmax: output labels (1, H, W) instead of logits.
+        calibration: normalised (1, 3, H, W) images at ``input_size``; given, the graph
+            is quantised to int8 with activation ranges observed on them, and verified
+            on them.
+        min_agreement: label agreement with PyTorch required (default 99.9 % float,
+            98 % int8).
+    Returns:
+        The ``ExportReport`` (for int8: label agreement on the calibration images).
+    Raises:
+        ExportError: conversion failed or the file disagrees with PyTorch (nothing written).
+    """
+    path = check_output_path(path, suffix=".tflite")
+    litert_torch = _litert_torch()
+    height, width = (int(v) for v in input_size)
+    module = prepare_for_export(model, (height, width), argmax=argmax)
+    frames = [frame.detach().cpu().float() for frame in calibration] if calibration is not None else None
+    if frames is not None:
+        if not frames:
+            raise ConfigError("int8 TFLite export needs at least one calibration image")
+        bad = [tuple(f.shape) for f in frames if tuple(f.shape) != (1, 3, height, width)]
+        if bad:
+            raise ConfigError(f"calibration images must be (1, 3, {height}, {width}); got {bad[0]}")
+    sample = (frames[0] if frames else torch.zeros(1, 3, height, width)).permute(0, 2, 3, 1).contiguous()
+    graph = _ChannelsLastInput(module).eval()
+    try:
+        with silenced_output():
+            converted = _convert_int8(graph, sample, frames) if frames else litert_torch.convert(graph, (sample,))
+            flatbuffer = converted.model_content()
+    except ConfigError:
+        raise
+    except Exception as error:  # noqa: BLE001 - the converter raises many types; one clear line
+        first = (str(error).strip().splitlines() or [type(error).__name__])[0]
+        raise ExportError(f"litert-torch could not convert the model ({first[:300]}); {path} was not written") from None
+    metadata = model_metadata(model, argmax=argmax, input_size=(height, width))
+    metadata["int8"] = frames is not None
+    flatbuffer = with_metadata(flatbuffer, metadata)
+    with atomic_output(path, ".tflite") as temp:
+        temp.write_bytes(flatbuffer)
+        try:
+            candidate = TfliteModel(temp)
+        except Exception as error:  # noqa: BLE001 - the interpreter refuses the file (e.g. an unsupported op)
+            raise ExportError(f"LiteRT cannot run the converted model ({error}); {path} was not written") from None
+        if frames is None:
+            report = verify(
+                module, candidate, [(height, width)], path,
+                min_agreement=FLOAT_AGREEMENT if min_agreement is None else min_agreement,
+                atol=1e-3, rounded_activations=_has_activation_quant(model),
+            )
+        else:
+            report = _verify_on(module, candidate, frames, path, INT8_AGREEMENT if min_agreement is None else min_agreement)
+    report.path = path
+    return report
+
+
+def _has_activation_quant(model: nn.Module) -> bool:
+    from atrous.nn.fake_quant import has_activation_quant
+
+    return has_activation_quant(model)
+
+
+def _convert_int8(graph: nn.Module, sample: torch.Tensor, frames: Sequence[torch.Tensor]) -> Any:
+    """PT2E static quantisation (per-channel symmetric weights), observed on ``frames``."""
+    import litert_torch
+    from litert_torch.quantize import pt2e_quantizer
+    from litert_torch.quantize.quant_config import QuantConfig
+    from torchao.quantization.pt2e import quantize_pt2e
+
+    quantizer = pt2e_quantizer.PT2EQuantizer().set_global(
+        pt2e_quantizer.get_symmetric_quantization_config(is_per_channel=True)
+    )
+    observed = quantize_pt2e.prepare_pt2e(torch.export.export(graph, (sample,)).module(), quantizer)
+    with torch.no_grad():
+        for frame in frames:
+            observed(frame.permute(0, 2, 3, 1).contiguous())
+    quantized = quantize_pt2e.convert_pt2e(observed, fold_quantize=False)
+    return litert_torch.convert(quantized, (sample,), quant_config=QuantConfig(pt2e_quantizer=quantizer))
+
+
+def _verify_on(
+    reference: nn.Module, candidate: TfliteModel, frames: Sequence[torch.Tensor], path: Path, min_agreement: float
+) -> ExportReport:
+    """Label agreement of ``candidate`` with ``reference`` on real (calibration) frames."""
+    same = total = 0
+    for frame in frames:
+        with torch.inference_mode():
+            expected, got = reference(frame), candidate(frame)
+        expected_labels = expected if not expected.is_floating_point() else class_labels(expected)
+        labels = got if not got.is_floating_point() else class_labels(got)
+        same += int((labels == expected_labels).sum())
+        total += expected_labels.numel()
+    agreement = same / total
+    if not agreement >= min_agreement:
+        raise ExportError(
+            f"the int8 TFLite model's labels agree with PyTorch on {agreement:.2%} of the calibration images' "
+            f"pixels (need ≥ {min_agreement:.0%}); calibrate on more or more typical images. {path} was not written"
+        )
+    size = tuple(frames[0].shape[-2:])
+    return ExportReport(path, None, None, agreement, [size])
+
+
+def with_metadata(flatbuffer: bytes, metadata: dict[str, Any]) -> bytes:
+    """``flatbuffer`` (a TFLite model) with ``metadata`` as JSON in its ``atrous`` metadata entry."""
+    import flatbuffers
+    import numpy as np
+
+    schema = litert_schema()
+    model = schema.ModelT.InitFromPackedBuf(flatbuffer, 0)
+    buffer = schema.BufferT()
+    buffer.data = np.frombuffer(json.dumps(metadata).encode(), dtype=np.uint8)
+    model.buffers = [*(model.buffers or []), buffer]
+    entry = schema.MetadataT()
+    entry.name = METADATA_NAME
+    entry.buffer = len(model.buffers) - 1
+    model.metadata = [m for m in (model.metadata or []) if m.name not in (METADATA_NAME, METADATA_NAME.encode())]
+    model.metadata.append(entry)
+    builder = flatbuffers.Builder(len(flatbuffer) + 4096)
+    builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
+    return bytes(builder.Output())

@@ -1,0 +1,135 @@
+"""TFLite export (float and int8) through litert-torch, verified by LiteRT, and .tflite files
+in `atrous eval` / `atrous predict` (issue 24)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from _inference_models import single_thread, small_model
+from PIL import Image
+
+from atrous.cli import main
+
+pytest.importorskip("litert_torch", reason="TFLite export needs the tflite extra (make test installs it)")
+
+from atrous.export import ExportError, TfliteModel, export_onnx, export_tflite  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+VOC = REPO / "weights" / "voc_deeplabv3_mobilenet_v2.pt"
+SHARED = REPO.parent / "shared" / "data" / "deeplab-tflite"
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread() -> Iterator[None]:
+    yield from single_thread()
+
+
+def test_float_export_gives_pytorchs_labels_in_litert_and_keeps_metadata(tmp_path: Path) -> None:
+    # DeepLab v3+ with image pooling: its broadcast is what the converter used to break on.
+    model = small_model("deeplabv3plus_mobilenet_v2", num_classes=4)
+    model.class_names = ["sky", "road", "car", "tree"]
+    report = export_tflite(model, tmp_path / "m.tflite", input_size=(65, 65))
+    assert report.argmax_agreement >= 0.999 and report.max_abs_diff is not None and report.max_abs_diff < 1e-3
+    loaded = TfliteModel(tmp_path / "m.tflite")
+    assert loaded.class_names == ["sky", "road", "car", "tree"] and loaded.num_classes == 4
+    assert loaded.input_size == (65, 65) and not loaded.outputs_labels and not loaded.int8
+    images = torch.randn(2, 3, 65, 65, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        expected = model.eval()(images)
+    got = loaded(images)  # a batch of 2 on a batch-1 graph
+    assert got.shape == expected.shape
+    assert (got.argmax(1) == expected.argmax(1)).float().mean() >= 0.999
+    # ONNX of the same model (image pooling now a nearest resize) still matches PyTorch.
+    assert export_onnx(model, tmp_path / "m.onnx", input_size=(65, 65)).argmax_agreement >= 0.9999
+
+
+def test_a_file_that_fails_verification_is_not_written(tmp_path: Path) -> None:
+    model = small_model("lraspp_mobilenet_v3_small", num_classes=3)
+    with pytest.raises(ExportError, match="was not written"):
+        export_tflite(model, tmp_path / "m.tflite", input_size=(64, 64), min_agreement=1.5)
+    assert list(tmp_path.iterdir()) == []  # no file, no temp
+
+
+@pytest.fixture(scope="module")
+def voc_int8(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The shipped VOC model as int8 TFLite with labels out, at 129², via the command line."""
+    if not VOC.is_file():
+        pytest.skip("weights/voc_deeplabv3_mobilenet_v2.pt is not in this checkout")
+    folder = tmp_path_factory.mktemp("voc")
+    photos = folder / "photos"
+    photos.mkdir()
+    shutil.copy(REPO / "docs" / "images" / "bird.jpg", photos / "bird.jpg")
+    out = folder / "voc.tflite"
+    argv = ["export", "--checkpoint", str(VOC), "--format", "tflite", "--int8", "--calibration", str(photos),
+            "--argmax", "--size", "129", "129", "--out", str(out)]
+    assert main(argv) == 0
+    return out
+
+
+def test_int8_export_with_labels_out_runs_in_litert(voc_int8: Path, capsys: pytest.CaptureFixture) -> None:
+    loaded = TfliteModel(voc_int8)
+    assert loaded.int8 and loaded.outputs_labels and loaded.input_size == (129, 129)
+    assert loaded.class_names[:4] == ["background", "aeroplane", "bicycle", "bird"]
+    assert voc_int8.stat().st_size < 4_000_000  # int8 weights: about a quarter of the float file
+
+
+def test_eval_and_predict_run_a_tflite_file(voc_int8: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    from atrous import Predictor, load_model
+
+    photo = np.asarray(Image.open(REPO / "docs" / "images" / "bird.jpg").convert("RGB"))
+    reference = Predictor(load_model(VOC), input_size=(129, 129)).predict(photo)  # the float model's labels
+    assert main(["predict", str(REPO / "docs" / "images" / "bird.jpg"), "--checkpoint", str(voc_int8),
+                 "--out", str(tmp_path / "pred"), "--workers", "0", "--no-progress"]) == 0
+    predicted = np.asarray(Image.open(tmp_path / "pred" / "bird.png"))
+    assert predicted.shape == photo.shape[:2]  # resized to the graph's 129² and back
+    assert (predicted == np.asarray(reference)).mean() >= 0.97
+    root = tmp_path / "data"
+    (root / "images").mkdir(parents=True)
+    (root / "masks").mkdir()
+    Image.fromarray(photo).save(root / "images" / "bird.png")
+    Image.fromarray(np.asarray(reference).astype(np.uint8)).save(root / "masks" / "bird.png")
+    capsys.readouterr()
+    assert main(["eval", "--checkpoint", str(voc_int8), "--data", str(root), "--split", "all", "--workers", "0",
+                 "--no-progress"]) == 0
+    table = capsys.readouterr().out
+    assert "resized to 129×129" in table
+    accuracy = float(next(line for line in table.splitlines() if line.startswith("pixel accuracy")).split()[-1])
+    assert accuracy >= 97.0
+
+
+def test_export_options_that_tflite_cannot_honour_are_refused(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    base = ["export", "--model", "lraspp_mobilenet_v3_small", "--num-classes", "3"]
+    assert main([*base, "--format", "tflite", "--dynamic", "--out", str(tmp_path / "m.tflite")]) == 2
+    assert "fixed input size" in capsys.readouterr().err
+    assert main([*base, "--format", "pt2", "--int8", "--calibration", str(tmp_path), "--out", str(tmp_path / "m.pt2")]) == 2
+    assert "--int8 applies to --format onnx or tflite only" in capsys.readouterr().err
+
+
+def test_without_the_extra_the_command_names_it(tmp_path: Path) -> None:
+    script = (
+        "import sys\n"
+        "sys.modules['litert_torch'] = None\n"  # as if the extra were not installed
+        "from atrous.cli import main\n"
+        f"sys.exit(main(['export', '--model', 'lraspp_mobilenet_v3_small', '--num-classes', '3', '--format', 'tflite',"
+        f" '--size', '64', '64', '--out', {str(tmp_path / 'm.tflite')!r}]))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120,
+                            env={**os.environ, "OMP_NUM_THREADS": "1"}, check=False)
+    assert result.returncode == 2
+    assert "pip install 'atrous[tflite]'" in result.stderr.strip().splitlines()[-1]
+    assert not (tmp_path / "m.tflite").exists()
+
+
+@pytest.mark.skipif(not SHARED.is_dir(), reason="needs ../shared/data/deeplab-tflite")
+def test_an_official_graph_is_sent_to_convert(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    graph = SHARED / "deeplabv3_mnv2_pascal_quant.tflite"
+    assert main(["predict", str(SHARED / "bird.bmp"), "--checkpoint", str(graph), "--out", str(tmp_path / "out")]) == 2
+    assert "atrous convert" in capsys.readouterr().err
