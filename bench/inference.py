@@ -20,6 +20,12 @@ time (> 1: atrous is faster).
   follows the paper (BN + ReLU after every depthwise conv, two 3×3 decoder convs),
   smp has no BN/ReLU after depthwise convs and one decoder conv, so atrous does more work.
 - Multi-scale (0.5 … 1.75) + flip cost relative to one scale, through the Predictor.
+- bf16: ``Predictor(precision="bf16")`` (a bfloat16, BN-folded, channels_last copy)
+  against fp32 eager, the fp32 Predictor and ``torch.autocast("cpu", bfloat16)`` around
+  fp32 eager, for DeepLab v3 ResNet-50, v3+ MobileNet v2 and LR-ASPP MobileNet v3 at
+  512², with the share of labels equal to fp32's (on the synthetic test image, random
+  weights). ``--only-bf16`` runs just this section (bench/results/bf16.md); the CPU's
+  bf16 support (AMX / AVX-512 BF16) is stated, as it decides the result.
 - Peak RSS: each path in a fresh subprocess that builds the model and runs it twice;
   that process's RSS high-water mark (VmHWM; includes Python, torch and onnxruntime
   themselves: the "baseline" row is a process that only imports them).
@@ -44,6 +50,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import torch
 from _inference_cases import (
@@ -69,6 +76,7 @@ TORCHVISION_MODELS = ("deeplabv3_resnet50", "deeplabv3_mobilenet_v3_large", "lra
 SMP_BACKBONES = ("resnet50", "mobilenet_v2")
 LARGE_MODEL = "lraspp_mobilenet_v3_large"
 EVAL_SCALES = (0.5, 0.75, 1.0, 1.25, 1.5, 1.75)
+BF16_MODELS = ("deeplabv3_resnet50", "deeplabv3plus_mobilenet_v2", "lraspp_mobilenet_v3_large")
 
 
 # -- sections ---------------------------------------------------------------------------------
@@ -209,6 +217,46 @@ def multiscale_section(args: argparse.Namespace, table: Table, name: str, size: 
     )
 
 
+def autocast_path(model: torch.nn.Module, image: torch.Tensor) -> Any:
+    def run() -> torch.Tensor:
+        with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
+            return model(image).argmax(1)
+
+    return run
+
+
+def bf16_section(args: argparse.Namespace, table: Table, size: tuple[int, int], names: tuple[str, ...]) -> list[str]:
+    from atrous.inference.predictor import cpu_has_bf16
+    from atrous.models import create_model
+
+    image_u8 = test_image(size)
+    image = normalized(image_u8)
+    notes = [f"bf16: this CPU {'has' if cpu_has_bf16() else 'has no'} native bfloat16 (AMX / AVX-512 BF16)"]
+    for name in names:
+        torch.manual_seed(0)
+        model = create_model(name, num_classes=21).eval()
+        candidates = {
+            "atrous eager fp32": eager_path(model, image),
+            "atrous eager fp32, autocast bf16": autocast_path(model, image),
+            "atrous Predictor fp32": predictor_path(model, image_u8),
+            "atrous Predictor bf16": predictor_path(model, image_u8, precision="bf16"),
+        }
+        labels = {path: run() for path, run in candidates.items()}
+        times = interleaved(candidates, args.warmup, args.repeats)
+        case = f"{name} {size[0]}×{size[1]}"
+        base = times["atrous eager fp32"]
+        for path, seconds in times.items():
+            same = float((labels[path].reshape(-1) == labels["atrous eager fp32"].reshape(-1)).float().mean())
+            table.add(case, path, seconds, base, note=f"labels = fp32 eager on {same:.2%}; ratio vs fp32 eager")
+        notes.append(
+            f"{case}: Predictor bf16 {base / times['atrous Predictor bf16']:.2f}× fp32 eager, "
+            f"{times['atrous Predictor fp32'] / times['atrous Predictor bf16']:.2f}× the fp32 Predictor"
+        )
+        del model, candidates
+        gc.collect()
+    return notes
+
+
 def int8_miou_section(args: argparse.Namespace, table: Table, scratch: Path) -> list[str]:
     """mIoU of a trained checkpoint as float and int8 ONNX on its dataset's val split
     (int8 calibrated on train-split images), and the int8 speed-up on those images."""
@@ -247,6 +295,17 @@ def int8_miou_section(args: argparse.Namespace, table: Table, scratch: Path) -> 
     return [summary]
 
 
+def cpu_name() -> str:
+    """The CPU model as lscpu names it (the machines behind the project change)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return "unknown CPU"
+
+
 def onnxruntime_version() -> str:
     import onnxruntime
 
@@ -264,6 +323,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--no-rss", dest="rss", action="store_false")
     parser.add_argument("--no-smp", dest="smp", action="store_false")
+    parser.add_argument("--only-bf16", action="store_true", help="only the bf16 section (writes bench/results/bf16.md)")
     parser.add_argument("--checkpoint", help="trained checkpoint: also report its mIoU as float vs int8 ONNX")
     parser.add_argument("--data", help="dataset root of --checkpoint (its val split is evaluated)")
     parser.add_argument("--miou-images", type=int, help="evaluate only this many val images for --checkpoint")
@@ -288,25 +348,31 @@ def main(argv: list[str] | None = None) -> int:
             table.rows.append(
                 ("baseline", "python + torch + onnxruntime + atrous imported", "—", "—", f"{baseline:.0f}", "")
             )
-        notes = torchvision_section(args, table, scratch, calibration, names, size)
-        notes += torchvision_section(args, table, scratch, calibration, (LARGE_MODEL,), large)
-        if args.smp:
-            smp_section(args, table, scratch, size)
-        multiscale_section(args, table, "deeplabv3_mobilenet_v3_large", size)
-        if args.checkpoint:
-            notes += int8_miou_section(args, table, scratch)
+        if args.only_bf16:
+            notes = bf16_section(args, table, size, BF16_MODELS)
         else:
-            notes.append("int8 mIoU change: not measured (no trained checkpoint given; pass --checkpoint and --data)")
+            notes = torchvision_section(args, table, scratch, calibration, names, size)
+            notes += torchvision_section(args, table, scratch, calibration, (LARGE_MODEL,), large)
+            if args.smp:
+                smp_section(args, table, scratch, size)
+            multiscale_section(args, table, "deeplabv3_mobilenet_v3_large", size)
+            notes += bf16_section(args, table, size, BF16_MODELS[-1:] if args.quick else BF16_MODELS)
+            if args.checkpoint:
+                notes += int8_miou_section(args, table, scratch)
+            else:
+                notes.append("int8 mIoU change: not measured (no trained checkpoint given; pass --checkpoint and --data)")
     load = ", ".join(f"{v:.1f}" for v in os.getloadavg())
     header = (
         f"Inference, batch 1, {args.threads} threads (torch and ONNX Runtime), median of {args.repeats} interleaved runs "
         f"after {args.warmup} warm-up; torch {torch.__version__}, onnxruntime {onnxruntime_version()}, "
-        f"{os.cpu_count()} CPUs, OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY')}, load average at the end {load}, {time.strftime('%Y-%m-%d')}. Ratio = peer time / atrous time (> 1: atrous faster). "
+        f"{os.cpu_count()} CPUs ({cpu_name()}), OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY')}, load average at the end {load}, {time.strftime('%Y-%m-%d')}. Ratio = peer time / atrous time (> 1: atrous faster). "
         f"Peak RSS: fresh process per path (VmHWM)."
     )
     text = "\n\n".join([f"# Inference benchmark\n\n{header}", table.markdown(), "\n".join(f"- {n}" for n in notes)])
     text += f"\n\nTotal bench time {time.perf_counter() - start:.0f} s.\n"
     print("\n" + text)
+    if args.only_bf16 and args.out == ROOT / "bench" / "results" / "inference.md":
+        args.out = ROOT / "bench" / "results" / "bf16.md"
     if not args.quick:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(text)

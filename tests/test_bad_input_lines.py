@@ -25,7 +25,7 @@ def test_a_picture_as_config_is_named(tmp_path: Path, capsys: pytest.CaptureFixt
 
 def test_info_size_must_be_positive(capsys: pytest.CaptureFixture) -> None:
     assert main(["info", "deeplabv3_mobilenet_v2", "--size", "-5"]) == 2
-    assert "--size must be positive" in error_line(capsys)
+    assert "argument --size: must be ≥ 1; got -5" in error_line(capsys)
 
 
 def test_info_option_errors_name_option(capsys: pytest.CaptureFixture) -> None:

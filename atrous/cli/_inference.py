@@ -16,6 +16,7 @@ from typing import Any
 
 import torch
 
+from atrous.cli._options import non_negative_int, positive_int
 from atrous.class_map import ResolvedClassMap
 from atrous.data.io import DEFAULT_MAX_PIXELS, set_max_pixels
 from atrous.errors import ConfigError
@@ -57,7 +58,7 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
 
 
 def add_predictor_options(parser: argparse.ArgumentParser, *, default_scales: str) -> None:
-    """--scales, --flip, --sliding-window, --crf, --batch-size, --workers, --no-fast."""
+    """--scales, --flip, --input-size, --sliding-window, --crf, --batch-size, --workers, --no-fast, --precision, --max-pixels."""
     parser.add_argument(
         "--scales",
         default=default_scales,
@@ -67,7 +68,7 @@ def add_predictor_options(parser: argparse.ArgumentParser, *, default_scales: st
     parser.add_argument("--flip", action="store_true", help="also average the horizontally flipped input")
     parser.add_argument(
         "--input-size",
-        type=int,
+        type=positive_int,
         nargs=2,
         metavar=("H", "W"),
         help="run the model on each image resized to H×W and resize its scores back "
@@ -75,7 +76,7 @@ def add_predictor_options(parser: argparse.ArgumentParser, *, default_scales: st
     )
     parser.add_argument(
         "--sliding-window",
-        type=int,
+        type=positive_int,
         metavar="CROP",
         help="run each scale in overlapping CROP×CROP windows (large images)",
     )
@@ -91,33 +92,26 @@ def add_predictor_options(parser: argparse.ArgumentParser, *, default_scales: st
             "default: DeepLab's w1=10, σα=80, σβ=13, w2=3, σγ=3, 5 iterations)"
         ),
     )
-    parser.add_argument("--batch-size", type=int, default=1, metavar="B", help="images per forward pass (default 1)")
+    parser.add_argument("--batch-size", type=positive_int, default=1, metavar="B", help="images per forward pass (default 1)")
     parser.add_argument(
-        "--workers", type=int, default=2, metavar="N", help="image-reading worker processes (default 2)"
+        "--workers", type=non_negative_int, default=2, metavar="N", help="image-reading worker processes (default 2)"
     )
     parser.add_argument(
         "--no-fast", dest="fast", action="store_false", help="run the model as saved (no BN folding / channels_last)"
     )
     parser.add_argument(
+        "--precision",
+        choices=("fp32", "bf16"),
+        default="fp32",
+        help="bf16: a bfloat16 copy of the model (fast on CPUs with AMX/AVX-512 BF16 and recent GPUs; "
+        "PyTorch checkpoints only; default fp32)",
+    )
+    parser.add_argument(
         "--max-pixels",
-        type=int,
+        type=positive_int,
         metavar="N",
         help=f"refuse larger images, before decoding them (default {DEFAULT_MAX_PIXELS:,}: inference within a few GB)",
     )
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise ConfigError(f"unknown device {name!r}; use auto, cpu, cuda or cuda:N") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"device {name!r} asked for, but CUDA is not available here; use --device cpu")
-    if device.type == "cpu":
-        return torch.device("cpu")  # "cpu:0" is the same CPU; torch.load cannot map storage to an indexed cpu
-    return device
 
 
 @dataclass(frozen=True)
@@ -267,6 +261,7 @@ def build_predictor(
         batch_size=args.batch_size,
         input_size=args.input_size,
         class_map=class_map,
+        precision=args.precision,
     )
 
 
@@ -276,15 +271,8 @@ def collate_list(batch: list[Any]) -> list[Any]:
 
 
 def check_counts(args: argparse.Namespace) -> None:
-    if args.batch_size < 1:
-        raise ConfigError(f"--batch-size must be ≥ 1; got {args.batch_size}")
-    if args.workers < 0:
-        raise ConfigError(f"--workers must be ≥ 0; got {args.workers}")
-    if args.sliding_window is not None and args.sliding_window < 1:
-        raise ConfigError(f"--sliding-window must be a positive crop size; got {args.sliding_window}")
+    """Apply ``--max-pixels`` (the counts themselves are checked by their argparse types)."""
     if args.max_pixels is not None:
-        if args.max_pixels < 1:
-            raise ConfigError(f"--max-pixels must be ≥ 1; got {args.max_pixels}")
         set_max_pixels(args.max_pixels)
 
 

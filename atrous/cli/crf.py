@@ -19,8 +19,9 @@ import numpy as np
 import torch
 from PIL import Image
 
+from atrous.cli._options import non_negative_int
 from atrous.errors import ConfigError, DataError
-from atrous.cli._inference import resolve_device
+from atrous.devices import resolve_device
 from atrous.crf._inputs import check_scores
 from atrous.files import atomic_path, check_output_file, file_kind, same_file
 from atrous.labels import class_labels
@@ -37,7 +38,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--out", required=True, type=Path, help="output PNG of class indices (uint8)")
     parser.add_argument("--save-probs", type=Path, help="also write the refined (C, H, W) float32 .npy")
     parser.add_argument("--logits", action="store_true", help="--probs holds unnormalised scores, not probabilities")
-    parser.add_argument("--iterations", type=int, default=5, help="mean-field iterations (default 5)")
+    parser.add_argument("--iterations", type=non_negative_int, default=5, help="mean-field iterations (default 5)")
     parser.add_argument("--gaussian-sxy", type=float, default=3.0, help="σγ, pixels (default 3)")
     parser.add_argument("--gaussian-compat", type=float, default=3.0, help="w2, Potts weight (default 3)")
     parser.add_argument("--bilateral-sxy", type=float, default=80.0, help="σα, pixels (default 80)")

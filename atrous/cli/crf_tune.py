@@ -14,6 +14,7 @@ import json
 import sys
 from pathlib import Path
 
+from atrous.cli._options import non_negative_int, positive_int
 from atrous.errors import ConfigError
 from atrous.files import atomic_path, check_output_file
 
@@ -23,17 +24,12 @@ def _write_json_atomic(path: Path, payload: dict) -> None:
         temp.write_text(json.dumps(payload, indent=2))
 
 def run(args: argparse.Namespace) -> int:
-    from atrous.cli._inference import dataset_for_model, open_model_source, resolve_device
+    from atrous.cli._inference import dataset_for_model, open_model_source
+    from atrous.devices import resolve_device
     from atrous.crf import tune
     from atrous.inference import Predictor
     from atrous.inference.predictor import check_refinable
 
-    if args.images < 1 or args.samples < 1:
-        raise ConfigError("--images and --samples must be ≥ 1")
-    if args.start < 0:
-        raise ConfigError(f"--start must be ≥ 0 (the index of the first image used); got {args.start}")
-    if args.iterations < 1:
-        raise ConfigError(f"--iterations must be ≥ 1; got {args.iterations}")
     if args.out:
         check_output_file(args.out, "--out", force=args.force, inputs=[args.checkpoint], create_parent=True)
     device = resolve_device(args.device)
@@ -85,12 +81,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--data", metavar="DIR", help="dataset root (not needed for --dataset shapes)")
     parser.add_argument("--dataset", help="dataset layout (default: detected)")
     parser.add_argument("--split", default="val", help="split to tune on (default val)")
-    parser.add_argument("--images", type=int, default=20, help="images used (default 20; DeepLab used 100 of VOC val)")
-    parser.add_argument("--start", type=int, default=0, help="index of the first image used (default 0)")
+    parser.add_argument("--images", type=positive_int, default=20, help="images used (default 20; DeepLab used 100 of VOC val)")
+    parser.add_argument("--start", type=non_negative_int, default=0, help="index of the first image used (default 0)")
     parser.add_argument("--search", choices=("random", "grid"), default="random",
                         help="random samples from DeepLab's ranges (default) or its full 128-point grid")
-    parser.add_argument("--samples", type=int, default=24, help="random settings to try (default 24)")
-    parser.add_argument("--iterations", type=int, default=10, help="mean-field iterations (default 10, as DeepLab)")
+    parser.add_argument("--samples", type=positive_int, default=24, help="random settings to try (default 24)")
+    parser.add_argument("--iterations", type=positive_int, default=10, help="mean-field iterations (default 10, as DeepLab)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the random search")
     parser.add_argument("--output-stride", type=int, help="run the model at this output stride")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")

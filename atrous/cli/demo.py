@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
+from atrous.cli._options import positive_int
 from atrous.errors import DataError
 
 log = logging.getLogger(__name__)
@@ -171,5 +172,5 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--out", default="demo_out", metavar="DIR", help="output folder (default demo_out)")
     parser.add_argument("--config", metavar="NAME|YAML", help=f"training recipe (default the shipped {DEMO_RECIPE})")
     parser.add_argument("--epochs", type=int, help="override the recipe's epochs (e.g. 1 for a smoke run)")
-    parser.add_argument("--images", type=int, default=6, metavar="N", help="held-out images to predict (default 6)")
+    parser.add_argument("--images", type=positive_int, default=6, metavar="N", help="held-out images to predict (default 6)")
     parser.set_defaults(func=run)

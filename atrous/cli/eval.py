@@ -19,6 +19,7 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader
 
+from atrous.cli._options import positive_int
 from atrous.cli._inference import (
     EVAL_SCALES,
     add_model_options,
@@ -30,8 +31,8 @@ from atrous.cli._inference import (
     dataset_for_model,
     open_model_source,
     parse_scales,
-    resolve_device,
 )
+from atrous.devices import resolve_device
 from atrous.errors import ConfigError, DataError
 from atrous.workers import leave_stop_signals_to_the_main_process
 
@@ -64,7 +65,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "or a shipped one (cityscapes_to_camvid); each dataset class gets the summed probability of its sources",
     )
     add_predictor_options(parser, default_scales="1.0")
-    parser.add_argument("--max-images", type=int, metavar="N", help="evaluate only the first N images")
+    parser.add_argument("--max-images", type=positive_int, metavar="N", help="evaluate only the first N images")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
     parser.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
     parser.set_defaults(func=run)
@@ -113,8 +114,6 @@ def _clean(value: Any) -> Any:
 
 def run(args: argparse.Namespace) -> int:
     check_counts(args)
-    if args.max_images is not None and args.max_images < 1:
-        raise ConfigError(f"--max-images must be ≥ 1; got {args.max_images}")
     scales = parse_scales(args.scales)
     device = resolve_device(args.device)
     source = open_model_source(args.checkpoint, device, args.output_stride)
@@ -155,6 +154,7 @@ def run(args: argparse.Namespace) -> int:
         "sliding_window": args.sliding_window,
         "output_stride": getattr(model, "output_stride", None),
         "crf": crf,
+        "precision": args.precision,
         "seconds": round(time.perf_counter() - start, 2),
     }
     if args.json:
@@ -190,6 +190,8 @@ def _print_table(result: dict[str, Any]) -> None:
         strategy += f", windows {result['sliding_window']}"
     if result["output_stride"]:
         strategy += f", OS {result['output_stride']}"
+    if result["precision"] != "fp32":
+        strategy += f", {result['precision']}"
     if result["crf"] is not None:
         tuned = ", ".join(f"{key} {value:g}" for key, value in result["crf"].items())
         strategy += f", dense CRF ({tuned})" if tuned else ", dense CRF (DeepLab defaults)"

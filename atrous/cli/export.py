@@ -16,6 +16,7 @@ from typing import Any
 
 from torch import nn
 
+from atrous.cli._options import positive_int
 from atrous.errors import CheckpointError, ConfigError
 
 logger = logging.getLogger(__name__)
@@ -38,7 +39,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     source = parser.add_argument_group("model (a checkpoint, or a registered name for untrained weights)")
     source.add_argument("--checkpoint", metavar="PATH", help="atrous checkpoint to export")
     source.add_argument("--model", metavar="NAME", help="registered model name (untrained weights unless --checkpoint)")
-    source.add_argument("--num-classes", type=int, metavar="K", help="classes of --model (default 21)")
+    source.add_argument("--num-classes", type=positive_int, metavar="K", help="classes of --model (default 21)")
     source.add_argument("--output-stride", type=int, choices=(8, 16, 32), help="export at this output stride")
     parser.add_argument("--format", choices=sorted(FORMATS), default="onnx", help="output format (default onnx)")
     parser.add_argument(
@@ -46,7 +47,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument(
         "--size",
-        type=int,
+        type=positive_int,
         nargs=2,
         metavar=("H", "W"),
         help="input size; with --dynamic, the sample size verified (default: the checkpoint's training crop or "
@@ -60,7 +61,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--argmax", action="store_true", help="output labels (N, H, W) instead of logits")
     parser.add_argument(
         "--int8", action="store_true",
-        help="static int8 quantisation, per-channel weights (onnx: ONNX Runtime QDQ; tflite: PT2E, int8 in and out)",
+        help="static int8 quantisation (onnx: ONNX Runtime QDQ, per-channel weights; tflite: ai-edge-quantizer, int8 in)",
     )
     parser.add_argument("--calibrate", "--calibration", dest="calibrate", metavar="DIR", help="folder of images calibrating --int8")
     parser.add_argument(
@@ -71,7 +72,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "tflite: min/max)",
     )
     parser.add_argument(
-        "--calibrate-count", type=int, default=32, metavar="N", help="calibration images used (default 32)"
+        "--calibrate-count", type=positive_int, default=32, metavar="N", help="calibration images used (default 32)"
+    )
+    parser.add_argument(
+        "--check-images", metavar="DIR",
+        help="tflite float: verify on these images instead of random ones (needed for a strict check of a model "
+        "converted from a TF graph, whose activations are rounded to uint8 grids)",
     )
     parser.set_defaults(func=run)
 
@@ -115,8 +121,6 @@ def _suggested_size(checkpoint: dict[str, Any]) -> tuple[int, int] | None:
 
 
 def _check_options(args: argparse.Namespace) -> None:
-    if args.num_classes is not None and args.num_classes < 1:
-        raise ConfigError(f"--num-classes must be ≥ 1; got {args.num_classes}")
     suffix = FORMATS[args.format]
     if Path(args.out).suffix.lower() != suffix:
         raise ConfigError(f"--out {args.out}: a {args.format} export should end in {suffix}")
@@ -138,10 +142,8 @@ def _check_options(args: argparse.Namespace) -> None:
         raise ConfigError("--int8 needs --calibrate DIR: a folder of images like those the model will see")
     if args.calibrate and not args.int8:
         raise ConfigError("--calibrate is only used with --int8")
-    if args.calibrate_count < 1:
-        raise ConfigError(f"--calibrate-count must be ≥ 1; got {args.calibrate_count}")
-    if args.size is not None and min(args.size) < 1:
-        raise ConfigError(f"--size must be positive; got {args.size[0]} {args.size[1]}")
+    if args.check_images and (args.format != "tflite" or args.int8):
+        raise ConfigError("--check-images applies to float --format tflite (int8 is checked on its calibration images)")
 
 
 def _describe(report: Any) -> str:
@@ -159,7 +161,7 @@ def run(args: argparse.Namespace) -> int:
     from atrous.files import check_output_file
 
     _check_options(args)
-    out = check_output_file(args.out, "--out", force=args.force, inputs=[args.checkpoint, args.calibrate])
+    out = check_output_file(args.out, "--out", force=args.force, inputs=[args.checkpoint, args.calibrate, args.check_images])
     model, suggested = load_export_model(args)
     size = tuple(args.size) if args.size else suggested or (512, 512)
     if args.format == "tflite":
@@ -189,16 +191,21 @@ def _export_tflite(model: nn.Module, out: Path, size: tuple[int, int], args: arg
 
     from atrous.export import calibration_batches, export_tflite
 
-    frames = None
-    if args.int8:
-        batches = calibration_batches(args.calibrate, size, *_normalisation(model), limit=args.calibrate_count)
-        frames = [torch.from_numpy(batch) for batch in batches]
-    report = export_tflite(model, out, input_size=size, argmax=args.argmax, calibration=frames)
+    def images(folder: str | None) -> list[torch.Tensor] | None:
+        if folder is None:
+            return None
+        batches = calibration_batches(folder, size, *_normalisation(model), limit=args.calibrate_count)
+        return [torch.from_numpy(batch) for batch in batches]
+
+    frames = images(args.calibrate if args.int8 else None)
+    report = export_tflite(
+        model, out, input_size=size, argmax=args.argmax, calibration=frames, check_images=images(args.check_images)
+    )
     if frames is None:
         print(f"wrote {out}: float32 TFLite, {_describe(report)} (LiteRT)")
     else:
         print(
-            f"wrote {out}: int8 TFLite (per-channel weights, int8 in and out), calibrated on {len(frames)} images; "
+            f"wrote {out}: int8 TFLite (int8 weights and activations, int8 input), calibrated on {len(frames)} images; "
             f"labels agree with PyTorch on {report.argmax_agreement:.2%} of their pixels at {size[0]}×{size[1]} (LiteRT)"
         )
     return 0

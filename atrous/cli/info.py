@@ -8,6 +8,7 @@ from typing import Any
 
 import torch
 
+from atrous.cli._options import positive_int
 from atrous.complexity import count_madds, count_params, receptive_field
 from atrous.engine.config import parse_set_overrides
 from atrous.errors import ConfigError, choices_message
@@ -94,8 +95,6 @@ def _print_table(info: dict[str, Any]) -> None:
 def run_info(args: argparse.Namespace) -> int:
     if len(args.size) > 2:
         raise ConfigError(f"--size takes H or H W; got {len(args.size)} numbers")
-    if min(args.size) < 1:
-        raise ConfigError(f"--size must be positive pixel counts; got {' '.join(map(str, args.size))}")
     size = (args.size[0], args.size[-1])
     info = describe(args.name, size=size, num_classes=args.num_classes, output_stride=args.output_stride,
                     options=parse_set_overrides(args.options, "--option"), with_receptive_field=not args.no_receptive_field)
@@ -129,8 +128,8 @@ def run_list(args: argparse.Namespace) -> int:
 def register(subparsers: argparse._SubParsersAction) -> None:
     info = subparsers.add_parser("info", help="parameters, MAdds, output stride, receptive field and feature shapes of a model")
     info.add_argument("name", help="model name (atrous list) or backbone name (atrous list --backbones)")
-    info.add_argument("--size", type=int, nargs="+", default=[512], metavar="S", help="input size: H [W] (default 512)")
-    info.add_argument("--num-classes", type=int, default=21, help="classes (default 21; 1000 for a backbone's ImageNet form)")
+    info.add_argument("--size", type=positive_int, nargs="+", default=[512], metavar="S", help="input size: H [W] (default 512)")
+    info.add_argument("--num-classes", type=positive_int, default=21, help="classes (default 21; 1000 for a backbone's ImageNet form)")
     info.add_argument("--output-stride", type=int, default=None, help="8, 16 or 32 (default: the model's own)")
     info.add_argument("--option", dest="options", action="append", default=[], metavar="KEY=VALUE",
                       help="a create_model / backbone option (value read as YAML), e.g. --option msc=true, "

@@ -34,8 +34,8 @@ from atrous.cli._inference import (
     load_model_source,
     make_crf,
     max_pixels,
-    resolve_device,
 )
+from atrous.devices import resolve_device
 from atrous.errors import ConfigError, DataError
 from atrous.files import check_not_input, check_writable_folder, same_file, write_together
 from atrous.labels import class_labels

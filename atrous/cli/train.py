@@ -48,6 +48,7 @@ _OPTIONS: tuple[tuple[str, str, dict[str, Any], str], ...] = (
     ("--bootstrap-ratio", "bootstrap_ratio", {"type": float, "metavar": "R"}, "fraction of pixels kept by --loss bootstrap (default 0.25)"),
     ("--aux-loss", "aux_loss", {"type": float, "metavar": "WEIGHT"}, "add an auxiliary head with this loss weight (default 0: none)"),
     ("--amp", "amp", {"nargs": "?", "const": "fp16", "choices": AMP_MODES}, "mixed precision: fp16 (CUDA) or bf16 (default off)"),
+    ("--precision", "amp", {"type": lambda text: _amp_of_precision(text), "metavar": "fp32|bf16|fp16"}, "the same as --amp, named as in eval/predict: bf16 autocast (fast on CPUs with AMX), fp16 (CUDA) or fp32 (default)"),
     ("--no-channels-last", "channels_last", {"action": "store_false", "default": argparse.SUPPRESS}, "train in NCHW instead of channels_last (NHWC) memory format"),
     ("--ema", "ema", {"type": float, "metavar": "DECAY"}, "validate and save a moving average of the weights, e.g. 0.998 per step (default 0: off)"),
     ("--clip-grad", "clip_grad", {"type": float, "metavar": "NORM"}, "clip the gradient L2 norm (default 0: off)"),
@@ -64,6 +65,13 @@ _OPTIONS: tuple[tuple[str, str, dict[str, Any], str], ...] = (
     ("--overwrite", "overwrite", {"action": "store_true", "default": argparse.SUPPRESS}, "start over in a folder that already holds a run"),
     ("--no-progress", "progress", {"action": "store_false", "default": argparse.SUPPRESS}, "no progress bar"),
 )
+
+
+def _amp_of_precision(text: str) -> str:
+    modes = {"fp32": "off", "bf16": "bf16", "fp16": "fp16"}
+    if text not in modes:
+        raise argparse.ArgumentTypeError(f"choose from {', '.join(modes)}")
+    return modes[text]
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

@@ -18,7 +18,7 @@ import torch
 
 from atrous.errors import ConfigError, DataError, InputError
 
-__all__ = ["METADATA_PREFIX", "OnnxModel", "create_session", "read_metadata"]
+__all__ = ["METADATA_PREFIX", "OnnxModel", "attach_exported_metadata", "create_session", "read_metadata"]
 
 logger = logging.getLogger(__name__)
 
@@ -77,6 +77,18 @@ def _check_signature(path: Path, inputs: list[Any], outputs: list[Any]) -> None:
         )
 
 
+def attach_exported_metadata(model: Any, meta: dict[str, Any]) -> None:
+    """Give ``model`` (an exported-file runner) what atrous stored in the file: ``config``,
+    ``class_names``, ``palette``, ``mean``, ``std``, ``min_input_size``, ``num_classes``."""
+    model.config = meta.get("config") or {}
+    model.class_names = list(meta.get("class_names") or [])
+    model.palette = [tuple(c) for c in meta.get("palette") or []]
+    model.mean = tuple(meta["mean"]) if meta.get("mean") else None
+    model.std = tuple(meta["std"]) if meta.get("std") else None
+    model.min_input_size = int(meta.get("min_input_size", 1))
+    model.num_classes = meta.get("num_classes") or model.config.get("num_classes") or len(model.class_names) or None
+
+
 class OnnxModel:
     """An exported model as a callable: (N, 3, H, W) float tensor → logits or labels.
 
@@ -92,20 +104,13 @@ class OnnxModel:
         if not self.path.is_file():
             raise DataError(f"ONNX model {self.path} does not exist")
         self.session = create_session(self.path, threads=threads)
-        meta = read_metadata(self.session)
-        self.config: dict[str, Any] = meta.get("config") or {}
-        self.class_names: list[str] = list(meta.get("class_names") or [])
-        self.palette = [tuple(c) for c in meta.get("palette") or []]
-        self.mean = tuple(meta["mean"]) if meta.get("mean") else None
-        self.std = tuple(meta["std"]) if meta.get("std") else None
-        self.min_input_size = int(meta.get("min_input_size", 1))
+        attach_exported_metadata(self, read_metadata(self.session))
         inputs, outputs = self.session.get_inputs(), self.session.get_outputs()
         _check_signature(self.path, inputs, outputs)
         self.input_name, self.output_name = inputs[0].name, outputs[0].name
         height, width = inputs[0].shape[2:4]
         self.input_size = (height, width) if isinstance(height, int) and isinstance(width, int) else None
         self.outputs_labels = "int" in outputs[0].type
-        self.num_classes = meta.get("num_classes") or self.config.get("num_classes") or len(self.class_names) or None
 
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
         if images.dim() != 4 or images.shape[1] != 3:

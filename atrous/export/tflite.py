@@ -2,15 +2,17 @@
 
 The exported graph takes one NHWC image (1, H, W, 3), normalised with the model's
 mean/std, at the fixed size it was exported for, and gives logits (1, K, H, W) or, with
-``argmax``, labels (1, H, W). An int8 graph is quantised statically (per-channel
-weights, activation ranges observed on calibration images by PyTorch's PT2E flow) and
-has int8 input and output, with their scale and zero point in the file. atrous stores
+``argmax``, labels (1, H, W). An int8 graph is quantised statically by Google's
+ai-edge-quantizer (int8 weights and activations, ranges observed by running the float
+graph on calibration images) and has int8 input (its scale and zero point in the
+file), int8 logits or int32 labels out. atrous stores
 its metadata (class names, palette, mean, std, config) as the file's ``atrous``
 metadata entry, read back by :class:`atrous.export.TfliteModel`.
 
 Every file is run by the LiteRT interpreter before it is kept: a float graph must give
 PyTorch's labels on ≥ 99.9 % of pixels, an int8 graph on ≥ 98 % of the calibration
-images' pixels; otherwise nothing is written.
+images' pixels; otherwise nothing is written. (A model with an imported graph's uint8
+activation grids: see ``check_images`` of :func:`export_tflite`.)
 
 ``litert-torch`` is an optional extra (``pip install 'atrous[tflite]'``), imported only here.
 """
@@ -46,6 +48,8 @@ logger = logging.getLogger(__name__)
 
 INSTALL_HINT = "pip install 'atrous[tflite]'"
 FLOAT_AGREEMENT = 0.999
+ROUNDED_AGREEMENT = 0.95
+RANDOM_ROUNDED_AGREEMENT = 0.80
 INT8_AGREEMENT = 0.98
 
 
@@ -76,6 +80,7 @@ def export_tflite(
     input_size: tuple[int, int] = (512, 512),
     argmax: bool = False,
     calibration: Sequence[torch.Tensor] | None = None,
+    check_images: Sequence[torch.Tensor] | None = None,
     min_agreement: float | None = None,
 ) -> ExportReport:
     """Export ``model`` to a TFLite file at ``path`` and verify it with the LiteRT interpreter.
@@ -85,10 +90,16 @@ def export_tflite(
         input_size: (H, W) of the static graph.
         argmax: output labels (1, H, W) instead of logits.
         calibration: normalised (1, 3, H, W) images at ``input_size``; given, the graph
-            is quantised to int8 with activation ranges observed on them, and verified
-            on them.
+            is quantised to int8 with activation ranges observed on them (ai-edge-quantizer),
+            and verified on them.
+        check_images: normalised (1, 3, H, W) images a float graph is verified on
+            instead of random ones. A model that rounds activations to uint8 grids (an
+            imported TF graph) needs them for a strict check: on random images its labels
+            sit on rounding edges (LiteRT divides by a grid step as a multiplication),
+            so there only ≥ 80 % equal labels and a mean logit difference within 5 % of
+            the largest logit are required.
         min_agreement: label agreement with PyTorch required (default 99.9 % float,
-            98 % int8).
+            95 % float with rounded activations on ``check_images``, 98 % int8).
     Returns:
         The ``ExportReport`` (for int8: label agreement on the calibration images).
     Raises:
@@ -97,20 +108,19 @@ def export_tflite(
     path = check_output_path(path, suffix=".tflite")
     litert_torch = _litert_torch()
     height, width = (int(v) for v in input_size)
+    frames = _checked(calibration, height, width, "calibration") if calibration is not None else None
+    if frames is not None and _has_activation_quant(model):
+        from atrous.models import with_options
+
+        # int8 puts every activation on its own grid; the float grids' rounding ops (divide,
+        # round, clamp) would stay float between quantised ops and cost 4× the speed.
+        model = with_options(model, activation_quant=None)
     module = prepare_for_export(model, (height, width), argmax=argmax)
-    frames = [frame.detach().cpu().float() for frame in calibration] if calibration is not None else None
-    if frames is not None:
-        if not frames:
-            raise ConfigError("int8 TFLite export needs at least one calibration image")
-        bad = [tuple(f.shape) for f in frames if tuple(f.shape) != (1, 3, height, width)]
-        if bad:
-            raise ConfigError(f"calibration images must be (1, 3, {height}, {width}); got {bad[0]}")
     sample = (frames[0] if frames else torch.zeros(1, 3, height, width)).permute(0, 2, 3, 1).contiguous()
     graph = _ChannelsLastInput(module).eval()
     try:
         with silenced_output():
-            converted = _convert_int8(graph, sample, frames) if frames else litert_torch.convert(graph, (sample,))
-            flatbuffer = converted.model_content()
+            flatbuffer = litert_torch.convert(graph, (sample,)).model_content()
     except ConfigError:
         raise
     except Exception as error:  # noqa: BLE001 - the converter raises many types; one clear line
@@ -119,22 +129,42 @@ def export_tflite(
     metadata = model_metadata(model, argmax=argmax, input_size=(height, width))
     metadata["int8"] = frames is not None
     flatbuffer = with_metadata(flatbuffer, metadata)
+    if frames:  # after the metadata: the quantiser keeps it, and its output's buffers sit past the flatbuffer
+        try:
+            with silenced_output():
+                flatbuffer = _quantize_int8(flatbuffer, frames)
+        except ExportError:
+            raise
+        except Exception as error:  # noqa: BLE001 - the quantiser raises many types; one clear line
+            first = (str(error).strip().splitlines() or [type(error).__name__])[0]
+            raise ExportError(f"ai-edge-quantizer could not quantise the model ({first[:300]}); {path} was not written") from None
     with atomic_output(path, ".tflite") as temp:
         temp.write_bytes(flatbuffer)
         try:
             candidate = TfliteModel(temp)
         except Exception as error:  # noqa: BLE001 - the interpreter refuses the file (e.g. an unsupported op)
             raise ExportError(f"LiteRT cannot run the converted model ({error}); {path} was not written") from None
-        if frames is None:
-            report = verify(
-                module, candidate, [(height, width)], path,
-                min_agreement=FLOAT_AGREEMENT if min_agreement is None else min_agreement,
-                atol=1e-3, rounded_activations=_has_activation_quant(model),
-            )
+        rounded = _has_activation_quant(model)
+        if frames is None and check_images is not None:
+            bar = (ROUNDED_AGREEMENT if rounded else FLOAT_AGREEMENT) if min_agreement is None else min_agreement
+            report = _verify_on(module, candidate, _checked(check_images, height, width), path, bar, kind="float")
+        elif frames is None:
+            bar = (RANDOM_ROUNDED_AGREEMENT if rounded else FLOAT_AGREEMENT) if min_agreement is None else min_agreement
+            report = verify(module, candidate, [(height, width)], path, min_agreement=bar, atol=1e-3, rounded_activations=rounded)
         else:
-            report = _verify_on(module, candidate, frames, path, INT8_AGREEMENT if min_agreement is None else min_agreement)
+            report = _verify_on(module, candidate, frames, path, INT8_AGREEMENT if min_agreement is None else min_agreement, kind="int8")
     report.path = path
     return report
+
+
+def _checked(images: Sequence[torch.Tensor], height: int, width: int, kind: str = "check") -> list[torch.Tensor]:
+    frames = [image.detach().cpu().float() for image in images]
+    if not frames:
+        raise ConfigError(f"no {kind} images given")
+    bad = [tuple(f.shape) for f in frames if tuple(f.shape) != (1, 3, height, width)]
+    if bad:
+        raise ConfigError(f"{kind} images must be (1, 3, {height}, {width}); got {bad[0]}")
+    return frames
 
 
 def _has_activation_quant(model: nn.Module) -> bool:
@@ -143,28 +173,30 @@ def _has_activation_quant(model: nn.Module) -> bool:
     return has_activation_quant(model)
 
 
-def _convert_int8(graph: nn.Module, sample: torch.Tensor, frames: Sequence[torch.Tensor]) -> Any:
-    """PT2E static quantisation (per-channel symmetric weights), observed on ``frames``."""
-    import litert_torch
-    from litert_torch.quantize import pt2e_quantizer
-    from litert_torch.quantize.quant_config import QuantConfig
-    from torchao.quantization.pt2e import quantize_pt2e
+def _quantize_int8(flatbuffer: bytes, frames: Sequence[torch.Tensor]) -> bytes:
+    """Static int8 quantisation of a float TFLite model by Google's ai-edge-quantizer
+    (``static_wi8_ai8``: int8 weights and activations, ranges observed by running the float
+    graph on ``frames``). Measured against litert-torch's PT2E flow on the official VOC
+    model: 98.5 % vs 92 % of labels equal to the original graph (bench/tflite.py)."""
+    from ai_edge_litert.interpreter import Interpreter
+    from ai_edge_quantizer import quantizer, recipe
 
-    quantizer = pt2e_quantizer.PT2EQuantizer().set_global(
-        pt2e_quantizer.get_symmetric_quantization_config(is_per_channel=True)
-    )
-    observed = quantize_pt2e.prepare_pt2e(torch.export.export(graph, (sample,)).module(), quantizer)
-    with torch.no_grad():
-        for frame in frames:
-            observed(frame.permute(0, 2, 3, 1).contiguous())
-    quantized = quantize_pt2e.convert_pt2e(observed, fold_quantize=False)
-    return litert_torch.convert(quantized, (sample,), quant_config=QuantConfig(pt2e_quantizer=quantizer))
+    (input_name,) = Interpreter(model_content=flatbuffer).get_signature_list()["serving_default"]["inputs"]
+    engine = quantizer.Quantizer(bytearray(flatbuffer))
+    engine.load_quantization_recipe(recipe.static_wi8_ai8())
+    samples = [{input_name: frame.permute(0, 2, 3, 1).contiguous().numpy()} for frame in frames]
+    ranges = engine.calibrate({"serving_default": samples}, num_threads=max(1, torch.get_num_threads()))
+    result = engine.quantize(ranges, enable_progress_report=False)
+    if result.quantized_model is None:
+        raise ExportError("ai-edge-quantizer returned no model")
+    return bytes(result.quantized_model)
 
 
 def _verify_on(
-    reference: nn.Module, candidate: TfliteModel, frames: Sequence[torch.Tensor], path: Path, min_agreement: float
+    reference: nn.Module, candidate: TfliteModel, frames: Sequence[torch.Tensor], path: Path, min_agreement: float,
+    *, kind: str,
 ) -> ExportReport:
-    """Label agreement of ``candidate`` with ``reference`` on real (calibration) frames."""
+    """Label agreement of ``candidate`` with ``reference`` on real frames (calibration or check images)."""
     same = total = 0
     for frame in frames:
         with torch.inference_mode():
@@ -176,8 +208,9 @@ def _verify_on(
     agreement = same / total
     if not agreement >= min_agreement:
         raise ExportError(
-            f"the int8 TFLite model's labels agree with PyTorch on {agreement:.2%} of the calibration images' "
-            f"pixels (need ≥ {min_agreement:.0%}); calibrate on more or more typical images. {path} was not written"
+            f"the {kind} TFLite model's labels agree with PyTorch on {agreement:.2%} of the given images' "
+            f"pixels (need ≥ {min_agreement:.1%}); {'calibrate on more or more typical images. ' if kind == 'int8' else ''}"
+            f"{path} was not written"
         )
     size = tuple(frames[0].shape[-2:])
     return ExportReport(path, None, None, agreement, [size])

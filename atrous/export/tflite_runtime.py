@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from atrous.errors import ConfigError, DataError, InputError
+from atrous.export.runtime import attach_exported_metadata
 
 __all__ = ["METADATA_NAME", "TfliteModel", "litert_schema", "read_tflite_metadata", "silenced_output"]
 
@@ -72,8 +73,13 @@ def read_tflite_metadata(flatbuffer: bytes) -> dict[str, Any]:
     for index in range(model.MetadataLength()):
         entry = model.Metadata(index)
         if entry.Name() in (METADATA_NAME, METADATA_NAME.encode()):
-            data = model.Buffers(entry.Buffer()).DataAsNumpy()
-            return json.loads(bytes(data).decode()) if isinstance(data, np.ndarray) else {}
+            buffer = model.Buffers(entry.Buffer())
+            if buffer.Offset() > 1:  # a large model's buffers live after the flatbuffer itself
+                data = flatbuffer[buffer.Offset() : buffer.Offset() + buffer.Size()]
+            else:
+                data = buffer.DataAsNumpy()
+                data = bytes(data) if isinstance(data, np.ndarray) else b""
+            return json.loads(bytes(data).decode()) if data else {}
     return {}
 
 
@@ -111,13 +117,7 @@ class TfliteModel:
                 self.interpreter.allocate_tensors()
         except (RuntimeError, ValueError) as error:
             raise DataError(f"LiteRT cannot load {self.path}: {str(error).strip()[:300]}") from None
-        self.config: dict[str, Any] = meta.get("config") or {}
-        self.class_names: list[str] = list(meta.get("class_names") or [])
-        self.palette = [tuple(c) for c in meta.get("palette") or []]
-        self.mean = tuple(meta["mean"]) if meta.get("mean") else None
-        self.std = tuple(meta["std"]) if meta.get("std") else None
-        self.min_input_size = int(meta.get("min_input_size", 1))
-        self.num_classes = meta.get("num_classes") or self.config.get("num_classes") or len(self.class_names) or None
+        attach_exported_metadata(self, meta)
         self.int8 = bool(meta.get("int8"))
         (self._input,) = self.interpreter.get_input_details()
         (self._output,) = self.interpreter.get_output_details()

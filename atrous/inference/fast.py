@@ -20,9 +20,11 @@ def prepare_for_inference(
     channels_last: bool = False,
     compile: bool = False,
     example: torch.Tensor | None = None,
+    dtype: torch.dtype = torch.float32,
 ) -> nn.Module:
     """A copy of ``model`` for inference: eval mode, BN folded, frozen parameters,
-    optionally channels_last memory format and ``torch.compile``.
+    optionally channels_last memory format, another ``dtype`` (BN is folded in float32
+    first) and ``torch.compile``.
 
     A model that rounds its activations to uint8 grids (``activation_quant``, an imported
     quantisation-aware graph) is only copied and frozen: folding and channels_last change
@@ -36,6 +38,8 @@ def prepare_for_inference(
     model.requires_grad_(False)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
+    if dtype != torch.float32:
+        model = model.to(dtype)
     if compile:
         model = torch.compile(model, dynamic=True)
     return model
