@@ -11,6 +11,8 @@ much (trained models: see bench/tflite.py and the README).
 
     python bench/tflite_sweep.py [--only NAME,...] [--threads 1]
 
+``--only`` reruns those models and keeps the other rows of the last full run.
+
 Needs the tflite extra. Writes bench/results/tflite_sweep.md (README block ``tflite-sweep``).
 """
 
@@ -20,6 +22,7 @@ import argparse
 import os
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+import re
 import tempfile
 import time
 from pathlib import Path
@@ -52,7 +55,8 @@ def smooth_images(count: int, size: int) -> list[torch.Tensor]:
 
 def reason(error: BaseException) -> str:
     text = " ".join(str(error).split()) or type(error).__name__
-    return text if len(text) <= 140 else text[:140].rsplit(" ", 1)[0] + " …"
+    text = re.sub(r"(?:[\w.]+/)+", "", text)  # a tensor's module path → its last scope
+    return text if len(text) <= 240 else text[:240].rsplit(" ", 1)[0] + " …"
 
 
 def sweep_one(name: str, scratch: Path) -> str:
@@ -91,25 +95,28 @@ def main() -> None:
     from atrous import list_models
 
     names = args.only.split(",") if args.only else list_models()
-    rows = []
+    out = ROOT / "bench" / "results" / "tflite_sweep.md"
+    rows = {}
+    if args.only and out.is_file():  # rerun some models: keep the others' rows from the last full run
+        rows = {line.split("`")[1]: line for line in out.read_text().splitlines() if line.startswith("| `")}
     with tempfile.TemporaryDirectory() as scratch:
         for name in names:
-            rows.append(sweep_one(name, Path(scratch)))
-            print(rows[-1], flush=True)
-    float_ok = sum(row.split(" | ")[2].startswith("ok") for row in rows)
-    int8_ok = sum(row.split(" | ")[3].startswith("ok") for row in rows)
+            rows[name] = sweep_one(name, Path(scratch))
+            print(rows[name], flush=True)
+    ordered = [rows[name] for name in list_models() if name in rows]
+    float_ok = sum(row.split(" | ")[2].startswith("ok") for row in ordered)
+    int8_ok = sum(row.split(" | ")[3].startswith("ok") for row in ordered)
     lines = [
         f"`atrous export --format tflite` on every model of `atrous list` (21 classes, untrained; "
-        f"`python bench/tflite_sweep.py`): float32 {float_ok}/{len(rows)} ok, int8 {int8_ok}/{len(rows)} ok.",
+        f"`python bench/tflite_sweep.py`): float32 {float_ok}/{len(ordered)} ok, int8 {int8_ok}/{len(ordered)} ok.",
         "",
         "| model | input | float32 (LiteRT vs PyTorch) | int8 (LiteRT vs PyTorch, untrained) | export time |",
         "|---|---:|---|---|---:|",
-        *rows,
+        *ordered,
     ]
     text = "\n".join(lines) + "\n"
     print(text)
-    if not args.only:
-        out = ROOT / "bench" / "results" / "tflite_sweep.md"
+    if not args.only or out.is_file():
         out.write_text(text)
         print(f"wrote {out}")
 

@@ -48,6 +48,9 @@ logger = logging.getLogger(__name__)
 
 INSTALL_HINT = "pip install 'atrous[tflite]'"
 FLOAT_AGREEMENT = 0.999
+# XNNPACK sums in other orders than PyTorch: on a random 101-layer ResNet 6.5e-3 on logits up
+# to 13 (5e-4 relative). Labels are the real check; the logits bound catches a broken graph.
+FLOAT_ATOL = 1e-2
 ROUNDED_AGREEMENT = 0.95
 RANDOM_ROUNDED_AGREEMENT = 0.80
 INT8_AGREEMENT = 0.98
@@ -150,7 +153,9 @@ def export_tflite(
             report = _verify_on(module, candidate, _checked(check_images, height, width), path, bar, kind="float")
         elif frames is None:
             bar = (RANDOM_ROUNDED_AGREEMENT if rounded else FLOAT_AGREEMENT) if min_agreement is None else min_agreement
-            report = verify(module, candidate, [(height, width)], path, min_agreement=bar, atol=1e-3, rounded_activations=rounded)
+            report = verify(
+                module, candidate, [(height, width)], path, min_agreement=bar, atol=FLOAT_ATOL, rounded_activations=rounded
+            )
         else:
             report = _verify_on(module, candidate, frames, path, INT8_AGREEMENT if min_agreement is None else min_agreement, kind="int8")
     report.path = path

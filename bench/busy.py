@@ -1,0 +1,92 @@
+"""`atrous demo` on an idle machine and beside a CPU hog that takes half the cores.
+
+The demo (train briefly, evaluate, predict, CRF, pictures) runs as users run it, as the
+`atrous` command in a fresh process with no thread or OpenMP settings of its own (atrous
+chooses them), first on the idle machine, then while a hog process keeps
+``cores // 2`` threads busy with float32 matrix products (PyTorch, spinning OpenMP
+threads: the kind of neighbour that slowed the demo ≥ 6.8× before). Runs alternate
+idle / busy ``--rounds`` times; medians are reported, with the slow-down ratio. The bar
+(issue 23): busy ≤ 2.5× idle.
+
+    python bench/busy.py [--rounds 1] [--epochs 1]
+
+Writes bench/results/busy.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+HOG = """
+import os, torch
+torch.set_num_threads(int(os.environ["HOG_THREADS"]))
+a = torch.randn(1024, 1024)
+while True:
+    a = torch.tanh(a @ a)
+"""
+
+
+def cpu_name() -> str:
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return "unknown CPU"
+
+
+def demo_seconds(out: Path, epochs: int | None) -> float:
+    env = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "OMP_WAIT_POLICY")}
+    command = [str(Path(sys.executable).parent / "atrous"), "demo", "--out", str(out)]
+    if epochs is not None:
+        command += ["--epochs", str(epochs)]
+    start = time.perf_counter()
+    subprocess.run(command, env=env, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=3600)
+    return time.perf_counter() - start
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rounds", type=int, default=1)
+    parser.add_argument("--epochs", type=int, help="override the demo recipe's epochs (default: as shipped)")
+    args = parser.parse_args()
+    cores = os.cpu_count() or 2
+    hog_threads = max(1, cores // 2)
+    idle, busy = [], []
+    with tempfile.TemporaryDirectory() as scratch:
+        for round_index in range(args.rounds):
+            idle.append(demo_seconds(Path(scratch) / f"idle{round_index}", args.epochs))
+            print(f"idle: {idle[-1]:.0f} s", flush=True)
+            hog = subprocess.Popen(
+                [sys.executable, "-c", HOG],
+                env={**os.environ, "HOG_THREADS": str(hog_threads), "OMP_NUM_THREADS": str(hog_threads)},
+            )
+            try:
+                time.sleep(3)  # the hog is spinning before the demo starts
+                busy.append(demo_seconds(Path(scratch) / f"busy{round_index}", args.epochs))
+            finally:
+                hog.kill()
+                hog.wait()
+            print(f"busy: {busy[-1]:.0f} s", flush=True)
+    idle_s, busy_s = statistics.median(idle), statistics.median(busy)
+    text = (
+        f"`atrous demo` ({'recipe epochs' if args.epochs is None else f'{args.epochs} epoch(s)'}), {cores} cores "
+        f"({cpu_name()}), median of {args.rounds} alternating round(s) (`python bench/busy.py`):\n\n"
+        "| machine | demo time | vs idle |\n|---|---:|---:|\n"
+        f"| idle | {idle_s:.0f} s | 1.00× |\n"
+        f"| beside a {hog_threads}-thread PyTorch CPU hog | {busy_s:.0f} s | {busy_s / idle_s:.2f}× |\n"
+    )
+    print(text)
+    out = ROOT / "bench" / "results" / "busy.md"
+    out.write_text(text)
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()
