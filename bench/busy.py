@@ -3,12 +3,13 @@
 The demo (train briefly, evaluate, predict, CRF, pictures) runs as users run it, as the
 `atrous` command in a fresh process with no thread or OpenMP settings of its own (atrous
 chooses them), first on the idle machine, then while a hog process keeps
-``cores // 2`` threads busy with float32 matrix products (PyTorch, spinning OpenMP
-threads: the kind of neighbour that slowed the demo ≥ 6.8× before). Runs alternate
+``--hog-threads`` threads (default 2, as in issue 23) busy with float32 matrix products
+(PyTorch with its default, spinning OpenMP threads: the kind of neighbour, another
+training run, that slowed the demo ≥ 6.8× before). Runs alternate
 idle / busy ``--rounds`` times; medians are reported, with the slow-down ratio. The bar
 (issue 23): busy ≤ 2.5× idle.
 
-    python bench/busy.py [--rounds 1] [--epochs 1]
+    python bench/busy.py [--rounds 1] [--epochs 1] [--hog-threads 2]
 
 Writes bench/results/busy.md.
 """
@@ -55,9 +56,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=1)
     parser.add_argument("--epochs", type=int, help="override the demo recipe's epochs (default: as shipped)")
+    parser.add_argument("--hog-threads", type=int, default=2, help="threads the hog keeps busy (default 2)")
     args = parser.parse_args()
     cores = os.cpu_count() or 2
-    hog_threads = max(1, cores // 2)
+    hog_threads = args.hog_threads
     idle, busy = [], []
     with tempfile.TemporaryDirectory() as scratch:
         for round_index in range(args.rounds):
