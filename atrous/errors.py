@@ -44,6 +44,12 @@ def choices_message(kind: str, value: object, valid: object) -> str:
     return f"unknown {kind} {value!r}; valid: {valid_text}"
 
 
+def first_line(error: BaseException, limit: int = 300) -> str:
+    """The first line of a third-party error's message (its type name if empty), at most
+    ``limit`` characters: what an atrous message quotes from an exporter or runtime."""
+    return (str(error).strip().splitlines() or [type(error).__name__])[0][:limit]
+
+
 class Interrupted(KeyboardInterrupt):
     """A run stopped by SIGINT or SIGTERM; ``signum`` says which, ``str()`` what was saved.
 

@@ -248,8 +248,9 @@ def build_predictor(
     """The Predictor the options describe, refining with a dense CRF of parameters ``crf``
     unless None, its classes merged by ``class_map`` unless None."""
     crf = make_crf(device, crf) if crf is not None else None
-    if args.input_size is None and args.sliding_window is None and getattr(model, "resize_to_fit", False):
-        args.input_size = model.input_size  # a TFLite graph, like TF's own, segments any photo at its size
+    input_size = args.input_size
+    if input_size is None and args.sliding_window is None and getattr(model, "resize_to_fit", False):
+        input_size = model.input_size  # a TFLite graph, like TF's own, segments any photo at its size
     return Predictor(
         model,
         device=device if isinstance(model, torch.nn.Module) else "cpu",
@@ -259,7 +260,7 @@ def build_predictor(
         crf=crf,
         fast=args.fast,
         batch_size=args.batch_size,
-        input_size=args.input_size,
+        input_size=input_size,
         class_map=class_map,
         precision=args.precision,
     )

@@ -148,7 +148,7 @@ def run(args: argparse.Namespace) -> int:
         "fw_iou": _clean(metrics["fw_iou"]),
         "iou": {name: _clean(value) for name, value in zip(names, metrics["iou"])},
         "scales": list(scales),
-        "input_size": list(args.input_size) if args.input_size else None,
+        "input_size": list(predictor.input_size) if predictor.input_size else None,
         "class_map": args.class_map,
         "flip": args.flip,
         "sliding_window": args.sliding_window,

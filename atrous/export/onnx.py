@@ -32,7 +32,7 @@ from atrous.export._common import (
     quiet_loggers,
     verify,
 )
-from atrous.errors import ConfigError
+from atrous.errors import ConfigError, first_line
 from atrous.export.runtime import METADATA_PREFIX, OnnxModel
 from atrous.deeplab import min_input_size
 
@@ -108,8 +108,7 @@ def _to_onnx(module: nn.Module, example: torch.Tensor, path: Path, *, dynamic: b
                 verbose=False,
             )
     except Exception as error:
-        first = (str(error).strip().splitlines() or [type(error).__name__])[0]
-        raise ExportError(f"ONNX export failed: {first[:300]}") from error
+        raise ExportError(f"ONNX export failed: {first_line(error)}") from error
 
 
 def export_onnx(

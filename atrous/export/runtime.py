@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from atrous.errors import ConfigError, DataError, InputError
+from atrous.errors import ConfigError, DataError, InputError, first_line
 
 __all__ = ["METADATA_PREFIX", "OnnxModel", "attach_exported_metadata", "create_session", "read_metadata"]
 
@@ -127,8 +127,7 @@ class OnnxModel:
         try:
             (output,) = self.session.run([self.output_name], {self.input_name: array})
         except Exception as error:  # onnxruntime's own error types (invalid dimensions …)
-            first = (str(error).strip().splitlines() or [type(error).__name__])[0]
-            raise InputError(f"{self.path.name} cannot run on a {tuple(images.shape)} batch: {first[:300]}") from None
+            raise InputError(f"{self.path.name} cannot run on a {tuple(images.shape)} batch: {first_line(error)}") from None
         if np.issubdtype(output.dtype, np.floating) and not np.isfinite(output).all():
             raise DataError(
                 f"{self.path} outputs non-finite logits (NaN or inf); the model is broken (re-export it from a "

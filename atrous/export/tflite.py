@@ -20,7 +20,6 @@ activation grids: see ``check_images`` of :func:`export_tflite`.)
 from __future__ import annotations
 
 import json
-import logging
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -28,7 +27,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from atrous.errors import ConfigError
+from atrous.errors import ConfigError, first_line
 from atrous.export._common import (
     ExportedModel,
     ExportError,
@@ -41,10 +40,9 @@ from atrous.export._common import (
 from atrous.export.onnx import model_metadata
 from atrous.export.tflite_runtime import METADATA_NAME, TfliteModel, litert_schema, silenced_output
 from atrous.labels import class_labels
+from atrous.nn.fake_quant import has_activation_quant
 
 __all__ = ["INSTALL_HINT", "export_tflite"]
-
-logger = logging.getLogger(__name__)
 
 INSTALL_HINT = "pip install 'atrous[tflite]'"
 FLOAT_AGREEMENT = 0.999
@@ -112,7 +110,9 @@ def export_tflite(
     litert_torch = _litert_torch()
     height, width = (int(v) for v in input_size)
     frames = _checked(calibration, height, width, "calibration") if calibration is not None else None
-    if frames is not None and _has_activation_quant(model):
+    checks = _checked(check_images, height, width) if check_images is not None and frames is None else None
+    rounded = has_activation_quant(model)
+    if frames is not None and rounded:
         from atrous.models import with_options
 
         # int8 puts every activation on its own grid; the float grids' rounding ops (divide,
@@ -127,8 +127,7 @@ def export_tflite(
     except ConfigError:
         raise
     except Exception as error:  # noqa: BLE001 - the converter raises many types; one clear line
-        first = (str(error).strip().splitlines() or [type(error).__name__])[0]
-        raise ExportError(f"litert-torch could not convert the model ({first[:300]}); {path} was not written") from None
+        raise ExportError(f"litert-torch could not convert the model ({first_line(error)}); {path} was not written") from None
     metadata = model_metadata(model, argmax=argmax, input_size=(height, width))
     metadata["int8"] = frames is not None
     flatbuffer = with_metadata(flatbuffer, metadata)
@@ -139,18 +138,18 @@ def export_tflite(
         except ExportError:
             raise
         except Exception as error:  # noqa: BLE001 - the quantiser raises many types; one clear line
-            first = (str(error).strip().splitlines() or [type(error).__name__])[0]
-            raise ExportError(f"ai-edge-quantizer could not quantise the model ({first[:300]}); {path} was not written") from None
+            raise ExportError(
+                f"ai-edge-quantizer could not quantise the model ({first_line(error)}); {path} was not written"
+            ) from None
     with atomic_output(path, ".tflite") as temp:
         temp.write_bytes(flatbuffer)
         try:
             candidate = TfliteModel(temp)
         except Exception as error:  # noqa: BLE001 - the interpreter refuses the file (e.g. an unsupported op)
             raise ExportError(f"LiteRT cannot run the converted model ({error}); {path} was not written") from None
-        rounded = _has_activation_quant(model)
-        if frames is None and check_images is not None:
+        if checks is not None:
             bar = (ROUNDED_AGREEMENT if rounded else FLOAT_AGREEMENT) if min_agreement is None else min_agreement
-            report = _verify_on(module, candidate, _checked(check_images, height, width), path, bar, kind="float")
+            report = _verify_on(module, candidate, checks, path, bar, kind="float")
         elif frames is None:
             bar = (RANDOM_ROUNDED_AGREEMENT if rounded else FLOAT_AGREEMENT) if min_agreement is None else min_agreement
             report = verify(
@@ -170,12 +169,6 @@ def _checked(images: Sequence[torch.Tensor], height: int, width: int, kind: str 
     if bad:
         raise ConfigError(f"{kind} images must be (1, 3, {height}, {width}); got {bad[0]}")
     return frames
-
-
-def _has_activation_quant(model: nn.Module) -> bool:
-    from atrous.nn.fake_quant import has_activation_quant
-
-    return has_activation_quant(model)
 
 
 def _quantize_int8(flatbuffer: bytes, frames: Sequence[torch.Tensor]) -> bytes:

@@ -17,6 +17,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from atrous.errors import first_line
 from atrous.nn.fake_quant import has_activation_quant
 from atrous.export._common import (
     ExportError,
@@ -43,8 +44,7 @@ def trace_program(module: nn.Module, example: torch.Tensor, *, dynamic: bool = F
     try:
         return torch.export.export(module, (example,), dynamic_shapes=(shapes,), strict=False)
     except Exception as error:
-        first = (str(error).strip().splitlines() or [type(error).__name__])[0]
-        raise ExportError(f"torch.export failed: {first[:300]}") from error
+        raise ExportError(f"torch.export failed: {first_line(error)}") from error
 
 
 def _min_size(model: nn.Module) -> int:

@@ -207,7 +207,7 @@ class Predictor:
             batch = F.pad(batch, (0, pad_w, 0, pad_h))
         if self.channels_last:
             batch = batch.contiguous(memory_format=torch.channels_last)
-        output = self.model(batch.to(self.dtype) if self.dtype != torch.float32 else batch)
+        output = self.model(batch.to(self.dtype))  # a no-op in float32
         if isinstance(output, Mapping):
             output = output["out"]
         if output.dtype == torch.bfloat16:
