@@ -28,7 +28,7 @@ $(PEERS): $(INSTALLED)
 install: $(INSTALLED)
 
 demo: $(INSTALLED)
-	$(VENV)/bin/atrous demo --out demo_out
+	$(VENV)/bin/atrous demo --out demo_out --overwrite
 
 test: $(PEERS)
 	$(PY) -m pytest -q

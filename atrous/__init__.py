@@ -1,22 +1,21 @@
 """atrous: the DeepLab family of semantic-segmentation models in PyTorch.
 
-Importing atrous before torch sets ``OMP_WAIT_POLICY=PASSIVE`` unless it is set: idle
-OpenMP threads then sleep instead of spinning, so a run beside another busy process (a
-laptop, a shared server, two trainings) does not slow down tenfold or more. Set the
-variable yourself (e.g. ``ACTIVE``) to choose otherwise; it has no effect once torch is
-loaded.
+Importing atrous before torch bounds how long idle OpenMP threads spin before they sleep
+(``GOMP_SPINCOUNT``, 2 000 for ``atrous train``, 10 000 otherwise; see ``atrous._openmp``):
+quick on an idle machine, and no tenfold slow-down beside another busy process (a laptop,
+a shared server, two trainings). Set ``OMP_WAIT_POLICY`` or ``GOMP_SPINCOUNT`` yourself to
+choose otherwise; neither has an effect once torch is loaded.
 """
 
 from __future__ import annotations
 
-import os
-import sys
 from typing import TYPE_CHECKING, Any
 
-if "torch" not in sys.modules:
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+from atrous._openmp import choose_spin_count
 
-from atrous.errors import AtrousError  # noqa: E402  (after the OpenMP policy)
+choose_spin_count()
+
+from atrous.errors import AtrousError  # noqa: E402  (after the OpenMP setting)
 from atrous.registry import list_backbones, list_models  # noqa: E402
 
 __version__ = "0.1.0"

@@ -7,12 +7,13 @@ reported. "cold" rebuilds both lattices for every image (as pydensecrf does); "w
 keeps the image-independent spatial lattice between images of one size (what a
 DenseCRF module does when it refines a dataset). ratio = pydensecrf time / atrous time.
 
-    python bench/crf.py [--threads 2] [--repeats 7] [--out bench/results/crf.md]
+    python bench/crf.py [--threads 2,1] [--repeats 7] [--out bench/results/crf.md]
 
-OMP_WAIT_POLICY defaults to PASSIVE here: on a machine with more busy threads than
-cores, OpenMP workers that spin between parallel regions starve each other, and a
-2-thread torch run becomes ~15x slower than with sleeping workers (measured on the
-2-core CI machine). pydensecrf2 is single-threaded and unaffected.
+First a table of where a cold call's time goes, phase by phase (``--phases-only`` for
+just that), then the timings at each thread count.
+
+atrous is imported before torch, so OpenMP runs with the spin bound atrous chooses for
+its users (``atrous._openmp``). pydensecrf2 is single-threaded and unaffected.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from __future__ import annotations
 import argparse
 import os
 
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch starts its OpenMP runtime
+import atrous  # noqa: E402,F401  (before torch: atrous bounds OpenMP spinning, as users get it)
 import statistics
 import sys
 import time
@@ -32,6 +33,9 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 from test_crf_reference import CAMVID, PARAMS, degraded_unary, voc_like  # noqa: E402
+
+sys.path.insert(0, str(ROOT / "bench"))
+from busy import cpu_name  # noqa: E402
 
 from atrous.crf import DenseCRF  # noqa: E402
 
@@ -100,45 +104,155 @@ def bench_case(image: np.ndarray, probs: np.ndarray, iterations: int, repeats: i
     return {name: statistics.median(values) * 1e3 for name, values in times.items()}
 
 
+PHASES = (
+    "inputs (checks, unary, stored order)",
+    "bilateral lattice build",
+    "spatial lattice build + norm (cold only)",
+    "bilateral norm",
+    "message tables (both lattices)",
+    "splat",
+    "blur",
+    "compatibility",
+    "slice",
+    "softmax",
+    "output (original order)",
+)
+
+
+def phase_times(image: np.ndarray, probs: np.ndarray, iterations: int, repeats: int) -> dict[str, float]:
+    """Median ms of each phase of a cold ``DenseCRF`` call, its steps run one by one as
+    ``DenseCRF.forward`` runs them (single image, Potts weights, lattice spatial kernel)."""
+    from atrous.crf import _inputs
+    from atrous.crf.dense_crf import _mean_field_step_
+    from atrous.crf.lattice import blur
+    from atrous.crf.messages import Messages, compatibility, symmetric_norm
+
+    crf = DenseCRF(iterations=iterations, **PARAMS)
+    pixels, scores = torch.from_numpy(image).permute(2, 0, 1), torch.from_numpy(probs)
+    compats = [crf.bilateral_compat, crf.gaussian_compat]
+    times: dict[str, list[float]] = {name: [] for name in PHASES}
+
+    def one_call() -> None:
+        clock = [time.perf_counter()]
+        spent = dict.fromkeys(PHASES, 0.0)
+
+        def lap(name: str) -> None:
+            now = time.perf_counter()
+            spent[name] += now - clock[0]
+            clock[0] = now
+
+        score = _inputs.check_scores(scores, False)
+        pixel = _inputs.check_image(pixels)
+        b, c, h, w = score.shape
+        flat = score.permute(0, 2, 3, 1).reshape(b * h * w, c).contiguous()
+        lap(PHASES[0])
+        bilateral = crf._bilateral_lattice(pixel, None, torch.float32)
+        lap(PHASES[1])
+        crf.clear_cache()
+        spatial, spatial_norm = crf._spatial_lattice(h, w, torch.float32, torch.device("cpu"))
+        lap(PHASES[2])
+        norm = symmetric_norm(bilateral)
+        lap(PHASES[3])
+        messages = Messages([bilateral, spatial], [norm, spatial_norm])
+        bound = messages.bound(compats)
+        lap(PHASES[4])
+        q = flat.index_select(0, messages.point_order).clamp_min(crf.min_prob)
+        neg_unary = torch.log(q)
+        q = q.div_(q.sum(1, keepdim=True))
+        lap(PHASES[0])
+        for _ in range(iterations):
+            vertices = [splat(q) for splat in messages.splats]
+            lap(PHASES[5])
+            tables = [blur(v, axes) for v, axes in zip(vertices, messages.blur_axes)]
+            lap(PHASES[6])
+            table = torch.cat([compatibility(w, t) for w, t in zip(compats, tables)])
+            lap(PHASES[7])
+            logits = messages.slice(table)
+            lap(PHASES[8])
+            q = _mean_field_step_(logits, neg_unary, bound)
+            lap(PHASES[9])
+        out = q.new_empty(q.shape).index_copy(0, messages.point_order, q).view(b, h, w, c).permute(0, 3, 1, 2)
+        del out
+        lap(PHASES[10])
+        for name, seconds in spent.items():
+            times[name].append(seconds)
+
+    with torch.no_grad():
+        for _ in range(3):
+            one_call()
+        for values in times.values():
+            values.clear()
+        for _ in range(repeats):
+            one_call()
+    return {name: statistics.median(values) * 1e3 for name, values in times.items()}
+
+
+def phase_table(cases: dict[str, tuple[np.ndarray, np.ndarray]], iterations: int, repeats: int) -> list[str]:
+    """Markdown rows: each phase's median ms and share of the cold call, per case."""
+    columns = {name: phase_times(image, probs, iterations, repeats) for name, (image, probs) in cases.items()}
+    lines = [
+        f"Where a cold call's time goes ({iterations} iterations, {torch.get_num_threads()} threads, median ms of "
+        f"{repeats} calls, phases run one after another; the per-iteration phases summed over the iterations; "
+        "in a real call the spatial lattice is built on a side thread during the bilateral build):",
+        "",
+        "| phase | " + " | ".join(columns) + " |",
+        "|---|" + "---:|" * len(columns),
+    ]
+    totals = {case: sum(t.values()) for case, t in columns.items()}
+    for phase in PHASES:
+        cells = [f"{t[phase]:.1f} ({100 * t[phase] / totals[case]:.0f} %)" for case, t in columns.items()]
+        lines.append(f"| {phase} | " + " | ".join(cells) + " |")
+    lines.append("| **total** | " + " | ".join(f"**{total:.1f}**" for total in totals.values()) + " |")
+    return lines
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--threads", default="2,1", help="torch thread counts, comma-separated (default 2,1)")
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results" / "crf.md")
+    parser.add_argument("--phases-only", action="store_true", help="only the per-phase table (no pydensecrf2 runs)")
     args = parser.parse_args()
-    torch.set_num_threads(args.threads)
+    thread_counts = [int(n) for n in args.threads.split(",")]
     cases = {"CamVid 360x480x11": camvid_case(), "VOC-like 500x375x21": voc_case()}
-    print(
-        f"torch {torch.__version__}, {torch.get_num_threads()} threads, OMP_WAIT_POLICY="
-        f"{os.environ['OMP_WAIT_POLICY']}, load average {os.getloadavg()[0]:.1f}"
-    )
+    torch.set_num_threads(thread_counts[0])
+    phases = phase_table(cases, iterations=5, repeats=args.repeats)
+    print("\n".join(phases), flush=True)
+    if args.phases_only:
+        return
+    print(f"torch {torch.__version__}, GOMP_SPINCOUNT={os.environ.get('GOMP_SPINCOUNT')}, {cpu_name()}")
     if dcrf is None:
         print("pydensecrf2 is not installed: atrous times only")
-    header = f"{'case':22s} {'iters':>5s} {'atrous cold':>12s} {'atrous warm':>12s} {'pydensecrf2':>12s} {'ratio cold':>10s} {'ratio warm':>10s}"
+    header = f"{'case':22s} {'thr':>3s} {'iters':>5s} {'atrous cold':>12s} {'atrous warm':>12s} {'pydensecrf2':>12s} {'ratio cold':>10s} {'ratio warm':>10s}"
     print(header)
     print("-" * len(header))
     rows = []
-    for name, (image, probs) in cases.items():
-        for iterations in (5, 10):
-            t = bench_case(image, probs, iterations, args.repeats)
-            ref = t.get("pydensecrf2", float("nan"))
-            print(
-                f"{name:22s} {iterations:5d} {t['atrous cold']:10.1f}ms {t['atrous warm']:10.1f}ms {ref:10.1f}ms "
-                f"{ref / t['atrous cold']:9.2f}x {ref / t['atrous warm']:9.2f}x",
-                flush=True,
-            )
-            rows.append(
-                f"| {name} | {iterations} | {t['atrous cold']:.1f} | {t['atrous warm']:.1f} | {ref:.1f} "
-                f"| {ref / t['atrous cold']:.2f}× | {ref / t['atrous warm']:.2f}× |"
-            )
+    for threads in thread_counts:
+        torch.set_num_threads(threads)
+        for name, (image, probs) in cases.items():
+            for iterations in (5, 10):
+                t = bench_case(image, probs, iterations, args.repeats)
+                ref = t.get("pydensecrf2", float("nan"))
+                print(
+                    f"{name:22s} {threads:3d} {iterations:5d} {t['atrous cold']:10.1f}ms {t['atrous warm']:10.1f}ms "
+                    f"{ref:10.1f}ms {ref / t['atrous cold']:9.2f}x {ref / t['atrous warm']:9.2f}x",
+                    flush=True,
+                )
+                rows.append(
+                    f"| {name} | {threads} | {iterations} | {t['atrous cold']:.1f} | {t['atrous warm']:.1f} | {ref:.1f} "
+                    f"| {ref / t['atrous cold']:.2f}× | {ref / t['atrous warm']:.2f}× |"
+                )
     table = [
-        f"Dense CRF, {args.threads} threads, median of {args.repeats} interleaved runs (ms); ratio = pydensecrf2 / "
-        f"atrous (> 1: atrous faster). torch {torch.__version__}, {os.cpu_count()} CPUs, "
+        f"Dense CRF, median of {args.repeats} interleaved runs (ms); ratio = pydensecrf2 / atrous (> 1: atrous "
+        f"faster; pydensecrf2 is single-threaded). torch {torch.__version__}, {os.cpu_count()} CPUs ({cpu_name()}), "
+        f"GOMP_SPINCOUNT={os.environ.get('GOMP_SPINCOUNT')} (atrous's default), "
         f"load average at the end {os.getloadavg()[0]:.1f}, {time.strftime('%Y-%m-%d')}.",
         "",
-        "| case | iterations | atrous cold | atrous warm | pydensecrf2 | ratio cold | ratio warm |",
-        "|---|---:|---:|---:|---:|---:|---:|",
+        "| case | threads | iterations | atrous cold | atrous warm | pydensecrf2 | ratio cold | ratio warm |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
         *rows,
+        "",
+        *phases,
     ]
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text("\n".join(table) + "\n")

@@ -32,10 +32,9 @@ time (> 1: atrous is faster).
 
     python bench/inference.py [--threads 2] [--repeats 5] [--quick] [--no-rss]
 
-Writes the table to bench/results/inference.md as well. OMP_WAIT_POLICY defaults to
-PASSIVE here (as in bench/crf.py): with more busy threads than cores, spinning OpenMP
-workers starve each other (torch paths ran 4–7× slower in a run on a loaded 2-core
-machine), which would flatter ONNX Runtime (whose workers are set not to spin).
+Writes the table to bench/results/inference.md as well. atrous is imported before torch,
+so OpenMP runs with the spin bound atrous chooses for its users (``atrous._openmp``;
+unbounded spinning made torch paths 4–7× slower on a loaded 2-core machine).
 """
 
 from __future__ import annotations
@@ -45,7 +44,7 @@ import gc
 import json
 import os
 
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch starts its OpenMP runtime
+import atrous  # noqa: E402,F401  (before torch: atrous bounds OpenMP spinning, as users get it)
 import sys
 import tempfile
 import time
@@ -365,7 +364,7 @@ def main(argv: list[str] | None = None) -> int:
     header = (
         f"Inference, batch 1, {args.threads} threads (torch and ONNX Runtime), median of {args.repeats} interleaved runs "
         f"after {args.warmup} warm-up; torch {torch.__version__}, onnxruntime {onnxruntime_version()}, "
-        f"{os.cpu_count()} CPUs ({cpu_name()}), OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY')}, load average at the end {load}, {time.strftime('%Y-%m-%d')}. Ratio = peer time / atrous time (> 1: atrous faster). "
+        f"{os.cpu_count()} CPUs ({cpu_name()}), GOMP_SPINCOUNT={os.environ.get('GOMP_SPINCOUNT')}, load average at the end {load}, {time.strftime('%Y-%m-%d')}. Ratio = peer time / atrous time (> 1: atrous faster). "
         f"Peak RSS: fresh process per path (VmHWM)."
     )
     text = "\n\n".join([f"# Inference benchmark\n\n{header}", table.markdown(), "\n".join(f"- {n}" for n in notes)])

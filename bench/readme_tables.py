@@ -5,10 +5,10 @@
   papers' variants that are options of it (`atrous list --variants`); then MobileNet
   v1's ImageNet classifier for every width and resolution of its paper's Tables 6–7.
 - ``inference``, ``train``, ``crf``, ``camvid``, ``tflite``, ``tflite_sweep``, ``bf16``,
-  ``busy``, ``cityscapes``: the latest ``bench/results/<name>.md`` written by
+  ``busy``, ``threads``, ``cityscapes``: the latest ``bench/results/<name>.md`` written by
   ``bench/inference.py``, ``bench/train.py``, ``bench/crf.py``,
   ``experiments/camvid_results.py``, ``bench/tflite.py``, ``bench/tflite_sweep.py``,
-  ``bench/inference.py --only-bf16``, ``bench/busy.py`` and
+  ``bench/inference.py --only-bf16``, ``bench/busy.py``, ``bench/threads.py`` and
   ``experiments/cityscapes_results.py``, copied verbatim.
 
 Each replaces the block between the README's ``<!-- NAME:begin -->`` and
@@ -24,7 +24,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
-RESULT_BLOCKS = ("inference", "train", "crf", "camvid", "tflite", "tflite_sweep", "bf16", "busy", "cityscapes")
+RESULT_BLOCKS = (
+    "inference", "train", "crf", "camvid", "tflite", "tflite_sweep", "bf16", "busy", "threads", "cityscapes",
+)
 
 
 def model_rows() -> list[str]:

@@ -21,7 +21,7 @@ from __future__ import annotations
 import argparse
 import os
 
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+import atrous  # noqa: E402,F401  (before torch: atrous bounds OpenMP spinning, as users get it)
 import re
 import tempfile
 import time

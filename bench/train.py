@@ -14,7 +14,9 @@ decoder conv and no BN/ReLU after depthwise convs, so atrous does more work per 
 the "1 decoder conv" path (``decoder_convs=1``) removes the larger of the two differences.
 
 Usage: ``python bench/train.py [--backbones resnet50,mobilenet_v2] [--batch 4] [--size 256]
-[--threads 2] [--steps 10] [--warmup 2]``. Prints one line per backbone with the ratio
+[--threads 2] [--steps 10] [--warmup 2]``. ``--only-bf16`` measures bf16 training
+instead (fp32, autocast as ``atrous train --precision bf16`` runs it, and bf16 weights
+with an fp32 master copy) → bench/results/train_bf16.md. Prints one line per backbone with the ratio
 atrous / smp (≥ 1.0: atrous trains at least as fast). Needs ``pip install
 segmentation-models-pytorch`` (``make bench`` installs it). Writes the table to
 bench/results/train.md as well.
@@ -99,6 +101,95 @@ def compare(backbone: str, *, batch: int, size: int, steps: int, warmup: int, nu
     return result
 
 
+def make_master_step(model: nn.Module, images: torch.Tensor, masks: torch.Tensor) -> Callable[[], None]:
+    """One SGD step with bf16 weights and activations (channels_last) and an fp32 master
+    copy of the weights that the optimizer updates (mixed precision without autocast)."""
+    model = model.train().to(memory_format=torch.channels_last)
+    master = [p.detach().clone().float() for p in model.parameters()]
+    for value in master:
+        value.requires_grad_(True)
+    model = model.to(torch.bfloat16)
+    images = images.to(torch.bfloat16).contiguous(memory_format=torch.channels_last)
+    optimizer = torch.optim.SGD(master, lr=1e-3, momentum=0.9, weight_decay=1e-4)
+    loss_fn = SegmentationLoss()
+    params = list(model.parameters())
+
+    def step() -> None:
+        for p in params:
+            p.grad = None
+        loss_fn(model(images).float(), masks).backward()
+        for value, p in zip(master, params):
+            value.grad = p.grad.float()
+        optimizer.step()
+        with torch.no_grad():
+            torch._foreach_copy_(params, master)
+
+    return step
+
+
+def make_autocast_step(model: nn.Module, images: torch.Tensor, masks: torch.Tensor) -> Callable[[], None]:
+    """``atrous train --precision bf16``: fp32 weights, bf16 compute under CPU autocast."""
+    step = make_step(model, images, masks, channels_last=True)
+
+    def autocast_step() -> None:
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            step()
+
+    return autocast_step
+
+
+PRECISION_PATHS = ("fp32", "autocast bf16", "bf16 weights + fp32 master")
+
+
+def compare_precision(model_name: str, *, batch: int, size: int, steps: int, warmup: int, num_classes: int = 21) -> dict[str, float]:
+    """Median images/s of fp32, autocast bf16 and bf16-with-master training, interleaved."""
+    generator = torch.Generator().manual_seed(0)
+    images = torch.randn(batch, 3, size, size, generator=generator)
+    masks = torch.randint(0, num_classes, (batch, size, size), generator=generator)
+    torch.manual_seed(0)
+    model = create_model(model_name, num_classes=num_classes)
+    run = {
+        "fp32": make_step(copy.deepcopy(model), images, masks, channels_last=True),
+        "autocast bf16": make_autocast_step(copy.deepcopy(model), images, masks),
+        "bf16 weights + fp32 master": make_master_step(copy.deepcopy(model), images, masks),
+    }
+    times: dict[str, list[float]] = {name: [] for name in run}
+    for index in range(warmup + steps):
+        for name in list(run) if index % 2 == 0 else list(reversed(run)):
+            start = time.perf_counter()
+            run[name]()
+            if index >= warmup:
+                times[name].append(time.perf_counter() - start)
+    return {name: batch / statistics.median(values) for name, values in times.items()}
+
+
+def precision_table(models: list[str], *, batch: int, size: int, steps: int, warmup: int, threads: int) -> list[str]:
+    from atrous.inference.predictor import cpu_has_bf16
+
+    lines = [
+        f"bf16 training step, batch {batch} × {size}×{size}, {threads} threads, channels_last, median of {steps} "
+        f"interleaved steps after {warmup} warm-up (images/s; ratio to fp32). CPU: {_cpu_name()} "
+        f"(bf16 instructions: {'yes' if cpu_has_bf16() else 'no'}).",
+        "",
+        "| model | " + " | ".join(PRECISION_PATHS) + " | autocast / fp32 | master / fp32 |",
+        "|---|" + "---:|" * (len(PRECISION_PATHS) + 2),
+    ]
+    for name in models:
+        r = compare_precision(name, batch=batch, size=size, steps=steps, warmup=warmup)
+        row = f"| {name} | " + " | ".join(f"{r[p]:.2f}" for p in PRECISION_PATHS)
+        row += f" | {r['autocast bf16'] / r['fp32']:.2f}× | {r['bf16 weights + fp32 master'] / r['fp32']:.2f}× |"
+        print(row, flush=True)
+        lines.append(row)
+    return lines
+
+
+def _cpu_name() -> str:
+    sys.path.insert(0, str(ROOT / "bench"))
+    from busy import cpu_name
+
+    return cpu_name()
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--backbones", default="resnet50,mobilenet_v2")
@@ -108,7 +199,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "train.md")
+    parser.add_argument(
+        "--only-bf16", action="store_true",
+        help="only the bf16 training table (fp32 vs autocast vs bf16 weights + fp32 master) → bench/results/train_bf16.md",
+    )
+    parser.add_argument("--bf16-models", default="deeplabv3_resnet50,deeplabv3plus_mobilenet_v2,lraspp_mobilenet_v3_large")
     args = parser.parse_args(argv)
+    if args.only_bf16:
+        torch.set_num_threads(args.threads)
+        lines = precision_table(
+            args.bf16_models.split(","), batch=args.batch, size=args.size, steps=args.steps, warmup=args.warmup,
+            threads=args.threads,
+        )
+        out = ROOT / "bench" / "results" / "train_bf16.md"
+        out.write_text("\n".join(lines) + "\n")
+        print(f"wrote {out}")
+        return 0
     try:
         import segmentation_models_pytorch  # noqa: F401
     except ImportError:

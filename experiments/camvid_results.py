@@ -267,7 +267,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--curve", type=Path, default=ROOT / "docs" / "images" / "camvid_curve.png")
     parser.add_argument("--max-images", type=int, help="evaluate only this many val frames (smoke runs)")
     args = parser.parse_args(argv)
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
     from atrous.cli.info import describe
     from atrous.engine.checkpoint import read_checkpoint, save_weights_only

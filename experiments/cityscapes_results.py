@@ -96,7 +96,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "cityscapes.md")
     parser.add_argument("--no-latency", action="store_true", help="skip the timing (a busy machine)")
     args = parser.parse_args(argv)
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
     from atrous.cli.info import describe
     from atrous.engine.checkpoint import read_checkpoint, save_weights_only

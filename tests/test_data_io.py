@@ -144,6 +144,17 @@ def test_decompression_bomb_header_is_refused(tmp_path: Path) -> None:
         read_image(path)
 
 
+def test_a_raised_cap_passes_pils_own_limit_and_leaves_it_as_it_was(tmp_path: Path) -> None:
+    # 200 megapixels: beyond twice PIL's default limit, so PIL alone would refuse the header.
+    path = _png_header_only(tmp_path / "wide.png", 20_000, 10_000)
+    before = Image.MAX_IMAGE_PIXELS
+    with pytest.raises(DataError, match="truncated or corrupt"):  # reached decoding: the cap let it through
+        read_image(path, max_pixels=300_000_000)
+    with pytest.raises(DataError, match=r"wide\.png: 20000x10000 = 200000000 pixels exceeds max_pixels=25000000"):
+        read_image(path)
+    assert Image.MAX_IMAGE_PIXELS == before  # a library leaves PIL's process-wide setting alone
+
+
 def test_real_image_over_a_small_cap(tmp_path: Path) -> None:
     Image.fromarray(_rgb(40, 50)).save(tmp_path / "m.png")
     with pytest.raises(DataError, match="50x40 = 2000 pixels exceeds max_pixels=1999"):

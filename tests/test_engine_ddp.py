@@ -81,3 +81,29 @@ def test_two_process_gloo_equals_single_process(tmp_path: Path) -> None:
     # Rank 0 alone wrote: one checkpoint set, no temp files.
     files = sorted(p.name for p in ddp_dir.iterdir() if p.name != LOCK_NAME)  # the run lock stays (issue 14)
     assert files == ["best.pt", "curve.png", "last.pt", "log.csv"]
+
+
+def _limit_file_size() -> None:
+    import resource
+
+    # Python ignores SIGXFSZ, so a write past the limit fails with EFBIG (OSError), as on a full disk.
+    resource.setrlimit(resource.RLIMIT_FSIZE, (200_000, 200_000))
+
+
+def test_a_failed_save_stops_every_rank_with_one_line(tmp_path: Path) -> None:
+    # Files stop at 200 kB: rank 0 cannot write the first checkpoint (a few MB) after the epoch.
+    result = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+         "-m", "atrous", "train", *_options(tmp_path / "ddp", batch_size=2)],
+        env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True, timeout=300, check=False,
+        preexec_fn=_limit_file_size,
+    )
+    assert result.returncode != 0
+    errors = [line for line in result.stderr.splitlines() if line.startswith("atrous train: error:")]
+    assert len(errors) == 2, result.stderr[-3000:]  # one line from each rank, the same line
+    assert errors[0] == errors[1] and "cannot write" in errors[0] and "nothing was written" in errors[0]
+    lines = result.stderr.splitlines()
+    launcher = next(i for i, line in enumerate(lines) if "elastic" in line)  # torchrun's own failure report
+    ours = "\n".join(lines[:launcher])
+    assert "Traceback" not in ours and "gloo" not in ours.lower(), result.stderr[-3000:]
+    assert not list((tmp_path / "ddp").glob("*.pt"))

@@ -149,3 +149,15 @@ def test_demo_segments_the_real_photo_with_the_voc_model(tmp_path: Path) -> None
     assert panel == tmp_path / "voc" / "bird_panel.png" and panel.is_file()
     mask = np.asarray(Image.open(tmp_path / "voc" / "bird.png"))
     assert (mask == 3).mean() > 0.1 and set(np.unique(mask)) <= {0, 3}  # the bird (class 3), on background
+
+
+def test_demo_refuses_to_replace_an_earlier_demo_without_overwrite(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    from atrous.cli import main
+
+    keep = tmp_path / "run" / "best.pt"
+    keep.parent.mkdir()
+    keep.write_bytes(b"an earlier run")
+    assert main(["demo", "--out", str(tmp_path)]) == 2
+    line = capsys.readouterr().err.strip()
+    assert "holds an earlier demo (run)" in line and "--overwrite" in line and "\n" not in line
+    assert keep.read_bytes() == b"an earlier run"  # nothing deleted

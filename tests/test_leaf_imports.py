@@ -130,16 +130,31 @@ def test_out_of_range_labels_are_refused_the_same_way_everywhere() -> None:
     assert matrix.compute()["miou"] == pytest.approx(tune.mean_iou(matrix.matrix))
 
 
-def test_importing_atrous_first_makes_idle_openmp_threads_sleep() -> None:
-    """OMP_WAIT_POLICY=PASSIVE unless the user chose a policy (spinning threads slow a busy machine ~10×)."""
+def test_importing_atrous_first_bounds_openmp_spinning_per_command() -> None:
+    """GOMP_SPINCOUNT is set before torch loads unless the user chose a policy (unbounded
+    spinning slows a busy machine ~10×): 2 000 for training, 10 000 otherwise."""
     import os
     import subprocess
     import sys
 
-    code = "import atrous, os; print(os.environ.get('OMP_WAIT_POLICY'))"
-    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    from atrous._openmp import INFERENCE_SPINS, TRAINING_SPINS, choose_spin_count
+
+    code = "import atrous, os; print(os.environ.get('GOMP_SPINCOUNT'), os.environ.get('OMP_WAIT_POLICY'))"
+    env = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")}
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout
-    assert out.strip() == "PASSIVE"
-    env["OMP_WAIT_POLICY"] = "ACTIVE"
-    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout
-    assert out.strip() == "ACTIVE"
+    assert out.split() == [str(INFERENCE_SPINS), "None"]
+    out = subprocess.run([sys.executable, "-c", code], env={**env, "OMP_WAIT_POLICY": "ACTIVE"},
+                         capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["None", "ACTIVE"]  # the user's choice stands
+    # The command line decides the value; torch already loaded (as here) means too late to set any.
+    assert choose_spin_count({}, ["atrous", "train"]) is None
+    environ: dict[str, str] = {}
+    torch_module = sys.modules.pop("torch")  # as if torch were not loaded yet
+    try:
+        assert choose_spin_count(environ, ["/usr/bin/atrous", "train", "--dataset", "x"]) == str(TRAINING_SPINS)
+        assert choose_spin_count({}, ["-m", "predict"]) == str(INFERENCE_SPINS)
+        assert choose_spin_count({"GOMP_SPINCOUNT": "0"}, ["atrous", "train"]) is None
+        assert choose_spin_count({}, ["pytest", "train"]) == str(INFERENCE_SPINS)
+    finally:
+        sys.modules["torch"] = torch_module
+    assert environ == {"GOMP_SPINCOUNT": str(TRAINING_SPINS)}

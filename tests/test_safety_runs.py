@@ -160,3 +160,11 @@ def test_a_run_set_aside_by_a_killed_overwrite_comes_back(tmp_path: Path) -> Non
     result = train(tiny_run_config(out, epochs=2, resume="last"))
     assert result.epochs == 2 and not aside.exists()
     assert read_checkpoint(out / "last.pt")["iteration"] > 0 and before != (out / "last.pt").read_bytes()
+
+
+def test_resuming_a_differently_built_model_names_the_difference(tmp_path: Path) -> None:
+    # Other weight shapes: the config comparison speaks before any key or shape error could.
+    out = tmp_path / "run"
+    train(tiny_run_config(out, epochs=1))
+    with pytest.raises(CheckpointError, match="differently built .*channels: .* in the checkpoint, 32 now"):
+        train(tiny_run_config(out, epochs=2, resume="last", model_options={"channels": 32}))

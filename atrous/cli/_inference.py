@@ -18,7 +18,7 @@ import torch
 
 from atrous.cli._options import non_negative_int, positive_int
 from atrous.class_map import ResolvedClassMap
-from atrous.data.io import DEFAULT_MAX_PIXELS, set_max_pixels
+from atrous.data.io import DEFAULT_MAX_PIXELS
 from atrous.errors import ConfigError
 from atrous.inference import Predictor
 
@@ -269,12 +269,6 @@ def build_predictor(
 def collate_list(batch: list[Any]) -> list[Any]:
     """DataLoader ``collate_fn`` keeping items as a list (images may differ in size)."""
     return batch
-
-
-def check_counts(args: argparse.Namespace) -> None:
-    """Apply ``--max-pixels`` (the counts themselves are checked by their argparse types)."""
-    if args.max_pixels is not None:
-        set_max_pixels(args.max_pixels)
 
 
 def max_pixels(args: argparse.Namespace) -> int:

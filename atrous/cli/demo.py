@@ -100,8 +100,14 @@ def run(args: argparse.Namespace) -> int:
     if out.exists() and not out.is_dir():
         raise DataError(f"--out {out} is a file; give a folder (it is created if missing)")
     run_dir = out / "run"
-    if run_dir.exists():
-        shutil.rmtree(run_dir)  # the demo always starts fresh; it owns this folder
+    written = [path for path in (run_dir, out / "inputs", out / "predictions", out / "voc", out / "summary.png") if path.exists()]
+    if written and not args.overwrite:
+        raise DataError(
+            f"{out} holds an earlier demo ({', '.join(path.name for path in written)}); "
+            "pass --overwrite to replace it, or give another --out"
+        )
+    for path in written:  # --overwrite: the demo starts fresh
+        shutil.rmtree(path) if path.is_dir() else path.unlink()
     start = time.perf_counter()
 
     print(f"[1/5] training on synthetic shapes → {run_dir}", flush=True)
@@ -161,8 +167,6 @@ def _segment_real_photo(out: Path) -> Path | None:
         print(f"[5/5] skipped the real photo: {VOC_WEIGHTS} or {VOC_PHOTO} is not here (they ship with the repository)")
         return None
     print(f"[5/5] segmenting a real photo with the PASCAL VOC model → {out / (photo.stem + '_panel.png')}", flush=True)
-    if out.exists():
-        shutil.rmtree(out)  # the demo owns this folder
     status = main(["predict", str(photo), "--checkpoint", str(weights), "--out", str(out), "--crf", "--panel", "--no-progress"])
     return out / f"{photo.stem}_panel.png" if status == 0 else None
 
@@ -171,6 +175,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("demo", help="train, evaluate, predict and refine with the CRF on synthetic shapes")
     parser.add_argument("--out", default="demo_out", metavar="DIR", help="output folder (default demo_out)")
     parser.add_argument("--config", metavar="NAME|YAML", help=f"training recipe (default the shipped {DEMO_RECIPE})")
+    parser.add_argument(
+        "--overwrite", action="store_true", help="replace an earlier demo's run, inputs, predictions and pictures in --out"
+    )
     parser.add_argument("--epochs", type=int, help="override the recipe's epochs (e.g. 1 for a smoke run)")
     parser.add_argument("--images", type=positive_int, default=6, metavar="N", help="held-out images to predict (default 6)")
     parser.set_defaults(func=run)

@@ -25,7 +25,6 @@ from atrous.cli._inference import (
     add_model_options,
     add_predictor_options,
     build_predictor,
-    check_counts,
     collate_list,
     crf_settings,
     dataset_for_model,
@@ -113,7 +112,6 @@ def _clean(value: Any) -> Any:
 
 
 def run(args: argparse.Namespace) -> int:
-    check_counts(args)
     scales = parse_scales(args.scales)
     device = resolve_device(args.device)
     source = open_model_source(args.checkpoint, device, args.output_stride)

@@ -28,7 +28,6 @@ from atrous.cli._inference import (
     add_model_options,
     add_predictor_options,
     build_predictor,
-    check_counts,
     collate_list,
     crf_settings,
     load_model_source,
@@ -198,7 +197,6 @@ def _palette(model: Any, num_classes: int) -> list[tuple[int, int, int]]:
 def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    check_counts(args)
     if not 0 <= args.alpha <= 1:
         raise ConfigError(f"--alpha must be in [0, 1]; got {args.alpha}")
     paths = expand_inputs(args.inputs)

@@ -2,10 +2,9 @@
 
 Each iteration of the CRF needs, for every kernel k, the normalised message
 ``n_k ⊙ K_k (n_k ⊙ Q)`` passed through the label compatibility μ_k, summed over k. The
-lattices share the points, so the work fuses into three bag sums however many
-kernels there are: one splat reading Q once for all kernels (with n_k folded into
-the splat weights) into all kernels' vertex tables, one slice that sums all kernels'
-vertices per point (n_k folded into the slice weights). Compatibilities
+lattices share the points, so the work is bag sums: one splat per kernel (n_k folded
+into its weights), its blur, and one slice that sums all kernels' vertices per point
+(n_k folded into the slice weights). Compatibilities
 act on labels and slicing on points, so μ_k is applied to the small vertex tables
 before slicing rather than to (N, C) messages after it.
 """
@@ -21,9 +20,10 @@ from atrous.crf.lattice import Bags, Lattice, blur, index_dtype
 
 
 def symmetric_norm(lattice: Lattice) -> Tensor:
-    """n = 1 / sqrt(K 1) per point (N, 1): pydensecrf's NORMALIZE_SYMMETRIC."""
+    """n = 1 / sqrt(K 1) per point (N, 1) in the lattice's stored order: pydensecrf's
+    NORMALIZE_SYMMETRIC."""
     ones = torch.ones(lattice.num_points, 1, dtype=lattice.dtype, device=lattice.slice_index.device)
-    return torch.rsqrt(lattice.filter(ones) + 1e-20)
+    return torch.rsqrt(lattice.filter_stored(ones) + 1e-20)
 
 
 # Largest per-iteration scratch (vertex tables) before the classes
@@ -45,51 +45,47 @@ class Messages:
 
     Args:
         lattices: K lattices over the same N points.
-        norms: (N, 1) per-point factor of each lattice (``symmetric_norm``).
+        norms: (N, 1) per-point factor of each lattice (``symmetric_norm``), in that
+            lattice's stored order.
 
     ``messages(q, compats)`` with q (N, C) and one compatibility per lattice (a Potts
     weight or a (C, C) matrix, see ``compatibility``) returns (N, C), the pairwise part
     of the next logits. Differentiable in q and in the compatibilities. With Potts
     weights only, large inputs are passed a few classes at a time to bound memory.
 
-    With ``point_order`` (a permutation of the N points, e.g. the first lattice's
-    ``point_order``), q and the result hold the points in that order instead: the splat
-    of the first lattice then reads q sequentially rather than at random, about 3×
-    quicker on a CPU once q outgrows the cache. The caller permutes once, before the
-    mean-field loop, and back after it.
+    q and the result hold the points in the first lattice's stored order,
+    ``point_order`` (point i of q is point ``point_order[i]``): its splat then reads q
+    almost sequentially. The caller permutes once, before the mean-field loop, and back
+    after it; the other lattices' tables are re-indexed to that order here.
     """
 
-    def __init__(
-        self, lattices: Sequence[Lattice], norms: Sequence[Tensor], point_order: Tensor | None = None
-    ) -> None:
+    def __init__(self, lattices: Sequence[Lattice], norms: Sequence[Tensor]) -> None:
         n = lattices[0].num_points
         vertices = [lat.num_vertices for lat in lattices]
-        splat_sizes = [lat.splat_bags.index.numel() for lat in lattices]
-        dtype = index_dtype(sum(splat_sizes), n * sum(lat.dim + 1 for lat in lattices))
-
-        def starts(sizes: list[int]) -> list[int]:
-            return [sum(sizes[:i]) for i in range(len(sizes))]
+        dtype = index_dtype(sum(vertices), n * sum(lat.dim + 1 for lat in lattices))
+        order = lattices[0].point_order
+        first_vertex = [sum(vertices[:i]) for i in range(len(vertices))]
 
         with torch.no_grad():
-            splats = [lat.splat_bags for lat in lattices]
-            self.splat = Bags(
-                torch.cat([b.index.to(dtype) for b in splats]),
-                torch.cat([b.offsets.to(dtype) + s for b, s in zip(splats, starts(splat_sizes))]),
-                torch.cat([b.weight * norm.view(-1).index_select(0, b.index) for b, norm in zip(splats, norms)]),
-            )
-            index = torch.cat([lat.slice_index.to(dtype) + s for lat, s in zip(lattices, starts(vertices))], 1)
-            weight = torch.cat([lat.slice_weight * norm for lat, norm in zip(lattices, norms)], 1)
-            if point_order is not None:  # point i of the stored order is point point_order[i]
-                position = torch.empty_like(point_order)
-                position[point_order] = torch.arange(n, dtype=point_order.dtype, device=point_order.device)
-                self.splat = Bags(position.to(dtype).index_select(0, self.splat.index), self.splat.offsets, self.splat.weight)
-                index, weight = index.index_select(0, point_order), weight.index_select(0, point_order)
+            position = lattices[0].inverse_order()  # original point → position in the first lattice's order
+            self.splats, slice_index, slice_weight = [], [], []
+            for lat, norm, first in zip(lattices, norms, first_vertex):
+                bags, rows = lat.splat_bags, lat.slice_index.to(dtype)
+                splat, weights = lat.normalized_weights(norm)
+                index = bags.index
+                if lat is not lattices[0]:  # its stored order → the first lattice's
+                    index = position.to(index.dtype).index_select(0, lat.point_order).index_select(0, index)
+                    row_of = lat.inverse_order().index_select(0, order)
+                    rows, weights = rows.index_select(0, row_of), weights.index_select(0, row_of)
+                self.splats.append(Bags(index, bags.offsets, splat))
+                slice_index.append(rows + first if first else rows)
+                slice_weight.append(weights)
+            index = torch.cat(slice_index, 1)
             k = index.shape[1]
             offsets = torch.arange(0, n * k, k, dtype=dtype, device=index.device)
-            self.slice = Bags(index.reshape(-1), offsets, weight.reshape(-1))
-        self.point_order = point_order
+            self.slice = Bags(index.reshape(-1), offsets, torch.cat(slice_weight, 1).reshape(-1))
+        self.point_order = order
         self.blur_axes = [lat.blur_axes for lat in lattices]  # keeps no other lattice array alive
-        self.vertex_starts = starts(vertices) + [sum(vertices)]
         self.scratch_rows = 3 * sum(vertices)  # vertex tables and blur temporaries
 
     def __call__(self, q: Tensor, compats: Sequence[Tensor]) -> Tensor:
@@ -105,8 +101,18 @@ class Messages:
             out[:, start : start + chunk] = self._pass(q[:, start : start + chunk].contiguous(), compats)
         return out
 
+    def bound(self, compats: Sequence[Tensor]) -> float:
+        """An upper bound of |messages(q, compats)| over every q whose rows are
+        probabilities: each kernel's weights are ≥ 0, so it is the message of all-ones
+        labels through |w| (Potts) or the largest row sum of |½(W + Wᵀ)| (matrix)."""
+        with torch.no_grad():
+            gains = []
+            for w in compats:
+                w = w.detach().to(self.slice.weight.dtype)
+                gains.append(w.abs() if w.dim() == 0 else (0.5 * (w + w.t())).abs().sum(1).amax())
+            ones = torch.ones(self.slice.offsets.numel(), 1, dtype=self.slice.weight.dtype, device=self.slice.weight.device)
+            return float(self._pass(ones, gains).amax()) if ones.numel() else 0.0
+
     def _pass(self, q: Tensor, compats: Sequence[Tensor]) -> Tensor:
-        vertices = self.splat(q)
-        bounds = zip(self.vertex_starts, self.vertex_starts[1:])
-        tables = [compatibility(w, blur(vertices[a:b], axes)) for w, axes, (a, b) in zip(compats, self.blur_axes, bounds)]
+        tables = [compatibility(w, blur(splat(q), axes)) for w, splat, axes in zip(compats, self.splats, self.blur_axes)]
         return self.slice(torch.cat(tables) if len(tables) > 1 else tables[0])

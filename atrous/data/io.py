@@ -24,20 +24,22 @@ and refuses values outside ``[0, num_classes) ∪ {ignore_index}``.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import contextlib
+import warnings
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageOps
 
-from atrous.errors import ConfigError, DataError
+from atrous.errors import DataError
 
 # 25 megapixels (e.g. 6000×4000): inference on such an image needs a few GB, which a
 # laptop has; larger images are refused by name before decoding (raise the limit, or
-# downscale). PIL's own bomb check (below) refuses twice this before reading the header.
+# downscale). While read_image opens a file PIL's own bomb check is off (the size is
+# checked from the header, by name); masks keep it at this limit (PIL refuses twice it
+# from the header alone). PIL's setting is restored afterwards.
 DEFAULT_MAX_PIXELS = 25_000_000
-# PIL warns above this and refuses above twice this, for every code path in the process.
-Image.MAX_IMAGE_PIXELS = DEFAULT_MAX_PIXELS
 
 _CONVERTIBLE = {"RGB", "L", "1", "P", "CMYK", "YCbCr", "LAB", "HSV"}
 _WITH_ALPHA = {"RGBA", "LA", "PA", "RGBa", "La"}
@@ -48,12 +50,28 @@ LabelMap = Mapping[int, int] | np.ndarray | None
 Palette = Sequence[Sequence[int]]
 
 
-def _open(path: str | Path) -> Image.Image:
+@contextlib.contextmanager
+def _bomb_limit(max_pixels: int | None) -> Iterator[None]:
+    """PIL's process-wide decompression-bomb limit set to ``max_pixels`` (None: off, for a
+    caller that checks the size itself before decoding) for the block, then restored:
+    atrous leaves PIL as it found it."""
+    saved = Image.MAX_IMAGE_PIXELS
+    Image.MAX_IMAGE_PIXELS = max_pixels
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # refused below, by name
+            yield
+    finally:
+        Image.MAX_IMAGE_PIXELS = saved
+
+
+def _open(path: str | Path, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> Image.Image:
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: no such file; check the path and the dataset root")
     try:
-        return Image.open(path)
+        with _bomb_limit(max_pixels):
+            return Image.open(path)
     except Image.DecompressionBombError as exc:
         raise DataError(
             f"{path}: too large to read ({exc}); downscale the image, or raise max_pixels (--max-pixels) "
@@ -79,14 +97,6 @@ def image_size(path: str | Path) -> tuple[int, int]:
     return height, width
 
 
-def set_max_pixels(max_pixels: int) -> None:
-    """Let ``read_image(..., max_pixels=...)`` reach ``max_pixels``: PIL's process-wide
-    decompression-bomb limit (``Image.MAX_IMAGE_PIXELS``) follows it up."""
-    if max_pixels < 1:
-        raise ConfigError(f"max_pixels must be ≥ 1, got {max_pixels}")
-    Image.MAX_IMAGE_PIXELS = max(int(Image.MAX_IMAGE_PIXELS or 0), int(max_pixels))
-
-
 def read_image(path: str | Path, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
     """Read an image as uint8 RGB of shape (H, W, 3); see the module docstring for rules.
 
@@ -94,7 +104,7 @@ def read_image(path: str | Path, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.
     transparent, 16-bit or float images.
     """
     path = Path(path)
-    with _open(path) as image:
+    with _open(path, max_pixels=None) as image:  # the header only: the size is checked here, by name
         width, height = image.size
         if width * height > max_pixels:
             raise DataError(

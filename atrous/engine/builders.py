@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -267,18 +269,29 @@ def pretrained_normalisation(config: TrainConfig) -> tuple[tuple[float, ...], tu
     return tuple(float(v) for v in checkpoint["mean"]), tuple(float(v) for v in checkpoint["std"])
 
 
+@contextlib.contextmanager
+def pretrained_read_once() -> Iterator[None]:
+    """Within the block, an atrous ``--pretrained`` checkpoint is read from disk once (a run
+    asks twice: its data's normalisation, then its model); it is dropped at the end, so no
+    checkpoint stays in memory for the life of the process."""
+    try:
+        yield
+    finally:
+        _read_if_checkpoint.cache_clear()
+
+
 def _atrous_checkpoint_or_none(path: str) -> dict[str, Any] | None:
     """The checkpoint if ``path`` is an atrous checkpoint, None if it names ImageNet backbone
     weights: another weights file, ``"imagenet"``, or a missing file (whose error from
-    ``load_backbone_weights`` names the published files that fit). A run asks twice (its
-    data's normalisation, then its model): the file is read once."""
+    ``load_backbone_weights`` names the published files that fit). Inside
+    ``pretrained_read_once`` the file is read once."""
     if path == IMAGENET or not os.path.isfile(path) or path.endswith(".safetensors"):
         return None
     stat = os.stat(path)
     return _read_if_checkpoint(path, stat.st_mtime_ns, stat.st_size)
 
 
-@functools.lru_cache(maxsize=1)
+@functools.lru_cache(maxsize=1)  # emptied by pretrained_read_once
 def _read_if_checkpoint(path: str, mtime_ns: int, size: int) -> dict[str, Any] | None:
     """``read_checkpoint`` keyed by the file's identity and version (mtime, size)."""
     try:

@@ -129,7 +129,6 @@ class TrainState:
                 "start a new run from it with --pretrained"
             )
         saved, current = checkpoint["model"]["config"], self.model.config
-        self._load_weights(checkpoint, path)
         differences = [
             f"{key}: {saved.get(key)!r} in the checkpoint, {current.get(key)!r} now"
             for key in sorted(set(saved) | set(current))
@@ -140,6 +139,7 @@ class TrainState:
                 f"cannot resume {describe(current)} from {path}, which holds a differently built "
                 f"{describe(saved)} ({'; '.join(differences)}); use the same model options"
             )
+        self._load_weights(checkpoint, path)  # after the config check: a differently built model fails by name
         if checkpoint.get("iters_per_epoch") != iters_per_epoch:
             raise CheckpointError(
                 f"{path} was written with {checkpoint.get('iters_per_epoch')} iterations per epoch but this run has "

@@ -30,6 +30,7 @@ from atrous.engine.builders import (
     build_loss,
     build_model,
     build_optimizer,
+    pretrained_read_once,
 )
 from atrous.engine.checkpoint import (
     describe,
@@ -50,7 +51,7 @@ from atrous.engine.rundir import RunFolder, prepare_run_dir
 from atrous.engine.runlog import RunLog
 from atrous.engine.sampling import mix_seed
 from atrous.engine.schedule import PolyLR
-from atrous.errors import ConfigError, Interrupted, TrainingError
+from atrous.errors import AtrousError, ConfigError, Interrupted, TrainingError
 from atrous.heads import ImagePooling
 from atrous.labels import class_labels
 
@@ -102,9 +103,10 @@ class Trainer:
         self.context = context
         self.run_dir, resume_path = prepare_run_dir(config)
         torch.manual_seed(config.seed)  # identical initial weights in every process
-        self.data: RunData = build_data(config, context)
-        train_set = self.data.train_set
-        model = build_model(config, train_set.num_classes, list(train_set.class_names))
+        with pretrained_read_once():
+            self.data: RunData = build_data(config, context)
+            train_set = self.data.train_set
+            model = build_model(config, train_set.num_classes, list(train_set.class_names))
         _check_crop_size(config, model)
         if context.is_main:
             _hint_image_pooling(config, model, self.data.val_set)
@@ -340,10 +342,25 @@ class Trainer:
 
     # ------------------------------------------------------------ checkpoints
     def save(self, name: str) -> None:
-        """Write ``run_dir/name`` (rank 0), with every process's RNG state."""
+        """Write ``run_dir/name`` (rank 0), with every process's RNG state.
+
+        Under DDP a failed save (non-finite weights, a full disk) stops every process with
+        rank 0's one-line message: the others would otherwise wait in the next collective.
+        """
         states = dist_utils.all_gather_objects(self.context, rng_state())
-        if not self.context.is_main:
-            return
+        error: AtrousError | None = None
+        if self.context.is_main:
+            try:
+                self._write(name, states)
+            except AtrousError as exc:
+                error = exc
+        message = dist_utils.broadcast_error(self.context, None if error is None else str(error))
+        if error is not None:
+            raise error
+        if message is not None:
+            raise TrainingError(message)
+
+    def _write(self, name: str, states: list[dict[str, Any]]) -> None:
         checked = [self.model] if self.state.ema is None else [self.model, self.state.ema.model]
         bad = [name for model in checked for name in non_finite_tensors(model.state_dict())]
         if bad:
@@ -376,9 +393,10 @@ class Trainer:
 
 
 def _thread_settings() -> str:
-    """' (N torch threads, OMP_WAIT_POLICY=…)': what decides CPU speed when other jobs share
-    the machine (spinning OpenMP threads slow each other down tenfold or more)."""
-    return f" ({torch.get_num_threads()} torch threads, OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', 'unset')})"
+    """' (N torch threads, OMP_WAIT_POLICY=…, GOMP_SPINCOUNT=…)': what decides CPU speed when
+    other jobs share the machine (spinning OpenMP threads slow each other down tenfold or more)."""
+    policy, spins = (os.environ.get(name, "unset") for name in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT"))
+    return f" ({torch.get_num_threads()} torch threads, OMP_WAIT_POLICY={policy}, GOMP_SPINCOUNT={spins})"
 
 
 def _busy_cpus() -> str | None:
