@@ -24,6 +24,7 @@ __all__ = [
     "AtrousError",
     "Predictor",
     "create_model",
+    "evaluate",
     "list_backbones",
     "list_models",
     "load_backbone_weights",
@@ -37,12 +38,13 @@ _LAZY = {
     "load_model": "atrous.checkpoint",
     "load_backbone_weights": "atrous.backbones.weights",
     "Predictor": "atrous.inference",
+    "evaluate": "atrous.inference",
 }
 
 if TYPE_CHECKING:  # pragma: no cover
     from atrous.backbones.weights import load_backbone_weights
     from atrous.checkpoint import load_model
-    from atrous.inference import Predictor
+    from atrous.inference import Predictor, evaluate
     from atrous.models import create_model
 
 

@@ -3,7 +3,7 @@
 A leaf: it imports nothing above ``atrous.models`` (no ``atrous.engine``, no tqdm), so
 ``atrous.load_model`` and the inference, export and convert paths load no training
 code. The training state inside a checkpoint (optimizer, RNG …) belongs to
-``atrous.engine``; ``atrous.engine.checkpoint`` re-exports this module's names.
+``atrous.engine`` (whose ``rng`` module adds the training processes' RNG state).
 
 A checkpoint is a plain dict (tensors, numbers, strings, lists, dicts only), so
 ``torch.load(path, weights_only=True)`` reads it without unpickling code::

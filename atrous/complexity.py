@@ -1,4 +1,5 @@
-"""Model cost and geometry: parameters, multiply-adds and the theoretical receptive field.
+"""Model cost and geometry: parameters, multiply-adds and the theoretical receptive field;
+``model_facts`` gathers them for a registered model or backbone (what ``atrous info`` prints).
 
 MAdds follow the MobileNet papers' convention: one multiply-add per weight per output
 position of every convolution and fully connected layer (norms, activations, pooling
@@ -10,11 +11,12 @@ from __future__ import annotations
 import copy
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import Any
 
 import torch
 from torch import nn
 
-__all__ = ["count_params", "count_madds", "receptive_field"]
+__all__ = ["count_params", "count_madds", "model_facts", "receptive_field"]
 
 
 def count_params(module: nn.Module) -> int:
@@ -148,3 +150,53 @@ def receptive_field(
             return int(rows[-1] - rows[0] + 1)
         size = 2 * size - 1
     return None
+
+
+def model_facts(name: str, *, size: tuple[int, int] = (512, 512), num_classes: int = 21, output_stride: int | None = None,
+             options: dict[str, Any] | None = None, with_receptive_field: bool = True) -> dict[str, Any]:
+    """Facts about a model or backbone at one input size, as a JSON-ready dict.
+
+    ``options`` go to ``create_model`` / ``create_backbone`` (e.g. ``{"msc": True}``,
+    ``{"width_mult": 0.5}``). For a backbone built with ``num_classes`` (its ImageNet
+    classifier form), params and MAdds are those of the classifier; ``features`` lists
+    every level's (C, h, w).
+    """
+    from atrous.errors import ConfigError, choices_message
+    from atrous.models import create_model
+    from atrous.registry import create_backbone, list_backbones, list_models
+
+    options = dict(options or {})
+    if name in list_models():
+        model = create_model(name, num_classes=num_classes, output_stride=output_stride, **options)
+        backbone, forward, kind = model.backbone, model, "model"
+        rf_forward = lambda m, x: m.forward_low_res(x)  # noqa: E731 - logits before upsampling
+    elif name in list_backbones():
+        backbone_options: dict[str, Any] = {"num_classes": num_classes, **options}
+        if output_stride is not None:
+            backbone_options["output_stride"] = output_stride
+        model = backbone = create_backbone(name, **backbone_options)
+        forward, kind = backbone.classify, "backbone"
+        rf_forward = lambda m, x: m(x)["out"]  # noqa: E731
+    else:
+        raise ConfigError(choices_message("model or backbone", name, list_models() + list_backbones()))
+    model.eval()
+    backbone.check_input(torch.zeros(1, 3, *size))
+    with torch.no_grad():
+        features = backbone(torch.zeros(1, 3, *size))
+    info: dict[str, Any] = {
+        "name": name,
+        "kind": kind,
+        "options": options,
+        "input_size": list(size),
+        "num_classes": num_classes,
+        "output_stride": backbone.output_stride,
+        "params": count_params(model),
+        "madds": count_madds(model, size, forward=forward),
+        "features": {
+            level: {"channels": int(t.shape[1]), "stride": backbone.feature_info[level].stride, "shape": list(t.shape[1:])}
+            for level, t in features.items()
+        },
+    }
+    if with_receptive_field:
+        info["receptive_field"] = receptive_field(model, forward=rf_forward)
+    return info

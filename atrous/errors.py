@@ -31,6 +31,10 @@ class NotACheckpointError(CheckpointError):
     """A readable file that is not an atrous checkpoint (e.g. ImageNet backbone weights)."""
 
 
+class ModelFileError(AtrousError):
+    """A model file of another framework (a ``.tflite`` graph) that cannot be parsed."""
+
+
 class TrainingError(AtrousError):
     """Training cannot continue (non-finite loss, interrupted state)."""
 

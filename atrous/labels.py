@@ -1,7 +1,7 @@
 """Class labels from per-class scores, quickly in either memory format: the one argmax.
 
 A leaf (torch and ``atrous.nn.layout``): the predictor, the CLI, the engine, the CRF
-tuner and export use ``class_labels``; ``atrous.inference.labels`` re-exports it.
+tuner and export use ``class_labels``.
 """
 
 from __future__ import annotations

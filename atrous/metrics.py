@@ -7,7 +7,7 @@ ground truth nor predicted has IoU NaN and is left out of the means, as in the V
 Cityscapes evaluation scripts.
 
 A leaf (torch and ``atrous.errors`` only): the engine, ``atrous eval``, the CRF tuner
-and the tests share this one confusion matrix; ``atrous.engine.metrics`` re-exports it.
+and the tests share this one confusion matrix.
 """
 
 from __future__ import annotations

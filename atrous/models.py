@@ -15,8 +15,10 @@ it makes sense with as ``{version}_{backbone}``:
   separable convs — :class:`atrous.heads.DeepLabV3PlusHead`.
 - ``lraspp_*``: MobileNet v3's Lite R-ASPP — :class:`atrous.heads.LRASPPHead`.
 
-Every model also takes ``input_scales`` (DeepLab v2's multi-scale inputs,
-:mod:`atrous.multiscale`) and ``crf`` (CRF as RNN, :mod:`atrous.crf.rnn`).
+Every model also takes ``input_scales`` (DeepLab v2's multi-scale inputs, max-fused
+inside the model and trained with it, :mod:`atrous.multiscale`; not the ``Predictor``'s
+``scales``, test-time views whose probabilities are averaged) and ``crf`` (CRF as RNN,
+:mod:`atrous.crf.rnn`).
 """
 
 from __future__ import annotations

@@ -96,7 +96,7 @@ def predictor_path(model: torch.nn.Module, image_u8: torch.Tensor, **options: An
 
 def onnx_path(path: Path, image: torch.Tensor, threads: int) -> Callable[[], Any]:
     from atrous.export import OnnxModel
-    from atrous.inference.labels import class_labels
+    from atrous.labels import class_labels
 
     runtime = OnnxModel(path, threads=threads)
     return lambda: class_labels(runtime(image))

@@ -43,7 +43,7 @@ def cpu_name() -> str:
 
 
 def demo_seconds(out: Path, epochs: int | None) -> float:
-    env = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "OMP_WAIT_POLICY")}
+    env = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "OMP_WAIT_POLICY", "GOMP_SPINCOUNT")}
     command = [str(Path(sys.executable).parent / "atrous"), "demo", "--out", str(out)]
     if epochs is not None:
         command += ["--epochs", str(epochs)]

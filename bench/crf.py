@@ -101,7 +101,13 @@ def bench_case(image: np.ndarray, probs: np.ndarray, iterations: int, repeats: i
     for _ in range(repeats):
         for name, fn in runs.items():
             times[name].append(timed(fn))
-    return {name: statistics.median(values) * 1e3 for name, values in times.items()}
+    result = {name: statistics.median(values) * 1e3 for name, values in times.items()}
+    if dcrf is not None:  # the same labels as pydensecrf2? (its output is (C, H·W))
+        with torch.no_grad():
+            ours = crf(pixels, scores).argmax(0).numpy().reshape(-1)
+        theirs = run_pydensecrf(image, probs, iterations).argmax(0)
+        result["equal"] = 100.0 * float((ours == theirs).mean())
+    return result
 
 
 PHASES = (
@@ -223,7 +229,10 @@ def main() -> None:
     print(f"torch {torch.__version__}, GOMP_SPINCOUNT={os.environ.get('GOMP_SPINCOUNT')}, {cpu_name()}")
     if dcrf is None:
         print("pydensecrf2 is not installed: atrous times only")
-    header = f"{'case':22s} {'thr':>3s} {'iters':>5s} {'atrous cold':>12s} {'atrous warm':>12s} {'pydensecrf2':>12s} {'ratio cold':>10s} {'ratio warm':>10s}"
+    header = (
+        f"{'case':22s} {'thr':>3s} {'iters':>5s} {'atrous cold':>12s} {'atrous warm':>12s} {'pydensecrf2':>12s} "
+        f"{'ratio cold':>10s} {'ratio warm':>10s} {'labels equal':>12s}"
+    )
     print(header)
     print("-" * len(header))
     rows = []
@@ -232,15 +241,15 @@ def main() -> None:
         for name, (image, probs) in cases.items():
             for iterations in (5, 10):
                 t = bench_case(image, probs, iterations, args.repeats)
-                ref = t.get("pydensecrf2", float("nan"))
+                ref, equal = t.get("pydensecrf2", float("nan")), t.get("equal", float("nan"))
                 print(
                     f"{name:22s} {threads:3d} {iterations:5d} {t['atrous cold']:10.1f}ms {t['atrous warm']:10.1f}ms "
-                    f"{ref:10.1f}ms {ref / t['atrous cold']:9.2f}x {ref / t['atrous warm']:9.2f}x",
+                    f"{ref:10.1f}ms {ref / t['atrous cold']:9.2f}x {ref / t['atrous warm']:9.2f}x {equal:11.3f}%",
                     flush=True,
                 )
                 rows.append(
                     f"| {name} | {threads} | {iterations} | {t['atrous cold']:.1f} | {t['atrous warm']:.1f} | {ref:.1f} "
-                    f"| {ref / t['atrous cold']:.2f}× | {ref / t['atrous warm']:.2f}× |"
+                    f"| {ref / t['atrous cold']:.2f}× | {ref / t['atrous warm']:.2f}× | {equal:.3f} % |"
                 )
     table = [
         f"Dense CRF, median of {args.repeats} interleaved runs (ms); ratio = pydensecrf2 / atrous (> 1: atrous "
@@ -248,8 +257,8 @@ def main() -> None:
         f"GOMP_SPINCOUNT={os.environ.get('GOMP_SPINCOUNT')} (atrous's default), "
         f"load average at the end {os.getloadavg()[0]:.1f}, {time.strftime('%Y-%m-%d')}.",
         "",
-        "| case | threads | iterations | atrous cold | atrous warm | pydensecrf2 | ratio cold | ratio warm |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|",
+        "| case | threads | iterations | atrous cold | atrous warm | pydensecrf2 | ratio cold | ratio warm | labels equal |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
         *rows,
         "",
         *phases,

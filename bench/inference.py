@@ -260,7 +260,7 @@ def int8_miou_section(args: argparse.Namespace, table: Table, scratch: Path) -> 
     """mIoU of a trained checkpoint as float and int8 ONNX on its dataset's val split
     (int8 calibrated on train-split images), and the int8 speed-up on those images."""
     from atrous import Predictor
-    from atrous.cli.eval import evaluate
+    from atrous.inference import evaluate
     from atrous.data import build_dataset
     from atrous.checkpoint import load_model
     from atrous.export import OnnxModel

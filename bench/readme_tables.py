@@ -33,7 +33,7 @@ def model_rows() -> list[str]:
     import torch
 
     from atrous import list_models
-    from atrous.cli.info import describe
+    from atrous.complexity import model_facts
     from atrous.models import PAPER_VARIANTS, format_options
 
     torch.set_grad_enabled(False)
@@ -43,7 +43,7 @@ def model_rows() -> list[str]:
     ]
     for name in list_models():
         for options in [{}] + [options for variant, options in PAPER_VARIANTS if variant == name]:
-            info = describe(name, size=(512, 512), num_classes=21, options=options, with_receptive_field=False)
+            info = model_facts(name, size=(512, 512), num_classes=21, options=options, with_receptive_field=False)
             rows.append(
                 f"| `{name}` | {format_options(options) or ''} | {info['output_stride']} | "
                 f"{info['params'] / 1e6:.2f} M | {info['madds'] / 1e9:.2f} G |"
@@ -55,7 +55,7 @@ def model_rows() -> list[str]:
 def mobilenet_v1_rows() -> list[str]:
     """MobileNet v1's ImageNet classifier (1000 classes) at every α and resolution, beside the paper."""
     from atrous.backbones.mobilenet_v1 import PAPER_MADDS_BY_RESOLUTION, PAPER_TABLE_BY_WIDTH, paper_counts
-    from atrous.cli.info import describe
+    from atrous.complexity import model_facts
 
     rows = [
         "MobileNet v1 ImageNet classifier (`atrous info mobilenet_v1 --num-classes 1000 --option width_mult=α --size R`):",
@@ -65,7 +65,7 @@ def mobilenet_v1_rows() -> list[str]:
     ]
     for width in PAPER_TABLE_BY_WIDTH:
         for resolution in PAPER_MADDS_BY_RESOLUTION:
-            info = describe("mobilenet_v1", size=(resolution, resolution), num_classes=1000,
+            info = model_facts("mobilenet_v1", size=(resolution, resolution), num_classes=1000,
                             options={"width_mult": width}, with_receptive_field=False)
             params, madds, source = paper_counts(width, resolution)
             rows.append(

@@ -125,7 +125,7 @@ def main() -> None:
     from atrous import load_model
     from atrous.export import OnnxModel, calibration_batches, export_onnx
     from atrous.export.quantize import quantize_int8
-    from atrous.inference.labels import class_labels
+    from atrous.labels import class_labels
 
     model = load_model(WEIGHTS)
     mean, std = torch.tensor(model.mean).view(1, 3, 1, 1), torch.tensor(model.std).view(1, 3, 1, 1)

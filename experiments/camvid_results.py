@@ -268,8 +268,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-images", type=int, help="evaluate only this many val frames (smoke runs)")
     args = parser.parse_args(argv)
 
-    from atrous.cli.info import describe
-    from atrous.engine.checkpoint import read_checkpoint, save_weights_only
+    from atrous.complexity import model_facts
+    from atrous.checkpoint import read_checkpoint, save_weights_only
     from atrous.engine.curve import plot_training_curve
 
     args.weights.parent.mkdir(parents=True, exist_ok=True)
@@ -285,7 +285,7 @@ def main(argv: list[str] | None = None) -> int:
     if crf_json.exists():
         args.weights.with_suffix(".crf.json").write_text(crf_json.read_text())
     latency = latency_ms(args.weights)
-    info = describe(name, size=(360, 480), num_classes=11, with_receptive_field=False)
+    info = model_facts(name, size=(360, 480), num_classes=11, with_receptive_field=False)
     summary = training_summary(args.run / "log.csv")
     args.curve.parent.mkdir(parents=True, exist_ok=True)
     runs = [*args.earlier, args.run]

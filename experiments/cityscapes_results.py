@@ -97,8 +97,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-latency", action="store_true", help="skip the timing (a busy machine)")
     args = parser.parse_args(argv)
 
-    from atrous.cli.info import describe
-    from atrous.engine.checkpoint import read_checkpoint, save_weights_only
+    from atrous.complexity import model_facts
+    from atrous.checkpoint import read_checkpoint, save_weights_only
 
     run = args.runs[-1]
     source = run / "last.pt"
@@ -112,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
     evals = camvid_results.cached_evals(run / "evals.jsonl", args.weights, args.data)
     latency = None if args.no_latency else camvid_results.latency_ms(args.weights)
     options = {k: v for k, v in config.items() if k not in ("name", "num_classes", "output_stride")}
-    info = describe(name, size=(360, 480), num_classes=11, options=options, with_receptive_field=False)
+    info = model_facts(name, size=(360, 480), num_classes=11, options=options, with_receptive_field=False)
 
     lines = [
         f"The TF DeepLab authors' Cityscapes model, converted: `{camvid_results.shown(CITYSCAPES)}` "

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import atrous
 from atrous import Predictor
-from atrous.cli.eval import evaluate
+from atrous.inference import evaluate
 from atrous.data import build_dataset
 from atrous.models import with_options
 

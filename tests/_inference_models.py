@@ -8,7 +8,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from atrous.engine.checkpoint import save_checkpoint
+from atrous.checkpoint import save_checkpoint
 from atrous.models import create_model
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -60,7 +60,7 @@ def tiny_net(num_classes: int = 3) -> nn.Module:
 
 
 def write_checkpoint(model: nn.Module, path: Path, class_names: list[str] | None = None) -> Path:
-    """An atrous checkpoint of ``model`` (format of ``atrous.engine.checkpoint``)."""
+    """An atrous checkpoint of ``model`` (format of ``atrous.checkpoint``)."""
     k = model.config["num_classes"]
     return save_checkpoint(
         {

@@ -28,5 +28,5 @@ def test_levels_have_the_declared_channels_and_strides(name: str, output_stride:
     for level, info in backbone.feature_info.items():
         tensor = features[level]
         assert tensor.shape[1] == info.channels, (level, tensor.shape)
-        expected = math.ceil(size / info.stride)
-        assert abs(tensor.shape[-1] - expected) <= 1, (level, info.stride, tensor.shape)
+        expected = math.ceil(size / info.stride)  # the contract: exactly ⌈H / s⌉ × ⌈W / s⌉
+        assert tuple(tensor.shape[-2:]) == (expected, expected), (level, info.stride, tensor.shape)

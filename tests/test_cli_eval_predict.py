@@ -15,8 +15,8 @@ from PIL import Image
 from atrous import Predictor
 from atrous.cli import main
 from atrous.data import build_dataset
-from atrous.engine.checkpoint import load_model
-from atrous.engine.metrics import ConfusionMatrix
+from atrous.checkpoint import load_model
+from atrous.metrics import ConfusionMatrix
 
 SHAPES = ["--dataset", "shapes", "--split", "val", "--max-images", "3", "--workers", "0", "--no-progress"]
 

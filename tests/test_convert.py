@@ -19,7 +19,7 @@ from atrous import load_model
 from atrous.cli import main
 from atrous.convert import convert_tflite, read_tflite
 from atrous.convert import tf_deeplab
-from atrous.errors import CheckpointError
+from atrous.errors import CheckpointError, ModelFileError
 
 ROOT = Path(__file__).resolve().parents[1]
 TFLITE = ROOT.parent / "shared" / "data" / "deeplab-tflite"
@@ -120,11 +120,11 @@ def test_unknown_tensor_scope_is_named(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_non_tflite_files_are_refused(tmp_path: Path) -> None:
     junk = tmp_path / "junk.tflite"
     junk.write_bytes(b"\x00" * 64)
-    with pytest.raises(CheckpointError, match="not a TensorFlow Lite model"):
+    with pytest.raises(ModelFileError, match="not a TensorFlow Lite model"):
         read_tflite(junk)
     damaged = tmp_path / "damaged.tflite"
     damaged.write_bytes(b"\xff\xff\xff\x7fTFL3" + b"\x00" * 16)
-    with pytest.raises(CheckpointError, match="damaged"):
+    with pytest.raises(ModelFileError, match="damaged"):
         read_tflite(damaged)
 
 

@@ -12,7 +12,7 @@ from _training import tiny_run_config
 from atrous.crf import DenseCRF
 from atrous.crf.rnn import DEFAULT_MEAN, DEFAULT_STD, CRFasRNN
 from atrous.engine import train
-from atrous.engine.checkpoint import load_model
+from atrous.checkpoint import load_model
 from atrous.errors import ConfigError
 from atrous.export import export_onnx
 from atrous.models import create_model, with_output_stride

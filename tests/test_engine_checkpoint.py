@@ -11,14 +11,8 @@ import pytest
 import torch
 
 import atrous
-from atrous.engine.checkpoint import (
-    FORMAT,
-    load_model,
-    read_checkpoint,
-    rng_state,
-    save_checkpoint,
-    set_rng_state,
-)
+from atrous.checkpoint import FORMAT, load_model, read_checkpoint, save_checkpoint
+from atrous.engine.rng import rng_state, set_rng_state
 from atrous.errors import CheckpointError
 from atrous.models import create_model
 

@@ -14,7 +14,7 @@ import torch
 import torch.distributed as dist
 
 from atrous.engine import train
-from atrous.engine.checkpoint import read_checkpoint
+from atrous.checkpoint import read_checkpoint
 from atrous.engine.rundir import LOCK_NAME
 from atrous.models import create_model
 

@@ -17,7 +17,7 @@ import atrous
 from atrous import Predictor
 from atrous.data import build_dataset
 from atrous.engine import distributed, train
-from atrous.engine.checkpoint import read_checkpoint, save_weights_only
+from atrous.checkpoint import read_checkpoint, save_weights_only
 from atrous.engine.config import make_config
 from atrous.engine.ema import WeightAverage
 from atrous.engine.trainer import Trainer

@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from atrous.engine.metrics import ConfusionMatrix, format_table
+from atrous.metrics import ConfusionMatrix, format_table
 from atrous.errors import InputError
 
 

@@ -16,7 +16,7 @@ import torch
 from atrous.cli import build_parser
 from atrous.cli.train import config_from_args
 from atrous.engine import train
-from atrous.engine.checkpoint import read_checkpoint
+from atrous.checkpoint import read_checkpoint
 
 ITERS_PER_EPOCH = 6
 

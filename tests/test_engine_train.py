@@ -15,7 +15,7 @@ from _training import TINY_MODEL, tiny_run_config
 import atrous
 from atrous.engine import train
 from atrous.engine.builders import build_optimizer
-from atrous.engine.checkpoint import read_checkpoint
+from atrous.checkpoint import read_checkpoint
 from atrous.engine.config import make_config
 from atrous.engine.losses import SegmentationLoss
 from atrous.errors import CheckpointError, ConfigError, DataError, TrainingError
@@ -159,14 +159,48 @@ def test_freeze_bn_keeps_statistics_and_affine(tmp_path: Path) -> None:
     assert any(not torch.equal(trained[k], initial[k]) for k in conv_keys)
 
 
-def test_every_loss_and_optimizer_option_runs(tmp_path: Path) -> None:
-    result = train(_config(
-        tmp_path / "options", model="deeplabv3plus_mobilenet_v2", epochs=1, optimizer="adamw", lr=1e-3,
-        warmup_iters=2, head_lr_mult=10.0, loss="bootstrap", bootstrap_ratio=0.5, class_weights="median-freq",
-        aux_loss=0.4, clip_grad=1.0, amp="bf16", scale_range=(0.5, 1.5),
-    ))
+def test_every_loss_and_optimizer_option_runs_and_takes_effect(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from atrous.data import median_frequency_weights
+    from atrous.engine import distributed
+    from atrous.engine.trainer import Trainer
+
+    options = dict(
+        model="deeplabv3plus_mobilenet_v2", epochs=1, optimizer="adamw", lr=1e-3, warmup_iters=2, head_lr_mult=10.0,
+        loss="bootstrap", bootstrap_ratio=0.5, class_weights="median-freq", aux_loss=0.4, clip_grad=1.0, amp="bf16",
+        scale_range=(0.5, 1.5),
+    )
+    result = train(_config(tmp_path / "options", **options))
     model = atrous.load_model(result.last_checkpoint)
     assert model.config["aux_loss"] is True and model.aux_head is not None
+    saved = read_checkpoint(result.last_checkpoint)["train_config"]
+    assert {k: saved[k] for k in options} == {**options, "scale_range": [0.5, 1.5]}
+
+    # Each option as the trainer holds it, on a run built the same way.
+    config = make_config(_config(tmp_path / "built", **options))
+    context = distributed.init_distributed(config.device)
+    trainer = Trainer(config, context)
+    try:
+        assert isinstance(trainer.optimizer, torch.optim.AdamW)
+        assert sorted({g["initial_lr"] for g in trainer.optimizer.param_groups}) == [1e-3, 1e-2]  # head ×10
+        assert trainer.scheduler.warmup_iters == 2
+        loss = trainer.criterion
+        assert loss.bootstrap_ratio == 0.5 and loss.aux_weight == 0.4
+        train_set = trainer.data.train_set
+        torch.testing.assert_close(loss.class_weights, median_frequency_weights(train_set, 3, train_set.ignore_index))
+        assert trainer.amp_dtype == torch.bfloat16
+        scale = trainer.data.train_set.transform.pipeline.transforms[0]
+        assert scale.scale_range == (0.5, 1.5)
+        clipped: list[float] = []
+        real_clip = torch.nn.utils.clip_grad_norm_
+        monkeypatch.setattr(
+            torch.nn.utils, "clip_grad_norm_", lambda params, max_norm, **kw: clipped.append(max_norm) or real_clip(params, max_norm, **kw)
+        )
+        trainer.step(*next(iter(trainer.data.train_loader)))
+        assert clipped == [1.0]
+    finally:
+        trainer.runlog.close()
+        trainer.close_folder(failed=True)
+        distributed.shutdown(context)
     with pytest.raises(ConfigError, match="one per class"):
         train(_config(tmp_path / "w", class_weights="1,2"))
 
@@ -200,7 +234,7 @@ def test_pretrained_atrous_checkpoint_initialises_the_model(run: Any, tmp_path: 
 
 
 def test_weights_only_copy_loads_the_same_model_and_refuses_resume(run: Any, tmp_path: Path) -> None:
-    from atrous.engine.checkpoint import save_weights_only
+    from atrous.checkpoint import save_weights_only
 
     slim = save_weights_only(run.best_checkpoint, tmp_path / "weights.pt")
     half = save_weights_only(run.best_checkpoint, tmp_path / "weights16.pt", half=True)

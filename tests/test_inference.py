@@ -13,7 +13,8 @@ from torch import nn
 
 from atrous import Predictor
 from atrous.errors import ConfigError, InputError
-from atrous.inference import find_conv_bn_pairs, fold_batchnorm, sliding_window, window_starts
+from atrous.fold import find_conv_bn_pairs, fold_batchnorm
+from atrous.inference import sliding_window, window_starts
 from atrous.models import create_model
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from atrous.inference.labels import class_labels
+from atrous.labels import class_labels
 
 
 @pytest.mark.parametrize("channels_last", [False, True])
@@ -31,7 +31,7 @@ def test_non_contiguous_and_odd_inputs() -> None:
 
 
 def test_nan_scores_never_win_on_the_cpu_nchw_path() -> None:
-    from atrous.inference.labels import class_labels
+    from atrous.labels import class_labels
 
     scores = torch.tensor([[0.0, 1.0, 2.0], [float("nan"), 0.5, 0.1], [float("nan")] * 3]).T.reshape(1, 3, 1, 3).contiguous()
     assert class_labels(scores).tolist() == [[[2, 1, 0]]]

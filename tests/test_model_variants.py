@@ -16,7 +16,7 @@ from torch import nn
 import atrous
 from atrous.backbones.mobilenet_v1 import PAPER_MADDS_BY_RESOLUTION, PAPER_TABLE_BY_WIDTH, paper_counts
 from atrous.cli import main
-from atrous.cli.info import describe
+from atrous.complexity import model_facts
 from atrous.complexity import count_params
 from atrous.engine.losses import SegmentationLoss
 from atrous.errors import ConfigError, InputError
@@ -117,7 +117,7 @@ def test_multi_scale_inputs_with_aux_head_and_min_size() -> None:
 
 
 def test_batchnorm_folds_through_every_scale() -> None:
-    from atrous.inference.fast import fold_batchnorm
+    from atrous.fold import fold_batchnorm
 
     model = small_model("deeplabv3plus_mobilenet_v2", num_classes=3, input_scales=SCALES)
     folded = fold_batchnorm(model, torch.zeros(1, 3, 64, 64))
@@ -262,7 +262,7 @@ def test_variants_show_in_list_and_info(capsys: pytest.CaptureFixture) -> None:
 @pytest.mark.parametrize("resolution", list(PAPER_MADDS_BY_RESOLUTION))
 @pytest.mark.parametrize("width", list(PAPER_TABLE_BY_WIDTH))
 def test_mobilenet_v1_full_table(width: float, resolution: int) -> None:
-    info = describe("mobilenet_v1", size=(resolution, resolution), num_classes=1000,
+    info = model_facts("mobilenet_v1", size=(resolution, resolution), num_classes=1000,
                     options={"width_mult": width}, with_receptive_field=False)
     params, madds, _ = paper_counts(width, resolution)
     assert info["madds"] == pytest.approx(madds, rel=0.02)

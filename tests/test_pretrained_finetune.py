@@ -9,7 +9,7 @@ import torch
 
 from atrous import create_model
 from atrous.engine.builders import build_model, load_pretrained, pretrained_normalisation
-from atrous.engine.checkpoint import save_checkpoint, weights_checkpoint
+from atrous.checkpoint import save_checkpoint, weights_checkpoint
 from atrous.engine.config import make_config
 from atrous.errors import CheckpointError, ConfigError
 

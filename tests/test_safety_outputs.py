@@ -19,7 +19,7 @@ from _inference_models import single_thread, small_model, write_checkpoint
 from PIL import Image
 
 from atrous.cli import main
-from atrous.engine.checkpoint import load_model, read_checkpoint, save_checkpoint
+from atrous.checkpoint import load_model, read_checkpoint, save_checkpoint
 from atrous.errors import CheckpointError, DataError
 from atrous.export._common import ExportError, verify
 from atrous.files import atomic_path

@@ -19,7 +19,7 @@ from _training import folder_dataset
 from PIL import Image
 
 from atrous.cli import main
-from atrous.engine.checkpoint import read_checkpoint
+from atrous.checkpoint import read_checkpoint
 
 
 def _train_argv(out: Path, *extra: str) -> list[str]:

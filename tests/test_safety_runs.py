@@ -18,7 +18,7 @@ from _training import folder_dataset, tiny_run_config
 from PIL import Image
 
 from atrous.engine import train
-from atrous.engine.checkpoint import read_checkpoint
+from atrous.checkpoint import read_checkpoint
 from atrous.engine.config import make_config
 from atrous.engine.trainer import Trainer
 from atrous.errors import CheckpointError, ConfigError, DataError, TrainingError

@@ -12,7 +12,7 @@ import torch
 
 from atrous import Predictor, load_model
 from atrous.data import build_dataset
-from atrous.engine.metrics import ConfusionMatrix
+from atrous.metrics import ConfusionMatrix
 
 ROOT = Path(__file__).resolve().parents[1]
 WEIGHTS = sorted((ROOT / "weights").glob("*.pt"))

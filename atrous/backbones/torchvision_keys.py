@@ -27,10 +27,9 @@ from atrous.backbones.vgg import VGG
 __all__ = ["FAMILIES", "convert", "published_files"]
 
 SOURCE = "torchvision"
-# Our backbone classes whose names are torchvision's.
+# Our backbone classes whose parameter names are torchvision's: a backbone registered on
+# one of them, under a torchvision model name, has torchvision's ImageNet files.
 FAMILIES: tuple[type[nn.Module], ...] = (ResNet, VGG, MobileNetV2, MobileNetV3)
-# Our backbone names that are also torchvision model names with ImageNet weights.
-MODELS = ("resnet50", "resnet101", "vgg16", "mobilenet_v2", "mobilenet_v3_large", "mobilenet_v3_small")
 
 
 def convert(state_dict: Mapping[str, torch.Tensor], backbone: nn.Module) -> dict[str, torch.Tensor] | None:
@@ -42,9 +41,14 @@ def convert(state_dict: Mapping[str, torch.Tensor], backbone: nn.Module) -> dict
 def published_files(backbone_name: str | None) -> list[PublishedFile]:
     """torchvision's ImageNet files for ``backbone_name`` (V1 first: torchvision's own
     segmentation models start from it), read from torchvision's weight enums."""
-    if backbone_name not in MODELS:
+    from torchvision.models import get_model_weights, list_models
+
+    from atrous.registry import backbone_class, list_backbones
+
+    if backbone_name not in list_backbones() or backbone_name not in list_models():
         return []
-    from torchvision.models import get_model_weights
+    if not issubclass(backbone_class(backbone_name), FAMILIES):
+        return []
 
     return [
         PublishedFile(weights.url.rsplit("/", 1)[-1], weights.url, SOURCE)

@@ -116,11 +116,22 @@ def add_predictor_options(parser: argparse.ArgumentParser, *, default_scales: st
 
 @dataclass(frozen=True)
 class ModelSource:
-    """A model named by ``--checkpoint``, and the training config its checkpoint stores
-    ({} for an ONNX file), read from the file once."""
+    """A model named by ``--checkpoint``, the training config its checkpoint stores ({} for
+    an exported graph) and where an imported model came from (its ``source`` entry), read
+    from the file once."""
 
     model: Any
     train_config: dict[str, Any] = field(default_factory=dict)
+    origin: dict[str, Any] = field(default_factory=dict)
+
+    def suggested_size(self) -> tuple[int, int] | None:
+        """(H, W) of the training crop or of the graph the model was converted from, if stored."""
+        crop = self.train_config.get("crop_size") or self.origin.get("input_size")
+        if isinstance(crop, int):
+            return crop, crop
+        if isinstance(crop, (list, tuple)) and len(crop) == 2 and all(isinstance(v, int) for v in crop):
+            return int(crop[0]), int(crop[1])
+        return None
 
 
 def open_model_source(path: str, device: torch.device, output_stride: int | None) -> ModelSource:
@@ -145,7 +156,7 @@ def open_model_source(path: str, device: torch.device, output_stride: int | None
             "running %s at output stride %d (trained at %d)", model.config["name"], output_stride, model.output_stride
         )
         model = with_output_stride(model, output_stride)
-    return ModelSource(model, dict(checkpoint.get("train_config") or {}))
+    return ModelSource(model, dict(checkpoint.get("train_config") or {}), dict(checkpoint.get("source") or {}))
 
 
 def load_model_source(path: str, device: torch.device, output_stride: int | None) -> Any:
@@ -264,11 +275,6 @@ def build_predictor(
         class_map=class_map,
         precision=args.precision,
     )
-
-
-def collate_list(batch: list[Any]) -> list[Any]:
-    """DataLoader ``collate_fn`` keeping items as a list (images may differ in size)."""
-    return batch
 
 
 def max_pixels(args: argparse.Namespace) -> int:

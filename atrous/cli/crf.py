@@ -23,6 +23,7 @@ from atrous.cli._options import non_negative_int
 from atrous.errors import ConfigError, DataError
 from atrous.devices import resolve_device
 from atrous.crf._inputs import check_scores
+from atrous.crf.dense_crf import KERNEL_DEFAULTS, SPATIAL_MODES
 from atrous.files import atomic_path, check_output_file, file_kind, same_file
 from atrous.labels import class_labels
 
@@ -38,13 +39,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--out", required=True, type=Path, help="output PNG of class indices (uint8)")
     parser.add_argument("--save-probs", type=Path, help="also write the refined (C, H, W) float32 .npy")
     parser.add_argument("--logits", action="store_true", help="--probs holds unnormalised scores, not probabilities")
-    parser.add_argument("--iterations", type=non_negative_int, default=5, help="mean-field iterations (default 5)")
-    parser.add_argument("--gaussian-sxy", type=float, default=3.0, help="σγ, pixels (default 3)")
-    parser.add_argument("--gaussian-compat", type=float, default=3.0, help="w2, Potts weight (default 3)")
-    parser.add_argument("--bilateral-sxy", type=float, default=80.0, help="σα, pixels (default 80)")
-    parser.add_argument("--bilateral-srgb", type=float, default=13.0, help="σβ, intensity (default 13)")
-    parser.add_argument("--bilateral-compat", type=float, default=10.0, help="w1, Potts weight (default 10)")
-    parser.add_argument("--spatial", choices=("lattice", "exact"), default="lattice", help="smoothness kernel")
+    kernel = KERNEL_DEFAULTS  # DenseCRF's own defaults
+    parser.add_argument(
+        "--iterations", type=non_negative_int, default=kernel["iterations"],
+        help=f"mean-field iterations (default {kernel['iterations']})",
+    )
+    for name, what in (
+        ("gaussian_sxy", "σγ, pixels"), ("gaussian_compat", "w2, Potts weight"), ("bilateral_sxy", "σα, pixels"),
+        ("bilateral_srgb", "σβ, intensity"), ("bilateral_compat", "w1, Potts weight"),
+    ):
+        parser.add_argument(
+            "--" + name.replace("_", "-"), type=float, default=float(kernel[name]), help=f"{what} (default {kernel[name]:g})"
+        )
+    parser.add_argument("--spatial", choices=SPATIAL_MODES, default=SPATIAL_MODES[0], help="smoothness kernel")
     parser.add_argument("--device", default="auto", help="auto (CUDA if available), cpu, cuda or cuda:N (default auto)")
     parser.add_argument("--force", action="store_true", help="overwrite existing output files")
     parser.set_defaults(func=run)

@@ -14,14 +14,18 @@ import json
 import sys
 from pathlib import Path
 
+from atrous.cli._inference import add_model_options
 from atrous.cli._options import non_negative_int, positive_int
+from atrous.data.detect import DATASETS
 from atrous.errors import ConfigError
 from atrous.files import atomic_path, check_output_file
+
 
 def _write_json_atomic(path: Path, payload: dict) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(path) as temp:
         temp.write_text(json.dumps(payload, indent=2))
+
 
 def run(args: argparse.Namespace) -> int:
     from atrous.cli._inference import dataset_for_model, open_model_source
@@ -77,9 +81,9 @@ def run(args: argparse.Namespace) -> int:
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("crf-tune", help="cross-validate the dense CRF's appearance kernel on val images",
                                    description=__doc__.split("\n\n", 1)[1].strip())
-    parser.add_argument("--checkpoint", required=True, help="atrous checkpoint (.pt) or ONNX model")
+    add_model_options(parser)
     parser.add_argument("--data", metavar="DIR", help="dataset root (not needed for --dataset shapes)")
-    parser.add_argument("--dataset", help="dataset layout (default: detected)")
+    parser.add_argument("--dataset", choices=tuple(DATASETS), help=f"dataset layout: {', '.join(DATASETS)} (default: detected)")
     parser.add_argument("--split", default="val", help="split to tune on (default val)")
     parser.add_argument("--images", type=positive_int, default=20, help="images used (default 20; DeepLab used 100 of VOC val)")
     parser.add_argument("--start", type=non_negative_int, default=0, help="index of the first image used (default 0)")
@@ -88,8 +92,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--samples", type=positive_int, default=24, help="random settings to try (default 24)")
     parser.add_argument("--iterations", type=positive_int, default=10, help="mean-field iterations (default 10, as DeepLab)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the random search")
-    parser.add_argument("--output-stride", type=int, help="run the model at this output stride")
-    parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     parser.add_argument("--out", metavar="JSON", help="write the best setting here (for --crf-params)")
     parser.add_argument("--force", action="store_true", help="overwrite an existing --out file")
     parser.set_defaults(func=run)

@@ -1,24 +1,24 @@
 """``atrous demo``: the whole job on the built-in synthetic shapes dataset, in a few minutes on a CPU.
 
 1. train DeepLab v3+ MobileNet v2 on synthetic shapes (``atrous train``, the demo recipe);
-2. evaluate the best checkpoint on the shapes val split (``atrous eval``);
+2. evaluate the best checkpoint on the shapes val split (``atrous.evaluate``, what
+   ``atrous eval`` runs);
 3. write held-out test images and segment them with and without the dense CRF
    (``atrous predict --crf``): masks, colour maps, overlays, CRF overlays;
 4. draw one summary grid: input | ground truth | prediction | CRF.
 
-Everything lands in ``--out`` (default ``demo_out/``). Each step is the real CLI
-command, so the demo also shows what to type.
+Everything lands in ``--out`` (default ``demo_out/``). Training and prediction run the
+real CLI commands (their output is what a user sees typing them); evaluation calls the
+library function the ``eval`` command calls. An earlier demo in ``--out`` is replaced
+only with ``--overwrite``.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import shutil
 import time
-from contextlib import redirect_stdout
-from io import StringIO
 from pathlib import Path
 
 import numpy as np
@@ -121,20 +121,17 @@ def run(args: argparse.Namespace) -> int:
         checkpoint = run_dir / "last.pt"
 
     print("[2/5] evaluating on the shapes val split", flush=True)
-    buffer = StringIO()
-    with redirect_stdout(buffer):
-        status = main(["eval", "--checkpoint", str(checkpoint), "--split", "val", "--json", "--no-progress"])
-    if status != 0:
-        return status
-    result = json.loads(buffer.getvalue())
-    for name, iou in result["iou"].items():
-        print(f"    {name:<12} IoU {100 * iou:6.2f} %" if iou is not None else f"    {name:<12} IoU   n/a")
-    print(f"    mIoU {100 * result['miou']:.2f} %   pixel accuracy {100 * result['pixel_accuracy']:.2f} %", flush=True)
-
-    print("[3/5] predicting held-out images (network and dense CRF)", flush=True)
+    from atrous.checkpoint import load_model
     from atrous.engine.config import load_config_file
+    from atrous.inference import evaluate
+    from atrous.metrics import format_table
 
     options = dict(load_config_file(_recipe_path(args.config)).get("dataset_options") or {})
+    val_set = build_dataset("shapes", None, "val", **options)
+    result = evaluate(load_model(checkpoint), val_set)
+    print(format_table(result, val_set.class_names), flush=True)
+
+    print("[3/5] predicting held-out images (network and dense CRF)", flush=True)
     size = int(options.get("size", 128))
     dataset = build_dataset("shapes", None, "val", size=size)
     inputs, predictions = out / "inputs", out / "predictions"

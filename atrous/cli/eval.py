@@ -12,12 +12,8 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import sys
 import time
 from typing import Any
-
-import torch
-from torch.utils.data import DataLoader
 
 from atrous.cli._options import positive_int
 from atrous.cli._inference import (
@@ -25,15 +21,15 @@ from atrous.cli._inference import (
     add_model_options,
     add_predictor_options,
     build_predictor,
-    collate_list,
     crf_settings,
     dataset_for_model,
     open_model_source,
     parse_scales,
 )
+from atrous.data.detect import DATASETS
 from atrous.devices import resolve_device
 from atrous.errors import ConfigError, DataError
-from atrous.workers import leave_stop_signals_to_the_main_process
+from atrous.inference.evaluate import evaluate
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -53,7 +49,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--data", metavar="DIR", help="dataset root (not needed for --dataset shapes)")
     parser.add_argument(
         "--dataset",
-        help="dataset layout: folder, camvid, voc, cityscapes, ade20k, shapes (default: detected from --data; "
+        choices=tuple(DATASETS),
+        help=f"dataset layout: {', '.join(DATASETS)} (default: detected from --data; "
         "with neither, the dataset the checkpoint was trained on)",
     )
     parser.add_argument("--split", default="val", help="split to evaluate (default val)")
@@ -68,31 +65,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
     parser.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
     parser.set_defaults(func=run)
-
-
-def evaluate(
-    predictor: Any, dataset: Any, *, batch_size: int, workers: int, max_images: int | None, progress: bool
-) -> dict[str, Any]:
-    """Run ``predictor`` over ``dataset`` (uint8 image, int64 mask items) and return
-    :meth:`ConfusionMatrix.compute`'s metrics plus ``images`` (how many were evaluated)."""
-    from tqdm import tqdm
-
-    from atrous.metrics import ConfusionMatrix
-
-    matrix = ConfusionMatrix(dataset.num_classes, ignore_index=dataset.ignore_index)
-    if max_images is not None:
-        dataset = torch.utils.data.Subset(dataset, range(min(max_images, len(dataset))))
-    loader = DataLoader(
-        dataset, batch_size=batch_size, num_workers=workers, collate_fn=collate_list,
-        worker_init_fn=leave_stop_signals_to_the_main_process,
-    )
-    count = 0
-    for batch in tqdm(loader, desc="eval", unit="batch", disable=not progress, file=sys.stderr):
-        predictions = predictor.predict([image for image, _ in batch])
-        for prediction, (_, mask) in zip(predictions, batch):
-            matrix.update(prediction, mask)
-            count += 1
-    return {**matrix.compute(), "images": count}
 
 
 def _class_map(args: argparse.Namespace, model: Any, dataset: Any) -> Any:

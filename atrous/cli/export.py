@@ -14,8 +14,10 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+import torch
 from torch import nn
 
+from atrous.cli._inference import open_model_source
 from atrous.cli._options import positive_int
 from atrous.errors import CheckpointError, ConfigError
 
@@ -85,14 +87,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def load_export_model(args: argparse.Namespace) -> tuple[nn.Module, tuple[int, int] | None]:
     """The model named by --checkpoint / --model / --num-classes / --output-stride, and the
     input size its checkpoint suggests (the training crop, or a converted graph's size)."""
-    from atrous.models import create_model, with_output_stride
+    from atrous.models import create_model
 
     if args.checkpoint:
-        from atrous.checkpoint import model_from_checkpoint, read_checkpoint
-
-        checkpoint = read_checkpoint(args.checkpoint)
-        model = model_from_checkpoint(checkpoint, args.checkpoint)
-        config = model.config
+        if Path(args.checkpoint).suffix.lower() in (".onnx", ".tflite"):
+            raise ConfigError(f"{args.checkpoint} is already an exported graph; export from the atrous checkpoint (.pt)")
+        source = open_model_source(args.checkpoint, torch.device("cpu"), args.output_stride)
+        config = source.model.config
         if args.model and args.model != config["name"]:
             raise CheckpointError(
                 f"checkpoint {args.checkpoint} holds {config['name']}, not {args.model}; drop --model or pick the matching checkpoint"
@@ -101,23 +102,11 @@ def load_export_model(args: argparse.Namespace) -> tuple[nn.Module, tuple[int, i
             raise CheckpointError(
                 f"checkpoint {args.checkpoint} has {config['num_classes']} classes, not {args.num_classes}; drop --num-classes"
             )
-        if args.output_stride and args.output_stride != model.output_stride:
-            model = with_output_stride(model, args.output_stride)
-        return model.eval(), _suggested_size(checkpoint)
+        return source.model.eval(), source.suggested_size()
     if not args.model:
         raise ConfigError("give --checkpoint PATH, or --model NAME (--num-classes K) for untrained weights")
     logger.warning("exporting %s with untrained weights (no --checkpoint)", args.model)
     return create_model(args.model, num_classes=args.num_classes or 21, output_stride=args.output_stride).eval(), None
-
-
-def _suggested_size(checkpoint: dict[str, Any]) -> tuple[int, int] | None:
-    """(H, W) of the training crop or of the graph a checkpoint was converted from, if stored."""
-    crop = (checkpoint.get("train_config") or {}).get("crop_size") or (checkpoint.get("source") or {}).get("input_size")
-    if isinstance(crop, int):
-        return crop, crop
-    if isinstance(crop, (list, tuple)) and len(crop) == 2 and all(isinstance(v, int) for v in crop):
-        return int(crop[0]), int(crop[1])
-    return None
 
 
 def _check_options(args: argparse.Namespace) -> None:

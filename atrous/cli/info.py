@@ -6,61 +6,11 @@ import argparse
 import json
 from typing import Any
 
-import torch
-
 from atrous.cli._options import positive_int
-from atrous.complexity import count_madds, count_params, receptive_field
+from atrous.complexity import model_facts
 from atrous.engine.config import parse_set_overrides
-from atrous.errors import ConfigError, choices_message
-from atrous.registry import create_backbone, list_backbones, list_models
-
-
-def describe(name: str, *, size: tuple[int, int] = (512, 512), num_classes: int = 21, output_stride: int | None = None,
-             options: dict[str, Any] | None = None, with_receptive_field: bool = True) -> dict[str, Any]:
-    """Facts about a model or backbone at one input size, as a JSON-ready dict.
-
-    ``options`` go to ``create_model`` / ``create_backbone`` (e.g. ``{"msc": True}``,
-    ``{"width_mult": 0.5}``). For a backbone built with ``num_classes`` (its ImageNet
-    classifier form), params and MAdds are those of the classifier; ``features`` lists
-    every level's (C, h, w).
-    """
-    from atrous.models import create_model
-
-    options = dict(options or {})
-    if name in list_models():
-        model = create_model(name, num_classes=num_classes, output_stride=output_stride, **options)
-        backbone, forward, kind = model.backbone, model, "model"
-        rf_forward = lambda m, x: m.forward_low_res(x)  # noqa: E731 - logits before upsampling
-    elif name in list_backbones():
-        backbone_options: dict[str, Any] = {"num_classes": num_classes, **options}
-        if output_stride is not None:
-            backbone_options["output_stride"] = output_stride
-        model = backbone = create_backbone(name, **backbone_options)
-        forward, kind = backbone.classify, "backbone"
-        rf_forward = lambda m, x: m(x)["out"]  # noqa: E731
-    else:
-        raise ConfigError(choices_message("model or backbone", name, list_models() + list_backbones()))
-    model.eval()
-    backbone.check_input(torch.zeros(1, 3, *size))
-    with torch.no_grad():
-        features = backbone(torch.zeros(1, 3, *size))
-    info: dict[str, Any] = {
-        "name": name,
-        "kind": kind,
-        "options": options,
-        "input_size": list(size),
-        "num_classes": num_classes,
-        "output_stride": backbone.output_stride,
-        "params": count_params(model),
-        "madds": count_madds(model, size, forward=forward),
-        "features": {
-            level: {"channels": int(t.shape[1]), "stride": backbone.feature_info[level].stride, "shape": list(t.shape[1:])}
-            for level, t in features.items()
-        },
-    }
-    if with_receptive_field:
-        info["receptive_field"] = receptive_field(model, forward=rf_forward)
-    return info
+from atrous.errors import ConfigError
+from atrous.registry import list_backbones, list_models
 
 
 def _human(n: int) -> str:
@@ -96,7 +46,7 @@ def run_info(args: argparse.Namespace) -> int:
     if len(args.size) > 2:
         raise ConfigError(f"--size takes H or H W; got {len(args.size)} numbers")
     size = (args.size[0], args.size[-1])
-    info = describe(args.name, size=size, num_classes=args.num_classes, output_stride=args.output_stride,
+    info = model_facts(args.name, size=size, num_classes=args.num_classes, output_stride=args.output_stride,
                     options=parse_set_overrides(args.options, "--option"), with_receptive_field=not args.no_receptive_field)
     if args.json:
         print(json.dumps(info))

@@ -28,7 +28,6 @@ from atrous.cli._inference import (
     add_model_options,
     add_predictor_options,
     build_predictor,
-    collate_list,
     crf_settings,
     load_model_source,
     make_crf,
@@ -37,6 +36,7 @@ from atrous.cli._inference import (
 from atrous.devices import resolve_device
 from atrous.errors import ConfigError, DataError
 from atrous.files import check_not_input, check_writable_folder, same_file, write_together
+from atrous.inference.evaluate import keep_as_list
 from atrous.labels import class_labels
 from atrous.workers import leave_stop_signals_to_the_main_process
 
@@ -209,7 +209,7 @@ def run(args: argparse.Namespace) -> int:
     crf = make_crf(device, settings) if settings is not None else None
     out.mkdir(parents=True, exist_ok=True)
     loader = DataLoader(
-        _Images(paths, max_pixels(args)), batch_size=args.batch_size, num_workers=args.workers, collate_fn=collate_list,
+        _Images(paths, max_pixels(args)), batch_size=args.batch_size, num_workers=args.workers, collate_fn=keep_as_list,
         worker_init_fn=leave_stop_signals_to_the_main_process,
     )
     # Legend names of the panel (classes without a name are shown by index).

@@ -1,7 +1,9 @@
 """``atrous train``: train a model from a YAML recipe and/or command-line options.
 
 Every flag sets the ``TrainConfig`` field of the same name (``--batch-size`` →
-``batch_size``); ``--set key=value`` reaches any field. Under ``torchrun
+``batch_size``); the structured fields without a flag (``dataset_options``,
+``model_options``, ``scale_range``, ``train_split``, ``val_split``) come from the recipe
+or ``--set key=value``, which reaches any field. Under ``torchrun
 --nproc_per_node N -m atrous train ...`` each process runs this and rank 0 reports.
 """
 
@@ -28,7 +30,7 @@ _OPTIONS: tuple[tuple[str, str, dict[str, Any], str], ...] = (
     ("--data", "data", {"metavar": "DIR"}, "dataset root folder"),
     ("--dataset", "dataset", {"choices": DATASETS}, "dataset layout (default: detected from the folder)"),
     ("--num-classes", "num_classes", {"type": int, "metavar": "K"}, "classes of a folder dataset without classes.txt (default: found in the masks)"),
-    ("--model", "model", {"metavar": "NAME"}, "model name, e.g. deeplabv3plus_mobilenet_v2 (see `atrous info --list`); default: the --pretrained atrous checkpoint's model, else deeplabv3plus_mobilenet_v2"),
+    ("--model", "model", {"metavar": "NAME"}, "model name, e.g. deeplabv3plus_mobilenet_v2 (see `atrous list`); default: the --pretrained atrous checkpoint's model, else deeplabv3plus_mobilenet_v2"),
     ("--epochs", "epochs", {"type": int, "metavar": "N"}, "training epochs (default 50)"),
     ("--batch-size", "batch_size", {"type": int, "metavar": "B"}, "images per batch and process (default 8)"),
     ("--crop-size", "crop_size", {"type": int, "nargs": "+", "metavar": "S"}, "training crop in pixels: S (square) or H W (default 513)"),
@@ -58,7 +60,7 @@ _OPTIONS: tuple[tuple[str, str, dict[str, Any], str], ...] = (
     ("--val-batch-size", "val_batch_size", {"type": int, "metavar": "B"}, "validation batch size (default 1)"),
     ("--device", "device", {}, "auto, cpu, cuda or cuda:N (default auto)"),
     ("--max-iters", "max_iters", {"type": int, "metavar": "N"}, "at most N iterations per epoch, for smoke tests (default 0: all)"),
-    ("--pretrained", "pretrained", {"metavar": "PATH"}, "ImageNet backbone weights (a torchvision or timm file, .pth or .safetensors; 'imagenet': the published file from torch.hub's cache) or an atrous checkpoint"),
+    ("--pretrained", "pretrained", {"metavar": "PATH"}, "one of four: a torchvision ImageNet backbone file (.pth), a timm one (.pth or .safetensors), 'imagenet' (the published file for --model's backbone, from torch.hub's cache; nothing is downloaded), or an atrous checkpoint (.pt: every weight that fits, and its model when --model is not given)"),
     ("--pretrained-class-map", "pretrained_class_map", {"metavar": "NAME_OR_FILE"}, "start each new class's classifier row from the --pretrained model's class mapped to it (a class map file or a shipped one, e.g. cityscapes_to_camvid)"),
     ("--checkpoint-every", "checkpoint_every", {"type": int, "metavar": "N"}, "also write last.pt every N iterations (default 500)"),
     ("--resume", "resume", {"nargs": "?", "const": "last", "metavar": "CHECKPOINT"}, "continue a run (default checkpoint: RUN_DIR/last.pt)"),

@@ -5,7 +5,9 @@ shape, type, quantisation, constant data) and operators (builtin op name, inputs
 outputs, the options of the ops DeepLab graphs use). No TensorFlow, LiteRT or
 ``flatbuffers`` package is needed, and nothing in the file is executed.
 
-Field numbers follow TensorFlow's ``tensorflow/lite/schema/schema.fbs``.
+Field numbers follow TensorFlow's ``tensorflow/lite/schema/schema.fbs``; each table's are
+named in a class below (``TensorField.SHAPE`` …). A file that is not one, or is
+truncated or damaged, raises one ``ModelFileError``.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from atrous.errors import CheckpointError
+from atrous.errors import ModelFileError
 
 # BuiltinOperator codes (schema.fbs) of the ops an importer may meet; others keep their number.
 BUILTIN_OPS = {
@@ -30,6 +32,59 @@ BUILTIN_OPS = {
 TENSOR_TYPES = {0: np.float32, 1: np.float16, 2: np.int32, 3: np.uint8, 4: np.int64, 7: np.int16, 9: np.int8}
 ACTIVATIONS = {0: None, 1: "RELU", 2: "RELU_N1_TO_1", 3: "RELU6", 4: "TANH"}
 PADDINGS = {0: "SAME", 1: "VALID"}
+
+
+# Field numbers (the order of the fields in each schema.fbs table).
+class ModelField:
+    OPERATOR_CODES, SUBGRAPHS, BUFFERS = 1, 2, 4
+
+
+class OperatorCodeField:
+    DEPRECATED_BUILTIN_CODE, CUSTOM_CODE, BUILTIN_CODE = 0, 1, 3
+
+
+class BufferField:
+    DATA = 0
+
+
+class SubGraphField:
+    TENSORS, INPUTS, OUTPUTS, OPERATORS = 0, 1, 2, 3
+
+
+class TensorField:
+    SHAPE, TYPE, BUFFER, NAME, QUANTIZATION = 0, 1, 2, 3, 4
+
+
+class QuantizationField:
+    SCALE, ZERO_POINT = 2, 3
+
+
+class OperatorField:
+    OPCODE_INDEX, INPUTS, OUTPUTS, BUILTIN_OPTIONS = 0, 1, 2, 4
+
+
+class Conv2DOptionsField:
+    PADDING, STRIDE_W, STRIDE_H, ACTIVATION, DILATION_W, DILATION_H = 0, 1, 2, 3, 4, 5
+
+
+class DepthwiseConv2DOptionsField:
+    PADDING, STRIDE_W, STRIDE_H, DEPTH_MULTIPLIER, ACTIVATION, DILATION_W, DILATION_H = 0, 1, 2, 3, 4, 5, 6
+
+
+class Pool2DOptionsField:
+    PADDING, STRIDE_W, STRIDE_H, FILTER_W, FILTER_H, ACTIVATION = 0, 1, 2, 3, 4, 5
+
+
+class AddOptionsField:
+    ACTIVATION = 0
+
+
+class ConcatenationOptionsField:
+    AXIS, ACTIVATION = 0, 1
+
+
+class ResizeBilinearOptionsField:
+    ALIGN_CORNERS, HALF_PIXEL_CENTERS = 2, 3
 
 
 class _Table:
@@ -108,7 +163,7 @@ class Tensor:
     def dequantized(self) -> np.ndarray:
         """The constant as float32: ``scale · (q − zero_point)``, per tensor or per output channel."""
         if self.data is None:
-            raise CheckpointError(f"tensor {self.name!r} is not a constant")
+            raise ModelFileError(f"tensor {self.name!r} is not a constant")
         values = self.data.astype(np.float64)
         if self.scale is None or self.dtype in (np.float32, np.float16):
             return values.astype(np.float32)
@@ -143,70 +198,87 @@ def _options(op: str, table: _Table | None) -> dict[str, Any]:
     if table is None:
         return {}
     if op in ("CONV_2D", "DEPTHWISE_CONV_2D"):
-        depthwise = op == "DEPTHWISE_CONV_2D"
-        act, dil_w, dil_h = (4, 5, 6) if depthwise else (3, 4, 5)
+        f = DepthwiseConv2DOptionsField if op == "DEPTHWISE_CONV_2D" else Conv2DOptionsField
         return {
-            "padding": PADDINGS.get(table.scalar(0, "b")),
-            "stride": (table.scalar(2, "i"), table.scalar(1, "i")),
-            "activation": ACTIVATIONS.get(table.scalar(act, "b"), "?"),
-            "dilation": (table.scalar(dil_h, "i", 1), table.scalar(dil_w, "i", 1)),
-            **({"depth_multiplier": table.scalar(3, "i", 1)} if depthwise else {}),
+            "padding": PADDINGS.get(table.scalar(f.PADDING, "b")),
+            "stride": (table.scalar(f.STRIDE_H, "i"), table.scalar(f.STRIDE_W, "i")),
+            "activation": ACTIVATIONS.get(table.scalar(f.ACTIVATION, "b"), "?"),
+            "dilation": (table.scalar(f.DILATION_H, "i", 1), table.scalar(f.DILATION_W, "i", 1)),
+            **({"depth_multiplier": table.scalar(f.DEPTH_MULTIPLIER, "i", 1)} if op == "DEPTHWISE_CONV_2D" else {}),
         }
     if op in ("AVERAGE_POOL_2D", "MAX_POOL_2D"):
+        f = Pool2DOptionsField
         return {
-            "padding": PADDINGS.get(table.scalar(0, "b")),
-            "stride": (table.scalar(2, "i"), table.scalar(1, "i")),
-            "kernel": (table.scalar(4, "i"), table.scalar(3, "i")),
-            "activation": ACTIVATIONS.get(table.scalar(5, "b"), "?"),
+            "padding": PADDINGS.get(table.scalar(f.PADDING, "b")),
+            "stride": (table.scalar(f.STRIDE_H, "i"), table.scalar(f.STRIDE_W, "i")),
+            "kernel": (table.scalar(f.FILTER_H, "i"), table.scalar(f.FILTER_W, "i")),
+            "activation": ACTIVATIONS.get(table.scalar(f.ACTIVATION, "b"), "?"),
         }
     if op == "ADD":
-        return {"activation": ACTIVATIONS.get(table.scalar(0, "b"), "?")}
+        return {"activation": ACTIVATIONS.get(table.scalar(AddOptionsField.ACTIVATION, "b"), "?")}
     if op == "CONCATENATION":
-        return {"axis": table.scalar(0, "i"), "activation": ACTIVATIONS.get(table.scalar(1, "b"), "?")}
+        f = ConcatenationOptionsField
+        return {"axis": table.scalar(f.AXIS, "i"), "activation": ACTIVATIONS.get(table.scalar(f.ACTIVATION, "b"), "?")}
     if op == "RESIZE_BILINEAR":
-        return {"align_corners": bool(table.scalar(2, "B")), "half_pixel_centers": bool(table.scalar(3, "B"))}
+        f = ResizeBilinearOptionsField
+        return {
+            "align_corners": bool(table.scalar(f.ALIGN_CORNERS, "B")),
+            "half_pixel_centers": bool(table.scalar(f.HALF_PIXEL_CENTERS, "B")),
+        }
     return {}
 
 
+# What damaged bytes can make the parser meet: every one becomes one ModelFileError.
+_PARSE_ERRORS = (struct.error, IndexError, ValueError, KeyError, TypeError, OverflowError, MemoryError, RecursionError)
+
+
 def read_tflite(path: str | Path) -> Graph:
-    """Parse a ``.tflite`` file into a :class:`Graph` (``CheckpointError`` if it is not one)."""
+    """Parse a ``.tflite`` file into a :class:`Graph` (``ModelFileError`` if it is not one)."""
     path = Path(path)
     if not path.is_file():
-        raise CheckpointError(f"{path} does not exist (or is not a file)")
-    buf = path.read_bytes()
+        raise ModelFileError(f"{path} does not exist (or is not a file)")
+    return parse_tflite(path.read_bytes(), str(path))
+
+
+def parse_tflite(buf: bytes, name: str = "the model") -> Graph:
+    """Parse the bytes of a ``.tflite`` file (``ModelFileError`` naming ``name`` if they are not one)."""
     if len(buf) < 8 or buf[4:8] != b"TFL3":
-        raise CheckpointError(f"{path} is not a TensorFlow Lite model (no 'TFL3' file identifier)")
+        raise ModelFileError(f"{name} is not a TensorFlow Lite model (no 'TFL3' file identifier)")
     try:
         return _parse(buf)
-    except (struct.error, IndexError, ValueError) as error:
-        raise CheckpointError(f"{path} is a damaged TensorFlow Lite file ({error})") from None
+    except _PARSE_ERRORS as error:
+        raise ModelFileError(f"{name} is a damaged TensorFlow Lite file ({type(error).__name__}: {error})") from None
 
 
 def _parse(buf: bytes) -> Graph:
     model = _Table(buf, struct.unpack_from("<I", buf, 0)[0])
     codes = []
-    for code in model.tables(1):
-        builtin = max(code.scalar(0, "b"), code.scalar(3, "i"))
-        codes.append(code.string(1) or BUILTIN_OPS.get(builtin, f"BUILTIN_{builtin}"))
-    buffers = [b.raw_vector(0) for b in model.tables(4)]
-    subgraphs = model.tables(2)
+    for code in model.tables(ModelField.OPERATOR_CODES):
+        builtin = max(
+            code.scalar(OperatorCodeField.DEPRECATED_BUILTIN_CODE, "b"), code.scalar(OperatorCodeField.BUILTIN_CODE, "i")
+        )
+        codes.append(code.string(OperatorCodeField.CUSTOM_CODE) or BUILTIN_OPS.get(builtin, f"BUILTIN_{builtin}"))
+    buffers = [b.raw_vector(BufferField.DATA) for b in model.tables(ModelField.BUFFERS)]
+    subgraphs = model.tables(ModelField.SUBGRAPHS)
     if not subgraphs:
         raise ValueError("no subgraph")
     graph = subgraphs[0]
     tensors = []
-    for index, t in enumerate(graph.tables(0)):
-        dtype = TENSOR_TYPES.get(t.scalar(1, "b"))
-        shape = tuple(t.vector(0, "i"))
-        raw = buffers[t.scalar(2, "I")] if t.scalar(2, "I") < len(buffers) else b""
+    for index, t in enumerate(graph.tables(SubGraphField.TENSORS)):
+        dtype = TENSOR_TYPES.get(t.scalar(TensorField.TYPE, "b"))
+        shape = tuple(t.vector(TensorField.SHAPE, "i"))
+        buffer = t.scalar(TensorField.BUFFER, "I")
+        raw = buffers[buffer] if buffer < len(buffers) else b""
         data = np.frombuffer(raw, dtype=dtype).reshape(shape).copy() if raw and dtype is not None else None
-        quant = t.table(4)
+        quant = t.table(TensorField.QUANTIZATION)
         scale = zero = None
-        if quant is not None and quant.vector(2, "f"):
-            scale = np.asarray(quant.vector(2, "f"), dtype=np.float64)
-            zero = np.asarray(quant.vector(3, "q"), dtype=np.float64)
-        tensors.append(Tensor(index, t.string(3), shape, dtype, scale, zero, data))
+        if quant is not None and quant.vector(QuantizationField.SCALE, "f"):
+            scale = np.asarray(quant.vector(QuantizationField.SCALE, "f"), dtype=np.float64)
+            zero = np.asarray(quant.vector(QuantizationField.ZERO_POINT, "q"), dtype=np.float64)
+        tensors.append(Tensor(index, t.string(TensorField.NAME), shape, dtype, scale, zero, data))
     operators = []
-    for index, o in enumerate(graph.tables(3)):
-        op = codes[o.scalar(0, "I")]
-        operators.append(Operator(index, op, o.vector(1, "i"), o.vector(2, "i"), _options(op, o.table(4))))
-    return Graph(tensors, operators, graph.vector(1, "i"), graph.vector(2, "i"))
+    for index, o in enumerate(graph.tables(SubGraphField.OPERATORS)):
+        op = codes[o.scalar(OperatorField.OPCODE_INDEX, "I")]
+        inputs, outputs = o.vector(OperatorField.INPUTS, "i"), o.vector(OperatorField.OUTPUTS, "i")
+        operators.append(Operator(index, op, inputs, outputs, _options(op, o.table(OperatorField.BUILTIN_OPTIONS))))
+    return Graph(tensors, operators, graph.vector(SubGraphField.INPUTS, "i"), graph.vector(SubGraphField.OUTPUTS, "i"))

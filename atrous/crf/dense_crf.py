@@ -30,10 +30,11 @@ lattice order, in-place softmax); ``tests/test_crf_readable.py`` holds them equa
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import math
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
 import torch
@@ -63,6 +64,19 @@ def _builder() -> ThreadPoolExecutor:
             max_workers=1, thread_name_prefix="atrous-crf-lattice", initializer=torch.set_num_threads, initargs=(1,)
         )
     return _builders[pid]
+
+
+@contextlib.contextmanager
+def _threads(count: int | None) -> Iterator[None]:
+    """This thread's torch thread count set to ``count`` (None: unchanged) for the block."""
+    previous = torch.get_num_threads()
+    if count is not None and count < previous:
+        torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        if torch.get_num_threads() != previous:
+            torch.set_num_threads(previous)
 
 
 def _pair(value: float | Sequence[float], name: str) -> tuple[float, float]:
@@ -258,10 +272,14 @@ class DenseCRF(nn.Module):
             # Much of a lattice build is sorting, which runs on one core: build the
             # image-independent spatial lattice on another thread meanwhile.
             spatial_build = _builder().submit(self._spatial_lattice, h, w, dtype, device)
-        bilateral = self._bilateral_lattice(pixels, extra, dtype)
-        lattices, norms = [bilateral], [symmetric_norm(bilateral)]
+        # While the side thread builds, this one takes a single core too: a two-thread team
+        # here beside it would put three threads on two cores.
+        with _threads(1 if spatial_build else None):
+            bilateral = self._bilateral_lattice(pixels, extra, dtype)
+            lattices, norms = [bilateral], [symmetric_norm(bilateral)]
+            built = spatial_build.result() if spatial_build else None
         if self.spatial == "lattice":
-            spatial, norm = spatial_build.result() if spatial_build else self._spatial_lattice(h, w, dtype, device)
+            spatial, norm = built or self._spatial_lattice(h, w, dtype, device)
             lattices.append(spatial.tile(b))
             norms.append(norm.repeat(b, 1))
             return Messages(lattices, norms), None

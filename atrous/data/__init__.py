@@ -1,6 +1,7 @@
 """Datasets, safe image/mask reading, joint transforms, palettes and class weights.
 
-This package stands alone: it imports nothing from atrous but ``atrous.errors``.
+This package stands alone: of the rest of atrous it imports only the leaves ``atrous.errors``
+and ``atrous.files`` (atomic writes).
 
 >>> from atrous.data import build_dataset, train_transforms
 >>> train = build_dataset("shapes", None, "train", transform=train_transforms(96))

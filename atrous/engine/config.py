@@ -1,8 +1,9 @@
 """The training configuration: one frozen dataclass, loaded from YAML and CLI overrides.
 
-Every field is both a YAML key (``atrous/configs/*.yaml``, run by name) and a CLI option (``--batch-size``
-sets ``batch_size``); ``--set key=value`` reaches any field, and ``--set
-model_options.width_mult=0.5`` a key inside a dict field. Precedence: defaults <
+Every field is a YAML key (``atrous/configs/*.yaml``, run by name) and, but for the five
+structured ones (``dataset_options``, ``model_options``, ``scale_range``, ``train_split``,
+``val_split``), a CLI option (``--batch-size`` sets ``batch_size``); ``--set key=value``
+reaches any field, and ``--set model_options.width_mult=0.5`` a key inside a dict field. Precedence: defaults <
 config file < CLI flags < ``--set``.
 """
 
@@ -18,9 +19,10 @@ from typing import Any
 
 import yaml
 
+from atrous.data.detect import DATASETS as DATASET_CLASSES
 from atrous.errors import ConfigError
 
-DATASETS = ("folder", "camvid", "voc", "cityscapes", "ade20k", "shapes")
+DATASETS = tuple(DATASET_CLASSES)  # the dataset registry's names
 OPTIMIZERS = ("sgd", "adamw")
 LOSSES = ("ce", "bootstrap")
 AMP_MODES = ("off", "fp16", "bf16")

@@ -13,7 +13,7 @@ import logging
 import math
 from pathlib import Path
 
-from atrous.engine.checkpoint import read_checkpoint, save_checkpoint
+from atrous.checkpoint import read_checkpoint, save_checkpoint
 from atrous.engine.state import Position, TrainState  # noqa: F401 - re-exported
 from atrous.errors import CheckpointError
 

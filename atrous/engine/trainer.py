@@ -32,17 +32,10 @@ from atrous.engine.builders import (
     build_optimizer,
     pretrained_read_once,
 )
-from atrous.engine.checkpoint import (
-    describe,
-    non_finite_tensors,
-    read_checkpoint,
-    rng_state,
-    save_checkpoint,
-    set_rng_state,
-    unwrap,
-)
+from atrous.checkpoint import describe, non_finite_tensors, read_checkpoint, save_checkpoint, unwrap
+from atrous.engine.rng import rng_state, set_rng_state
 from atrous.engine.config import TrainConfig, load_config_file, make_config
-from atrous.engine.metrics import ConfusionMatrix, format_table
+from atrous.metrics import ConfusionMatrix, format_table
 from atrous.engine.ema import WeightAverage
 from atrous.engine.interrupt import StopRequest
 from atrous.engine.resume import repair_best

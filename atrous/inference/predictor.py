@@ -44,7 +44,10 @@ class Predictor:
             a callable such as :class:`atrous.export.OnnxModel`. Its ``mean``/``std``
             attributes (set by ``atrous.load_model``) are used unless given here.
         device: where the model runs ("cpu", "cuda", ``torch.device``).
-        scales: input scales whose probabilities are averaged (DeepLab: 0.5 … 1.75).
+        scales: test-time input scales whose softmax probabilities are averaged (DeepLab
+            v3's evaluation: 0.5 … 1.75). Not the model option ``input_scales``
+            (DeepLab v2's multi-scale inputs, max-fused inside the model, trained with it):
+            both can be used at once, this one around whatever the model does.
         flip: also average the horizontally flipped input.
         crop_size: (h, w) or one int; when set, each scale is run in sliding windows
             of this size overlapping by ``overlap`` (images smaller are zero-padded).

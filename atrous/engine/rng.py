@@ -1,9 +1,6 @@
-"""The training-state part of checkpoints (RNG states); the rest lives in ``atrous.checkpoint``.
-
-Reading, writing, hashing and ``load_model`` moved to the leaf ``atrous.checkpoint`` so
-inference loads no training code; they are re-exported here so existing imports keep
-working.
-"""
+"""The random-number state of a training process (Python, NumPy, torch, CUDA), saved in
+every resumable checkpoint so a resumed run draws what the uninterrupted one would have.
+The checkpoint format itself is ``atrous.checkpoint``."""
 
 from __future__ import annotations
 
@@ -13,45 +10,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from atrous.checkpoint import (  # noqa: F401 - re-exported for existing imports
-    FORMAT,
-    HASH_KEY,
-    TRAINING_STATE,
-    VERSION,
-    attach_metadata,
-    check_same_model,
-    content_hash,
-    describe,
-    load_model,
-    load_weights,
-    non_finite_tensors,
-    read_checkpoint,
-    save_checkpoint,
-    save_weights_only,
-    unwrap,
-    weights_checkpoint,
-)
-
-__all__ = [
-    "FORMAT",
-    "HASH_KEY",
-    "TRAINING_STATE",
-    "VERSION",
-    "attach_metadata",
-    "check_same_model",
-    "content_hash",
-    "describe",
-    "load_model",
-    "load_weights",
-    "non_finite_tensors",
-    "read_checkpoint",
-    "rng_state",
-    "save_checkpoint",
-    "save_weights_only",
-    "set_rng_state",
-    "unwrap",
-    "weights_checkpoint",
-]
+__all__ = ["rng_state", "set_rng_state"]
 
 
 def rng_state() -> dict[str, Any]:
