@@ -1,9 +1,9 @@
 """atrous: the DeepLab family of semantic-segmentation models in PyTorch.
 
-Importing atrous before torch bounds how long idle OpenMP threads spin before they sleep
-(``GOMP_SPINCOUNT``, 2 000 for ``atrous train``, 10 000 otherwise; see ``atrous._openmp``):
-quick on an idle machine, and no tenfold slow-down beside another busy process (a laptop,
-a shared server, two trainings). Set ``OMP_WAIT_POLICY`` or ``GOMP_SPINCOUNT`` yourself to
+Importing atrous before torch chooses how idle OpenMP threads wait (``atrous._openmp``):
+they sleep at once for ``atrous train`` and ``atrous demo`` (``OMP_WAIT_POLICY=PASSIVE``)
+and spin briefly otherwise (``GOMP_SPINCOUNT=10000``): quick on an idle machine, and no
+tenfold slow-down beside another busy process (a laptop, a shared server, two trainings). Set ``OMP_WAIT_POLICY`` or ``GOMP_SPINCOUNT`` yourself to
 choose otherwise; neither has an effect once torch is loaded.
 """
 
@@ -11,9 +11,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from atrous._openmp import choose_spin_count
+from atrous._openmp import choose_wait_policy
 
-choose_spin_count()
+choose_wait_policy()
 
 from atrous.errors import AtrousError  # noqa: E402  (after the OpenMP setting)
 from atrous.registry import list_backbones, list_models  # noqa: E402

@@ -42,6 +42,14 @@ def cpu_name() -> str:
     return "unknown CPU"
 
 
+def write_result(name: str, text: str) -> None:
+    """Print ``text`` and write it to bench/results/NAME.md (a README block)."""
+    print(text)
+    out = ROOT / "bench" / "results" / f"{name}.md"
+    out.write_text(text)
+    print(f"wrote {out}")
+
+
 def demo_seconds(out: Path, epochs: int | None) -> float:
     env = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "OMP_WAIT_POLICY", "GOMP_SPINCOUNT")}
     command = [str(Path(sys.executable).parent / "atrous"), "demo", "--out", str(out)]
@@ -84,10 +92,7 @@ def main() -> None:
         f"| idle | {idle_s:.0f} s | 1.00× |\n"
         f"| beside a {hog_threads}-thread PyTorch CPU hog | {busy_s:.0f} s | {busy_s / idle_s:.2f}× |\n"
     )
-    print(text)
-    out = ROOT / "bench" / "results" / "busy.md"
-    out.write_text(text)
-    print(f"wrote {out}")
+    write_result("busy", text)
 
 
 if __name__ == "__main__":

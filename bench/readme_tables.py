@@ -4,9 +4,9 @@
   same function, in one process) for every registered model and, below each, the
   papers' variants that are options of it (`atrous list --variants`); then MobileNet
   v1's ImageNet classifier for every width and resolution of its paper's Tables 6–7.
-- ``inference``, ``train``, ``crf``, ``camvid``, ``tflite``, ``tflite_sweep``, ``bf16``,
-  ``busy``, ``threads``, ``cityscapes``: the latest ``bench/results/<name>.md`` written by
-  ``bench/inference.py``, ``bench/train.py``, ``bench/crf.py``,
+- ``inference``, ``train``, ``train_bf16``, ``crf``, ``camvid``, ``tflite``, ``tflite_sweep``,
+  ``bf16``, ``busy``, ``threads``, ``cityscapes``: the latest ``bench/results/<name>.md``
+  written by ``bench/inference.py``, ``bench/train.py`` (``--only-bf16``), ``bench/crf.py``,
   ``experiments/camvid_results.py``, ``bench/tflite.py``, ``bench/tflite_sweep.py``,
   ``bench/inference.py --only-bf16``, ``bench/busy.py``, ``bench/threads.py`` and
   ``experiments/cityscapes_results.py``, copied verbatim.
@@ -25,7 +25,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
 RESULT_BLOCKS = (
-    "inference", "train", "crf", "camvid", "tflite", "tflite_sweep", "bf16", "busy", "threads", "cityscapes",
+    "inference", "train", "train_bf16", "crf", "camvid", "tflite", "tflite_sweep", "bf16", "busy", "threads",
+    "cityscapes",
 )
 
 

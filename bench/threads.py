@@ -36,7 +36,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "bench"))
-from busy import HOG, cpu_name  # noqa: E402
+from busy import HOG, cpu_name, write_result  # noqa: E402
 
 SETTINGS: dict[str, dict[str, str]] = {
     "PASSIVE": {"OMP_WAIT_POLICY": "PASSIVE"},
@@ -145,11 +145,7 @@ def main() -> None:
                 f"| {workload} | {setting_name} | {cell(i)} | {cell(b)} | "
                 f"{statistics.median(b) / statistics.median(i):.2f}× | {passive_idle / statistics.median(i):.2f}× |"
             )
-    text = "\n".join(lines) + "\n"
-    print(text)
-    out = ROOT / "bench" / "results" / "threads.md"
-    out.write_text(text)
-    print(f"wrote {out}")
+    write_result("threads", "\n".join(lines) + "\n")
 
 
 if __name__ == "__main__":

@@ -78,7 +78,7 @@ def test_every_flag_maps_to_a_field_and_resume_defaults_to_last() -> None:
     assert config_from_args(_parse("--dataset", "shapes", "--resume", "x.pt")).resume == "x.pt"
     required = {"data", "dataset", "model", "epochs", "batch_size", "crop_size", "lr", "output_stride", "out", "resume",
                 "seed", "workers", "optimizer", "weight_decay", "warmup_iters", "head_lr_mult", "class_weights", "loss",
-                "bootstrap_ratio", "aux_loss", "amp", "clip_grad", "freeze_bn", "val_every", "device", "max_iters",
+                "bootstrap_ratio", "aux_loss_weight", "amp", "clip_grad", "freeze_bn", "val_every", "device", "max_iters",
                 "pretrained", "checkpoint_every"}
     assert required <= {name for _, name, _, _ in _OPTIONS}
 

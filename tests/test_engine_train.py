@@ -166,7 +166,7 @@ def test_every_loss_and_optimizer_option_runs_and_takes_effect(tmp_path: Path, m
 
     options = dict(
         model="deeplabv3plus_mobilenet_v2", epochs=1, optimizer="adamw", lr=1e-3, warmup_iters=2, head_lr_mult=10.0,
-        loss="bootstrap", bootstrap_ratio=0.5, class_weights="median-freq", aux_loss=0.4, clip_grad=1.0, amp="bf16",
+        loss="bootstrap", bootstrap_ratio=0.5, class_weights="median-freq", aux_loss_weight=0.4, clip_grad=1.0, amp="bf16",
         scale_range=(0.5, 1.5),
     )
     result = train(_config(tmp_path / "options", **options))

@@ -137,14 +137,14 @@ def test_out_of_range_labels_are_refused_the_same_way_everywhere() -> None:
     assert matrix.compute()["miou"] == pytest.approx(tune.mean_iou(matrix.matrix))
 
 
-def test_importing_atrous_first_bounds_openmp_spinning_per_command() -> None:
-    """GOMP_SPINCOUNT is set before torch loads unless the user chose a policy (unbounded
-    spinning slows a busy machine ~10×): 2 000 for training, 10 000 otherwise."""
+def test_importing_atrous_first_chooses_openmp_waiting_per_command() -> None:
+    """Before torch loads, unless the user chose: training commands sleep at once
+    (PASSIVE), others spin 10 000 times (unbounded spinning slows a busy machine ~10×)."""
     import os
     import subprocess
     import sys
 
-    from atrous._openmp import INFERENCE_SPINS, TRAINING_SPINS, choose_spin_count
+    from atrous._openmp import INFERENCE_SPINS, choose_wait_policy
 
     code = "import atrous, os; print(os.environ.get('GOMP_SPINCOUNT'), os.environ.get('OMP_WAIT_POLICY'))"
     env = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")}
@@ -153,15 +153,16 @@ def test_importing_atrous_first_bounds_openmp_spinning_per_command() -> None:
     out = subprocess.run([sys.executable, "-c", code], env={**env, "OMP_WAIT_POLICY": "ACTIVE"},
                          capture_output=True, text=True, check=True).stdout
     assert out.split() == ["None", "ACTIVE"]  # the user's choice stands
-    # The command line decides the value; torch already loaded (as here) means too late to set any.
-    assert choose_spin_count({}, ["atrous", "train"]) is None
+    # The command line decides; torch already loaded (as here) means too late to set anything.
+    assert choose_wait_policy({}, ["atrous", "train"]) is None
     environ: dict[str, str] = {}
     torch_module = sys.modules.pop("torch")  # as if torch were not loaded yet
     try:
-        assert choose_spin_count(environ, ["/usr/bin/atrous", "train", "--dataset", "x"]) == str(TRAINING_SPINS)
-        assert choose_spin_count({}, ["-m", "predict"]) == str(INFERENCE_SPINS)
-        assert choose_spin_count({"GOMP_SPINCOUNT": "0"}, ["atrous", "train"]) is None
-        assert choose_spin_count({}, ["pytest", "train"]) == str(INFERENCE_SPINS)
+        assert choose_wait_policy(environ, ["/usr/bin/atrous", "train", "--dataset", "x"]) == ("OMP_WAIT_POLICY", "PASSIVE")
+        assert choose_wait_policy({}, ["-m", "demo"]) == ("OMP_WAIT_POLICY", "PASSIVE")
+        assert choose_wait_policy({}, ["-m", "predict"]) == ("GOMP_SPINCOUNT", str(INFERENCE_SPINS))
+        assert choose_wait_policy({"GOMP_SPINCOUNT": "0"}, ["atrous", "train"]) is None
+        assert choose_wait_policy({}, ["pytest", "train"]) == ("GOMP_SPINCOUNT", str(INFERENCE_SPINS))
     finally:
         sys.modules["torch"] = torch_module
-    assert environ == {"GOMP_SPINCOUNT": str(TRAINING_SPINS)}
+    assert environ == {"OMP_WAIT_POLICY": "PASSIVE"}

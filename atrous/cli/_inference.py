@@ -159,11 +159,6 @@ def open_model_source(path: str, device: torch.device, output_stride: int | None
     return ModelSource(model, dict(checkpoint.get("train_config") or {}), dict(checkpoint.get("source") or {}))
 
 
-def load_model_source(path: str, device: torch.device, output_stride: int | None) -> Any:
-    """The model of ``open_model_source``."""
-    return open_model_source(path, device, output_stride).model
-
-
 def dataset_for_model(args: argparse.Namespace, source: ModelSource, *, check_classes: bool = True) -> Any:
     """The ``args.split`` split of ``--dataset``/``--data`` as ``source``'s model sees it.
 

@@ -29,9 +29,9 @@ from atrous.cli._inference import (
     add_predictor_options,
     build_predictor,
     crf_settings,
-    load_model_source,
     make_crf,
     max_pixels,
+    open_model_source,
 )
 from atrous.devices import resolve_device
 from atrous.errors import ConfigError, DataError
@@ -204,7 +204,7 @@ def run(args: argparse.Namespace) -> int:
     settings = crf_settings(args)
     check_outputs(out, paths, args.checkpoint, crf=settings is not None, force=args.force, panel=args.panel)
     device = resolve_device(args.device)
-    model = load_model_source(args.checkpoint, device, args.output_stride)
+    model = open_model_source(args.checkpoint, device, args.output_stride).model
     predictor = build_predictor(model, args, device, crf=None)  # the CRF runs separately: both overlays are written
     crf = make_crf(device, settings) if settings is not None else None
     out.mkdir(parents=True, exist_ok=True)

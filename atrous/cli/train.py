@@ -48,7 +48,7 @@ _OPTIONS: tuple[tuple[str, str, dict[str, Any], str], ...] = (
     ("--class-weights", "class_weights", {"metavar": "none|median-freq|enet|w0,w1,..."}, "loss weight per class (default none)"),
     ("--loss", "loss", {"choices": LOSSES}, "cross-entropy, or bootstrap: only the hardest pixels count (default ce)"),
     ("--bootstrap-ratio", "bootstrap_ratio", {"type": float, "metavar": "R"}, "fraction of pixels kept by --loss bootstrap (default 0.25)"),
-    ("--aux-loss", "aux_loss", {"type": float, "metavar": "WEIGHT"}, "add an auxiliary head with this loss weight (default 0: none)"),
+    ("--aux-loss-weight", "aux_loss_weight", {"type": float, "metavar": "WEIGHT"}, "add an auxiliary head with this loss weight (default 0: none; the model option aux_loss=True is the head itself)"),
     ("--amp", "amp", {"nargs": "?", "const": "fp16", "choices": AMP_MODES}, "mixed precision: fp16 (CUDA) or bf16 (default off)"),
     ("--precision", "amp", {"type": lambda text: _amp_of_precision(text), "metavar": "fp32|bf16|fp16"}, "the same as --amp, named as in eval/predict: bf16 autocast (fast on CPUs with AMX), fp16 (CUDA) or fp32 (default)"),
     ("--no-channels-last", "channels_last", {"action": "store_false", "default": argparse.SUPPRESS}, "train in NCHW instead of channels_last (NHWC) memory format"),

@@ -121,7 +121,7 @@ def build_model(config: TrainConfig, num_classes: int, class_names: list[str] | 
     from atrous.models import create_model
 
     options = dict(config.model_options)
-    if config.aux_loss > 0:
+    if config.aux_loss_weight > 0:
         options["aux_loss"] = True
     checkpoint = None
     name = config.model or DEFAULT_MODEL
@@ -345,5 +345,5 @@ def build_loss(config: TrainConfig, train_set: Any) -> SegmentationLoss:
         ignore_index=train_set.ignore_index,
         class_weights=weights,
         bootstrap_ratio=config.bootstrap_ratio if config.loss == "bootstrap" else None,
-        aux_weight=config.aux_loss,
+        aux_weight=config.aux_loss_weight,
     )

@@ -77,7 +77,7 @@ class TrainConfig:
     loss: str = "ce"  # "ce" or "bootstrap" (keep the hardest bootstrap_ratio of pixels per image)
     bootstrap_ratio: float = 0.25
     class_weights: str = "none"  # "none", "median-freq", "enet" (1/ln(1.02 + p)) or "w0,w1,..." (one per class)
-    aux_loss: float = 0.0  # weight of the auxiliary head's loss (0 = no auxiliary head)
+    aux_loss_weight: float = 0.0  # weight of the auxiliary head's loss (0 = no auxiliary head)
     # --- run
     out: str = "runs/train"  # run directory: last.pt, best.pt, log.csv, TensorBoard events
     resume: str | None = None  # checkpoint to continue from; "last" = <out>/last.pt
@@ -111,7 +111,7 @@ class TrainConfig:
         for name in ("lr", "head_lr_mult", "poly_power"):
             if not getattr(self, name) > 0:
                 raise ConfigError(f"{name} must be > 0, got {getattr(self, name)}")
-        for name in ("weight_decay", "momentum", "clip_grad", "aux_loss"):
+        for name in ("weight_decay", "momentum", "clip_grad", "aux_loss_weight"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name} must be ≥ 0, got {getattr(self, name)}")
         if not self.momentum < 1:
