@@ -41,10 +41,11 @@ from __future__ import annotations
 
 import argparse
 import gc
+import importlib.util
 import json
 import os
 
-import atrous  # noqa: E402,F401  (before torch: atrous bounds OpenMP spinning, as users get it)
+import atrous  # noqa: E402,F401  (before torch: atrous chooses how OpenMP threads wait, as users get it)
 import sys
 import tempfile
 import time
@@ -352,7 +353,9 @@ def main(argv: list[str] | None = None) -> int:
         else:
             notes = torchvision_section(args, table, scratch, calibration, names, size)
             notes += torchvision_section(args, table, scratch, calibration, (LARGE_MODEL,), large)
-            if args.smp:
+            if args.smp and importlib.util.find_spec("segmentation_models_pytorch") is None:
+                notes.append("smp: not measured (pip install segmentation-models-pytorch, or make bench)")
+            elif args.smp:
                 smp_section(args, table, scratch, size)
             multiscale_section(args, table, "deeplabv3_mobilenet_v3_large", size)
             notes += bf16_section(args, table, size, BF16_MODELS[-1:] if args.quick else BF16_MODELS)

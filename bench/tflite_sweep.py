@@ -21,7 +21,7 @@ from __future__ import annotations
 import argparse
 import os
 
-import atrous  # noqa: E402,F401  (before torch: atrous bounds OpenMP spinning, as users get it)
+import atrous  # noqa: E402,F401  (before torch: atrous chooses how OpenMP threads wait, as users get it)
 import re
 import tempfile
 import time
