@@ -17,13 +17,17 @@ Writes bench/results/busy.md.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
+
+from atrous.devices import cpu_name
 
 ROOT = Path(__file__).resolve().parent.parent
 HOG = """
@@ -35,11 +39,29 @@ while True:
 """
 
 
-def cpu_name() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return "unknown CPU"
+# What a process chooses for itself (atrous sets these when imported): each child here
+# gets the environment as a user's fresh shell would have it.
+OPENMP_SETTINGS = ("OMP_NUM_THREADS", "OMP_WAIT_POLICY", "GOMP_SPINCOUNT")
+
+
+def clean_environment() -> dict[str, str]:
+    """This process's environment without the OpenMP settings."""
+    return {k: v for k, v in os.environ.items() if k not in OPENMP_SETTINGS}
+
+
+@contextlib.contextmanager
+def cpu_hog(threads: int) -> Iterator[None]:
+    """A PyTorch process keeping ``threads`` threads busy (libgomp's default waiting, as
+    another user's training would) for the duration of the block."""
+    hog = subprocess.Popen(
+        [sys.executable, "-c", HOG], env={**clean_environment(), "HOG_THREADS": str(threads), "OMP_NUM_THREADS": str(threads)}
+    )
+    try:
+        time.sleep(3)  # the hog is spinning before the measurement starts
+        yield
+    finally:
+        hog.kill()
+        hog.wait()
 
 
 def write_result(name: str, text: str) -> None:
@@ -51,7 +73,7 @@ def write_result(name: str, text: str) -> None:
 
 
 def demo_seconds(out: Path, epochs: int | None) -> float:
-    env = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "OMP_WAIT_POLICY", "GOMP_SPINCOUNT")}
+    env = clean_environment()
     command = [str(Path(sys.executable).parent / "atrous"), "demo", "--out", str(out)]
     if epochs is not None:
         command += ["--epochs", str(epochs)]
@@ -73,16 +95,8 @@ def main() -> None:
         for round_index in range(args.rounds):
             idle.append(demo_seconds(Path(scratch) / f"idle{round_index}", args.epochs))
             print(f"idle: {idle[-1]:.0f} s", flush=True)
-            hog = subprocess.Popen(
-                [sys.executable, "-c", HOG],
-                env={**os.environ, "HOG_THREADS": str(hog_threads), "OMP_NUM_THREADS": str(hog_threads)},
-            )
-            try:
-                time.sleep(3)  # the hog is spinning before the demo starts
+            with cpu_hog(hog_threads):
                 busy.append(demo_seconds(Path(scratch) / f"busy{round_index}", args.epochs))
-            finally:
-                hog.kill()
-                hog.wait()
             print(f"busy: {busy[-1]:.0f} s", flush=True)
     idle_s, busy_s = statistics.median(idle), statistics.median(busy)
     text = (

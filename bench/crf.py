@@ -34,10 +34,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 from test_crf_reference import CAMVID, PARAMS, degraded_unary, voc_like  # noqa: E402
 
-sys.path.insert(0, str(ROOT / "bench"))
-from busy import cpu_name  # noqa: E402
-
 from atrous.crf import DenseCRF  # noqa: E402
+from atrous.devices import cpu_name  # noqa: E402
 
 try:
     import pydensecrf.densecrf as dcrf

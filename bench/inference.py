@@ -46,6 +46,7 @@ import json
 import os
 
 import atrous  # noqa: E402,F401  (before torch: atrous chooses how OpenMP threads wait, as users get it)
+from atrous.devices import cpu_name  # noqa: E402
 import sys
 import tempfile
 import time
@@ -226,7 +227,7 @@ def autocast_path(model: torch.nn.Module, image: torch.Tensor) -> Any:
 
 
 def bf16_section(args: argparse.Namespace, table: Table, size: tuple[int, int], names: tuple[str, ...]) -> list[str]:
-    from atrous.inference.predictor import cpu_has_bf16
+    from atrous.devices import cpu_has_bf16
     from atrous.models import create_model
 
     image_u8 = test_image(size)
@@ -293,17 +294,6 @@ def int8_miou_section(args: argparse.Namespace, table: Table, scratch: Path) -> 
         f"{time_f / time_q:.2f}× faster per image (eval loop, {metrics['images']} val images)"
     )
     return [summary]
-
-
-def cpu_name() -> str:
-    """The CPU model as lscpu names it (the machines behind the project change)."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return "unknown CPU"
 
 
 def onnxruntime_version() -> str:

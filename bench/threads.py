@@ -31,12 +31,13 @@ import os
 import statistics
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "bench"))
-from busy import HOG, cpu_name, write_result  # noqa: E402
+from busy import clean_environment, cpu_hog, write_result  # noqa: E402
+
+from atrous.devices import cpu_name  # noqa: E402
 
 SETTINGS: dict[str, dict[str, str]] = {
     "PASSIVE": {"OMP_WAIT_POLICY": "PASSIVE"},
@@ -89,8 +90,7 @@ with torch.no_grad():
 
 def run_workload(name: str, setting: dict[str, str]) -> float:
     """Seconds the workload's timed part took in a fresh process with ``setting``."""
-    env = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")}
-    env.update(setting, OMP_NUM_THREADS="2")
+    env = {**clean_environment(), **setting, "OMP_NUM_THREADS": "2"}
     code = "import json, time\n" + WORKLOADS[name] + "\nprint(json.dumps(time.perf_counter() - start))\n"
     result = subprocess.run(
         [sys.executable, "-c", code], env=env, cwd=ROOT, capture_output=True, text=True, check=True, timeout=1800
@@ -115,16 +115,8 @@ def main() -> None:
     parser.add_argument("--hog-threads", type=int, default=2)
     args = parser.parse_args()
     idle = measure(args.rounds, "idle")
-    hog = subprocess.Popen(
-        [sys.executable, "-c", HOG],
-        env={**os.environ, "HOG_THREADS": str(args.hog_threads), "OMP_NUM_THREADS": str(args.hog_threads)},
-    )
-    try:
-        time.sleep(3)
+    with cpu_hog(args.hog_threads):
         busy = measure(args.rounds, "busy")
-    finally:
-        hog.kill()
-        hog.wait()
 
     def cell(values: list[float]) -> str:
         return f"{statistics.median(values):.2f} s ({min(values):.2f}–{max(values):.2f})"

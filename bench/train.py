@@ -164,11 +164,11 @@ def compare_precision(model_name: str, *, batch: int, size: int, steps: int, war
 
 
 def precision_table(models: list[str], *, batch: int, size: int, steps: int, warmup: int, threads: int) -> list[str]:
-    from atrous.inference.predictor import cpu_has_bf16
+    from atrous.devices import cpu_has_bf16, cpu_name
 
     lines = [
         f"bf16 training step, batch {batch} × {size}×{size}, {threads} threads, channels_last, median of {steps} "
-        f"interleaved steps after {warmup} warm-up (images/s; ratio to fp32). CPU: {_cpu_name()} "
+        f"interleaved steps after {warmup} warm-up (images/s; ratio to fp32). CPU: {cpu_name()} "
         f"(bf16 instructions: {'yes' if cpu_has_bf16() else 'no'}).",
         "",
         "| model | " + " | ".join(PRECISION_PATHS) + " | autocast / fp32 | master / fp32 |",
@@ -181,13 +181,6 @@ def precision_table(models: list[str], *, batch: int, size: int, steps: int, war
         print(row, flush=True)
         lines.append(row)
     return lines
-
-
-def _cpu_name() -> str:
-    sys.path.insert(0, str(ROOT / "bench"))
-    from busy import cpu_name
-
-    return cpu_name()
 
 
 def main(argv: list[str] | None = None) -> int:

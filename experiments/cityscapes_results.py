@@ -76,13 +76,6 @@ def agreement_rows(cache: Path) -> list[str]:
             "5th val frame (`python experiments/cityscapes_agreement.py`).", "", *lines]
 
 
-def cpu_model() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines() if Path("/proc/cpuinfo").exists() else []:
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return "CPU model unknown"
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=Path, nargs="+",
@@ -98,6 +91,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     from atrous.complexity import model_facts
+    from atrous.devices import cpu_name
     from atrous.checkpoint import read_checkpoint, save_weights_only
 
     run = args.runs[-1]
@@ -117,7 +111,7 @@ def main(argv: list[str] | None = None) -> int:
     lines = [
         f"The TF DeepLab authors' Cityscapes model, converted: `{camvid_results.shown(CITYSCAPES)}` "
         f"({CITYSCAPES.stat().st_size / 2**20:.1f} MB, SHA-256 `{cs_sha}`). {time.strftime('%Y-%m-%d')}, "
-        f"on the project's 2-core machine ({cpu_model()}).",
+        f"on the project's 2-core machine ({cpu_name()}).",
         "",
         *agreement_rows(args.runs[0] / "agreement.json"),
         "",

@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from atrous.class_map import ResolvedClassMap
+from atrous.devices import cpu_has_bf16
 from atrous.errors import ConfigError, InputError
 from atrous.inference.fast import prepare_for_inference
 from atrous.labels import class_labels
@@ -260,21 +261,6 @@ def _precision_dtype(precision: str, model: Any, device: torch.device) -> torch.
             "this CPU has no native bfloat16 (no amx_bf16 or avx512_bf16): bf16 works but runs slower than fp32"
         )
     return dtype
-
-
-def cpu_has_bf16() -> bool:
-    """Whether the CPU computes bfloat16 natively (AMX or AVX-512 BF16), as oneDNN sees it."""
-    probe = getattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", None)
-    if probe is not None:
-        try:
-            return bool(probe())
-        except RuntimeError:
-            pass
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return "amx_bf16" in flags or "avx512_bf16" in flags
 
 
 def check_refinable(model: Any) -> None:
