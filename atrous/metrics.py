@@ -7,13 +7,14 @@ ground truth nor predicted has IoU NaN and is left out of the means, as in the V
 Cityscapes evaluation scripts.
 
 A leaf (torch and ``atrous.errors`` only): the engine, ``atrous eval``, the CRF tuner
-and the tests share this one confusion matrix.
+and the tests share this one confusion matrix, and its ``count`` is the one evaluation
+loop (``atrous.evaluate``, training's validation and the CRF tuner run it).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import torch
@@ -76,6 +77,35 @@ class ConfusionMatrix:
     def update(self, pred: torch.Tensor, target: torch.Tensor) -> None:
         """Count one batch: ``pred`` and ``target`` integer tensors of the same shape (N, H, W)."""
         self.matrix += confusion_matrix(pred, target, self.num_classes, self.ignore_index).to(self.matrix.device)
+
+    def count(
+        self,
+        predict: Callable[[Any], torch.Tensor | Sequence[torch.Tensor]],
+        batches: Iterable[tuple[Any, torch.Tensor | Sequence[torch.Tensor]]],
+        *,
+        after_batch: Callable[[], None] | None = None,
+    ) -> int:
+        """The evaluation loop: count ``predict(inputs)`` against ``targets`` for every
+        ``(inputs, targets)`` of ``batches``, without autograd; returns the images counted.
+
+        ``predict`` returns integer class maps, either one (N, H, W) tensor or a list of
+        (H, W) tensors (images of different sizes); ``targets`` matches it. ``after_batch``
+        runs after each batch (training honours a stop request there).
+        """
+        images = 0
+        with torch.inference_mode():
+            for inputs, targets in batches:
+                predictions = predict(inputs)
+                if isinstance(predictions, torch.Tensor):
+                    self.update(predictions, targets)
+                    images += predictions.shape[0]
+                else:
+                    for prediction, target in zip(predictions, targets, strict=True):
+                        self.update(prediction, target)
+                        images += 1
+                if after_batch is not None:
+                    after_batch()
+        return images
 
     def all_reduce(self) -> None:
         """Sum the matrices of every process (no-op unless torch.distributed is initialised)."""

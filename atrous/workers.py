@@ -5,8 +5,28 @@ from __future__ import annotations
 import os
 import signal
 import threading
+from collections.abc import Iterable, Iterator
+from typing import Any
 
-__all__ = ["leave_stop_signals_to_the_main_process"]
+__all__ = ["batches", "leave_stop_signals_to_the_main_process"]
+
+
+def batches(loader: Iterable[Any]) -> Iterator[Any]:
+    """Iterate a DataLoader; when a batch fails (a worker's error, e.g. a corrupt file),
+    stop its worker processes before the error propagates.
+
+    Left to the garbage collector (the error's traceback keeps the iterator alive), the
+    workers never receive DataLoader's stop message and each is killed only after its
+    5 s join timeout: a command would print its one-line error and then hang 10–20 s.
+    """
+    iterator = iter(loader)
+    try:
+        yield from iterator
+    except Exception:
+        stop = getattr(iterator, "_shutdown_workers", None)  # DataLoader's own shutdown; absent without workers
+        if stop is not None:
+            stop()
+        raise
 
 
 def leave_stop_signals_to_the_main_process(_worker_id: int = 0) -> None:

@@ -27,7 +27,6 @@ Writes bench/results/tflite.md.
 from __future__ import annotations
 
 import argparse
-import os
 
 import atrous  # noqa: E402,F401  (before torch: atrous chooses how OpenMP threads wait, as users get it)
 import shutil

@@ -19,7 +19,6 @@ Needs the tflite extra. Writes bench/results/tflite_sweep.md (README block ``tfl
 from __future__ import annotations
 
 import argparse
-import os
 
 import atrous  # noqa: E402,F401  (before torch: atrous chooses how OpenMP threads wait, as users get it)
 import re

@@ -30,7 +30,6 @@ import argparse
 import csv
 import hashlib
 import json
-import os
 import shlex
 import statistics
 import subprocess

@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import os
 import sys
 import time
 from pathlib import Path
@@ -32,7 +31,6 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import camvid_results  # noqa: E402  (the CamVid evaluation suite, shared)
-import cityscapes_agreement  # noqa: E402
 
 CITYSCAPES = ROOT / "weights" / "cityscapes_deeplabv3_mobilenet_edgetpu.pt"
 ZERO_SHOT = {

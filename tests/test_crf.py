@@ -21,6 +21,7 @@ from atrous.cli import main
 from atrous.crf import DenseCRF, GridGaussian, Lattice
 from atrous.crf import tune
 from atrous.errors import ConfigError, InputError
+from atrous.metrics import confusion_matrix, mean_iou
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -297,11 +298,11 @@ def test_bad_options_raise_config_error():
 def test_confusion_matrix_and_miou():
     label = torch.tensor([[0, 0, 1, 255], [1, 1, 2, 2]])
     pred = torch.tensor([[0, 1, 1, 0], [1, 1, 2, 0]])
-    confusion = tune.confusion_matrix(pred, label, 3)
+    confusion = confusion_matrix(pred, label, 3)
     assert confusion.tolist() == [[1, 1, 0], [0, 3, 0], [1, 0, 1]]
-    assert math.isclose(tune.mean_iou(confusion), (1 / 3 + 3 / 4 + 1 / 2) / 3)
+    assert math.isclose(mean_iou(confusion), (1 / 3 + 3 / 4 + 1 / 2) / 3)
     with pytest.raises(InputError, match=r"\[0, 3\)"):
-        tune.confusion_matrix(pred, label + 3 * (label != 255), 3)
+        confusion_matrix(pred, label + 3 * (label != 255), 3)
 
 
 def test_search_scores_candidates_and_best_picks_the_highest():

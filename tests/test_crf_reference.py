@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from atrous.crf import DenseCRF
-from atrous.crf.tune import confusion_matrix, mean_iou
+from atrous.metrics import confusion_matrix, mean_iou
 
 try:
     import pydensecrf.densecrf as dcrf

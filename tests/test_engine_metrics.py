@@ -75,3 +75,29 @@ def test_format_table_names_every_class() -> None:
     assert any(line.startswith("mIoU") and "55.56" in line for line in lines)
     with pytest.raises(InputError, match="2 class names"):
         format_table(_matrix().compute(), ["a", "b"])
+
+
+def test_count_is_the_evaluation_loop_for_batched_and_listed_predictions() -> None:
+    target = torch.tensor([[[0, 0, 1, 1], [2, 2, 255, 0]]])
+    pred = torch.tensor([[[0, 1, 1, 1], [2, 0, 2, 0]]])
+    seen, after = [], []
+
+    def predict(inputs: torch.Tensor) -> torch.Tensor:
+        seen.append(inputs)
+        assert torch.is_inference_mode_enabled()
+        return inputs
+
+    batched = ConfusionMatrix(4, ignore_index=255)
+    assert batched.count(predict, [(pred, target), (pred, target)], after_batch=lambda: after.append(1)) == 2
+    assert len(seen) == 2 and after == [1, 1]
+    assert torch.equal(batched.matrix, 2 * _matrix().matrix)
+    # images of different sizes: lists of (H, W) maps, counted pair by pair
+    listed = ConfusionMatrix(4, ignore_index=255)
+    crop = (pred[0, :, :2], target[0, :, :2])
+    assert listed.count(lambda maps: maps, [([pred[0], crop[0]], [target[0], crop[1]])]) == 2
+    expected = ConfusionMatrix(4, ignore_index=255)
+    expected.update(pred, target)
+    expected.update(crop[0], crop[1])
+    assert torch.equal(listed.matrix, expected.matrix)
+    with pytest.raises(ValueError):  # a prediction missing for a target is an error, not a silent skip
+        listed.count(lambda maps: maps[:1], [([pred[0], crop[0]], [target[0], crop[1]])])

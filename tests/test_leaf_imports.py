@@ -88,7 +88,7 @@ def test_each_name_has_one_import_path() -> None:
     assert atrous.load_model is leaf.load_model
     from atrous.crf import tune
 
-    assert tune.confusion_matrix is atrous.metrics.confusion_matrix and tune.mean_iou is atrous.metrics.mean_iou
+    assert not hasattr(tune, "confusion_matrix") and not hasattr(tune, "mean_iou")
 
 
 def test_not_an_atrous_checkpoint_is_a_type(tmp_path: Path) -> None:
@@ -118,7 +118,7 @@ def test_pretrained_backbone_weights_are_not_taken_for_a_checkpoint(tmp_path: Pa
 
 def test_out_of_range_labels_are_refused_the_same_way_everywhere() -> None:
     from atrous.crf import tune
-    from atrous.metrics import ConfusionMatrix, confusion_matrix
+    from atrous.metrics import ConfusionMatrix, confusion_matrix, mean_iou
 
     pred = torch.tensor([[0, 1], [2, 0]])
     for bad in (3, -1):
@@ -134,7 +134,7 @@ def test_out_of_range_labels_are_refused_the_same_way_everywhere() -> None:
     matrix = ConfusionMatrix(3)
     matrix.update(pred[None], ok[None])
     assert torch.equal(matrix.matrix, confusion_matrix(pred, ok, 3))
-    assert matrix.compute()["miou"] == pytest.approx(tune.mean_iou(matrix.matrix))
+    assert matrix.compute()["miou"] == pytest.approx(mean_iou(matrix.matrix))
 
 
 def test_importing_atrous_first_chooses_openmp_waiting_per_command() -> None:

@@ -8,8 +8,6 @@ import re
 import shlex
 from pathlib import Path
 
-import pytest
-
 from atrous.registry import get_builder, list_models, valid_options
 
 README = (Path(__file__).resolve().parents[1] / "README.md").read_text()

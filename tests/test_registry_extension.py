@@ -1,7 +1,9 @@
-"""Adding a backbone is one file: registering it gives every DeepLab version on it, listed by
-`atrous list` and described by `atrous info`, with no other file edited (issue 21).
+"""Adding a backbone or a dataset is one file: registering a backbone gives every DeepLab
+version on it, listed by `atrous list` and described by `atrous info`; registering a dataset
+makes it a `build_dataset` name, a detected layout and a `--dataset` choice of every
+command, with no other file edited (issue 21).
 
-The toy backbone is registered in a fresh interpreter so the suite's registry stays as shipped."""
+Each toy is registered in a fresh interpreter so the suite's registries stay as shipped."""
 
 from __future__ import annotations
 
@@ -69,5 +71,68 @@ CHECKS = textwrap.dedent(
 def test_a_backbone_registered_in_one_file_gets_every_deeplab_version() -> None:
     result = subprocess.run(
         [sys.executable, "-c", TOY_BACKBONE + CHECKS], capture_output=True, text=True, timeout=300, check=False
+    )
+    assert result.returncode == 0 and result.stdout.strip().endswith("ok"), result.stderr[-3000:]
+
+
+TOY_DATASET = textwrap.dedent(
+    '''
+    from pathlib import Path
+
+    import numpy as np
+    from PIL import Image
+
+    from atrous.data import SegmentationDataset, register_dataset
+    from atrous.data.base import list_images, pair_masks
+
+
+    @register_dataset("toy", detect_order=5)
+    class Toy(SegmentationDataset):
+        """pictures/*.png with labels/*.png beside them, two classes."""
+
+        layout = "pictures/ + labels/"
+
+        @classmethod
+        def recognises(cls, root: Path) -> bool:
+            return (root / "pictures").is_dir() and (root / "labels").is_dir()
+
+        def __init__(self, root, split="train", *, transform=None):
+            root = Path(root)
+            samples = pair_masks(list_images(root / "pictures"), lambda image: root / "labels" / image.name)
+            super().__init__(samples, split=split, class_names=["ground", "thing"], palette=[(0, 0, 0), (255, 0, 0)],
+                             transform=transform)
+    '''
+)
+
+DATASET_CHECKS = textwrap.dedent(
+    '''
+    import contextlib, io, sys, tempfile
+    from atrous.cli import main
+    from atrous.data import DATASETS, build_dataset, detect_layout
+    from atrous.engine.config import make_config
+
+    root = Path(tempfile.mkdtemp())
+    (root / "pictures").mkdir()
+    (root / "labels").mkdir()
+    for index in range(2):
+        Image.fromarray(np.full((24, 32, 3), 40 * index, np.uint8)).save(root / "pictures" / f"{index}.png")
+        Image.fromarray((np.arange(32)[None].repeat(24, 0) > 15).astype(np.uint8)).save(root / "labels" / f"{index}.png")
+    assert DATASETS["toy"] is Toy and detect_layout(root) == "toy"
+    image, mask = build_dataset(None, root, "train")[1]
+    assert image.shape == (3, 24, 32) and int(mask.max()) == 1
+    assert make_config({"dataset": "toy", "data": str(root)}).dataset == "toy"
+    for command in ("train", "eval", "crf-tune"):
+        shown = io.StringIO()
+        with contextlib.redirect_stdout(shown), contextlib.suppress(SystemExit):
+            main([command, "--help"])
+        assert "toy" in shown.getvalue(), (command, shown.getvalue())
+    print("ok")
+    '''
+)
+
+
+def test_a_dataset_registered_in_one_file_is_built_detected_and_offered_by_every_command() -> None:
+    result = subprocess.run(
+        [sys.executable, "-c", TOY_DATASET + DATASET_CHECKS], capture_output=True, text=True, timeout=300, check=False
     )
     assert result.returncode == 0 and result.stdout.strip().endswith("ok"), result.stderr[-3000:]

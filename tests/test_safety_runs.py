@@ -11,11 +11,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pytest
 from _inference_models import single_thread
 from _training import folder_dataset, tiny_run_config
-from PIL import Image
 
 from atrous.engine import train
 from atrous.checkpoint import read_checkpoint

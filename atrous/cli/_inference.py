@@ -167,7 +167,7 @@ def dataset_for_model(args: argparse.Namespace, source: ModelSource, *, check_cl
     the model's class count (its masks need not show every class). With ``check_classes``,
     a dataset of another class count is one ``ConfigError`` before the model runs.
     """
-    from atrous.data import build_dataset, detect_layout
+    from atrous.data import build_dataset, dataset_options, detect_layout
     from atrous.data.palette import find_class_file
 
     config, model = source.train_config, source.model
@@ -179,7 +179,7 @@ def dataset_for_model(args: argparse.Namespace, source: ModelSource, *, check_cl
         options.update({k: v for k, v in (config.get("dataset_options") or {}).items() if k != "num_images"})
     model_classes = getattr(model, "num_classes", None)
     if root is not None and model_classes is not None and find_class_file(root) is None:
-        if (name or detect_layout(root)) == "folder":
+        if "num_classes" in dataset_options(name or detect_layout(root)):  # a folder dataset's
             options["num_classes"] = int(model_classes)
     if getattr(args, "max_pixels", None) is not None:
         options["max_pixels"] = args.max_pixels

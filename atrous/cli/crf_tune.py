@@ -16,7 +16,7 @@ from pathlib import Path
 
 from atrous.cli._inference import add_model_options
 from atrous.cli._options import non_negative_int, positive_int
-from atrous.data.detect import DATASETS
+from atrous.data import DATASETS
 from atrous.errors import ConfigError
 from atrous.files import atomic_path, check_output_file
 

@@ -1,16 +1,16 @@
 """``atrous demo``: the whole job on the built-in synthetic shapes dataset, in a few minutes on a CPU.
 
-1. train DeepLab v3+ MobileNet v2 on synthetic shapes (``atrous train``, the demo recipe);
+1. train DeepLab v3+ MobileNet v2 on synthetic shapes (what ``atrous train`` runs, the demo recipe);
 2. evaluate the best checkpoint on the shapes val split (``atrous.evaluate``, what
    ``atrous eval`` runs);
 3. write held-out test images and segment them with and without the dense CRF
-   (``atrous predict --crf``): masks, colour maps, overlays, CRF overlays;
+   (what ``atrous predict --crf`` runs): masks, colour maps, overlays, CRF overlays;
 4. draw one summary grid: input | ground truth | prediction | CRF.
 
-Everything lands in ``--out`` (default ``demo_out/``). Training and prediction run the
-real CLI commands (their output is what a user sees typing them); evaluation calls the
-library function the ``eval`` command calls. An earlier demo in ``--out`` is replaced
-only with ``--overwrite``.
+Everything lands in ``--out`` (default ``demo_out/``). Each step calls the library
+function its command calls (``atrous.engine.train``, ``atrous.evaluate``,
+``atrous.inference.files.predict_files``), so the demo and the commands cannot drift
+apart. An earlier demo in ``--out`` is replaced only with ``--overwrite``.
 """
 
 from __future__ import annotations
@@ -93,8 +93,14 @@ def _summary_grid(
 
 
 def run(args: argparse.Namespace) -> int:
-    from atrous.cli import main
+    from atrous.checkpoint import load_model
+    from atrous.crf import DenseCRF
     from atrous.data import build_dataset
+    from atrous.engine import train
+    from atrous.engine.config import load_config_file, make_config
+    from atrous.inference import Predictor, evaluate
+    from atrous.inference.files import predict_files
+    from atrous.metrics import format_table
 
     out = Path(args.out)
     if out.exists() and not out.is_dir():
@@ -111,43 +117,34 @@ def run(args: argparse.Namespace) -> int:
     start = time.perf_counter()
 
     print(f"[1/5] training on synthetic shapes → {run_dir}", flush=True)
-    train_argv = ["train", "--config", str(_recipe_path(args.config)), "--out", str(run_dir)]
-    if args.epochs:
-        train_argv += ["--epochs", str(args.epochs)]
-    if main(train_argv) != 0:
-        return 1
-    checkpoint = run_dir / "best.pt"
-    if not checkpoint.is_file():
-        checkpoint = run_dir / "last.pt"
+    recipe = load_config_file(_recipe_path(args.config))
+    result = train(make_config({**recipe, "out": str(run_dir), **({"epochs": args.epochs} if args.epochs else {})}))
+    checkpoint = result.best_checkpoint or result.last_checkpoint
+    print(f"trained {result.epochs} epochs ({result.iterations} iterations) in {result.seconds:.1f} s", flush=True)
 
     print("[2/5] evaluating on the shapes val split", flush=True)
-    from atrous.checkpoint import load_model
-    from atrous.engine.config import load_config_file
-    from atrous.inference import evaluate
-    from atrous.metrics import format_table
-
-    options = dict(load_config_file(_recipe_path(args.config)).get("dataset_options") or {})
+    options = dict(recipe.get("dataset_options") or {})
     val_set = build_dataset("shapes", None, "val", **options)
-    result = evaluate(load_model(checkpoint), val_set)
-    print(format_table(result, val_set.class_names), flush=True)
+    model = load_model(checkpoint)
+    metrics = evaluate(model, val_set)
+    print(format_table(metrics, val_set.class_names), flush=True)
 
     print("[3/5] predicting held-out images (network and dense CRF)", flush=True)
     size = int(options.get("size", 128))
-    dataset = build_dataset("shapes", None, "val", size=size)
     inputs, predictions = out / "inputs", out / "predictions"
     pairs = _write_test_images(inputs, args.images, size)
-    predict = ["predict", str(inputs), "--checkpoint", str(checkpoint), "--out", str(predictions), "--crf"]
-    if main([*predict, "--alpha", str(OVERLAY_ALPHA), "--force", "--no-progress"]) != 0:
-        return 1
+    paths = [inputs / f"{stem}.png" for stem, _ in pairs]
+    predict_files(paths, Predictor(model), predictions, crf=DenseCRF(), alpha=OVERLAY_ALPHA)
+    print(f"wrote predictions for {len(paths)} images to {predictions}", flush=True)
 
     print("[4/5] drawing the summary grid", flush=True)
-    _summary_grid(inputs, predictions, pairs, dataset.palette, out / "summary.png", dataset.class_names)
+    _summary_grid(inputs, predictions, pairs, val_set.palette, out / "summary.png", val_set.class_names)
     photo = _segment_real_photo(out / "voc")
     minutes = (time.perf_counter() - start) / 60
     print(f"done in {minutes:.1f} min: {out / 'summary.png'} (input | ground truth | prediction | CRF), "
           f"overlays in {predictions}, checkpoint {checkpoint}" + (f"; the real photo: {photo}" if photo else ""))
-    if result["miou"] < TARGET_MIOU:
-        print(f"warning: val mIoU {100 * result['miou']:.1f} % is below the demo's target {100 * TARGET_MIOU:.0f} %")
+    if metrics["miou"] < TARGET_MIOU:
+        print(f"warning: val mIoU {100 * metrics['miou']:.1f} % is below the demo's target {100 * TARGET_MIOU:.0f} %")
         return 1
     return 0
 
@@ -156,7 +153,10 @@ def _segment_real_photo(out: Path) -> Path | None:
     """Segment the repository's sample photo with the shipped VOC model (imported from TF
     DeepLab): input | prediction | + CRF in ``out/bird_panel.png``. Skipped, and said so,
     where the weights or the photo are not at hand (e.g. an installed wheel)."""
-    from atrous.cli import main
+    from atrous.checkpoint import load_model
+    from atrous.crf import DenseCRF
+    from atrous.inference import Predictor
+    from atrous.inference.files import predict_files
 
     root = Path(__file__).resolve().parents[2]
     weights, photo = root / VOC_WEIGHTS, root / VOC_PHOTO
@@ -164,8 +164,8 @@ def _segment_real_photo(out: Path) -> Path | None:
         print(f"[5/5] skipped the real photo: {VOC_WEIGHTS} or {VOC_PHOTO} is not here (they ship with the repository)")
         return None
     print(f"[5/5] segmenting a real photo with the PASCAL VOC model → {out / (photo.stem + '_panel.png')}", flush=True)
-    status = main(["predict", str(photo), "--checkpoint", str(weights), "--out", str(out), "--crf", "--panel", "--no-progress"])
-    return out / f"{photo.stem}_panel.png" if status == 0 else None
+    predict_files([photo], Predictor(load_model(weights)), out, crf=DenseCRF(), panel=True)
+    return out / f"{photo.stem}_panel.png"
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

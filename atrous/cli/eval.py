@@ -26,7 +26,7 @@ from atrous.cli._inference import (
     open_model_source,
     parse_scales,
 )
-from atrous.data.detect import DATASETS
+from atrous.data import DATASETS
 from atrous.devices import resolve_device
 from atrous.errors import ConfigError, DataError
 from atrous.inference.evaluate import evaluate

@@ -16,18 +16,19 @@ from typing import Any
 
 from atrous.engine.config import (
     AMP_MODES,
-    DATASETS,
     LOSSES,
     OPTIMIZERS,
     load_config_file,
     make_config,
     parse_set_overrides,
 )
+from atrous.data import DATASETS
 from atrous.errors import ConfigError
 
 # (flag, field, argparse options, help) — one row per option.
 _OPTIONS: tuple[tuple[str, str, dict[str, Any], str], ...] = (
     ("--data", "data", {"metavar": "DIR"}, "dataset root folder"),
+    # choices: the registry itself, so a dataset registered after this import is a choice too
     ("--dataset", "dataset", {"choices": DATASETS}, "dataset layout (default: detected from the folder)"),
     ("--num-classes", "num_classes", {"type": int, "metavar": "K"}, "classes of a folder dataset without classes.txt (default: found in the masks)"),
     ("--model", "model", {"metavar": "NAME"}, "model name, e.g. deeplabv3plus_mobilenet_v2 (see `atrous list`); default: the --pretrained atrous checkpoint's model, else deeplabv3plus_mobilenet_v2"),

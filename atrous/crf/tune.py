@@ -24,7 +24,7 @@ from torch import Tensor
 from atrous.crf.dense_crf import DenseCRF
 from atrous.errors import ConfigError, InputError
 from atrous.labels import class_labels
-from atrous.metrics import confusion_matrix, mean_iou
+from atrous.metrics import ConfusionMatrix
 
 log = logging.getLogger(__name__)
 
@@ -101,20 +101,20 @@ def search(
         _check_names(params)
 
     def score(crf: DenseCRF | None) -> float:
-        confusion = torch.zeros(num_classes, num_classes, dtype=torch.long)
-        for image, p, label in data:
+        def predict(inputs: tuple[Tensor, Tensor]) -> Tensor:
+            image, p = inputs
             p = p.to(device)
-            refined = p if crf is None else crf(image.to(device), p)
-            confusion += confusion_matrix(class_labels(refined[None])[0], label, num_classes, ignore_index).cpu()
-        return mean_iou(confusion)
+            return class_labels((p if crf is None else crf(image.to(device), p))[None])
+
+        matrix = ConfusionMatrix(num_classes, ignore_index)
+        matrix.count(predict, (((image, p), label[None]) for image, p, label in data))
+        return matrix.compute()["miou"]
 
     results: list[tuple[dict[str, Any], float]] = [({"iterations": 0}, score(None))]
     log.info("unary only: mIoU %.4f", results[0][1])
     for index, params in enumerate(candidates):
         full = {**fixed, **params}
-        crf = DenseCRF(**full).to(device)
-        with torch.no_grad():
-            results.append((full, score(crf)))
+        results.append((full, score(DenseCRF(**full).to(device))))
         log.info("[%d/%d] %s: mIoU %.4f", index + 1, len(candidates), params, results[-1][1])
     return results
 

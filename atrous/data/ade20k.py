@@ -13,7 +13,16 @@ from pathlib import Path
 
 import numpy as np
 
-from atrous.data.base import SegmentationDataset, Transform, check_split, list_images, pair_masks, require_dir
+from atrous.data.base import (
+    SegmentationDataset,
+    Transform,
+    any_split,
+    check_split,
+    list_images,
+    pair_masks,
+    register_dataset,
+    require_dir,
+)
 from atrous.data.io import DEFAULT_MAX_PIXELS
 from atrous.data.palette import voc_colormap
 
@@ -49,8 +58,17 @@ def ade20k_label_map(ignore_index: int = 255) -> np.ndarray:
     return table
 
 
+@register_dataset("ade20k", detect_order=20)
 class ADE20K(SegmentationDataset):
     """ADE20K SceneParsing (Zhou et al. 2017): 150 classes, 20,210 train / 2,000 val images."""
+
+    layout = "ADEChallengeData2016/ or images/training/ + annotations/training/"
+
+    @classmethod
+    def recognises(cls, root: Path) -> bool:
+        splits = tuple((f"images/{s}", f"annotations/{s}") for s in ("training", "validation"))
+        return (root / "ADEChallengeData2016").is_dir() or any_split(root, splits)
+
 
     splits = tuple(_FOLDERS)
 

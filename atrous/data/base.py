@@ -76,6 +76,36 @@ def read_split_file(path: Path) -> list[str]:
     return stems
 
 
+DATASETS: dict[str, type[SegmentationDataset]] = {}  # filled by register_dataset
+_DETECT_ORDER: dict[str, int] = {}
+
+
+def register_dataset(name: str, *, detect_order: int = 50) -> Callable[[type[SegmentationDataset]], type[SegmentationDataset]]:
+    """Class decorator: ``build_dataset(name, ...)``, ``--dataset name`` and layout detection
+    know the class from then on. Layouts are tried by ascending ``detect_order`` (a more
+    specific layout before a more general one: the plain images/ + masks/ folder last)."""
+
+    def add(cls: type[SegmentationDataset]) -> type[SegmentationDataset]:
+        if name in DATASETS and DATASETS[name] is not cls:
+            raise ConfigError(f"dataset {name!r} is already registered ({DATASETS[name].__name__})")
+        DATASETS[name] = cls
+        _DETECT_ORDER[name] = detect_order
+        return cls
+
+    return add
+
+
+def detection_order() -> list[tuple[str, type[SegmentationDataset]]]:
+    """The registered datasets that have a layout, in the order detection tries them."""
+    named = [(name, cls) for name, cls in DATASETS.items() if cls.layout is not None]
+    return sorted(named, key=lambda item: _DETECT_ORDER[item[0]])
+
+
+def any_split(root: Path, pairs: Sequence[tuple[str, str]]) -> bool:
+    """Whether ``root`` holds the (images, labels) folder pair of at least one split."""
+    return any((root / images).is_dir() and (root / labels).is_dir() for images, labels in pairs)
+
+
 class SegmentationDataset(Dataset):
     """Base of every atrous dataset: items are ``(image, mask)``.
 
@@ -85,7 +115,19 @@ class SegmentationDataset(Dataset):
 
     Attributes: ``num_classes``, ``class_names``, ``palette`` (list of (r, g, b)),
     ``ignore_index``, ``samples`` (list of (image_path, mask_path)), ``split``.
+
+    What ``build_dataset`` asks the class (see ``register_dataset``): ``needs_root``
+    (False for a generated dataset, built as ``cls(split, ...)``), ``layout`` (how its
+    folder looks, in words; None: never detected) and ``recognises(root)``.
     """
+
+    needs_root: bool = True
+    layout: str | None = None
+
+    @classmethod
+    def recognises(cls, root: Path) -> bool:
+        """Whether the folder ``root`` has this dataset's layout (for ``detect_layout``)."""
+        return False
 
     def __init__(
         self,

@@ -9,7 +9,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from atrous.data.base import SegmentationDataset, Transform, check_split, list_images, pair_masks, require_dir
+from atrous.data.base import (
+    SegmentationDataset,
+    Transform,
+    any_split,
+    check_split,
+    list_images,
+    pair_masks,
+    register_dataset,
+    require_dir,
+)
 from atrous.data.io import DEFAULT_MAX_PIXELS
 
 CAMVID_CLASSES = (
@@ -23,8 +32,16 @@ CAMVID_PALETTE = [
 CAMVID_UNLABELLED = 11
 
 
+@register_dataset("camvid", detect_order=40)
 class CamVid(SegmentationDataset):
     """CamVid (Brostow et al. 2008) as published with SegNet: 11 classes, 360x480 images."""
+
+    layout = "train/ + trainannot/ (or val/ + valannot/, test/ + testannot/)"
+
+    @classmethod
+    def recognises(cls, root: Path) -> bool:
+        return any_split(root, tuple((s, f"{s}annot") for s in ("train", "val", "test")))
+
 
     splits = ("train", "val", "test")
 

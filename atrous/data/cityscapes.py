@@ -11,7 +11,15 @@ from pathlib import Path
 
 import numpy as np
 
-from atrous.data.base import SegmentationDataset, Transform, check_split, list_images, pair_masks, require_dir
+from atrous.data.base import (
+    SegmentationDataset,
+    Transform,
+    check_split,
+    list_images,
+    pair_masks,
+    register_dataset,
+    require_dir,
+)
 from atrous.data.io import DEFAULT_MAX_PIXELS
 from atrous.errors import DataError
 
@@ -37,8 +45,16 @@ def label_id_to_train_id(ignore_index: int = 255) -> np.ndarray:
     return table
 
 
+@register_dataset("cityscapes", detect_order=10)
 class Cityscapes(SegmentationDataset):
     """Cityscapes (Cordts et al. 2016), gtFine, 19 classes; test labels are all ignore."""
+
+    layout = "leftImg8bit/ + gtFine/"
+
+    @classmethod
+    def recognises(cls, root: Path) -> bool:
+        return (root / "leftImg8bit").is_dir() and (root / "gtFine").is_dir()
+
 
     splits = ("train", "val", "test")
 

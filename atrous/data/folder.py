@@ -28,7 +28,15 @@ from pathlib import Path
 
 import numpy as np
 
-from atrous.data.base import SegmentationDataset, Transform, list_images, pair_masks, read_split_file, require_dir
+from atrous.data.base import (
+    SegmentationDataset,
+    Transform,
+    list_images,
+    pair_masks,
+    read_split_file,
+    register_dataset,
+    require_dir,
+)
 from atrous.data.io import DEFAULT_MAX_PIXELS, mask_values, read_mask
 from atrous.data.palette import ClassSpec, find_class_file, parse_class_file, voc_colormap
 from atrous.errors import ConfigError, DataError, choices_message
@@ -106,8 +114,16 @@ def _scan_masks(mask_root: str, ignore_index: int, stamp: int) -> tuple[int, lis
     return count, values, len(masks)
 
 
+@register_dataset("folder", detect_order=90)
 class FolderDataset(SegmentationDataset):
     """Images and masks paired by file name; see the module docstring for the layout."""
+
+    layout = "images/ + masks/"
+
+    @classmethod
+    def recognises(cls, root: Path) -> bool:
+        return (root / "images").is_dir() and (root / "masks").is_dir()
+
 
     def __init__(
         self,

@@ -17,7 +17,7 @@ from functools import lru_cache
 
 import numpy as np
 
-from atrous.data.base import SegmentationDataset, Transform, check_split
+from atrous.data.base import SegmentationDataset, Transform, check_split, register_dataset
 from atrous.errors import ConfigError
 
 logger = logging.getLogger(__name__)
@@ -146,12 +146,16 @@ def make_shapes_sample(
     return np.clip(image, 0, 255).astype(np.uint8), mask
 
 
+@register_dataset("shapes")
 class ShapesDataset(SegmentationDataset):
     """Procedural shapes on textured backgrounds (no files); see the module docstring.
 
     ``num_classes`` is 2..6 (background + up to five shape types); ``size`` is an int
     or (height, width); ``num_images`` defaults to 512 for train and 64 for val/test.
     """
+
+    needs_root = False  # generated: built as ShapesDataset(split, ...)
+
 
     splits = tuple(DEFAULT_LENGTHS)
 

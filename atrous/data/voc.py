@@ -20,7 +20,15 @@ from pathlib import Path
 
 import numpy as np
 
-from atrous.data.base import SegmentationDataset, Transform, check_split, pair_masks, read_split_file, require_dir
+from atrous.data.base import (
+    SegmentationDataset,
+    Transform,
+    check_split,
+    pair_masks,
+    read_split_file,
+    register_dataset,
+    require_dir,
+)
 from atrous.data.io import DEFAULT_MAX_PIXELS, check_mask_array
 from atrous.data.palette import voc_colormap
 from atrous.errors import DataError
@@ -71,8 +79,16 @@ def read_sbd_mat(path: Path, *, num_classes: int, ignore_index: int) -> np.ndarr
     return check_mask_array(segmentation, num_classes=num_classes, ignore_index=ignore_index, source=str(path))
 
 
+@register_dataset("voc", detect_order=30)
 class VOCSegmentation(SegmentationDataset):
     """PASCAL VOC 2012 (Everingham et al. 2010), 21 classes, optionally with SBD."""
+
+    layout = "VOCdevkit/VOC2012/ (JPEGImages/, SegmentationClass/)"
+
+    @classmethod
+    def recognises(cls, root: Path) -> bool:
+        return find_voc2012(root) is not None
+
 
     splits = ("train", "val", "trainval", "train_aug")
 

@@ -19,10 +19,9 @@ from typing import Any
 
 import yaml
 
-from atrous.data.detect import DATASETS as DATASET_CLASSES
+from atrous.data import DATASETS
 from atrous.errors import ConfigError
 
-DATASETS = tuple(DATASET_CLASSES)  # the dataset registry's names
 OPTIMIZERS = ("sgd", "adamw")
 LOSSES = ("ce", "bootstrap")
 AMP_MODES = ("off", "fp16", "bf16")
@@ -90,7 +89,7 @@ class TrainConfig:
     progress: bool = True  # tqdm progress bar per epoch
 
     def __post_init__(self) -> None:
-        _check_choice("dataset", self.dataset, DATASETS, allow_none=True)
+        _check_choice("dataset", self.dataset, tuple(DATASETS), allow_none=True)  # the live registry
         _check_choice("optimizer", self.optimizer, OPTIMIZERS)
         _check_choice("loss", self.loss, LOSSES)
         _check_choice("amp", self.amp, AMP_MODES)

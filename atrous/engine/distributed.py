@@ -18,7 +18,6 @@ import torch.distributed as dist
 from torch import nn
 
 from atrous.devices import resolve_device
-from atrous.errors import ConfigError
 
 log = logging.getLogger(__name__)
 

@@ -14,7 +14,6 @@ import math
 from pathlib import Path
 
 from atrous.checkpoint import read_checkpoint, save_checkpoint
-from atrous.engine.state import Position, TrainState  # noqa: F401 - re-exported
 from atrous.errors import CheckpointError
 
 log = logging.getLogger(__name__)

@@ -47,6 +47,7 @@ from atrous.engine.schedule import PolyLR
 from atrous.errors import AtrousError, ConfigError, Interrupted, TrainingError
 from atrous.heads import ImagePooling
 from atrous.labels import class_labels
+from atrous.workers import batches
 
 log = logging.getLogger(__name__)
 
@@ -230,7 +231,7 @@ class Trainer:
             leave=False,
         )
         with bar:
-            for batch_index, (images, masks) in enumerate(self.data.train_loader, start=start_batch):
+            for batch_index, (images, masks) in enumerate(batches(self.data.train_loader), start=start_batch):
                 if batch_index >= per_epoch:
                     break
                 loss = self.step(images, masks)
@@ -304,12 +305,14 @@ class Trainer:
         val_set, device = self.data.val_set, self.context.device
         matrix = ConfusionMatrix(val_set.num_classes, ignore_index=val_set.ignore_index, device=device)
         model = self.state.eval_model.eval()
-        for images, masks in self.data.val_loader:
+
+        def predict(images: torch.Tensor) -> torch.Tensor:
             images = images.to(device, non_blocking=True).contiguous(memory_format=self.memory_format)
             with torch.autocast(device.type, dtype=self.amp_dtype) if self.amp_dtype else contextlib.nullcontext():
-                logits = model(images)
-            matrix.update(class_labels(logits), masks.to(device))
-            self.honour_stop_request()  # the epoch's steps are done: last.pt resumes at this validation
+                return class_labels(model(images))
+
+        # after each batch: the epoch's steps are done, so last.pt resumes at this validation
+        matrix.count(predict, batches(self.data.val_loader), after_batch=self.honour_stop_request)
         matrix.all_reduce()
         result = matrix.compute()
         if self.context.is_main:

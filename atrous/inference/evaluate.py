@@ -5,12 +5,11 @@ from __future__ import annotations
 import sys
 from typing import Any
 
-import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, Subset
 
 from atrous.metrics import ConfusionMatrix
-from atrous.workers import leave_stop_signals_to_the_main_process
+from atrous.workers import batches, leave_stop_signals_to_the_main_process
 
 
 def keep_as_list(batch: list[Any]) -> list[Any]:
@@ -48,11 +47,6 @@ def evaluate(
         dataset, batch_size=batch_size, num_workers=workers, collate_fn=keep_as_list,
         worker_init_fn=leave_stop_signals_to_the_main_process,
     )
-    count = 0
-    with torch.inference_mode():
-        for batch in tqdm(loader, desc="eval", unit="batch", disable=not progress, file=sys.stderr):
-            predictions = predictor.predict([image for image, _ in batch])
-            for prediction, (_, mask) in zip(predictions, batch):
-                matrix.update(prediction, mask)
-                count += 1
+    shown = tqdm(batches(loader), desc="eval", unit="batch", total=len(loader), disable=not progress, file=sys.stderr)
+    count = matrix.count(predictor.predict, (([image for image, _ in batch], [mask for _, mask in batch]) for batch in shown))
     return {**matrix.compute(), "images": count}
