@@ -30,8 +30,10 @@ install: $(INSTALLED)
 demo: $(INSTALLED)
 	$(VENV)/bin/atrous demo --out demo_out --overwrite
 
+# Two workers, one core and one torch thread each (tests/conftest.py); a file's tests share a
+# worker, so its module fixtures (exports, trained runs) are built once.
 test: $(PEERS)
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n 2 --dist loadfile
 
 test-slow: $(PEERS)
 	$(PY) -m pytest -q -m slow

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 
 import pytest
@@ -27,3 +28,11 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 def regen_golden(request: pytest.FixtureRequest) -> bool:
     """True when the run was asked to rewrite the golden-output files."""
     return bool(request.config.getoption("--regen-golden"))
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Under ``pytest -n 2`` (``make test``) each worker takes one core: one torch thread
+    here and in the processes tests start (two 2-thread teams on 2 cores would spin)."""
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        torch.set_num_threads(1)
+        os.environ["OMP_NUM_THREADS"] = "1"
