@@ -158,7 +158,6 @@ def phase_times(image: np.ndarray, probs: np.ndarray, iterations: int, repeats: 
         norm = symmetric_norm(bilateral)
         lap(PHASES[3])
         messages = Messages([bilateral, spatial], [norm, spatial_norm])
-        bound = messages.bound(compats)
         lap(PHASES[4])
         q = flat.index_select(0, messages.point_order).clamp_min(crf.min_prob)
         neg_unary = torch.log(q)
@@ -173,7 +172,7 @@ def phase_times(image: np.ndarray, probs: np.ndarray, iterations: int, repeats: 
             lap(PHASES[7])
             logits = messages.slice(table)
             lap(PHASES[8])
-            q = _mean_field_step_(logits, neg_unary, bound)
+            q = _mean_field_step_(logits, neg_unary)
             lap(PHASES[9])
         out = q.new_empty(q.shape).index_copy(0, messages.point_order, q).view(b, h, w, c).permute(0, 3, 1, 2)
         del out

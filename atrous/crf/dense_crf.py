@@ -112,21 +112,19 @@ def _softmax(x: Tensor) -> Tensor:
     return e / e.sum(1, keepdim=True)
 
 
-def _mean_field_step_(message: Tensor, neg_unary: Tensor, bound: float) -> Tensor:
+def _mean_field_step_(message: Tensor, neg_unary: Tensor) -> Tensor:
     """softmax(neg_unary + message) over dim 1, computed in place in ``message``.
 
     log-probabilities have a row maximum >= -log C, so when the messages lie within
     ±(80 - log C) the plain exp can neither overflow nor underflow a whole row, and the
-    per-row maximum (a slow short-axis reduction) is not needed. ``bound`` is a known
-    bound of |message| (``Messages.bound``); only when it is too large are the
-    messages' actual extremes looked at.
+    per-row maximum (a slow short-axis reduction) is not needed. The messages' extremes
+    (one quick whole-tensor reduction) say whether they do.
     """
     limit = 80.0 - math.log(message.shape[1])
-    if not bound < limit:
-        low, high = torch.aminmax(message)
-        bound = max(-float(low), float(high))
+    low, high = torch.aminmax(message)
+    safe = max(-float(low), float(high)) < limit
     message.add_(neg_unary)
-    if not bound < limit:
+    if not safe:
         message.sub_(message.amax(1, keepdim=True))
     message.exp_()
     total = message @ torch.ones(message.shape[1], 1, dtype=message.dtype, device=message.device)
@@ -242,7 +240,6 @@ class DenseCRF(nn.Module):
             q = q.div_(q.sum(1, keepdim=True)) if not grad else q / q.sum(1, keepdim=True)
         del flat
         compats = [self.bilateral_compat] + ([self.gaussian_compat] if exact is None else [])
-        bound = messages.bound(compats) if self.iterations and not grad and exact is None else math.inf
         for _ in range(self.iterations):
             logits = messages(q, compats)
             if exact is not None:  # one kernel for all images: images side by side in C
@@ -251,7 +248,7 @@ class DenseCRF(nn.Module):
                 stacked = norm * pixel_major.view(b, h * w, c).transpose(0, 1).reshape(h * w, b * c)
                 smooth = (norm * kernel.filter(stacked)).view(h * w, b, c).transpose(0, 1).reshape(b * h * w, c)
                 logits = logits + compatibility(self.gaussian_compat, smooth.index_select(0, order))
-            q = _softmax(logits + neg_unary) if grad else _mean_field_step_(logits, neg_unary, bound)
+            q = _softmax(logits + neg_unary) if grad else _mean_field_step_(logits, neg_unary)
         if order is not None:
             q = q.new_empty(q.shape).index_copy(0, order, q)
         out = q.view(b, h, w, c).permute(0, 3, 1, 2).to(scores.dtype)

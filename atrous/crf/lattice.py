@@ -72,18 +72,19 @@ def blur_axes(neighbours: Tensor, dtype: torch.dtype) -> list[Bags]:
     """One bag sum per lattice axis: vertex v ← v + ½(left + right), missing neighbours
     left out. ``neighbours`` (d+1, 2, M) holds each vertex's two neighbours along each
     axis, M where there is none; ``dtype`` is that of the values to blur."""
-    m = neighbours.shape[2]
+    d1, _, m = neighbours.shape
     device = neighbours.device
-    own = torch.arange(m, dtype=neighbours.dtype, device=device).view(m, 1)
-    taps = torch.tensor([1.0, 0.5, 0.5], dtype=dtype, device=device).expand(m, 3)
-    axes = []
-    for down, up in neighbours:
-        candidates = torch.cat([own, down.view(m, 1), up.view(m, 1)], 1)
-        present = candidates < m
-        sizes = present.sum(1)
-        index = index_dtype(3 * m)
-        axes.append(Bags(candidates[present].to(index), (torch.cumsum(sizes, 0) - sizes).to(index), taps[present]))
-    return axes
+    index = index_dtype(3 * m)
+    own = torch.arange(m, dtype=neighbours.dtype, device=device).view(1, m, 1).expand(d1, m, 1)
+    candidates = torch.cat([own, neighbours.transpose(1, 2)], 2)  # (d+1, M, 3): v, left, right
+    present = candidates < m
+    sizes = present.sum(2, dtype=index)  # (d+1, M)
+    offsets = torch.cumsum(sizes, 1, dtype=index) - sizes
+    taps = torch.tensor([1.0, 0.5, 0.5], dtype=dtype, device=device).expand(d1, m, 3)
+    per_axis = sizes.sum(1).tolist()
+    indices = candidates[present].to(index).split(per_axis)  # all axes at once, then one slice each
+    weights = taps[present].split(per_axis)
+    return [Bags(i, o, w) for i, o, w in zip(indices, offsets.unbind(0), weights)]
 
 
 def blur(values: Tensor, axes: Sequence[Bags], reverse: bool = False) -> Tensor:
@@ -161,13 +162,17 @@ def _enclosing_simplex(elevated: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     return quotient, rank, bary
 
 
-def _strides(spans: list[int]) -> list[int] | None:
-    """Mixed-radix strides for digits with the given spans, or None on int64 overflow."""
+def _strides(spans: list[int]) -> tuple[list[int], torch.dtype] | None:
+    """Mixed-radix strides for digits with the given spans and the integer dtype of their
+    codes: int32 where they fit with room for ± one code (a sort of int32 keys takes about
+    half the time of int64), else int64; None where int64 overflows."""
     strides, total = [], 1
     for span in reversed(spans):
         strides.append(total)
         total *= span
-    return list(reversed(strides)) if total < _MAX_CODE else None
+    if total >= _MAX_CODE:
+        return None
+    return list(reversed(strides)), torch.int32 if total < 2**30 else torch.int64
 
 
 class Lattice:
@@ -213,14 +218,15 @@ class Lattice:
         spans = [hi - lo + 4 for lo, hi in zip(q_min, q_max)]
 
         # 1. Group points by simplex (packed key of group, quotients, ranks), if it fits.
-        strides = _strides([num_groups, *spans, *([d1] * d)])
-        if strides is not None:
-            code = rank[0].long()
+        packed = _strides([num_groups, *spans, *([d1] * d)])
+        if packed is not None:
+            strides, key = packed
+            code = rank[0].to(key)
             for i in range(1, d):
                 code = code * d1 + rank[i]
-            code += group * strides[0] - sum(b * w for b, w in zip(base, strides[1 : d + 1]))
-            for i in range(d):
-                code.add_(quotient[i], alpha=strides[1 + i])
+            code += group.to(key) * strides[0]
+            for i in range(d):  # each digit ≥ 0, so no partial sum leaves [0, total)
+                code.add_(quotient[i] - base[i], alpha=strides[1 + i])
             code, order = torch.sort(code)
             new_simplex = torch.ones(n, dtype=torch.bool, device=device)
             torch.ne(code[1:], code[:-1], out=new_simplex[1:])
@@ -334,13 +340,13 @@ class Lattice:
         (d+1, 2, M) (M: none)."""
         d1, d, s = v_quotient.shape
         device = v_quotient.device
-        strides = _strides([num_groups, *spans, d1])
-        if strides is None:
+        packed = _strides([num_groups, *spans, d1])
+        if packed is None:
             return self._vertices_by_rows(v_quotient.long(), s_group)
-        offset = sum(b * w for b, w in zip(base, strides[1 : d + 1]))
-        code = (s_group * strides[0] - offset) + torch.arange(d1, device=device).view(d1, 1)
+        strides, key = packed
+        code = s_group.to(key) * strides[0] + torch.arange(d1, dtype=key, device=device).view(d1, 1)
         for i in range(d):
-            code = code + v_quotient[:, i].long() * strides[1 + i]
+            code = code + (v_quotient[:, i] - base[i]).to(key) * strides[1 + i]
         # One sort gives the vertices, each corner's vertex and the corners grouped by vertex.
         sorted_codes, corner_order = torch.sort(code.reshape(-1))
         new_vertex = torch.ones_like(sorted_codes, dtype=torch.bool)
@@ -355,8 +361,8 @@ class Lattice:
         rem = codes % d1
         all_digits = int(sum(strides[1 : d + 1]))
         axis_step = torch.tensor(strides[1 : d + 1] + [0], device=device).view(d1, 1)
-        down = codes - (rem == 0).long() * all_digits + torch.where(rem == 0, d, -1) + axis_step
-        up = codes + (rem == d).long() * all_digits + torch.where(rem == d, -d, 1) - axis_step
+        down = (codes - (rem == 0).long() * all_digits + torch.where(rem == 0, d, -1) + axis_step).to(key)
+        up = (codes + (rem == d).long() * all_digits + torch.where(rem == d, -d, 1) - axis_step).to(key)
         # codes are sorted: look each axis's neighbours up by binary search (one axis at a
         # time to bound the memory of the queries).
         index = index_dtype(m + 1)

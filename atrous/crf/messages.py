@@ -101,18 +101,6 @@ class Messages:
             out[:, start : start + chunk] = self._pass(q[:, start : start + chunk].contiguous(), compats)
         return out
 
-    def bound(self, compats: Sequence[Tensor]) -> float:
-        """An upper bound of |messages(q, compats)| over every q whose rows are
-        probabilities: each kernel's weights are ≥ 0, so it is the message of all-ones
-        labels through |w| (Potts) or the largest row sum of |½(W + Wᵀ)| (matrix)."""
-        with torch.no_grad():
-            gains = []
-            for w in compats:
-                w = w.detach().to(self.slice.weight.dtype)
-                gains.append(w.abs() if w.dim() == 0 else (0.5 * (w + w.t())).abs().sum(1).amax())
-            ones = torch.ones(self.slice.offsets.numel(), 1, dtype=self.slice.weight.dtype, device=self.slice.weight.device)
-            return float(self._pass(ones, gains).amax()) if ones.numel() else 0.0
-
     def _pass(self, q: Tensor, compats: Sequence[Tensor]) -> Tensor:
         tables = [compatibility(w, blur(splat(q), axes)) for w, splat, axes in zip(compats, self.splats, self.blur_axes)]
         return self.slice(torch.cat(tables) if len(tables) > 1 else tables[0])
