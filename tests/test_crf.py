@@ -5,6 +5,8 @@ Agreement with pydensecrf2 and the CamVid checks are in test_crf_reference.py.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import math
 import subprocess
 import sys
@@ -14,6 +16,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from _inference_models import single_thread
 
 import atrous.crf.lattice as lattice_module
 import atrous.crf.messages as messages_module
@@ -25,13 +28,8 @@ from atrous.metrics import confusion_matrix, mean_iou
 
 
 @pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """These tests check results, not speed: one intra-op thread keeps them quick on a
-    busy 2-core machine, where waking a second thread for every small op costs more."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+def _one_thread() -> Iterator[None]:
+    yield from single_thread()  # results, not speed: small ops on one thread
 
 
 def _scene(n: int = 1, c: int = 3, h: int = 12, w: int = 16, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:

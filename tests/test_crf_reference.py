@@ -10,6 +10,8 @@ agrees. Quick tests use a few images; ``-m slow`` runs all 101 val images. Run w
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import sys
 import warnings
 from pathlib import Path
@@ -19,6 +21,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from PIL import Image
+from _inference_models import single_thread
 
 from atrous.crf import DenseCRF
 from atrous.metrics import confusion_matrix, mean_iou
@@ -41,13 +44,8 @@ CAMVID_PARAMS = dict(gaussian_sxy=3, gaussian_compat=1, bilateral_sxy=10, bilate
 
 
 @pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """These tests check results, not speed: one intra-op thread keeps them quick on a
-    busy 2-core machine, where waking a second thread for every small op costs more."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+def _one_thread() -> Iterator[None]:
+    yield from single_thread()  # results, not speed: small ops on one thread
 
 
 def degraded_unary(label: np.ndarray, num_classes: int, ignore: int, seed: int) -> np.ndarray:

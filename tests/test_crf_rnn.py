@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from _inference_models import single_thread
 from _training import tiny_run_config
 
 from atrous.crf import DenseCRF
@@ -22,10 +23,7 @@ MODEL = "lraspp_mobilenet_v3_small"
 
 @pytest.fixture(autouse=True)
 def one_thread() -> Iterator[None]:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+    yield from single_thread()
 
 
 def normalise(image: torch.Tensor) -> torch.Tensor:
