@@ -127,7 +127,7 @@ def phase_times(image: np.ndarray, probs: np.ndarray, iterations: int, repeats: 
     """Median ms of each phase of a cold ``DenseCRF`` call, its steps run one by one as
     ``DenseCRF.forward`` runs them (single image, Potts weights, lattice spatial kernel)."""
     from atrous.crf import _inputs
-    from atrous.crf.dense_crf import _mean_field_step_
+    from atrous.crf.dense_crf import _mean_field_step
     from atrous.crf.lattice import blur
     from atrous.crf.messages import Messages, compatibility, symmetric_norm
 
@@ -172,7 +172,7 @@ def phase_times(image: np.ndarray, probs: np.ndarray, iterations: int, repeats: 
             lap(PHASES[7])
             logits = messages.slice(table)
             lap(PHASES[8])
-            q = _mean_field_step_(logits, neg_unary)
+            q = _mean_field_step(logits, neg_unary, out=q)
             lap(PHASES[9])
         out = q.new_empty(q.shape).index_copy(0, messages.point_order, q).view(b, h, w, c).permute(0, 3, 1, 2)
         del out

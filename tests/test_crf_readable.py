@@ -55,3 +55,19 @@ def test_potts_compatibility_is_the_papers() -> None:
     assert mu.tolist() == [[0, 2, 2], [2, 0, 2], [2, 2, 0]]
     w = torch.tensor([[0.0, 1.0], [3.0, 0.0]])
     assert label_compatibility(w, 2, torch.float32).tolist() == [[0, 2], [2, 0]]
+
+
+@pytest.mark.parametrize("kind", ["potts", "matrix"])
+def test_messages_too_large_for_a_plain_exp_take_the_stable_softmax(kind: str) -> None:
+    # |messages| in the hundreds: a plain exp overflows (a Potts weight adds +w·Kq) or
+    # empties whole rows (a matrix W = w(1 - I) adds -Kq·W), so the step must fall back
+    # to subtracting each row's maximum.
+    image, probs = _scene(dtype=torch.float32, seed=7)
+    c = probs.shape[0]
+    weight = 400.0 if kind == "potts" else 400.0 * (1 - torch.eye(c))
+    params = {"iterations": 3, "bilateral_sxy": 20.0, "bilateral_compat": weight, "gaussian_compat": weight / 2}
+    fast = DenseCRF(**params)(image, probs)
+    exact = mean_field(image, probs.double(), **params)
+    assert torch.isfinite(fast).all()
+    torch.testing.assert_close(fast.sum(0), torch.ones(probs.shape[1:]), rtol=0, atol=1e-5)
+    assert (fast.argmax(0) == exact.argmax(0)).float().mean() >= 0.99

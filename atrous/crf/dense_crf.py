@@ -112,23 +112,25 @@ def _softmax(x: Tensor) -> Tensor:
     return e / e.sum(1, keepdim=True)
 
 
-def _mean_field_step_(message: Tensor, neg_unary: Tensor) -> Tensor:
-    """softmax(neg_unary + message) over dim 1, computed in place in ``message``.
+# A row sum of exp below this: its largest term is within a few powers of ten of float32's
+# subnormals, so the row is recomputed with its maximum subtracted.
+_SMALLEST_ROW_SUM = 1e-30
 
-    log-probabilities have a row maximum >= -log C, so when the messages lie within
-    ±(80 - log C) the plain exp can neither overflow nor underflow a whole row, and the
-    per-row maximum (a slow short-axis reduction) is not needed. The messages' extremes
-    (one quick whole-tensor reduction) say whether they do.
+
+def _mean_field_step(message: Tensor, neg_unary: Tensor, out: Tensor) -> Tensor:
+    """softmax(neg_unary + message) over dim 1, written to ``out`` (``message`` is overwritten).
+
+    The plain exp needs no per-row maximum (a slow short-axis reduction) unless a row sum
+    overflows or is too small for float precision, which one reduction over the row sums
+    tells; then the stable form is computed from the kept ``message``.
     """
-    limit = 80.0 - math.log(message.shape[1])
-    low, high = torch.aminmax(message)
-    safe = max(-float(low), float(high)) < limit
     message.add_(neg_unary)
-    if not safe:
-        message.sub_(message.amax(1, keepdim=True))
-    message.exp_()
-    total = message @ torch.ones(message.shape[1], 1, dtype=message.dtype, device=message.device)
-    return message.mul_(total.reciprocal_())
+    ones = torch.ones(message.shape[1], 1, dtype=message.dtype, device=message.device)
+    total = torch.exp(message, out=out) @ ones
+    low, high = torch.aminmax(total)
+    if not (float(low) > _SMALLEST_ROW_SUM and float(high) < math.inf):
+        total = torch.exp(message.sub_(message.amax(1, keepdim=True)), out=out) @ ones
+    return out.mul_(total.reciprocal_())
 
 
 def pixel_grid(height: int, width: int, dtype: torch.dtype, device: torch.device) -> Tensor:
@@ -248,7 +250,7 @@ class DenseCRF(nn.Module):
                 stacked = norm * pixel_major.view(b, h * w, c).transpose(0, 1).reshape(h * w, b * c)
                 smooth = (norm * kernel.filter(stacked)).view(h * w, b, c).transpose(0, 1).reshape(b * h * w, c)
                 logits = logits + compatibility(self.gaussian_compat, smooth.index_select(0, order))
-            q = _softmax(logits + neg_unary) if grad else _mean_field_step_(logits, neg_unary)
+            q = _softmax(logits + neg_unary) if grad else _mean_field_step(logits, neg_unary, out=q)
         if order is not None:
             q = q.new_empty(q.shape).index_copy(0, order, q)
         out = q.view(b, h, w, c).permute(0, 3, 1, 2).to(scores.dtype)
