@@ -92,6 +92,30 @@ def test_wide_keys_fall_back_to_row_comparison(monkeypatch):
     assert torch.allclose(Lattice(features).filter(x), packed, atol=1e-6)
 
 
+@pytest.mark.parametrize("dim", [2, 5])
+def test_key_widths_and_neighbour_lookups_give_the_same_lattice(monkeypatch, dim):
+    # int32 or int64 keys, a direct table or a binary search for the blur neighbours:
+    # the same vertices, tables and filter.
+    torch.manual_seed(dim)
+    features, x = torch.rand(400, dim) * 8, torch.rand(400, 3)
+    reference = Lattice(features)
+    for patch in ({"_DIRECT_LOOKUP": 0}, {"_DIRECT_LOOKUP": 2**40}):
+        monkeypatch.setattr(lattice_module, next(iter(patch)), next(iter(patch.values())))
+        other = Lattice(features)
+        assert other.num_vertices == reference.num_vertices
+        assert all(torch.equal(a.index, b.index) and torch.equal(a.weight, b.weight)
+                   for a, b in zip(other.blur_axes, reference.blur_axes))
+        assert torch.equal(other.filter(x), reference.filter(x))
+    narrow_strides = lattice_module._strides
+
+    def int64_keys(spans):
+        packed = narrow_strides(spans)
+        return None if packed is None else (packed[0], torch.int64)
+
+    monkeypatch.setattr(lattice_module, "_strides", int64_keys)
+    assert torch.equal(Lattice(features).filter(x), reference.filter(x))
+
+
 def test_grid_gaussian_is_the_exact_separable_filter():
     x = torch.zeros(7 * 9, 1, dtype=torch.float64)
     x[4 * 9 + 3] = 1.0  # a delta at row 4, column 3

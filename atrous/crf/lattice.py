@@ -32,6 +32,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 _MAX_CODE = 2**62  # packed keys must stay below this to fit int64 with room to spare
+_DIRECT_LOOKUP = 2**22  # vertex key spaces up to this size find blur neighbours through a table
 
 
 @dataclass(frozen=True)
@@ -80,11 +81,14 @@ def blur_axes(neighbours: Tensor, dtype: torch.dtype) -> list[Bags]:
     present = candidates < m
     sizes = present.sum(2, dtype=index)  # (d+1, M)
     offsets = torch.cumsum(sizes, 1, dtype=index) - sizes
-    taps = torch.tensor([1.0, 0.5, 0.5], dtype=dtype, device=device).expand(d1, m, 3)
     per_axis = sizes.sum(1).tolist()
     indices = candidates[present].to(index).split(per_axis)  # all axes at once, then one slice each
-    weights = taps[present].split(per_axis)
-    return [Bags(i, o, w) for i, o, w in zip(indices, offsets.unbind(0), weights)]
+    axes = []
+    for axis_index, axis_offsets in zip(indices, offsets.unbind(0)):
+        weight = torch.full(axis_index.shape, 0.5, dtype=dtype, device=device)
+        weight[axis_offsets] = 1.0  # each bag starts with the vertex itself
+        axes.append(Bags(axis_index, axis_offsets, weight))
+    return axes
 
 
 def blur(values: Tensor, axes: Sequence[Bags], reverse: bool = False) -> Tensor:
@@ -363,9 +367,15 @@ class Lattice:
         axis_step = torch.tensor(strides[1 : d + 1] + [0], device=device).view(d1, 1)
         down = (codes - (rem == 0).long() * all_digits + torch.where(rem == 0, d, -1) + axis_step).to(key)
         up = (codes + (rem == d).long() * all_digits + torch.where(rem == d, -d, 1) - axis_step).to(key)
+        index = index_dtype(m + 1)
+        total = strides[0] * num_groups  # every query lies in [0, total): the spans have a margin
+        if total <= _DIRECT_LOOKUP:  # a table over every possible code: one gather per query
+            table = torch.full((total,), m, dtype=index, device=device)
+            table[codes] = torch.arange(m, dtype=index, device=device)
+            neighbours = table[torch.stack([down, up], 1)]
+            return vertex_id, corner_order, vertex_starts, neighbours
         # codes are sorted: look each axis's neighbours up by binary search (one axis at a
         # time to bound the memory of the queries).
-        index = index_dtype(m + 1)
         neighbours = torch.empty((d1, 2, m), dtype=index, device=device)
         for j, queries in enumerate(torch.stack([down, up], 1)):
             slot = torch.searchsorted(codes, queries).clamp_(max=max(m - 1, 0))

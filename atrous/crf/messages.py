@@ -56,7 +56,7 @@ class Messages:
     q and the result hold the points in the first lattice's stored order,
     ``point_order`` (point i of q is point ``point_order[i]``): its splat then reads q
     almost sequentially. The caller permutes once, before the mean-field loop, and back
-    after it; the other lattices' tables are re-indexed to that order here.
+    after it (``inverse_order``); the other lattices' tables are re-indexed to that order here.
     """
 
     def __init__(self, lattices: Sequence[Lattice], norms: Sequence[Tensor]) -> None:
@@ -85,6 +85,7 @@ class Messages:
             offsets = torch.arange(0, n * k, k, dtype=dtype, device=index.device)
             self.slice = Bags(index.reshape(-1), offsets, torch.cat(slice_weight, 1).reshape(-1))
         self.point_order = order
+        self.inverse_order = position  # each point's row in that order: gathers it back
         self.blur_axes = [lat.blur_axes for lat in lattices]  # keeps no other lattice array alive
         self.scratch_rows = 3 * sum(vertices)  # vertex tables and blur temporaries
 
