@@ -161,7 +161,7 @@ def phase_times(image: np.ndarray, probs: np.ndarray, iterations: int, repeats: 
         lap(PHASES[4])
         q = flat.index_select(0, messages.point_order).clamp_min(crf.min_prob)
         neg_unary = torch.log(q)
-        q = q.div_(q.sum(1, keepdim=True))
+        q = q.div_(q @ torch.ones(c, 1))
         lap(PHASES[0])
         for _ in range(iterations):
             vertices = [splat(q) for splat in messages.splats]
@@ -174,7 +174,7 @@ def phase_times(image: np.ndarray, probs: np.ndarray, iterations: int, repeats: 
             lap(PHASES[8])
             q = _mean_field_step(logits, neg_unary, out=q)
             lap(PHASES[9])
-        out = q.new_empty(q.shape).index_copy(0, messages.point_order, q).view(b, h, w, c).permute(0, 3, 1, 2)
+        out = q.index_select(0, messages.inverse_order).view(b, h, w, c).permute(0, 3, 1, 2)
         del out
         lap(PHASES[10])
         for name, seconds in spent.items():
@@ -196,7 +196,7 @@ def phase_table(cases: dict[str, tuple[np.ndarray, np.ndarray]], iterations: int
     lines = [
         f"Where a cold call's time goes ({iterations} iterations, {torch.get_num_threads()} threads, median ms of "
         f"{repeats} calls, phases run one after another; the per-iteration phases summed over the iterations; "
-        "in a real call the spatial lattice is built on a side thread during the bilateral build):",
+        "at one torch thread a real call builds the spatial lattice on a side thread during the bilateral build):",
         "",
         "| phase | " + " | ".join(columns) + " |",
         "|---|" + "---:|" * len(columns),

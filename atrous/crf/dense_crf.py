@@ -30,11 +30,10 @@ lattice order, in-place softmax); ``tests/test_crf_readable.py`` holds them equa
 
 from __future__ import annotations
 
-import contextlib
 import inspect
 import math
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 
 import torch
@@ -54,9 +53,10 @@ _builders: dict[int, ThreadPoolExecutor] = {}
 def _builder() -> ThreadPoolExecutor:
     """This process's lattice-building thread (a forked child must not reuse its parent's).
 
-    Its torch ops run on one thread (the setting is per calling thread): with a team of
-    its own beside the main thread's, OpenMP would put more threads than cores to work
-    (measured: a cold CamVid call 198 ms that way, 178 ms with one, 210 ms with no side thread).
+    Used only while torch runs on one thread (the setting is per calling thread, and the
+    builder's is one too): then the side thread puts an idle core to work (a cold CamVid
+    call 164 ms instead of 207 ms). With more torch threads, the builds' own parallel ops
+    use the cores and a side thread gained nothing (145 vs 144 ms at 2 threads).
     """
     pid = os.getpid()
     if pid not in _builders:
@@ -64,19 +64,6 @@ def _builder() -> ThreadPoolExecutor:
             max_workers=1, thread_name_prefix="atrous-crf-lattice", initializer=torch.set_num_threads, initargs=(1,)
         )
     return _builders[pid]
-
-
-@contextlib.contextmanager
-def _threads(count: int | None) -> Iterator[None]:
-    """This thread's torch thread count set to ``count`` (None: unchanged) for the block."""
-    previous = torch.get_num_threads()
-    if count is not None and count < previous:
-        torch.set_num_threads(count)
-    try:
-        yield
-    finally:
-        if torch.get_num_threads() != previous:
-            torch.set_num_threads(previous)
 
 
 def _pair(value: float | Sequence[float], name: str) -> tuple[float, float]:
@@ -165,10 +152,10 @@ class DenseCRF(nn.Module):
     to the bilateral kernel.
 
     The smoothness kernel's lattice depends only on H and W, so the module keeps the
-    last one for the next call (``clear_cache()`` drops it); on CPU, when it must be
-    built, that happens on a side thread while the bilateral lattice is built (both
-    builds are mostly single-core sorting). The bilateral lattice is built once per
-    call and reused by every iteration.
+    last one for the next call (``clear_cache()`` drops it); on CPU with one torch
+    thread, when it must be built, that happens on a side thread while the bilateral
+    lattice is built. The bilateral lattice is built once per call and reused by every
+    iteration.
     """
 
     def __init__(
@@ -268,16 +255,13 @@ class DenseCRF(nn.Module):
         spatial kernel and its norm when ``spatial="exact"``."""
         device = pixels.device
         spatial_build = None
-        if self.spatial == "lattice" and not self._spatial_cached(h, w, dtype, device) and device.type == "cpu":
-            # Much of a lattice build is sorting, which runs on one core: build the
-            # image-independent spatial lattice on another thread meanwhile.
+        single_threaded = device.type == "cpu" and torch.get_num_threads() == 1
+        if self.spatial == "lattice" and single_threaded and not self._spatial_cached(h, w, dtype, device):
+            # build the image-independent spatial lattice on another core meanwhile
             spatial_build = _builder().submit(self._spatial_lattice, h, w, dtype, device)
-        # While the side thread builds, this one takes a single core too: a two-thread team
-        # here beside it would put three threads on two cores.
-        with _threads(1 if spatial_build else None):
-            bilateral = self._bilateral_lattice(pixels, extra, dtype)
-            lattices, norms = [bilateral], [symmetric_norm(bilateral)]
-            built = spatial_build.result() if spatial_build else None
+        bilateral = self._bilateral_lattice(pixels, extra, dtype)
+        lattices, norms = [bilateral], [symmetric_norm(bilateral)]
+        built = spatial_build.result() if spatial_build else None
         if self.spatial == "lattice":
             spatial, norm = built or self._spatial_lattice(h, w, dtype, device)
             lattices.append(spatial.tile(b))
