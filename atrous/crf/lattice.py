@@ -228,7 +228,8 @@ class Lattice:
             code = rank[0].to(key)
             for i in range(1, d):
                 code = code * d1 + rank[i]
-            code += group.to(key) * strides[0]
+            if num_groups > 1:
+                code += group.to(key) * strides[0]
             for i in range(d):  # each digit ≥ 0, so no partial sum leaves [0, total)
                 code.add_(quotient[i] - base[i], alpha=strides[1 + i])
             code, order = torch.sort(code)
@@ -262,8 +263,13 @@ class Lattice:
         # Entry k of corner (r, s) reads row r, column starts[s] + (k - first_entry) of the
         # (d+1, N) table of barycentric weights in stored order.
         shift = (corner_r * n + starts.index_select(0, corner_simplex) - first_entry).to(dtype)
-        read = torch.repeat_interleave(shift, run, output_size=entries)
-        read += torch.arange(entries, dtype=dtype, device=device)
+        # read[k] = shift of entry k's corner + k: a running sum of steps of 1, plus the
+        # shift's change at the start of each run (quicker than repeat_interleave + arange).
+        change = torch.diff(shift, prepend=shift.new_zeros(1)) + 1
+        change[0] -= 1
+        steps = torch.ones(entries, dtype=dtype, device=device)
+        steps[first_entry] = change
+        read = torch.cumsum(steps, 0, dtype=dtype)
         stored_bary = bary.index_select(1, order)
         self.splat_bags = Bags(
             read.remainder(n), first_entry.index_select(0, vertex_starts).to(dtype), stored_bary.view(-1).index_select(0, read)
