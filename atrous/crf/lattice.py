@@ -246,9 +246,7 @@ class Lattice:
         self.point_order = order  # points grouped by simplex: the order the tables store them in
 
         # 2. Vertex r of simplex s: quotients q - [rank + r > d], remainder r.
-        r = torch.arange(d1, device=device).view(d1, 1, 1)
-        v_quotient = s_quotient.unsqueeze(0) - (s_rank.unsqueeze(0) + r > d).to(torch.int32)  # (d+1, d, S)
-        vertex_id, corner_order, vertex_starts, neighbours = self._vertices(v_quotient, s_group, base, spans, num_groups)
+        vertex_id, corner_order, vertex_starts, neighbours = self._vertices(s_quotient, s_rank, s_group, base, spans, num_groups)
         self.blur_axes = blur_axes(neighbours, self.dtype)
 
         # 3. Splat: vertex v sums the points of every simplex that has v as a corner.
@@ -256,13 +254,15 @@ class Lattice:
         # run of simplex s in the stored points, weighted by the points' bary row r.
         entries = d1 * n
         dtype = index_dtype(entries, n)
-        counts = torch.diff(starts, append=starts.new_full((1,), n))
+        simplex_start = starts.to(dtype)  # int32 tables and indices where they fit: half the memory traffic
+        counts = torch.diff(simplex_start, append=simplex_start.new_full((1,), n))
+        corner_order = corner_order.to(dtype)
         corner_simplex, corner_r = corner_order % s, corner_order // s
         run = counts.index_select(0, corner_simplex)
-        first_entry = torch.cumsum(run, 0) - run
+        first_entry = torch.cumsum(run, 0, dtype=dtype) - run
         # Entry k of corner (r, s) reads row r, column starts[s] + (k - first_entry) of the
         # (d+1, N) table of barycentric weights in stored order.
-        shift = (corner_r * n + starts.index_select(0, corner_simplex) - first_entry).to(dtype)
+        shift = corner_r * n + simplex_start.index_select(0, corner_simplex) - first_entry
         # read[k] = shift of entry k's corner + k: a running sum of steps of 1, plus the
         # shift's change at the start of each run (quicker than repeat_interleave + arange).
         change = torch.diff(shift, prepend=shift.new_zeros(1)) + 1
@@ -343,28 +343,40 @@ class Lattice:
             raise TypeError(f"lattice over {self.num_points} points of {self.dtype}, got {tuple(x.shape)} {x.dtype}")
 
     def _vertices(
-        self, v_quotient: Tensor, s_group: Tensor, base: list[int], spans: list[int], num_groups: int
+        self, s_quotient: Tensor, s_rank: Tensor, s_group: Tensor, base: list[int], spans: list[int], num_groups: int
     ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         """Vertex id of each of the (d+1)·S corners (index r·S + s), the corners grouped
         by vertex (order and start of each group), and each vertex's blur neighbours
-        (d+1, 2, M) (M: none)."""
-        d1, d, s = v_quotient.shape
-        device = v_quotient.device
+        (d+1, 2, M) (M: none). Corner r of simplex s has remainder r and quotients
+        q - [rank + r > d] (``s_quotient``, ``s_rank``: (d, S))."""
+        d, s = s_quotient.shape
+        d1 = d + 1
+        device = s_quotient.device
         packed = _strides([num_groups, *spans, d1])
         if packed is None:
+            r = torch.arange(d1, device=device).view(d1, 1, 1)
+            v_quotient = s_quotient.unsqueeze(0) - (s_rank.unsqueeze(0) + r > d).to(torch.int32)  # (d+1, d, S)
             return self._vertices_by_rows(v_quotient.long(), s_group)
         strides, key = packed
-        code = s_group.to(key) * strides[0] + torch.arange(d1, dtype=key, device=device).view(d1, 1)
+        digits = strides[1 : d + 1]
+        simplex_code = s_group.to(key) * strides[0] if num_groups > 1 else torch.zeros(s, dtype=key, device=device)
         for i in range(d):
-            code = code + (v_quotient[:, i] - base[i]).to(key) * strides[1 + i]
+            simplex_code += (s_quotient[i] - base[i]).to(key) * digits[i]
+        # Corner r lowers quotient i by one where rank_i + r > d, i.e. for r ≥ d + 1 - rank_i:
+        # each digit's stride placed at that r, summed over r.
+        lowered = torch.zeros(d1 + 1, s, dtype=key, device=device)
+        for i in range(d):
+            lowered.scatter_add_(0, (d1 - s_rank[i].long()).view(1, s), torch.full((1, s), digits[i], dtype=key, device=device))
+        code = simplex_code + torch.arange(d1, dtype=key, device=device).view(d1, 1) - torch.cumsum(lowered[:d1], 0, dtype=key)
         # One sort gives the vertices, each corner's vertex and the corners grouped by vertex.
         sorted_codes, corner_order = torch.sort(code.reshape(-1))
         new_vertex = torch.ones_like(sorted_codes, dtype=torch.bool)
         torch.ne(sorted_codes[1:], sorted_codes[:-1], out=new_vertex[1:])
         vertex_starts = new_vertex.nonzero().squeeze(1)
         codes = sorted_codes[vertex_starts]
+        corner_order = corner_order.to(index_dtype(corner_order.numel()))
         vertex_id = torch.empty_like(corner_order)
-        vertex_id[corner_order] = torch.cumsum(new_vertex, 0) - 1
+        vertex_id[corner_order] = torch.cumsum(new_vertex, 0, dtype=corner_order.dtype) - 1
         self.num_vertices = m = codes.numel()
         # Moving one step along lattice axis j changes remainder r by ∓1 and the quotient
         # digits as below (derived from key ± 1 on every coordinate, ∓ d on coordinate j).
