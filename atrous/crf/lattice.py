@@ -384,21 +384,22 @@ class Lattice:
         all_digits = int(sum(strides[1 : d + 1]))
         axis_step = torch.tensor(strides[1 : d + 1] + [0], device=device).view(d1, 1)
         down = (codes - (rem == 0).long() * all_digits + torch.where(rem == 0, d, -1) + axis_step).to(key)
-        up = (codes + (rem == d).long() * all_digits + torch.where(rem == d, -d, 1) - axis_step).to(key)
         index = index_dtype(m + 1)
         total = strides[0] * num_groups  # every query lies in [0, total): the spans have a margin
         if total <= _DIRECT_LOOKUP:  # a table over every possible code: one gather per query
+            up = (codes + (rem == d).long() * all_digits + torch.where(rem == d, -d, 1) - axis_step).to(key)
             table = torch.full((total,), m, dtype=index, device=device)
             table[codes] = torch.arange(m, dtype=index, device=device)
-            neighbours = table[torch.stack([down, up], 1)]
-            return vertex_id, corner_order, vertex_starts, neighbours
-        # codes are sorted: look each axis's neighbours up by binary search (one axis at a
-        # time to bound the memory of the queries).
-        neighbours = torch.empty((d1, 2, m), dtype=index, device=device)
-        for j, queries in enumerate(torch.stack([down, up], 1)):
+            return vertex_id, corner_order, vertex_starts, table[torch.stack([down, up], 1)]
+        # codes are sorted: look each axis's down-neighbours up by binary search. A step up
+        # is the inverse move, so v is the up-neighbour of its down-neighbour.
+        neighbours = torch.full((d1, 2, m), m, dtype=index, device=device)
+        vertices = torch.arange(m, dtype=index, device=device)
+        for j, queries in enumerate(down):
             slot = torch.searchsorted(codes, queries).clamp_(max=max(m - 1, 0))
-            found = codes.index_select(0, slot.view(-1)).view_as(queries) == queries
-            neighbours[j] = torch.where(found, slot, m)
+            found = codes.index_select(0, slot) == queries
+            neighbours[j, 0] = torch.where(found, slot, m)
+            neighbours[j, 1, slot[found]] = vertices[found]
         return vertex_id, corner_order, vertex_starts, neighbours
 
     def _vertices_by_rows(self, v_quotient: Tensor, s_group: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
