@@ -148,7 +148,7 @@ def phase_times(image: np.ndarray, probs: np.ndarray, iterations: int, repeats: 
         score = _inputs.check_scores(scores, False)
         pixel = _inputs.check_image(pixels)
         b, c, h, w = score.shape
-        flat = score.permute(0, 2, 3, 1).reshape(b * h * w, c).contiguous()
+        flat = score.contiguous(memory_format=torch.channels_last).permute(0, 2, 3, 1).reshape(b * h * w, c)
         lap(PHASES[0])
         bilateral = crf._bilateral_lattice(pixel, None, torch.float32)
         lap(PHASES[1])

@@ -215,8 +215,9 @@ class DenseCRF(nn.Module):
         grad = torch.is_grad_enabled() and (scores.requires_grad or any(p.requires_grad for p in self.parameters()))
 
         messages, exact = self._kernels(pixels.to(device), extra, b, h, w, dtype) if self.iterations else (None, None)
-        # contiguous (N, C): the view of a permute would be column-major, and gathering its rows ~30x slower
-        flat = scores.to(dtype).permute(0, 2, 3, 1).reshape(b * h * w, c).contiguous()
+        # contiguous (N, C): the view of a permute would be column-major, and gathering its rows ~30x slower;
+        # torch's channels_last conversion is ~5x quicker than a permuted copy
+        flat = scores.to(dtype).contiguous(memory_format=torch.channels_last).permute(0, 2, 3, 1).reshape(b * h * w, c)
         order = messages.point_order if messages is not None else None
         if order is not None:  # points in the bilateral lattice's stored order during the loop (see Messages)
             flat = flat.index_select(0, order)
