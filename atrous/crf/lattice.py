@@ -141,7 +141,7 @@ def _enclosing_simplex(elevated: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     d = d1 - 1
     down = 1.0 / d1
     quotient = torch.round(elevated * down)  # round half to even, as SSE's cvtps2dq
-    diff = elevated - quotient * d1
+    diff = torch.sub(elevated, quotient, alpha=d1)  # quotient·d1 is exact: the same rounding as a mul and a sub
     # rank[i] = #{j > i: diff_i < diff_j} + #{j < i: diff_j >= diff_i}: the C++ tie rule.
     # Counted in int8 (a bool viewed as int8 costs nothing): rank[j] starts at j and
     # loses one for every i < j that ranked itself behind j.
@@ -155,7 +155,7 @@ def _enclosing_simplex(elevated: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     shift = (rank < 0).view(torch.int8) - (rank > d).view(torch.int8)  # back onto the plane
     rank += shift * d1
     quotient += shift
-    v = (elevated - quotient * d1) * down
+    v = torch.sub(elevated, quotient, alpha=d1).mul_(down)
     # Vertex d - rank_i gains v_i and vertex d - rank_i + 1 loses it (p. 10 of Adams et
     # al.); rank orders the points' v descending, so row p of the sorted v is what
     # vertex d - rank = p gains.
@@ -260,22 +260,24 @@ class Lattice:
         corner_simplex, corner_r = corner_order % s, corner_order // s
         run = counts.index_select(0, corner_simplex)
         first_entry = torch.cumsum(run, 0, dtype=dtype) - run
-        # Entry k of corner (r, s) reads row r, column starts[s] + (k - first_entry) of the
-        # (d+1, N) table of barycentric weights in stored order.
-        shift = corner_r * n + simplex_start.index_select(0, corner_simplex) - first_entry
-        # read[k] = shift of entry k's corner + k: a running sum of steps of 1, plus the
+        # The barycentric weights in stored order, (N, d+1): the slice weights. Entry k of
+        # corner (r, s) reads point starts[s] + (k - first_entry) and its weight r, i.e.
+        # element d1·k + shift of that table.
+        self.slice_weight = torch.stack(bary.unbind(0), 1).index_select(0, order)  # stack: a quick transpose
+        shift = (simplex_start.index_select(0, corner_simplex) - first_entry) * d1 + corner_r
+        # read[k] = d1·k + shift of entry k's corner: a running sum of steps of d1, plus the
         # shift's change at the start of each run (quicker than repeat_interleave + arange).
-        change = torch.diff(shift, prepend=shift.new_zeros(1)) + 1
-        change[0] -= 1
-        steps = torch.ones(entries, dtype=dtype, device=device)
+        change = torch.diff(shift, prepend=shift.new_zeros(1)) + d1
+        change[0] -= d1
+        steps = torch.full((entries,), d1, dtype=dtype, device=device)
         steps[first_entry] = change
         read = torch.cumsum(steps, 0, dtype=dtype)
-        stored_bary = bary.index_select(1, order)
         self.splat_bags = Bags(
-            read.remainder(n), first_entry.index_select(0, vertex_starts).to(dtype), stored_bary.view(-1).index_select(0, read)
+            torch.div(read, d1, rounding_mode="floor"),
+            first_entry.index_select(0, vertex_starts).to(dtype),
+            self.slice_weight.view(-1).index_select(0, read),
         )
         self.slice_index = vertex_id.to(dtype).view(d1, s).t().contiguous().index_select(0, simplex_of_stored)
-        self.slice_weight = torch.stack(stored_bary.unbind(0), 1)  # = .t().contiguous(), 4x quicker for short rows
 
     def tile(self, copies: int) -> Lattice:
         """This lattice repeated over ``copies`` disjoint copies of its points (a batch)."""
