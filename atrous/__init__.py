@@ -15,7 +15,8 @@ from atrous._openmp import choose_wait_policy
 
 choose_wait_policy()
 
-from atrous.errors import AtrousError  # noqa: E402  (after the OpenMP setting)
+from atrous._malloc import keep_freed_memory  # noqa: E402  (after the OpenMP setting)
+from atrous.errors import AtrousError  # noqa: E402
 from atrous.registry import list_backbones, list_models  # noqa: E402
 
 __version__ = "0.1.0"
@@ -25,6 +26,7 @@ __all__ = [
     "Predictor",
     "create_model",
     "evaluate",
+    "keep_freed_memory",
     "list_backbones",
     "list_models",
     "load_backbone_weights",

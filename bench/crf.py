@@ -13,7 +13,10 @@ First a table of where a cold call's time goes, phase by phase (``--phases-only`
 just that), then the timings at each thread count.
 
 atrous is imported before torch, so OpenMP runs with the spin bound atrous chooses for
-its users (``atrous._openmp``). pydensecrf2 is single-threaded and unaffected.
+its users (``atrous._openmp``), and glibc's malloc keeps freed memory for reuse as the
+``atrous`` command sets it (``atrous.keep_freed_memory()``; ``--default-malloc`` measures a
+program that does not call it). pydensecrf2 runs in the same process under the same
+settings; it is single-threaded.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ from __future__ import annotations
 import argparse
 import os
 
-import atrous  # noqa: E402,F401  (before torch: atrous chooses how OpenMP threads wait, as users get it)
+import atrous  # noqa: E402  (before torch: atrous chooses how OpenMP threads wait, as users get it)
 import statistics
 import sys
 import time
@@ -215,7 +218,11 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results" / "crf.md")
     parser.add_argument("--phases-only", action="store_true", help="only the per-phase table (no pydensecrf2 runs)")
+    parser.add_argument("--default-malloc", action="store_true",
+                        help="leave glibc's malloc as it is (default: keep freed memory, as the atrous command does)")
     args = parser.parse_args()
+    kept = not args.default_malloc and atrous.keep_freed_memory()
+    malloc = "freed memory kept for reuse (as the atrous command runs)" if kept else "glibc's default malloc"
     thread_counts = [int(n) for n in args.threads.split(",")]
     cases = {"CamVid 360x480x11": camvid_case(), "VOC-like 500x375x21": voc_case()}
     torch.set_num_threads(thread_counts[0])
@@ -223,7 +230,7 @@ def main() -> None:
     print("\n".join(phases), flush=True)
     if args.phases_only:
         return
-    print(f"torch {torch.__version__}, GOMP_SPINCOUNT={os.environ.get('GOMP_SPINCOUNT')}, {cpu_name()}")
+    print(f"torch {torch.__version__}, GOMP_SPINCOUNT={os.environ.get('GOMP_SPINCOUNT')}, {malloc}, {cpu_name()}")
     if dcrf is None:
         print("pydensecrf2 is not installed: atrous times only")
     header = (
@@ -251,7 +258,7 @@ def main() -> None:
     table = [
         f"Dense CRF, median of {args.repeats} interleaved runs (ms); ratio = pydensecrf2 / atrous (> 1: atrous "
         f"faster; pydensecrf2 is single-threaded). torch {torch.__version__}, {os.cpu_count()} CPUs ({cpu_name()}), "
-        f"GOMP_SPINCOUNT={os.environ.get('GOMP_SPINCOUNT')} (atrous's default), "
+        f"GOMP_SPINCOUNT={os.environ.get('GOMP_SPINCOUNT')} (atrous's default), {malloc}, "
         f"load average at the end {os.getloadavg()[0]:.1f}, {time.strftime('%Y-%m-%d')}.",
         "",
         "| case | threads | iterations | atrous cold | atrous warm | pydensecrf2 | ratio cold | ratio warm | labels equal |",

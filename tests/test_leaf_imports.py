@@ -137,6 +137,44 @@ def test_out_of_range_labels_are_refused_the_same_way_everywhere() -> None:
     assert matrix.compute()["miou"] == pytest.approx(mean_iou(matrix.matrix))
 
 
+FREED_MEMORY_KEPT = """
+import contextlib, io, sys
+import torch
+from atrous.cli import main
+
+def resident() -> int:
+    return int(open("/proc/self/statm").read().split()[1]) * 4096
+
+if sys.argv[1] == "command":
+    with contextlib.redirect_stdout(io.StringIO()):
+        assert main(["list"]) == 0  # any command
+before = resident()
+block = torch.ones(5 * 2**20)  # 20 MiB, every page touched
+del block
+print((resident() - before) / 2**20)
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's malloc, /proc")
+def test_the_command_keeps_freed_memory_for_reuse_unless_the_user_chose() -> None:
+    """After `atrous …` starts, a freed 20 MiB tensor stays mapped for the next one (no page
+    faults on reuse); by default, or with the user's own MALLOC_* setting, it goes back."""
+    import os
+
+    from atrous._malloc import USER_SETTINGS
+
+    env = {k: v for k, v in os.environ.items() if k not in USER_SETTINGS}
+
+    def kept_mib(mode: str, **extra: str) -> float:
+        run = subprocess.run([sys.executable, "-c", FREED_MEMORY_KEPT, mode], env={**env, **extra},
+                             capture_output=True, text=True, check=True)
+        return float(run.stdout.split()[-1])
+
+    assert kept_mib("command") >= 15
+    assert kept_mib("library") < 5  # importing atrous changes nothing
+    assert kept_mib("command", MALLOC_TRIM_THRESHOLD_=str(128 * 1024)) < 5  # the user's choice stands
+
+
 def test_importing_atrous_first_chooses_openmp_waiting_per_command() -> None:
     """Before torch loads, unless the user chose: training commands sleep at once
     (PASSIVE), others spin 10 000 times (unbounded spinning slows a busy machine ~10×)."""

@@ -18,6 +18,7 @@ import threading
 from collections.abc import Sequence
 from typing import Any, NoReturn
 
+from atrous._malloc import keep_freed_memory
 from atrous.errors import AtrousError, Interrupted
 
 # Order of appearance in `atrous --help`.
@@ -77,6 +78,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 1
+    keep_freed_memory()  # no page faults for every new large tensor (atrous._malloc)
     previous = _stop_on_sigterm()
     try:
         return int(args.func(args) or 0)
