@@ -7,10 +7,11 @@ reported. "cold" rebuilds both lattices for every image (as pydensecrf does); "w
 keeps the image-independent spatial lattice between images of one size (what a
 DenseCRF module does when it refines a dataset). ratio = pydensecrf time / atrous time.
 
-    python bench/crf.py [--threads 2,1] [--repeats 7] [--out bench/results/crf.md]
+    python bench/crf.py [--threads 2,1] [--repeats 7] [--malloc-rounds 3] [--out bench/results/crf.md]
 
 First a table of where a cold call's time goes, phase by phase (``--phases-only`` for
-just that), then the timings at each thread count.
+just that), then the timings at each thread count, then warm calls in fresh processes
+with glibc's default malloc and with freed memory kept, alternating (``--malloc-rounds``).
 
 atrous is imported before torch, so OpenMP runs with the spin bound atrous chooses for
 its users (``atrous._openmp``), and glibc's malloc keeps freed memory for reuse as the
@@ -175,7 +176,7 @@ def phase_times(image: np.ndarray, probs: np.ndarray, iterations: int, repeats: 
             lap(PHASES[7])
             logits = messages.slice(table)
             lap(PHASES[8])
-            q = _mean_field_step(logits, neg_unary, out=q)
+            q = _mean_field_step(logits, neg_unary, again=lambda previous=q: messages(previous, compats))
             lap(PHASES[9])
         out = q.index_select(0, messages.inverse_order).view(b, h, w, c).permute(0, 3, 1, 2)
         del out
@@ -212,6 +213,42 @@ def phase_table(cases: dict[str, tuple[np.ndarray, np.ndarray]], iterations: int
     return lines
 
 
+def warm_times(cases: dict[str, tuple[np.ndarray, np.ndarray]], repeats: int) -> dict[str, float]:
+    """Median ms of a warm 5-iteration call per case (for ``--malloc-rounds``' child processes)."""
+    result = {}
+    for name, (image, probs) in cases.items():
+        crf = DenseCRF(iterations=5, **PARAMS)
+        pixels, scores = torch.from_numpy(image).permute(2, 0, 1), torch.from_numpy(probs)
+        with torch.no_grad():
+            for _ in range(3):
+                crf(pixels, scores)
+            result[name] = statistics.median(timed(lambda: crf(pixels, scores)) for _ in range(repeats)) * 1e3
+    return result
+
+
+def malloc_rounds(rounds: int, threads: int, repeats: int) -> list[str]:
+    """Warm calls in fresh processes, glibc's default malloc and freed memory kept
+    alternating ``rounds`` times; markdown lines with the medians and their ratio."""
+    import json
+    import subprocess
+
+    times: dict[str, dict[str, list[float]]] = {"default": {}, "kept": {}}
+    for _ in range(rounds):
+        for mode in times:
+            argv = [sys.executable, __file__, "--warm-json", "--threads", str(threads), "--repeats", str(repeats)]
+            out = subprocess.run(argv + (["--default-malloc"] if mode == "default" else []), capture_output=True,
+                                 text=True, check=True).stdout
+            for name, ms in json.loads(out.splitlines()[-1]).items():
+                times[mode].setdefault(name, []).append(ms)
+    lines = [f"Warm 5-iteration calls, {threads} threads, fresh processes alternating {rounds}× (median of the "
+             f"processes' medians): glibc's default malloc vs freed memory kept (`atrous.keep_freed_memory()`).", "",
+             "| case | default malloc | freed memory kept | speed-up |", "|---|---:|---:|---:|"]
+    for name in times["kept"]:
+        default, kept = statistics.median(times["default"][name]), statistics.median(times["kept"][name])
+        lines.append(f"| {name} | {default:.1f} ms | {kept:.1f} ms | {default / kept:.2f}× |")
+    return lines
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--threads", default="2,1", help="torch thread counts, comma-separated (default 2,1)")
@@ -220,12 +257,20 @@ def main() -> None:
     parser.add_argument("--phases-only", action="store_true", help="only the per-phase table (no pydensecrf2 runs)")
     parser.add_argument("--default-malloc", action="store_true",
                         help="leave glibc's malloc as it is (default: keep freed memory, as the atrous command does)")
+    parser.add_argument("--malloc-rounds", type=int, default=3,
+                        help="fresh-process rounds of the malloc comparison after the tables (0: none; default 3)")
+    parser.add_argument("--warm-json", action="store_true", help=argparse.SUPPRESS)  # a --malloc-rounds child
     args = parser.parse_args()
     kept = not args.default_malloc and atrous.keep_freed_memory()
     malloc = "freed memory kept for reuse (as the atrous command runs)" if kept else "glibc's default malloc"
     thread_counts = [int(n) for n in args.threads.split(",")]
     cases = {"CamVid 360x480x11": camvid_case(), "VOC-like 500x375x21": voc_case()}
     torch.set_num_threads(thread_counts[0])
+    if args.warm_json:
+        import json
+
+        print(json.dumps(warm_times(cases, args.repeats)))
+        return
     phases = phase_table(cases, iterations=5, repeats=args.repeats)
     print("\n".join(phases), flush=True)
     if args.phases_only:
@@ -267,6 +312,10 @@ def main() -> None:
         "",
         *phases,
     ]
+    if args.malloc_rounds:
+        comparison = malloc_rounds(args.malloc_rounds, thread_counts[0], args.repeats)
+        print("\n".join(comparison), flush=True)
+        table += ["", *comparison]
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text("\n".join(table) + "\n")
 

@@ -33,7 +33,7 @@ from __future__ import annotations
 import inspect
 import math
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
 import torch
@@ -104,20 +104,22 @@ def _softmax(x: Tensor) -> Tensor:
 _SMALLEST_ROW_SUM = 1e-30
 
 
-def _mean_field_step(message: Tensor, neg_unary: Tensor, out: Tensor) -> Tensor:
-    """softmax(neg_unary + message) over dim 1, written to ``out`` (``message`` is overwritten).
+def _mean_field_step(message: Tensor, neg_unary: Tensor, again: Callable[[], Tensor]) -> Tensor:
+    """softmax(neg_unary + message) over dim 1, computed in place in ``message``.
 
     The plain exp needs no per-row maximum (a slow short-axis reduction) unless a row sum
     overflows or is too small for float precision, which one reduction over the row sums
-    tells; then the stable form is computed from the kept ``message``.
+    tells; then ``again()`` recomputes the messages and the stable form is taken (rare:
+    messages of magnitude ~80 and more).
     """
     message.add_(neg_unary)
     ones = torch.ones(message.shape[1], 1, dtype=message.dtype, device=message.device)
-    total = torch.exp(message, out=out) @ ones
+    total = message.exp_() @ ones
     low, high = torch.aminmax(total)
     if not (float(low) > _SMALLEST_ROW_SUM and float(high) < math.inf):
-        total = torch.exp(message.sub_(message.amax(1, keepdim=True)), out=out) @ ones
-    return out.mul_(total.reciprocal_())
+        message = again().add_(neg_unary)
+        total = message.sub_(message.amax(1, keepdim=True)).exp_() @ ones
+    return message.mul_(total.reciprocal_())
 
 
 def pixel_grid(height: int, width: int, dtype: torch.dtype, device: torch.device) -> Tensor:
@@ -231,7 +233,8 @@ class DenseCRF(nn.Module):
             q = q.div_(total) if not grad else q / total
         del flat
         compats = [self.bilateral_compat] + ([self.gaussian_compat] if exact is None else [])
-        for _ in range(self.iterations):
+
+        def pairwise(q: Tensor) -> Tensor:
             logits = messages(q, compats)
             if exact is not None:  # one kernel for all images: images side by side in C
                 kernel, norm = exact
@@ -239,7 +242,13 @@ class DenseCRF(nn.Module):
                 stacked = norm * pixel_major.view(b, h * w, c).transpose(0, 1).reshape(h * w, b * c)
                 smooth = (norm * kernel.filter(stacked)).view(h * w, b, c).transpose(0, 1).reshape(b * h * w, c)
                 logits = logits + compatibility(self.gaussian_compat, smooth.index_select(0, order))
-            q = _softmax(logits + neg_unary) if grad else _mean_field_step(logits, neg_unary, out=q)
+            return logits
+
+        for _ in range(self.iterations):
+            if grad:
+                q = _softmax(pairwise(q) + neg_unary)
+            else:
+                q = _mean_field_step(pairwise(q), neg_unary, again=lambda previous=q: pairwise(previous))
         if order is not None:
             q = q.index_select(0, messages.inverse_order)  # a gather: quicker than scattering by order
         out = q.view(b, h, w, c).permute(0, 3, 1, 2).to(scores.dtype)
