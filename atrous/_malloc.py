@@ -4,8 +4,9 @@ By default glibc gives large freed blocks back to the operating system at once (
 above a threshold that starts at 128 KiB, and trimming the heap top). A tensor allocated
 afterwards then pays a page fault for every 4 KiB page it touches. The dense CRF
 allocates a few (H·W, C) tensors per mean-field step: on VOC-sized inputs (500×375×21,
-16 MB each) the faults made the slice step and the input preparation about twice as
-slow (``bench/crf.py``: a warm call 161 → 144 ms on VOC-like, 115 → 95 ms on CamVid).
+16 MB each) the faults made its slice step and input preparation about twice as slow,
+and a warm call 1.13–1.15× slower (``bench/crf.py --malloc-rounds``; CamVid, 8 MB
+tensors: 1.00–1.08×, glibc's adaptive threshold often avoids the faults there).
 
 ``keep_freed_memory()`` serves blocks up to 32 MiB (glibc's largest allowed threshold)
 from the heap and lets up to 1 GiB of freed heap stay mapped. The ``atrous`` command
