@@ -5,6 +5,9 @@ they sleep at once for ``atrous train`` and ``atrous demo`` (``OMP_WAIT_POLICY=P
 and spin briefly otherwise (``GOMP_SPINCOUNT=10000``): quick on an idle machine, and no
 tenfold slow-down beside another busy process (a laptop, a shared server, two trainings). Set ``OMP_WAIT_POLICY`` or ``GOMP_SPINCOUNT`` yourself to
 choose otherwise; neither has an effect once torch is loaded.
+
+The ``atrous`` command also makes glibc's malloc keep freed memory for reuse
+(``atrous._malloc``); a program using atrous may opt in with ``atrous.keep_freed_memory()``.
 """
 
 from __future__ import annotations
