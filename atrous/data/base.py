@@ -77,7 +77,6 @@ def read_split_file(path: Path) -> list[str]:
 
 
 DATASETS: dict[str, type[SegmentationDataset]] = {}  # filled by register_dataset
-_DETECT_ORDER: dict[str, int] = {}
 
 
 def register_dataset(name: str, *, detect_order: int = 50) -> Callable[[type[SegmentationDataset]], type[SegmentationDataset]]:
@@ -89,7 +88,7 @@ def register_dataset(name: str, *, detect_order: int = 50) -> Callable[[type[Seg
         if name in DATASETS and DATASETS[name] is not cls:
             raise ConfigError(f"dataset {name!r} is already registered ({DATASETS[name].__name__})")
         DATASETS[name] = cls
-        _DETECT_ORDER[name] = detect_order
+        cls.detect_order = detect_order
         return cls
 
     return add
@@ -98,7 +97,7 @@ def register_dataset(name: str, *, detect_order: int = 50) -> Callable[[type[Seg
 def detection_order() -> list[tuple[str, type[SegmentationDataset]]]:
     """The registered datasets that have a layout, in the order detection tries them."""
     named = [(name, cls) for name, cls in DATASETS.items() if cls.layout is not None]
-    return sorted(named, key=lambda item: _DETECT_ORDER[item[0]])
+    return sorted(named, key=lambda item: item[1].detect_order)
 
 
 def any_split(root: Path, pairs: Sequence[tuple[str, str]]) -> bool:
@@ -123,6 +122,7 @@ class SegmentationDataset(Dataset):
 
     needs_root: bool = True
     layout: str | None = None
+    detect_order: int = 50  # set by register_dataset
 
     @classmethod
     def recognises(cls, root: Path) -> bool:

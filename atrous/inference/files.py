@@ -135,6 +135,7 @@ def predict_files(
         worker_init_fn=leave_stop_signals_to_the_main_process,
     )
     written = 0
+    palettes: dict[int, list[tuple[int, int, int]]] = {}  # by class count: built once, not per image
     for batch in tqdm(batches(loader), desc="predict", unit="batch", total=len(loader), disable=not progress, file=sys.stderr):
         images = [image for image, _ in batch]
         for image, (_, path), probs in zip(images, batch, predictor.predict_proba(images)):
@@ -144,7 +145,9 @@ def predict_files(
                 with torch.inference_mode():
                     refined = crf(image[None].to(device), probs[None].to(device))
                 crf_labels = class_labels(refined)[0].cpu().numpy()
-            palette = full_palette(predictor.palette, probs.shape[0])
+            if probs.shape[0] not in palettes:
+                palettes[probs.shape[0]] = full_palette(predictor.palette, probs.shape[0])
+            palette = palettes[probs.shape[0]]
             try:
                 write_outputs(out, path.stem, image.permute(1, 2, 0).numpy(), labels, palette, alpha, crf_labels, names)
             except DataError as error:
