@@ -164,8 +164,7 @@ def phase_times(image: np.ndarray, probs: np.ndarray, iterations: int, repeats: 
         messages = Messages([bilateral, spatial], [norm, spatial_norm])
         lap(PHASES[4])
         q = flat.index_select(0, messages.point_order).clamp_min(crf.min_prob)
-        neg_unary = torch.log(q)
-        q = q.div_(q @ torch.ones(c, 1))
+        prior = q = q.div_(q @ torch.ones(c, 1))
         lap(PHASES[0])
         for _ in range(iterations):
             vertices = [splat(q) for splat in messages.splats]
@@ -176,7 +175,7 @@ def phase_times(image: np.ndarray, probs: np.ndarray, iterations: int, repeats: 
             lap(PHASES[7])
             logits = messages.slice(table)
             lap(PHASES[8])
-            q = _mean_field_step(logits, neg_unary, again=lambda previous=q: messages(previous, compats))
+            q = _mean_field_step(logits, prior, again=lambda previous=q: messages(previous, compats))
             lap(PHASES[9])
         out = q.index_select(0, messages.inverse_order).view(b, h, w, c).permute(0, 3, 1, 2)
         del out

@@ -104,20 +104,21 @@ def _softmax(x: Tensor) -> Tensor:
 _SMALLEST_ROW_SUM = 1e-30
 
 
-def _mean_field_step(message: Tensor, neg_unary: Tensor, again: Callable[[], Tensor]) -> Tensor:
-    """softmax(neg_unary + message) over dim 1, computed in place in ``message``.
+def _mean_field_step(message: Tensor, prior: Tensor, again: Callable[[], Tensor]) -> Tensor:
+    """softmax(log(prior) + message) over dim 1, computed in place in ``message``.
 
-    The plain exp needs no per-row maximum (a slow short-axis reduction) unless a row sum
+    ``prior`` (N, C) is the unary's exp(-U), the clipped probabilities up to a per-row
+    factor (which the softmax cancels): exp(-U + m) = prior · exp(m) needs no log. The
+    plain exp needs no per-row maximum (a slow short-axis reduction) unless a row sum
     overflows or is too small for float precision, which one reduction over the row sums
     tells; then ``again()`` recomputes the messages and the stable form is taken (rare:
     messages of magnitude ~80 and more).
     """
-    message.add_(neg_unary)
     ones = torch.ones(message.shape[1], 1, dtype=message.dtype, device=message.device)
-    total = message.exp_() @ ones
+    total = message.exp_().mul_(prior) @ ones
     low, high = torch.aminmax(total)
     if not (float(low) > _SMALLEST_ROW_SUM and float(high) < math.inf):
-        message = again().add_(neg_unary)
+        message = again().add_(prior.log())
         total = message.sub_(message.amax(1, keepdim=True)).exp_() @ ones
     return message.mul_(total.reciprocal_())
 
@@ -228,10 +229,11 @@ class DenseCRF(nn.Module):
             q = neg_unary.exp()
         else:  # softmax(log p') = p' / Σ p' for the clipped p'
             q = flat.clamp_min(self.min_prob)
-            neg_unary = torch.log(q)
+            neg_unary = torch.log(q) if grad else None  # the loop without autograd multiplies by exp(-U) = Q_0 instead
             total = q @ torch.ones(c, 1, dtype=q.dtype, device=q.device)  # row sums; quicker than sum(1)
             q = q.div_(total) if not grad else q / total
         del flat
+        prior = q  # exp(-U) up to a per-pixel factor
         compats = [self.bilateral_compat] + ([self.gaussian_compat] if exact is None else [])
 
         def pairwise(q: Tensor) -> Tensor:
@@ -248,7 +250,7 @@ class DenseCRF(nn.Module):
             if grad:
                 q = _softmax(pairwise(q) + neg_unary)
             else:
-                q = _mean_field_step(pairwise(q), neg_unary, again=lambda previous=q: pairwise(previous))
+                q = _mean_field_step(pairwise(q), prior, again=lambda previous=q: pairwise(previous))
         if order is not None:
             q = q.index_select(0, messages.inverse_order)  # a gather: quicker than scattering by order
         out = q.view(b, h, w, c).permute(0, 3, 1, 2).to(scores.dtype)
@@ -273,9 +275,10 @@ class DenseCRF(nn.Module):
         lattices, norms = [bilateral], [symmetric_norm(bilateral)]
         built = spatial_build.result() if spatial_build else None
         if self.spatial == "lattice":
-            spatial, norm = built or self._spatial_lattice(h, w, dtype, device)
-            lattices.append(spatial.tile(b))
-            norms.append(norm.repeat(b, 1))
+            if built is None or b > 1:
+                built = self._spatial_lattice(h, w, dtype, device, copies=b)
+            lattices.append(built[0])
+            norms.append(built[1])
             return Messages(lattices, norms), None
         kernel = GridGaussian(h, w, *self.gaussian_sxy, dtype, device)
         ones = torch.ones(h * w, 1, dtype=dtype, device=device)
@@ -288,14 +291,23 @@ class DenseCRF(nn.Module):
         cached = getattr(self, "_spatial_cache", None)
         return cached is not None and cached[0] == self._spatial_key(h, w, dtype, device)
 
-    def _spatial_lattice(self, h: int, w: int, dtype: torch.dtype, device: torch.device) -> tuple[Lattice, Tensor]:
-        """The smoothness kernel's lattice over one H×W grid and its norm, kept for the next call."""
+    def _spatial_lattice(
+        self, h: int, w: int, dtype: torch.dtype, device: torch.device, copies: int = 1
+    ) -> tuple[Lattice, Tensor]:
+        """The smoothness kernel's lattice over ``copies`` H×W grids (a batch) and its norm,
+        kept for the next call: the same objects, so the weights the message tables derive
+        from them are kept too (``Lattice.normalized_weights``)."""
         if not self._spatial_cached(h, w, dtype, device):
             features = pixel_grid(h, w, dtype, device) / torch.tensor(self.gaussian_sxy, dtype=dtype, device=device)
             lattice = Lattice(features)
-            self._spatial_cache = (self._spatial_key(h, w, dtype, device), lattice, symmetric_norm(lattice))
-        _, lattice, norm = self._spatial_cache
-        return lattice, norm
+            self._spatial_cache = (self._spatial_key(h, w, dtype, device), {1: (lattice, symmetric_norm(lattice))})
+        tiled = self._spatial_cache[1]
+        if copies not in tiled:
+            lattice, norm = tiled[1]
+            tiled.clear()  # the batch size of the last call only, beside the single grid
+            tiled[1] = (lattice, norm)
+            tiled[copies] = (lattice.tile(copies), norm.repeat(copies, 1))
+        return tiled[copies]
 
     def _bilateral_lattice(self, pixels: Tensor, extra: Tensor | None, dtype: torch.dtype) -> Lattice:
         b, k, h, w = pixels.shape

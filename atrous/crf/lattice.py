@@ -305,6 +305,14 @@ class Lattice:
             self._inverse_order[order] = torch.arange(order.numel(), dtype=order.dtype, device=order.device)
         return self._inverse_order
 
+    def splat_points(self) -> Tensor:
+        """(entries,) the point each splat entry reads, by its index in the order the
+        points were given (``point_order`` of the splat index), kept."""
+        if getattr(self, "_splat_points", None) is None:
+            index = self.splat_bags.index
+            self._splat_points = self.point_order.to(index.dtype).index_select(0, index)
+        return self._splat_points
+
     def normalized_weights(self, norm: Tensor) -> tuple[Tensor, Tensor]:
         """Splat weights (entries,) and slice weights (N, d+1) with the per-point factor
         ``norm`` (N, 1, stored order) folded in; kept for the next call with the same norm."""

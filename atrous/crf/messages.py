@@ -74,7 +74,7 @@ class Messages:
                 splat, weights = lat.normalized_weights(norm)
                 index = bags.index
                 if lat is not lattices[0]:  # its stored order → the first lattice's
-                    index = position.to(index.dtype).index_select(0, lat.point_order).index_select(0, index)
+                    index = position.to(index.dtype).index_select(0, lat.splat_points())
                     row_of = lat.inverse_order().index_select(0, order)
                     rows, weights = rows.index_select(0, row_of), weights.index_select(0, row_of)
                 self.splats.append(Bags(index, bags.offsets, splat))
