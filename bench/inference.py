@@ -12,7 +12,10 @@ time (> 1: atrous is faster).
   weights loaded into atrous, so both compute the same function (max |Δ logits| shown).
   Paths: atrous eager, ``Predictor`` default (BN folded, channels_last, inference_mode),
   ONNX Runtime float, ONNX Runtime int8 (static QDQ, per-channel, calibrated on CamVid
-  val images when present, else synthetic shapes).
+  val images when present, else synthetic shapes), and on CPUs with native bfloat16 the
+  ``Predictor(precision="bf16")`` (with its label agreement with the fp32 Predictor).
+  A note per case gives each fp32 path's arithmetic rate (2 × multiply-adds / time)
+  beside this CPU's fp32 ``torch.mm`` rate: how far fp32 still is from the hardware.
 - atrous vs smp ``DeepLabV3Plus`` (encoder_weights=None, OS16): eager against eager,
   and best against best (atrous: the faster of Predictor and ONNX Runtime; smp: the
   faster of eager and eager with channels_last — smp offers no other inference path).
@@ -46,7 +49,7 @@ import json
 import os
 
 import atrous  # noqa: E402,F401  (before torch: atrous chooses how OpenMP threads wait, as users get it)
-from atrous.devices import cpu_name  # noqa: E402
+from atrous.devices import cpu_has_bf16, cpu_name  # noqa: E402
 import sys
 import tempfile
 import time
@@ -107,6 +110,9 @@ def torchvision_section(
             "atrous ONNX Runtime": onnx_path(files["float"], image, args.threads),
             "atrous ONNX Runtime int8": onnx_path(files["int8"], image, args.threads),
         }
+        if cpu_has_bf16():
+            candidates["atrous Predictor bf16"] = predictor_path(model, image_u8, precision="bf16")
+            bf16_labels = float((candidates["atrous Predictor bf16"]() == candidates["atrous Predictor"]()).float().mean())
         times = interleaved(candidates, args.warmup, args.repeats)
         case = f"{name} {size[0]}×{size[1]}"
         kinds = {
@@ -118,7 +124,7 @@ def torchvision_section(
         }
         for path, seconds in times.items():
             rss = None
-            if args.rss:
+            if args.rss and path in kinds:
                 kind, mode = kinds[path]
                 file = files["int8"] if mode == "int8" else files["float"]
                 rss = peak_rss(
@@ -131,15 +137,48 @@ def torchvision_section(
                 note = f"max |Δ logits| vs PyTorch {files['onnx_diff']:.1e}"
             elif path == "atrous ONNX Runtime int8":
                 note = f"labels = float on {files['int8_agreement']:.1%} of calibration pixels"
+            elif path == "atrous Predictor bf16":
+                note = f"bfloat16 weights and activations; labels = fp32 Predictor on {bf16_labels:.2%} of pixels"
             table.add(
                 case, path, seconds, None if path == "torchvision eager" else times["torchvision eager"], rss, note
             )
         notes.append(
             f"{case}: int8 vs float ONNX speed-up {times['atrous ONNX Runtime'] / times['atrous ONNX Runtime int8']:.2f}×"
         )
+        notes.append(arithmetic_rate_note(case, model, size, times))
         del peer, model, candidates
         gc.collect()
     return notes
+
+
+def matmul_rate(threads: int) -> float:
+    """This CPU's fp32 torch.mm rate in GFLOP/s at the bench's thread count (a
+    (4096 × 2048) @ (2048 × 512) product, the shape of a 64×64 map's 1×1 conv; best of 5)."""
+    a, b = torch.randn(4096, 2048), torch.randn(2048, 512)
+    a @ b
+    best = min(_seconds(lambda: a @ b) for _ in range(5))
+    return 2 * 4096 * 2048 * 512 / best / 1e9
+
+
+def _seconds(run: Any) -> float:
+    start = time.perf_counter()
+    run()
+    return time.perf_counter() - start
+
+
+def arithmetic_rate_note(case: str, model: torch.nn.Module, size: tuple[int, int], times: dict[str, float]) -> str:
+    """How close the fp32 paths run to this CPU's fp32 arithmetic: 2 × the model's
+    multiply-adds (``atrous.complexity.count_madds``) per second, against ``torch.mm``'s rate."""
+    from atrous.complexity import count_madds
+
+    flops = 2 * count_madds(model, size) / 1e9
+    rates = ", ".join(
+        f"{path} {flops / times[path]:.0f}" for path in ("torchvision eager", "atrous Predictor", "atrous ONNX Runtime")
+    )
+    return (
+        f"{case}: fp32 work {flops:.1f} GFLOP; achieved GFLOP/s: {rates}; this CPU's fp32 torch.mm: "
+        f"{matmul_rate(torch.get_num_threads()):.0f} GFLOP/s"
+    )
 
 
 def smp_section(args: argparse.Namespace, table: Table, scratch: Path, size: tuple[int, int]) -> None:
@@ -227,7 +266,6 @@ def autocast_path(model: torch.nn.Module, image: torch.Tensor) -> Any:
 
 
 def bf16_section(args: argparse.Namespace, table: Table, size: tuple[int, int], names: tuple[str, ...]) -> list[str]:
-    from atrous.devices import cpu_has_bf16
     from atrous.models import create_model
 
     image_u8 = test_image(size)

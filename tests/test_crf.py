@@ -23,6 +23,7 @@ import atrous.crf.messages as messages_module
 from atrous.cli import main
 from atrous.crf import DenseCRF, GridGaussian, Lattice
 from atrous.crf import tune
+from atrous.crf.spatial import SpatialLattices, spatial_lattices
 from atrous.errors import ConfigError, InputError
 from atrous.metrics import confusion_matrix, mean_iou
 
@@ -200,22 +201,44 @@ def test_passing_classes_in_chunks_changes_nothing(monkeypatch):
     assert torch.allclose(DenseCRF(iterations=3)(image, probs), whole, atol=1e-6)
 
 
-def test_spatial_lattice_is_kept_for_the_next_image_of_that_size():
+def test_spatial_lattice_is_kept_for_the_next_image_of_that_size_by_any_module():
+    """The smoothness kernel's lattice depends only on H, W and σγ: a second module (code
+    that makes one per image, as pydensecrf's API does) reuses the first one's."""
     image, probs = _scene()
-    crf = DenseCRF(iterations=2)
-    crf(image, probs)
-    kept = crf._spatial_cache
-    crf(255 - image, probs)
-    assert crf._spatial_cache is kept
-    crf.clear_cache()
-    assert crf._spatial_cache is None
+    DenseCRF(iterations=2).clear_cache()
+    first = DenseCRF(iterations=2)
+    refined = first(image, probs)
+    kept = spatial_lattices.get(12, 16, first.gaussian_sxy, torch.float32, torch.device("cpu"))
+    second = DenseCRF(iterations=2)
+    assert torch.equal(second(image, probs), refined)
+    assert spatial_lattices.get(12, 16, second.gaussian_sxy, torch.float32, torch.device("cpu"))[0] is kept[0]
+    wider = DenseCRF(iterations=2, gaussian_sxy=5.0)
+    wider(image, probs)  # another σγ: its own lattice
+    assert spatial_lattices.contains(12, 16, (5.0, 5.0), torch.float32, torch.device("cpu"))
+    second.clear_cache()
+    assert len(spatial_lattices) == 0
+
+
+def test_spatial_lattice_cache_keeps_the_recent_grids_within_its_point_budget():
+    cache = SpatialLattices(max_points=3 * 10 * 10)
+    cpu, sxy = torch.device("cpu"), (3.0, 3.0)
+    a = cache.get(10, 10, sxy, torch.float32, cpu)
+    assert cache.get(10, 10, sxy, torch.float32, cpu) is a  # the same objects: derived weights stay kept too
+    batch = cache.get(10, 10, sxy, torch.float32, cpu, copies=2)
+    assert batch[0].num_points == 200 and batch[1].shape == (200, 1)
+    assert torch.equal(batch[1][:100], a[1]) and torch.equal(batch[1][100:], a[1])
+    cache.get(10, 11, sxy, torch.float32, cpu)  # 300 + 110 points: the least recent grid goes
+    assert not cache.contains(10, 10, sxy, torch.float32, cpu) and cache.contains(10, 11, sxy, torch.float32, cpu)
+    cache.get(40, 40, sxy, torch.float32, cpu)  # over the budget alone: still kept, the only one
+    assert len(cache) == 1 and cache.contains(40, 40, sxy, torch.float32, cpu)
 
 
 def test_spatial_lattice_built_on_the_side_thread_equals_one_built_inline():
     image, probs = _scene(h=20, w=24, seed=3)
     crf = DenseCRF(iterations=3)
+    crf.clear_cache()
     threaded = crf(image, probs)  # cold: the spatial lattice is built on the lattice thread
-    crf._spatial_cache = None
+    crf.clear_cache()
     crf._spatial_lattice(20, 24, torch.float32, torch.device("cpu"))  # inline
     assert torch.equal(crf(image, probs), threaded)
 

@@ -43,6 +43,7 @@ from atrous.crf import _inputs
 from atrous.crf.gaussian import GridGaussian
 from atrous.crf.lattice import Lattice
 from atrous.crf.messages import Messages, compatibility, symmetric_norm
+from atrous.crf.spatial import pixel_grid, spatial_lattices
 from atrous.errors import ConfigError, InputError
 
 Compat = float | Tensor
@@ -123,16 +124,6 @@ def _mean_field_step(message: Tensor, prior: Tensor, again: Callable[[], Tensor]
     return message.mul_(total.reciprocal_())
 
 
-def pixel_grid(height: int, width: int, dtype: torch.dtype, device: torch.device) -> Tensor:
-    """(H·W, 2) column and row index of every pixel in row-major order."""
-    y, x = torch.meshgrid(
-        torch.arange(height, dtype=dtype, device=device),
-        torch.arange(width, dtype=dtype, device=device),
-        indexing="ij",
-    )
-    return torch.stack([x.reshape(-1), y.reshape(-1)], 1)
-
-
 class DenseCRF(nn.Module):
     """Mean-field dense CRF refining class probabilities with an image.
 
@@ -154,11 +145,11 @@ class DenseCRF(nn.Module):
     ``features`` (N, F, H, W) adds extra channels, already divided by their bandwidths,
     to the bilateral kernel.
 
-    The smoothness kernel's lattice depends only on H and W, so the module keeps the
-    last one for the next call (``clear_cache()`` drops it); on CPU with one torch
-    thread, when it must be built, that happens on a side thread while the bilateral
-    lattice is built. The bilateral lattice is built once per call and reused by every
-    iteration.
+    The smoothness kernel's lattice depends only on H, W and σγ, so it is kept for the
+    next call of any ``DenseCRF`` in the process (:mod:`atrous.crf.spatial`;
+    ``clear_cache()`` drops them); on CPU with one torch thread, when it must be built,
+    that happens on a side thread while the bilateral lattice is built. The bilateral
+    lattice is built once per call and reused by every iteration.
     """
 
     def __init__(
@@ -257,8 +248,9 @@ class DenseCRF(nn.Module):
         return out[0] if probs.dim() == 3 else out
 
     def clear_cache(self) -> None:
-        """Forget the spatial lattice kept from the last call (it depends only on H, W)."""
-        self._spatial_cache = None
+        """Forget the spatial lattices kept for the image sizes seen (one cache for the
+        process, shared by every ``DenseCRF``: see :mod:`atrous.crf.spatial`)."""
+        spatial_lattices.clear()
 
     def _kernels(
         self, pixels: Tensor, extra: Tensor | None, b: int, h: int, w: int, dtype: torch.dtype
@@ -268,7 +260,7 @@ class DenseCRF(nn.Module):
         device = pixels.device
         spatial_build = None
         single_threaded = device.type == "cpu" and torch.get_num_threads() == 1
-        if self.spatial == "lattice" and single_threaded and not self._spatial_cached(h, w, dtype, device):
+        if self.spatial == "lattice" and single_threaded and not spatial_lattices.contains(h, w, self.gaussian_sxy, dtype, device):
             # build the image-independent spatial lattice on another core meanwhile
             spatial_build = _builder().submit(self._spatial_lattice, h, w, dtype, device)
         bilateral = self._bilateral_lattice(pixels, extra, dtype)
@@ -284,30 +276,11 @@ class DenseCRF(nn.Module):
         ones = torch.ones(h * w, 1, dtype=dtype, device=device)
         return Messages(lattices, norms), (kernel, torch.rsqrt(kernel.filter(ones) + 1e-20))
 
-    def _spatial_key(self, h: int, w: int, dtype: torch.dtype, device: torch.device) -> tuple:
-        return (h, w, self.gaussian_sxy, dtype, device)
-
-    def _spatial_cached(self, h: int, w: int, dtype: torch.dtype, device: torch.device) -> bool:
-        cached = getattr(self, "_spatial_cache", None)
-        return cached is not None and cached[0] == self._spatial_key(h, w, dtype, device)
-
     def _spatial_lattice(
         self, h: int, w: int, dtype: torch.dtype, device: torch.device, copies: int = 1
     ) -> tuple[Lattice, Tensor]:
-        """The smoothness kernel's lattice over ``copies`` H×W grids (a batch) and its norm,
-        kept for the next call: the same objects, so the weights the message tables derive
-        from them are kept too (``Lattice.normalized_weights``)."""
-        if not self._spatial_cached(h, w, dtype, device):
-            features = pixel_grid(h, w, dtype, device) / torch.tensor(self.gaussian_sxy, dtype=dtype, device=device)
-            lattice = Lattice(features)
-            self._spatial_cache = (self._spatial_key(h, w, dtype, device), {1: (lattice, symmetric_norm(lattice))})
-        tiled = self._spatial_cache[1]
-        if copies not in tiled:
-            lattice, norm = tiled[1]
-            tiled.clear()  # the batch size of the last call only, beside the single grid
-            tiled[1] = (lattice, norm)
-            tiled[copies] = (lattice.tile(copies), norm.repeat(copies, 1))
-        return tiled[copies]
+        """The smoothness kernel's lattice over ``copies`` H×W grids (a batch) and its norm."""
+        return spatial_lattices.get(h, w, self.gaussian_sxy, dtype, device, copies)
 
     def _bilateral_lattice(self, pixels: Tensor, extra: Tensor | None, dtype: torch.dtype) -> Lattice:
         b, k, h, w = pixels.shape
