@@ -1,5 +1,6 @@
-"""Large-rate atrous convolutions as row products (atrous/inference/row_taps.py), the
-bf16 Predictor's rewrite of ASPP branches: the same function as the convolution."""
+"""Large-rate atrous convolutions as row products (atrous/nn/row_taps.py): what
+``AtrousConv2d`` runs in bfloat16 on the CPU for ASPP branches, forward and backward.
+The same function as the convolution."""
 
 from __future__ import annotations
 
@@ -7,13 +8,13 @@ from collections.abc import Iterator
 
 import pytest
 import torch
+import torch.nn.functional as F
 from _inference_models import single_thread
 
 from atrous import Predictor
-from atrous.inference import prepare_for_inference
-from atrous.inference.row_taps import RowTapConv2d, use_row_taps, with_row_taps
 from atrous.models import create_model
 from atrous.nn.atrous_conv import AtrousConv2d
+from atrous.nn.row_taps import bf16_on_cpu, row_tap_conv3x3, slow_in_onednn_bf16
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -23,86 +24,72 @@ def one_thread() -> Iterator[None]:
 
 @pytest.mark.parametrize("rate", [1, 2, 4, 7, 12, 16, 17, 24, 40])
 @pytest.mark.parametrize("size", [(16, 16), (9, 23), (30, 5)])
-def test_row_products_equal_the_convolution(rate: int, size: tuple[int, int]) -> None:
+def test_row_products_equal_the_convolution_and_its_gradients(rate: int, size: tuple[int, int]) -> None:
     """Every rate, including rates at and beyond the map size (whole kernel rows and
     columns in the padding), on batches in either memory format, with and without bias."""
     torch.manual_seed(rate)
-    conv = torch.nn.Conv2d(6, 5, 3, padding=rate, dilation=rate, bias=rate % 2 == 0).double()
-    x = torch.randn(2, 6, *size, dtype=torch.float64)
-    taps = RowTapConv2d(conv)
+    x = torch.randn(2, 6, *size, dtype=torch.float64, requires_grad=True)
+    weight = torch.randn(5, 6, 3, 3, dtype=torch.float64, requires_grad=True)
+    bias = torch.randn(5, dtype=torch.float64, requires_grad=True) if rate % 2 == 0 else None
+    inputs = [t for t in (x, weight, bias) if t is not None]
+    expected = F.conv2d(x, weight, bias, padding=rate, dilation=rate)
+    upstream = torch.randn_like(expected)
+    expected_grads = torch.autograd.grad(expected, inputs, upstream)
     for layout in (torch.contiguous_format, torch.channels_last):
-        out = taps(x.contiguous(memory_format=layout))
+        out = row_tap_conv3x3(x.contiguous(memory_format=layout), weight, bias, rate)
         assert out.dtype == torch.float64 and out.shape == (2, 5, *size)
-        torch.testing.assert_close(out, conv(x), rtol=0, atol=1e-12)
+        torch.testing.assert_close(out, expected, rtol=0, atol=1e-12)
+        for got, want in zip(torch.autograd.grad(out, inputs, upstream), expected_grads):
+            torch.testing.assert_close(got, want, rtol=0, atol=1e-11)
 
 
-def test_only_large_rate_same_padded_3x3_convolutions_are_rewritten() -> None:
+def test_only_the_convolutions_onednn_runs_slowly_in_bf16_take_row_products() -> None:
     def conv(cin: int, rate: int, **options) -> torch.nn.Conv2d:
         return AtrousConv2d(cin, 8, options.pop("k", 3), padding=options.pop("padding", rate), dilation=rate, **options)
 
-    assert use_row_taps(conv(2048, 4)) and use_row_taps(conv(2048, 36)) and use_row_taps(conv(512, 24))
-    assert use_row_taps(torch.nn.Conv2d(2048, 8, 3, padding=12, dilation=12))
-    assert not use_row_taps(conv(2048, 2))  # oneDNN's bf16 kernels are quick there
-    assert not use_row_taps(conv(512, 12))
-    assert not use_row_taps(conv(2048, 12, stride=2))
-    assert not use_row_taps(conv(2048, 12, groups=2))  # grouped, e.g. depthwise (separable ASPP)
-    assert not use_row_taps(conv(2048, 12, padding=0))
-    assert not use_row_taps(conv(2048, 12, k=1))
+    assert slow_in_onednn_bf16(conv(2048, 4)) and slow_in_onednn_bf16(conv(2048, 36)) and slow_in_onednn_bf16(conv(512, 24))
+    assert not slow_in_onednn_bf16(conv(2048, 2))  # oneDNN's bf16 kernels are quick there
+    assert not slow_in_onednn_bf16(conv(512, 12))
+    assert not slow_in_onednn_bf16(conv(2048, 12, stride=2))
+    assert not slow_in_onednn_bf16(conv(2048, 12, groups=2))  # grouped, e.g. depthwise (separable ASPP)
+    assert not slow_in_onednn_bf16(conv(2048, 12, padding=0))
+    assert not slow_in_onednn_bf16(conv(2048, 12, k=1))
+    x = torch.zeros(1, 2, 4, 4)
+    assert not bf16_on_cpu(x) and bf16_on_cpu(x.bfloat16())
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert bf16_on_cpu(x)
 
 
-def test_bf16_fast_path_rewrites_aspp_and_keeps_its_labels() -> None:
-    """DeepLab v3 ResNet-50: the three ASPP branches (2048 channels, rates 6/12/18) become
-    row products in the bf16 copy, fp32 and the caller's model are untouched, and the
-    labels match the bf16 model run through oneDNN's convolutions."""
+def test_aspp_branch_in_bf16_runs_as_row_products_forward_and_backward() -> None:
+    """An ASPP branch (2048 → 8, rate 12) in bf16: row products (their output comes back
+    channels_last even for an NCHW input, which oneDNN's convolution would keep), close
+    to the float32 convolution, with gradients close to float32's as well; under
+    autocast it returns bf16 like the convolution."""
     torch.manual_seed(0)
-    model = create_model("deeplabv3_resnet50", num_classes=5).eval()
-    example = torch.zeros(1, 3, 65, 65)
-    bf16 = prepare_for_inference(model, channels_last=True, example=example, dtype=torch.bfloat16)
-    rewritten = [m for m in bf16.modules() if isinstance(m, RowTapConv2d)]
-    assert sorted(m.rate for m in rewritten) == [6, 12, 18]
-    assert not any(isinstance(m, RowTapConv2d) for m in model.modules())
-    fp32 = prepare_for_inference(model, channels_last=True, example=example)
-    assert not any(isinstance(m, RowTapConv2d) for m in fp32.modules())
+    branch = AtrousConv2d(2048, 8, 3, padding=12, dilation=12)
+    x = torch.randn(2, 2048, 14, 17)
+    reference = branch(x)
+    (reference_grad,) = torch.autograd.grad(reference.square().sum(), branch.weight)
 
-    plain = prepare_for_inference(model, channels_last=True, example=example, dtype=torch.bfloat16)
-    for module in plain.modules():  # undo the rewrite: oneDNN's bf16 convolutions throughout
-        for name, child in module.named_children():
-            if isinstance(child, RowTapConv2d):
-                setattr(module, name, _conv_of(child))
-    image = torch.randn(1, 3, 193, 257).contiguous(memory_format=torch.channels_last)
-    with torch.inference_mode():
-        ours, theirs = bf16(image.bfloat16()).float(), plain(image.bfloat16()).float()
-        reference = fp32(image)
-    assert (ours.argmax(1) == theirs.argmax(1)).float().mean() >= 0.99
-    assert (ours - reference).abs().max() <= 2 * (theirs - reference).abs().max() + 1e-2
+    bf16 = AtrousConv2d(2048, 8, 3, padding=12, dilation=12).bfloat16()
+    bf16.load_state_dict(branch.state_dict())
+    out = bf16(x.bfloat16())
+    assert out.dtype == torch.bfloat16 and out.is_contiguous(memory_format=torch.channels_last)
+    torch.testing.assert_close(out.float(), reference, rtol=0.02, atol=0.05)
+    (grad,) = torch.autograd.grad(out.float().square().sum(), bf16.weight)
+    assert torch.nn.functional.cosine_similarity(grad.float().flatten(), reference_grad.flatten(), 0) > 0.999
+
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        mixed = branch(x)
+    assert mixed.dtype == torch.bfloat16 and mixed.is_contiguous(memory_format=torch.channels_last)
+    torch.testing.assert_close(mixed.float(), reference, rtol=0.02, atol=0.05)
+    assert branch(x).is_contiguous()  # float32: oneDNN's convolution, NCHW kept
 
 
-def test_predictor_bf16_uses_row_taps_and_agrees_with_fp32() -> None:
+def test_predictor_bf16_keeps_the_fp32_labels_on_an_aspp_model() -> None:
     torch.manual_seed(1)
-    model = create_model("deeplabv2_resnet101", num_classes=4).eval()
+    model = create_model("deeplabv3_resnet50", num_classes=4).eval()
+    assert sum(slow_in_onednn_bf16(m) for m in model.modules() if isinstance(m, AtrousConv2d)) == 3
     image = torch.randint(0, 256, (3, 129, 161), dtype=torch.uint8)
-    bf16 = Predictor(model, precision="bf16")
-    assert any(isinstance(m, RowTapConv2d) for m in bf16.model.modules())
-    agree = (bf16.predict(image) == Predictor(model).predict(image)).float().mean()
+    agree = (Predictor(model, precision="bf16").predict(image) == Predictor(model).predict(image)).float().mean()
     assert agree >= 0.97
-
-
-def _conv_of(taps: RowTapConv2d) -> torch.nn.Conv2d:
-    """The convolution a RowTapConv2d was built from (its rows back as a 3×3 kernel)."""
-    rows = taps.row_weights  # (3, C_in, 3·C_out)
-    c_in, co = rows.shape[1], taps.out_channels
-    weight = rows.view(3, c_in, 3, co).permute(3, 1, 0, 2).contiguous()
-    conv = torch.nn.Conv2d(c_in, co, 3, padding=taps.rate, dilation=taps.rate, bias=taps.bias is not None)
-    conv = conv.to(weight.dtype)
-    conv.weight.data.copy_(weight)
-    if taps.bias is not None:
-        conv.bias.data.copy_(taps.bias)
-    return conv.to(memory_format=torch.channels_last).requires_grad_(False)
-
-
-def test_with_row_taps_replaces_in_place() -> None:
-    block = torch.nn.Sequential(torch.nn.Conv2d(2048, 4, 3, padding=12, dilation=12), torch.nn.ReLU())
-    x = torch.randn(1, 2048, 9, 11)
-    expected = block(x)
-    assert with_row_taps(block) is block and isinstance(block[0], RowTapConv2d)
-    torch.testing.assert_close(block(x), expected, rtol=1e-4, atol=1e-4)

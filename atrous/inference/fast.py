@@ -9,7 +9,6 @@ import torch
 from torch import nn
 
 from atrous.fold import find_conv_bn_pairs, fold_batchnorm
-from atrous.inference.row_taps import with_row_taps
 from atrous.nn.fake_quant import has_activation_quant
 
 __all__ = ["find_conv_bn_pairs", "fold_batchnorm", "prepare_for_inference"]
@@ -25,8 +24,7 @@ def prepare_for_inference(
 ) -> nn.Module:
     """A copy of ``model`` for inference: eval mode, BN folded, frozen parameters,
     optionally channels_last memory format, another ``dtype`` (BN is folded in float32
-    first; bfloat16 on CPU also rewrites the large-rate atrous convolutions as row
-    products, :mod:`atrous.inference.row_taps`) and ``torch.compile``.
+    first) and ``torch.compile``.
 
     A model that rounds its activations to uint8 grids (``activation_quant``, an imported
     quantisation-aware graph) is only copied and frozen: folding and channels_last change
@@ -42,13 +40,6 @@ def prepare_for_inference(
         model = model.to(memory_format=torch.channels_last)
     if dtype != torch.float32:
         model = model.to(dtype)
-        if dtype == torch.bfloat16 and _device_type(model) == "cpu":
-            model = with_row_taps(model)  # oneDNN's bf16 path is slow at large atrous rates
     if compile:
         model = torch.compile(model, dynamic=True)
     return model
-
-
-def _device_type(model: nn.Module) -> str:
-    parameter = next(model.parameters(), None)
-    return parameter.device.type if parameter is not None else "cpu"

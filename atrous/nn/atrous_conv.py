@@ -8,6 +8,10 @@ way), but it skips their work, which oneDNN does not: a rate-18 depthwise conv o
 16×16 map, forward and backward, takes ~10× longer channels_last than its 1×1 core.
 It happens whenever training crops are small (ASPP rates 12 and 18 at OS16 on
 192–256-pixel crops, LargeFOV's rate 12 on small images).
+
+In bfloat16 on the CPU, the large-rate convolutions oneDNN runs slowly there (ASPP
+branches on 2048 channels) go through :func:`atrous.nn.row_taps.row_tap_conv3x3`
+instead, which skips dead taps too.
 """
 
 from __future__ import annotations
@@ -15,6 +19,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from atrous.nn.row_taps import bf16_on_cpu, row_tap_conv3x3, slow_in_onednn_bf16
 
 __all__ = ["AtrousConv2d", "live_taps", "skip_dead_taps"]
 
@@ -39,6 +45,8 @@ class AtrousConv2d(nn.Conv2d):
     """
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if bf16_on_cpu(x) and slow_in_onednn_bf16(self) and not _tracing():
+            return row_tap_conv3x3(x, self.weight, self.bias, self.dilation[0])
         crop = None if _tracing() else self._crop(x.shape[-2:])
         if crop is None:
             return super().forward(x)
