@@ -27,7 +27,9 @@ time (> 1: atrous is faster).
   against fp32 eager, the fp32 Predictor and ``torch.autocast("cpu", bfloat16)`` around
   fp32 eager, for DeepLab v3 ResNet-50, v3+ MobileNet v2 and LR-ASPP MobileNet v3 at
   512², with the share of labels equal to fp32's (on the synthetic test image, random
-  weights). ``--only-bf16`` runs just this section (bench/results/bf16.md); the CPU's
+  weights). ``--only-bf16`` runs just this section (bench/results/bf16.md), on CPUs with
+  native bf16 with one ASPP branch beside it: oneDNN's bf16 convolution against the row
+  products ``AtrousConv2d`` runs instead (inference and a training step); the CPU's
   bf16 support (AMX / AVX-512 BF16) is stated, as it decides the result.
 - Peak RSS: each path in a fresh subprocess that builds the model and runs it twice;
   that process's RSS high-water mark (VmHWM; includes Python, torch and onnxruntime
@@ -296,6 +298,45 @@ def bf16_section(args: argparse.Namespace, table: Table, size: tuple[int, int], 
     return notes
 
 
+def aspp_branch_section(args: argparse.Namespace, table: Table) -> list[str]:
+    """One ASPP branch (2048 → 256, 3×3) in bfloat16: oneDNN's convolution against the row
+    products ``AtrousConv2d`` uses (``atrous.nn.row_taps``), inference (batch 1) and a
+    training step's forward + backward (batch 4), interleaved; undilated for scale."""
+    import torch.nn.functional as F
+
+    from atrous.nn.row_taps import row_tap_conv3x3
+
+    notes = []
+    for side, batch, rates in ((64, 1, (1, 4, 12, 24, 36)), (32, 1, (6, 12, 18)), (32, 4, (6, 12, 18))):
+        training = batch > 1
+        x = torch.randn(batch, 2048, side, side).bfloat16().contiguous(memory_format=torch.channels_last)
+        weight = (torch.randn(256, 2048, 3, 3) * 0.01).bfloat16().contiguous(memory_format=torch.channels_last)
+        x.requires_grad_(training)
+        weight.requires_grad_(training)
+
+        def run(conv: Any) -> Any:
+            def once() -> None:
+                with torch.set_grad_enabled(training):
+                    out = conv()
+                    if training:
+                        out.backward(torch.ones_like(out))
+
+            return once
+
+        for rate in rates:
+            candidates = {"oneDNN bf16 convolution": run(lambda: F.conv2d(x, weight, None, 1, rate, rate, 1))}
+            if rate > 1:
+                candidates["row products"] = run(lambda: row_tap_conv3x3(x, weight, None, rate))
+            times = interleaved(candidates, 1, args.repeats)
+            what = "forward + backward" if training else "forward"
+            case = f"ASPP branch 2048→256, {batch}×{side}×{side}, rate {rate}, {what}"
+            table.add(case, "oneDNN bf16 convolution", times["oneDNN bf16 convolution"], None)
+            if rate > 1:
+                table.add(case, "row products", times["row products"], times["oneDNN bf16 convolution"])
+    notes.append("ASPP branch rows: ratio = oneDNN bf16 convolution / row products (what AtrousConv2d runs in bf16 on CPU)")
+    return notes
+
+
 def int8_miou_section(args: argparse.Namespace, table: Table, scratch: Path) -> list[str]:
     """mIoU of a trained checkpoint as float and int8 ONNX on its dataset's val split
     (int8 calibrated on train-split images), and the int8 speed-up on those images."""
@@ -378,6 +419,8 @@ def main(argv: list[str] | None = None) -> int:
             )
         if args.only_bf16:
             notes = bf16_section(args, table, size, BF16_MODELS)
+            if cpu_has_bf16():
+                notes += aspp_branch_section(args, table)
         else:
             notes = torchvision_section(args, table, scratch, calibration, names, size)
             notes += torchvision_section(args, table, scratch, calibration, (LARGE_MODEL,), large)

@@ -5,10 +5,10 @@ rate on a wide input, which is what an ASPP branch is (DeepLab v2/v3/v3+ on a
 2048-channel ResNet or Xception output). Measured on an Intel Xeon with AMX, 2 threads,
 one 64×64 map of 2048 channels → 256, forward: 19 ms undilated, 90 ms at rate 4,
 137 ms at rate 12, 295 ms at rate 36; at 32×32, 6 ms undilated and 30–51 ms at rates
-4–36. As row products: 14–23 ms (64×64) and 1–10 ms (32×32) at every rate from 4 up.
-Training (a batch of four 32×32 maps, forward and backward) pays 256–307 ms per branch.
-With 512–1024 input channels oneDNN stays quick up to rate 12; in float32 its own
-kernels were as fast or faster at every rate, so only bfloat16 is routed here.
+4–36. As row products 2–10× quicker, forward and backward (``bench/inference.py
+--only-bf16`` times one branch both ways). With 512–1024 input channels oneDNN stays
+quick up to rate 12; in float32 its own kernels were as fast or faster at every rate,
+so only bfloat16 is routed here.
 
 Kernel row i reads input rows y + (i − 1)·rate: one product of those rows (N, R·W, C)
 with the row's three tap matrices side by side (C, 3·C_out) gives every tap's share at
