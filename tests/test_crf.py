@@ -233,6 +233,46 @@ def test_spatial_lattice_cache_keeps_the_recent_grids_within_its_point_budget():
     assert len(cache) == 1 and cache.contains(40, 40, sxy, torch.float32, cpu)
 
 
+def test_spatial_lattice_cache_drops_the_least_recently_used_grid():
+    cache = SpatialLattices(max_points=250)
+    cpu, sxy = torch.device("cpu"), (3.0, 3.0)
+    cache.get(10, 10, sxy, torch.float32, cpu)
+    cache.get(10, 11, sxy, torch.float32, cpu)
+    cache.get(10, 10, sxy, torch.float32, cpu)  # used again: now the most recent
+    cache.get(5, 10, sxy, torch.float32, cpu)  # 260 points: one grid must go, the least recently used
+    assert cache.contains(10, 10, sxy, torch.float32, cpu) and not cache.contains(10, 11, sxy, torch.float32, cpu)
+
+
+def test_a_crf_trained_after_inference_mode_calls_gets_gradients():
+    """Lattices kept from a call under torch.inference_mode (a Predictor, an evaluation)
+    hold inference tensors; a later call that records gradients must not be given them."""
+    image, probs = _scene(h=14, w=18)
+    DenseCRF().clear_cache()
+    with torch.inference_mode():
+        DenseCRF(iterations=2)(image, probs)
+    crf = DenseCRF(iterations=2, trainable=True)
+    logits = probs.log().requires_grad_()
+    crf(image, logits, from_logits=True).sum().backward()
+    assert logits.grad is not None and crf.bilateral_compat.grad is not None
+    with torch.inference_mode():  # and the other way round
+        assert torch.isfinite(DenseCRF(iterations=2)(image, probs)).all()
+
+
+def test_extreme_logits_give_the_same_marginals_with_and_without_autograd():
+    """A class whose softmax underflows to 0 (a logit 130 below the best) under strong
+    messages: the fast step's fallback takes -U itself, as the autograd path does."""
+    image, _ = _scene(h=10, w=12)
+    logits = torch.zeros(1, 2, 10, 12)
+    logits[0, 0, 5, 6] = 130.0
+    logits[0, 1] = 4.0
+    logits[0, 1, 5, 6] = 0.0
+    crf = DenseCRF(iterations=3, gaussian_compat=300.0, bilateral_compat=300.0)
+    with torch.no_grad():
+        fast = crf(image, logits, from_logits=True)
+    slow = crf(image, logits.requires_grad_(), from_logits=True)
+    torch.testing.assert_close(fast, slow.detach(), atol=1e-5, rtol=0)
+
+
 def test_spatial_lattice_built_on_the_side_thread_equals_one_built_inline():
     image, probs = _scene(h=20, w=24, seed=3)
     crf = DenseCRF(iterations=3)

@@ -14,7 +14,7 @@ from _inference_models import single_thread
 from atrous import Predictor
 from atrous.models import create_model
 from atrous.nn.atrous_conv import AtrousConv2d
-from atrous.nn.row_taps import bf16_on_cpu, row_tap_conv3x3, slow_in_onednn_bf16
+from atrous.nn.row_taps import row_tap_conv3x3, slow_in_onednn_bf16, takes_row_taps
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -54,10 +54,15 @@ def test_only_the_convolutions_onednn_runs_slowly_in_bf16_take_row_products() ->
     assert not slow_in_onednn_bf16(conv(2048, 12, groups=2))  # grouped, e.g. depthwise (separable ASPP)
     assert not slow_in_onednn_bf16(conv(2048, 12, padding=0))
     assert not slow_in_onednn_bf16(conv(2048, 12, k=1))
-    x = torch.zeros(1, 2, 4, 4)
-    assert not bf16_on_cpu(x) and bf16_on_cpu(x.bfloat16())
+    branch, x = conv(2048, 12), torch.zeros(1, 2048, 4, 4)
+    assert not takes_row_taps(branch, x)  # float32: oneDNN's kernels are as quick
+    assert not takes_row_taps(branch, x.bfloat16())  # a bf16 input, float32 weights: the convolution's error
+    assert takes_row_taps(branch.bfloat16(), x.bfloat16())
+    assert not takes_row_taps(branch.bfloat16(), x.half())
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        assert bf16_on_cpu(x)
+        assert takes_row_taps(branch.float(), x) and takes_row_taps(branch, x.bfloat16())
+        assert not takes_row_taps(branch, x.half()) and not takes_row_taps(branch, x.double())
+    assert not takes_row_taps(conv(512, 12).bfloat16(), x[:, :512].bfloat16())
 
 
 def test_aspp_branch_in_bf16_runs_as_row_products_forward_and_backward() -> None:
@@ -83,6 +88,9 @@ def test_aspp_branch_in_bf16_runs_as_row_products_forward_and_backward() -> None
         mixed = branch(x)
     assert mixed.dtype == torch.bfloat16 and mixed.is_contiguous(memory_format=torch.channels_last)
     torch.testing.assert_close(mixed.float(), reference, rtol=0.02, atol=0.05)
+    (mixed_grad,) = torch.autograd.grad(mixed.float().square().sum(), branch.weight)  # float32 master weight
+    assert mixed_grad.dtype == torch.float32
+    assert torch.nn.functional.cosine_similarity(mixed_grad.flatten(), reference_grad.flatten(), 0) > 0.999
     assert branch(x).is_contiguous()  # float32: oneDNN's convolution, NCHW kept
 
 

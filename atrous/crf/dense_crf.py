@@ -105,21 +105,25 @@ def _softmax(x: Tensor) -> Tensor:
 _SMALLEST_ROW_SUM = 1e-30
 
 
-def _mean_field_step(message: Tensor, prior: Tensor, again: Callable[[], Tensor]) -> Tensor:
-    """softmax(log(prior) + message) over dim 1, computed in place in ``message``.
+def _mean_field_step(
+    message: Tensor, prior: Tensor, again: Callable[[], Tensor], neg_unary: Tensor | None = None
+) -> Tensor:
+    """softmax(-U + message) over dim 1, computed in place in ``message``.
 
     ``prior`` (N, C) is the unary's exp(-U), the clipped probabilities up to a per-row
     factor (which the softmax cancels): exp(-U + m) = prior · exp(m) needs no log. The
     plain exp needs no per-row maximum (a slow short-axis reduction) unless a row sum
-    overflows or is too small for float precision, which one reduction over the row sums
-    tells; then ``again()`` recomputes the messages and the stable form is taken (rare:
-    messages of magnitude ~80 and more).
+    overflows, is too small for float precision or is not a number (exp(m) = inf times a
+    prior that underflowed to 0), which one reduction over the row sums tells; then
+    ``again()`` recomputes the messages and the stable form is taken with -U itself
+    (``neg_unary``, or log(prior) when it is not given; rare: messages of magnitude ~80
+    and more).
     """
     ones = torch.ones(message.shape[1], 1, dtype=message.dtype, device=message.device)
     total = message.exp_().mul_(prior) @ ones
     low, high = torch.aminmax(total)
     if not (float(low) > _SMALLEST_ROW_SUM and float(high) < math.inf):
-        message = again().add_(prior.log())
+        message = again().add_(neg_unary if neg_unary is not None else prior.log())
         total = message.sub_(message.amax(1, keepdim=True)).exp_() @ ones
     return message.mul_(total.reciprocal_())
 
@@ -241,7 +245,7 @@ class DenseCRF(nn.Module):
             if grad:
                 q = _softmax(pairwise(q) + neg_unary)
             else:
-                q = _mean_field_step(pairwise(q), prior, again=lambda previous=q: pairwise(previous))
+                q = _mean_field_step(pairwise(q), prior, lambda previous=q: pairwise(previous), neg_unary)
         if order is not None:
             q = q.index_select(0, messages.inverse_order)  # a gather: quicker than scattering by order
         out = q.view(b, h, w, c).permute(0, 3, 1, 2).to(scores.dtype)
@@ -260,9 +264,12 @@ class DenseCRF(nn.Module):
         device = pixels.device
         spatial_build = None
         single_threaded = device.type == "cpu" and torch.get_num_threads() == 1
-        if self.spatial == "lattice" and single_threaded and not spatial_lattices.contains(h, w, self.gaussian_sxy, dtype, device):
+        inference = torch.is_inference_mode_enabled()  # the side thread builds for this thread's mode
+        if self.spatial == "lattice" and single_threaded and not spatial_lattices.contains(
+            h, w, self.gaussian_sxy, dtype, device
+        ):
             # build the image-independent spatial lattice on another core meanwhile
-            spatial_build = _builder().submit(self._spatial_lattice, h, w, dtype, device)
+            spatial_build = _builder().submit(self._spatial_lattice, h, w, dtype, device, 1, inference)
         bilateral = self._bilateral_lattice(pixels, extra, dtype)
         lattices, norms = [bilateral], [symmetric_norm(bilateral)]
         built = spatial_build.result() if spatial_build else None
@@ -277,10 +284,10 @@ class DenseCRF(nn.Module):
         return Messages(lattices, norms), (kernel, torch.rsqrt(kernel.filter(ones) + 1e-20))
 
     def _spatial_lattice(
-        self, h: int, w: int, dtype: torch.dtype, device: torch.device, copies: int = 1
+        self, h: int, w: int, dtype: torch.dtype, device: torch.device, copies: int = 1, inference: bool | None = None
     ) -> tuple[Lattice, Tensor]:
         """The smoothness kernel's lattice over ``copies`` H×W grids (a batch) and its norm."""
-        return spatial_lattices.get(h, w, self.gaussian_sxy, dtype, device, copies)
+        return spatial_lattices.get(h, w, self.gaussian_sxy, dtype, device, copies, inference)
 
     def _bilateral_lattice(self, pixels: Tensor, extra: Tensor | None, dtype: torch.dtype) -> Lattice:
         b, k, h, w = pixels.shape

@@ -22,8 +22,8 @@ from atrous.crf.messages import symmetric_norm
 __all__ = ["SpatialLattices", "pixel_grid", "spatial_lattices"]
 
 # At most this many points over all kept grids (single grids and the last batch's tiling
-# of each): about 40 CamVid frames' worth, or 8 Cityscapes frames (~60 B per point).
-MAX_POINTS = 16 * 2**20
+# of each; ~116 B per point, so ~470 MB): 24 CamVid frame sizes, or two Cityscapes ones.
+MAX_POINTS = 4 * 2**20
 
 
 def pixel_grid(height: int, width: int, dtype: torch.dtype, device: torch.device) -> Tensor:
@@ -39,12 +39,15 @@ def pixel_grid(height: int, width: int, dtype: torch.dtype, device: torch.device
 class SpatialLattices:
     """Lattices of the spatial kernel over H×W pixel grids, with their symmetric norms.
 
-    ``get(h, w, sxy, dtype, device, copies)`` returns ``(lattice, norm)`` for ``copies``
-    grids side by side (a batch: ``Lattice.tile``), building and keeping them on first
-    use. The same objects come back for the same arguments, so what the message tables
-    derive from them is kept too (``Lattice.normalized_weights``). Grids least recently
-    used are dropped beyond ``max_points`` points in all. Thread-safe (the CRF may build
-    a lattice on a side thread).
+    ``get(h, w, sxy, dtype, device, copies, inference)`` returns ``(lattice, norm)`` for
+    ``copies`` grids side by side (a batch: ``Lattice.tile``), building and keeping them
+    on first use. The same objects come back for the same arguments, so what the message
+    tables derive from them is kept too (``Lattice.normalized_weights``). Lattices made
+    under ``torch.inference_mode`` are kept apart from the others (inference tensors
+    cannot serve a later call that records gradients). Grids least recently used are
+    dropped beyond ``max_points`` points in all; the one just used is always kept.
+    Thread-safe (the CRF may build a lattice on a side thread); a build runs outside the
+    lock, so other threads' calls for kept sizes do not wait for it.
     """
 
     def __init__(self, max_points: int = MAX_POINTS) -> None:
@@ -55,9 +58,18 @@ class SpatialLattices:
     def __len__(self) -> int:
         return len(self._grids)
 
-    def contains(self, h: int, w: int, sxy: tuple[float, float], dtype: torch.dtype, device: torch.device) -> bool:
-        """Whether the single grid's lattice is kept."""
-        return (h, w, sxy, dtype, device) in self._grids
+    def contains(
+        self,
+        h: int,
+        w: int,
+        sxy: tuple[float, float],
+        dtype: torch.dtype,
+        device: torch.device,
+        inference: bool | None = None,
+    ) -> bool:
+        """Whether the single grid's lattice is kept (``inference``: for calls under
+        ``torch.inference_mode``; default: the calling thread's mode)."""
+        return self._key(h, w, sxy, dtype, device, inference) in self._grids
 
     def get(
         self,
@@ -67,21 +79,32 @@ class SpatialLattices:
         dtype: torch.dtype,
         device: torch.device,
         copies: int = 1,
+        inference: bool | None = None,
     ) -> tuple[Lattice, Tensor]:
-        """(lattice over ``copies`` H×W grids, its (copies·H·W, 1) norm), kept."""
-        key = (h, w, sxy, dtype, device)
+        """(lattice over ``copies`` H×W grids, its (copies·H·W, 1) norm), kept.
+
+        ``inference``: whether the caller runs under ``torch.inference_mode`` (default:
+        the calling thread's mode; a side thread building for a caller passes the
+        caller's)."""
+        key = self._key(h, w, sxy, dtype, device, inference)
         with self._lock:
             tiled = self._grids.get(key)
-            if tiled is None:
+        if tiled is None:
+            with torch.inference_mode(key[-1]):
                 features = pixel_grid(h, w, dtype, device) / torch.tensor(sxy, dtype=dtype, device=device)
                 lattice = Lattice(features)
-                tiled = self._grids[key] = {1: (lattice, symmetric_norm(lattice))}
+                built = {1: (lattice, symmetric_norm(lattice))}
+            with self._lock:
+                tiled = self._grids.setdefault(key, built)  # another thread's build, if it was first
+        with self._lock:
+            self._grids[key] = tiled  # back in, should eviction have dropped it meanwhile
             self._grids.move_to_end(key)
             if copies not in tiled:
                 single = tiled[1]
+                with torch.inference_mode(key[-1]):
+                    batch = (single[0].tile(copies), single[1].repeat(copies, 1))
                 tiled.clear()  # the batch size of the last call only, beside the single grid
-                tiled[1] = single
-                tiled[copies] = (single[0].tile(copies), single[1].repeat(copies, 1))
+                tiled[1], tiled[copies] = single, batch
             self._evict()
             return tiled[copies]
 
@@ -89,6 +112,13 @@ class SpatialLattices:
         """Forget every kept lattice."""
         with self._lock:
             self._grids.clear()
+
+    @staticmethod
+    def _key(
+        h: int, w: int, sxy: tuple[float, float], dtype: torch.dtype, device: torch.device, inference: bool | None
+    ) -> tuple:
+        inference = torch.is_inference_mode_enabled() if inference is None else bool(inference)
+        return (h, w, tuple(sxy), dtype, torch.device(device), inference)
 
     def _new_lock(self) -> None:
         self._lock = threading.Lock()
@@ -105,5 +135,5 @@ class SpatialLattices:
 
 
 spatial_lattices = SpatialLattices()
-# A child forked while a side thread held the lock would wait on it forever: it gets a fresh one.
-os.register_at_fork(after_in_child=spatial_lattices._new_lock)
+if hasattr(os, "register_at_fork"):  # POSIX: a child forked while a side thread held the lock gets a fresh one
+    os.register_at_fork(after_in_child=spatial_lattices._new_lock)

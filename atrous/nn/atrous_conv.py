@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from atrous.nn.row_taps import bf16_on_cpu, row_tap_conv3x3, slow_in_onednn_bf16
+from atrous.nn.row_taps import row_tap_conv3x3, takes_row_taps
 
 __all__ = ["AtrousConv2d", "live_taps", "skip_dead_taps"]
 
@@ -45,7 +45,7 @@ class AtrousConv2d(nn.Conv2d):
     """
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if bf16_on_cpu(x) and slow_in_onednn_bf16(self) and not _tracing():
+        if takes_row_taps(self, x) and not _tracing():
             return row_tap_conv3x3(x, self.weight, self.bias, self.dilation[0])
         crop = None if _tracing() else self._crop(x.shape[-2:])
         if crop is None:

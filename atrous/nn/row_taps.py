@@ -14,8 +14,12 @@ Kernel row i reads input rows y + (i − 1)·rate: one product of those rows (N,
 with the row's three tap matrices side by side (C, 3·C_out) gives every tap's share at
 every column, and each share is added into the output shifted by its tap's column
 offset. Kernel rows and columns that read only the zero padding (rate ≥ the map size)
-are never computed. Shares are summed in float32 and rounded once, as a convolution
-rounds its accumulator once. Differentiable in the input, weight and bias.
+are never computed. Each product accumulates in float32 inside the matrix multiply but
+comes back in bfloat16 (CPU matmuls offer no float32 output for bfloat16 operands), and
+the nine shares are summed in float32 and rounded once more: a little more rounding
+than a convolution's single one (mean |error| 0.0042 against 0.0027 on a random
+2048-channel branch; DeepLab v3 ResNet-50 labels 99.28 % equal to fp32's, against
+99.31 % with oneDNN's bf16 convolution). Differentiable in the input, weight and bias.
 """
 
 from __future__ import annotations
@@ -23,7 +27,18 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-__all__ = ["bf16_on_cpu", "row_tap_conv3x3", "slow_in_onednn_bf16"]
+__all__ = ["row_tap_conv3x3", "slow_in_onednn_bf16", "takes_row_taps"]
+
+
+if hasattr(torch, "get_autocast_dtype"):  # torch >= 2.4
+
+    def _cpu_autocast_dtype() -> torch.dtype | None:
+        return torch.get_autocast_dtype("cpu") if torch.is_autocast_enabled("cpu") else None
+
+else:  # pragma: no cover - torch 2.2 / 2.3
+
+    def _cpu_autocast_dtype() -> torch.dtype | None:
+        return torch.get_autocast_cpu_dtype() if torch.is_autocast_cpu_enabled() else None
 
 
 def slow_in_onednn_bf16(conv: nn.Conv2d) -> bool:
@@ -38,14 +53,16 @@ def slow_in_onednn_bf16(conv: nn.Conv2d) -> bool:
     return (rate >= 4 and conv.in_channels >= 2048) or (rate >= 24 and conv.in_channels >= 512)
 
 
-def bf16_on_cpu(x: Tensor) -> bool:
-    """Whether a convolution of ``x`` runs in bfloat16 on the CPU (a bf16 tensor, or
-    under ``torch.autocast("cpu", torch.bfloat16)``)."""
-    if x.device.type != "cpu":
+def takes_row_taps(conv: nn.Conv2d, x: Tensor) -> bool:
+    """Whether ``conv(x)`` should run as row products: a convolution oneDNN's bf16
+    kernels run slowly, computed in bfloat16 on the CPU (bf16 input and weight, or a
+    float32 or bf16 input under ``torch.autocast("cpu", torch.bfloat16)``); other dtype
+    mixes are left to the convolution (and its errors)."""
+    if x.device.type != "cpu" or x.dtype not in (torch.bfloat16, torch.float32) or not slow_in_onednn_bf16(conv):
         return False
-    if x.dtype == torch.bfloat16:
+    if _cpu_autocast_dtype() == torch.bfloat16:
         return True
-    return torch.is_autocast_enabled("cpu") and torch.get_autocast_dtype("cpu") == torch.bfloat16
+    return x.dtype == torch.bfloat16 and conv.weight.dtype == torch.bfloat16
 
 
 def row_tap_conv3x3(x: Tensor, weight: Tensor, bias: Tensor | None, rate: int) -> Tensor:
@@ -55,8 +72,8 @@ def row_tap_conv3x3(x: Tensor, weight: Tensor, bias: Tensor | None, rate: int) -
     """
     n, c, h, w = x.shape
     co = weight.shape[0]
-    autocast = torch.is_autocast_enabled("cpu") and x.dtype == torch.float32
-    out_dtype = torch.get_autocast_dtype("cpu") if autocast else x.dtype
+    autocast = _cpu_autocast_dtype()  # its matmuls cast the operands as its convolution would
+    out_dtype = autocast if autocast is not None and x.dtype in (torch.float32, autocast) else x.dtype
     pixels = x.permute(0, 2, 3, 1)  # (N, H, W, C): a view of a channels_last input
     # row i: taps j = 0, 1, 2 stacked, (3·C_out, C_in), used transposed; C_in stays the
     # contiguous axis of a channels_last weight, so this copy reads whole runs
@@ -72,7 +89,7 @@ def row_tap_conv3x3(x: Tensor, weight: Tensor, bias: Tensor | None, rate: int) -
             continue  # this kernel row reads only padding
         taps = (rows_of_taps[i] if side_columns else rows_of_taps[i, co : 2 * co]).t()
         rows = pixels[:, first + shift : last + shift].reshape(n, (last - first) * w, c)
-        shares = torch.matmul(rows, taps.to(rows.dtype) if not autocast else taps).view(n, last - first, w, -1, co)
+        shares = torch.matmul(rows, taps).view(n, last - first, w, -1, co)
         target = out[:, first:last]
         if not side_columns:
             target += shares[:, :, :, 0]
