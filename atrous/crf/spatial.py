@@ -25,6 +25,8 @@ __all__ = ["SpatialLattices", "pixel_grid", "spatial_lattices"]
 # of each; ~116 B per point, so ~470 MB): 24 CamVid frame sizes, or two Cityscapes ones.
 MAX_POINTS = 4 * 2**20
 
+Pair = tuple[float, float]
+
 
 def pixel_grid(height: int, width: int, dtype: torch.dtype, device: torch.device) -> Tensor:
     """(H·W, 2) column and row index of every pixel in row-major order."""
@@ -59,27 +61,15 @@ class SpatialLattices:
         return len(self._grids)
 
     def contains(
-        self,
-        h: int,
-        w: int,
-        sxy: tuple[float, float],
-        dtype: torch.dtype,
-        device: torch.device,
-        inference: bool | None = None,
+        self, h: int, w: int, sxy: Pair, dtype: torch.dtype, device: torch.device, inference: bool | None = None
     ) -> bool:
         """Whether the single grid's lattice is kept (``inference``: for calls under
         ``torch.inference_mode``; default: the calling thread's mode)."""
         return self._key(h, w, sxy, dtype, device, inference) in self._grids
 
     def get(
-        self,
-        h: int,
-        w: int,
-        sxy: tuple[float, float],
-        dtype: torch.dtype,
-        device: torch.device,
-        copies: int = 1,
-        inference: bool | None = None,
+        self, h: int, w: int, sxy: Pair, dtype: torch.dtype, device: torch.device,
+        copies: int = 1, inference: bool | None = None,
     ) -> tuple[Lattice, Tensor]:
         """(lattice over ``copies`` H×W grids, its (copies·H·W, 1) norm), kept.
 
@@ -114,9 +104,7 @@ class SpatialLattices:
             self._grids.clear()
 
     @staticmethod
-    def _key(
-        h: int, w: int, sxy: tuple[float, float], dtype: torch.dtype, device: torch.device, inference: bool | None
-    ) -> tuple:
+    def _key(h: int, w: int, sxy: Pair, dtype: torch.dtype, device: torch.device, inference: bool | None) -> tuple:
         inference = torch.is_inference_mode_enabled() if inference is None else bool(inference)
         return (h, w, tuple(sxy), dtype, torch.device(device), inference)
 
