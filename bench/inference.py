@@ -153,19 +153,12 @@ def torchvision_section(
     return notes
 
 
-def matmul_rate(threads: int) -> float:
+def matmul_rate() -> float:
     """This CPU's fp32 torch.mm rate in GFLOP/s at the bench's thread count (a
-    (4096 × 2048) @ (2048 × 512) product, the shape of a 64×64 map's 1×1 conv; best of 5)."""
+    (4096 × 2048) @ (2048 × 512) product, the shape of a 64×64 map's 1×1 conv; median of 5)."""
     a, b = torch.randn(4096, 2048), torch.randn(2048, 512)
-    a @ b
-    best = min(_seconds(lambda: a @ b) for _ in range(5))
-    return 2 * 4096 * 2048 * 512 / best / 1e9
-
-
-def _seconds(run: Any) -> float:
-    start = time.perf_counter()
-    run()
-    return time.perf_counter() - start
+    seconds = interleaved({"mm": lambda: a @ b}, 1, 5)["mm"]
+    return 2 * 4096 * 2048 * 512 / seconds / 1e9
 
 
 def arithmetic_rate_note(case: str, model: torch.nn.Module, size: tuple[int, int], times: dict[str, float]) -> str:
@@ -179,7 +172,7 @@ def arithmetic_rate_note(case: str, model: torch.nn.Module, size: tuple[int, int
     )
     return (
         f"{case}: fp32 work {flops:.1f} GFLOP; achieved GFLOP/s: {rates}; this CPU's fp32 torch.mm: "
-        f"{matmul_rate(torch.get_num_threads()):.0f} GFLOP/s"
+        f"{matmul_rate():.0f} GFLOP/s"
     )
 
 

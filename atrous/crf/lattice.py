@@ -339,8 +339,7 @@ class Lattice:
 
     def filter(self, x: Tensor) -> Tensor:
         """Gaussian filtering of x (N, C) → (N, C), points in the order given; differentiable in x."""
-        self._check(x)
-        stored = self.slice(self.blur(self.splat(x.index_select(0, self.point_order))))
+        stored = self.filter_stored(x.index_select(0, self.point_order))
         return stored.new_empty(stored.shape).index_copy(0, self.point_order, stored)
 
     def filter_stored(self, x: Tensor) -> Tensor:

@@ -79,15 +79,13 @@ class SpatialLattices:
         key = self._key(h, w, sxy, dtype, device, inference)
         with self._lock:
             tiled = self._grids.get(key)
-        if tiled is None:
+        if tiled is None:  # built outside the lock; another thread's build of the same grid is as good
             with torch.inference_mode(key[-1]):
                 features = pixel_grid(h, w, dtype, device) / torch.tensor(sxy, dtype=dtype, device=device)
                 lattice = Lattice(features)
-                built = {1: (lattice, symmetric_norm(lattice))}
-            with self._lock:
-                tiled = self._grids.setdefault(key, built)  # another thread's build, if it was first
+                tiled = {1: (lattice, symmetric_norm(lattice))}
         with self._lock:
-            self._grids[key] = tiled  # back in, should eviction have dropped it meanwhile
+            tiled = self._grids.setdefault(key, tiled)
             self._grids.move_to_end(key)
             if copies not in tiled:
                 single = tiled[1]

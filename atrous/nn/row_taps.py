@@ -80,7 +80,7 @@ def row_tap_conv3x3(x: Tensor, weight: Tensor, bias: Tensor | None, rate: int) -
     rows_of_taps = weight.permute(2, 3, 0, 1).reshape(3, 3 * co, c)
     out = torch.zeros(n, h, w, co, dtype=torch.promote_types(out_dtype, torch.float32), device=x.device)
     if bias is not None:
-        out = out + bias.to(out.dtype)
+        out += bias.to(out.dtype)
     side_columns = rate < w  # the outer taps of a kernel row reach some pixel
     for i in range(3):
         shift = (i - 1) * rate
