@@ -95,7 +95,7 @@ def predictor_path(model: torch.nn.Module, image_u8: torch.Tensor, **options: An
 
 
 def onnx_path(path: Path, image: torch.Tensor, threads: int) -> Callable[[], Any]:
-    from atrous.export import OnnxModel
+    from atrous.exporters import OnnxModel
     from atrous.labels import class_labels
 
     runtime = OnnxModel(path, threads=threads)
@@ -143,8 +143,8 @@ def export_both(
 ) -> dict[str, Any]:
     """Float and int8 ONNX files of ``model`` at ``size``, with the parity / agreement numbers."""
     from atrous.data import IMAGENET_MEAN, IMAGENET_STD
-    from atrous.export import calibration_batches, export_onnx
-    from atrous.export.quantize import quantize_int8
+    from atrous.exporters import calibration_batches, export_onnx
+    from atrous.exporters.quantize import quantize_int8
 
     report = export_onnx(model, scratch / f"{stem}.onnx", input_size=size)
     batches = calibration_batches(calibration, size, IMAGENET_MEAN, IMAGENET_STD, limit=count)

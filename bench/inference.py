@@ -177,7 +177,7 @@ def arithmetic_rate_note(case: str, model: torch.nn.Module, size: tuple[int, int
 
 
 def smp_section(args: argparse.Namespace, table: Table, scratch: Path, size: tuple[int, int]) -> None:
-    from atrous.export import export_onnx
+    from atrous.exporters import export_onnx
 
     image_u8 = test_image(size)
     image = normalized(image_u8)
@@ -337,7 +337,7 @@ def int8_miou_section(args: argparse.Namespace, table: Table, scratch: Path) -> 
     from atrous.inference import evaluate
     from atrous.data import build_dataset
     from atrous.checkpoint import load_model
-    from atrous.export import OnnxModel
+    from atrous.exporters import OnnxModel
 
     model = load_model(args.checkpoint)
     dataset = build_dataset(None, args.data, "val")

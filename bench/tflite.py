@@ -90,7 +90,7 @@ def tflite_round_trip(model: torch.nn.Module, scratch: Path, calibration: Path, 
     """``atrous export --format tflite`` of ``model`` at 513²: float (labels out, checked on the
     calibration images) and int8 (labels out). Agreement with the official graph is what
     the tables report, so the export's own bars are not applied here."""
-    from atrous.export import TfliteModel, calibration_batches, export_tflite
+    from atrous.exporters import TfliteModel, calibration_batches, export_tflite
 
     frames = [torch.from_numpy(b) for b in calibration_batches(calibration, (SIZE, SIZE), model.mean, model.std, limit=32)]
     float_path = export_tflite(
@@ -122,8 +122,8 @@ def main() -> None:
     torch.set_num_threads(args.threads)
 
     from atrous import load_model
-    from atrous.export import OnnxModel, calibration_batches, export_onnx
-    from atrous.export.quantize import quantize_int8
+    from atrous.exporters import OnnxModel, calibration_batches, export_onnx
+    from atrous.exporters.quantize import quantize_int8
     from atrous.labels import class_labels
 
     model = load_model(WEIGHTS)

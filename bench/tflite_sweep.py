@@ -60,7 +60,7 @@ def reason(error: BaseException) -> str:
 
 def sweep_one(name: str, scratch: Path) -> str:
     from atrous.deeplab import min_input_size
-    from atrous.export import export_tflite
+    from atrous.exporters import export_tflite
     from atrous.models import create_model
 
     model = calibrated(create_model(name, num_classes=21))

@@ -86,7 +86,7 @@ def blurred_colour_case(root: Path, size: int = 48) -> tuple[Path, Path]:
     import numpy as np
     from PIL import Image
 
-    from atrous.export import export_onnx
+    from atrous.exporters import export_onnx
 
     (root / "images").mkdir(parents=True)
     (root / "masks").mkdir()

@@ -63,7 +63,7 @@ def test_the_crf_refuses_a_model_that_outputs_labels(tmp_path: Path) -> None:
     from atrous import Predictor
     from atrous.crf import DenseCRF
     from atrous.errors import ConfigError
-    from atrous.export import OnnxModel, export_onnx
+    from atrous.exporters import OnnxModel, export_onnx
 
     export_onnx(small_model(), tmp_path / "labels.onnx", input_size=(64, 64), argmax=True)
     with pytest.raises(ConfigError, match="outputs labels"):

@@ -91,7 +91,7 @@ def test_crf_tune_never_saves_a_crf_worse_than_none(tmp_path: Path, capsys: pyte
 
 
 def test_crf_tune_refuses_a_model_that_outputs_labels(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
-    from atrous.export import export_onnx
+    from atrous.exporters import export_onnx
 
     export_onnx(small_model(), tmp_path / "labels.onnx", input_size=(64, 64), argmax=True)
     code = main(["crf-tune", "--checkpoint", str(tmp_path / "labels.onnx"), "--dataset", "shapes", "--images", "1"])

@@ -192,7 +192,7 @@ def test_cityscapes_model_agrees_with_litert_on_street_frames(cityscapes_checkpo
 
 
 def test_cityscapes_model_runs_at_any_size_and_exports(cityscapes_checkpoint: Path, tmp_path: Path) -> None:
-    from atrous.export import export_onnx
+    from atrous.exporters import export_onnx
 
     model = load_model(cityscapes_checkpoint)
     with torch.no_grad():

@@ -15,7 +15,7 @@ from atrous.crf.rnn import DEFAULT_MEAN, DEFAULT_STD, CRFasRNN
 from atrous.engine import train
 from atrous.checkpoint import load_model
 from atrous.errors import ConfigError
-from atrous.export import export_onnx
+from atrous.exporters import export_onnx
 from atrous.models import create_model, with_output_stride
 
 MODEL = "lraspp_mobilenet_v3_small"

@@ -59,13 +59,13 @@ def test_hand_built_model_runs_through_the_predictor() -> None:
 
 def test_hand_built_model_exports_to_onnx(tmp_path: Path) -> None:
     pytest.importorskip("onnxruntime")
-    from atrous.export import export_onnx
+    from atrous.exporters import export_onnx
 
     model = _hand_built()
     model.class_names = ["a", "b", "c", "d"]
     report = export_onnx(model, tmp_path / "hand.onnx", input_size=(64, 64))
     assert report.argmax_agreement >= 0.9999 and (tmp_path / "hand.onnx").is_file()
-    from atrous.export.runtime import OnnxModel
+    from atrous.exporters.runtime import OnnxModel
 
     exported = OnnxModel(tmp_path / "hand.onnx")
     assert exported.num_classes == 4 and exported.class_names == ["a", "b", "c", "d"]

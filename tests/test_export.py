@@ -16,7 +16,7 @@ from torch import nn
 from atrous import list_models
 from atrous.labels import class_labels
 from atrous.errors import ConfigError, DataError
-from atrous.export import (
+from atrous.exporters import (
     ExportError,
     ExportReport,
     OnnxModel,
@@ -27,7 +27,7 @@ from atrous.export import (
     prepare_for_export,
     trace_program,
 )
-from atrous.export.quantize import quantize_int8
+from atrous.exporters.quantize import quantize_int8
 
 SIZE = (64, 64)
 

@@ -23,7 +23,7 @@ from atrous.cli import main
 if importlib.util.find_spec("litert_torch") is None or importlib.util.find_spec("ai_edge_litert") is None:
     pytest.skip("TFLite export needs the tflite extra (make test installs it)", allow_module_level=True)
 
-from atrous.export import TfliteModel  # noqa: E402
+from atrous.exporters import TfliteModel  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 VOC = REPO / "weights" / "voc_deeplabv3_mobilenet_v2.pt"
@@ -38,7 +38,7 @@ from pathlib import Path
 sys.path.insert(0, sys.argv[2])
 from _inference_models import small_model
 from atrous.cli import main
-from atrous.export import ExportError, export_onnx, export_tflite
+from atrous.exporters import ExportError, export_onnx, export_tflite
 
 out, results = Path(sys.argv[1]), {}
 model = small_model("deeplabv3plus_mobilenet_v2", num_classes=4)  # image pooling: the broadcast that broke

@@ -80,7 +80,7 @@ def test_option_is_refused_without_image_pooling() -> None:
 
 
 def test_model_with_a_pooling_window_exports_to_onnx_with_dynamic_size(tmp_path: Path) -> None:
-    from atrous.export import export_onnx
+    from atrous.exporters import export_onnx
 
     model = small_model("deeplabv3_mobilenet_v2", num_classes=3, image_pool_crop=64)
     # Checked by ONNX Runtime at 96×128 (local window) and at a second, larger size.
@@ -100,7 +100,7 @@ def test_model_with_a_pooling_window_exports_to_onnx_with_dynamic_size(tmp_path:
 
 
 def test_window_mean_exports_to_torch_export_and_torchscript(tmp_path: Path) -> None:
-    from atrous.export import export_program, export_torchscript
+    from atrous.exporters import export_program, export_torchscript
 
     model = small_model("deeplabv3plus_mobilenet_v2", num_classes=3, image_pool_crop=64)
     report = export_program(model, tmp_path / "window.pt2", input_size=(96, 128), dynamic=True)

@@ -137,7 +137,7 @@ def test_input_scales_are_checked(bad: object) -> None:
 
 
 def test_multi_scale_model_exports_with_dynamic_size(tmp_path: Path) -> None:
-    from atrous.export import export_program
+    from atrous.exporters import export_program
 
     model = small_model("lraspp_mobilenet_v3_small", num_classes=3, input_scales=SCALES)
     report = export_program(model, tmp_path / "msc.pt2", input_size=(64, 64), dynamic=True)
@@ -150,7 +150,7 @@ def test_multi_scale_model_exports_with_dynamic_size(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_multi_scale_model_exports_to_onnx(tmp_path: Path) -> None:
-    from atrous.export import export_onnx
+    from atrous.exporters import export_onnx
 
     model = small_model("lraspp_mobilenet_v3_small", num_classes=3, input_scales=SCALES)
     report = export_onnx(model, tmp_path / "msc.onnx", input_size=(64, 64), dynamic=True)

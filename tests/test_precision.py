@@ -45,10 +45,10 @@ def test_bf16_without_fast_casts_a_copy() -> None:
 
 
 def test_bf16_is_refused_where_it_cannot_run(tmp_path: Path) -> None:
-    from atrous.export import export_onnx
+    from atrous.exporters import export_onnx
 
     export_onnx(small_model(), tmp_path / "m.onnx", input_size=(64, 64))
-    from atrous.export import OnnxModel
+    from atrous.exporters import OnnxModel
 
     with pytest.raises(ConfigError, match="needs a PyTorch model"):
         Predictor(OnnxModel(tmp_path / "m.onnx"), precision="bf16")

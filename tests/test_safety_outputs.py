@@ -21,7 +21,7 @@ from PIL import Image
 from atrous.cli import main
 from atrous.checkpoint import load_model, read_checkpoint, save_checkpoint
 from atrous.errors import CheckpointError, DataError
-from atrous.export._common import ExportError, verify
+from atrous.exporters._common import ExportError, verify
 from atrous.files import atomic_path
 
 REPO = Path(__file__).resolve().parents[1]

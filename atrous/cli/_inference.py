@@ -140,7 +140,7 @@ def open_model_source(path: str, device: torch.device, output_stride: int | None
     training config."""
     suffix = Path(path).suffix.lower()
     if suffix in (".onnx", ".tflite"):
-        from atrous.export import OnnxModel, TfliteModel
+        from atrous.exporters import OnnxModel, TfliteModel
 
         if output_stride is not None:
             raise ConfigError(f"--output-stride needs a checkpoint: an exported {suffix} graph is fixed at its export stride")

@@ -120,7 +120,7 @@ def _check_options(args: argparse.Namespace) -> None:
     if args.format == "tflite" and args.dynamic:
         raise ConfigError("a TFLite graph has a fixed input size: drop --dynamic and give --size H W")
     if args.opset is not None:
-        from atrous.export.onnx import opset_range
+        from atrous.exporters.onnx import opset_range
 
         low, high = opset_range()
         if not low <= args.opset <= high:
@@ -146,7 +146,7 @@ def _describe(report: Any) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from atrous.export import DEFAULT_OPSET, export_onnx, export_program, export_torchscript
+    from atrous.exporters import DEFAULT_OPSET, export_onnx, export_program, export_torchscript
     from atrous.files import check_output_file
 
     _check_options(args)
@@ -178,7 +178,7 @@ def _normalisation(model: nn.Module) -> tuple[Any, Any]:
 def _export_tflite(model: nn.Module, out: Path, size: tuple[int, int], args: argparse.Namespace) -> int:
     import torch
 
-    from atrous.export import calibration_batches, export_tflite
+    from atrous.exporters import calibration_batches, export_tflite
 
     def images(folder: str | None) -> list[torch.Tensor] | None:
         if folder is None:
@@ -201,8 +201,8 @@ def _export_tflite(model: nn.Module, out: Path, size: tuple[int, int], args: arg
 
 
 def _export_int8(model: nn.Module, out: Path, size: tuple[int, int], args: argparse.Namespace) -> int:
-    from atrous.export import DEFAULT_OPSET, calibration_batches, export_onnx
-    from atrous.export.quantize import quantize_int8
+    from atrous.exporters import DEFAULT_OPSET, calibration_batches, export_onnx
+    from atrous.exporters.quantize import quantize_int8
 
     with tempfile.TemporaryDirectory(dir=out.parent, prefix=f".{out.stem}.float.") as scratch:
         float_path = Path(scratch) / "float.onnx"

@@ -1,7 +1,7 @@
 """``Predictor``: images in, label maps or class probabilities out.
 
 Wraps a segmentation model (any ``nn.Module`` returning (N, K, H, W) logits or a
-``{"out": logits}`` dict, or an ONNX Runtime model from :mod:`atrous.export`) with
+``{"out": logits}`` dict, or an ONNX Runtime model from :mod:`atrous.exporters`) with
 the input handling and test-time strategies of the DeepLab papers: normalisation,
 sliding windows for large images, multi-scale + flip averaging, and an optional dense
 CRF on the averaged probabilities.
@@ -42,7 +42,7 @@ class Predictor:
 
     Args:
         model: ``nn.Module`` (N, 3, H, W) → (N, K, H, W) logits (or ``{"out": …}``), or
-            a callable such as :class:`atrous.export.OnnxModel`. Its ``mean``/``std``
+            a callable such as :class:`atrous.exporters.OnnxModel`. Its ``mean``/``std``
             attributes (set by ``atrous.load_model``) are used unless given here.
         device: where the model runs ("cpu", "cuda", ``torch.device``).
         scales: test-time input scales whose softmax probabilities are averaged (DeepLab

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from atrous.errors import ConfigError, DataError, InputError
-from atrous.export.runtime import attach_exported_metadata
+from atrous.exporters.runtime import attach_exported_metadata
 
 __all__ = ["METADATA_NAME", "TfliteModel", "litert_schema", "read_tflite_metadata", "silenced_output"]
 
@@ -88,7 +88,7 @@ class TfliteModel:
 
     Carries ``class_names``, ``palette``, ``mean``, ``std``, ``num_classes``,
     ``min_input_size``, ``config``, ``input_size`` and ``outputs_labels`` from the file,
-    like :class:`atrous.export.OnnxModel`, so :class:`atrous.Predictor`, ``atrous eval``
+    like :class:`atrous.exporters.OnnxModel`, so :class:`atrous.Predictor`, ``atrous eval``
     and ``atrous predict`` run it. The graph's batch is 1: a batch runs image by image.
     ``resize_to_fit``: the command line resizes images to the graph's size (and the
     scores back) unless told otherwise, as TF DeepLab's own graphs are used.

@@ -1,6 +1,6 @@
 """PyTorch-native deployment formats: TorchScript (``torch.jit.trace``) and ``torch.export``.
 
-Both trace the BN-folded model (:func:`atrous.export._common.prepare_for_export`) on a
+Both trace the BN-folded model (:func:`atrous.exporters._common.prepare_for_export`) on a
 sample input, save to a temp file, load it back, compare with the eager model and
 only then rename it into place. ``torch.export`` programs can keep H, W dynamic;
 traced TorchScript follows the input size of every call (sizes are recorded as ops).
@@ -19,7 +19,7 @@ from torch import nn
 
 from atrous.errors import first_line
 from atrous.nn.fake_quant import has_activation_quant
-from atrous.export._common import (
+from atrous.exporters._common import (
     ExportError,
     ExportReport,
     atomic_output,

@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from atrous.nn.fake_quant import has_activation_quant
-from atrous.export._common import (
+from atrous.exporters._common import (
     ExportError,
     ExportReport,
     atomic_output,
@@ -33,7 +33,7 @@ from atrous.export._common import (
     verify,
 )
 from atrous.errors import ConfigError, first_line
-from atrous.export.runtime import METADATA_PREFIX, OnnxModel
+from atrous.exporters.runtime import METADATA_PREFIX, OnnxModel
 from atrous.deeplab import min_input_size
 
 __all__ = ["DEFAULT_OPSET", "export_onnx", "model_metadata"]
@@ -127,9 +127,9 @@ def export_onnx(
     ``input_size``: (H, W) of the static graph, or of the sample input when ``dynamic``
     (then any H, W ≥ the backbone's minimum is accepted). The batch dimension is always
     dynamic. Verification runs ONNX Runtime and PyTorch on random inputs (``input_size``,
-    plus an odd size when ``dynamic``); see :func:`atrous.export._common.verify` for the
+    plus an odd size when ``dynamic``); see :func:`atrous.exporters._common.verify` for the
     tolerance. The model's ``class_names``, ``palette``, ``mean``, ``std`` and ``config``
-    are stored in the file's metadata (read back by :class:`atrous.export.OnnxModel`).
+    are stored in the file's metadata (read back by :class:`atrous.exporters.OnnxModel`).
     """
     path = check_output_path(path, suffix=".onnx")
     low, high = opset_range()

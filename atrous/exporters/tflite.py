@@ -7,7 +7,7 @@ ai-edge-quantizer (int8 weights and activations, ranges observed by running the 
 graph on calibration images) and has int8 input (its scale and zero point in the
 file), int8 logits or int32 labels out. atrous stores
 its metadata (class names, palette, mean, std, config) as the file's ``atrous``
-metadata entry, read back by :class:`atrous.export.TfliteModel`.
+metadata entry, read back by :class:`atrous.exporters.TfliteModel`.
 
 Every file is run by the LiteRT interpreter before it is kept: a float graph must give
 PyTorch's labels on ≥ 99.9 % of pixels, an int8 graph on ≥ 98 % of the calibration
@@ -28,7 +28,7 @@ import torch
 from torch import nn
 
 from atrous.errors import ConfigError, first_line
-from atrous.export._common import (
+from atrous.exporters._common import (
     ExportedModel,
     ExportError,
     ExportReport,
@@ -37,8 +37,8 @@ from atrous.export._common import (
     prepare_for_export,
     verify,
 )
-from atrous.export.onnx import model_metadata
-from atrous.export.tflite_runtime import METADATA_NAME, TfliteModel, litert_schema, silenced_output
+from atrous.exporters.onnx import model_metadata
+from atrous.exporters.tflite_runtime import METADATA_NAME, TfliteModel, litert_schema, silenced_output
 from atrous.labels import class_labels
 from atrous.nn.fake_quant import has_activation_quant
 

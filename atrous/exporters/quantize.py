@@ -18,8 +18,8 @@ from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, Q
 from onnxruntime.quantization.shape_inference import quant_pre_process
 
 from atrous.errors import ConfigError, DataError
-from atrous.export._common import ExportError, atomic_output, check_output_path, quiet_loggers
-from atrous.export.runtime import OnnxModel
+from atrous.exporters._common import ExportError, atomic_output, check_output_path, quiet_loggers
+from atrous.exporters.runtime import OnnxModel
 from atrous.labels import class_labels
 
 __all__ = ["CALIBRATION_METHODS", "QuantizeReport", "quantize_int8"]
@@ -132,7 +132,7 @@ def _append_argmax(path: Path) -> None:
     import onnx
     from onnx import TensorProto, helper
 
-    from atrous.export.runtime import METADATA_PREFIX
+    from atrous.exporters.runtime import METADATA_PREFIX
 
     proto = onnx.load(str(path))
     logits = proto.graph.output[0]
