@@ -42,17 +42,17 @@ bench: $(PEERS)
 	$(PY) -m pip install --quiet --disable-pip-version-check 'segmentation-models-pytorch>=0.3'
 	$(PY) bench/run_all.py
 
-# The README's first picture: a real photo segmented by the shipped VOC model.
+# docs/weights.md's picture: a real photo segmented by the shipped VOC model.
 readme-photo: $(INSTALLED)
 	rm -rf demo_out/voc
-	$(VENV)/bin/atrous predict --checkpoint weights/voc_deeplabv3_mobilenet_v2.pt docs/images/bird.jpg --out demo_out/voc --crf --panel --no-progress
+	$(VENV)/bin/atrous predict --checkpoint voc docs/images/bird.jpg --out demo_out/voc --crf --panel --no-progress
 	cp demo_out/voc/bird_panel.png docs/images/bird_panel.png
 
-# The street-scene picture: the official Cityscapes model on its own sample scene.
+# The README's picture: the official Cityscapes model on its own sample scene (docs/images/street.jpg).
 readme-street: $(INSTALLED)
 	rm -rf demo_out/street
-	$(VENV)/bin/atrous predict --checkpoint weights/cityscapes_deeplabv3_mobilenet_edgetpu.pt ../shared/data/deeplab-tflite/cityscapes.bmp --out demo_out/street --panel --no-progress
-	cp demo_out/street/cityscapes_panel.png docs/images/cityscapes_panel.png
+	$(VENV)/bin/atrous predict --checkpoint cityscapes docs/images/street.jpg --out demo_out/street --panel --no-progress
+	cp demo_out/street/street_panel.png docs/images/cityscapes_panel.png
 
 readme-tables: $(INSTALLED)
 	$(PY) bench/readme_tables.py

@@ -1,5 +1,7 @@
-"""Regenerate the README's tables from measured results (never typed by hand).
+"""Regenerate the generated tables of the README and the docs pages (never typed by hand).
 
+- ``weights``: the shipped models (``atrous.shipped.weights_table_markdown``, the records
+  ``atrous list --weights`` prints), in the README.
 - ``models``: what `atrous info NAME --size 512 --json --no-receptive-field` prints (the
   same function, in one process) for every registered model and, below each, the
   papers' variants that are options of it (`atrous list --variants`); then MobileNet
@@ -11,8 +13,9 @@
   ``bench/inference.py --only-bf16``, ``bench/busy.py``, ``bench/threads.py`` and
   ``experiments/cityscapes_results.py``, copied verbatim.
 
-Each replaces the block between the README's ``<!-- NAME:begin -->`` and
-``<!-- NAME:end -->`` markers. Usage: ``make readme-tables`` or
+Each replaces the block between the ``<!-- NAME:begin -->`` and ``<!-- NAME:end -->``
+markers of the one page that has them (``PAGES``: the README links each docs page with a
+one-line summary). Usage: ``make readme-tables`` or
 ``python bench/readme_tables.py [--only inference,crf]``.
 """
 
@@ -28,6 +31,29 @@ RESULT_BLOCKS = (
     "inference", "train", "train_bf16", "crf", "camvid", "tflite", "tflite_sweep", "bf16", "busy", "threads",
     "cityscapes",
 )
+GENERATED_BLOCKS = ("weights", "models")
+# The page that holds each block's markers.
+PAGES = {
+    "weights": "README.md",
+    "models": "docs/models.md",
+    "camvid": "docs/results.md",
+    "cityscapes": "docs/results.md",
+    "tflite": "docs/deploy.md",
+    "tflite_sweep": "docs/deploy.md",
+    "inference": "docs/benchmarks.md",
+    "bf16": "docs/benchmarks.md",
+    "train": "docs/benchmarks.md",
+    "train_bf16": "docs/benchmarks.md",
+    "crf": "docs/benchmarks.md",
+    "busy": "docs/benchmarks.md",
+    "threads": "docs/benchmarks.md",
+}
+
+
+def weights_rows() -> list[str]:
+    from atrous.shipped import weights_table_markdown
+
+    return weights_table_markdown().splitlines()
 
 
 def model_rows() -> list[str]:
@@ -89,7 +115,7 @@ def result_rows(name: str) -> list[str] | None:
 def splice(text: str, name: str, rows: list[str]) -> str:
     begin, end = f"<!-- {name}:begin -->", f"<!-- {name}:end -->"
     if begin not in text or end not in text:
-        raise KeyError(f"README.md lacks the {begin} … {end} markers")
+        raise KeyError(f"{PAGES[name]} lacks the {begin} … {end} markers")
     head, rest = text.split(begin, 1)
     _, tail = rest.split(end, 1)
     body = "\n".join(rows).strip("\n")
@@ -97,26 +123,30 @@ def splice(text: str, name: str, rows: list[str]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    every = [*GENERATED_BLOCKS, *RESULT_BLOCKS]
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--only", help=f"comma-separated blocks (default: models,{','.join(RESULT_BLOCKS)})")
+    parser.add_argument("--only", help=f"comma-separated blocks (default: {','.join(every)})")
     args = parser.parse_args(argv)
-    blocks = args.only.split(",") if args.only else ["models", *RESULT_BLOCKS]
-    unknown = set(blocks) - {"models", *RESULT_BLOCKS}
+    blocks = args.only.split(",") if args.only else every
+    unknown = set(blocks) - set(every)
     if unknown:
         parser.error(f"unknown block(s) {', '.join(sorted(unknown))}")
-    readme = ROOT / "README.md"
-    text = readme.read_text()
+    texts: dict[str, str] = {}
     try:
         for name in blocks:
-            rows = model_rows() if name == "models" else result_rows(name)
+            rows = {"weights": weights_rows, "models": model_rows}.get(name, lambda name=name: result_rows(name))()
             if rows is None:
-                print(f"bench/results/{name}.md does not exist yet; its README block is left as it is", file=sys.stderr)
+                print(f"bench/results/{name}.md does not exist yet; its block is left as it is", file=sys.stderr)
                 continue
-            text = splice(text, name, rows)
+            page = PAGES[name]
+            if page.startswith("docs/"):  # links written relative to the repository root
+                rows = [row.replace("](docs/", "](") for row in rows]
+            texts[page] = splice(texts.get(page) or (ROOT / page).read_text(), name, rows)
     except KeyError as error:
         print(error.args[0], file=sys.stderr)
         return 1
-    readme.write_text(text)
+    for page, text in texts.items():
+        (ROOT / page).write_text(text)
     return 0
 
 

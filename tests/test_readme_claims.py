@@ -1,6 +1,8 @@
-"""What the README says the library has, checked against the library: every model name it
-writes exists in `atrous list`, every model option it lists is an option of some model,
-and every `atrous` subcommand and option it shows in a command line is accepted."""
+"""What the README and the docs pages it links say the library has, checked against the
+library: every model name they write exists in `atrous list`, every model option they list
+is an option of some model, and every `atrous` subcommand and option shown in a command
+line is accepted. Also: the README links every docs page, its table of contents resolves,
+and no path that exists only in a development setup appears."""
 
 from __future__ import annotations
 
@@ -10,12 +12,17 @@ from pathlib import Path
 
 from atrous.registry import get_builder, list_models, valid_options
 
-README = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+ROOT = Path(__file__).resolve().parents[1]
+DOCS = sorted((ROOT / "docs").glob("*.md"))
+README_TEXT = (ROOT / "README.md").read_text()
+# The README and the docs pages it links: the text a user reads.
+README = "\n".join([README_TEXT, *(page.read_text() for page in DOCS)])
 
 
 def _options_paragraph() -> str:
-    start = README.index("Options are keyword-only and checked:")
-    return README[start : README.index("\n\n", start)]
+    models_page = (ROOT / "docs" / "models.md").read_text()
+    start = models_page.index("Options are keyword-only and checked:")
+    return models_page[start : models_page.index("\n\n", start)]
 
 
 def test_every_model_name_in_the_readme_is_registered() -> None:
@@ -73,3 +80,24 @@ def test_every_option_in_a_readme_command_line_exists() -> None:
                     wrong.append(f"{command[1]} {option}")
     assert not wrong, f"README command lines with subcommands or options atrous does not have: {wrong}"
     assert checked > 30  # the README's command lines were read
+
+
+def _slug(heading: str) -> str:
+    """GitHub's anchor for a Markdown heading."""
+    text = re.sub(r"[^\w\- ]", "", heading.strip().lower())
+    return text.replace(" ", "-")
+
+
+def test_the_readme_links_every_docs_page_and_its_contents_resolve() -> None:
+    linked = set(re.findall(r"\]\((docs/[A-Za-z_]+\.md)\)", README_TEXT))
+    assert {f"docs/{page.name}" for page in DOCS} <= linked, "a docs page the README does not link"
+    anchors = {_slug(line.lstrip("#")) for line in README_TEXT.splitlines() if line.startswith("## ") or line.startswith("### ")}
+    contents = README_TEXT[README_TEXT.index("## Contents") : README_TEXT.index("## Quick start")]
+    targets = re.findall(r"\]\(#([a-z0-9-]+)\)", contents)
+    assert len(targets) >= 8 and not sorted(set(targets) - anchors), sorted(set(targets) - anchors)
+    assert README_TEXT.count("\n") < 300, "the README is meant to stay short: long tables go to docs/"
+
+
+def test_no_development_only_path_in_the_readme_or_docs() -> None:
+    for pattern in ("../shared", "/work/"):
+        assert pattern not in README, f"{pattern!r} appears in the README or a docs page"
