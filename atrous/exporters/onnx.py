@@ -16,6 +16,7 @@ import io
 import json
 import logging
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +37,7 @@ from atrous.errors import ConfigError, first_line
 from atrous.exporters.runtime import METADATA_PREFIX, OnnxModel
 from atrous.deeplab import min_input_size
 
-__all__ = ["DEFAULT_OPSET", "export_onnx", "model_metadata"]
+__all__ = ["DEFAULT_OPSET", "export_onnx", "model_metadata", "write_onnx"]
 
 logger = logging.getLogger(__name__)
 
@@ -51,8 +52,11 @@ def opset_range() -> tuple[int, int]:
     return DEFAULT_OPSET, int(onnx.defs.onnx_opset_version())
 
 
-def model_metadata(model: nn.Module, *, argmax: bool, input_size: tuple[int, int] | None) -> dict[str, Any]:
-    """The ``atrous.*`` metadata stored in an exported file (JSON-serialisable values)."""
+def model_metadata(
+    model: nn.Module, *, argmax: bool, input_size: tuple[int, int] | None, transforms: Sequence[str] = ()
+) -> dict[str, Any]:
+    """The ``atrous.*`` metadata stored in an exported file (JSON-serialisable values);
+    ``transforms``: names of the inference transforms applied to the exported copy."""
     config = dict(getattr(model, "config", None) or {})
     return {
         "config": config,
@@ -64,6 +68,7 @@ def model_metadata(model: nn.Module, *, argmax: bool, input_size: tuple[int, int
         "min_input_size": min_input_size(model),
         "argmax": argmax,
         "input_size": list(input_size) if input_size else None,
+        "transforms": list(transforms),
     }
 
 
@@ -137,7 +142,9 @@ def export_onnx(
         raise ConfigError(f"ONNX opset {opset} is not supported; valid: {low}..{high}")
     height, width = (int(v) for v in input_size)
     module = prepare_for_export(model, (height, width), argmax=argmax)
-    metadata = model_metadata(model, argmax=argmax, input_size=None if dynamic else (height, width))
+    metadata = model_metadata(
+        model, argmax=argmax, input_size=None if dynamic else (height, width), transforms=module.transforms
+    )
     sizes = [(height, width)] + ([(height + 13, width + 7)] if dynamic else [])
     with atomic_output(path, ".onnx") as temp:
         # Batch 2: torch.export would specialise a size-1 batch dimension to a constant.
@@ -160,4 +167,39 @@ def export_onnx(
         "n/a (labels)" if report.max_abs_diff is None else f"{report.max_abs_diff:.2e}",
         report.argmax_agreement * 100,
     )
+    report.kind, report.runtime = "float32 ONNX", "ONNX Runtime"
     return report
+
+
+def write_onnx(
+    model: nn.Module,
+    path: str | Path,
+    *,
+    input_size: tuple[int, int],
+    argmax: bool = False,
+    dynamic: bool = False,
+    opset: int = DEFAULT_OPSET,
+    int8: bool = False,
+    calibration: str | Path | Sequence[Any] | None = None,
+    calibration_method: str = "minmax",
+    calibration_count: int = 32,
+) -> ExportReport:
+    """The ``onnx`` format of :func:`atrous.export`: :func:`export_onnx`, or with ``int8``
+    the float graph quantised by ONNX Runtime (:func:`atrous.exporters.quantize.export_onnx_int8`)
+    on ``calibration`` (a folder of images, or normalised (1, 3, H, W) arrays; up to
+    ``calibration_count`` of a folder's images) read with ``calibration_method``."""
+    low, high = opset_range()
+    if not low <= opset <= high:
+        raise ConfigError(f"ONNX opset {opset} is not supported; valid: {low}..{high} (default {DEFAULT_OPSET})")
+    if not int8:
+        if calibration is not None:
+            raise ConfigError("calibration images are only used with int8=True")
+        return export_onnx(model, path, input_size=input_size, dynamic=dynamic, opset=opset, argmax=argmax)
+    from atrous.exporters.quantize import export_onnx_int8
+
+    if calibration is None:
+        raise ConfigError("int8 needs calibration images: a folder of images like those the model will see")
+    return export_onnx_int8(
+        model, path, input_size=input_size, calibration=calibration, method=calibration_method,
+        limit=calibration_count, argmax=argmax, dynamic=dynamic, opset=opset,
+    )

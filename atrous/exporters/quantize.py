@@ -9,20 +9,30 @@ from __future__ import annotations
 
 import logging
 import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType, quantize_static
 from onnxruntime.quantization.shape_inference import quant_pre_process
+from torch import nn
 
 from atrous.errors import ConfigError, DataError
-from atrous.exporters._common import ExportError, atomic_output, check_output_path, quiet_loggers
+from atrous.exporters._common import (
+    ExportError,
+    ExportReport,
+    atomic_output,
+    calibration_images,
+    check_output_path,
+    quiet_loggers,
+)
 from atrous.exporters.runtime import OnnxModel
 from atrous.labels import class_labels
 
-__all__ = ["CALIBRATION_METHODS", "QuantizeReport", "quantize_int8"]
+__all__ = ["CALIBRATION_METHODS", "QuantizeReport", "export_onnx_int8", "quantize_int8"]
 
 # How activation ranges are read off the calibration images: min/max (fast, outliers
 # stretch the range), a 99.999th percentile, or the KL-divergence (entropy) threshold.
@@ -100,7 +110,7 @@ def quantize_int8(
                 weight_type=QuantType.QInt8,
                 calibrate_method=CALIBRATION_METHODS[method],
             )
-            _copy_metadata(float_model, temp)
+            _copy_metadata(float_model, temp, int8=True)
             if argmax:
                 _append_argmax(temp)
             agreement = _agreement(reference, OnnxModel(temp), calibration)
@@ -112,6 +122,44 @@ def quantize_int8(
                 )
     logger.debug("wrote %s (int8; labels agree with float on %.2f%% of calibration pixels)", path, agreement * 100)
     return QuantizeReport(path, len(calibration), agreement)
+
+
+def export_onnx_int8(
+    model: nn.Module,
+    path: str | Path,
+    *,
+    input_size: tuple[int, int],
+    calibration: str | Path | Sequence[Any],
+    method: str = "minmax",
+    limit: int = 32,
+    argmax: bool = False,
+    dynamic: bool = False,
+    opset: int | None = None,
+) -> ExportReport:
+    """Export ``model`` to a float ONNX graph (verified against PyTorch, kept in a temp
+    folder beside ``path``), then :func:`quantize_int8` it onto ``path`` with activation
+    ranges read (``method``) on ``calibration``: a folder (up to ``limit`` of its
+    images, normalised as ``model`` expects) or normalised (1, 3, H, W) arrays.
+
+    The report compares the int8 labels with the float graph's on the calibration
+    images; ``float_report`` is the float graph's check against PyTorch.
+    """
+    from atrous.exporters.onnx import DEFAULT_OPSET, export_onnx
+
+    if method not in CALIBRATION_METHODS:
+        raise ConfigError(f"unknown calibration method {method!r}; valid: {', '.join(CALIBRATION_METHODS)}")
+    path = check_output_path(path, suffix=".onnx")
+    size = (int(input_size[0]), int(input_size[1]))
+    batches = calibration_images(model, calibration, size, limit=limit)
+    with tempfile.TemporaryDirectory(dir=path.parent, prefix=f".{path.stem}.float.") as scratch:
+        float_path = Path(scratch) / "float.onnx"
+        float_report = export_onnx(model, float_path, input_size=size, dynamic=dynamic, opset=opset or DEFAULT_OPSET)
+        result = quantize_int8(float_path, path, batches, method=method, argmax=argmax)
+    return ExportReport(
+        path, None, None, result.argmax_agreement, [size],
+        kind=f"int8 (QDQ, per-channel) calibrated ({method}) on {result.calibration_images} images",
+        reference="the float model", runtime="ONNX Runtime", float_report=float_report,
+    )
 
 
 def _agreement(reference: OnnxModel, quantized: OnnxModel, batches: list[np.ndarray]) -> float:
@@ -146,8 +194,12 @@ def _append_argmax(path: Path) -> None:
     onnx.save(proto, str(path))
 
 
-def _copy_metadata(source: str | Path, target: Path) -> None:
+def _copy_metadata(source: str | Path, target: Path, *, int8: bool) -> None:
+    import json
+
     import onnx
+
+    from atrous.exporters.runtime import METADATA_PREFIX
 
     props = onnx.load(str(source), load_external_data=False).metadata_props
     proto = onnx.load(str(target))
@@ -155,4 +207,6 @@ def _copy_metadata(source: str | Path, target: Path) -> None:
     for entry in props:
         if entry.key not in existing:
             proto.metadata_props.add(key=entry.key, value=entry.value)
+    if f"{METADATA_PREFIX}int8" not in existing:
+        proto.metadata_props.add(key=f"{METADATA_PREFIX}int8", value=json.dumps(int8))
     onnx.save(proto, str(target))

@@ -79,7 +79,8 @@ def _check_signature(path: Path, inputs: list[Any], outputs: list[Any]) -> None:
 
 def attach_exported_metadata(model: Any, meta: dict[str, Any]) -> None:
     """Give ``model`` (an exported-file runner) what atrous stored in the file: ``config``,
-    ``class_names``, ``palette``, ``mean``, ``std``, ``min_input_size``, ``num_classes``."""
+    ``class_names``, ``palette``, ``mean``, ``std``, ``min_input_size``, ``num_classes``,
+    ``transforms`` (the inference transforms the export applied; () for older files)."""
     model.config = meta.get("config") or {}
     model.class_names = list(meta.get("class_names") or [])
     model.palette = [tuple(c) for c in meta.get("palette") or []]
@@ -87,6 +88,7 @@ def attach_exported_metadata(model: Any, meta: dict[str, Any]) -> None:
     model.std = tuple(meta["std"]) if meta.get("std") else None
     model.min_input_size = int(meta.get("min_input_size", 1))
     model.num_classes = meta.get("num_classes") or model.config.get("num_classes") or len(model.class_names) or None
+    model.transforms = tuple(str(name) for name in meta.get("transforms") or ())
 
 
 class OnnxModel:

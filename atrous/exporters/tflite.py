@@ -30,6 +30,7 @@ from torch import nn
 from atrous.errors import ConfigError, first_line
 from atrous.exporters._common import (
     ExportedModel,
+    calibration_images,
     ExportError,
     ExportReport,
     atomic_output,
@@ -42,7 +43,7 @@ from atrous.exporters.tflite_runtime import METADATA_NAME, TfliteModel, litert_s
 from atrous.labels import class_labels
 from atrous.nn.fake_quant import has_activation_quant
 
-__all__ = ["INSTALL_HINT", "export_tflite"]
+__all__ = ["INSTALL_HINT", "export_tflite", "write_tflite"]
 
 INSTALL_HINT = "pip install 'atrous[tflite]'"
 FLOAT_AGREEMENT = 0.999
@@ -112,12 +113,14 @@ def export_tflite(
     frames = _checked(calibration, height, width, "calibration") if calibration is not None else None
     checks = _checked(check_images, height, width) if check_images is not None and frames is None else None
     rounded = has_activation_quant(model)
+    dropped: tuple[str, ...] = ()
     if frames is not None and rounded:
         from atrous.models import with_options
 
         # int8 puts every activation on its own grid; the float grids' rounding ops (divide,
         # round, clamp) would stay float between quantised ops and cost 4× the speed.
         model = with_options(model, activation_quant=None)
+        dropped = ("drop_activation_quant",)
     module = prepare_for_export(model, (height, width), argmax=argmax)
     sample = (frames[0] if frames else torch.zeros(1, 3, height, width)).permute(0, 2, 3, 1).contiguous()
     graph = _ChannelsLastInput(module).eval()
@@ -128,7 +131,7 @@ def export_tflite(
         raise
     except Exception as error:  # noqa: BLE001 - the converter raises many types; one clear line
         raise ExportError(f"litert-torch could not convert the model ({first_line(error)}); {path} was not written") from None
-    metadata = model_metadata(model, argmax=argmax, input_size=(height, width))
+    metadata = model_metadata(model, argmax=argmax, input_size=(height, width), transforms=dropped + module.transforms)
     metadata["int8"] = frames is not None
     flatbuffer = with_metadata(flatbuffer, metadata)
     if frames:  # after the metadata: the quantiser keeps it, and its output's buffers sit past the flatbuffer
@@ -158,7 +161,44 @@ def export_tflite(
         else:
             report = _verify_on(module, candidate, frames, path, INT8_AGREEMENT if min_agreement is None else min_agreement, kind="int8")
     report.path = path
+    report.runtime = "LiteRT"
+    if frames is None:
+        report.kind = "float32 TFLite"
+    else:
+        report.kind = f"int8 TFLite (int8 weights and activations, int8 input), calibrated on {len(frames)} images"
     return report
+
+
+def write_tflite(
+    model: nn.Module,
+    path: str | Path,
+    *,
+    input_size: tuple[int, int],
+    argmax: bool = False,
+    int8: bool = False,
+    calibration: str | Path | Sequence[Any] | None = None,
+    calibration_count: int = 32,
+    check_images: str | Path | Sequence[Any] | None = None,
+) -> ExportReport:
+    """The ``tflite`` format of :func:`atrous.export`: :func:`export_tflite`, with
+    ``calibration`` and ``check_images`` also given as folders of images (up to
+    ``calibration_count`` of each, normalised as ``model`` expects)."""
+    if int8 and calibration is None:
+        raise ConfigError("int8 needs calibration images: a folder of images like those the model will see")
+    if calibration is not None and not int8:
+        raise ConfigError("calibration images are only used with int8=True")
+    if check_images is not None and int8:
+        raise ConfigError("check_images applies to a float TFLite export (int8 is checked on its calibration images)")
+    size = (int(input_size[0]), int(input_size[1]))
+
+    def tensors(source: Any) -> list[torch.Tensor] | None:
+        if source is None:
+            return None
+        return [torch.from_numpy(a) for a in calibration_images(model, source, size, limit=calibration_count)]
+
+    return export_tflite(
+        model, path, input_size=size, argmax=argmax, calibration=tensors(calibration), check_images=tensors(check_images)
+    )
 
 
 def _checked(images: Sequence[torch.Tensor], height: int, width: int, kind: str = "check") -> list[torch.Tensor]:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import struct
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,7 +22,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from atrous.errors import ConfigError, DataError, InputError
+from atrous.errors import ConfigError, DataError, InputError, ModelFileError
 from atrous.exporters.runtime import attach_exported_metadata
 
 __all__ = ["METADATA_NAME", "TfliteModel", "litert_schema", "read_tflite_metadata", "silenced_output"]
@@ -101,10 +102,19 @@ class TfliteModel:
         if not self.path.is_file():
             raise DataError(f"TFLite model {self.path} does not exist")
         flatbuffer = self.path.read_bytes()
+        if len(flatbuffer) < 8 or flatbuffer[4:8] != b"TFL3":
+            raise ModelFileError(
+                f"{self.path} is not a TensorFlow Lite model ({'empty' if not flatbuffer else 'no TFL3 file identifier'}); "
+                "give a .tflite file written by `atrous export --format tflite`"
+            )
         try:
             meta = read_tflite_metadata(flatbuffer)
-        except (ValueError, IndexError, TypeError, UnicodeDecodeError, json.JSONDecodeError) as error:
-            raise DataError(f"{self.path} is not a readable TFLite model ({error})") from None
+        except (struct.error, ValueError, IndexError, TypeError, AttributeError, UnicodeDecodeError) as error:
+            raise ModelFileError(
+                f"{self.path} is a damaged TensorFlow Lite file ({type(error).__name__}: {error}); export it again"
+            ) from None
+        if not isinstance(meta, dict):
+            raise ModelFileError(f"{self.path}: its atrous metadata is not a JSON object; export it again")
         if not meta:
             raise DataError(
                 f"{self.path} is a TFLite file without atrous metadata; export it with `atrous export --format tflite` "
@@ -116,7 +126,7 @@ class TfliteModel:
                 self.interpreter = Interpreter(model_content=flatbuffer, num_threads=threads or torch.get_num_threads())
                 self.interpreter.allocate_tensors()
         except (RuntimeError, ValueError) as error:
-            raise DataError(f"LiteRT cannot load {self.path}: {str(error).strip()[:300]}") from None
+            raise ModelFileError(f"LiteRT cannot load {self.path}: {str(error).strip()[:300]}") from None
         attach_exported_metadata(self, meta)
         self.int8 = bool(meta.get("int8"))
         (self._input,) = self.interpreter.get_input_details()

@@ -71,6 +71,7 @@ def export_program(
         loaded = torch.export.load(str(temp)).module()
         report = verify(module, loaded, sizes, path, rounded_activations=has_activation_quant(model))
     logger.debug("wrote %s (max |logit diff| vs eager %s)", path, report.max_abs_diff)
+    report.kind, report.runtime = "torch.export program" + (" (dynamic H, W)" if dynamic else ""), "torch.export.load"
     return report
 
 
@@ -93,4 +94,5 @@ def export_torchscript(
         loaded = torch.jit.load(str(temp))
         report = verify(module, loaded, sizes, path, rounded_activations=has_activation_quant(model))
     logger.debug("wrote %s (max |logit diff| vs eager %s)", path, report.max_abs_diff)
+    report.kind, report.runtime = "TorchScript", "torch.jit.load"
     return report

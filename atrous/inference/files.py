@@ -5,12 +5,15 @@ class indices: the final prediction, CRF-refined when a CRF is given),
 ``<stem>_color.png`` (its colours), ``<stem>_overlay.png`` (the network's prediction
 over the image) and, with a CRF, ``<stem>_crf_overlay.png`` (the CRF's, to compare side
 by side); with ``panel``, ``<stem>_panel.png``: input | prediction | + CRF, titled, with
-a legend of the classes found. The files of one image are written together (temp names,
+a legend of the classes found; with ``save_probs``, ``<stem>_probs.npy``: the network's
+class probabilities, float32 (K, H, W) at the image's size, as ``atrous crf --probs``
+reads them. The files of one image are written together (temp names,
 then renamed): an image's outputs are all there or none is.
 """
 
 from __future__ import annotations
 
+import io
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -28,10 +31,28 @@ from atrous.labels import class_labels
 from atrous.workers import batches, leave_stop_signals_to_the_main_process
 
 
-def output_names(stem: str, *, crf: bool, panel: bool = False) -> list[str]:
+# Formats PIL recognises but cannot decode by itself (stubs, or Ghostscript needed): a
+# folder's .h5 or .eps file is not one of its images.
+_UNDECODABLE = {"BUFR", "EPS", "GRIB", "HDF5", "MPEG", "WMF"}
+
+
+def image_suffixes() -> tuple[str, ...]:
+    """The file suffixes (lower case, with the dot) of every image format PIL decodes:
+    what a folder or glob of images is listed by, so that it takes every file an explicit
+    path would (.png, .jpg, .bmp, .webp, .gif, .tif …)."""
+    Image.init()
+    return tuple(
+        sorted(
+            suffix for suffix, kind in Image.registered_extensions().items()
+            if kind in Image.OPEN and kind not in _UNDECODABLE
+        )
+    )
+
+
+def output_names(stem: str, *, crf: bool, panel: bool = False, probs: bool = False) -> list[str]:
     """The files written for the input ``stem`` (see the module docstring)."""
     names = [f"{stem}.png", f"{stem}_color.png", f"{stem}_overlay.png"]
-    return names + [f"{stem}_crf_overlay.png"] * crf + [f"{stem}_panel.png"] * panel
+    return names + [f"{stem}_crf_overlay.png"] * crf + [f"{stem}_panel.png"] * panel + [f"{stem}_probs.npy"] * probs
 
 
 def full_palette(palette: Sequence[Sequence[int]] | None, num_classes: int) -> list[tuple[int, int, int]]:
@@ -51,11 +72,13 @@ def write_outputs(
     alpha: float,
     crf_labels: np.ndarray | None = None,
     panel_names: Sequence[str] | None = None,
+    probs: np.ndarray | None = None,
 ) -> list[Path]:
     """Write the files of one image (see the module docstring), all or none; returns their paths.
 
     ``image`` uint8 (H, W, 3); ``labels`` / ``crf_labels`` (H, W) class indices;
-    ``panel_names``: class names, to also write the titled panel with its legend.
+    ``panel_names``: class names, to also write the titled panel with its legend;
+    ``probs``: float32 (K, H, W) probabilities, to also write them as ``.npy``.
     """
     from atrous.data import colorize, overlay
     from atrous.data.palette import index_image
@@ -74,7 +97,16 @@ def write_outputs(
         masks = [labels] + ([crf_labels] if crf_labels is not None else [])
         pictures.append(titled_grid([tiles], titles, present_classes(masks, panel_names, palette)))
     names = output_names(stem, crf=crf_labels is not None, panel=panel_names is not None)
-    return write_together({out / name: _png_writer(picture) for name, picture in zip(names, pictures, strict=True)})
+    writers = {out / name: _png_writer(picture) for name, picture in zip(names, pictures, strict=True)}
+    if probs is not None:
+        writers[out / f"{stem}_probs.npy"] = _npy_writer(probs)
+    return write_together(writers)
+
+
+def _npy_writer(array: np.ndarray) -> Callable[[Path], None]:
+    buffer = io.BytesIO()  # numpy's own file writes lose the OS error (e.g. a full disk)
+    np.save(buffer, np.ascontiguousarray(array, dtype=np.float32))
+    return lambda path: path.write_bytes(buffer.getvalue())
 
 
 def _png_writer(picture: Image.Image | np.ndarray) -> Callable[[Path], None]:
@@ -107,6 +139,7 @@ def predict_files(
     crf: torch.nn.Module | None = None,
     alpha: float = 0.5,
     panel: bool = False,
+    save_probs: bool = False,
     max_pixels: int | None = None,
     batch_size: int = 1,
     workers: int = 0,
@@ -118,7 +151,8 @@ def predict_files(
     panel names are the predictor's (after its class map, if any).
 
     ``crf`` (e.g. :class:`atrous.crf.DenseCRF`) refines each prediction on the
-    predictor's device; both overlays are written. Images are decoded in ``workers``
+    predictor's device; both overlays are written. ``save_probs``: also write each
+    image's probabilities (before the CRF) as ``<stem>_probs.npy``. Images are decoded in ``workers``
     DataLoader processes and refused above ``max_pixels`` (default
     ``atrous.data.io.DEFAULT_MAX_PIXELS``). A failed write names the
     image and how many are complete; the files of earlier images stay.
@@ -149,7 +183,10 @@ def predict_files(
                 palettes[probs.shape[0]] = full_palette(predictor.palette, probs.shape[0])
             palette = palettes[probs.shape[0]]
             try:
-                write_outputs(out, path.stem, image.permute(1, 2, 0).numpy(), labels, palette, alpha, crf_labels, names)
+                write_outputs(
+                    out, path.stem, image.permute(1, 2, 0).numpy(), labels, palette, alpha, crf_labels, names,
+                    probs.float().numpy() if save_probs else None,
+                )
             except DataError as error:
                 done = f"{written} image{'s are' if written != 1 else ' is'} complete" if written else "no image is complete"
                 raise DataError(f"{error} ({path.name}); {done} in {out}") from None
