@@ -10,21 +10,27 @@
 Everything lands in ``--out`` (default ``demo_out/``). Each step calls the library
 function its command calls (``atrous.engine.train``, ``atrous.evaluate``,
 ``atrous.inference.files.predict_files``), so the demo and the commands cannot drift
-apart. An earlier demo in ``--out`` is replaced only with ``--overwrite``.
+apart. An earlier demo in ``--out`` is replaced only with ``--overwrite``, and only
+what it wrote: every file the demo writes is listed, with its SHA-256, in
+``--out/.atrous-demo.json``; ``--overwrite`` deletes those files (unchanged since) and
+refuses a folder whose demo parts hold anything else.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
+import json
 import logging
-import shutil
 import time
 from pathlib import Path
-
-import numpy as np
+from typing import TYPE_CHECKING
 
 from atrous.cli._options import positive_int
 from atrous.errors import DataError
+
+if TYPE_CHECKING:
+    import numpy as np
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +80,7 @@ def _summary_grid(
 ) -> None:
     """input | ground truth | prediction | CRF, one row per image, under column titles and
     above a legend of class colours and names; saved as ``out``."""
+    import numpy as np
     from PIL import Image
 
     from atrous.data import colorize
@@ -92,33 +99,105 @@ def _summary_grid(
     Image.fromarray(titled_grid(rows, COLUMNS, legend)).save(out)
 
 
+MANIFEST = ".atrous-demo.json"
+DEMO_PARTS = ("run", "inputs", "predictions", "voc", "summary.png")  # what a demo writes in --out
+
+
+def _files_in_parts(out: Path) -> list[Path]:
+    """Every file (and link) under the demo's parts of ``out``, sorted."""
+    found = []
+    for name in DEMO_PARTS:
+        path = out / name
+        if path.is_dir() and not path.is_symlink():
+            found.extend(p for p in path.rglob("*") if p.is_file() or p.is_symlink())
+        elif path.exists() or path.is_symlink():
+            found.append(path)
+    return sorted(found)
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _listed(out: Path) -> dict[str, str]:
+    """The files the earlier demo wrote (relative path → SHA-256), from its manifest; {} if none."""
+    try:
+        listed = json.loads((out / MANIFEST).read_text(encoding="utf-8")).get("files", {})
+    except (OSError, ValueError, AttributeError):
+        return {}
+    return {str(k): str(v) for k, v in listed.items()} if isinstance(listed, dict) else {}
+
+
+def _clear_earlier_demo(out: Path, overwrite: bool) -> None:
+    """Delete the files an earlier demo wrote in ``out``, after checking that its parts
+    hold nothing else (``DataError`` naming what it would not delete)."""
+    present = _files_in_parts(out)
+    if not present:
+        return
+    if not overwrite:
+        parts = sorted({path.relative_to(out).parts[0] for path in present}, key=DEMO_PARTS.index)
+        raise DataError(
+            f"{out} holds an earlier demo ({', '.join(parts)}); pass --overwrite to replace it, or give another --out"
+        )
+    listed = _listed(out)
+    mine = [p for p in present if p.is_file() and not p.is_symlink() and listed.get(p.relative_to(out).as_posix()) == _sha256(p)]
+    foreign = [path for path in present if path not in mine]
+    if foreign:
+        shown = ", ".join(str(path.relative_to(out)) for path in foreign[:3]) + (f" and {len(foreign) - 3} more" if len(foreign) > 3 else "")
+        raise DataError(
+            f"{out} holds files the demo did not write (or that changed since): {shown}; --overwrite replaces only "
+            "a demo's own files, so move these away or give another --out"
+        )
+    for path in mine:
+        path.unlink()
+    for name in DEMO_PARTS:  # the demo's emptied folders, deepest first
+        folder = out / name
+        if folder.is_dir():
+            for sub in sorted((p for p in folder.rglob("*") if p.is_dir()), key=lambda p: len(p.parts), reverse=True):
+                if not any(sub.iterdir()):
+                    sub.rmdir()
+            if not any(folder.iterdir()):
+                folder.rmdir()
+
+
+def _record_demo(out: Path) -> None:
+    """List every file in the demo's parts of ``out`` (all written by this demo) in the manifest."""
+    files = {path.relative_to(out).as_posix(): _sha256(path) for path in _files_in_parts(out) if path.is_file()}
+    (out / MANIFEST).write_text(json.dumps({"files": files}, indent=1) + "\n", encoding="utf-8")
+
+
 def run(args: argparse.Namespace) -> int:
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise DataError(f"--out {out} is a file; give a folder (it is created if missing)")
+    _clear_earlier_demo(out, args.overwrite)
+    out.mkdir(parents=True, exist_ok=True)
+    try:
+        return _run_demo(args, out)
+    finally:
+        _record_demo(out)
+
+
+def _run_demo(args: argparse.Namespace, out: Path) -> int:
     from atrous.checkpoint import load_model
     from atrous.crf import DenseCRF
     from atrous.data import build_dataset
     from atrous.engine import train
-    from atrous.engine.config import load_config_file, make_config
+    from atrous.engine.config import load_config_file
     from atrous.inference import Predictor, evaluate
     from atrous.inference.files import predict_files
     from atrous.metrics import format_table
 
-    out = Path(args.out)
-    if out.exists() and not out.is_dir():
-        raise DataError(f"--out {out} is a file; give a folder (it is created if missing)")
     run_dir = out / "run"
-    written = [path for path in (run_dir, out / "inputs", out / "predictions", out / "voc", out / "summary.png") if path.exists()]
-    if written and not args.overwrite:
-        raise DataError(
-            f"{out} holds an earlier demo ({', '.join(path.name for path in written)}); "
-            "pass --overwrite to replace it, or give another --out"
-        )
-    for path in written:  # --overwrite: the demo starts fresh
-        shutil.rmtree(path) if path.is_dir() else path.unlink()
     start = time.perf_counter()
 
     print(f"[1/5] training on synthetic shapes → {run_dir}", flush=True)
     recipe = load_config_file(_recipe_path(args.config))
-    result = train(make_config({**recipe, "out": str(run_dir), **({"epochs": args.epochs} if args.epochs else {})}))
+    result = train({**recipe, "out": str(run_dir), **({"epochs": args.epochs} if args.epochs else {})})
     checkpoint = result.best_checkpoint or result.last_checkpoint
     print(f"trained {result.epochs} epochs ({result.iterations} iterations) in {result.seconds:.1f} s", flush=True)
 
@@ -173,8 +252,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--out", default="demo_out", metavar="DIR", help="output folder (default demo_out)")
     parser.add_argument("--config", metavar="NAME|YAML", help=f"training recipe (default the shipped {DEMO_RECIPE})")
     parser.add_argument(
-        "--overwrite", action="store_true", help="replace an earlier demo's run, inputs, predictions and pictures in --out"
+        "--overwrite", action="store_true",
+        help="replace an earlier demo's run, inputs, predictions and pictures in --out (only the files it wrote)",
     )
-    parser.add_argument("--epochs", type=int, help="override the recipe's epochs (e.g. 1 for a smoke run)")
+    parser.add_argument("--epochs", type=positive_int, metavar="N", help="override the recipe's epochs (e.g. 1 for a smoke run)")
     parser.add_argument("--images", type=positive_int, default=6, metavar="N", help="held-out images to predict (default 6)")
     parser.set_defaults(func=run)

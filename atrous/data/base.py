@@ -76,6 +76,81 @@ def read_split_file(path: Path) -> list[str]:
     return stems
 
 
+LabelMapSpec = str | Path | Mapping[Any, Any]
+
+
+def parse_label_map(spec: LabelMapSpec, ignore_index: int) -> dict[int, int]:
+    """Mask value → class index, from ``"11:255,3:1"``, a file, or a mapping.
+
+    A file is YAML or JSON (a mapping ``{11: 255}``) or plain text (one ``a:b`` or
+    ``a b`` per line, ``#`` comments). A target may be ``ignore`` (= ``ignore_index``).
+    Raises ``ConfigError`` naming the entry that is not ``value:value``.
+    """
+    source = "label_map"
+    if isinstance(spec, Mapping):
+        pairs = list(spec.items())
+    else:
+        text = str(spec).strip()
+        path = Path(text)
+        if path.is_file():
+            source = str(path)
+            pairs = _label_map_file(path)
+        elif path.suffix.lower() in (".yaml", ".yml", ".json", ".txt") or "/" in text:
+            raise ConfigError(f"label map file {path} not found; give a file or value pairs such as 11:255,12:ignore")
+        else:
+            pairs = [tuple(item.split(":", 1)) if ":" in item else (item, None) for item in text.split(",") if item.strip()]
+    table: dict[int, int] = {}
+    for raw, mapped in pairs:
+        if mapped is None:
+            raise ConfigError(f"{source}: {str(raw).strip()!r} is not a value:class pair; write e.g. 11:255 or 11:ignore")
+        key, value = _label_value(raw, source, ignore_index, target=False), _label_value(mapped, source, ignore_index, target=True)
+        if key in table and table[key] != value:
+            raise ConfigError(f"{source} maps mask value {key} twice ({table[key]} and {value}); keep one")
+        table[key] = value
+    if not table:
+        raise ConfigError(f"{source} is empty; give value pairs such as 11:255")
+    return table
+
+
+def _label_map_file(path: Path) -> list[tuple[Any, Any]]:
+    import yaml
+
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as error:
+        raise ConfigError(f"cannot read the label map {path}: {getattr(error, 'strerror', None) or error}") from None
+    if path.suffix.lower() in (".yaml", ".yml", ".json"):
+        try:
+            values = yaml.safe_load(text)
+        except yaml.YAMLError as error:
+            raise ConfigError(f"label map {path} is not valid YAML/JSON: {error}") from None
+        if not isinstance(values, dict):
+            raise ConfigError(f"label map {path} must hold a mapping of mask value: class index, e.g. {{11: 255}}")
+        return list(values.items())
+    pairs = []
+    for line in text.splitlines():
+        line = line.split("#", 1)[0].strip()
+        if line:
+            parts = line.replace(":", " ").split()
+            pairs.append((parts[0], parts[1]) if len(parts) == 2 else (line, None))
+    return pairs
+
+
+def _label_value(value: Any, source: str, ignore_index: int, *, target: bool) -> int:
+    if target and isinstance(value, str) and value.strip().lower() == "ignore":
+        return ignore_index
+    try:
+        number = int(str(value).strip()) if not isinstance(value, bool) else None
+    except ValueError:
+        number = None
+    if number is None or not 0 <= number <= 65535 and not (target and number == ignore_index):
+        what = "a class index or 'ignore'" if target else "a mask value (0..255)"
+        raise ConfigError(f"{source}: {value!r} is not {what}; write pairs as value:class, e.g. 11:255")
+    if not target and number > 255:
+        raise ConfigError(f"{source}: mask value {number} cannot be mapped (label maps cover 8-bit masks, 0..255)")
+    return number
+
+
 DATASETS: dict[str, type[SegmentationDataset]] = {}  # filled by register_dataset
 
 

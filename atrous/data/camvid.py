@@ -57,7 +57,12 @@ class CamVid(SegmentationDataset):
         root = require_dir(Path(root), "CamVid root", "point root (--data) at the folder holding train/ and trainannot/")
         check_split(split, self.splits, "CamVid")
         annotations = root / f"{split}annot"
-        require_dir(annotations, "CamVid label", f"expected label PNGs in {split}annot/ beside {split}/")
+        require_dir(
+            annotations,
+            "CamVid label",
+            f"expected label PNGs in {split}annot/ beside {split}/; for a folder of images/ + masks/ "
+            "pass --dataset folder (a shipped recipe sets dataset: camvid)",
+        )
         images = list_images(root / split)
         samples = pair_masks(images, lambda image: annotations / f"{image.stem}.png")
         super().__init__(

@@ -29,10 +29,12 @@ from pathlib import Path
 import numpy as np
 
 from atrous.data.base import (
+    LabelMapSpec,
     SegmentationDataset,
     Transform,
     list_images,
     pair_masks,
+    parse_label_map,
     read_split_file,
     register_dataset,
     require_dir,
@@ -69,11 +71,12 @@ def _auto_split(images: list[Path], split: str, val_fraction: float, root: Path)
     return [images[i] for i in chosen]
 
 
-def classes_in_masks(root: Path, mask_root: Path, ignore_index: int) -> int:
-    """The class count the masks under ``mask_root`` (every split) imply: largest value + 1,
-    the ignore index aside. Logs how many and which values, and how to name them."""
+def classes_in_masks(root: Path, mask_root: Path, ignore_index: int, label_map: dict[int, int] | None = None) -> int:
+    """The class count the masks under ``mask_root`` (every split) imply: largest value + 1
+    (after ``label_map``), the ignore index aside. Logs how many and which values, and how to name them."""
     stamp = mask_root.stat().st_mtime_ns
-    count, values, masks = _scan_masks(str(mask_root.resolve()), ignore_index, stamp)
+    mapping = tuple(sorted((label_map or {}).items()))
+    count, values, masks = _scan_masks(str(mask_root.resolve()), ignore_index, stamp, mapping)
     shown = ", ".join(map(str, values[:20])) + (" …" if len(values) > 20 else "")
     empty = f"; classes {sorted(set(range(count)) - set(values))[:10]} have no pixels" if len(values) < count else ""
     logger.info(
@@ -85,12 +88,16 @@ def classes_in_masks(root: Path, mask_root: Path, ignore_index: int) -> int:
 
 
 @functools.lru_cache(maxsize=8)
-def _scan_masks(mask_root: str, ignore_index: int, stamp: int) -> tuple[int, list[int], int]:
+def _scan_masks(
+    mask_root: str, ignore_index: int, stamp: int, mapping: tuple[tuple[int, int], ...]
+) -> tuple[int, list[int], int]:
     """(class count, values found, masks read); cached per folder state (train and val share it)."""
     masks = sorted(Path(mask_root).rglob("*.png"))
     found: set[int] = set()
     for mask in masks:
         found.update(int(v) for v in mask_values(mask))
+    renamed = dict(mapping)
+    found = {renamed.get(value, value) for value in found}
     found.discard(ignore_index)
     if not found:
         raise DataError(
@@ -109,7 +116,9 @@ def _scan_masks(mask_root: str, ignore_index: int, stamp: int) -> tuple[int, lis
         raise DataError(
             f"{mask_root}: masks hold values {', '.join(map(str, values[:12]))}{' …' if len(values) > 12 else ''}, "
             f"so {count - len(values)} of the {count} class ids they imply have no pixel (a stray value?); "
-            "pass --num-classes N (a mask value ≥ N is then refused with its file) or name the classes in classes.txt"
+            "pass --num-classes N (a mask value ≥ N is then refused with its file) or name the classes in classes.txt; "
+            f"if {values[-1]} marks unlabelled pixels, pass --ignore-index {values[-1]} "
+            f"(or rename values with --label-map {values[-1]}:255)"
         )
     return count, values, len(masks)
 
@@ -133,6 +142,7 @@ class FolderDataset(SegmentationDataset):
         transform: Transform | None = None,
         num_classes: int | None = None,
         ignore_index: int = 255,
+        label_map: LabelMapSpec | None = None,
         max_pixels: int = DEFAULT_MAX_PIXELS,
         val_fraction: float = 0.1,
     ) -> None:
@@ -146,7 +156,8 @@ class FolderDataset(SegmentationDataset):
             raise DataError(f"{root}: several images share the name(s) {twins} (e.g. a.png and a.jpg); keep one each")
         samples = pair_masks(images, lambda image: mask_dir / f"{image.stem}.png")
 
-        spec = self._classes(root, num_classes, mask_root, ignore_index)
+        mapping = parse_label_map(label_map, ignore_index) if label_map is not None else None
+        spec = self._classes(root, num_classes, mask_root, ignore_index, mapping)
         self.mask_colors = spec.colors
         self.ignore_colors = spec.ignore_colors
         super().__init__(
@@ -156,6 +167,7 @@ class FolderDataset(SegmentationDataset):
             palette=spec.colors or voc_colormap(len(spec.names)),
             ignore_index=ignore_index,
             transform=transform,
+            label_map=mapping,
             max_pixels=max_pixels,
         )
 
@@ -184,11 +196,13 @@ class FolderDataset(SegmentationDataset):
         raise ConfigError(choices_message(f"split of {root} (no split folders or lists)", split, ["all", "train", "val"]))
 
     @staticmethod
-    def _classes(root: Path, num_classes: int | None, mask_root: Path, ignore_index: int) -> ClassSpec:
+    def _classes(
+        root: Path, num_classes: int | None, mask_root: Path, ignore_index: int, label_map: dict[int, int] | None
+    ) -> ClassSpec:
         class_file = find_class_file(root)
         if class_file is None:
             if num_classes is None:
-                num_classes = classes_in_masks(root, mask_root, ignore_index)
+                num_classes = classes_in_masks(root, mask_root, ignore_index, label_map)
             if num_classes < 1:
                 raise ConfigError(f"num_classes must be >= 1, got {num_classes}")
             return ClassSpec([f"class_{i}" for i in range(num_classes)])
@@ -201,10 +215,29 @@ class FolderDataset(SegmentationDataset):
         return spec
 
     def read_mask(self, path: Path) -> np.ndarray:
-        return read_mask(
+        mask = read_mask(
             path,
-            num_classes=self.num_classes,
+            num_classes=_ANY_VALUE,  # checked below, with a message that names the options
             ignore_index=self.ignore_index,
+            label_map=self.label_map,
             palette=self.mask_colors,
             ignore_colors=self.ignore_colors,
         )
+        bad = ((mask < 0) | (mask >= self.num_classes)) & (mask != self.ignore_index)
+        if bad.any():
+            raise DataError(_out_of_range(path, np.unique(mask[bad]), self.num_classes, self.ignore_index, self.label_map))
+        return mask
+
+
+_ANY_VALUE = 1 << 16  # above every value an 8- or 16-bit mask holds
+
+
+def _out_of_range(path: Path, values: np.ndarray, num_classes: int, ignore_index: int, label_map: object) -> str:
+    shown = ", ".join(str(int(v)) for v in values[:10]) + (" …" if len(values) > 10 else "")
+    first = int(values[0])
+    mapped = " (after the label map)" if label_map else ""
+    return (
+        f"{path}: mask values {shown}{mapped} are not classes 0..{num_classes - 1} nor the ignore index "
+        f"{ignore_index}; if {first} marks unlabelled pixels pass --ignore-index {first}, rename values with "
+        f"--label-map {first}:{ignore_index} (or a file of value:class lines), or fix the mask"
+    )

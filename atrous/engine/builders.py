@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import contextlib
-import functools
 import logging
 import os
-from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -40,32 +37,48 @@ class RunData:
     std: tuple[float, ...]
 
 
-def build_data(config: TrainConfig, context: DistContext) -> RunData:
-    """Train/val datasets with the paper's augmentation and deterministic, resumable loaders."""
-    from atrous.data import (
-        IMAGENET_MEAN,
-        IMAGENET_STD,
-        build_dataset,
-        eval_transforms,
-        train_transforms,
-    )
+Normalisation = tuple[tuple[float, ...], tuple[float, ...]]
+
+
+def build_data(config: TrainConfig, context: DistContext, pretrained: dict[str, Any] | None = None) -> RunData:
+    """Train/val datasets with the paper's augmentation and deterministic, resumable loaders;
+    ``pretrained``: the ``--pretrained`` checkpoint (``read_pretrained``), whose normalisation the data takes."""
+    train_set, val_set, normalisation = build_datasets(config, pretrained)
+    return build_loaders(config, context, train_set, val_set, normalisation)
+
+
+def build_datasets(config: TrainConfig, pretrained: dict[str, Any] | None = None) -> tuple[Any, Any, Normalisation]:
+    """(train set, val set, (mean, std)): the datasets without transforms, and the
+    normalisation their images will get (the ``pretrained`` checkpoint's, else ImageNet's)."""
+    from atrous.data import IMAGENET_MEAN, IMAGENET_STD, build_dataset
 
     if config.data is None and config.dataset != "shapes":
         raise ConfigError("no training data given; pass --data DIR (or --dataset shapes for synthetic data)")
-    mean, std = pretrained_normalisation(config) or (tuple(IMAGENET_MEAN), tuple(IMAGENET_STD))
-    options = dict(config.dataset_options)
-    if config.num_classes is not None:
-        options["num_classes"] = config.num_classes
+    normalisation = pretrained_normalisation(config, pretrained) if pretrained else None
+    mean, std = normalisation or (tuple(IMAGENET_MEAN), tuple(IMAGENET_STD))
+    options = dataset_options_of(config)
     train_set = build_dataset(config.dataset, config.data, config.train_split, **options)
-    train_set.transform = train_transforms(
-        config.crop_size, scale_range=config.scale_range, mean=mean, std=std, ignore_index=train_set.ignore_index
-    )
-    val_set = build_dataset(config.dataset, config.data, config.val_split, transform=eval_transforms(mean, std), **options)
+    val_set = build_dataset(config.dataset, config.data, config.val_split, **options)
     if val_set.num_classes != train_set.num_classes:
         raise DataError(
             f"the {config.val_split} split has {val_set.num_classes} classes but {config.train_split} has "
             f"{train_set.num_classes}; both splits must share one class list"
         )
+    return train_set, val_set, (mean, std)
+
+
+def build_loaders(
+    config: TrainConfig, context: DistContext, train_set: Any, val_set: Any, normalisation: Normalisation
+) -> RunData:
+    """The run's data: ``train_set`` with the paper's augmentation (``config.crop_size``,
+    ``scale_range``), ``val_set`` whole, both normalised, in deterministic, resumable loaders."""
+    from atrous.data import eval_transforms, train_transforms
+
+    mean, std = normalisation
+    train_set.transform = train_transforms(
+        config.crop_size, scale_range=config.scale_range, mean=mean, std=std, ignore_index=train_set.ignore_index
+    )
+    val_set.transform = eval_transforms(mean, std)
     per_epoch = len(train_set) // (config.batch_size * context.world_size)
     if per_epoch < 1:
         raise DataError(
@@ -106,7 +119,22 @@ def _plain(sampler: EpochSampler) -> list[int]:
 _NOT_ARCHITECTURE = ("name", "num_classes", "output_stride", "crf", "activation_quant")
 
 
-def build_model(config: TrainConfig, num_classes: int, class_names: list[str] | None = None) -> nn.Module:
+def dataset_options_of(config: TrainConfig) -> dict[str, Any]:
+    """The ``build_dataset`` options of a run: ``dataset_options`` plus the fields that are dataset options."""
+    options = dict(config.dataset_options)
+    for name in ("num_classes", "ignore_index", "label_map"):
+        if getattr(config, name) is not None:
+            options[name] = getattr(config, name)
+    return options
+
+
+def build_model(
+    config: TrainConfig,
+    num_classes: int,
+    class_names: list[str] | None = None,
+    *,
+    pretrained: dict[str, Any] | None = None,
+) -> nn.Module:
     """``create_model`` with the run's options; ``pretrained`` loads backbone or full weights.
 
     The model is ``config.model``; when that is None, an atrous ``--pretrained``
@@ -117,6 +145,7 @@ def build_model(config: TrainConfig, num_classes: int, class_names: list[str] | 
     with (the user's ``model_options`` still win) and fills every weight, except the
     classifier when the class count differs (``pretrained_class_map`` starts it from the
     classes ``class_names``, the dataset's, map from); one of another model fills the backbone.
+    ``pretrained``: that checkpoint as ``read_pretrained(config)`` returned it (read here when not given).
     """
     from atrous.models import create_model
 
@@ -126,7 +155,7 @@ def build_model(config: TrainConfig, num_classes: int, class_names: list[str] | 
     checkpoint = None
     name = config.model or DEFAULT_MODEL
     if config.pretrained:
-        checkpoint = _atrous_checkpoint_or_none(config.pretrained)
+        checkpoint = pretrained if pretrained is not None else read_pretrained(config)
         if checkpoint is None:
             options["pretrained_backbone"] = config.pretrained
         else:
@@ -260,40 +289,43 @@ def _map_classifier_rows(
              ", ".join(resolved.source_names[s] for s in resolved.principal))
 
 
-def pretrained_normalisation(config: TrainConfig) -> tuple[tuple[float, ...], tuple[float, ...]] | None:
+def pretrained_normalisation(
+    config: TrainConfig, checkpoint: dict[str, Any] | None = None
+) -> tuple[tuple[float, ...], tuple[float, ...]] | None:
     """(mean, std) an atrous ``--pretrained`` checkpoint was trained with (e.g. 0.5/0.5 for
-    TF DeepLab imports), so fine-tuning feeds the weights what they expect; else None."""
-    checkpoint = _atrous_checkpoint_or_none(config.pretrained) if config.pretrained else None
+    TF DeepLab imports), so fine-tuning feeds the weights what they expect; else None.
+    ``checkpoint``: the one ``read_pretrained(config)`` returned (read here when not given)."""
+    if checkpoint is None:
+        checkpoint = read_pretrained(config)
     if not checkpoint or not checkpoint.get("mean") or not checkpoint.get("std"):
         return None
     return tuple(float(v) for v in checkpoint["mean"]), tuple(float(v) for v in checkpoint["std"])
 
 
-@contextlib.contextmanager
-def pretrained_read_once() -> Iterator[None]:
-    """Within the block, an atrous ``--pretrained`` checkpoint is read from disk once (a run
-    asks twice: its data's normalisation, then its model); it is dropped at the end, so no
-    checkpoint stays in memory for the life of the process."""
+def read_pretrained(config: TrainConfig) -> dict[str, Any] | None:
+    """The atrous checkpoint ``config.pretrained`` names (a path or a shipped model name),
+    or None when it names ImageNet backbone weights (or nothing)."""
+    return _atrous_checkpoint_or_none(config.pretrained) if config.pretrained else None
+
+
+def resolve_pretrained(path: str) -> str:
+    """A shipped model name (``camvid``, ``cityscapes`` …) → its packaged file; anything else unchanged."""
     try:
-        yield
-    finally:
-        _read_if_checkpoint.cache_clear()
+        from atrous.shipped import resolve_checkpoint
+    except ImportError:  # TEMP until atrous.shipped lands
+        return path
+    return str(resolve_checkpoint(path))
 
 
 def _atrous_checkpoint_or_none(path: str) -> dict[str, Any] | None:
-    """The checkpoint if ``path`` is an atrous checkpoint, None if it names ImageNet backbone
-    weights: another weights file, ``"imagenet"``, or a missing file (whose error from
-    ``load_backbone_weights`` names the published files that fit). Inside
-    ``pretrained_read_once`` the file is read once."""
-    if path == IMAGENET or not os.path.isfile(path) or path.endswith(".safetensors"):
+    """The checkpoint if ``path`` is an atrous checkpoint (or a shipped model's name), None if
+    it names ImageNet backbone weights: another weights file, ``"imagenet"``, or a missing
+    file (whose error from ``load_backbone_weights`` names the published files that fit)."""
+    if path == IMAGENET:
         return None
-    stat = os.stat(path)
-    return _read_if_checkpoint(path, stat.st_mtime_ns, stat.st_size)
-
-
-@functools.lru_cache(maxsize=1)  # emptied by pretrained_read_once
-def _read_if_checkpoint(path: str, mtime_ns: int, size: int) -> dict[str, Any] | None:
-    """``read_checkpoint`` keyed by the file's identity and version (mtime, size)."""
+    path = resolve_pretrained(path)
+    if not os.path.isfile(path) or path.endswith(".safetensors"):
+        return None
     try:
         return read_checkpoint(path)
     except NotACheckpointError:

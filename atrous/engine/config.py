@@ -39,6 +39,8 @@ class TrainConfig:
     dataset: str | None = None  # one of DATASETS; None = detect from the folder layout
     dataset_options: dict[str, Any] = field(default_factory=dict)  # extra build_dataset(...) options
     num_classes: int | None = None  # classes of a folder dataset without classes.txt (None: found in the masks)
+    ignore_index: int | None = None  # mask value of unlabelled pixels (None: the dataset's, 255)
+    label_map: str | dict[int, Any] | None = None  # mask value → class before training: "11:255,12:ignore" or a file
     train_split: str = "train"
     val_split: str = "val"
     crop_size: int | tuple[int, int] = 513  # v3: 513×513 crops (large rates need large crops); or [height, width]
@@ -115,6 +117,8 @@ class TrainConfig:
                 raise ConfigError(f"{name} must be ≥ 0, got {getattr(self, name)}")
         if not self.momentum < 1:
             raise ConfigError(f"momentum must be in [0, 1) (0.9 in the papers), got {self.momentum}")
+        if self.ignore_index is not None and not 0 <= self.ignore_index <= 65535:
+            raise ConfigError(f"ignore_index is a mask value (0..255, or up to 65535 in 16-bit masks), got {self.ignore_index}")
         if self.num_classes is not None and self.num_classes < 1:
             raise ConfigError(f"num_classes must be ≥ 1, got {self.num_classes}")
         if not 0 <= self.ema < 1:

@@ -11,7 +11,8 @@ never emptied before the new run has something to put in its place.
   released by the kernel when the process dies, however it dies, and — unlike
   ``flock`` — not inherited by forked DataLoader workers that may outlive a killed
   run), so a second run on the same folder is refused; it removes temp files that
-  killed checkpoint writes left behind.
+  killed checkpoint writes left behind. The lock file goes when the run ends (finished,
+  failed or stopped by a signal); only a killed run leaves it, for the next one to take.
 * With ``--overwrite`` the previous run's files are moved into ``.previous-run/`` and
   deleted only once the new run has written its first checkpoint; a run that fails
   before that (bad data, Ctrl-C, a kill: recovered by the next start) puts them back.
@@ -160,27 +161,41 @@ class RunFolder:
         self._set_aside = False
 
     def close(self) -> None:
-        """Release the lock (the kernel does too if the process dies)."""
+        """Release the lock and remove its file (a killed process leaves the file, the kernel
+        releases its lock, and the next run takes it over)."""
         if self._lock is not None:
+            with contextlib.suppress(OSError):
+                (self.path / LOCK_NAME).unlink()  # while still holding it: see _acquire
             self._lock.close()
             self._lock = None
 
 
 def _acquire(path: Path) -> IO[str] | None:
-    """An exclusive, non-blocking ``lockf`` lock on ``path``; ``ConfigError`` naming the holder's pid."""
+    """An exclusive, non-blocking ``lockf`` lock on ``path``; ``ConfigError`` naming the holder's pid.
+
+    A finishing run removes the file before releasing its lock, so a lock taken on a file
+    that is no longer at ``path`` guards nothing: then the file is opened and locked again.
+    """
     if fcntl is None:  # pragma: no cover - Windows
         return None
-    handle = open(path, "a+")  # noqa: SIM115 - held open for the whole run
-    try:
-        fcntl.lockf(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
-        handle.seek(0)
-        holder = handle.read().strip() or "?"
+    while True:
+        handle = open(path, "a+")  # noqa: SIM115 - held open for the whole run
+        try:
+            fcntl.lockf(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            handle.seek(0)
+            holder = handle.read().strip() or "?"
+            handle.close()
+            raise ConfigError(
+                f"{path.parent} is in use by another atrous train (pid {holder}); wait for it to finish, "
+                "or choose another --out"
+            ) from None
+        try:
+            if os.stat(path).st_ino == os.fstat(handle.fileno()).st_ino:
+                break
+        except FileNotFoundError:
+            pass
         handle.close()
-        raise ConfigError(
-            f"{path.parent} is in use by another atrous train (pid {holder}); wait for it to finish, "
-            "or choose another --out"
-        ) from None
     with contextlib.suppress(OSError):
         handle.seek(0)
         handle.truncate()
