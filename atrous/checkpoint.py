@@ -19,7 +19,9 @@ moving average, which is what is validated and what every reader of the file use
 
 ``sha256`` is the SHA-256 of everything else (``content_hash``): reading checks it, so
 a file damaged on disk is refused by name instead of evaluating to other numbers
-(files written before it existed, such as ``weights/*.pt``, load without the check).
+(files without it, such as the converted ``voc`` and ``cityscapes`` models, load without
+that check; every shipped file is checked against the SHA-256 of its bytes recorded in
+``atrous.shipped``).
 Model weights must be finite both to be written and to be read.
 
 ``epoch`` is the epoch in progress (0-based) and ``iteration`` the number of optimizer
@@ -39,6 +41,7 @@ from torch import nn
 
 from atrous.errors import CheckpointError, NotACheckpointError
 from atrous.files import atomic_path, file_kind
+from atrous.shipped import looks_like_name, resolve_checkpoint, unknown_name_message, verify_shipped_file
 
 FORMAT = "atrous-checkpoint"
 VERSION = 1
@@ -126,13 +129,18 @@ def _load_reason(error: Exception) -> str:
 def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
     """Load and check an atrous checkpoint with ``torch.load(..., weights_only=True)``.
 
-    Raises ``CheckpointError`` for a missing, unreadable or corrupt file, and its subclass
-    ``NotACheckpointError`` for a readable file that is not an atrous checkpoint (such as
-    ImageNet backbone weights).
+    ``path`` may be a shipped model name (``atrous.shipped``: ``camvid``, ``cityscapes``,
+    ``voc`` …), whose packaged file is checked against its recorded SHA-256. Raises
+    ``CheckpointError`` for a missing, unreadable or corrupt file (a bare word that is no
+    file and no shipped name: listing the names), and its subclass ``NotACheckpointError``
+    for a readable file that is not an atrous checkpoint (such as ImageNet backbone weights).
     """
-    path = Path(path)
+    given, path = path, resolve_checkpoint(path)
     if not path.is_file():
-        raise CheckpointError(f"checkpoint {path} does not exist (or is not a file)")
+        if looks_like_name(given):
+            raise CheckpointError(unknown_name_message(given))
+        raise CheckpointError(f"checkpoint {given} does not exist (or is not a file)")
+    verify_shipped_file(path)
     try:
         checkpoint = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as error:  # noqa: BLE001 - torch.load raises RuntimeError, UnpicklingError, EOFError, zip errors ...
@@ -259,7 +267,8 @@ def attach_metadata(model: nn.Module, checkpoint: dict[str, Any]) -> None:
 def load_model(
     path: str | Path, map_location: str | torch.device = "cpu", *, model: nn.Module | None = None
 ) -> nn.Module:
-    """Rebuild the model saved in an atrous checkpoint (in eval mode), with its metadata.
+    """Rebuild the model saved in an atrous checkpoint (or a shipped model name such as
+    ``"camvid"``, see ``atrous.shipped``) in eval mode, with its metadata.
 
     With ``model`` given, load into it instead, after checking it is the same model and
     class count (``CheckpointError`` naming both otherwise). The result carries

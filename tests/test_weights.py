@@ -1,10 +1,10 @@
-"""The trained weights shipped in weights/: intact (SHA-256 as in the README), loadable, and
-as good on CamVid val as the README says (when ../shared/data/camvid is present)."""
+"""The trained weights shipped in atrous/weights/: intact (SHA-256 as recorded in
+atrous.shipped, whose records the README's table is made from), loadable, and as good on
+CamVid val as recorded (when ../shared/data/camvid is present)."""
 
 from __future__ import annotations
 
 import hashlib
-import re
 from pathlib import Path
 
 import pytest
@@ -13,9 +13,10 @@ import torch
 from atrous import Predictor, load_model
 from atrous.data import build_dataset
 from atrous.metrics import ConfusionMatrix
+from atrous.shipped import SHIPPED
 
 ROOT = Path(__file__).resolve().parents[1]
-WEIGHTS = sorted((ROOT / "weights").glob("*.pt"))
+WEIGHTS = sorted((ROOT / "atrous" / "weights").glob("*.pt"))
 CAMVID_WEIGHTS = [path for path in WEIGHTS if path.name.startswith("camvid_")]
 VOC_WEIGHTS = [path for path in WEIGHTS if path.name.startswith("voc_")]
 CITYSCAPES_WEIGHTS = [path for path in WEIGHTS if path.name.startswith("cityscapes_")]
@@ -25,10 +26,9 @@ CAMVID = ROOT.parent / "shared" / "data" / "camvid"
 pytestmark = pytest.mark.usefixtures("two_threads")
 
 
-def readme_hashes() -> dict[str, str]:
-    """File name → SHA-256 as the README's results table states it."""
-    text = (ROOT / "README.md").read_text()
-    return {Path(name).name: sha for name, sha in re.findall(r"`(weights/[^`]+\.pt)` \([^)]*SHA-256 `([0-9a-f]{64})`", text)}
+def recorded_hashes() -> dict[str, str]:
+    """File name → SHA-256 as atrous.shipped records it."""
+    return {record.file: record.sha256 for record in SHIPPED}
 
 
 def score(predictor: Predictor, dataset: object, *, step: int) -> dict:
@@ -47,8 +47,8 @@ def test_weights_are_shipped() -> None:
 
 
 @pytest.mark.parametrize("path", WEIGHTS, ids=lambda p: p.name)
-def test_weights_match_the_readme_hash_and_load(path: Path) -> None:
-    assert readme_hashes().get(path.name) == hashlib.sha256(path.read_bytes()).hexdigest()
+def test_weights_match_the_recorded_hash_and_load(path: Path) -> None:
+    assert recorded_hashes().get(path.name) == hashlib.sha256(path.read_bytes()).hexdigest()
     model = load_model(path)
     if path in VOC_WEIGHTS:  # imported from TF DeepLab (atrous convert)
         assert len(model.class_names) == model.num_classes == 21 and model.class_names[15] == "person"
@@ -62,8 +62,8 @@ def test_weights_match_the_readme_hash_and_load(path: Path) -> None:
 
 
 def test_voc_weights_are_shipped_with_their_licence() -> None:
-    assert VOC_WEIGHTS and CITYSCAPES_WEIGHTS and (ROOT / "weights" / "LICENSE.deeplab-tflite").is_file()
-    assert "Apache License" in (ROOT / "weights" / "LICENSE.deeplab-tflite").read_text()
+    assert VOC_WEIGHTS and CITYSCAPES_WEIGHTS and (ROOT / "atrous" / "weights" / "LICENSE.deeplab-tflite").is_file()
+    assert "Apache License" in (ROOT / "atrous" / "weights" / "LICENSE.deeplab-tflite").read_text()
 
 
 @pytest.mark.skipif(not CAMVID.is_dir(), reason="../shared/data/camvid is not present")
