@@ -10,13 +10,14 @@ from __future__ import annotations
 import functools
 import inspect
 from collections.abc import Callable
-from typing import Any, TypeVar
-
-from torch import nn
+from typing import TYPE_CHECKING, Any, TypeVar, get_type_hints
 
 from atrous.errors import ConfigError, choices_message
 
-Builder = TypeVar("Builder", bound=Callable[..., nn.Module])
+if TYPE_CHECKING:  # torch loads with the builders' own modules, not with the registry
+    from torch import nn
+
+Builder = TypeVar("Builder", bound="Callable[..., nn.Module]")
 
 _MODELS: dict[str, Callable[..., nn.Module]] = {}
 _BACKBONES: dict[str, Callable[..., nn.Module]] = {}
@@ -29,6 +30,12 @@ def _register(table: dict[str, Callable[..., nn.Module]], name: str) -> Callable
     def decorate(builder: Builder) -> Builder:
         if name in table:
             raise ValueError(f"{name!r} is registered twice")
+        catch_all = [p.name for p in inspect.signature(builder).parameters.values() if p.kind is p.VAR_KEYWORD]
+        if catch_all:
+            raise TypeError(
+                f"builder {name!r} takes **{catch_all[0]}: name every option it accepts "
+                "(keyword-only parameters), so that a misspelt option is refused instead of swallowed"
+            )
         table[name] = builder
         return builder
 
@@ -132,10 +139,10 @@ def backbone_class(name: str) -> type[nn.Module]:
     """The class a registered backbone builder returns (its return annotation), whose
     attributes declare the backbone's capabilities (``supports_multi_grid`` …) before
     anything is built."""
+    from torch import nn
+
     builder = inspect.unwrap(get_builder("backbone", name))
-    returned = builder.__annotations__.get("return")
-    if isinstance(returned, str):
-        returned = eval(returned, builder.__globals__)  # noqa: S307 - a class name in the builder's own module
+    returned = get_type_hints(builder).get("return")
     if not (isinstance(returned, type) and issubclass(returned, nn.Module)):
         raise TypeError(f"backbone builder {name!r} must annotate the class it returns (-> ResNet …), not {returned!r}")
     return returned

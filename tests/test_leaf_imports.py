@@ -3,8 +3,7 @@
 ``import atrous; atrous.load_model(path)`` and a ``Predictor`` on the loaded model run
 in a fresh interpreter, which then must hold no ``atrous.engine`` module and no tqdm
 beyond what ``import torch`` loads itself (torch.hub imports tqdm).
-The re-exports keep the old import paths working, and "not an atrous checkpoint" is a
-type, not a message.
+"Not an atrous checkpoint" is a type, not a message.
 """
 
 from __future__ import annotations
@@ -173,34 +172,3 @@ def test_the_command_keeps_freed_memory_for_reuse_unless_the_user_chose() -> Non
     assert kept_mib("command") >= 15
     assert kept_mib("library") < 5  # importing atrous changes nothing
     assert kept_mib("command", MALLOC_TRIM_THRESHOLD_=str(128 * 1024)) < 5  # the user's choice stands
-
-
-def test_importing_atrous_first_chooses_openmp_waiting_per_command() -> None:
-    """Before torch loads, unless the user chose: training commands sleep at once
-    (PASSIVE), others spin 10 000 times (unbounded spinning slows a busy machine ~10×)."""
-    import os
-    import subprocess
-    import sys
-
-    from atrous._openmp import INFERENCE_SPINS, choose_wait_policy
-
-    code = "import atrous, os; print(os.environ.get('GOMP_SPINCOUNT'), os.environ.get('OMP_WAIT_POLICY'))"
-    env = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")}
-    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout
-    assert out.split() == [str(INFERENCE_SPINS), "None"]
-    out = subprocess.run([sys.executable, "-c", code], env={**env, "OMP_WAIT_POLICY": "ACTIVE"},
-                         capture_output=True, text=True, check=True).stdout
-    assert out.split() == ["None", "ACTIVE"]  # the user's choice stands
-    # The command line decides; torch already loaded (as here) means too late to set anything.
-    assert choose_wait_policy({}, ["atrous", "train"]) is None
-    environ: dict[str, str] = {}
-    torch_module = sys.modules.pop("torch")  # as if torch were not loaded yet
-    try:
-        assert choose_wait_policy(environ, ["/usr/bin/atrous", "train", "--dataset", "x"]) == ("OMP_WAIT_POLICY", "PASSIVE")
-        assert choose_wait_policy({}, ["-m", "demo"]) == ("OMP_WAIT_POLICY", "PASSIVE")
-        assert choose_wait_policy({}, ["-m", "predict"]) == ("GOMP_SPINCOUNT", str(INFERENCE_SPINS))
-        assert choose_wait_policy({"GOMP_SPINCOUNT": "0"}, ["atrous", "train"]) is None
-        assert choose_wait_policy({}, ["pytest", "train"]) == ("GOMP_SPINCOUNT", str(INFERENCE_SPINS))
-    finally:
-        sys.modules["torch"] = torch_module
-    assert environ == {"OMP_WAIT_POLICY": "PASSIVE"}

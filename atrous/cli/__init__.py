@@ -1,39 +1,49 @@
 """The ``atrous`` command: one subcommand per module in this package.
 
 Each subcommand module exposes ``register(subparsers)``, which adds its parser and
-sets ``func`` (called with the parsed namespace, returns an exit code). Errors raised
-on purpose (``AtrousError``) are printed on one line and exit with status 2; pass
+sets ``func`` (called with the parsed namespace, returns an exit code). Every module
+here imports torch, numpy and the heavier atrous modules inside its functions only,
+so that ``atrous --help`` and ``atrous CMD --help`` answer at once. Errors raised on
+purpose (``AtrousError``) are printed on one line and exit with status 2; pass
 ``--debug`` for the traceback.
+
+``main`` applies the runtime policy (``atrous.configure_runtime``) before anything
+imports torch: how idle OpenMP threads wait is read once, when torch loads.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import importlib.util
 import logging
 import re
 import signal
 import sys
 import threading
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from typing import Any, NoReturn
 
-from atrous._malloc import keep_freed_memory
+from atrous import __version__
 from atrous.errors import AtrousError, Interrupted
+from atrous.runtime import configure_runtime
 
-# Order of appearance in `atrous --help`.
-SUBCOMMAND_MODULES = (
-    "info",
-    "train",
-    "eval",
-    "predict",
-    "crf",
-    "crf_tune",
-    "export",
-    "convert",
-    "bench",
-    "demo",
-)
+# Every command: the module that registers it, and its line in `atrous --help` (in this order).
+COMMANDS = {
+    "info": ("info", "parameters, MAdds, output stride, receptive field and feature shapes of a model"),
+    "list": ("info", "print all model names (or backbones, variants, or training recipes)"),
+    "train": ("train", "train a model"),
+    "eval": ("eval", "evaluate a model (mIoU, pixel accuracy, per-class IoU)"),
+    "predict": ("predict", "segment images and write masks, colour maps and overlays"),
+    "crf": ("crf", "refine class probabilities with a dense CRF"),
+    "crf-tune": ("crf_tune", "cross-validate the dense CRF's appearance kernel on val images"),
+    "export": ("export", "export a model to ONNX or TFLite (int8 optional), torch.export or TorchScript"),
+    "convert": ("convert", "import a TF DeepLab model (.tflite) as an atrous checkpoint"),
+    "bench": ("bench", "run the benchmarks against torchvision / smp / pydensecrf2 (source checkout)"),
+    "demo": ("demo", "train, evaluate, predict and refine with the CRF on synthetic shapes"),
+}
+# Commands that train: their OpenMP threads sleep at once when idle (atrous._openmp).
+TRAINING_COMMANDS = ("train", "demo")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -43,29 +53,38 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The full argument parser with every available subcommand."""
+def build_parser(commands: Collection[str] | None = None) -> argparse.ArgumentParser:
+    """The argument parser. The modules of ``commands`` (default: every command) register
+    their full parsers; any other command is listed by name and summary only, so that
+    parsing one command line imports one subcommand module."""
     parser = _Parser(
         prog="atrous",
         description="DeepLab v1/v2/v3/v3+ and LR-ASPP: train, evaluate, predict, refine with a dense CRF, export.",
     )
     parser.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
     parser.add_argument("-v", "--verbose", action="store_true", help="more log output")
+    parser.add_argument("--version", action="version", version=f"atrous {__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name in SUBCOMMAND_MODULES:
-        try:
-            module = importlib.import_module(f"atrous.cli.{name}")
-        except ModuleNotFoundError as error:
-            if error.name == f"atrous.cli.{name}":
-                continue  # subcommand not available in this build
-            raise
-        module.register(subparsers)
+    wanted = {COMMANDS[name][0] for name in (COMMANDS if commands is None else commands) if name in COMMANDS}
+    for name, (module_name, summary) in COMMANDS.items():
+        if name in subparsers.choices:
+            continue  # registered with an earlier command of its module
+        module_path = f"atrous.cli.{module_name}"
+        if importlib.util.find_spec(module_path) is None:
+            continue  # subcommand not available in this build
+        if module_name in wanted:
+            importlib.import_module(module_path).register(subparsers)
+        else:
+            subparsers.add_parser(name, help=summary, add_help=False)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``atrous`` console script; returns the exit status."""
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    command = command_name(argv)
+    configure_runtime(training=command in TRAINING_COMMANDS)
+    parser = build_parser([command] if command else [])
     try:
         args = parser.parse_args(argv)
     except SystemExit as exit:  # usage errors (one line, already printed) and --help
@@ -78,7 +97,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 1
-    keep_freed_memory()  # no page faults for every new large tensor (atrous._malloc)
     previous = _stop_on_sigterm()
     try:
         return int(args.func(args) or 0)
@@ -103,6 +121,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     finally:
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
+
+
+def command_name(argv: Sequence[str]) -> str | None:
+    """The subcommand in ``argv`` (its first word that is not an option: the top-level
+    options take no value), or None."""
+    return next((word for word in argv if not word.startswith("-")), None)
 
 
 def one_line(error: BaseException) -> str:

@@ -1,0 +1,69 @@
+"""`atrous --help`, `atrous CMD --help` and `atrous --version` answer without loading torch.
+
+Each runs in a fresh interpreter, which must then hold none of the heavy modules (torch,
+numpy, PIL, ONNX): the command line is parsed before anything heavy loads, so help is
+immediate. No timing is asserted; the modules loaded are what decides the time.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from atrous import __version__
+from atrous.cli import COMMANDS, build_parser, command_name
+
+REPO = Path(__file__).resolve().parents[1]
+HEAVY = ("torch", "numpy", "PIL", "torchvision", "onnx", "onnxruntime")
+
+PROBE = """
+import contextlib, io, json, sys
+from atrous.cli import main
+with contextlib.redirect_stdout(io.StringIO()) as out:
+    code = main(sys.argv[1:])
+heavy = sorted({name.split(".")[0] for name in sys.modules} & set(HEAVY))
+print(json.dumps({"code": code, "heavy": heavy, "out": out.getvalue()}))
+"""
+
+
+def _run(*argv: str) -> dict:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+    run = subprocess.run([sys.executable, "-c", f"HEAVY = {HEAVY!r}\n{PROBE}", *argv], capture_output=True,
+                         text=True, cwd=REPO, env=env, timeout=120)
+    assert run.returncode == 0, run.stderr
+    return json.loads(run.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.parametrize("argv", [["--help"], *[[name, "--help"] for name in COMMANDS]], ids=" ".join)
+def test_help_loads_no_heavy_module(argv: list[str]) -> None:
+    found = _run(*argv)
+    assert found["code"] == 0
+    assert f"usage: atrous {argv[0] if len(argv) > 1 else ''}".rstrip() in found["out"]
+    assert found["heavy"] == [], f"`atrous {' '.join(argv)}` imported {found['heavy']}"
+
+
+def test_version() -> None:
+    run = subprocess.run([sys.executable, "-m", "atrous", "--version"], capture_output=True, text=True, cwd=REPO,
+                         env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=120)
+    assert (run.returncode, run.stdout.strip()) == (0, f"atrous {__version__}")
+
+
+def test_each_command_is_listed_with_its_modules_own_summary() -> None:
+    """The summary `atrous --help` prints (COMMANDS) is the help its module registers, and
+    every command a module registers is listed."""
+    subparsers = next(action for action in build_parser()._actions if action.dest == "command")
+    registered = {action.dest: action.help for action in subparsers._choices_actions}
+    assert list(registered) == list(COMMANDS)
+    for name, (_, summary) in COMMANDS.items():
+        assert registered[name] in (summary, None), name
+
+
+def test_the_command_is_the_first_word_that_is_not_an_option() -> None:
+    assert command_name(["--debug", "-v", "train", "--data", "x"]) == "train"
+    assert command_name(["--help"]) is None
+    assert command_name([]) is None
