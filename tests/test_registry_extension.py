@@ -136,3 +136,25 @@ def test_a_dataset_registered_in_one_file_is_built_detected_and_offered_by_every
         [sys.executable, "-c", TOY_DATASET + DATASET_CHECKS], capture_output=True, text=True, timeout=300, check=False
     )
     assert result.returncode == 0 and result.stdout.strip().endswith("ok"), result.stderr[-3000:]
+
+
+def test_a_catch_all_builder_is_refused_when_registered() -> None:
+    """A ``**kwargs`` builder would swallow misspelt options: registering one fails and says why."""
+    import pytest
+
+    from atrous.registry import register_model
+
+    def loose(*, num_classes: int = 21, **options: object) -> object:
+        return None
+
+    with pytest.raises(TypeError, match=r"builder 'loose_toy' takes \*\*options: name every option"):
+        register_model("loose_toy")(loose)
+
+
+def test_a_backbone_class_is_read_from_its_return_annotation() -> None:
+    """The annotation (a string under ``from __future__ import annotations``) resolves in the
+    builder's own module, to the class its capabilities are read from."""
+    from atrous.backbones.resnet import ResNet
+    from atrous.registry import backbone_class
+
+    assert backbone_class("resnet50") is ResNet
