@@ -19,6 +19,7 @@ from atrous.backbones._base import Backbone
 from atrous.errors import ConfigError, InputError
 from atrous.multiscale import max_fuse, scale_output_key
 from atrous.nn import resize, scaled_size
+from atrous.nn.fake_quant import apply_activation_quant
 
 __all__ = ["DeepLab", "ModelMetadata", "head_num_classes", "min_input_size"]
 
@@ -113,7 +114,7 @@ class DeepLab(nn.Module):
     returns logits at its own resolution, upsampled here to the input size. With an
     ``aux_head`` (on the ``aux`` level, else ``mid``) and in training mode, ``forward``
     returns ``{"out": logits, "aux": aux_logits}``. With a ``crf`` layer (CRF as RNN,
-    ``create_model(..., crf=True)``) the main output is the log of the CRF's marginals
+    ``crf=CRFasRNN(K)``, or ``create_model(..., crf=True)``) the main output is the log of the CRF's marginals
     instead of raw logits: argmax and cross-entropy apply unchanged. ``align_corners``
     selects the upsampling grid of the logits (True for models imported from TF DeepLab).
 
@@ -129,6 +130,10 @@ class DeepLab(nn.Module):
     the size of the largest scale's. In training mode the output dict then also holds
     every scale's logits (``"scale_1"``, ``"scale_0.75"`` … all (N, K, H, W)); the
     auxiliary head reads the largest scale's features and the CRF refines the fused logits.
+
+    ``activation_quant`` (module path → uint8 grids ``[(scale, zero_point), ...]``, an
+    imported quantisation-aware graph's, :mod:`atrous.nn.fake_quant`) rounds those
+    modules' outputs to the grids, from construction on.
     """
 
     def __init__(
@@ -142,6 +147,10 @@ class DeepLab(nn.Module):
         align_corners: bool = False,
         num_classes: int | None = None,
         metadata: ModelMetadata | None = None,
+        crf: nn.Module | None = None,
+        input_scales: Sequence[float] | None = None,
+        activation_quant: Mapping[str, Sequence[tuple[float, int]]] | None = None,
+        config: Mapping[str, Any] | None = None,
     ) -> None:
         super().__init__()
         self._num_classes = int(num_classes) if num_classes is not None else head_num_classes(head)
@@ -152,9 +161,11 @@ class DeepLab(nn.Module):
         self.head_inputs = tuple(head_inputs)
         self.aux_input = aux_input
         self.align_corners = align_corners
-        self.crf: nn.Module | None = None
-        self.input_scales: tuple[float, ...] | None = None
-        self.config: dict[str, Any] = {}
+        self.crf = crf
+        self.input_scales = None if input_scales is None else tuple(float(s) for s in input_scales)
+        self.config: dict[str, Any] = dict(config or {})
+        if activation_quant:
+            apply_activation_quant(self, activation_quant)
 
     class_names = _metadata_property("class_names")
     palette = _metadata_property("palette")

@@ -15,18 +15,22 @@ it makes sense with as ``{version}_{backbone}``:
   separable convs — :class:`atrous.heads.DeepLabV3PlusHead`.
 - ``lraspp_*``: MobileNet v3's Lite R-ASPP — :class:`atrous.heads.LRASPPHead`.
 
-Every model also takes ``input_scales`` (DeepLab v2's multi-scale inputs, max-fused
-inside the model and trained with it, :mod:`atrous.multiscale`; not the ``Predictor``'s
-``scales``, test-time views whose probabilities are averaged) and ``crf`` (CRF as RNN,
-:mod:`atrous.crf.rnn`).
+Every builder also takes the options every model has, handed to the :class:`DeepLab`
+it constructs: ``input_scales`` (DeepLab v2's multi-scale inputs, max-fused inside the
+model and trained with it, :mod:`atrous.multiscale`; not the ``Predictor``'s ``scales``,
+test-time views whose probabilities are averaged), ``crf`` (CRF as RNN,
+:mod:`atrous.crf.rnn`), ``activation_quant`` (an imported graph's uint8 activation
+grids, :mod:`atrous.nn.fake_quant`) and ``config`` (the rebuild recipe ``create_model``
+records: its name and options).
 """
 
 from __future__ import annotations
 
 import functools
+import inspect
 import json
-from collections.abc import Callable, Sequence
-from typing import Any
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, NamedTuple
 
 from torch import nn
 
@@ -34,11 +38,10 @@ from atrous.backbones._base import Backbone, FeatureInfo
 from atrous.backbones._stride import check_output_stride
 from atrous.crf.rnn import CRFasRNN, crf_layer_options
 from atrous.errors import ConfigError
-from atrous.deeplab import DeepLab, min_input_size
+from atrous.deeplab import DeepLab
 from atrous.heads import ASPP, AuxHead, CascadeHead, DeepLabV3Head, DeepLabV3PlusHead, LargeFOV, LRASPPHead, pooling_window, rates_for_output_stride
 from atrous.multiscale import PAPER_SCALES, input_scales_option
-from atrous.nn.atrous_conv import skip_dead_taps
-from atrous.nn.fake_quant import activation_quant_option, apply_activation_quant
+from atrous.nn.fake_quant import activation_quant_option
 from atrous.nn.init import he_init_
 from atrous.registry import (
     backbone_class,
@@ -50,7 +53,10 @@ from atrous.registry import (
     register_model,
 )
 
-__all__ = ["PAPER_VARIANTS", "DeepLab", "create_model", "format_options", "list_models", "min_input_size", "with_options", "with_output_stride"]
+__all__ = [
+    "PAPER_VARIANTS", "create_model", "deeplabv1", "deeplabv2", "deeplabv3", "deeplabv3plus", "format_options", "lraspp",
+    "scoped_options", "with_options", "with_output_stride",
+]  # fmt: skip
 
 ASPP_V2_RATES = {"L": (6, 12, 18, 24), "S": (2, 4, 8, 12)}
 ASPP_V3_RATES_OS16 = (6, 12, 18)
@@ -92,10 +98,20 @@ def _backbone(
     return backbone
 
 
+class _ModelWide(NamedTuple):
+    """The options every model has (see the module docstring), passed through to ``DeepLab``."""
+
+    crf: bool | Mapping[str, Any] | None
+    input_scales: Sequence[float] | None
+    activation_quant: Mapping[str, Any] | None
+    config: Mapping[str, Any] | None
+
+
 def _assemble(
     backbone: Backbone,
     head: nn.Module,
     num_classes: int,
+    model_wide: _ModelWide,
     *,
     head_inputs: Sequence[str] = ("out",),
     aux_loss: bool = False,
@@ -107,6 +123,7 @@ def _assemble(
         if module is not None:
             he_init_(module)
             _init_classifiers(module, num_classes)
+    crf_options = crf_layer_options(model_wide.crf)
     return DeepLab(
         backbone,
         head,
@@ -115,6 +132,10 @@ def _assemble(
         aux_input=aux_input,
         align_corners=align_corners,
         num_classes=num_classes,
+        crf=CRFasRNN(num_classes, **crf_options) if crf_options is not None else None,
+        input_scales=input_scales_option(model_wide.input_scales),
+        activation_quant=activation_quant_option(model_wide.activation_quant),
+        config=model_wide.config,
     )
 
 
@@ -130,6 +151,10 @@ def deeplabv1(
     pretrained_backbone: str | bool | None = None,
     backbone_options: dict[str, Any] | None = None,
     align_corners: bool = False,
+    crf: bool | Mapping[str, Any] | None = None,
+    input_scales: Sequence[float] | None = None,
+    activation_quant: Mapping[str, Any] | None = None,
+    config: Mapping[str, Any] | None = None,
 ) -> DeepLab:
     """DeepLab v1 (Chen et al., ICLR 2015): VGG-16 at OS 8 + fc6/fc7/fc8.
 
@@ -153,8 +178,9 @@ def deeplabv1(
         dropout=dropout,
         msc_inputs=[_level(body, name, output_stride) for name in msc_levels],
     )
+    model_wide = _ModelWide(crf, input_scales, activation_quant, config)
     return _assemble(
-        body, head, num_classes, head_inputs=("out", *msc_levels), aux_loss=aux_loss, align_corners=align_corners
+        body, head, num_classes, model_wide, head_inputs=("out", *msc_levels), aux_loss=aux_loss, align_corners=align_corners
     )
 
 
@@ -175,6 +201,10 @@ def deeplabv2(
     pretrained_backbone: str | bool | None = None,
     backbone_options: dict[str, Any] | None = None,
     align_corners: bool = False,
+    crf: bool | Mapping[str, Any] | None = None,
+    input_scales: Sequence[float] | None = None,
+    activation_quant: Mapping[str, Any] | None = None,
+    config: Mapping[str, Any] | None = None,
 ) -> DeepLab:
     """DeepLab v2 (Chen et al., TPAMI 2017): ASPP whose per-rate branch logits are summed.
 
@@ -188,7 +218,8 @@ def deeplabv2(
     rates = tuple(aspp_rates) if aspp_rates else rates_for_output_stride(ASPP_V2_RATES[aspp], output_stride, 8)
     branch = _largefov_branch if backbone_class(backbone).largefov_branches else None
     head = ASPP(body.feature_info["out"].channels, num_classes, rates, sum_branches=True, branch=branch)
-    return _assemble(body, head, num_classes, aux_loss=aux_loss, align_corners=align_corners)
+    model_wide = _ModelWide(crf, input_scales, activation_quant, config)
+    return _assemble(body, head, num_classes, model_wide, aux_loss=aux_loss, align_corners=align_corners)
 
 
 def _largefov_branch(in_channels: int, num_classes: int, rate: int) -> nn.Module:
@@ -213,6 +244,10 @@ def deeplabv3(
     pretrained_backbone: str | bool | None = None,
     backbone_options: dict[str, Any] | None = None,
     align_corners: bool = False,
+    crf: bool | Mapping[str, Any] | None = None,
+    input_scales: Sequence[float] | None = None,
+    activation_quant: Mapping[str, Any] | None = None,
+    config: Mapping[str, Any] | None = None,
 ) -> DeepLab:
     """DeepLab v3 (Chen et al., 2017): the parallel form (ASPP) or the cascade form.
 
@@ -236,6 +271,7 @@ def deeplabv3(
     ``separable`` and ``refine_conv`` are refused with it.
     """
     cascade = _cascade_for(backbone, cascade_blocks)
+    model_wide = _ModelWide(crf, input_scales, activation_quant, config)
     body = _backbone(
         backbone, output_stride, pretrained_backbone, backbone_options, multi_grid=_multi_grid_for(backbone, multi_grid), cascade_blocks=cascade
     )
@@ -251,7 +287,8 @@ def deeplabv3(
                 f"{', '.join(given)} shape ASPP, which the cascade model (cascade_blocks={cascade}) does not have: "
                 "v3's cascade ends in a 1×1 classifier (§3.2, Tables 1–3); leave them out"
             )
-        return _assemble(body, CascadeHead(body.feature_info["out"].channels, num_classes, dropout=dropout), num_classes, aux_loss=aux_loss, align_corners=align_corners)
+        cascade_head = CascadeHead(body.feature_info["out"].channels, num_classes, dropout=dropout)
+        return _assemble(body, cascade_head, num_classes, model_wide, aux_loss=aux_loss, align_corners=align_corners)
     rates = tuple(aspp_rates) if aspp_rates is not None else rates_for_output_stride(ASPP_V3_RATES_OS16, output_stride)
     head = DeepLabV3Head(
         body.feature_info["out"].channels,
@@ -264,7 +301,7 @@ def deeplabv3(
         refine_conv=refine_conv,
         dropout=dropout,
     )
-    return _assemble(body, head, num_classes, aux_loss=aux_loss, align_corners=align_corners)
+    return _assemble(body, head, num_classes, model_wide, aux_loss=aux_loss, align_corners=align_corners)
 
 
 def _positive_width(option: str, value: int) -> int:
@@ -297,6 +334,10 @@ def deeplabv3plus(
     pretrained_backbone: str | bool | None = None,
     backbone_options: dict[str, Any] | None = None,
     align_corners: bool = False,
+    crf: bool | Mapping[str, Any] | None = None,
+    input_scales: Sequence[float] | None = None,
+    activation_quant: Mapping[str, Any] | None = None,
+    config: Mapping[str, Any] | None = None,
 ) -> DeepLab:
     """DeepLab v3+ (Chen et al., ECCV 2018): v3 encoder + decoder with an OS-4 skip.
 
@@ -323,7 +364,8 @@ def deeplabv3plus(
         separable=backbone_class(backbone).separable_by_default if separable is None else separable,
         dropout=dropout,
     )
-    return _assemble(body, head, num_classes, head_inputs=("out", "low"), aux_loss=aux_loss, align_corners=align_corners)
+    model_wide = _ModelWide(crf, input_scales, activation_quant, config)
+    return _assemble(body, head, num_classes, model_wide, head_inputs=("out", "low"), aux_loss=aux_loss, align_corners=align_corners)
 
 
 def lraspp(
@@ -336,11 +378,16 @@ def lraspp(
     pretrained_backbone: str | bool | None = None,
     backbone_options: dict[str, Any] | None = None,
     align_corners: bool = False,
+    crf: bool | Mapping[str, Any] | None = None,
+    input_scales: Sequence[float] | None = None,
+    activation_quant: Mapping[str, Any] | None = None,
+    config: Mapping[str, Any] | None = None,
 ) -> DeepLab:
     """Lite R-ASPP (Howard et al., "Searching for MobileNetV3", 2019) on the OS-8 and final levels."""
     body = _backbone(backbone, output_stride, pretrained_backbone, backbone_options)
     head = LRASPPHead(body.feature_info["out"].channels, body.feature_info["mid"].channels, num_classes, channels=channels)
-    return _assemble(body, head, num_classes, head_inputs=("out", "mid"), aux_loss=aux_loss, align_corners=align_corners)
+    model_wide = _ModelWide(crf, input_scales, activation_quant, config)
+    return _assemble(body, head, num_classes, model_wide, head_inputs=("out", "mid"), aux_loss=aux_loss, align_corners=align_corners)
 
 
 def _multi_grid_for(backbone: str, multi_grid: Sequence[int] | str | None) -> tuple[int, ...] | None:
@@ -410,26 +457,34 @@ def create_model(name: str, *, num_classes: int, output_stride: int | None = Non
     builder = get_builder("model", name)
     if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
         raise ConfigError(f"num_classes must be an integer ≥ 1; got {num_classes!r}")
+    if "config" in options:
+        raise ConfigError("config is the record create_model keeps of a model's options; pass the options themselves")
+    _check_option_scope(name, options)
+    model_wide = {
+        "activation_quant": activation_quant_option(options.pop("activation_quant", None)),
+        "crf": crf_layer_options(options.pop("crf", None)),
+        "input_scales": input_scales_option(options.pop("input_scales", None)),
+    }
+    if output_stride is None:
+        output_stride = _default_output_stride(builder)
+    recorded = {key: value for key, value in options.items() if key != "pretrained_backbone"}
+    # The weights file is not part of the architecture: a rebuilt model gets its weights from a checkpoint.
+    config = {"name": name, "num_classes": num_classes, "output_stride": output_stride, **recorded}
+    grids = model_wide["activation_quant"]
+    if grids is not None:
+        config["activation_quant"] = {path: [list(grid) for grid in path_grids] for path, path_grids in grids.items()}
+    for key in ("crf", "input_scales"):
+        if model_wide[key] is not None:
+            config[key] = model_wide[key]
     if output_stride is not None:
         options["output_stride"] = check_output_stride(output_stride)
-    _check_option_scope(name, options)
-    crf_options = crf_layer_options(options.pop("crf", None))
-    input_scales = input_scales_option(options.pop("input_scales", None))
-    activation_quant = activation_quant_option(options.pop("activation_quant", None))
-    model = skip_dead_taps(call_checked("model", name, builder, {"num_classes": num_classes, **options}))
-    if activation_quant is not None:
-        apply_activation_quant(model, activation_quant)
-        options["activation_quant"] = {path: [list(grid) for grid in grids] for path, grids in activation_quant.items()}
-    if crf_options is not None:
-        model.crf = CRFasRNN(num_classes, **crf_options)
-        options["crf"] = crf_options
-    if input_scales is not None:
-        model.input_scales = tuple(input_scales)
-        options["input_scales"] = input_scales
-    # The weights file is not part of the architecture: a rebuilt model gets its weights from a checkpoint.
-    options.pop("pretrained_backbone", None)
-    model.config = {"name": name, "num_classes": num_classes, "output_stride": model.output_stride, **options}
-    return model
+    return call_checked("model", name, builder, {"num_classes": num_classes, **options, **model_wide, "config": config})
+
+
+def _default_output_stride(builder: Callable[..., Any]) -> int | None:
+    """The ``output_stride`` a builder defaults to (None for a builder without that option)."""
+    parameter = inspect.signature(builder).parameters.get("output_stride")
+    return None if parameter is None or parameter.default is inspect.Parameter.empty else parameter.default
 
 
 # Options that exist for some models only: (models that take it, what it is).
@@ -464,13 +519,6 @@ PAPER_VARIANTS: tuple[tuple[str, dict[str, Any]], ...] = (
 def format_options(options: dict[str, Any]) -> str:
     """``{"msc": True, "input_scales": [1.0, 0.5]}`` → ``"msc=true input_scales=[1.0,0.5]"`` (``--option`` syntax)."""
     return " ".join(f"{key}={json.dumps(value, separators=(',', ':'))}" for key, value in options.items())
-
-
-def list_models() -> list[str]:
-    """All registered model names, sorted."""
-    from atrous.registry import list_models as _list
-
-    return _list()
 
 
 def with_options(model: DeepLab, **options: Any) -> DeepLab:

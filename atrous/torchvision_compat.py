@@ -25,7 +25,8 @@ from typing import Any
 import torch
 
 from atrous.errors import ConfigError, choices_message
-from atrous.models import DeepLab, create_model
+from atrous.deeplab import DeepLab
+from atrous.models import create_model
 
 TORCHVISION_EQUIVALENTS: dict[str, dict[str, Any]] = {
     "deeplabv3_resnet50": {"output_stride": 8, "multi_grid": None, "refine_conv": True, "dropout": 0.5},

@@ -1,5 +1,6 @@
 """AtrousConv2d: leaving out taps that read only zero padding changes no output and no
-gradient, models get it for every dilated conv, and checkpoints are unaffected."""
+gradient; heads build it, the skip_dead_taps transform gives it to every other dilated
+conv, and checkpoints are unaffected."""
 
 from __future__ import annotations
 
@@ -10,7 +11,8 @@ import torch
 from torch import nn
 
 from atrous.models import create_model
-from atrous.nn.atrous_conv import AtrousConv2d, live_taps, skip_dead_taps
+from atrous.nn.atrous_conv import AtrousConv2d, live_taps
+from atrous.transforms.skip_dead_taps import skip_dead_taps
 
 
 def test_live_taps_follow_the_rate_and_the_map_size() -> None:
@@ -50,9 +52,12 @@ def test_asymmetric_padding_keeps_the_full_kernel() -> None:
     torch.testing.assert_close(conv(x), nn.functional.conv2d(x, conv.weight, conv.bias, dilation=8))
 
 
-def test_models_use_it_for_every_dilated_conv_and_checkpoints_do_not_change() -> None:
+def test_heads_build_it_and_the_transform_gives_it_to_every_other_dilated_conv() -> None:
     torch.manual_seed(0)
-    model = create_model("deeplabv3plus_mobilenet_v2", num_classes=3, output_stride=8).eval()
+    built = create_model("deeplabv3plus_mobilenet_v2", num_classes=3, output_stride=8)
+    head_dilated = [m for m in built.head.modules() if isinstance(m, nn.Conv2d) and max(m.dilation) > 1]
+    assert head_dilated and all(type(m) is AtrousConv2d for m in head_dilated)  # ASPP, as constructed
+    model = skip_dead_taps(built).eval()
     dilated = [m for m in model.modules() if isinstance(m, nn.Conv2d) and max(m.dilation) > 1]
     assert dilated and all(type(m) is AtrousConv2d for m in dilated)
     assert all(type(m) is nn.Conv2d for m in model.modules() if isinstance(m, nn.Conv2d) and max(m.dilation) == 1)

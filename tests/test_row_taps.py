@@ -1,6 +1,6 @@
-"""Large-rate atrous convolutions as row products (atrous/nn/row_taps.py): what
-``AtrousConv2d`` runs in bfloat16 on the CPU for ASPP branches, forward and backward.
-The same function as the convolution."""
+"""Large-rate atrous convolutions as row products (atrous/nn/row_taps.py): what the
+``bf16_row_taps`` transform's ``RowTapConv2d`` runs in bfloat16 on the CPU for ASPP
+branches, forward and backward. The same function as the convolution."""
 
 from __future__ import annotations
 
@@ -14,7 +14,8 @@ from _inference_models import single_thread
 from atrous import Predictor
 from atrous.models import create_model
 from atrous.nn.atrous_conv import AtrousConv2d
-from atrous.nn.row_taps import row_tap_conv3x3, slow_in_onednn_bf16, takes_row_taps
+from atrous.nn.row_taps import row_tap_conv3x3
+from atrous.transforms.bf16_row_taps import RowTapConv2d, slow_in_onednn_bf16, takes_row_taps
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -71,12 +72,12 @@ def test_aspp_branch_in_bf16_runs_as_row_products_forward_and_backward() -> None
     to the float32 convolution, with gradients close to float32's as well; under
     autocast it returns bf16 like the convolution."""
     torch.manual_seed(0)
-    branch = AtrousConv2d(2048, 8, 3, padding=12, dilation=12)
+    branch = RowTapConv2d(2048, 8, 3, padding=12, dilation=12)
     x = torch.randn(2, 2048, 14, 17)
     reference = branch(x)
     (reference_grad,) = torch.autograd.grad(reference.square().sum(), branch.weight)
 
-    bf16 = AtrousConv2d(2048, 8, 3, padding=12, dilation=12).bfloat16()
+    bf16 = RowTapConv2d(2048, 8, 3, padding=12, dilation=12).bfloat16()
     bf16.load_state_dict(branch.state_dict())
     out = bf16(x.bfloat16())
     assert out.dtype == torch.bfloat16 and out.is_contiguous(memory_format=torch.channels_last)

@@ -27,6 +27,8 @@ from torch import nn
 
 from atrous.errors import ConfigError
 from atrous.nn import ConvNormAct, SeparableConv2d
+from atrous.nn.atrous_conv import AtrousConv2d
+from atrous.nn.conv import AtrousConvNormAct
 from atrous.nn.layout import memory_format_of
 
 BranchFactory = Callable[[int, int, int], nn.Module]
@@ -129,7 +131,7 @@ class ImagePooling(nn.Sequential):
 
 def atrous_conv_branch(in_channels: int, out_channels: int, rate: int) -> nn.Module:
     """DeepLab v2 (ResNet) branch: a single 3×3 atrous conv straight to the class logits."""
-    return nn.Conv2d(in_channels, out_channels, 3, padding=rate, dilation=rate, bias=True)
+    return (AtrousConv2d if rate > 1 else nn.Conv2d)(in_channels, out_channels, 3, padding=rate, dilation=rate, bias=True)
 
 
 class ASPP(nn.Module):
@@ -172,10 +174,15 @@ class ASPP(nn.Module):
             return
         convs: list[nn.Module] = [ConvNormAct(in_channels, out_channels, 1, norm_layer=norm_layer)]
         for rate in self.rates:
+            # Atrous convolutions built as such: at a rate ≥ the feature map, only the centre tap reads it.
             if separable:
-                convs.append(SeparableConv2d(in_channels, out_channels, 3, dilation=rate, norm_layer=norm_layer))
+                separable_conv = SeparableConv2d(
+                    in_channels, out_channels, 3, dilation=rate, norm_layer=norm_layer, skip_dead_taps=rate > 1
+                )
+                convs.append(separable_conv)
             else:
-                convs.append(ConvNormAct(in_channels, out_channels, 3, dilation=rate, norm_layer=norm_layer))
+                block = AtrousConvNormAct if rate > 1 else ConvNormAct
+                convs.append(block(in_channels, out_channels, 3, dilation=rate, norm_layer=norm_layer))
         if image_pool:
             convs.append(ImagePooling(in_channels, out_channels, norm_layer, window=image_pool_window))
         self.convs = nn.ModuleList(convs)

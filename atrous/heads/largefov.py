@@ -23,6 +23,8 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from atrous.nn.atrous_conv import AtrousConv2d
+
 MSC_CHANNELS = 128
 
 
@@ -64,7 +66,8 @@ class LargeFOV(nn.Module):
     ) -> None:
         super().__init__()
         self.num_classes = num_classes
-        self.fc6 = nn.Conv2d(in_channels, hidden_channels, kernel_size, padding=rate * (kernel_size - 1) // 2, dilation=rate)
+        fc6 = AtrousConv2d if rate > 1 else nn.Conv2d
+        self.fc6 = fc6(in_channels, hidden_channels, kernel_size, padding=rate * (kernel_size - 1) // 2, dilation=rate)
         self.relu6 = nn.ReLU(inplace=True)
         self.drop6 = nn.Dropout2d(dropout)
         self.fc7 = nn.Conv2d(hidden_channels, hidden_channels, 1)

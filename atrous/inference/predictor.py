@@ -9,7 +9,6 @@ CRF on the averaged probabilities.
 
 from __future__ import annotations
 
-import copy
 import logging
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
@@ -23,7 +22,7 @@ from torch import nn
 from atrous.class_map import ResolvedClassMap
 from atrous.devices import cpu_has_bf16
 from atrous.errors import ConfigError, InputError
-from atrous.inference.fast import prepare_for_inference
+from atrous.inference.fast import default_transforms, prepare_for_inference
 from atrous.labels import class_labels
 from atrous.inference.windows import multi_scale_probabilities, sliding_window
 from atrous.deeplab import min_input_size
@@ -55,9 +54,10 @@ class Predictor:
         overlap: fraction of the crop shared by neighbouring windows.
         crf: a refiner ``crf(images uint8 (N, 3, H, W), probs (N, K, H, W)) -> probs``
             such as :class:`atrous.crf.DenseCRF`, applied to the averaged probabilities.
-        fast: inference rewrites of a copy of the model (BN folded into convs,
-            channels_last on CPU/CUDA, frozen parameters) — same outputs up to float
-            rounding; ``False`` runs the model as given (put in eval mode).
+        fast: inference transforms of a copy of the model (dead taps skipped, BN folded
+            into convs, channels_last on CPU/CUDA; :func:`atrous.inference.fast.default_transforms`),
+            frozen parameters — same outputs up to float rounding; ``False`` runs the model
+            as given (put in eval mode), but for what ``precision`` needs.
         compile: ``torch.compile`` the (fast) model.
         batch_size: images (or windows) per forward pass.
         mean, std: per-channel normalisation of [0, 1] RGB; default the model's or ImageNet's.
@@ -72,6 +72,11 @@ class Predictor:
             channels_last) model runs on bfloat16 inputs; scores come back as float32.
             Fast on CPUs with AMX or AVX-512 BF16 and on recent GPUs; elsewhere it works
             but is slow (a warning says so). PyTorch models only.
+        transforms: names of registered transforms (:mod:`atrous.transforms.registry`) to
+            apply instead of the ones ``fast`` and ``precision`` choose, e.g. with
+            ``"drop_activation_grids"``; ``precision="bf16"`` goes with ``"bf16"``.
+
+    ``transforms`` (attribute): the names of the transforms applied, in order.
 
     ``predict`` / ``predict_proba`` accept one image — uint8 (H, W, 3) array, (3, H, W)
     tensor (uint8 0–255, or float 0–1, rounded to 8 bits like an image file), or an
@@ -98,9 +103,10 @@ class Predictor:
         input_size: int | Sequence[int] | None = None,
         class_map: ResolvedClassMap | None = None,
         precision: str = "fp32",
+        transforms: Sequence[str] | None = None,
     ) -> None:
         self.device = torch.device(device)
-        self.dtype = _precision_dtype(precision, model, self.device)
+        self.dtype = _precision_dtype(precision, model, self.device, transforms)
         self.scales = check_scales(scales)
         self.input_size = _check_crop(input_size, "input_size")
         if self.input_size is not None and self.scales != (1.0,):
@@ -125,7 +131,6 @@ class Predictor:
                     f"the class map is for {len(class_map.source_names)} source classes; the model has {self.num_classes}"
                 )
             self.class_names, self.palette = list(class_map.target_names), None
-        self.channels_last = False
         self.min_size = min_input_size(model)
         if self.crop_size is not None and min(self.crop_size) < self.min_size:
             raise ConfigError(
@@ -134,19 +139,19 @@ class Predictor:
             )
         if crf is not None:
             check_refinable(model)
+        self.transforms: tuple[str, ...] = ()
         if isinstance(model, nn.Module):
-            model = model.to(self.device).eval()
-            if fast:
-                # (not for rounded activations: see prepare_for_inference)
-                self.channels_last = self.device.type in ("cpu", "cuda") and not has_activation_quant(model)
-                example = torch.zeros(1, 3, max(self.min_size, 32), max(self.min_size, 32), device=self.device)
-                model = prepare_for_inference(
-                    model, channels_last=self.channels_last, compile=compile, example=example, dtype=self.dtype
-                )
-            elif self.dtype != torch.float32:
-                model = copy.deepcopy(model).to(self.dtype)  # a copy: the caller's model stays float32
-        elif compile:
-            raise ConfigError("compile=True needs a PyTorch model (nn.Module), not an exported one")
+            model = model.to(self.device)
+            if transforms is None:
+                transforms = default_transforms(model, device=self.device, dtype=self.dtype, fast=fast)
+            names = tuple(transforms)
+            if ("bf16" in names) != (self.dtype == torch.bfloat16):
+                raise ConfigError("precision='bf16' runs a model with the 'bf16' transform: name both or neither")
+            example = torch.zeros(1, 3, max(self.min_size, 32), max(self.min_size, 32), device=self.device)
+            model, self.transforms = prepare_for_inference(model, names, example=example, compile=compile)
+        elif compile or transforms:
+            raise ConfigError("compile and transforms need a PyTorch model (nn.Module), not an exported one")
+        self.channels_last = "channels_last" in self.transforms
         self.model = model
 
     # -- public API -----------------------------------------------------------------
@@ -242,8 +247,9 @@ class Predictor:
 PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16}
 
 
-def _precision_dtype(precision: str, model: Any, device: torch.device) -> torch.dtype:
-    """The dtype of ``precision`` for ``model`` on ``device`` (``ConfigError`` where it cannot run)."""
+def _precision_dtype(precision: str, model: Any, device: torch.device, transforms: Sequence[str] | None) -> torch.dtype:
+    """The dtype of ``precision`` for ``model`` on ``device`` (``ConfigError`` where it cannot
+    run); ``transforms``: the ones named instead of the defaults, if any."""
     if precision not in PRECISIONS:
         raise ConfigError(f"precision must be one of {', '.join(PRECISIONS)}; got {precision!r}")
     dtype = PRECISIONS[precision]
@@ -251,10 +257,10 @@ def _precision_dtype(precision: str, model: Any, device: torch.device) -> torch.
         return dtype
     if not isinstance(model, nn.Module):
         raise ConfigError(f"precision {precision} needs a PyTorch model; an exported graph runs in its own precision")
-    if has_activation_quant(model):
+    if has_activation_quant(model) and "drop_activation_grids" not in (transforms or ()):
         raise ConfigError(
             "this model rounds its activations to the uint8 grids of the graph it was converted from; "
-            "bf16 would move them. Run it in fp32"
+            "bf16 would move them. Run it in fp32 (or drop the grids: the drop_activation_grids transform)"
         )
     if device.type == "cpu" and not cpu_has_bf16():
         logger.warning(

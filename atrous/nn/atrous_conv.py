@@ -9,9 +9,9 @@ way), but it skips their work, which oneDNN does not: a rate-18 depthwise conv o
 It happens whenever training crops are small (ASPP rates 12 and 18 at OS16 on
 192–256-pixel crops, LargeFOV's rate 12 on small images).
 
-In bfloat16 on the CPU, the large-rate convolutions oneDNN runs slowly there (ASPP
-branches on 2048 channels) go through :func:`atrous.nn.row_taps.row_tap_conv3x3`
-instead, which skips dead taps too.
+The heads build their atrous convolutions (ASPP branches, LargeFOV's fc6) as
+``AtrousConv2d``; the ``skip_dead_taps`` transform (:mod:`atrous.transforms.dead_taps`)
+gives the same to the dilated convolutions of a backbone.
 """
 
 from __future__ import annotations
@@ -20,9 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from atrous.nn.row_taps import row_tap_conv3x3, takes_row_taps
-
-__all__ = ["AtrousConv2d", "live_taps", "skip_dead_taps"]
+__all__ = ["AtrousConv2d", "live_taps", "tracing"]
 
 
 def live_taps(size: int, kernel: int, dilation: int, padding: int) -> tuple[int, int]:
@@ -45,9 +43,7 @@ class AtrousConv2d(nn.Conv2d):
     """
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if takes_row_taps(self, x) and not _tracing():
-            return row_tap_conv3x3(x, self.weight, self.bias, self.dilation[0])
-        crop = None if _tracing() else self._crop(x.shape[-2:])
+        crop = None if tracing() else self._crop(x.shape[-2:])
         if crop is None:
             return super().forward(x)
         (top, bottom), (left, right) = crop
@@ -68,14 +64,7 @@ class AtrousConv2d(nn.Conv2d):
         return rows, cols
 
 
-def _tracing() -> bool:
+def tracing() -> bool:
+    """Whether a graph is being recorded (jit trace or script, ``torch.compile``, ONNX
+    export): a layer then keeps the computation that is valid for every input size."""
     return torch.jit.is_tracing() or torch.jit.is_scripting() or torch.compiler.is_compiling() or torch.onnx.is_in_onnx_export()
-
-
-def skip_dead_taps(model: nn.Module) -> nn.Module:
-    """Turn, in place, every dilated ``nn.Conv2d`` of ``model`` into an ``AtrousConv2d``
-    (same class otherwise: parameters, names and checkpoints are unchanged)."""
-    for module in model.modules():
-        if type(module) is nn.Conv2d and max(module.dilation) > 1 and max(module.kernel_size) > 1:
-            module.__class__ = AtrousConv2d
-    return model

@@ -8,10 +8,10 @@ MobileNet-EdgeTPU Cityscapes graph's image-pooling branch saturates at 2.27 wher
 reaches 4.7, and the coarse grids of its early blocks (steps of 1.1–1.7) are part of
 what the later layers saw.
 
-``activation_quant`` (a ``create_model`` option, stored in the model's config) maps a
-module path to the grids its output passes through, ``{"backbone.features.3":
-[[0.80, 126]], ...}``: a forward hook passes that module's output through each grid in
-order (a tensor the graph requantises, e.g. before a concatenation, has two). It is
+``activation_quant`` (a ``create_model`` option, stored in the model's config, and a
+``DeepLab`` constructor argument) maps a module path to the grids its output passes
+through, ``{"backbone.features.3": [[0.80, 126]], ...}``: a forward hook, registered as
+the model is constructed, passes that module's output through each grid in order (a tensor the graph requantises, e.g. before a concatenation, has two). It is
 written with plain arithmetic (divide, round, clamp, multiply), not
 ``torch.fake_quantize_per_tensor_affine``, which ``torch.export`` (and so the ONNX
 exporter) cannot trace with trainable weights; ONNX, ``torch.export`` and
@@ -87,5 +87,9 @@ def apply_activation_quant(model: nn.Module, table: Mapping[str, Sequence[tuple[
 
 
 def has_activation_quant(model: object) -> bool:
-    """Whether ``model`` was built with ``activation_quant`` (rounds activations to grids)."""
-    return bool((getattr(model, "config", None) or {}).get("activation_quant"))
+    """Whether ``model`` rounds activations to grids: a module of it carries a
+    :class:`FakeQuantHook` (``activation_quant``, unless the ``drop_activation_grids``
+    transform removed them)."""
+    if not isinstance(model, nn.Module):
+        return False
+    return any(isinstance(hook, FakeQuantHook) for module in model.modules() for hook in module._forward_hooks.values())
