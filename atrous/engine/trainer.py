@@ -47,7 +47,10 @@ from atrous.engine.runlog import RunLog
 from atrous.engine.sampling import mix_seed
 from atrous.engine.schedule import PolyLR
 from atrous.errors import AtrousError, ConfigError, Interrupted, TrainingError
+from atrous.deeplab import min_input_size
 from atrous.heads import ImagePooling
+from atrous.transforms.bf16_row_taps import pays_off
+from atrous.transforms.registry import apply_transforms
 from atrous.labels import class_labels
 from atrous.workers import batches
 
@@ -151,7 +154,8 @@ class Trainer:
         model = dist_utils.maybe_sync_batch_norm(model, context, enabled=config.sync_bn and not config.freeze_bn)
         model.to(context.device)
         self.memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
-        model.to(memory_format=self.memory_format)
+        model, self.transforms = apply_transforms(model, training_transforms(config, context.device), training=True)
+        log.info("model transforms: %s", ", ".join(self.transforms) or "none")
         self.model = unwrap(model)
         self.optimizer = build_optimizer(config, self.model)
         total_iters = config.epochs * self.data.iters_per_epoch
@@ -456,7 +460,7 @@ def _busy_cpus() -> str | None:
 
 def _check_crop_size(config: TrainConfig, model: nn.Module) -> None:
     """``ConfigError`` naming ``--crop-size`` when crops are smaller than the model accepts."""
-    smallest = int(getattr(getattr(model, "backbone", None), "min_input_size", 1))
+    smallest = min_input_size(model)
     if min(config.crop_hw) < smallest:
         raise ConfigError(
             f"--crop-size {config.crop_size} is smaller than the {smallest}×{smallest} input {model.config.get('name')} "
@@ -478,6 +482,18 @@ def _hint_image_pooling(config: TrainConfig, model: nn.Module, val_set: Any) -> 
             "frames (--crop-size %d %d) or pool a crop-sized window (--set model_options.image_pool_crop=[%d,%d])",
             crop_h, crop_w, height, width, height, width, crop_h, crop_w,
         )
+
+
+def training_transforms(config: TrainConfig, device: torch.device) -> tuple[str, ...]:
+    """The transforms (:mod:`atrous.transforms`) the training model gets: dead taps
+    skipped in the backbone, ``--channels-last``, and under ``--precision bf16`` the row
+    products of ``bf16_row_taps`` where they pay off (a CPU with AMX)."""
+    names = ["skip_dead_taps"]
+    if config.channels_last:
+        names.append("channels_last")
+    if config.amp == "bf16" and pays_off(device):
+        names.append("bf16_row_taps")
+    return tuple(names)
 
 
 def _amp_dtype(mode: str, device: torch.device) -> torch.dtype | None:
