@@ -4,12 +4,16 @@
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import json
+import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from _inference_models import IMAGENET_MEAN, IMAGENET_STD, single_thread, tiny_net
+from _inference_models import IMAGENET_MEAN, IMAGENET_STD, single_thread, small_model, tiny_net, write_checkpoint
 
 from atrous.cli import main
 from atrous.cli.info import recipe_description
@@ -78,6 +82,46 @@ def test_info_on_an_exported_onnx(tmp_path: Path, capsys: pytest.CaptureFixture[
     assert facts["precision"] == "float32" and facts["sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
     assert main(["info", str(path)]) == 0
     assert "exported by `atrous export`" in capsys.readouterr().out
+
+
+def test_info_on_a_checkpoint_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = write_checkpoint(small_model("lraspp_mobilenet_v3_small", num_classes=3), tmp_path / "run.pt", ["a", "b", "c"])
+    facts = info_json(str(path), capsys)
+    assert facts["format"].startswith("atrous checkpoint") and facts["shipped"] is None
+    assert facts["model"] == "lraspp_mobilenet_v3_small" and [c["name"] for c in facts["classes"]] == ["a", "b", "c"]
+    assert facts["input"]["mean"] == pytest.approx(list(IMAGENET_MEAN)) and facts["output"]["shape"] == "(N, 3, H, W)"
+    assert facts["parameters"] > 0 and facts["sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+# Exported in a child process: litert-torch starts JAX's threads, which a forking pytest must not inherit.
+TFLITE_EXPORT = """
+import sys
+sys.path.insert(0, sys.argv[2])
+from _inference_models import tiny_net
+from atrous.exporters import export_tflite
+model = tiny_net(num_classes=3)
+model.config = {"name": "tiny_net", "num_classes": 3}
+model.class_names, model.palette = ["a", "b", "c"], [(1, 2, 3), (4, 5, 6), (7, 8, 9)]
+model.mean, model.std = (0.5, 0.5, 0.5), (0.25, 0.25, 0.25)
+export_tflite(model, sys.argv[1], input_size=(32, 32), argmax=True)
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(
+    importlib.util.find_spec("litert_torch") is None or importlib.util.find_spec("ai_edge_litert") is None,
+    reason="TFLite export needs the tflite extra",
+)
+def test_info_on_an_exported_tflite(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "tiny.tflite"
+    subprocess.run([sys.executable, "-c", TFLITE_EXPORT, str(path), str(Path(__file__).parent)], check=True,
+                   env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, timeout=300)
+    facts = info_json(str(path), capsys)
+    assert facts["format"] == "TFLite" and facts["model"] == "tiny_net" and facts["input"]["layout"] == "NHWC"
+    assert [c["colour"] for c in facts["classes"]] == [[1, 2, 3], [4, 5, 6], [7, 8, 9]]
+    assert facts["input"]["size"] == [32, 32] and facts["input"]["normalisation"] == "(p − 127.5) / 63.75 on 0–255 pixels"
+    assert facts["output"]["kind"] == "labels" and facts["precision"].startswith("float32")
+    assert facts["sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 @pytest.mark.skipif(not OFFICIAL_TFLITE.is_file(), reason="the official TF DeepLab graphs (../shared/data) are not present")
