@@ -284,3 +284,51 @@ def test_build_dataset_rejects_unknown_names_and_options(tmp_path: Path) -> None
     with pytest.raises(ConfigError, match="unknown CamVid split 'training'"):
         build_dataset("camvid", tmp_path, "training")
     assert "sbd_root" in dataset_options("voc") and "num_images" in dataset_options("shapes")
+
+
+# --- mask values: ignore index and label map ------------------------------------------------
+
+
+def test_label_maps_from_text_files_and_mappings(tmp_path: Path) -> None:
+    from atrous.data.base import parse_label_map
+
+    assert parse_label_map("11:255, 3:1,12:ignore", 255) == {11: 255, 3: 1, 12: 255}
+    assert parse_label_map({11: "ignore", 4: 2}, 7) == {11: 7, 4: 2}
+    (tmp_path / "map.yaml").write_text("11: 255\n12: ignore\n")
+    (tmp_path / "map.json").write_text('{"11": 0}')
+    (tmp_path / "map.txt").write_text("# value class\n11 255\n12:0\n")
+    assert parse_label_map(tmp_path / "map.yaml", 255) == {11: 255, 12: 255}
+    assert parse_label_map(str(tmp_path / "map.json"), 255) == {11: 0}
+    assert parse_label_map(str(tmp_path / "map.txt"), 255) == {11: 255, 12: 0}
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        ("11", "not a value:class pair"),
+        ("11:road", "'road' is not a class index or 'ignore'"),
+        ("300:1", "mask value 300 cannot be mapped"),
+        ("11:1,11:2", "maps mask value 11 twice"),
+        ("missing.yaml", "label map file missing.yaml not found"),
+        ("", "is empty"),
+    ],
+)
+def test_bad_label_maps_say_what_is_wrong(spec: str, message: str) -> None:
+    from atrous.data.base import parse_label_map
+
+    with pytest.raises(ConfigError, match=message):
+        parse_label_map(spec, 255)
+
+
+def test_an_unlabelled_value_other_than_255(tmp_path: Path) -> None:
+    """Masks in CamVid's style (0..2 classes, 11 unlabelled): counted without 11 under
+    ignore_index=11, or renamed to 255 by a label map; without either, the error names both."""
+    root = _folder(tmp_path, ["a", "b"], values=[0, 1, 2, 11])
+    ignored = build_dataset("folder", root, "all", ignore_index=11)
+    assert ignored.num_classes == 3 and int(ignored[0][1].max()) == 11 and ignored.ignore_index == 11
+    mapped = build_dataset("folder", root, "all", label_map="11:255")
+    _, mask = _check_item(mapped)
+    assert mapped.num_classes == 3 and set(mask.unique().tolist()) == {0, 1, 2, 255}
+    (root / "classes.txt").write_text("x\ny\nz\n")
+    with pytest.raises(DataError, match=r"a\.png: mask values 11 are outside \[0, 3\).*--ignore-index 11.*--label-map 11:255"):
+        build_dataset("folder", root, "all")[0]

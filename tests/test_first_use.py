@@ -161,3 +161,60 @@ def test_demo_refuses_to_replace_an_earlier_demo_without_overwrite(tmp_path: Pat
     line = capsys.readouterr().err.strip()
     assert "holds an earlier demo (run)" in line and "--overwrite" in line and "\n" not in line
     assert keep.read_bytes() == b"an earlier run"  # nothing deleted
+
+
+TINY_DEMO_RECIPE = """dataset: shapes
+dataset_options: {size: 32, num_images: 8, num_classes: 3}
+model: lraspp_mobilenet_v3_small
+crop_size: 32
+batch_size: 4
+epochs: 1
+workers: 0
+val_batch_size: 4
+progress: false
+"""
+
+
+def test_demo_overwrite_replaces_only_what_the_demo_wrote(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """`make demo` twice works; a user's files in --out, or in the demo's folders, are never deleted."""
+    recipe = tmp_path / "tiny.yaml"
+    recipe.write_text(TINY_DEMO_RECIPE)
+    out = tmp_path / "demo_out"
+    argv = ["demo", "--out", str(out), "--overwrite", "--config", str(recipe), "--images", "1"]
+    main(argv)
+    notes = out / "notes.txt"
+    notes.write_text("mine")
+    first = (out / "inputs" / "shape_00.png").stat().st_mtime_ns
+    main(argv)  # the second `make demo`
+    assert notes.read_text() == "mine" and (out / "run" / "last.pt").is_file()
+    assert (out / "inputs" / "shape_00.png").stat().st_mtime_ns != first  # replaced
+    capsys.readouterr()
+
+    keep = out / "predictions" / "keep_me.png"
+    keep.write_bytes(b"a user's picture")
+    before = sorted(p.relative_to(out) for p in out.rglob("*"))
+    assert main(argv) == 2
+    line = capsys.readouterr().err.strip()
+    assert "predictions/keep_me.png" in line and "did not write" in line and "\n" not in line
+    assert sorted(p.relative_to(out) for p in out.rglob("*")) == before  # nothing deleted
+    keep.unlink()
+    (out / "run" / "log.csv").write_text("edited by hand")  # changed since the demo wrote it
+    assert main(argv) == 2 and "run/log.csv" in capsys.readouterr().err
+    assert (out / "run" / "log.csv").read_text() == "edited by hand" and (out / "run" / "last.pt").is_file()
+
+
+def test_demo_overwrite_refuses_a_folder_no_demo_wrote(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    mine = [tmp_path / "run" / "mine.txt", tmp_path / "predictions" / "keep_me.png", tmp_path / "inputs" / "my_input.jpg"]
+    for path in mine:
+        path.parent.mkdir(exist_ok=True)
+        path.write_bytes(b"mine")
+    assert main(["demo", "--out", str(tmp_path), "--overwrite"]) == 2
+    line = capsys.readouterr().err.strip()
+    assert "did not write" in line and "inputs/my_input.jpg" in line and "\n" not in line
+    assert all(path.read_bytes() == b"mine" for path in mine)
+
+
+def test_demo_refuses_zero_epochs(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    assert main(["demo", "--out", str(tmp_path / "d"), "--epochs", "0"]) == 2
+    assert "--epochs: must be ≥ 1" in capsys.readouterr().err
+    assert not (tmp_path / "d").exists()

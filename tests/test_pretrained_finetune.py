@@ -109,3 +109,28 @@ def test_without_model_the_checkpoints_model_is_trained(voc_like: Path) -> None:
     assert model.config["name"] == "deeplabv3_mobilenet_v2"
     assert model.config["backbone_options"] == SOURCE_OPTIONS["backbone_options"]
     assert build_model(make_config(), num_classes=3).config["name"] == "deeplabv3plus_mobilenet_v2"
+
+
+def test_fine_tuning_defaults_fill_only_the_options_left_unset(voc_like: Path, tmp_path: Path) -> None:
+    from _training import folder_dataset
+
+    from atrous.checkpoint import read_checkpoint
+    from atrous.data import build_dataset
+    from atrous.engine.config import FIELD_NAMES
+    from atrous.engine.finetune import FINETUNE_DEFAULTS, NEW_HEAD_LR_MULT, finetune_defaults
+    from atrous.engine.trainer import given_options
+
+    train_set = build_dataset("folder", folder_dataset(tmp_path / "data", size=40), "all")
+    checkpoint = read_checkpoint(voc_like)
+    given = {"pretrained": str(voc_like), "lr": 0.01, "loss": "ce"}  # as the CLI passes them: ce is given
+    config = make_config(given)
+    unset = frozenset(FIELD_NAMES) - set(given_options(given))
+    chosen = finetune_defaults(config, unset, checkpoint, train_set)
+    assert "lr" not in chosen and "loss" not in chosen  # the user's
+    assert chosen["optimizer"] == FINETUNE_DEFAULTS["optimizer"] == "adamw" and chosen["freeze_bn"] is True
+    assert chosen["crop_size"] == (40, 40)  # whole frames
+    assert chosen["head_lr_mult"] == NEW_HEAD_LR_MULT  # 21 → 3 classes: a new classifier learns faster
+    class_map = tmp_path / "map.yaml"
+    class_map.write_text("".join(f"'{i}': {'bg' if i < 7 else 'a' if i < 14 else 'b'}\n" for i in range(21)))
+    mapped = make_config(pretrained=str(voc_like), pretrained_class_map=str(class_map))
+    assert "head_lr_mult" not in finetune_defaults(mapped, unset, checkpoint, train_set)  # rows start from their sources

@@ -166,3 +166,52 @@ def test_resuming_a_differently_built_model_names_the_difference(tmp_path: Path)
     train(tiny_run_config(out, epochs=1))
     with pytest.raises(CheckpointError, match="differently built .*channels: .* in the checkpoint, 32 now"):
         train(tiny_run_config(out, epochs=2, resume="last", model_options={"channels": 32}))
+
+
+def _lock(out: Path) -> Path:
+    from atrous.engine.rundir import LOCK_NAME
+
+    return out / LOCK_NAME
+
+
+def test_no_lock_file_is_left_by_a_finished_failed_or_interrupted_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import os
+    import signal
+
+    from atrous.errors import Interrupted
+
+    finished = tmp_path / "finished"
+    train(tiny_run_config(finished, epochs=1))
+    assert (finished / "last.pt").is_file() and not _lock(finished).exists()
+
+    def fail(self: Trainer) -> dict[str, Any]:
+        raise TrainingError("validation failed")
+
+    failed = tmp_path / "failed"
+    with monkeypatch.context() as patch:
+        patch.setattr(Trainer, "validate", fail)
+        with pytest.raises(TrainingError):
+            train(tiny_run_config(failed, epochs=1))
+    assert failed.is_dir() and not _lock(failed).exists()
+
+    original = Trainer.step
+
+    def step_then_ctrl_c(self: Trainer, images: Any, masks: Any) -> float:
+        loss = original(self, images, masks)
+        os.kill(os.getpid(), signal.SIGINT)
+        return loss
+
+    interrupted = tmp_path / "interrupted"
+    with monkeypatch.context() as patch:
+        patch.setattr(Trainer, "step", step_then_ctrl_c)
+        with pytest.raises(Interrupted):
+            train(tiny_run_config(interrupted, epochs=1))
+    assert read_checkpoint(interrupted / "last.pt")["iteration"] == 1 and not _lock(interrupted).exists()
+
+
+def test_a_lock_file_left_by_a_killed_run_is_taken_over_and_removed(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    out.mkdir()
+    _lock(out).write_text("12345\n")  # a kill -9 leaves the file; the kernel released its lock
+    train(tiny_run_config(out, epochs=1))
+    assert (out / "last.pt").is_file() and not _lock(out).exists()

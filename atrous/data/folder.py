@@ -237,7 +237,7 @@ def _out_of_range(path: Path, values: np.ndarray, num_classes: int, ignore_index
     first = int(values[0])
     mapped = " (after the label map)" if label_map else ""
     return (
-        f"{path}: mask values {shown}{mapped} are not classes 0..{num_classes - 1} nor the ignore index "
+        f"{path}: mask values {shown}{mapped} are outside [0, {num_classes}) and not the ignore index "
         f"{ignore_index}; if {first} marks unlabelled pixels pass --ignore-index {first}, rename values with "
         f"--label-map {first}:{ignore_index} (or a file of value:class lines), or fix the mask"
     )

@@ -310,10 +310,8 @@ def read_pretrained(config: TrainConfig) -> dict[str, Any] | None:
 
 def resolve_pretrained(path: str) -> str:
     """A shipped model name (``camvid``, ``cityscapes`` …) → its packaged file; anything else unchanged."""
-    try:
-        from atrous.shipped import resolve_checkpoint
-    except ImportError:  # TEMP until atrous.shipped lands
-        return path
+    from atrous.shipped import resolve_checkpoint
+
     return str(resolve_checkpoint(path))
 
 
@@ -321,9 +319,13 @@ def _atrous_checkpoint_or_none(path: str) -> dict[str, Any] | None:
     """The checkpoint if ``path`` is an atrous checkpoint (or a shipped model's name), None if
     it names ImageNet backbone weights: another weights file, ``"imagenet"``, or a missing
     file (whose error from ``load_backbone_weights`` names the published files that fit)."""
+    from atrous.shipped import looks_like_name, unknown_name_message
+
     if path == IMAGENET:
         return None
     path = resolve_pretrained(path)
+    if not os.path.exists(path) and looks_like_name(path):
+        raise CheckpointError(unknown_name_message(path))
     if not os.path.isfile(path) or path.endswith(".safetensors"):
         return None
     try:
