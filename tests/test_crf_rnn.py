@@ -11,7 +11,8 @@ from _inference_models import single_thread
 from _training import tiny_run_config
 
 from atrous.crf import DenseCRF
-from atrous.crf.rnn import DEFAULT_MEAN, DEFAULT_STD, CRFasRNN
+from atrous.crf.rnn import CRFasRNN
+from atrous.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from atrous.engine import train
 from atrous.checkpoint import load_model
 from atrous.errors import ConfigError
@@ -27,8 +28,8 @@ def one_thread() -> Iterator[None]:
 
 
 def normalise(image: torch.Tensor) -> torch.Tensor:
-    mean = torch.tensor(DEFAULT_MEAN).view(1, 3, 1, 1)
-    std = torch.tensor(DEFAULT_STD).view(1, 3, 1, 1)
+    mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
+    std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
     return (image.float() / 255 - mean) / std
 
 

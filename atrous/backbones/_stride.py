@@ -37,7 +37,7 @@ class StageGeometry:
 def check_output_stride(output_stride: int) -> int:
     """Return ``output_stride`` if it is 8, 16 or 32, else raise ``ConfigError``."""
     if output_stride not in OUTPUT_STRIDES:
-        raise ConfigError(f"output_stride must be one of 8, 16, 32; got {output_stride!r}")
+        raise ConfigError(f"output_stride must be one of {', '.join(map(str, OUTPUT_STRIDES))}; got {output_stride!r}")
     return output_stride
 
 

@@ -45,6 +45,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from atrous.backbones._stride import OUTPUT_STRIDES
 from atrous.convert.tflite_reader import Graph, Operator, Tensor, read_tflite
 from atrous.errors import CheckpointError
 
@@ -277,8 +278,9 @@ def convert_tflite(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
             raise _fail(op, None, "atrous has no counterpart for this op in the TF DeepLab mapping")
     family = _family(graph)
     width_mult, divisible_by, output_stride = _geometry(graph, family)
-    if output_stride not in (8, 16, 32):
-        raise CheckpointError(f"the graph's convs have output stride {output_stride}; atrous supports 8, 16, 32")
+    if output_stride not in OUTPUT_STRIDES:
+        supported = ", ".join(map(str, OUTPUT_STRIDES))
+        raise CheckpointError(f"the graph's convs have output stride {output_stride}; atrous supports {supported}")
     logits = _weight_shape(graph, "logits/semantic")
     aspp0 = _weight_shape(graph, "aspp0")
     if logits is None or aspp0 is None:

@@ -20,11 +20,8 @@ import torch
 from torch import Tensor, nn
 
 from atrous.crf.dense_crf import KERNEL_DEFAULTS, DenseCRF
+from atrous.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from atrous.errors import ConfigError
-
-# The ImageNet statistics every atrous model is trained with (atrous.data.transforms).
-DEFAULT_MEAN = (0.485, 0.456, 0.406)
-DEFAULT_STD = (0.229, 0.224, 0.225)
 
 
 class CRFasRNN(nn.Module):
@@ -46,8 +43,8 @@ class CRFasRNN(nn.Module):
         num_classes: int,
         *,
         matrix: bool = False,
-        mean: Sequence[float] = DEFAULT_MEAN,
-        std: Sequence[float] = DEFAULT_STD,
+        mean: Sequence[float] = IMAGENET_MEAN,
+        std: Sequence[float] = IMAGENET_STD,
         **crf_options: Any,
     ) -> None:
         super().__init__()

@@ -19,6 +19,7 @@ from typing import Any
 
 import yaml
 
+from atrous.backbones._stride import OUTPUT_STRIDES
 from atrous.data import DATASETS
 from atrous.errors import ConfigError
 
@@ -95,8 +96,9 @@ class TrainConfig:
         _check_choice("optimizer", self.optimizer, OPTIMIZERS)
         _check_choice("loss", self.loss, LOSSES)
         _check_choice("amp", self.amp, AMP_MODES)
-        if self.output_stride not in (None, 8, 16, 32):
-            raise ConfigError(f"output_stride {self.output_stride} is not allowed; valid: 8, 16, 32")
+        if self.output_stride not in (None, *OUTPUT_STRIDES):
+            valid = ", ".join(map(str, OUTPUT_STRIDES))
+            raise ConfigError(f"output_stride {self.output_stride} is not allowed; valid: {valid}")
         for name in ("epochs", "batch_size", "val_batch_size"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be ≥ 1, got {getattr(self, name)}")
