@@ -28,6 +28,8 @@ from atrous import __version__
 from atrous.errors import AtrousError, Interrupted
 from atrous.runtime import configure_runtime
 
+__all__ = ["COMMANDS", "TRAINING_COMMANDS", "build_parser", "command_name", "main", "one_line"]
+
 # Every command: the module that registers it, and its line in `atrous --help` (in this order).
 COMMANDS = {
     "info": ("info", "parameters, MAdds, output stride, receptive field and feature shapes of a model"),
