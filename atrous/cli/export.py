@@ -125,6 +125,12 @@ def format_options(args: argparse.Namespace, name: str) -> dict[str, Any]:
         raise ConfigError("--calibrate is only used with --int8")
     if args.check_images and args.int8:
         raise ConfigError("--check-images verifies a float export (int8 is checked on its calibration images); drop one")
+    if args.opset is not None:
+        from atrous.exporters.onnx import opset_range
+
+        low, high = opset_range()
+        if not low <= args.opset <= high:
+            raise ConfigError(f"--opset {args.opset} is not supported; valid: {low}..{high} (default {low})")
     fmt = get_format(name)
     takes = set(fmt.options())
     for key in given:

@@ -50,8 +50,11 @@ def check_crf_params(values: Any, source: str) -> dict[str, float | int]:
             raise ConfigError(f"{source}: {key} must be a number, got {value!r}")
         number = float(value)
         low, high = _LIMITS[key]
-        if not math.isfinite(number) or not low <= number <= high:
-            raise ConfigError(f"{source}: {key} must be a finite number in [{low:g}, {high:g}], got {value!r}")
+        if not math.isfinite(number):
+            raise ConfigError(f"{source}: {key} must be finite, got {value!r}")
+        if not low <= number <= high:
+            bound = f"≥ {low:g}" if number < low else f"≤ {high:g}"
+            raise ConfigError(f"{source}: {key} must be {bound} (a CRF's range is {low:g} to {high:g}), got {value!r}")
         if key == "iterations":
             if number != int(number):
                 raise ConfigError(f"{source}: iterations must be a whole number, got {value!r}")

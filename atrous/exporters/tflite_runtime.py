@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from atrous.errors import ConfigError, DataError, InputError, ModelFileError
+from atrous.errors import ConfigError, DataError, InputError, ModelFileError, first_line
 from atrous.exporters.runtime import attach_exported_metadata
 
 __all__ = ["METADATA_NAME", "TfliteModel", "litert_schema", "read_tflite_metadata", "silenced_output"]
@@ -84,6 +84,47 @@ def read_tflite_metadata(flatbuffer: bytes) -> dict[str, Any]:
     return {}
 
 
+def _check_structure(flatbuffer: bytes) -> None:
+    """``ValueError`` (or the flatbuffer reader's ``struct.error`` / ``IndexError``) unless
+    every table LiteRT will follow lies inside ``flatbuffer``: a subgraph with inputs and
+    outputs, tensor and operator indices in range, buffers within the file. LiteRT itself
+    trusts the file and can crash the process on a truncated or hand-edited one."""
+    schema = litert_schema()
+    size = len(flatbuffer)
+    model = schema.Model.GetRootAs(flatbuffer, 0)
+    buffers, codes = model.BuffersLength(), model.OperatorCodesLength()
+    for index in range(buffers):
+        buffer = model.Buffers(index)
+        if buffer.Offset() > 1 and buffer.Offset() + buffer.Size() > size:
+            raise ValueError(f"buffer {index} ends at byte {buffer.Offset() + buffer.Size()} of a {size}-byte file")
+        if buffer.DataLength():
+            buffer.DataAsNumpy()  # a vector running past the end fails here
+    if model.SubgraphsLength() < 1:
+        raise ValueError("no subgraph")
+    for g in range(model.SubgraphsLength()):
+        graph = model.Subgraphs(g)
+        tensors = graph.TensorsLength()
+        if graph.InputsLength() < 1 or graph.OutputsLength() < 1:
+            raise ValueError(f"subgraph {g} has no inputs or outputs")
+        indices = [*graph.InputsAsNumpy().tolist(), *graph.OutputsAsNumpy().tolist()]
+        for t in range(tensors):
+            tensor = graph.Tensors(t)
+            if not tensor.Buffer() < max(buffers, 1):
+                raise ValueError(f"tensor {t} names buffer {tensor.Buffer()} of {buffers}")
+            tensor.ShapeAsNumpy()
+        for o in range(graph.OperatorsLength()):
+            operator = graph.Operators(o)
+            if not operator.OpcodeIndex() < codes:
+                raise ValueError(f"operator {o} names operator code {operator.OpcodeIndex()} of {codes}")
+            for accessor in (operator.InputsAsNumpy, operator.OutputsAsNumpy):
+                values = accessor()
+                if not isinstance(values, int):  # 0: an absent vector
+                    indices.extend(values.tolist())
+        bad = [i for i in indices if not -1 <= i < tensors]
+        if bad:
+            raise ValueError(f"subgraph {g} names tensor {bad[0]} of {tensors}")
+
+
 class TfliteModel:
     """A TFLite file from ``atrous export`` as a callable: (N, 3, H, W) float → logits or labels.
 
@@ -108,11 +149,11 @@ class TfliteModel:
                 "give a .tflite file written by `atrous export --format tflite`"
             )
         try:
+            _check_structure(flatbuffer)
             meta = read_tflite_metadata(flatbuffer)
         except (struct.error, ValueError, IndexError, TypeError, AttributeError, UnicodeDecodeError) as error:
-            raise ModelFileError(
-                f"{self.path} is a damaged TensorFlow Lite file ({type(error).__name__}: {error}); export it again"
-            ) from None
+            what = "truncated" if isinstance(error, struct.error) else first_line(error, 120)
+            raise ModelFileError(f"{self.path} is a damaged TensorFlow Lite file ({what}); export it again") from None
         if not isinstance(meta, dict):
             raise ModelFileError(f"{self.path}: its atrous metadata is not a JSON object; export it again")
         if not meta:
