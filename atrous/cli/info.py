@@ -46,14 +46,14 @@ def _print_table(info: dict[str, Any]) -> None:
 
 
 def _is_model_file(text: str) -> bool:
-    """Whether ``atrous info TEXT`` describes a file: a shipped model name, an existing path,
+    """Whether ``atrous info TEXT`` describes a file: a shipped model name, an existing file,
     or text that can only be a path (a folder separator, a model file's suffix), whose
     absence is then the error."""
     from atrous.shipped import is_shipped_name, looks_like_name
 
     return (
         is_shipped_name(text)
-        or Path(text).exists()
+        or Path(text).is_file()
         or Path(text).suffix.lower() in MODEL_FILE_SUFFIXES
         or (not looks_like_name(text) and not Path(text).suffix)
     )
