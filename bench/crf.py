@@ -9,36 +9,36 @@ DenseCRF module does when it refines a dataset). ratio = pydensecrf time / atrou
 
     python bench/crf.py [--threads 2,1] [--repeats 7] [--malloc-rounds 3] [--out bench/results/crf.md]
 
-First a table of where a cold call's time goes, phase by phase (``--phases-only`` for
-just that), then the timings at each thread count, then warm calls in fresh processes
-with glibc's default malloc and with freed memory kept, alternating (``--malloc-rounds``).
+First a table of where a cold call's time goes, phase by phase, measured inside real
+calls (``atrous.crf.dense_crf.phase_times``; ``--phases-only`` for just that), then the
+timings at each thread count, then warm calls in fresh processes with glibc's default
+malloc and with freed memory kept, alternating (``--malloc-rounds``).
 
-atrous is imported before torch, so OpenMP runs with the spin bound atrous chooses for
-its users (``atrous._openmp``), and glibc's malloc keeps freed memory for reuse as the
-``atrous`` command sets it (``atrous.keep_freed_memory()``; ``--default-malloc`` measures a
-program that does not call it). pydensecrf2 runs in the same process under the same
-settings; it is single-threaded.
+The script applies atrous's runtime policy before torch loads, as the ``atrous`` command
+does (``atrous.configure_runtime``: OpenMP's spin bound, freed memory kept for reuse;
+``--default-malloc`` measures a program that leaves malloc as it is). pydensecrf2 runs in
+the same process under the same settings; it is single-threaded.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-
-import atrous  # noqa: E402  (before torch: atrous chooses how OpenMP threads wait, as users get it)
 import statistics
 import sys
 import time
 from pathlib import Path
 
-import numpy as np
-import torch
+import atrous
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tests"))
-from test_crf_reference import CAMVID, PARAMS, degraded_unary, voc_like  # noqa: E402
+# Before torch loads: OpenMP reads its wait policy then.
+RUNTIME = atrous.configure_runtime(keep_freed_memory="--default-malloc" not in sys.argv)
 
-from atrous.crf import DenseCRF  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from _crf_cases import CAMVID, PARAMS, degraded_unary, voc_like  # noqa: E402
+
+from atrous.crf.dense_crf import PHASES, DenseCRF, phase_times  # noqa: E402
 from atrous.devices import cpu_name  # noqa: E402
 
 try:
@@ -112,94 +112,31 @@ def bench_case(image: np.ndarray, probs: np.ndarray, iterations: int, repeats: i
     return result
 
 
-PHASES = (
-    "inputs (checks, unary, stored order)",
-    "bilateral lattice build",
-    "spatial lattice build + norm (cold only)",
-    "bilateral norm",
-    "message tables (both lattices)",
-    "splat",
-    "blur",
-    "compatibility",
-    "slice",
-    "softmax",
-    "output (original order)",
-)
-
-
-def phase_times(image: np.ndarray, probs: np.ndarray, iterations: int, repeats: int) -> dict[str, float]:
-    """Median ms of each phase of a cold ``DenseCRF`` call, its steps run one by one as
-    ``DenseCRF.forward`` runs them (single image, Potts weights, lattice spatial kernel)."""
-    from atrous.crf import _inputs
-    from atrous.crf.dense_crf import _mean_field_step
-    from atrous.crf.lattice import blur
-    from atrous.crf.messages import Messages, compatibility, symmetric_norm
-
+def phase_medians(image: np.ndarray, probs: np.ndarray, iterations: int, repeats: int) -> dict[str, float]:
+    """Median ms of each phase (``PHASES``) of a cold ``DenseCRF`` call (single image, the
+    default kernels), measured inside the call by ``phase_times``."""
     crf = DenseCRF(iterations=iterations, **PARAMS)
     pixels, scores = torch.from_numpy(image).permute(2, 0, 1), torch.from_numpy(probs)
-    compats = [crf.bilateral_compat, crf.gaussian_compat]
     times: dict[str, list[float]] = {name: [] for name in PHASES}
-
-    def one_call() -> None:
-        clock = [time.perf_counter()]
-        spent = dict.fromkeys(PHASES, 0.0)
-
-        def lap(name: str) -> None:
-            now = time.perf_counter()
-            spent[name] += now - clock[0]
-            clock[0] = now
-
-        score = _inputs.check_scores(scores, False)
-        pixel = _inputs.check_image(pixels)
-        b, c, h, w = score.shape
-        flat = score.contiguous(memory_format=torch.channels_last).permute(0, 2, 3, 1).reshape(b * h * w, c)
-        lap(PHASES[0])
-        bilateral = crf._bilateral_lattice(pixel, None, torch.float32)
-        lap(PHASES[1])
-        crf.clear_cache()
-        spatial, spatial_norm = crf._spatial_lattice(h, w, torch.float32, torch.device("cpu"))
-        lap(PHASES[2])
-        norm = symmetric_norm(bilateral)
-        lap(PHASES[3])
-        messages = Messages([bilateral, spatial], [norm, spatial_norm])
-        lap(PHASES[4])
-        q = flat.index_select(0, messages.point_order).clamp_min(crf.min_prob)
-        prior = q = q.div_(q @ torch.ones(c, 1))
-        lap(PHASES[0])
-        for _ in range(iterations):
-            vertices = [splat(q) for splat in messages.splats]
-            lap(PHASES[5])
-            tables = [blur(v, axes) for v, axes in zip(vertices, messages.blur_axes)]
-            lap(PHASES[6])
-            table = torch.cat([compatibility(w, t) for w, t in zip(compats, tables)])
-            lap(PHASES[7])
-            logits = messages.slice(table)
-            lap(PHASES[8])
-            q = _mean_field_step(logits, prior, again=lambda previous=q: messages(previous, compats))
-            lap(PHASES[9])
-        out = q.index_select(0, messages.inverse_order).view(b, h, w, c).permute(0, 3, 1, 2)
-        del out
-        lap(PHASES[10])
-        for name, seconds in spent.items():
-            times[name].append(seconds)
-
     with torch.no_grad():
-        for _ in range(3):
-            one_call()
-        for values in times.values():
-            values.clear()
-        for _ in range(repeats):
-            one_call()
+        for call in range(3 + repeats):  # 3 warm-up calls
+            crf.clear_cache()
+            with phase_times() as spent:
+                crf(pixels, scores)
+            if call >= 3:
+                for name, seconds in spent.items():
+                    times[name].append(seconds)
     return {name: statistics.median(values) * 1e3 for name, values in times.items()}
 
 
 def phase_table(cases: dict[str, tuple[np.ndarray, np.ndarray]], iterations: int, repeats: int) -> list[str]:
     """Markdown rows: each phase's median ms and share of the cold call, per case."""
-    columns = {name: phase_times(image, probs, iterations, repeats) for name, (image, probs) in cases.items()}
+    columns = {name: phase_medians(image, probs, iterations, repeats) for name, (image, probs) in cases.items()}
     lines = [
         f"Where a cold call's time goes ({iterations} iterations, {torch.get_num_threads()} threads, median ms of "
-        f"{repeats} calls, phases run one after another; the per-iteration phases summed over the iterations; "
-        "at one torch thread a real call builds the spatial lattice on a side thread during the bilateral build):",
+        f"{repeats} calls, measured inside the calls; messages and softmax summed over the iterations; at one "
+        "torch thread the spatial lattice is built on a side thread during the bilateral build, and its row is "
+        "the wait for it):",
         "",
         "| phase | " + " | ".join(columns) + " |",
         "|---|" + "---:|" * len(columns),
@@ -240,7 +177,7 @@ def malloc_rounds(rounds: int, threads: int, repeats: int) -> list[str]:
             for name, ms in json.loads(out.splitlines()[-1]).items():
                 times[mode].setdefault(name, []).append(ms)
     lines = [f"Warm 5-iteration calls, {threads} threads, fresh processes alternating {rounds}× (median of the "
-             f"processes' medians): glibc's default malloc vs freed memory kept (`atrous.keep_freed_memory()`).", "",
+             f"processes' medians): glibc's default malloc vs freed memory kept (`atrous.configure_runtime()`).", "",
              "| case | default malloc | freed memory kept | speed-up |", "|---|---:|---:|---:|"]
     for name in times["kept"]:
         default, kept = statistics.median(times["default"][name]), statistics.median(times["kept"][name])
@@ -260,7 +197,7 @@ def main() -> None:
                         help="fresh-process rounds of the malloc comparison after the tables (0: none; default 3)")
     parser.add_argument("--warm-json", action="store_true", help=argparse.SUPPRESS)  # a --malloc-rounds child
     args = parser.parse_args()
-    kept = not args.default_malloc and atrous.keep_freed_memory()
+    kept = RUNTIME.freed_memory_kept
     malloc = "freed memory kept for reuse (as the atrous command runs)" if kept else "glibc's default malloc"
     thread_counts = [int(n) for n in args.threads.split(",")]
     cases = {"CamVid 360x480x11": camvid_case(), "VOC-like 500x375x21": voc_case()}

@@ -37,8 +37,8 @@ time (> 1: atrous is faster).
 
     python bench/inference.py [--threads 2] [--repeats 5] [--quick] [--no-rss]
 
-Writes the table to bench/results/inference.md as well. atrous is imported before torch,
-so OpenMP runs with the spin bound atrous chooses for its users (``atrous._openmp``;
+Writes the table to bench/results/inference.md as well. The script sets OpenMP's spin
+bound before torch loads, as the ``atrous`` command does (``atrous.configure_runtime``;
 unbounded spinning made torch paths 4–7× slower on a loaded 2-core machine).
 """
 
@@ -50,16 +50,19 @@ import importlib.util
 import json
 import os
 
-import atrous  # noqa: E402,F401  (before torch: atrous chooses how OpenMP threads wait, as users get it)
-from atrous.devices import cpu_has_bf16, cpu_name  # noqa: E402
 import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-import torch
-from _inference_cases import (
+import atrous
+
+# Before torch loads (OpenMP reads its wait policy then): the policy the atrous command runs with.
+atrous.configure_runtime(keep_freed_memory=False)
+
+import torch  # noqa: E402
+from _inference_cases import (  # noqa: E402
     ROOT,
     Table,
     atrous_equivalent,
@@ -77,6 +80,8 @@ from _inference_cases import (
     test_image,
     torchvision_model,
 )
+
+from atrous.devices import cpu_has_bf16, cpu_name  # noqa: E402
 
 TORCHVISION_MODELS = ("deeplabv3_resnet50", "deeplabv3_mobilenet_v3_large", "lraspp_mobilenet_v3_large")
 SMP_BACKBONES = ("resnet50", "mobilenet_v2")

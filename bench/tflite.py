@@ -28,17 +28,21 @@ from __future__ import annotations
 
 import argparse
 
-import atrous  # noqa: E402,F401  (before torch: atrous chooses how OpenMP threads wait, as users get it)
 import shutil
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import torch
-from _inference_cases import CAMVID_VAL, ROOT, interleaved
-from PIL import Image
+import atrous
+
+# Before torch loads (OpenMP reads its wait policy then): the policy the atrous command runs with.
+atrous.configure_runtime(keep_freed_memory=False)
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from _inference_cases import CAMVID_VAL, ROOT, interleaved  # noqa: E402
+from PIL import Image  # noqa: E402
 
 TFLITE = ROOT.parent / "shared" / "data" / "deeplab-tflite"
 GRAPH = TFLITE / "deeplabv3_mnv2_pascal_quant.tflite"

@@ -20,14 +20,18 @@ from __future__ import annotations
 
 import argparse
 
-import atrous  # noqa: E402,F401  (before torch: atrous chooses how OpenMP threads wait, as users get it)
 import re
 import tempfile
 import time
 from pathlib import Path
 
-import torch
-from torch import nn
+import atrous
+
+# Before torch loads (OpenMP reads its wait policy then): the policy the atrous command runs with.
+atrous.configure_runtime(keep_freed_memory=False)
+
+import torch  # noqa: E402
+from torch import nn  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 SIZE = 257

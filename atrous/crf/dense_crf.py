@@ -30,10 +30,13 @@ lattice order, in-place softmax); ``tests/test_crf_readable.py`` holds them equa
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import math
 import os
-from collections.abc import Callable, Sequence
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
 import torch
@@ -49,6 +52,46 @@ from atrous.errors import ConfigError, InputError
 Compat = float | Tensor
 SPATIAL_MODES = ("lattice", "exact")
 _builders: dict[int, ThreadPoolExecutor] = {}
+
+# The phases of a DenseCRF call, in the order a call runs them ("messages" and "softmax"
+# once per mean-field iteration): what ``phase_times`` reports.
+PHASES = (
+    "inputs",
+    "bilateral lattice",
+    "bilateral norm",
+    "spatial kernel",
+    "message tables",
+    "messages",
+    "softmax",
+    "output",
+)
+_timing = threading.local()  # .clock: [time of the last lap, seconds per phase] inside phase_times()
+
+
+@contextlib.contextmanager
+def phase_times() -> Iterator[dict[str, float]]:
+    """Where the time of the ``DenseCRF`` calls made in this block, on this thread, goes:
+    yields a dict of seconds per phase (``PHASES``; the per-iteration phases summed over
+    the iterations), filled as the calls run. Each phase ends when its tensors are
+    computed on the CPU; on a GPU, synchronise to time it. At one torch thread a call
+    builds the spatial lattice on a side thread while the bilateral one is built, so
+    "spatial kernel" is then the wait for it."""
+    spent = dict.fromkeys(PHASES, 0.0)
+    outer = getattr(_timing, "clock", None)
+    _timing.clock = [time.perf_counter(), spent]
+    try:
+        yield spent
+    finally:
+        _timing.clock = outer
+
+
+def _lap(phase: str) -> None:
+    """End ``phase`` inside ``phase_times()`` (a no-op outside it)."""
+    clock = getattr(_timing, "clock", None)
+    if clock is not None:
+        now = time.perf_counter()
+        clock[1][phase] += now - clock[0]
+        clock[0] = now
 
 
 def _builder() -> ThreadPoolExecutor:
@@ -203,6 +246,7 @@ class DenseCRF(nn.Module):
         pixels = _inputs.check_image(image)
         extra = _inputs.check_features(features)
         _inputs.check_pair(pixels, scores, extra)
+        _lap("inputs")
         b, c, h, w = scores.shape
         for name in ("gaussian_compat", "bilateral_compat"):
             compat = getattr(self, name)
@@ -229,6 +273,7 @@ class DenseCRF(nn.Module):
             q = q.div_(total) if not grad else q / total
         del flat
         prior = q  # exp(-U) up to a per-pixel factor
+        _lap("inputs")
         compats = [self.bilateral_compat] + ([self.gaussian_compat] if exact is None else [])
 
         def pairwise(q: Tensor) -> Tensor:
@@ -242,13 +287,18 @@ class DenseCRF(nn.Module):
             return logits
 
         for _ in range(self.iterations):
+            logits = pairwise(q)
+            _lap("messages")
             if grad:
-                q = _softmax(pairwise(q) + neg_unary)
+                q = _softmax(logits + neg_unary)
             else:
-                q = _mean_field_step(pairwise(q), prior, lambda previous=q: pairwise(previous), neg_unary)
+                q = _mean_field_step(logits, prior, lambda previous=q: pairwise(previous), neg_unary)
+            del logits
+            _lap("softmax")
         if order is not None:
             q = q.index_select(0, messages.inverse_order)  # a gather: quicker than scattering by order
         out = q.view(b, h, w, c).permute(0, 3, 1, 2).to(scores.dtype)
+        _lap("output")
         return out[0] if probs.dim() == 3 else out
 
     def clear_cache(self) -> None:
@@ -271,17 +321,26 @@ class DenseCRF(nn.Module):
             # build the image-independent spatial lattice on another core meanwhile
             spatial_build = _builder().submit(self._spatial_lattice, h, w, dtype, device, 1, inference)
         bilateral = self._bilateral_lattice(pixels, extra, dtype)
+        _lap("bilateral lattice")
         lattices, norms = [bilateral], [symmetric_norm(bilateral)]
+        _lap("bilateral norm")
         built = spatial_build.result() if spatial_build else None
         if self.spatial == "lattice":
             if built is None or b > 1:
                 built = self._spatial_lattice(h, w, dtype, device, copies=b)
             lattices.append(built[0])
             norms.append(built[1])
-            return Messages(lattices, norms), None
+            _lap("spatial kernel")
+            messages = Messages(lattices, norms)
+            _lap("message tables")
+            return messages, None
         kernel = GridGaussian(h, w, *self.gaussian_sxy, dtype, device)
         ones = torch.ones(h * w, 1, dtype=dtype, device=device)
-        return Messages(lattices, norms), (kernel, torch.rsqrt(kernel.filter(ones) + 1e-20))
+        exact = (kernel, torch.rsqrt(kernel.filter(ones) + 1e-20))
+        _lap("spatial kernel")
+        messages = Messages(lattices, norms)
+        _lap("message tables")
+        return messages, exact
 
     def _spatial_lattice(
         self, h: int, w: int, dtype: torch.dtype, device: torch.device, copies: int = 1, inference: bool | None = None
