@@ -104,14 +104,6 @@ def write_together(writers: Mapping[Path, Callable[[Path], None]]) -> list[Path]
     return paths
 
 
-def write_bytes_atomic(path: str | Path, data: bytes, *, fsync: bool = False) -> Path:
-    """Write ``data`` to ``path`` through :func:`atomic_path`."""
-    path = Path(path)
-    with atomic_path(path, fsync=fsync) as temp:
-        temp.write_bytes(data)
-    return path
-
-
 def sync_folder(folder: Path) -> None:
     """Make a rename in ``folder`` durable (best effort: not every file system allows it)."""
     try:
