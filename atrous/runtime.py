@@ -31,7 +31,7 @@ from atrous.errors import ConfigError
 class RuntimeSettings:
     """What ``configure_runtime`` changed: the OpenMP variable it set (None: the user's own
     setting stands, or torch was already loaded), the torch thread count it set (None: left
-    as it was) and whether glibc's malloc now keeps freed memory."""
+    as it was) and whether glibc's malloc keeps freed memory from this call on."""
 
     openmp: tuple[str, str] | None
     threads: int | None

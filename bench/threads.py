@@ -47,7 +47,7 @@ SETTINGS: dict[str, dict[str, str]] = {
     "ACTIVE": {"OMP_WAIT_POLICY": "ACTIVE"},
 }
 
-# Each snippet imports torch before atrous, so atrous leaves the environment as given.
+# Each snippet runs under the OpenMP setting its process was started with (importing atrous sets none).
 WORKLOADS: dict[str, str] = {
     "train": """
 import torch
