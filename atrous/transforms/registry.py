@@ -14,6 +14,7 @@ so a new transform is one new file (and its equivalence test).
 
 from __future__ import annotations
 
+import functools
 import importlib
 import pkgutil
 from collections.abc import Callable, Sequence
@@ -58,7 +59,9 @@ def register_transform(name: str, *, trainable: bool = False) -> Callable[[Trans
     return decorate
 
 
+@functools.cache
 def _ensure_loaded() -> None:
+    """Import every transform module of the package once (their decorators register them)."""
     import atrous.transforms as package
 
     for module in pkgutil.iter_modules(package.__path__):
