@@ -292,3 +292,37 @@ def test_a_global_receptive_field_is_found_without_growing_the_input() -> None:
 
     model = create_model("deeplabv3_mobilenet_v2", num_classes=3, backbone_options={"width_mult": 0.35})
     assert receptive_field(model, forward=lambda m, x: m.forward_low_res(x), max_size=1_000_000) is None
+
+
+def test_the_builder_constructs_the_whole_model_create_model_returns() -> None:
+    """crf, input_scales and the config record are constructor arguments: calling the
+    builder directly gives the same modules, the same options and the same outputs."""
+    from atrous.crf.rnn import CRFasRNN
+    from atrous.models import deeplabv3
+
+    options = {"crf": {"iterations": 2}, "input_scales": [1.0, 0.5]}
+    torch.manual_seed(0)
+    created = create_model("deeplabv3_mobilenet_v2", num_classes=3, **options).eval()
+    torch.manual_seed(0)
+    built = deeplabv3("mobilenet_v2", num_classes=3, **options).eval()
+    assert isinstance(built.crf, CRFasRNN) and built.input_scales == created.input_scales == (1.0, 0.5)
+    assert [(n, type(m)) for n, m in built.named_modules()] == [(n, type(m)) for n, m in created.named_modules()]
+    assert created.config == {"name": "deeplabv3_mobilenet_v2", "num_classes": 3, "output_stride": 16, **options}
+    assert built.config == {}  # the record is create_model's
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(built(x), created(x), rtol=0, atol=0)
+    with pytest.raises(ConfigError, match="config is the record create_model keeps"):
+        create_model("deeplabv3_mobilenet_v2", num_classes=3, config={})
+
+
+def test_min_input_size_honours_input_scales_in_the_trainer_too() -> None:
+    from atrous.deeplab import min_input_size
+    from atrous.engine.config import make_config
+    from atrous.engine.trainer import _check_crop_size
+
+    model = create_model("deeplabv3_mobilenet_v2", num_classes=3, input_scales=[1.0, 0.5])
+    assert min_input_size(model) == 2 * model.backbone.min_input_size
+    _check_crop_size(make_config({"crop_size": min_input_size(model)}), model)
+    with pytest.raises(ConfigError, match=f"--crop-size .* use --crop-size {min_input_size(model)}"):
+        _check_crop_size(make_config({"crop_size": model.backbone.min_input_size}), model)
