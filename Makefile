@@ -31,9 +31,11 @@ demo: $(INSTALLED)
 	$(VENV)/bin/atrous demo --out demo_out --overwrite
 
 # Two workers, one core and one torch thread each (tests/conftest.py); a file's tests share a
-# worker, so its module fixtures (exports, trained runs) are built once.
+# worker, so its module fixtures (exports, trained runs) are built once. Then the linter
+# (the rules in pyproject.toml's [tool.ruff]).
 test: $(PEERS)
 	$(PY) -m pytest -q -n 2 --dist loadfile
+	$(PY) -m ruff check atrous tests bench
 
 test-slow: $(PEERS)
 	$(PY) -m pytest -q -m slow

@@ -158,7 +158,7 @@ def warm_times(cases: dict[str, tuple[np.ndarray, np.ndarray]], repeats: int) ->
         with torch.no_grad():
             for _ in range(3):
                 crf(pixels, scores)
-            result[name] = statistics.median(timed(lambda: crf(pixels, scores)) for _ in range(repeats)) * 1e3
+            result[name] = statistics.median(timed(lambda crf=crf, pixels=pixels, scores=scores: crf(pixels, scores)) for _ in range(repeats)) * 1e3
     return result
 
 

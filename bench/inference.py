@@ -49,7 +49,6 @@ import gc
 import importlib.util
 import json
 import os
-
 import sys
 import tempfile
 import time
@@ -312,7 +311,7 @@ def aspp_branch_section(args: argparse.Namespace, table: Table) -> list[str]:
         x.requires_grad_(training)
         weight.requires_grad_(training)
 
-        def run(conv: Any) -> Any:
+        def run(conv: Any, training: bool = training) -> Any:
             def once() -> None:
                 with torch.set_grad_enabled(training):
                     out = conv()
@@ -322,9 +321,9 @@ def aspp_branch_section(args: argparse.Namespace, table: Table) -> list[str]:
             return once
 
         for rate in rates:
-            candidates = {"oneDNN bf16 convolution": run(lambda: F.conv2d(x, weight, None, 1, rate, rate, 1))}
+            candidates = {"oneDNN bf16 convolution": run(lambda x=x, weight=weight, rate=rate: F.conv2d(x, weight, None, 1, rate, rate, 1))}
             if rate > 1:
-                candidates["row products"] = run(lambda: row_tap_conv3x3(x, weight, None, rate))
+                candidates["row products"] = run(lambda x=x, weight=weight, rate=rate: row_tap_conv3x3(x, weight, None, rate))
             times = interleaved(candidates, 1, args.repeats)
             what = "forward + backward" if training else "forward"
             case = f"ASPP branch 2048→256, {batch}×{side}×{side}, rate {rate}, {what}"
@@ -339,10 +338,10 @@ def int8_miou_section(args: argparse.Namespace, table: Table, scratch: Path) -> 
     """mIoU of a trained checkpoint as float and int8 ONNX on its dataset's val split
     (int8 calibrated on train-split images), and the int8 speed-up on those images."""
     from atrous import Predictor
-    from atrous.inference import evaluate
-    from atrous.data import build_dataset
     from atrous.checkpoint import load_model
+    from atrous.data import build_dataset
     from atrous.exporters import OnnxModel
+    from atrous.inference import evaluate
 
     model = load_model(args.checkpoint)
     dataset = build_dataset(None, args.data, "val")

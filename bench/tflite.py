@@ -27,7 +27,6 @@ Writes bench/results/tflite.md.
 from __future__ import annotations
 
 import argparse
-
 import shutil
 import tempfile
 from collections.abc import Callable

@@ -19,7 +19,6 @@ Needs the tflite extra. Writes bench/results/tflite_sweep.md (README block ``tfl
 from __future__ import annotations
 
 import argparse
-
 import re
 import tempfile
 import time
