@@ -332,3 +332,16 @@ def test_an_unlabelled_value_other_than_255(tmp_path: Path) -> None:
     (root / "classes.txt").write_text("x\ny\nz\n")
     with pytest.raises(DataError, match=r"a\.png: mask values 11 are outside \[0, 3\).*--ignore-index 11.*--label-map 11:255"):
         build_dataset("folder", root, "all")[0]
+
+
+def test_a_runs_dataset_options_carry_its_mask_options(tmp_path: Path) -> None:
+    """What eval reads a training run's data with: its dataset_options and mask options."""
+    from atrous.data.detect import run_dataset_options
+    from atrous.engine.config import make_config
+
+    settings = make_config(dataset="folder", data=str(tmp_path), ignore_index=11, label_map="12:ignore",
+                           dataset_options={"val_fraction": 0.2}).to_dict()  # fmt: skip
+    assert run_dataset_options(settings) == {"val_fraction": 0.2, "ignore_index": 11, "label_map": "12:ignore"}
+    root = _folder(tmp_path, ["a", "b"], values=[0, 1, 11, 12])
+    dataset = build_dataset("folder", root, "all", **run_dataset_options(settings))
+    assert dataset.num_classes == 2 and set(dataset[0][1].unique().tolist()) == {0, 1, 11}

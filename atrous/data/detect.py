@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import inspect
 import logging
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +35,20 @@ def dataset_options(name: str) -> list[str]:
     """Keyword options that ``build_dataset(name, ...)`` accepts besides ``transform``."""
     signature = inspect.signature(DATASETS[name].__init__)
     return [p.name for p in signature.parameters.values() if p.kind is p.KEYWORD_ONLY and p.name != "transform"]
+
+
+# Options of how masks are read that a training run keeps as options of their own.
+MASK_OPTIONS = ("num_classes", "ignore_index", "label_map")
+
+
+def run_dataset_options(train_config: Mapping[str, Any]) -> dict[str, Any]:
+    """The ``build_dataset`` options a training run used, from its settings (a
+    ``TrainConfig.to_dict()``, as stored in its checkpoints): ``dataset_options`` plus the
+    mask options it set (``--num-classes``, ``--ignore-index``, ``--label-map``), so that
+    evaluating on the run's data reads the masks as training did."""
+    options = dict(train_config.get("dataset_options") or {})
+    options.update({name: train_config[name] for name in MASK_OPTIONS if train_config.get(name) is not None})
+    return options
 
 
 def build_dataset(

@@ -51,12 +51,13 @@ def build_datasets(config: TrainConfig, pretrained: dict[str, Any] | None = None
     """(train set, val set, (mean, std)): the datasets without transforms, and the
     normalisation their images will get (the ``pretrained`` checkpoint's, else ImageNet's)."""
     from atrous.data import IMAGENET_MEAN, IMAGENET_STD, build_dataset
+    from atrous.data.detect import run_dataset_options
 
     if config.data is None and config.dataset != "shapes":
         raise ConfigError("no training data given; pass --data DIR (or --dataset shapes for synthetic data)")
     normalisation = pretrained_normalisation(config, pretrained) if pretrained else None
     mean, std = normalisation or (tuple(IMAGENET_MEAN), tuple(IMAGENET_STD))
-    options = dataset_options_of(config)
+    options = run_dataset_options(config.to_dict())
     train_set = build_dataset(config.dataset, config.data, config.train_split, **options)
     val_set = build_dataset(config.dataset, config.data, config.val_split, **options)
     if val_set.num_classes != train_set.num_classes:
@@ -117,15 +118,6 @@ def _plain(sampler: EpochSampler) -> list[int]:
 # An import's activation grids (fake quantisation) belong to its weights as they are: a
 # fine-tuned model trains in float (give model_options.activation_quant to keep them).
 _NOT_ARCHITECTURE = ("name", "num_classes", "output_stride", "crf", "activation_quant")
-
-
-def dataset_options_of(config: TrainConfig) -> dict[str, Any]:
-    """The ``build_dataset`` options of a run: ``dataset_options`` plus the fields that are dataset options."""
-    options = dict(config.dataset_options)
-    for name in ("num_classes", "ignore_index", "label_map"):
-        if getattr(config, name) is not None:
-            options[name] = getattr(config, name)
-    return options
 
 
 def build_model(
