@@ -182,3 +182,40 @@ def test_running_tflite_files_does_not_start_jax(voc_int8: Path) -> None:
     # DataLoader workers afterwards must not hold JAX's threads.
     TfliteModel(voc_int8)(torch.zeros(1, 3, 129, 129))
     assert "jax" not in sys.modules and "litert_torch" not in sys.modules
+
+
+TRUNCATIONS = """
+import sys
+from pathlib import Path
+from atrous.errors import ModelFileError
+from atrous.exporters import TfliteModel
+
+whole = Path(sys.argv[1]).read_bytes()
+for fraction in (0.999, 0.9, 0.6, 0.3, 0.05):
+    cut = Path(sys.argv[2]) / f"cut{fraction}.tflite"
+    cut.write_bytes(whole[: int(len(whole) * fraction)])
+    try:
+        TfliteModel(cut)
+    except ModelFileError as error:
+        print("refused", fraction, str(error).splitlines()[0])
+    else:
+        print("loaded", fraction)
+"""
+
+
+def test_a_truncated_export_is_refused_not_crashed_on(exported: tuple[Path, dict], tmp_path: Path) -> None:
+    # In a child process: LiteRT handed a damaged flatbuffer can end the process (a segfault).
+    folder, _ = exported
+    result = subprocess.run(
+        [sys.executable, "-c", TRUNCATIONS, str(folder / "m.tflite"), str(tmp_path)], capture_output=True, text=True,
+        timeout=120, env={**os.environ, "OMP_NUM_THREADS": "1"}, check=False,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    lines = result.stdout.strip().splitlines()
+    assert len(lines) == 5 and all(line.startswith("refused") for line in lines), lines
+    assert all("TensorFlow Lite" in line for line in lines)
+
+
+def test_the_export_records_its_transforms(exported: tuple[Path, dict]) -> None:
+    folder, _ = exported
+    assert TfliteModel(folder / "m.tflite").transforms == ("fold_bn",)
