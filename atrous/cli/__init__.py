@@ -30,19 +30,19 @@ from atrous.runtime import configure_runtime
 
 __all__ = ["COMMANDS", "TRAINING_COMMANDS", "build_parser", "command_name", "main", "one_line"]
 
-# Every command: the module that registers it, and its line in `atrous --help` (in this order).
+# Every command and the module that registers it, in the order of `atrous --help`.
 COMMANDS = {
-    "info": ("info", "parameters, MAdds, output stride, receptive field and feature shapes of a model"),
-    "list": ("info", "print all model names (or backbones, variants, or training recipes)"),
-    "train": ("train", "train a model"),
-    "eval": ("eval", "evaluate a model (mIoU, pixel accuracy, per-class IoU)"),
-    "predict": ("predict", "segment images and write masks, colour maps and overlays"),
-    "crf": ("crf", "refine class probabilities with a dense CRF"),
-    "crf-tune": ("crf_tune", "cross-validate the dense CRF's appearance kernel on val images"),
-    "export": ("export", "export a model to ONNX or TFLite (int8 optional), torch.export or TorchScript"),
-    "convert": ("convert", "import a TF DeepLab model (.tflite) as an atrous checkpoint"),
-    "bench": ("bench", "run the benchmarks against torchvision / smp / pydensecrf2 (source checkout)"),
-    "demo": ("demo", "train, evaluate, predict and refine with the CRF on synthetic shapes"),
+    "info": "info",
+    "list": "info",
+    "train": "train",
+    "eval": "eval",
+    "predict": "predict",
+    "crf": "crf",
+    "crf-tune": "crf_tune",
+    "export": "export",
+    "convert": "convert",
+    "bench": "bench",
+    "demo": "demo",
 }
 # Commands that train: their OpenMP threads sleep at once when idle (atrous._openmp).
 TRAINING_COMMANDS = ("train", "demo")
@@ -57,8 +57,8 @@ class _Parser(argparse.ArgumentParser):
 
 def build_parser(commands: Collection[str] | None = None) -> argparse.ArgumentParser:
     """The argument parser. The modules of ``commands`` (default: every command) register
-    their full parsers; any other command is listed by name and summary only, so that
-    parsing one command line imports one subcommand module."""
+    their parsers; any other command is a bare name, so that parsing ``atrous CMD …``
+    imports one subcommand module (``atrous --help`` imports them all, for their summaries)."""
     parser = _Parser(
         prog="atrous",
         description="DeepLab v1/v2/v3/v3+ and LR-ASPP: train, evaluate, predict, refine with a dense CRF, export.",
@@ -67,8 +67,8 @@ def build_parser(commands: Collection[str] | None = None) -> argparse.ArgumentPa
     parser.add_argument("-v", "--verbose", action="store_true", help="more log output")
     parser.add_argument("--version", action="version", version=f"atrous {__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
-    wanted = {COMMANDS[name][0] for name in (COMMANDS if commands is None else commands) if name in COMMANDS}
-    for name, (module_name, summary) in COMMANDS.items():
+    wanted = {COMMANDS[name] for name in (COMMANDS if commands is None else commands) if name in COMMANDS}
+    for name, module_name in COMMANDS.items():
         if name in subparsers.choices:
             continue  # registered with an earlier command of its module
         module_path = f"atrous.cli.{module_name}"
@@ -77,7 +77,7 @@ def build_parser(commands: Collection[str] | None = None) -> argparse.ArgumentPa
         if module_name in wanted:
             importlib.import_module(module_path).register(subparsers)
         else:
-            subparsers.add_parser(name, help=summary, add_help=False)
+            subparsers.add_parser(name, add_help=False)
     return parser
 
 
@@ -86,7 +86,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     command = command_name(argv)
     configure_runtime(training=command in TRAINING_COMMANDS)
-    parser = build_parser([command] if command else [])
+    parser = build_parser([command] if command else None)
     try:
         args = parser.parse_args(argv)
     except SystemExit as exit:  # usage errors (one line, already printed) and --help
