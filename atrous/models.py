@@ -37,9 +37,19 @@ from torch import nn
 from atrous.backbones._base import Backbone, FeatureInfo
 from atrous.backbones._stride import check_output_stride
 from atrous.crf.rnn import CRFasRNN, crf_layer_options
-from atrous.errors import ConfigError
 from atrous.deeplab import DeepLab
-from atrous.heads import ASPP, AuxHead, CascadeHead, DeepLabV3Head, DeepLabV3PlusHead, LargeFOV, LRASPPHead, pooling_window, rates_for_output_stride
+from atrous.errors import ConfigError
+from atrous.heads import (
+    ASPP,
+    AuxHead,
+    CascadeHead,
+    DeepLabV3Head,
+    DeepLabV3PlusHead,
+    LargeFOV,
+    LRASPPHead,
+    pooling_window,
+    rates_for_output_stride,
+)
 from atrous.multiscale import PAPER_SCALES, input_scales_option
 from atrous.nn.fake_quant import activation_quant_option
 from atrous.nn.init import he_init_

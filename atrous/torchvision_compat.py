@@ -24,8 +24,8 @@ from typing import Any
 
 import torch
 
-from atrous.errors import ConfigError, choices_message
 from atrous.deeplab import DeepLab
+from atrous.errors import ConfigError, choices_message
 from atrous.models import create_model
 
 TORCHVISION_EQUIVALENTS: dict[str, dict[str, Any]] = {

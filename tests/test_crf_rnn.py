@@ -10,11 +10,11 @@ import torch
 from _inference_models import single_thread
 from _training import tiny_run_config
 
+from atrous.checkpoint import load_model
 from atrous.crf import DenseCRF
 from atrous.crf.rnn import CRFasRNN
 from atrous.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from atrous.engine import train
-from atrous.checkpoint import load_model
 from atrous.errors import ConfigError
 from atrous.exporters import export_onnx
 from atrous.models import create_model, with_output_stride

@@ -20,12 +20,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from atrous.class_map import ResolvedClassMap
+from atrous.deeplab import min_input_size
 from atrous.devices import cpu_has_bf16
 from atrous.errors import ConfigError, InputError
 from atrous.inference.fast import default_transforms, prepare_for_inference
-from atrous.labels import class_labels
 from atrous.inference.windows import multi_scale_probabilities, sliding_window
-from atrous.deeplab import min_input_size
+from atrous.labels import class_labels
 from atrous.nn import check_scales, resize
 from atrous.nn.fake_quant import has_activation_quant
 
