@@ -10,7 +10,7 @@ It happens whenever training crops are small (ASPP rates 12 and 18 at OS16 on
 192–256-pixel crops, LargeFOV's rate 12 on small images).
 
 The heads build their atrous convolutions (ASPP branches, LargeFOV's fc6) as
-``AtrousConv2d``; the ``skip_dead_taps`` transform (:mod:`atrous.transforms.dead_taps`)
+``AtrousConv2d``; the ``skip_dead_taps`` transform (:mod:`atrous.transforms.skip_dead_taps`)
 gives the same to the dilated convolutions of a backbone.
 """
 
