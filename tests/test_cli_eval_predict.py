@@ -483,3 +483,13 @@ def test_these_commands_load_no_torch_numpy_or_pil_for_help() -> None:
     )
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=True)
     assert result.stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize("suffix", [".tflite", ".onnx", ".pth.tar"])
+def test_convert_writes_only_a_pt_checkpoint(tmp_path: Path, capsys: pytest.CaptureFixture, suffix: str) -> None:
+    graph = tmp_path / "graph.tflite"
+    graph.write_bytes(b"")
+    assert main(["convert", str(graph), "--out", str(tmp_path / f"model{suffix}")]) == 2
+    err = capsys.readouterr().err
+    assert "name it .pt" in err and len(err.strip().splitlines()) == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["graph.tflite"]

@@ -14,6 +14,8 @@ import argparse
 import logging
 from pathlib import Path
 
+from atrous.errors import ConfigError
+
 logger = logging.getLogger(__name__)
 
 
@@ -25,7 +27,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         epilog="Example: atrous convert deeplabv3_mnv2_pascal_quant.tflite --out voc_deeplabv3_mobilenet_v2.pt",
     )
     parser.add_argument("source", metavar="SRC.tflite", help="TensorFlow Lite graph of a TF DeepLab model")
-    parser.add_argument("--out", required=True, metavar="DST.pt", help="checkpoint to write")
+    parser.add_argument("--out", required=True, metavar="DST.pt", help="checkpoint to write (its folder is created if missing)")
     parser.add_argument("--force", action="store_true", help="replace --out if it exists")
     parser.set_defaults(func=run)
 
@@ -36,8 +38,14 @@ def run(args: argparse.Namespace) -> int:
     from atrous.files import check_output_file
 
     source = Path(args.source)
-    out = check_output_file(args.out, "--out", force=args.force, inputs=[source])
+    if Path(args.out).suffix.lower() != ".pt":
+        raise ConfigError(
+            f"--out {args.out}: convert writes an atrous checkpoint, so name it .pt (then `atrous export` it to "
+            ".onnx or .tflite)"
+        )
+    out = check_output_file(args.out, "--out", force=args.force, inputs=[source], create_parent=True)
     model, metadata = convert_tflite(source)
+    out.parent.mkdir(parents=True, exist_ok=True)  # made as train and predict make theirs
     save_checkpoint(weights_checkpoint(model, metadata), out)
     config = model.config
     logger.info(
