@@ -10,6 +10,7 @@ import subprocess
 import sys
 import zipfile
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -181,11 +182,11 @@ def test_demo_overwrite_replaces_only_what_the_demo_wrote(tmp_path: Path, capsys
     recipe.write_text(TINY_DEMO_RECIPE)
     out = tmp_path / "demo_out"
     argv = ["demo", "--out", str(out), "--overwrite", "--config", str(recipe), "--images", "1"]
-    main(argv)
+    assert main(argv) == 0  # a tiny run misses the demo's mIoU target: a warning, not a failure
     notes = out / "notes.txt"
     notes.write_text("mine")
     first = (out / "inputs" / "shape_00.png").stat().st_mtime_ns
-    main(argv)  # the second `make demo`
+    assert main(argv) == 0  # the second `make demo`
     assert notes.read_text() == "mine" and (out / "run" / "last.pt").is_file()
     assert (out / "inputs" / "shape_00.png").stat().st_mtime_ns != first  # replaced
     capsys.readouterr()
@@ -218,3 +219,31 @@ def test_demo_refuses_zero_epochs(tmp_path: Path, capsys: pytest.CaptureFixture)
     assert main(["demo", "--out", str(tmp_path / "d"), "--epochs", "0"]) == 2
     assert "--epochs: must be ≥ 1" in capsys.readouterr().err
     assert not (tmp_path / "d").exists()
+
+
+def test_an_interrupted_demo_says_to_rerun_it_and_the_rerun_replaces_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import os
+    import signal
+
+    from atrous.engine.trainer import Trainer
+
+    recipe = tmp_path / "tiny.yaml"
+    recipe.write_text(TINY_DEMO_RECIPE)
+    out = tmp_path / "demo_out"
+    argv = ["demo", "--out", str(out), "--overwrite", "--config", str(recipe), "--images", "1"]
+    original = Trainer.step
+
+    def step_then_ctrl_c(self: Trainer, images: Any, masks: Any) -> float:
+        loss = original(self, images, masks)
+        os.kill(os.getpid(), signal.SIGINT)
+        return loss
+
+    with monkeypatch.context() as patch:
+        patch.setattr(Trainer, "step", step_then_ctrl_c)
+        assert main(argv) == 128 + signal.SIGINT
+    line = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "the demo stopped; run it again" in line and "--resume" not in line
+    assert (out / "run" / "last.pt").is_file()  # what the stopped demo wrote is its own: replaced by the rerun
+    assert main(argv) == 0 and (out / "summary.png").is_file()

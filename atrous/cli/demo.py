@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from atrous.cli._options import positive_int
-from atrous.errors import DataError
+from atrous.errors import DataError, Interrupted
 
 if TYPE_CHECKING:
     import numpy as np
@@ -197,7 +197,10 @@ def _run_demo(args: argparse.Namespace, out: Path) -> int:
 
     print(f"[1/5] training on synthetic shapes → {run_dir}", flush=True)
     recipe = load_config_file(_recipe_path(args.config))
-    result = train({**recipe, "out": str(run_dir), **({"epochs": args.epochs} if args.epochs else {})})
+    try:
+        result = train({**recipe, "out": str(run_dir), **({"epochs": args.epochs} if args.epochs else {})})
+    except Interrupted as stop:  # the demo has no --resume: it starts over
+        raise Interrupted(stop.signum, f"the demo stopped; run it again with --out {out} --overwrite") from None
     checkpoint = result.best_checkpoint or result.last_checkpoint
     print(f"trained {result.epochs} epochs ({result.iterations} iterations) in {result.seconds:.1f} s", flush=True)
 
@@ -222,9 +225,8 @@ def _run_demo(args: argparse.Namespace, out: Path) -> int:
     minutes = (time.perf_counter() - start) / 60
     print(f"done in {minutes:.1f} min: {out / 'summary.png'} (input | ground truth | prediction | CRF), "
           f"overlays in {predictions}, checkpoint {checkpoint}" + (f"; the real photo: {photo}" if photo else ""))
-    if metrics["miou"] < TARGET_MIOU:
+    if metrics["miou"] < TARGET_MIOU:  # a warning: the demo itself ran (exit 0)
         print(f"warning: val mIoU {100 * metrics['miou']:.1f} % is below the demo's target {100 * TARGET_MIOU:.0f} %")
-        return 1
     return 0
 
 

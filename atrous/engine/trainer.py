@@ -302,7 +302,7 @@ class Trainer:
         raise Interrupted(
             signum,
             f"saved {self.run_dir / 'last.pt'} at epoch {position.epoch + 1}, iteration {position.iteration}; "
-            "continue with --resume",
+            f"continue with atrous train --resume --out {self.run_dir}",
         )
 
     def close_folder(self, *, failed: bool) -> None:
