@@ -4,8 +4,9 @@ fine-tune it on a 20-image folder whose masks use 11 as "unlabelled", resume the
 ``--resume --out``, evaluate it, export it to ONNX and TFLite and run the exported files.
 
 Every command is read from the README's blocks marked ``<!-- readme-test: walk STEP -->``
-and run as printed (``tests/_readme.py``), in one workspace, in order; each step's wall
-time is printed at the end of the module. A step whose earlier step failed is skipped.
+and run as printed (``tests/_readme.py``), in one workspace, in order; each command's wall
+time is printed at the end of the module (in a run without xdist workers, e.g.
+``pytest -p no:xdist tests/test_newcomer_walk.py``). A step whose earlier step failed is skipped.
 """
 
 from __future__ import annotations
@@ -31,7 +32,10 @@ _outcome: dict[str, str] = {}
 def workspace(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest) -> Iterator[Path]:
     yield make_workspace(tmp_path_factory.mktemp("walk") / "clone")
     reporter = request.config.pluginmanager.get_plugin("terminalreporter")
-    if reporter is not None and _times:
+    capture = request.config.pluginmanager.get_plugin("capturemanager")
+    if reporter is None or capture is None or not _times:
+        return
+    with capture.global_and_fixture_disabled():
         reporter.write_line("")
         reporter.write_line("newcomer walk (README commands as printed), wall time per step:")
         for step in STEPS:
