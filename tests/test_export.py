@@ -200,3 +200,39 @@ def test_saved_program_and_torchscript_round_trip(tmp_path: Path) -> None:
     script = export_torchscript(model, tmp_path / "model.pt", input_size=SIZE)
     assert program.max_abs_diff <= 1e-4 and script.max_abs_diff <= 1e-4
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model.pt", "model.pt2"]
+
+
+def test_atrous_export_int8_from_a_folder_of_any_image_format(tmp_path: Path) -> None:
+    import json
+
+    from PIL import Image
+
+    import atrous
+    from atrous.data import build_dataset
+
+    images = tmp_path / "calibration"
+    images.mkdir()
+    shapes = build_dataset("shapes", None, "val", size=SIZE[0], num_images=4)
+    for index, suffix in enumerate((".bmp", ".webp", ".tif", ".png")):
+        Image.fromarray(shapes[index][0].permute(1, 2, 0).numpy()).save(images / f"{index}{suffix}")
+    model = tiny_net(num_classes=4)
+    out = tmp_path / "deploy" / "int8.onnx"
+    report = atrous.export(model, out, input_size=SIZE, int8=True, calibration=images, calibration_method="percentile")
+    assert report.path == out and report.argmax_agreement >= 0.95
+    assert "calibrated (percentile) on 4 images" in report.describe()  # every format, not only PNG/JPEG
+    assert report.float_report is not None and report.float_report.max_abs_diff <= 1e-4
+    meta = {p.key: json.loads(p.value) for p in onnx.load(str(out)).metadata_props if p.key.startswith("atrous.")}
+    assert meta["atrous.int8"] is True and meta["atrous.transforms"] == ["fold_bn"]
+    assert {"QuantizeLinear", "DequantizeLinear"} <= graph_ops(out)
+    assert sorted(p.name for p in out.parent.iterdir()) == ["int8.onnx"]  # the float intermediate is gone
+
+
+def test_atrous_export_dispatches_by_suffix_to_torch_formats(tmp_path: Path) -> None:
+    import atrous
+
+    model = tiny_net(num_classes=3)
+    program = atrous.export(model, tmp_path / "m.pt2", input_size=(32, 32), dynamic=True)
+    assert program.checked_sizes == [(32, 32), (45, 39)] and program.max_abs_diff <= 1e-4
+    script = atrous.export(model, tmp_path / "m.pt", input_size=(32, 32), argmax=True)
+    assert script.max_abs_diff is None and script.argmax_agreement >= 0.9999
+    assert "TorchScript" in script.describe()
