@@ -121,11 +121,13 @@ DATASET_CHECKS = textwrap.dedent(
     image, mask = build_dataset(None, root, "train")[1]
     assert image.shape == (3, 24, 32) and int(mask.max()) == 1
     assert make_config({"dataset": "toy", "data": str(root)}).dataset == "toy"
-    for command in ("train", "eval", "crf-tune"):
-        shown = io.StringIO()
-        with contextlib.redirect_stdout(shown), contextlib.suppress(SystemExit):
-            main([command, "--help"])
-        assert "toy" in shown.getvalue(), (command, shown.getvalue())
+    # Every command's --dataset takes it: an unknown name's error lists it among the layouts.
+    for argv in (["train", "--out", str(root / "run")], ["eval", "--checkpoint", "voc-small"],
+                 ["crf-tune", "--checkpoint", "voc-small"]):
+        said = io.StringIO()
+        with contextlib.redirect_stderr(said):
+            code = main([*argv, "--dataset", "nope", "--data", str(root)])
+        assert code == 2 and "toy" in said.getvalue(), (argv, said.getvalue())
     print("ok")
     '''
 )
