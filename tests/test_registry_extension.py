@@ -1,7 +1,7 @@
 """Adding a backbone or a dataset is one file: registering a backbone gives every DeepLab
 version on it, listed by `atrous list` and described by `atrous info`; registering a dataset
 makes it a `build_dataset` name, a detected layout and a `--dataset` choice of every
-command, with no other file edited (issue 21).
+command, with no other file edited.
 
 Each toy is registered in a fresh interpreter so the suite's registries stay as shipped."""
 
