@@ -3,8 +3,9 @@
 The demo (train briefly, evaluate, predict, CRF, pictures) runs as users run it, as the
 `atrous` command in a fresh process with no thread or OpenMP settings of its own (the
 command chooses them), first on the idle machine, then while a hog process keeps
-``--hog-threads`` threads (default 2) busy with float32 matrix products (PyTorch with its default, spinning OpenMP threads: the
-kind of neighbour, another training run, that slows a demo with unbounded spinning ≥ 6.8×).
+``--hog-threads`` threads (default 2) busy with float32 matrix products (PyTorch with its
+default, spinning OpenMP threads: the kind of neighbour, another training run, that slows
+a demo with unbounded spinning ≥ 6.8×).
 Runs alternate idle / busy ``--rounds`` times; medians are reported, with the slow-down
 ratio. The bar: busy ≤ 2.5× idle.
 
