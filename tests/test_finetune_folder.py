@@ -114,3 +114,14 @@ def test_a_recipe_for_camvid_on_a_folder_suggests_dataset_folder(tmp_path: Path,
     assert _train("--config", "camvid_deeplabv3plus_mobilenet_v2", "--data", str(data), "--out", str(tmp_path / "run")) == 2
     line = capsys.readouterr().err.strip()
     assert "CamVid label folder not found" in line and "--dataset folder" in line
+
+
+def test_one_class_more_than_the_pretrained_model_suggests_ignore_index() -> None:
+    from atrous.engine.finetune import class_count_note
+
+    if not CAMVID.is_file():
+        pytest.skip("the shipped CamVid model is not in this checkout")
+    camvid = read_checkpoint(CAMVID)
+    assert class_count_note(camvid, 11) is None
+    assert class_count_note(camvid, 12).endswith("pass --ignore-index 11")  # masks with 11 = unlabelled, counted as a class
+    assert "starts afresh" in class_count_note(camvid, 3) and "ignore-index" not in class_count_note(camvid, 3)

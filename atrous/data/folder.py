@@ -76,22 +76,12 @@ def classes_in_masks(root: Path, mask_root: Path, ignore_index: int, label_map: 
     (after ``label_map``), the ignore index aside. Logs how many and which values, and how to name them."""
     stamp = mask_root.stat().st_mtime_ns
     mapping = tuple(sorted((label_map or {}).items()))
-    count, values, masks = _scan_masks(str(mask_root.resolve()), ignore_index, stamp, mapping)
-    shown = ", ".join(map(str, values[:20])) + (" …" if len(values) > 20 else "")
-    empty = f"; classes {sorted(set(range(count)) - set(values))[:10]} have no pixels" if len(values) < count else ""
-    logger.info(
-        "%s: no classes file and no --num-classes: found %d classes in %d masks (values %s%s); "
-        "name them in %s, one per line",
-        root, count, masks, shown, empty, root / "classes.txt",
-    )
-    return count
+    return _scan_masks(str(root), str(mask_root.resolve()), ignore_index, stamp, mapping)
 
 
 @functools.lru_cache(maxsize=8)
-def _scan_masks(
-    mask_root: str, ignore_index: int, stamp: int, mapping: tuple[tuple[int, int], ...]
-) -> tuple[int, list[int], int]:
-    """(class count, values found, masks read); cached per folder state (train and val share it)."""
+def _scan_masks(root: str, mask_root: str, ignore_index: int, stamp: int, mapping: tuple[tuple[int, int], ...]) -> int:
+    """The class count, logged once with the values found; cached per folder state (train and val share it)."""
     masks = sorted(Path(mask_root).rglob("*.png"))
     found: set[int] = set()
     for mask in masks:
@@ -120,7 +110,14 @@ def _scan_masks(
             f"if {values[-1]} marks unlabelled pixels, pass --ignore-index {values[-1]} "
             f"(or rename values with --label-map {values[-1]}:255)"
         )
-    return count, values, len(masks)
+    shown = ", ".join(map(str, values[:20])) + (" …" if len(values) > 20 else "")
+    empty = f"; classes {sorted(set(range(count)) - set(values))[:10]} have no pixels" if len(values) < count else ""
+    logger.info(
+        "%s: no classes file and no --num-classes: found %d classes in %d masks (values %s%s); "
+        "name them in %s, one per line",
+        root, count, len(masks), shown, empty, Path(root) / "classes.txt",
+    )
+    return count
 
 
 @register_dataset("folder", detect_order=90)

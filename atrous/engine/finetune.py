@@ -90,3 +90,18 @@ def _head_starts_fresh(config: TrainConfig, pretrained: dict[str, Any], num_clas
     if config.model is not None and config.model != saved.get("name"):
         return True
     return saved.get("num_classes") != num_classes and config.pretrained_class_map is None
+
+
+def class_count_note(pretrained: dict[str, Any], num_classes: int) -> str | None:
+    """A warning when the data's class count differs from the pretrained model's (its
+    classifier then starts afresh); one more class often is an "unlabelled" mask value."""
+    saved = pretrained["model"]["config"].get("num_classes")
+    if saved is None or saved == num_classes:
+        return None
+    unlabelled = num_classes - 1
+    hint = (
+        f"; if mask value {unlabelled} marks unlabelled pixels, pass --ignore-index {unlabelled}"
+        if num_classes == saved + 1
+        else ""
+    )
+    return f"the data has {num_classes} classes, the pretrained model {saved}: its classifier starts afresh{hint}"

@@ -36,7 +36,7 @@ from atrous.engine.builders import (
 from atrous.checkpoint import describe, non_finite_tensors, read_checkpoint, save_checkpoint, unwrap
 from atrous.engine.rng import rng_state, set_rng_state
 from atrous.engine.config import FIELD_NAMES, TrainConfig, load_config_file, make_config
-from atrous.engine.finetune import describe_defaults, finetune_defaults, with_defaults
+from atrous.engine.finetune import class_count_note, describe_defaults, finetune_defaults, with_defaults
 from atrous.metrics import ConfusionMatrix, format_table
 from atrous.engine.ema import WeightAverage
 from atrous.engine.interrupt import StopRequest
@@ -133,6 +133,9 @@ class Trainer:
         pretrained = read_pretrained(config)
         train_set, val_set, normalisation = build_datasets(config, pretrained)
         if pretrained is not None and resume_path is None:
+            note = class_count_note(pretrained, train_set.num_classes)
+            if note and context.is_main:
+                log.warning(note)
             chosen = finetune_defaults(config, unset, pretrained, train_set)
             if chosen:
                 config = with_defaults(config, chosen)
