@@ -215,3 +215,14 @@ def test_a_lock_file_left_by_a_killed_run_is_taken_over_and_removed(tmp_path: Pa
     _lock(out).write_text("12345\n")  # a kill -9 leaves the file; the kernel released its lock
     train(tiny_run_config(out, epochs=1))
     assert (out / "last.pt").is_file() and not _lock(out).exists()
+
+
+def test_resume_with_only_out_continues_a_run_started_with_overwrite(tmp_path: Path) -> None:
+    """The stored settings carry the run's options, not how it was started (--overwrite)."""
+    out = tmp_path / "run"
+    train(tiny_run_config(out, epochs=1))
+    train(tiny_run_config(out, epochs=1, overwrite=True))
+    result = train({"out": str(out), "resume": "last", "epochs": 2})
+    assert result.epochs == 2 and read_checkpoint(out / "last.pt")["train_config"]["lr"] == 0.01
+    with pytest.raises(ConfigError, match="fewer than the 2 epochs"):
+        train({"out": str(out), "resume": "last", "epochs": 1})

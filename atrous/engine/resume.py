@@ -31,9 +31,11 @@ log = logging.getLogger(__name__)
 # Options a resumed run may set anew: how long it runs, where and how it reports, and
 # whether it keeps a weight average (started from the weights when the run had none).
 MAY_CHANGE = frozenset({
-    "epochs", "resume", "out", "overwrite", "workers", "progress", "device",
+    "epochs", "resume", "out", "overwrite", "workers", "progress", "device", "amp", "channels_last",
     "val_every", "val_batch_size", "checkpoint_every", "ema",
 })  # fmt: skip
+# How the stored run was started, not a setting of the run.
+_NOT_CARRIED = ("resume", "overwrite")
 # Checked when the model is built, naming each differing option ("differently built").
 _MODEL_OPTIONS = frozenset({"model", "model_options", "output_stride", "aux_loss_weight"})
 _WHY = {"batch_size": "it sets the iterations per epoch", "max_iters": "it sets the iterations per epoch"}
@@ -59,7 +61,9 @@ def resume_settings(values: dict[str, Any]) -> tuple[dict[str, Any], dict[str, A
     if not path.is_file():
         return values, None
     checkpoint = read_checkpoint(path)
-    stored = {k: v for k, v in (checkpoint.get("train_config") or {}).items() if k in FIELD_NAMES}
+    stored = {
+        k: v for k, v in (checkpoint.get("train_config") or {}).items() if k in FIELD_NAMES and k not in _NOT_CARRIED
+    }
     if not stored:
         return values, checkpoint
     merged = {**stored, **values}
