@@ -103,6 +103,14 @@ class OpenedModel:
         if crf is not False:
             options["crf"] = self.crf(None if crf is True else crf)
         if getattr(self.model, "resize_to_fit", False) and options.get("input_size") is None and options.get("crop_size") is None:
+            scales = tuple(options.get("scales") or (1.0,))
+            if scales != (1.0,):
+                h, w = self.model.input_size
+                raise ConfigError(
+                    f"{self.path.name} is a {self.format} graph fixed at {h}×{w}: every image is resized to it, so "
+                    f"multi-scale inputs (scales / --scales {','.join(f'{s:g}' for s in scales)}) cannot reach it; drop "
+                    "them, or export the checkpoint to ONNX with --dynamic for multi-scale inference"
+                )
             options["input_size"] = self.model.input_size
         options.setdefault("device", self.device)
         return Predictor(self.model, **options)

@@ -219,3 +219,15 @@ def test_a_truncated_export_is_refused_not_crashed_on(exported: tuple[Path, dict
 def test_the_export_records_its_transforms(exported: tuple[Path, dict]) -> None:
     folder, _ = exported
     assert TfliteModel(folder / "m.tflite").transforms == ("fold_bn",)
+
+
+def test_a_float_tflite_in_crf_tune_and_with_scales(exported: tuple[Path, dict], capsys: pytest.CaptureFixture) -> None:
+    folder, _ = exported
+    model = str(folder / "m.tflite")  # 4 classes at 65×65, as the shapes dataset has
+    argv = ["crf-tune", "--checkpoint", model, "--dataset", "shapes", "--images", "1", "--samples", "1", "--iterations", "1"]
+    assert main(argv) in (0, 1)  # images resized to the graph's size and back; 1: no setting beat the model
+    assert "tuning the CRF on 1 val images" in capsys.readouterr().out
+    shapes = ["--dataset", "shapes", "--max-images", "1", "--workers", "0", "--no-progress"]
+    assert main(["eval", "--checkpoint", model, *shapes, "--scales", "0.5,1"]) == 2
+    err = capsys.readouterr().err
+    assert "fixed at 65×65" in err and "--scales 0.5,1" in err and len(err.strip().splitlines()) == 1

@@ -122,8 +122,9 @@ class OnnxModel:
             h, w = self.input_size
             raise InputError(
                 f"{self.path.name} was exported for {h}×{w} inputs but got {size[0]}×{size[1]} (after any --scales "
-                f"resizing); export with --dynamic to accept any size, or run in windows of the exported size "
-                f"(--sliding-window {h} when it is square)"
+                f"resizing); pass --input-size {h} {w} to resize images to it (input_size= of Predictor), export "
+                f"with --dynamic to accept any size, or run in windows of the exported size (--sliding-window {h} when "
+                "it is square)"
             )
         array = images.detach().to("cpu", torch.float32).contiguous().numpy()
         try:
