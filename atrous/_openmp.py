@@ -5,7 +5,7 @@ region spin before it sleeps. Unset, it spins 300 000 times: quick on an idle ma
 but beside another busy process a spinning thread holds the core that the thread it
 waits for needs (a demo took ≥ 6.8× its idle time). ``PASSIVE`` (sleep at once) is safe
 but pays a wake-up for every parallel op. Measured (``bench/threads.py`` and
-``bench/busy.py``, README "On a busy machine"):
+``bench/busy.py``, docs/benchmarks.md "On a busy machine"):
 
 - training (``atrous train``, and ``atrous demo``, which trains): ``PASSIVE``. A bounded
   spin trained 10 % quicker idle, but beside a 2-thread job the demo, whose data loader
