@@ -56,6 +56,7 @@ def state():
         "signals": [str(signal.getsignal(s)) for s in (signal.SIGINT, signal.SIGTERM)],
         "root_logger": [logging.getLogger().level, len(logging.getLogger().handlers)],
         "recursion_limit": sys.getrecursionlimit(),
+        "warning_filters": [repr(f) for f in warnings.filters],
     }
 
 
