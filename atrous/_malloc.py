@@ -9,11 +9,11 @@ and a warm call 1.13–1.15× slower (``bench/crf.py --malloc-rounds``; CamVid, 
 tensors: 1.00–1.08×, glibc's adaptive threshold often avoids the faults there).
 
 ``keep_freed_memory()`` serves blocks up to 32 MiB (glibc's largest allowed threshold)
-from the heap and lets up to 1 GiB of freed heap stay mapped. The ``atrous`` command
-calls it at start; a program using atrous as a library may call it too (it then keeps
-up to 1 GiB of freed memory for reuse instead of returning it). It does nothing where
-the C library is not glibc, or where the user set ``MALLOC_MMAP_THRESHOLD_`` or
-``MALLOC_TRIM_THRESHOLD_``.
+from the heap and lets up to 1 GiB of freed heap stay mapped. ``atrous.configure_runtime``
+calls it (the ``atrous`` command at start; a program using atrous as a library if it
+calls ``configure_runtime``, and then keeps up to 1 GiB of freed memory for reuse instead
+of returning it). It does nothing where the C library is not glibc, or where the user
+set ``MALLOC_MMAP_THRESHOLD_`` or ``MALLOC_TRIM_THRESHOLD_``.
 """
 
 from __future__ import annotations
