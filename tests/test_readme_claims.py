@@ -106,3 +106,11 @@ def test_the_readme_links_every_docs_page_and_its_contents_resolve() -> None:
 def test_no_development_only_path_in_the_readme_or_docs() -> None:
     for pattern in ("../shared", "/work/"):
         assert pattern not in README, f"{pattern!r} appears in the README or a docs page"
+
+
+def test_the_shipped_models_table_is_generated_from_the_records() -> None:
+    from atrous.shipped import shipped_names, weights_table_markdown
+
+    block = README_TEXT.split("<!-- weights:begin -->\n", 1)[1].split("\n<!-- weights:end -->", 1)[0]
+    assert all(f"| `{name}` |" in block for name in shipped_names())
+    assert block == weights_table_markdown(), "the README's table is stale: run make readme-tables"
