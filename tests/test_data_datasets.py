@@ -11,7 +11,15 @@ import pytest
 import torch
 from PIL import Image
 
-from atrous.data import CAMVID_CLASSES, VOC_CLASSES, build_dataset, dataset_options, detect_layout, train_transforms, voc_colormap
+from atrous.data import (
+    CAMVID_CLASSES,
+    VOC_CLASSES,
+    build_dataset,
+    dataset_options,
+    detect_layout,
+    train_transforms,
+    voc_colormap,
+)
 from atrous.errors import ConfigError, DataError
 
 H, W = 6, 8

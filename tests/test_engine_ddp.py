@@ -14,8 +14,8 @@ import pytest
 import torch
 import torch.distributed as dist
 
-from atrous.engine import train
 from atrous.checkpoint import read_checkpoint
+from atrous.engine import train
 from atrous.engine.rundir import LOCK_NAME
 from atrous.models import create_model
 

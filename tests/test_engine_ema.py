@@ -15,9 +15,9 @@ from torch import nn
 
 import atrous
 from atrous import Predictor
+from atrous.checkpoint import read_checkpoint, save_weights_only
 from atrous.data import build_dataset
 from atrous.engine import distributed, train
-from atrous.checkpoint import read_checkpoint, save_weights_only
 from atrous.engine.config import make_config
 from atrous.engine.ema import WeightAverage
 from atrous.engine.trainer import Trainer

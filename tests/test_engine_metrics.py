@@ -7,8 +7,8 @@ import math
 import pytest
 import torch
 
-from atrous.metrics import ConfusionMatrix, format_table
 from atrous.errors import InputError
+from atrous.metrics import ConfusionMatrix, format_table
 
 
 def _matrix() -> ConfusionMatrix:

@@ -13,10 +13,10 @@ from pathlib import Path
 import pytest
 import torch
 
+from atrous.checkpoint import read_checkpoint
 from atrous.cli import build_parser
 from atrous.cli.train import config_from_args
 from atrous.engine import train
-from atrous.checkpoint import read_checkpoint
 
 ITERS_PER_EPOCH = 6
 

@@ -13,9 +13,9 @@ import torch
 from _training import TINY_MODEL, tiny_run_config
 
 import atrous
+from atrous.checkpoint import read_checkpoint
 from atrous.engine import train
 from atrous.engine.builders import build_optimizer
-from atrous.checkpoint import read_checkpoint
 from atrous.engine.config import make_config
 from atrous.engine.losses import SegmentationLoss
 from atrous.errors import CheckpointError, ConfigError, DataError, TrainingError

@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from atrous import create_model
-from atrous.engine.builders import build_model, load_pretrained, pretrained_normalisation
 from atrous.checkpoint import save_checkpoint, weights_checkpoint
+from atrous.engine.builders import build_model, load_pretrained, pretrained_normalisation
 from atrous.engine.config import make_config
 from atrous.errors import CheckpointError, ConfigError
 

@@ -15,8 +15,8 @@ import pytest
 from _inference_models import single_thread
 from _training import folder_dataset, tiny_run_config
 
-from atrous.engine import train
 from atrous.checkpoint import read_checkpoint
+from atrous.engine import train
 from atrous.engine.config import make_config
 from atrous.engine.trainer import Trainer
 from atrous.errors import CheckpointError, ConfigError, DataError, TrainingError

@@ -23,6 +23,8 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from atrous.checkpoint import describe, non_finite_tensors, read_checkpoint, save_checkpoint, unwrap
+from atrous.deeplab import min_input_size
 from atrous.engine import distributed as dist_utils
 from atrous.engine.builders import (
     RunData,
@@ -33,25 +35,23 @@ from atrous.engine.builders import (
     build_optimizer,
     read_pretrained,
 )
-from atrous.checkpoint import describe, non_finite_tensors, read_checkpoint, save_checkpoint, unwrap
-from atrous.engine.rng import rng_state, set_rng_state
 from atrous.engine.config import FIELD_NAMES, TrainConfig, load_config_file, make_config
-from atrous.engine.finetune import class_count_note, describe_defaults, finetune_defaults, with_defaults
-from atrous.metrics import ConfusionMatrix, format_table
 from atrous.engine.ema import WeightAverage
+from atrous.engine.finetune import class_count_note, describe_defaults, finetune_defaults, with_defaults
 from atrous.engine.interrupt import StopRequest
 from atrous.engine.resume import repair_best, resume_settings
-from atrous.engine.state import Position, TrainState
+from atrous.engine.rng import rng_state, set_rng_state
 from atrous.engine.rundir import RunFolder, prepare_run_dir
 from atrous.engine.runlog import RunLog
 from atrous.engine.sampling import mix_seed
 from atrous.engine.schedule import PolyLR
+from atrous.engine.state import Position, TrainState
 from atrous.errors import AtrousError, ConfigError, Interrupted, TrainingError
-from atrous.deeplab import min_input_size
 from atrous.heads import ImagePooling
+from atrous.labels import class_labels
+from atrous.metrics import ConfusionMatrix, format_table
 from atrous.transforms.bf16_row_taps import pays_off
 from atrous.transforms.registry import apply_transforms
-from atrous.labels import class_labels
 from atrous.workers import batches
 
 log = logging.getLogger(__name__)
