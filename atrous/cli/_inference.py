@@ -108,6 +108,15 @@ def add_predictor_options(parser: argparse.ArgumentParser, *, default_scales: st
     )
 
 
+def check_dataset_option(args: argparse.Namespace) -> None:
+    """``ConfigError`` listing the registered layouts for an unknown ``--dataset``, before any work."""
+    from atrous.data import DATASETS
+    from atrous.errors import choices_message
+
+    if args.dataset is not None and args.dataset not in DATASETS:
+        raise ConfigError(choices_message("--dataset", args.dataset, list(DATASETS)))
+
+
 def dataset_for_model(args: argparse.Namespace, source: Any, *, check_classes: bool = True) -> Any:
     """The ``args.split`` split of ``--dataset``/``--data`` as ``source``'s model sees it
     (``source``: ``atrous.open``'s result).
@@ -120,6 +129,7 @@ def dataset_for_model(args: argparse.Namespace, source: Any, *, check_classes: b
     from atrous.data import build_dataset, dataset_options, detect_layout
     from atrous.data.palette import find_class_file
 
+    check_dataset_option(args)
     config, model = source.train_config, source.model
     name, root = args.dataset, args.data
     if name is None and root is None:

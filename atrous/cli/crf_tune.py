@@ -29,13 +29,14 @@ def _write_json_atomic(path: Path, payload: dict) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from atrous.cli._inference import dataset_for_model
+    from atrous.cli._inference import check_dataset_option, dataset_for_model
     from atrous.crf import tune
     from atrous.devices import resolve_device
     from atrous.files import check_output_file
     from atrous.inference.predictor import check_refinable
     from atrous.opening import open
 
+    check_dataset_option(args)
     if args.out:
         check_output_file(args.out, "--out", force=args.force, inputs=[args.checkpoint], create_parent=True)
     source = open(args.checkpoint, device=args.device, output_stride=args.output_stride)

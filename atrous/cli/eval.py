@@ -20,6 +20,7 @@ from atrous.cli._inference import (
     add_model_options,
     add_predictor_options,
     build_predictor,
+    check_dataset_option,
     dataset_for_model,
     open_model,
     parse_scales,
@@ -84,6 +85,7 @@ def run(args: argparse.Namespace) -> int:
     from atrous.inference.evaluate import evaluate
 
     scales = parse_scales(args.scales)
+    check_dataset_option(args)
     source, crf = open_model(args)  # refuses a CRF on a labels-only model
     model = source.model
     dataset = dataset_for_model(args, source, check_classes=args.class_map is None)
