@@ -7,6 +7,7 @@ PyTorch model, and only then renamed into place, so a failed export leaves nothi
 from __future__ import annotations
 
 import contextlib
+import copy
 import logging
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -18,7 +19,6 @@ from torch import nn
 
 from atrous.errors import AtrousError, ConfigError, DataError
 from atrous.files import atomic_path
-from atrous.fold import fold_batchnorm
 from atrous.labels import class_labels
 from atrous.nn import resize
 
@@ -79,8 +79,9 @@ class ExportReport:
         return f"{kind}{check}" + (f" ({self.runtime})" if self.runtime else "")
 
 
-# The inference transforms every export applies to its copy of the model (recorded in the file).
-EXPORT_TRANSFORMS = ("fold_bn",)  # the name atrous.transforms registers BN folding under
+# The registered inference transforms (atrous.transforms) every export applies to its copy
+# of the model; the file records their names.
+EXPORT_TRANSFORMS = ("fold_bn",)
 
 
 class ExportedModel(nn.Module):
@@ -113,10 +114,13 @@ def prepare_for_export(model: nn.Module, input_size: tuple[int, int], *, argmax:
             "ONNX/torch.export form; export the network without it (create_model without crf=) and run "
             "atrous.crf.DenseCRF on its output"
         )
+    from atrous.transforms.registry import apply_transforms
+
     parameter = next(model.parameters(), None)
     device = parameter.device if parameter is not None else torch.device("cpu")
-    folded = fold_batchnorm(model, torch.zeros(1, 3, height, width, device=device))
-    return ExportedModel(folded.cpu().requires_grad_(False), argmax, EXPORT_TRANSFORMS).eval()
+    example = torch.zeros(1, 3, height, width, device=device)
+    folded, applied = apply_transforms(copy.deepcopy(model).eval(), EXPORT_TRANSFORMS, example=example)
+    return ExportedModel(folded.cpu().requires_grad_(False), argmax, applied).eval()
 
 
 def check_output_path(path: str | Path, *, suffix: str) -> Path:

@@ -120,7 +120,7 @@ def export_tflite(
         # int8 puts every activation on its own grid; the float grids' rounding ops (divide,
         # round, clamp) would stay float between quantised ops and cost 4× the speed.
         model = with_options(model, activation_quant=None)
-        dropped = ("drop_activation_quant",)
+        dropped = ("drop_activation_grids",)  # as the registered transform of that name does, config included
     module = prepare_for_export(model, (height, width), argmax=argmax)
     sample = (frames[0] if frames else torch.zeros(1, 3, height, width)).permute(0, 2, 3, 1).contiguous()
     graph = _ChannelsLastInput(module).eval()
