@@ -172,17 +172,17 @@ def _input_size(size: Sequence[int]) -> tuple[int, int]:
 
 register_format(
     "onnx", suffix=".onnx", writer="atrous.exporters.onnx:write_onnx",
-    summary="ONNX, run with ONNX Runtime (optional static int8, dynamic input size)",
+    summary="ONNX for ONNX Runtime: float or static int8, a fixed or dynamic input size",
 )
 register_format(
     "tflite", suffix=".tflite", writer="atrous.exporters.tflite:write_tflite",
-    summary="TensorFlow Lite, run with LiteRT (optional int8; fixed input size)",
+    summary="TensorFlow Lite for LiteRT: float or int8, a fixed input size",
 )
 register_format(
     "pt2", suffix=".pt2", writer="atrous.exporters.torch_formats:export_program",
-    summary="a torch.export program (optional dynamic input size)",
+    summary="a torch.export program: a fixed or dynamic input size",
 )
 register_format(
     "torchscript", suffix=".pt", writer="atrous.exporters.torch_formats:export_torchscript",
-    summary="TorchScript traced with torch.jit.trace",
+    summary="TorchScript traced by torch.jit.trace, following the input size of each call",
 )
