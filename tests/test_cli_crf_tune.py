@@ -97,3 +97,21 @@ def test_crf_tune_refuses_a_model_that_outputs_labels(tmp_path: Path, capsys: py
     code = main(["crf-tune", "--checkpoint", str(tmp_path / "labels.onnx"), "--dataset", "shapes", "--images", "1"])
     assert code == 2
     assert "outputs labels" in capsys.readouterr().err
+
+
+def test_a_tuned_crf_written_beside_the_model_is_what_crf_and_atrous_open_use(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    import atrous
+
+    root, model = blurred_colour_case(tmp_path / "data")
+    beside = model.with_name(model.stem + ".crf.json")  # blurred_colour.onnx → blurred_colour.crf.json
+    data = ["--data", str(root), "--split", "all"]
+    assert main(["crf-tune", "--checkpoint", str(model), *data, "--images", "2", "--samples", "2", "--iterations", "3",
+                 "--out", str(beside)]) == 0
+    tuned = json.loads(beside.read_text())
+    assert atrous.open(model).crf_params == tuned["params"]
+    capsys.readouterr()
+    assert main(["eval", "--checkpoint", str(model), *data, "--crf", "--json", "--workers", "0", "--no-progress"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["crf"] == tuned["params"] and result["miou"] == pytest.approx(tuned["miou"])
