@@ -6,9 +6,9 @@ import json
 from pathlib import Path
 
 import pytest
+from _inference_models import blurred_colour_case, small_model, write_checkpoint
 
 from atrous.cli import main
-from _inference_models import blurred_colour_case, small_model, write_checkpoint
 
 
 @pytest.fixture(scope="module")

@@ -13,9 +13,9 @@ from _inference_models import blurred_colour_case, single_thread, small_model, w
 from PIL import Image
 
 from atrous import Predictor
+from atrous.checkpoint import load_model
 from atrous.cli import main
 from atrous.data import build_dataset
-from atrous.checkpoint import load_model
 from atrous.metrics import ConfusionMatrix
 
 SHAPES = ["--dataset", "shapes", "--split", "val", "--max-images", "3", "--workers", "0", "--no-progress"]

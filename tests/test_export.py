@@ -14,7 +14,6 @@ from _inference_models import IMAGENET_MEAN, IMAGENET_STD, single_thread, small_
 from torch import nn
 
 from atrous import list_models
-from atrous.labels import class_labels
 from atrous.errors import ConfigError, DataError
 from atrous.exporters import (
     ExportError,
@@ -28,6 +27,7 @@ from atrous.exporters import (
     trace_program,
 )
 from atrous.exporters.quantize import quantize_int8
+from atrous.labels import class_labels
 
 SIZE = (64, 64)
 

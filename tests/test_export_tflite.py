@@ -42,7 +42,7 @@ from atrous.exporters import ExportError, export_onnx, export_tflite
 
 out, results = Path(sys.argv[1]), {}
 model = small_model("deeplabv3plus_mobilenet_v2", num_classes=4)  # image pooling: the broadcast that broke
-model.class_names = %(classes)r
+model.class_names = CLASSES_HERE
 report = export_tflite(model, out / "m.tflite", input_size=(65, 65))
 results["float"] = {"agreement": report.argmax_agreement, "max_abs_diff": report.max_abs_diff}
 results["onnx_agreement"] = export_onnx(model, out / "m.onnx", input_size=(65, 65)).argmax_agreement
@@ -58,7 +58,7 @@ if voc.is_file():
     results["voc_exit"] = main(["export", "--checkpoint", str(voc), "--format", "tflite", "--int8", "--calibration",
                                 str(photos), "--argmax", "--size", "129", "129", "--out", str(out / "voc.tflite")])
 (out / "results.json").write_text(json.dumps(results))
-""" % {"classes": CLASSES}
+""".replace("CLASSES_HERE", repr(CLASSES))
 
 
 @pytest.fixture(autouse=True, scope="module")

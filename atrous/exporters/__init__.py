@@ -53,7 +53,13 @@ _LAZY = {
 }
 
 if TYPE_CHECKING:  # pragma: no cover
-    from atrous.exporters._common import ExportedModel, ExportError, ExportReport, calibration_batches, prepare_for_export
+    from atrous.exporters._common import (
+        ExportedModel,
+        ExportError,
+        ExportReport,
+        calibration_batches,
+        prepare_for_export,
+    )
     from atrous.exporters.formats import ExportFormat, export_formats, register_format
     from atrous.exporters.onnx import DEFAULT_OPSET, export_onnx
     from atrous.exporters.runtime import OnnxModel

@@ -23,7 +23,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from atrous.nn.fake_quant import has_activation_quant
+from atrous.deeplab import min_input_size
+from atrous.errors import ConfigError, first_line
 from atrous.exporters._common import (
     ExportError,
     ExportReport,
@@ -33,9 +34,8 @@ from atrous.exporters._common import (
     quiet_loggers,
     verify,
 )
-from atrous.errors import ConfigError, first_line
 from atrous.exporters.runtime import METADATA_PREFIX, OnnxModel
-from atrous.deeplab import min_input_size
+from atrous.nn.fake_quant import has_activation_quant
 
 __all__ = ["DEFAULT_OPSET", "export_onnx", "model_metadata", "write_onnx"]
 

@@ -30,10 +30,10 @@ from torch import nn
 from atrous.errors import ConfigError, first_line
 from atrous.exporters._common import (
     ExportedModel,
-    calibration_images,
     ExportError,
     ExportReport,
     atomic_output,
+    calibration_images,
     check_output_path,
     prepare_for_export,
     verify,

@@ -17,8 +17,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from atrous.deeplab import min_input_size
 from atrous.errors import first_line
-from atrous.nn.fake_quant import has_activation_quant
 from atrous.exporters._common import (
     ExportError,
     ExportReport,
@@ -27,7 +27,7 @@ from atrous.exporters._common import (
     prepare_for_export,
     verify,
 )
-from atrous.deeplab import min_input_size
+from atrous.nn.fake_quant import has_activation_quant
 
 __all__ = ["export_program", "export_torchscript", "trace_program"]
 

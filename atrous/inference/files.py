@@ -30,7 +30,6 @@ from atrous.inference.evaluate import keep_as_list
 from atrous.labels import class_labels
 from atrous.workers import batches, leave_stop_signals_to_the_main_process
 
-
 # Formats PIL recognises but cannot decode by itself (stubs, or Ghostscript needed): a
 # folder's .h5 or .eps file is not one of its images.
 _UNDECODABLE = {"BUFR", "EPS", "GRIB", "HDF5", "MPEG", "WMF"}
