@@ -125,3 +125,30 @@ def test_one_class_more_than_the_pretrained_model_suggests_ignore_index() -> Non
     assert class_count_note(camvid, 11) is None
     assert class_count_note(camvid, 12).endswith("pass --ignore-index 11")  # masks with 11 = unlabelled, counted as a class
     assert "starts afresh" in class_count_note(camvid, 3) and "ignore-index" not in class_count_note(camvid, 3)
+
+
+def test_eval_reads_masks_as_the_run_did_or_as_told(walk: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    import json
+
+    out = tmp_path / "run"
+    assert _train("--pretrained", str(CAMVID), "--data", str(walk), "--ignore-index", "11", "--epochs", "1",
+                  "--max-iters", "1", "--val-every", "0", "--out", str(out)) == 0  # fmt: skip
+    capsys.readouterr()
+
+    def evaluate(*argv: str) -> dict:
+        assert main(["eval", *argv, "--workers", "0", "--no-progress", "--json"]) == 0
+        return json.loads(capsys.readouterr().out)
+
+    # the run's own data: its --ignore-index 11 applies without being given again
+    run = evaluate("--checkpoint", str(out / "last.pt"))
+    told = evaluate("--checkpoint", str(out / "last.pt"), "--data", str(walk), "--ignore-index", "11")
+    assert run["miou"] == told["miou"]
+    # a shipped model on the folder: the masks' 11 is unlabelled only when said so
+    assert evaluate("--checkpoint", "camvid", "--data", str(walk), "--label-map", "11:255")["miou"] == pytest.approx(
+        evaluate("--checkpoint", "camvid", "--data", str(walk), "--ignore-index", "11")["miou"]
+    )
+    assert main(["eval", "--checkpoint", "camvid", "--data", str(walk), "--workers", "0", "--no-progress"]) == 2
+    assert "mask values 11" in capsys.readouterr().err
+    assert main(["eval", "--checkpoint", "camvid"]) == 2
+    line = capsys.readouterr().err.strip()
+    assert "give --data DIR" in line and "shared" not in line and "\n" not in line

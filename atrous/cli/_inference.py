@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+from pathlib import Path
 from typing import Any
 
 from atrous.cli._options import non_negative_int, positive_int
@@ -117,26 +118,64 @@ def check_dataset_option(args: argparse.Namespace) -> None:
         raise ConfigError(choices_message("--dataset", args.dataset, list(DATASETS)))
 
 
+def add_dataset_options(parser: argparse.ArgumentParser, *, what: str) -> None:
+    """``--data``, ``--dataset``, ``--split`` and the mask options (``--ignore-index``,
+    ``--label-map``) of a command that scores a model on a dataset; ``what``: "evaluate"."""
+    parser.add_argument("--data", metavar="DIR", help="dataset root (not needed for --dataset shapes)")
+    parser.add_argument(
+        "--dataset",
+        metavar="NAME",
+        help="dataset layout, e.g. camvid, cityscapes, voc, folder, shapes (an unknown name lists them all; "
+        "default: detected from --data; with neither, the dataset the checkpoint was trained on)",
+    )
+    parser.add_argument("--split", default="val", help=f"split to {what} (default val)")
+    parser.add_argument(
+        "--ignore-index",
+        type=int,
+        metavar="V",
+        help="mask value of unlabelled pixels, e.g. 11 for masks in CamVid's style (default: the training run's, else 255)",
+    )
+    parser.add_argument(
+        "--label-map",
+        metavar="FILE|a:b,...",
+        help="rename mask values before scoring, e.g. 11:255 (default: the training run's), as `atrous train --label-map`",
+    )
+
+
 def dataset_for_model(args: argparse.Namespace, source: Any, *, check_classes: bool = True) -> Any:
     """The ``args.split`` split of ``--dataset``/``--data`` as ``source``'s model sees it
     (``source``: ``atrous.open``'s result).
 
-    With neither option, the dataset the checkpoint was trained on, with that run's dataset
-    options (e.g. the synthetic image size). A folder dataset without a classes file takes
-    the model's class count (its masks need not show every class). With ``check_classes``,
-    a dataset of another class count is one ``ConfigError`` before the model runs.
+    With neither option, the dataset the checkpoint was trained on. On the run's own data,
+    the run's dataset and mask options (e.g. the synthetic image size, ``--ignore-index``)
+    apply unless given again. A folder dataset without a classes file takes the model's
+    class count (its masks need not show every class). With ``check_classes``, a dataset
+    of another class count is one ``ConfigError`` before the model runs.
     """
     from atrous.data import build_dataset, dataset_options, detect_layout
+    from atrous.data.detect import run_dataset_options
     from atrous.data.palette import find_class_file
+    from atrous.shipped import record_for_file
 
     check_dataset_option(args)
     config, model = source.train_config, source.model
     name, root = args.dataset, args.data
     if name is None and root is None:
+        shipped = record_for_file(source.path) if source.format == "checkpoint" else None
+        if shipped is not None:
+            raise ConfigError(
+                f"give --data DIR: the folder to score the shipped model {shipped.name!r} on "
+                f"(it was trained on {shipped.training_data})"
+            )
         name, root = config.get("dataset"), config.get("data")
+        if root is not None and not Path(root).exists():
+            raise ConfigError(f"{args.checkpoint} was trained on {root}, which is not here; give --data DIR")
     options: dict[str, Any] = {}
     if config.get("dataset") == name and (args.data is None or args.data == config.get("data")):
-        options.update({k: v for k, v in (config.get("dataset_options") or {}).items() if k != "num_images"})
+        options.update({k: v for k, v in run_dataset_options(config).items() if k != "num_images"})
+    for option in ("ignore_index", "label_map"):
+        if getattr(args, option, None) is not None:
+            options[option] = getattr(args, option)
     model_classes = getattr(model, "num_classes", None)
     if root is not None and model_classes is not None and find_class_file(root) is None:
         if "num_classes" in dataset_options(name or detect_layout(root)):  # a folder dataset's

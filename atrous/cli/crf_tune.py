@@ -15,7 +15,7 @@ import json
 import sys
 from pathlib import Path
 
-from atrous.cli._inference import add_model_options
+from atrous.cli._inference import add_dataset_options, add_model_options
 from atrous.cli._options import non_negative_int, positive_int
 from atrous.errors import ConfigError
 
@@ -85,11 +85,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("crf-tune", help="cross-validate the dense CRF's appearance kernel on val images",
                                    description=__doc__.split("\n\n", 1)[1].strip())
     add_model_options(parser)
-    parser.add_argument("--data", metavar="DIR", help="dataset root (not needed for --dataset shapes)")
-    parser.add_argument("--dataset", metavar="NAME",
-                        help="dataset layout, e.g. camvid, cityscapes, voc, folder, shapes (an unknown name lists them "
-                        "all; default: detected from --data)")
-    parser.add_argument("--split", default="val", help="split to tune on (default val)")
+    add_dataset_options(parser, what="tune on")
     parser.add_argument("--images", type=positive_int, default=20, help="images used (default 20; DeepLab used 100 of VOC val)")
     parser.add_argument("--start", type=non_negative_int, default=0, help="index of the first image used (default 0)")
     parser.add_argument("--search", choices=("random", "grid"), default="random",

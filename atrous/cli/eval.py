@@ -17,6 +17,7 @@ from typing import Any
 
 from atrous.cli._inference import (
     EVAL_SCALES,
+    add_dataset_options,
     add_model_options,
     add_predictor_options,
     build_predictor,
@@ -44,14 +45,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         ),
     )
     add_model_options(parser)
-    parser.add_argument("--data", metavar="DIR", help="dataset root (not needed for --dataset shapes)")
-    parser.add_argument(
-        "--dataset",
-        metavar="NAME",
-        help="dataset layout, e.g. camvid, cityscapes, voc, folder, shapes (an unknown name lists them all; "
-        "default: detected from --data; with neither, the dataset the checkpoint was trained on)",
-    )
-    parser.add_argument("--split", default="val", help="split to evaluate (default val)")
+    add_dataset_options(parser, what="evaluate")
     parser.add_argument(
         "--class-map",
         metavar="NAME_OR_FILE",
