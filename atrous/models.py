@@ -35,7 +35,7 @@ from typing import Any, NamedTuple
 from torch import nn
 
 from atrous.backbones._base import Backbone, FeatureInfo
-from atrous.backbones._stride import check_output_stride
+from atrous.strides import check_output_stride
 from atrous.crf.rnn import CRFasRNN, crf_layer_options
 from atrous.deeplab import DeepLab
 from atrous.errors import ConfigError

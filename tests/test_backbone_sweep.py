@@ -8,7 +8,7 @@ import math
 import pytest
 import torch
 
-from atrous.backbones._stride import OUTPUT_STRIDES
+from atrous.strides import OUTPUT_STRIDES
 from atrous.registry import create_backbone, list_backbones
 
 SIZE = 97  # odd, so ⌈H / stride⌉ rounding is exercised

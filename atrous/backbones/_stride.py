@@ -14,9 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from atrous.errors import ConfigError
-
-OUTPUT_STRIDES = (8, 16, 32)
-
+from atrous.strides import check_output_stride
 
 @dataclass(frozen=True)
 class StageGeometry:
@@ -32,13 +30,6 @@ class StageGeometry:
     dilation: int
     first_dilation: int
     output_stride: int
-
-
-def check_output_stride(output_stride: int) -> int:
-    """Return ``output_stride`` if it is 8, 16 or 32, else raise ``ConfigError``."""
-    if output_stride not in OUTPUT_STRIDES:
-        raise ConfigError(f"output_stride must be one of {', '.join(map(str, OUTPUT_STRIDES))}; got {output_stride!r}")
-    return output_stride
 
 
 def plan_stages(strides: Sequence[int], output_stride: int) -> list[StageGeometry]:

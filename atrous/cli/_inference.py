@@ -12,6 +12,7 @@ from typing import Any
 
 from atrous.cli._options import non_negative_int, positive_int
 from atrous.errors import ConfigError
+from atrous.strides import OUTPUT_STRIDES
 
 logger = logging.getLogger(__name__)
 
@@ -44,7 +45,7 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--output-stride",
         type=int,
-        choices=(8, 16, 32),
+        choices=OUTPUT_STRIDES,
         help="run the same weights at another output stride (e.g. trained at 16, evaluated at 8)",
     )
 

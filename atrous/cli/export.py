@@ -15,6 +15,7 @@ from typing import Any
 
 from atrous.cli._options import positive_int
 from atrous.errors import CheckpointError, ConfigError
+from atrous.strides import OUTPUT_STRIDES
 
 logger = logging.getLogger(__name__)
 
@@ -50,7 +51,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     source.add_argument("--checkpoint", metavar="PATH|NAME", help="atrous checkpoint or shipped model name to export")
     source.add_argument("--model", metavar="NAME", help="registered model name (untrained weights unless --checkpoint)")
     source.add_argument("--num-classes", type=positive_int, metavar="K", help="classes of --model (default 21)")
-    source.add_argument("--output-stride", type=int, choices=(8, 16, 32), help="export at this output stride")
+    source.add_argument("--output-stride", type=int, choices=OUTPUT_STRIDES, help="export at this output stride")
     parser.add_argument(
         "--format", choices=list(formats), help="output format (default: the one --out's suffix names, else onnx)"
     )

@@ -19,6 +19,7 @@ import os
 from typing import Any
 
 from atrous.errors import ConfigError
+from atrous.strides import OUTPUT_STRIDES
 
 # (flag, field, argparse options, help) — one row per option.
 _OPTIONS: tuple[tuple[str, str, dict[str, Any], str], ...] = (
@@ -32,7 +33,7 @@ _OPTIONS: tuple[tuple[str, str, dict[str, Any], str], ...] = (
     ("--batch-size", "batch_size", {"type": int, "metavar": "B"}, "images per batch and process (default 8)"),
     ("--crop-size", "crop_size", {"type": int, "nargs": "+", "metavar": "S"}, "training crop in pixels: S (square) or H W (default 513)"),
     ("--lr", "lr", {"type": float}, "base learning rate (default 0.007; 0.0003 when fine-tuning an atrous --pretrained model)"),
-    ("--output-stride", "output_stride", {"type": int, "choices": (8, 16, 32)}, "output stride (default: the model's)"),
+    ("--output-stride", "output_stride", {"type": int, "choices": OUTPUT_STRIDES}, "output stride (default: the model's)"),
     ("--out", "out", {"metavar": "RUN_DIR"}, "run folder for checkpoints and logs (default runs/train)"),
     ("--seed", "seed", {"type": int}, "random seed; a CPU run with the same seed repeats bit for bit (default 0)"),
     ("--workers", "workers", {"type": int, "metavar": "N"}, "data-loading worker processes (default 4)"),

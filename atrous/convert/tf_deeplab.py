@@ -45,7 +45,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from atrous.backbones._stride import OUTPUT_STRIDES
+from atrous.strides import OUTPUT_STRIDES
 from atrous.convert.tflite_reader import Graph, Operator, Tensor, read_tflite
 from atrous.errors import CheckpointError
 

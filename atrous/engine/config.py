@@ -19,7 +19,7 @@ from typing import Any
 
 import yaml
 
-from atrous.backbones._stride import OUTPUT_STRIDES
+from atrous.strides import OUTPUT_STRIDES
 from atrous.data import DATASETS
 from atrous.errors import ConfigError
 
