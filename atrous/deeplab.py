@@ -33,7 +33,7 @@ class ModelMetadata:
     channel, on [0, 1] pixels) and the label that marks unlabelled pixels.
 
     A field that is ``None`` is unknown (the model was never trained or loaded with it);
-    reading it as ``model.class_names`` then raises ``AttributeError`` as before, so
+    reading it as ``model.class_names`` then raises ``AttributeError``, as for any missing attribute, so
     ``getattr(model, "mean", None)`` keeps working. Checkpoints store the fields as
     top-level entries (``to_checkpoint`` / ``from_checkpoint``).
     """

@@ -424,7 +424,7 @@ def _multi_grid_for(backbone: str, multi_grid: Sequence[int] | str | None) -> tu
 
 
 def _cascade_for(backbone: str, cascade_blocks: int) -> int | None:
-    """The checked ``cascade_blocks`` (``None`` for 0, so other backbones are built as before)."""
+    """The checked ``cascade_blocks`` (``None`` for 0: the plain model, no cascade)."""
     if isinstance(cascade_blocks, bool) or not isinstance(cascade_blocks, int) or cascade_blocks < 0:
         raise ConfigError(f"cascade_blocks must be an integer ≥ 0 (copies of ResNet block4); got {cascade_blocks!r}")
     if cascade_blocks and not backbone_class(backbone).supports_cascade:

@@ -35,7 +35,7 @@ def test_multi_grid_is_forwarded_to_xception_not_dropped() -> None:
     assert _unit_rates(default.backbone.exit_flow[1]) == [2, 2, 2]  # unchanged default: no multi-grid
     grid = on_meta("deeplabv3plus_xception65", multi_grid=(1, 2, 4))
     assert _unit_rates(grid.backbone.exit_flow[1]) == [2, 4, 8]
-    uniform = on_meta("deeplabv3_xception65", multi_grid=(1, 1, 1))  # refused before, though Xception has it
+    uniform = on_meta("deeplabv3_xception65", multi_grid=(1, 1, 1))  # Xception takes multi-grid too
     assert _unit_rates(uniform.backbone.exit_flow[1]) == [2, 2, 2]
     assert grid.config["multi_grid"] == (1, 2, 4)
     assert set(grid.state_dict()) == set(default.state_dict())

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -66,3 +67,14 @@ def test_the_command_is_the_first_word_that_is_not_an_option() -> None:
     assert command_name(["--debug", "-v", "train", "--data", "x"]) == "train"
     assert command_name(["--help"]) is None
     assert command_name([]) is None
+
+
+def test_a_closed_output_pipe_ends_a_command_quietly() -> None:
+    """``atrous info camvid | head -1``: the reader leaves early; no error, no traceback."""
+    read, write = os.pipe()
+    os.close(read)
+    result = subprocess.run(
+        [sys.executable, "-m", "atrous", "list", "--weights"], stdout=write, stderr=subprocess.PIPE, text=True, timeout=60
+    )
+    os.close(write)
+    assert result.stderr == "" and result.returncode == 128 + signal.SIGPIPE

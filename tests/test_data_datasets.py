@@ -115,7 +115,7 @@ def test_folder_colour_masks_through_the_classes_file(tmp_path: Path) -> None:
 
 def test_folder_class_count_from_masks_option_or_file(tmp_path: Path) -> None:
     root = _folder(tmp_path, ["a", "b"])
-    assert build_dataset("folder", root, "all").num_classes == 3  # values 0, 1, 2 in the masks (issue 14)
+    assert build_dataset("folder", root, "all").num_classes == 3  # values 0, 1, 2 in the masks
     assert build_dataset("folder", root, "all", num_classes=4).num_classes == 4
     (root / "classes.txt").write_text("a\nb\nc\n")
     with pytest.raises(ConfigError, match="num_classes=5 but .* lists 3"):

@@ -80,7 +80,7 @@ def test_two_process_gloo_equals_single_process(tmp_path: Path) -> None:
     assert float(ddp_row["val_miou"]) == pytest.approx(float(single_row["val_miou"]), abs=1e-3)
     assert float(ddp_row["train_loss"]) == pytest.approx(float(single_row["train_loss"]), abs=1e-4)
     # Rank 0 alone wrote: one checkpoint set, no temp files.
-    files = sorted(p.name for p in ddp_dir.iterdir() if p.name != LOCK_NAME)  # the run lock stays (issue 14)
+    files = sorted(p.name for p in ddp_dir.iterdir() if p.name != LOCK_NAME)  # a run lock, if one is left, is not an output
     assert files == ["best.pt", "curve.png", "last.pt", "log.csv"]
 
 

@@ -1,5 +1,5 @@
 """TFLite export (float and int8) through litert-torch, verified by LiteRT, and .tflite files
-in `atrous eval` / `atrous predict` (issue 24)."""
+in `atrous eval` / `atrous predict`."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""First use outside the source tree (issue 14): recipes ship in the package and run by
+"""First use outside the source tree: recipes ship in the package and run by
 name, a folder of images and masks needs no classes file, any one split is enough to
 recognise a layout, and the demo's summary picture explains itself."""
 

@@ -1,4 +1,4 @@
-"""bf16 inference (Predictor(precision="bf16"), eval/predict --precision) and train --precision (issue 23)."""
+"""bf16 inference (Predictor(precision="bf16"), eval/predict --precision) and train --precision."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Nothing lost (issue 14): no command replaces its own inputs or an existing file without
+"""Nothing lost: no command replaces its own inputs or an existing file without
 ``--force``, output locations are checked before the work, writes are atomic with one
 clear message on a full disk, and nothing non-finite is saved, loaded or exported."""
 

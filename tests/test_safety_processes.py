@@ -1,4 +1,4 @@
-"""Faults that need real processes (issue 14): SIGTERM during training, two runs on one
+"""Faults that need real processes: SIGTERM during training, two runs on one
 folder, a killed run's lock, and DataLoader workers' errors shown as one line."""
 
 from __future__ import annotations

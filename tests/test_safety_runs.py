@@ -1,4 +1,4 @@
-"""Nothing lost in a run folder (issue 14): diverging runs save nothing, other files are not
+"""Nothing lost in a run folder: diverging runs save nothing, other files are not
 replaced without ``--overwrite``, a failed ``--overwrite`` puts the old run back, best.pt
 never lags behind last.pt, killed writes are tidied, options are checked up front.
 The process-level faults (SIGTERM, two runs at once, kill -9) are in test_safety_processes."""

@@ -17,6 +17,7 @@ import argparse
 import importlib
 import importlib.util
 import logging
+import os
 import re
 import signal
 import sys
@@ -101,7 +102,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     previous = _stop_on_sigterm()
     try:
-        return int(args.func(args) or 0)
+        status = int(args.func(args) or 0)
+        sys.stdout.flush()  # a closed pipe shows here, not at the interpreter's exit
+        return status
+    except BrokenPipeError:
+        # The reader of the output has gone (``atrous list | head``): stop quietly, as Unix tools do.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 128 + signal.SIGPIPE
     except (AtrousError, OSError) as error:
         if args.debug:
             raise

@@ -105,7 +105,7 @@ def _format_name(args: argparse.Namespace) -> str:
     return next((f.name for f in export_formats().values() if f.suffix == suffix), "onnx")
 
 
-def format_options(args: argparse.Namespace, name: str) -> dict[str, Any]:
+def flag_format_options(args: argparse.Namespace, name: str) -> dict[str, Any]:
     """The format options the flags set, each checked against what format ``name`` takes
     (``ConfigError`` naming the flag and the formats that take it)."""
     from atrous.exporters.formats import export_formats, get_format
@@ -179,7 +179,7 @@ def run(args: argparse.Namespace) -> int:
     fmt = get_format(name)
     if Path(args.out).suffix.lower() != fmt.suffix:
         raise ConfigError(f"--out {args.out}: a {name} export should end in {fmt.suffix}")
-    options = format_options(args, name)
+    options = flag_format_options(args, name)
     out = check_output_file(
         args.out, "--out", force=args.force, inputs=[args.checkpoint, args.calibrate, args.check_images],
         create_parent=True,

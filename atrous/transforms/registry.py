@@ -34,7 +34,7 @@ TransformFunction = Callable[..., nn.Module]
 class Transform:
     """A registered transform: ``function(model, example=None) -> model`` rewrites
     ``model`` in place where it can and returns the result. ``trainable``: parameters
-    stay the model's own and gradients flow as before, so it may be applied to a model
+    stay the model's own and gradients flow through the rewritten modules, so it may be applied to a model
     that is being trained. ``summary``: the first line of the function's docstring."""
 
     name: str
