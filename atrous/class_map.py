@@ -51,6 +51,30 @@ def _match(name: str, names: Sequence[str], what: str, where: str) -> int:
     raise ConfigError(f"{where}: {name!r} is not one of the {what} classes ({', '.join(names)})")
 
 
+class _DuplicateKey(Exception):
+    def __init__(self, key: object, line: int) -> None:
+        super().__init__(key)
+        self.key, self.line = key, line
+
+
+def _unique_key_loader() -> type:
+    """A safe YAML loader that refuses a mapping naming one key twice (PyYAML keeps the last)."""
+    import yaml
+
+    class UniqueKeyLoader(yaml.SafeLoader):
+        def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+            seen: set[object] = set()
+            for key_node, _ in node.value:
+                key = self.construct_object(key_node, deep=deep)
+                if isinstance(key, (str, int, float, bool)) or key is None:
+                    if key in seen:
+                        raise _DuplicateKey(key, key_node.start_mark.line + 1)
+                    seen.add(key)
+            return super().construct_mapping(node, deep=deep)
+
+    return UniqueKeyLoader
+
+
 @dataclass(frozen=True)
 class ResolvedClassMap:
     """A class map resolved against concrete class lists.
@@ -110,7 +134,9 @@ class ClassMap:
         import yaml
 
         try:
-            data = yaml.safe_load(text)  # JSON is YAML
+            data = yaml.load(text, Loader=_unique_key_loader())  # JSON is YAML
+        except _DuplicateKey as error:
+            raise ConfigError(f"class map {origin} maps {error.key!r} twice (line {error.line}); keep one") from None
         except yaml.YAMLError as error:
             raise ConfigError(f"class map {origin} is not valid YAML/JSON: {str(error).splitlines()[0]}") from None
         if isinstance(data, Mapping) and isinstance(data.get("map"), Mapping):
@@ -138,6 +164,11 @@ class ClassMap:
             raise ConfigError(
                 f"class map {self.origin} does not say where the model's classes {', '.join(unmapped)} go "
                 f"(map each to a {', '.join(target_names[:3])}… class or {IGNORE!r})"
+            )
+        if all(t == -1 for t in target_of):
+            raise ConfigError(
+                f"class map {self.origin} maps every class to {IGNORE!r}, so no pixel could be scored or predicted; "
+                f"map at least one of the model's classes to a {', '.join(target_names[:3])}… class"
             )
         # Each target's principal source is the first one in the file's order.
         order = [_match(source, source_names, "model's", self.origin) for source, _ in self.pairs]

@@ -35,6 +35,35 @@ def os_reason(error: OSError) -> str:
     return error.strerror or str(error) or type(error).__name__
 
 
+def read_problem(path: str | Path) -> str | None:
+    """Why ``path`` cannot be opened for reading, in a few words ("no such file", "permission
+    denied", "a broken symbolic link to …", "a folder, not a file"), or None if it can.
+
+    The one mapping of the operating system's refusals for every reader (images, masks,
+    checkpoints, model files), so a file the user may not read is never called corrupt.
+    """
+    path = Path(path)
+    try:
+        with open(path, "rb"):
+            return None
+    except OSError as error:
+        return os_problem(error, path)
+
+
+def os_problem(error: OSError, path: str | Path | None = None) -> str:
+    """A reader's ``OSError`` in a few words, naming a broken link's target."""
+    if error.errno == errno.ENOENT and path is not None and Path(path).is_symlink():
+        return f"a broken symbolic link (its target {os.readlink(path)} does not exist)"
+    reasons = {
+        errno.ENOENT: "no such file",
+        errno.EACCES: "permission denied (this user may not read it; check its mode and owner with ls -l)",
+        errno.EPERM: "permission denied (this user may not read it; check its mode and owner with ls -l)",
+        errno.EISDIR: "a folder, not a file",
+        errno.ELOOP: "a symbolic link loop",
+    }
+    return reasons.get(error.errno, os_reason(error).lower() if error.errno else str(error) or type(error).__name__)
+
+
 def temp_prefix(path: Path) -> str:
     """The name prefix of ``path``'s temp files (``.NAME.``), hidden beside it."""
     return f".{path.name}."

@@ -221,3 +221,29 @@ def test_the_grids_can_be_dropped_for_speed(cityscapes_checkpoint: Path) -> None
     assert "activation_quant" not in plain.config and plain.class_names == model.class_names
     image = photo_513("cityscapes.bmp")
     assert (atrous_labels(plain, image) == atrous_labels(model, image)).mean() > 0.97  # the same street scene
+
+
+@needs_graphs
+def test_a_graph_with_an_infinite_quantisation_scale_is_one_error(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    import struct
+
+    from atrous.convert import tflite_reader as reader
+
+    buf = bytearray((TFLITE / GRAPHS[1]).read_bytes())
+    model = reader._Table(bytes(buf), struct.unpack_from("<I", buf, 0)[0])
+    tensors = model.tables(reader.ModelField.SUBGRAPHS)[0].tables(reader.SubGraphField.TENSORS)
+    quantised = next(
+        t for t in tensors
+        if "weights" in t.string(reader.TensorField.NAME)
+        and t.table(reader.TensorField.QUANTIZATION) is not None
+        and t.table(reader.TensorField.QUANTIZATION).vector(reader.QuantizationField.SCALE, "f")
+    )
+    scale_at = quantised.table(reader.TensorField.QUANTIZATION)._target(reader.QuantizationField.SCALE) + 4
+    struct.pack_into("<f", buf, scale_at, float("inf"))
+    damaged = tmp_path / "inf_scale.tflite"
+    damaged.write_bytes(bytes(buf))
+    capsys.readouterr()
+    assert main(["convert", str(damaged), "--out", str(tmp_path / "out.pt")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "non-finite quantisation scale (inf)" in err, err
+    assert "RuntimeWarning" not in err and not (tmp_path / "out.pt").exists()

@@ -140,7 +140,7 @@ def test_folder_errors_missing_empty_and_unpaired(tmp_path: Path) -> None:
         build_dataset("folder", tmp_path / "nope", "all", num_classes=2)
     (tmp_path / "images").mkdir()
     (tmp_path / "masks").mkdir()
-    with pytest.raises(DataError, match=r"images: no images \(.png, .jpg, .jpeg\) found"):
+    with pytest.raises(DataError, match=r"images: no images \(.png, .jpg, .jpeg, .bmp"):
         build_dataset("folder", tmp_path, "all", num_classes=2)
     _folder(tmp_path, ["a", "b"])
     _image(tmp_path / "images" / "lonely.png")

@@ -80,8 +80,11 @@ def _probs_chw(array: Any, height: int, width: int, path: Path) -> Any:
 def _load_probs(path: Path) -> Any:
     import numpy as np
 
-    from atrous.files import file_kind
+    from atrous.files import file_kind, read_problem
 
+    problem = read_problem(path)
+    if problem:
+        raise DataError(f"{path}: {problem}")
     kind = file_kind(path)
     if kind != "a NumPy .npy array":
         raise DataError(f"{path} is not a .npy array (it looks like {kind}); save the probabilities with numpy.save")

@@ -83,6 +83,7 @@ def run(args: argparse.Namespace) -> int:
     source, crf = open_model(args)  # refuses a CRF on a labels-only model
     model = source.model
     dataset = dataset_for_model(args, source, check_classes=args.class_map is None)
+    dataset.check_images(args.max_images)  # every image read before the first is scored
     class_map = _class_map(args, model, dataset)
     predictor = build_predictor(source, args, crf=crf, class_map=class_map)
     start = time.perf_counter()

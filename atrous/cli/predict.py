@@ -55,27 +55,36 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def expand_inputs(inputs: list[str]) -> list[Path]:
     """Image paths named by ``inputs`` (files, folders, globs), in order, without repeats.
     A folder or glob takes every image format a file named on its own is read in."""
-    from atrous.inference.files import image_suffixes
+    from atrous.data.io import image_suffixes
 
     suffixes = image_suffixes()
+
+    def listed(path: Path) -> bool:  # a broken link is listed, so that the input check names it
+        return path.suffix.lower() in suffixes and (path.is_file() or path.is_symlink() and not path.exists())
+
     paths: list[Path] = []
     for item in inputs:
         path = Path(item)
         if path.is_dir():
-            found = sorted(p for p in path.iterdir() if p.suffix.lower() in suffixes and p.is_file())
+            found = sorted(p for p in path.iterdir() if listed(p))
             if not found:
                 raise DataError(f"{item}: no image files (PNG, JPEG, BMP, WebP, GIF, TIFF …) in this folder")
             paths.extend(found)
-        elif path.is_file():
+        elif path.is_file() or path.is_symlink():
             paths.append(path)
         elif glob.has_magic(item):
-            matches = sorted(Path(p) for p in glob.glob(item) if Path(p).suffix.lower() in suffixes and Path(p).is_file())
+            matches = sorted(Path(p) for p in glob.glob(item) if listed(Path(p)))
             if not matches:
                 raise DataError(f"no images (PNG, JPEG, BMP, WebP, GIF, TIFF … files) match {item!r}")
             paths.extend(matches)
         else:
             raise DataError(f"input {item} does not exist; give image files, folders or glob patterns")
-    unique = list(dict.fromkeys(p.resolve() for p in paths))
+    resolved: set[Path] = set()
+    unique = []  # each file once, named as given (a link by its own name, not its target's)
+    for path in paths:
+        if path.resolve() not in resolved:
+            resolved.add(path.resolve())
+            unique.append(path)
     stems: dict[str, Path] = {}
     for path in unique:
         if path.stem in stems:
@@ -122,6 +131,7 @@ def check_outputs(
 
 
 def run(args: argparse.Namespace) -> int:
+    from atrous.data.io import check_images
     from atrous.inference.files import predict_files
 
     if not 0 <= args.alpha <= 1:
@@ -132,6 +142,7 @@ def run(args: argparse.Namespace) -> int:
     check_outputs(
         out, paths, args.checkpoint, crf=crf_asked, force=args.force, panel=args.panel, probs=args.save_probs
     )
+    check_images(paths, max_pixels=max_pixels(args))  # every input, before the first output
     opened, settings = open_model(args)  # refuses a CRF on a labels-only model
     predictor = build_predictor(opened, args, crf=None)  # the CRF runs separately: both overlays are written
     crf = opened.crf(settings) if settings is not None else None

@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from atrous.errors import ModelFileError
+from atrous.files import read_problem
 
 # BuiltinOperator codes (schema.fbs) of the ops an importer may meet; others keep their number.
 BUILTIN_OPS = {
@@ -170,7 +171,14 @@ class Tensor:
         shape = (-1,) + (1,) * (values.ndim - 1) if self.scale.size > 1 else ()
         scale = self.scale.reshape(shape) if shape else self.scale.item()
         zero = self.zero_point.reshape(shape) if shape else self.zero_point.item()
-        return (scale * (values - zero)).astype(np.float32)
+        with np.errstate(all="ignore"):  # an overflow is refused below, by name, not warned about
+            result = (scale * (values - zero)).astype(np.float32)
+        if not np.isfinite(result).all():
+            raise ModelFileError(
+                f"tensor {self.name!r} dequantises to non-finite values (scale up to {np.abs(self.scale).max():g}); "
+                "the graph is damaged"
+            )
+        return result
 
 
 @dataclass
@@ -237,6 +245,9 @@ def read_tflite(path: str | Path) -> Graph:
     path = Path(path)
     if not path.is_file():
         raise ModelFileError(f"{path} does not exist (or is not a file)")
+    problem = read_problem(path)
+    if problem:
+        raise ModelFileError(f"{path}: {problem}")
     return parse_tflite(path.read_bytes(), str(path))
 
 
@@ -275,6 +286,9 @@ def _parse(buf: bytes) -> Graph:
         if quant is not None and quant.vector(QuantizationField.SCALE, "f"):
             scale = np.asarray(quant.vector(QuantizationField.SCALE, "f"), dtype=np.float64)
             zero = np.asarray(quant.vector(QuantizationField.ZERO_POINT, "q"), dtype=np.float64)
+            if not np.isfinite(scale).all():
+                bad = scale[~np.isfinite(scale)][0]
+                raise ValueError(f"tensor {t.string(TensorField.NAME)!r} has a non-finite quantisation scale ({bad})")
         tensors.append(Tensor(index, t.string(TensorField.NAME), shape, dtype, scale, zero, data))
     operators = []
     for index, o in enumerate(graph.tables(SubGraphField.OPERATORS)):

@@ -17,8 +17,10 @@ from torch import Tensor
 TRUNCATE = 4.0  # taps reach 4σ; the dropped tail weighs < 1e-4 of the kernel
 
 
-def _taps(sigma: float, dtype: torch.dtype, device: torch.device) -> Tensor:
-    radius = max(1, math.ceil(TRUNCATE * sigma))
+def _taps(sigma: float, extent: int, dtype: torch.dtype, device: torch.device) -> Tensor:
+    # Taps past the grid's extent would only meet zero padding: a wide kernel costs the
+    # image's size, not 4σ (σ = 1e5 would otherwise pad every plane by 400,000 pixels).
+    radius = max(1, min(math.ceil(TRUNCATE * sigma), extent - 1))
     x = torch.arange(-radius, radius + 1, dtype=torch.float64, device=device)
     return torch.exp(-0.5 * (x / sigma) ** 2).to(dtype)
 
@@ -45,8 +47,8 @@ class GridGaussian:
         device: torch.device | str = "cpu",
     ) -> None:
         self.height, self.width = height, width
-        self._kx = _taps(sigma_x, dtype, torch.device(device)).view(1, 1, 1, -1)
-        self._ky = _taps(sigma_y, dtype, torch.device(device)).view(1, 1, -1, 1)
+        self._kx = _taps(sigma_x, width, dtype, torch.device(device)).view(1, 1, 1, -1)
+        self._ky = _taps(sigma_y, height, dtype, torch.device(device)).view(1, 1, -1, 1)
 
     def filter(self, x: Tensor) -> Tensor:
         """x (H·W, C) → (H·W, C)."""

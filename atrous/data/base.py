@@ -16,13 +16,11 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from atrous.data.io import DEFAULT_MAX_PIXELS, read_image, read_mask
+from atrous.data.io import DEFAULT_MAX_PIXELS, check_images, image_suffixes, read_image, read_mask
 from atrous.data.palette import check_unique_names
 from atrous.errors import ConfigError, DataError, choices_message
 
 logger = logging.getLogger(__name__)
-
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg")
 
 Sample = tuple[Path, Path]
 Transform = Callable[[torch.Tensor, torch.Tensor], Any]
@@ -42,13 +40,29 @@ def require_dir(path: Path, what: str, fix: str) -> Path:
     return path
 
 
-def list_images(folder: Path, extensions: Sequence[str] = IMAGE_EXTENSIONS, *, recursive: bool = False) -> list[Path]:
-    """Image files (by extension, case-insensitive) in ``folder``, sorted; error if none."""
-    require_dir(folder, "image", "check the dataset root and split")
+def list_images(
+    folder: Path,
+    extensions: Sequence[str] | None = None,
+    *,
+    recursive: bool = False,
+    fix: str = "check the dataset root and split",
+) -> list[Path]:
+    """Image files in ``folder``, sorted; error (ending with ``fix``) if it is missing or has none.
+
+    ``extensions`` (lower case, with the dot; matched case-insensitively) default to
+    every format ``read_image`` decodes. Broken symbolic links are listed, so that
+    reading them names them rather than skipping them.
+    """
+    require_dir(folder, "image", fix)
+    suffixes = image_suffixes() if extensions is None else tuple(extensions)
     pattern = "**/*" if recursive else "*"
-    files = sorted(p for p in folder.glob(pattern) if p.is_file() and p.suffix.lower() in extensions)
+    files = sorted(
+        p for p in folder.glob(pattern)
+        if p.suffix.lower() in suffixes and (p.is_file() or p.is_symlink() and not p.exists())
+    )
     if not files:
-        raise DataError(f"{folder}: no images ({', '.join(extensions)}) found; check the dataset root and split")
+        shown = ".png, .jpg, .jpeg, .bmp, .webp, .tif … any format PIL reads" if extensions is None else ", ".join(suffixes)
+        raise DataError(f"{folder}: no images ({shown}) found; {fix}")
     return files
 
 
@@ -259,6 +273,11 @@ class SegmentationDataset(Dataset):
                 f"{mask.shape[1]}x{mask.shape[0]}; masks must have the image's exact size"
             )
         return image, mask
+
+    def check_images(self, limit: int | None = None) -> None:
+        """Check the first ``limit`` (default every) image files from their headers before
+        any work (``atrous.data.io.check_images``): one ``DataError`` naming each bad one."""
+        check_images([image for image, _ in self.samples[:limit]], max_pixels=self.max_pixels)
 
     def masks(self) -> Iterator[np.ndarray]:
         """Every mask (H, W) int64 in order, without reading images (for class statistics)."""

@@ -2,7 +2,7 @@
 
 ::
 
-    root/images/NAME.{png,jpg,jpeg}     root/masks/NAME.png
+    root/images/NAME.{png,jpg,bmp,webp,tif,…}     root/masks/NAME.png
     root/classes.txt | classes.json | classes.yaml   (optional: names, colours)
 
 Splits, the first that applies:
@@ -69,6 +69,23 @@ def _auto_split(images: list[Path], split: str, val_fraction: float, root: Path)
     chosen = sorted(order[:n_val] if split == "val" else order[n_val:])
     logger.info("%s: no split folders or lists; using %d of %d images as %s", root, len(chosen), len(images), split)
     return [images[i] for i in chosen]
+
+
+def _warn_shared_images(train: Path, val: Path) -> None:
+    """Warn (once per state of the two lists) when images are listed for training and validation."""
+    _shared_images(str(train), str(val), train.stat().st_mtime_ns, val.stat().st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=8)
+def _shared_images(train: str, val: str, train_stamp: int, val_stamp: int) -> int:
+    shared = sorted(set(read_split_file(Path(train))) & set(read_split_file(Path(val))))
+    if shared:
+        logger.warning(
+            "%d image(s) are in both %s and %s (e.g. %s): validation on them measures memory, not accuracy; "
+            "remove them from one list",
+            len(shared), train, Path(val).name, ", ".join(shared[:3]),
+        )
+    return len(shared)
 
 
 def classes_in_masks(root: Path, mask_root: Path, ignore_index: int, label_map: dict[int, int] | None = None) -> int:
@@ -144,7 +161,7 @@ class FolderDataset(SegmentationDataset):
         val_fraction: float = 0.1,
     ) -> None:
         root = require_dir(Path(root), "dataset", "point root (--data) at the folder holding images/ and masks/")
-        fix = "expected ROOT/images/*.png|jpg and ROOT/masks/<same name>.png"
+        fix = "expected ROOT/images/<name>.png|jpg|bmp|… and ROOT/masks/<same name>.png"
         image_root = require_dir(root / "images", "images", fix)
         mask_root = require_dir(root / "masks", "masks", fix)
         images, mask_dir = self._split_images(root, image_root, mask_root, split, val_fraction)
@@ -180,7 +197,10 @@ class FolderDataset(SegmentationDataset):
             return list_images(image_root / split), mask_dir
         if (root / f"{split}.txt").is_file() and split != "classes":
             list_file = root / f"{split}.txt"
-            return _images_by_stem(image_root, read_split_file(list_file), list_file), mask_root
+            stems = read_split_file(list_file)
+            if split in ("train", "val") and (root / "train.txt").is_file() and (root / "val.txt").is_file():
+                _warn_shared_images(root / "train.txt", root / "val.txt")
+            return _images_by_stem(image_root, stems, list_file), mask_root
         if subfolders:
             raise ConfigError(choices_message(f"split of {root}", split, subfolders + lists))
         images = list_images(image_root)

@@ -5,6 +5,11 @@ checks run:
 
 * The pixel count is read from the header (PIL opens lazily) and refused above
   ``max_pixels`` *before* any pixel is decoded, so a decompression bomb costs nothing.
+  So is an image whose decoding would not fit in the memory this machine has available;
+  ``check_images`` checks a whole list of inputs from their headers before any work,
+  against the memory segmenting each would need.
+* A file the operating system will not open is named with its reason ("permission
+  denied", "a broken symbolic link …"), never called a corrupt image.
 * The whole file is decoded with ``.load()`` so truncated or corrupt files fail here,
   naming the file, rather than later inside a DataLoader worker.
 * Palette ("P"), grayscale ("L", "1"), CMYK, YCbCr and "LA"/"RGBA"/"PA" whose alpha is
@@ -25,6 +30,7 @@ and refuses values outside ``[0, num_classes) ∪ {ignore_index}``.
 from __future__ import annotations
 
 import contextlib
+import struct
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
@@ -33,6 +39,7 @@ import numpy as np
 from PIL import Image, ImageOps
 
 from atrous.errors import DataError
+from atrous.files import os_problem, read_problem
 
 # 25 megapixels (e.g. 6000×4000): inference on such an image needs a few GB, which a
 # laptop has; larger images are refused by name before decoding (raise the limit, or
@@ -40,6 +47,15 @@ from atrous.errors import DataError
 # checked from the header, by name); masks keep it at this limit (PIL refuses twice it
 # from the header alone). PIL's setting is restored afterwards.
 DEFAULT_MAX_PIXELS = 25_000_000
+
+# Formats PIL recognises but cannot decode by itself (stubs, or Ghostscript needed): a
+# folder's .h5 or .eps file is not one of its images.
+_UNDECODABLE = {"BUFR", "EPS", "GRIB", "HDF5", "MPEG", "WMF"}
+# Peak memory of segmenting an image, per input pixel: uint8 and float32 RGB (15 B),
+# 21 classes' float32 probabilities at full size (84 B), labels and pictures (~20 B).
+INFERENCE_BYTES_PER_PIXEL = 120
+# Decoding alone: the decoded image and its RGB copy, at most 4 + 4 bytes a pixel.
+DECODE_BYTES_PER_PIXEL = 8
 
 _CONVERTIBLE = {"RGB", "L", "1", "P", "CMYK", "YCbCr", "LAB", "HSV"}
 _WITH_ALPHA = {"RGBA", "LA", "PA", "RGBa", "La"}
@@ -67,8 +83,9 @@ def _bomb_limit(max_pixels: int | None) -> Iterator[None]:
 
 def _open(path: str | Path, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> Image.Image:
     path = Path(path)
-    if not path.is_file():
-        raise DataError(f"{path}: no such file; check the path and the dataset root")
+    problem = read_problem(path)
+    if problem:
+        raise DataError(f"{path}: {problem}")
     try:
         with _bomb_limit(max_pixels):
             return Image.open(path)
@@ -77,14 +94,22 @@ def _open(path: str | Path, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> Imag
             f"{path}: too large to read ({exc}); downscale the image, or raise max_pixels (--max-pixels) "
             "if this machine has the memory"
         ) from exc
-    except (OSError, SyntaxError, ValueError) as exc:
+    except OSError as exc:
+        if exc.errno is not None:  # the operating system's refusal, not PIL's verdict on the bytes
+            raise DataError(f"{path}: {os_problem(exc, path)}") from None
+        raise DataError(f"{path}: not a readable image ({exc}); re-export it as PNG or JPEG") from exc
+    except (SyntaxError, ValueError, struct.error) as exc:
         raise DataError(f"{path}: not a readable image ({exc}); re-export it as PNG or JPEG") from exc
 
 
 def _decode(image: Image.Image, path: Path) -> None:
     try:
         image.load()
-    except (OSError, SyntaxError, ValueError, EOFError) as exc:
+    except OSError as exc:
+        if exc.errno is not None:
+            raise DataError(f"{path}: {os_problem(exc, path)}") from None
+        raise DataError(f"{path}: truncated or corrupt image ({exc}); re-export or remove the file") from exc
+    except (SyntaxError, ValueError, EOFError, struct.error) as exc:
         raise DataError(
             f"{path}: truncated or corrupt image ({exc}); re-export or remove the file"
         ) from exc
@@ -97,29 +122,88 @@ def image_size(path: str | Path) -> tuple[int, int]:
     return height, width
 
 
+def image_suffixes() -> tuple[str, ...]:
+    """The file suffixes (lower case, with the dot) of every image format PIL decodes:
+    what a folder or glob of images is listed by — for prediction and for a dataset's
+    images alike — so that it takes every file an explicit path would (.png, .jpg, .bmp,
+    .webp, .gif, .tif …)."""
+    Image.init()
+    return tuple(
+        sorted(
+            suffix for suffix, kind in Image.registered_extensions().items()
+            if kind in Image.OPEN and kind not in _UNDECODABLE
+        )
+    )
+
+
+def memory_need(width: int, height: int, *, segment: bool = True) -> int:
+    """Estimated peak bytes of segmenting one ``width``×``height`` image (the decoded
+    pixels, the float input, full-size class probabilities and the pictures written), or
+    with ``segment=False`` of decoding it alone."""
+    return width * height * (INFERENCE_BYTES_PER_PIXEL if segment else DECODE_BYTES_PER_PIXEL)
+
+
+def _header_problem(image: Image.Image, max_pixels: int, *, segment: bool) -> str | None:
+    """Why the opened (not decoded) ``image`` cannot be read (``segment``: and segmented),
+    after its name, or None."""
+    width, height = image.size
+    if width * height > max_pixels:
+        return (
+            f"{width}x{height} = {width * height} pixels exceeds max_pixels={max_pixels} (--max-pixels), a size "
+            "that keeps inference and training within a few GB of memory; downscale the image, or raise the "
+            "limit if this machine has the memory"
+        )
+    from atrous.limits import available_memory
+
+    available, need = available_memory(), memory_need(width, height, segment=segment)
+    if available and need > available:
+        return (
+            f"{width}x{height} = {width * height} pixels would need about {need / 1e9:.1f} GB of memory to "
+            f"{'segment' if segment else 'decode'}, more than the {available / 1e9:.1f} GB available; downscale the image"
+        )
+    if image.mode not in _CONVERTIBLE and image.mode not in _WITH_ALPHA:
+        return (
+            f"image mode {image.mode!r} (16-bit, floating point or another non-8-bit layout) is not supported; "
+            "convert it to 8-bit RGB (e.g. scale to 0..255 and save with "
+            "PIL Image.fromarray(array.astype('uint8')))"
+        )
+    return None
+
+
+def check_images(paths: Sequence[str | Path], *, max_pixels: int = DEFAULT_MAX_PIXELS) -> None:
+    """Check every image of ``paths`` from its header (readable, a known format, at most
+    ``max_pixels``, within this machine's memory, a supported mode) before any work, so a
+    bad file late in a list stops a command before its first output, not after.
+
+    Raises one ``DataError`` naming each bad file (the first few) and how many there are.
+    """
+    problems = []
+    for path in paths:
+        try:
+            with _open(path, max_pixels=None) as image:
+                problem = _header_problem(image, max_pixels, segment=True)
+            if problem:
+                problems.append(f"{path}: {problem}")
+        except DataError as error:
+            problems.append(str(error))
+    if problems:
+        more = f" (and {len(problems) - 3} more)" if len(problems) > 3 else ""
+        count = f"{len(problems)} of {len(paths)} images cannot be read, so nothing was done: " if len(paths) > 1 else ""
+        raise DataError(count + " | ".join(problems[:3]) + more)
+
+
 def read_image(path: str | Path, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
     """Read an image as uint8 RGB of shape (H, W, 3); see the module docstring for rules.
 
-    Raises ``DataError`` naming the file and the fix for missing, oversized, corrupt,
-    transparent, 16-bit or float images.
+    Raises ``DataError`` naming the file and the fix for missing, unreadable, oversized
+    (pixels or memory), corrupt, transparent, 16-bit or float images.
     """
     path = Path(path)
     with _open(path, max_pixels=None) as image:  # the header only: the size is checked here, by name
-        width, height = image.size
-        if width * height > max_pixels:
-            raise DataError(
-                f"{path}: {width}x{height} = {width * height} pixels exceeds max_pixels="
-                f"{max_pixels} (--max-pixels), a size that keeps inference and training within a few GB "
-                "of memory; downscale the image, or raise the limit if this machine has the memory"
-            )
+        problem = _header_problem(image, max_pixels, segment=False)
+        if problem:
+            raise DataError(f"{path}: {problem}")
         mode = image.mode
-        if mode not in _CONVERTIBLE and mode not in _WITH_ALPHA:
-            raise DataError(
-                f"{path}: image mode {mode!r} (16-bit, floating point or another non-8-bit "
-                "layout) is not supported; "
-                "convert it to 8-bit RGB (e.g. scale to 0..255 and save with "
-                "PIL Image.fromarray(array.astype('uint8')))"
-            )
         _decode(image, path)
         if mode == "P" and "transparency" in image.info:
             image, mode = image.convert("RGBA"), "RGBA"

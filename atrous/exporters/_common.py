@@ -245,9 +245,10 @@ def calibration_batches(
     normalised float32 (1, 3, H, W) arrays of ``size``."""
     from atrous.data import read_image
     from atrous.data.base import list_images
-    from atrous.inference.files import image_suffixes
+    from atrous.data.io import check_images
 
-    paths = list_images(Path(folder), image_suffixes())[: max(1, limit)]
+    paths = list_images(Path(folder), fix="give a folder of images with --calibrate")[: max(1, limit)]
+    check_images(paths)
     mean_t = torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1)
     std_t = torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1)
     batches = []

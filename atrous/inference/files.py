@@ -30,23 +30,6 @@ from atrous.inference.evaluate import keep_as_list
 from atrous.labels import class_labels
 from atrous.workers import batches, leave_stop_signals_to_the_main_process
 
-# Formats PIL recognises but cannot decode by itself (stubs, or Ghostscript needed): a
-# folder's .h5 or .eps file is not one of its images.
-_UNDECODABLE = {"BUFR", "EPS", "GRIB", "HDF5", "MPEG", "WMF"}
-
-
-def image_suffixes() -> tuple[str, ...]:
-    """The file suffixes (lower case, with the dot) of every image format PIL decodes:
-    what a folder or glob of images is listed by, so that it takes every file an explicit
-    path would (.png, .jpg, .bmp, .webp, .gif, .tif …)."""
-    Image.init()
-    return tuple(
-        sorted(
-            suffix for suffix, kind in Image.registered_extensions().items()
-            if kind in Image.OPEN and kind not in _UNDECODABLE
-        )
-    )
-
 
 def output_names(stem: str, *, crf: bool, panel: bool = False, probs: bool = False) -> list[str]:
     """The files written for the input ``stem`` (see the module docstring)."""

@@ -1,0 +1,256 @@
+"""Hostile and careless inputs to the readers: each is refused before any work, in one
+line that names the input as the user gave it (class maps, images, checkpoints, model
+files, folders, split lists)."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import struct
+import tempfile
+import warnings
+import zlib
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from atrous.checkpoint import read_checkpoint
+from atrous.class_map import ClassMap
+from atrous.cli import main
+from atrous.convert.tflite_reader import Tensor, read_tflite
+from atrous.crf import DenseCRF, GridGaussian
+from atrous.data import build_dataset, read_image
+from atrous.data.io import check_images
+from atrous.errors import CheckpointError, ConfigError, DataError, ModelFileError
+from atrous.exporters import calibration_batches
+
+SHIPPED = "voc-small"  # opened only when a test's input passes every check
+
+
+def _png(path: Path, size: tuple[int, int] = (8, 6), seed: int = 0) -> Path:
+    """A random RGB image, saved in the format ``path``'s suffix names (lossless WebP)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pixels = np.random.default_rng(seed).integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)
+    Image.fromarray(pixels).save(path, **({"lossless": True} if path.suffix == ".webp" else {}))
+    return path
+
+
+def _png_header(path: Path, width: int, height: int) -> Path:
+    """A PNG whose header claims ``width``×``height`` pixels, with next to no pixel data."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b""))
+    return path
+
+
+def _error_line(capsys: pytest.CaptureFixture, argv: list[str]) -> str:
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1, err
+    return err
+
+
+# --- class maps -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "text", ["road: Road\nsky: Sky\nroad: Car\n", '{"road": "Road", "sky": "Sky", "road": "Car"}', "map:\n  road: Road\n  road: Car\n"]
+)
+def test_class_map_naming_a_class_twice_is_refused(text: str) -> None:
+    with pytest.raises(ConfigError, match="maps 'road' twice"):
+        ClassMap.parse(text, "dup.yaml")
+
+
+def test_class_map_ignoring_every_class_is_refused() -> None:
+    class_map = ClassMap.parse("{car: ignore, sky: ignore}", "all_ignored.yaml")
+    with pytest.raises(ConfigError, match="maps every class to 'ignore'"):
+        class_map.resolve(["car", "sky"], ["Car", "Sky"])
+
+
+# --- memory ---------------------------------------------------------------------
+
+
+def test_an_image_too_large_for_memory_is_refused_from_its_header(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    huge = _png_header(tmp_path / "huge.png", 100_000, 100_000)  # 1e10 pixels: 80 GB to decode, 1.2 TB to segment
+    with pytest.raises(DataError, match=r"huge.png: 100000x100000 .* would need about \d+\.\d GB of memory to decode"):
+        read_image(huge, max_pixels=2 * 10**10)
+    err = _error_line(capsys, ["predict", "--checkpoint", SHIPPED, str(huge), "--out", str(tmp_path / "out"), "--max-pixels", str(2 * 10**10)])
+    assert "GB of memory to segment" in err and not (tmp_path / "out").exists()
+
+
+def test_exact_crf_kernel_wider_than_the_image_costs_the_image_not_sigma() -> None:
+    kernel = GridGaussian(6, 5, sigma_x=1e5, sigma_y=1e5)
+    assert kernel._kx.numel() <= 2 * 5 - 1 and kernel._ky.numel() <= 2 * 6 - 1  # not 8·10⁵ taps
+    torch.testing.assert_close(kernel.filter(torch.ones(30, 1)), torch.full((30, 1), 30.0))  # every pixel weighs ~1
+    image = torch.randint(0, 256, (3, 6, 5), dtype=torch.uint8)
+    probs = torch.softmax(torch.randn(2, 6, 5), 0)
+    refined = DenseCRF(spatial="exact", gaussian_sxy=1e5, iterations=2)(image[None], probs[None])
+    assert torch.isfinite(refined).all()
+
+
+# --- permissions ----------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def _unreadable(*paths: Path) -> Iterator[None]:
+    """``paths`` made unreadable (mode 000) for the block; as root, which reads any file,
+    the block runs with the effective user ``nobody``, as a real user's would."""
+    for path in paths:
+        path.chmod(0)
+    try:
+        if os.geteuid() != 0:
+            yield
+            return
+        try:
+            os.seteuid(65534)
+        except OSError as error:
+            pytest.skip(f"running as root and cannot drop to user nobody ({error}): no file is unreadable to root")
+        try:
+            yield
+        finally:
+            os.seteuid(0)
+    finally:
+        for path in paths:
+            path.chmod(0o644)
+
+
+@pytest.fixture
+def open_folder() -> Iterator[Path]:
+    """A folder anyone may enter (pytest's tmp_path is private to its owner)."""
+    folder = Path(tempfile.mkdtemp(prefix="atrous-hostile-"))
+    folder.chmod(0o755)
+    yield folder
+    for path in sorted(folder.rglob("*"), reverse=True):
+        path.unlink() if not path.is_dir() else path.rmdir()
+    folder.rmdir()
+
+
+def test_permission_denied_is_said_for_images_checkpoints_and_model_files(open_folder: Path, capsys: pytest.CaptureFixture) -> None:
+    image = _png(open_folder / "photo.png")
+    checkpoint = open_folder / "model.pt"
+    torch.save({"format": "nothing"}, checkpoint)
+    graph = open_folder / "graph.tflite"
+    graph.write_bytes(b"\x1c\x00\x00\x00TFL3" + b"\x00" * 64)
+    read_image(image)  # readable: the imports every reader needs are done before the user changes
+    with _unreadable(image, checkpoint, graph):
+        with pytest.raises(DataError, match="photo.png: permission denied") as caught:
+            read_image(image)
+        assert "re-export" not in str(caught.value)
+        with pytest.raises(CheckpointError, match="model.pt: permission denied") as caught:
+            read_checkpoint(checkpoint)
+        assert "not a PyTorch checkpoint" not in str(caught.value)
+        with pytest.raises(ModelFileError, match="graph.tflite: permission denied"):
+            read_tflite(graph)
+        with pytest.raises(DataError, match="photo.png: permission denied"):
+            check_images([image])
+    probs = open_folder / "probs.npy"
+    np.save(probs, np.full((2, 6, 8), 0.5, dtype=np.float32))
+    with _unreadable(probs):
+        err = _error_line(capsys, ["crf", "--image", str(image), "--probs", str(probs), "--out", str(open_folder / "o.png")])
+    assert "probs.npy: permission denied" in err
+
+
+# --- inputs named as given; no dataset wording outside datasets ------------------
+
+
+def test_a_broken_link_in_a_glob_is_named_not_skipped(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    photos = tmp_path / "photos"
+    _png(photos / "a.png")
+    (photos / "b.png").symlink_to(tmp_path / "nonexistent" / "b.png")
+    err = _error_line(capsys, ["predict", "--checkpoint", SHIPPED, str(photos / "*.png"), "--out", str(tmp_path / "out")])
+    assert f"{photos / 'b.png'}: a broken symbolic link" in err
+    assert not (tmp_path / "out" / "a.png").exists()
+
+
+def test_missing_and_empty_inputs_are_named_without_dataset_advice(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    (tmp_path / "empty").mkdir()
+    err = _error_line(capsys, ["predict", "--checkpoint", SHIPPED, str(tmp_path / "empty"), "--out", str(tmp_path / "out")])
+    assert "empty" in err and "dataset" not in err
+    missing = tmp_path / "no_such.png"
+    err = _error_line(capsys, ["crf", "--image", str(missing), "--probs", str(tmp_path / "p.npy"), "--out", str(tmp_path / "o.png")])
+    assert f"{missing}: no such file" in err and "dataset" not in err
+    with pytest.raises(DataError, match="--calibrate") as caught:
+        calibration_batches(tmp_path / "empty", (8, 8), (0.5,) * 3, (0.5,) * 3)
+    assert "dataset" not in str(caught.value) and "empty" in str(caught.value)
+
+
+# --- every input checked before any work -----------------------------------------
+
+
+def test_predict_checks_every_input_before_writing_anything(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    photos = tmp_path / "photos"
+    _png(photos / "a.png")
+    (photos / "y.jpg").write_bytes(b"not a jpeg at all")
+    _png_header(photos / "z.png", 6000, 5000)  # 30 MP: above the default 25 MP
+    err = _error_line(capsys, ["predict", "--checkpoint", SHIPPED, str(photos), "--out", str(tmp_path / "out")])
+    assert "2 of 3 images cannot be read, so nothing was done" in err
+    assert "y.jpg: not a readable image" in err and "z.png: 6000x5000 = 30000000 pixels exceeds" in err
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+
+
+def test_a_dataset_checks_its_images_before_eval_reads_one(tmp_path: Path) -> None:
+    for stem in "abc":
+        _png(tmp_path / "images" / f"{stem}.png")
+        _mask(tmp_path / "masks" / f"{stem}.png")
+    (tmp_path / "images" / "c.png").write_bytes(b"\x89PNG\r\n\x1a\n truncated")
+    dataset = build_dataset("folder", tmp_path, "all", num_classes=2)
+    dataset.check_images(limit=2)  # the first two are fine
+    with pytest.raises(DataError, match=r"1 of 3 images cannot be read, so nothing was done: .*c.png"):
+        dataset.check_images()
+
+
+def test_calibration_images_are_checked_before_work(tmp_path: Path) -> None:
+    _png(tmp_path / "a.png")
+    (tmp_path / "b.png").write_bytes(b"")
+    with pytest.raises(DataError, match="b.png"):
+        calibration_batches(tmp_path, (8, 8), (0.5,) * 3, (0.5,) * 3)
+
+
+# --- model files ----------------------------------------------------------------
+
+
+def test_a_quantisation_overflow_is_one_error_without_numpy_warnings() -> None:
+    tensor = Tensor(0, "conv/weights", (1,), np.uint8, np.array([1e38]), np.array([0.0]), np.array([255], dtype=np.uint8))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a RuntimeWarning would fail the test
+        with pytest.raises(ModelFileError, match="'conv/weights' dequantises to non-finite values"):
+            tensor.dequantized()
+
+
+# --- datasets -------------------------------------------------------------------
+
+
+def _mask(path: Path, size: tuple[int, int] = (8, 6)) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(np.resize(np.array([0, 1], dtype=np.uint8), (size[1], size[0])), mode="L").save(path)
+
+
+def test_training_folders_take_every_image_format_predict_takes(tmp_path: Path) -> None:
+    for name in ("a.bmp", "b.webp", "c.tif", "d.png"):
+        _png(tmp_path / "images" / name)  # saved in the format its suffix names
+        _mask(tmp_path / "masks" / f"{Path(name).stem}.png")
+    dataset = build_dataset("folder", tmp_path, "all", num_classes=2)
+    assert [image.name for image, _ in dataset.samples] == ["a.bmp", "b.webp", "c.tif", "d.png"]
+    image, mask = dataset[0]
+    assert image.shape == (3, 6, 8) and mask.shape == (6, 8)
+
+
+def test_images_in_both_train_and_val_lists_are_warned_about(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    for stem in "abcde":
+        _png(tmp_path / "images" / f"{stem}.png")
+        _mask(tmp_path / "masks" / f"{stem}.png")
+    (tmp_path / "train.txt").write_text("a\nb\nc\nd\n")
+    (tmp_path / "val.txt").write_text("c\nd\ne\n")
+    with caplog.at_level(logging.WARNING, logger="atrous.data.folder"):
+        build_dataset("folder", tmp_path, "train", num_classes=2)
+        build_dataset("folder", tmp_path, "val", num_classes=2)
+    warned = [record.getMessage() for record in caplog.records if record.levelno == logging.WARNING]
+    assert len(warned) == 1 and "2 image(s) are in both" in warned[0] and "c, d" in warned[0]
