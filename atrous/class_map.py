@@ -14,7 +14,7 @@ target ones (each target's probability is the sum of its sources': a pixel split
 between "car" and "truck" is confidently a CamVid "Car"), and ``principal`` names the
 source row each target's classifier row starts from when fine-tuning.
 
-A leaf: imports only ``errors`` (and PyYAML, lazily).
+Imports only ``errors`` and ``files`` of atrous (and PyYAML, lazily).
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from pathlib import Path
 import torch
 
 from atrous.errors import ConfigError
+from atrous.files import os_problem
 
 __all__ = ["IGNORE", "ClassMap", "ResolvedClassMap", "shipped_class_maps"]
 
@@ -124,8 +125,10 @@ class ClassMap:
             path = shipped
         try:
             text = path.read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as error:
-            raise ConfigError(f"cannot read class map {path}: {error}") from None
+        except OSError as error:
+            raise ConfigError(f"cannot read class map {path}: {os_problem(error, path)}") from None
+        except UnicodeDecodeError:
+            raise ConfigError(f"class map {path} is not UTF-8 text; give a YAML/JSON file") from None
         return cls.parse(text, str(path))
 
     @classmethod

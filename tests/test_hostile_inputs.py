@@ -25,6 +25,7 @@ from atrous.cli import main
 from atrous.convert.tflite_reader import Tensor, read_tflite
 from atrous.crf import DenseCRF, GridGaussian
 from atrous.data import build_dataset, read_image
+from atrous.data.base import read_split_file
 from atrous.data.io import check_images
 from atrous.errors import CheckpointError, ConfigError, DataError, ModelFileError
 from atrous.exporters import calibration_batches
@@ -151,6 +152,16 @@ def test_permission_denied_is_said_for_images_checkpoints_and_model_files(open_f
             read_tflite(graph)
         with pytest.raises(DataError, match="photo.png: permission denied"):
             check_images([image])
+    class_map = open_folder / "map.yaml"
+    class_map.write_text("car: Car\n")
+    split_list = open_folder / "train.txt"
+    split_list.write_text("a\n")
+    ClassMap.load(class_map)  # readable; PyYAML imported
+    with _unreadable(class_map, split_list):
+        with pytest.raises(ConfigError, match="map.yaml: permission denied"):
+            ClassMap.load(class_map)
+        with pytest.raises(DataError, match="train.txt: cannot read the split list: permission denied"):
+            read_split_file(split_list)
     probs = open_folder / "probs.npy"
     np.save(probs, np.full((2, 6, 8), 0.5, dtype=np.float32))
     with _unreadable(probs):

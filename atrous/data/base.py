@@ -19,6 +19,7 @@ from torch.utils.data import Dataset
 from atrous.data.io import DEFAULT_MAX_PIXELS, check_images, image_suffixes, read_image, read_mask
 from atrous.data.palette import check_unique_names
 from atrous.errors import ConfigError, DataError, choices_message
+from atrous.files import os_problem
 
 logger = logging.getLogger(__name__)
 
@@ -84,7 +85,13 @@ def read_split_file(path: Path) -> list[str]:
     """Non-empty stripped lines (stems or ids) of a split list file; error if none."""
     if not path.is_file():
         raise DataError(f"{path}: split list not found; check the dataset root and split name")
-    stems = [line.split()[0] for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as error:
+        raise DataError(f"{path}: cannot read the split list: {os_problem(error, path)}") from None
+    except UnicodeDecodeError:
+        raise DataError(f"{path}: the split list is not UTF-8 text; list one image name per line") from None
+    stems = [line.split()[0] for line in text.splitlines() if line.strip()]
     if not stems:
         raise DataError(f"{path}: split list is empty; list one image name per line")
     return stems
