@@ -218,6 +218,18 @@ def test_a_dataset_checks_its_images_before_eval_reads_one(tmp_path: Path) -> No
         dataset.check_images()
 
 
+def test_eval_checks_every_image_before_scoring_one(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    from atrous.data import VOC_CLASSES
+
+    for stem in "abc":
+        _png(tmp_path / "images" / f"{stem}.png")
+        _mask(tmp_path / "masks" / f"{stem}.png")
+    (tmp_path / "images" / "c.png").write_bytes(b"junk")
+    (tmp_path / "classes.txt").write_text("\n".join(VOC_CLASSES) + "\n")
+    err = _error_line(capsys, ["eval", "--checkpoint", SHIPPED, "--data", str(tmp_path), "--split", "all", "--no-progress"])
+    assert "1 of 3 images cannot be read, so nothing was done" in err and "c.png: not a readable image" in err
+
+
 def test_calibration_images_are_checked_before_work(tmp_path: Path) -> None:
     _png(tmp_path / "a.png")
     (tmp_path / "b.png").write_bytes(b"")
