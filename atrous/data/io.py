@@ -97,6 +97,8 @@ def _open(path: str | Path, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> Imag
     except OSError as exc:
         if exc.errno is not None:  # the operating system's refusal, not PIL's verdict on the bytes
             raise DataError(f"{path}: {os_problem(exc, path)}") from None
+        if path.stat().st_size == 0:
+            raise DataError(f"{path}: an empty file, not an image") from None
         raise DataError(f"{path}: not a readable image ({exc}); re-export it as PNG or JPEG") from exc
     except (SyntaxError, ValueError, struct.error) as exc:
         raise DataError(f"{path}: not a readable image ({exc}); re-export it as PNG or JPEG") from exc
