@@ -165,7 +165,11 @@ def model_facts(name: str, *, size: tuple[int, int] = (512, 512), num_classes: i
     from atrous.models import create_model
     from atrous.registry import create_backbone, list_backbones, list_models
 
+    from atrous.data.io import DEFAULT_MAX_PIXELS
+    from atrous.limits import check_model_memory, check_view_pixels
+
     options = dict(options or {})
+    check_view_pixels("the input size", *size, DEFAULT_MAX_PIXELS)
     if name in list_models():
         model = create_model(name, num_classes=num_classes, output_stride=output_stride, **options)
         backbone, forward, kind = model.backbone, model, "model"
@@ -174,6 +178,7 @@ def model_facts(name: str, *, size: tuple[int, int] = (512, 512), num_classes: i
         backbone_options: dict[str, Any] = {"num_classes": num_classes, **options}
         if output_stride is not None:
             backbone_options["output_stride"] = output_stride
+        check_model_memory(name, lambda: create_backbone(name, **backbone_options))
         model = backbone = create_backbone(name, **backbone_options)
         forward, kind = backbone.classify, "backbone"
         rf_forward = lambda m, x: m(x)["out"]  # noqa: E731

@@ -208,9 +208,25 @@ class DeepLab(nn.Module):
             outputs[scale_output_key(scale)] = self._upsample(scores, size)
         return outputs
 
+    def _check_input(self, x: Any) -> None:
+        """``InputError`` for what the model cannot run: not a (N, C, H, W) tensor, not
+        floating point, or of another float type than its weights."""
+        if not isinstance(x, torch.Tensor) or x.dim() != 4:
+            shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
+            raise InputError(f"the model takes a (N, 3, H, W) float tensor; got {shape}")
+        weights = next(self.parameters(), None)
+        dtype = weights.dtype if weights is not None else torch.float32
+        if x.dtype != dtype:
+            hint = (
+                "images go through atrous.Predictor (it normalises them), or pass x.float() / 255 normalised with the model's mean/std"
+                if not x.is_floating_point() else f"convert the input (x.to({dtype})) or the model (model.to({x.dtype}))"
+            )
+            raise InputError(f"the model's weights are {dtype} but the input is {x.dtype}; {hint}")
+
     def _low_res(self, x: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor], dict[float, torch.Tensor]]:
         """Head logits (N, K, h, w), the backbone features they came from, and (with
         ``input_scales``) every scale's own head logits; the features are the largest scale's."""
+        self._check_input(x)
         if self.input_scales is None:
             features = self.backbone(x)
             return self._head(x, features), features, {}

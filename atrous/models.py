@@ -30,7 +30,7 @@ import functools
 import inspect
 import json
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, NamedTuple
+from typing import Annotated, Any, NamedTuple
 
 from torch import nn
 
@@ -39,6 +39,7 @@ from atrous.strides import check_output_stride
 from atrous.crf.rnn import CRFasRNN, crf_layer_options
 from atrous.deeplab import DeepLab
 from atrous.errors import ConfigError
+from atrous.limits import AtLeast, check_model_memory
 from atrous.heads import (
     ASPP,
     AuxHead,
@@ -225,7 +226,7 @@ def deeplabv2(
     if aspp not in ASPP_V2_RATES:
         raise ConfigError(f"aspp must be one of {', '.join(ASPP_V2_RATES)} (ASPP-L or ASPP-S); got {aspp!r}")
     body = _backbone(backbone, output_stride, pretrained_backbone, backbone_options)
-    rates = tuple(aspp_rates) if aspp_rates else rates_for_output_stride(ASPP_V2_RATES[aspp], output_stride, 8)
+    rates = _rates(aspp_rates) if aspp_rates else rates_for_output_stride(ASPP_V2_RATES[aspp], output_stride, 8)
     branch = _largefov_branch if backbone_class(backbone).largefov_branches else None
     head = ASPP(body.feature_info["out"].channels, num_classes, rates, sum_branches=True, branch=branch)
     model_wide = _ModelWide(crf, input_scales, activation_quant, config)
@@ -249,7 +250,7 @@ def deeplabv3(
     separable: bool = False,
     refine_conv: bool = False,
     dropout: float = 0.1,
-    cascade_blocks: int = 0,
+    cascade_blocks: Annotated[int, AtLeast(0)] = 0,
     aux_loss: bool = False,
     pretrained_backbone: str | bool | None = None,
     backbone_options: dict[str, Any] | None = None,
@@ -299,7 +300,7 @@ def deeplabv3(
             )
         cascade_head = CascadeHead(body.feature_info["out"].channels, num_classes, dropout=dropout)
         return _assemble(body, cascade_head, num_classes, model_wide, aux_loss=aux_loss, align_corners=align_corners)
-    rates = tuple(aspp_rates) if aspp_rates is not None else rates_for_output_stride(ASPP_V3_RATES_OS16, output_stride)
+    rates = _rates(aspp_rates) if aspp_rates is not None else rates_for_output_stride(ASPP_V3_RATES_OS16, output_stride)
     head = DeepLabV3Head(
         body.feature_info["out"].channels,
         num_classes,
@@ -312,6 +313,14 @@ def deeplabv3(
         dropout=dropout,
     )
     return _assemble(body, head, num_classes, model_wide, aux_loss=aux_loss, align_corners=align_corners)
+
+
+def _rates(aspp_rates: Sequence[int]) -> tuple[int, ...]:
+    """The checked ``aspp_rates``: atrous rates (dilations) ≥ 1."""
+    rates = tuple(aspp_rates)
+    if any(isinstance(r, bool) or not isinstance(r, int) or r < 1 for r in rates):
+        raise ConfigError(f"aspp_rates must be atrous rates ≥ 1 such as [6, 12, 18]; got {list(aspp_rates)!r}")
+    return rates
 
 
 def _positive_width(option: str, value: int) -> int:
@@ -360,7 +369,7 @@ def deeplabv3plus(
     :func:`deeplabv3`.
     """
     body = _backbone(backbone, output_stride, pretrained_backbone, backbone_options, multi_grid=_multi_grid_for(backbone, multi_grid))
-    rates = tuple(aspp_rates) if aspp_rates is not None else rates_for_output_stride(ASPP_V3_RATES_OS16, output_stride)
+    rates = _rates(aspp_rates) if aspp_rates is not None else rates_for_output_stride(ASPP_V3_RATES_OS16, output_stride)
     head = DeepLabV3PlusHead(
         body.feature_info["out"].channels,
         body.feature_info["low"].channels,
@@ -488,7 +497,15 @@ def create_model(name: str, *, num_classes: int, output_stride: int | None = Non
             config[key] = model_wide[key]
     if output_stride is not None:
         options["output_stride"] = check_output_stride(output_stride)
-    return call_checked("model", name, builder, {"num_classes": num_classes, **options, **model_wide, "config": config})
+    arguments = {"num_classes": num_classes, **options, **model_wide, "config": config}
+    # Shapes first (meta device, no storage, no weights file read): a model too large is refused before allocation.
+    # The model-wide extras (CRF, activation grids) are left out there: they are small and read values.
+    shapes_only = {**arguments, "crf": None, "activation_quant": None}
+    if "pretrained_backbone" in arguments:
+        shapes_only["pretrained_backbone"] = None
+    given = ", ".join(f"{key}={value!r}" for key, value in {"num_classes": num_classes, **options}.items())
+    check_model_memory(f"{name} ({given})", lambda: call_checked("model", name, builder, shapes_only))
+    return call_checked("model", name, builder, arguments)
 
 
 def _default_output_stride(builder: Callable[..., Any]) -> int | None:

@@ -116,13 +116,17 @@ def valid_options(builder: Callable[..., Any]) -> list[str]:
 
 
 def call_checked(kind: str, name: str, builder: Callable[..., nn.Module], options: dict[str, Any]) -> nn.Module:
-    """Call ``builder(**options)`` after checking every option name is accepted."""
+    """Call ``builder(**options)`` after checking every option name is accepted and every
+    value is of the type the builder annotates (:func:`atrous.limits.check_options`)."""
+    from atrous.limits import check_options
+
     accepted = valid_options(builder)
     unknown = sorted(set(options) - set(accepted))
     if unknown:
         raise ConfigError(
             f"unknown option(s) {', '.join(unknown)} for {kind} {name!r}; valid: {', '.join(accepted)}"
         )
+    check_options(kind, name, builder, options)
     return builder(**options)
 
 
@@ -133,6 +137,15 @@ def get_builder(kind: str, name: str) -> Callable[..., nn.Module]:
     if name not in table:
         raise ConfigError(choices_message(kind, name, table))
     return table[name]
+
+
+def model_backbone(name: str) -> str | None:
+    """The backbone registered model ``name`` is built on (``"resnet50"`` for
+    ``deeplabv3plus_resnet50``), or None for a builder that does not name one."""
+    builder = get_builder("model", name)
+    if isinstance(builder, functools.partial) and builder.args and isinstance(builder.args[0], str):
+        return builder.args[0]
+    return None
 
 
 def backbone_class(name: str) -> type[nn.Module]:

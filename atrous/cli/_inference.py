@@ -234,6 +234,7 @@ def build_predictor(
         input_size=args.input_size,
         class_map=class_map,
         precision=args.precision,
+        max_pixels=getattr(args, "max_pixels", None),
     )
 
 

@@ -171,6 +171,17 @@ def load_export_model(args: argparse.Namespace) -> Any:
     return create_model(args.model, num_classes=args.num_classes or 21, output_stride=args.output_stride).eval()
 
 
+def _check_min_size(size: list[int] | None, model: Any) -> None:
+    """``ConfigError`` for a ``--size`` below the smallest input the model runs on."""
+    from atrous.deeplab import min_input_size
+
+    if size is None:
+        return
+    smallest = min_input_size(getattr(model, "model", model))
+    if min(size) < smallest:
+        raise ConfigError(f"--size {size[0]} {size[1]} is below this model's smallest input; use --size ≥ {smallest}")
+
+
 def run(args: argparse.Namespace) -> int:
     from atrous.exporters.formats import export, get_format
     from atrous.files import check_output_file
@@ -184,7 +195,13 @@ def run(args: argparse.Namespace) -> int:
         args.out, "--out", force=args.force, inputs=[args.checkpoint, args.calibrate, args.check_images],
         create_parent=True,
     )
+    if args.size is not None:
+        from atrous.data.io import DEFAULT_MAX_PIXELS
+        from atrous.limits import check_view_pixels
+
+        check_view_pixels("--size", *args.size, DEFAULT_MAX_PIXELS)
     model = load_export_model(args)
+    _check_min_size(args.size, model)
     report = export(model, out, format=name, input_size=args.size, argmax=args.argmax, **options)
     if report.float_report is not None:
         print(f"float model: {report.float_report.describe()}")

@@ -25,18 +25,35 @@ def _batched(t: Tensor, name: str, layout: str) -> Tensor:
 
 
 def check_image(image: Tensor) -> Tensor:
-    """(N, K, H, W) or (K, H, W), uint8 or real values in [0, 255] → float (N, K, H, W)."""
+    """(N, K, H, W) or (K, H, W), uint8 or real values in [0, 255] → float (N, K, H, W).
+
+    A float image whose values all lie in (0, 1] is refused as a 0–1 image (its colours
+    would read as nearly black), as is one holding NaN or inf."""
     batched = _batched(image, "image", "(N, 3, H, W)")
     if batched.dtype == torch.uint8:
         return batched.float()
     if batched.dtype == torch.bool or batched.is_complex():
         raise InputError(f"image must be uint8 (or real values in [0, 255]), got {batched.dtype}")
     values = batched.float()
-    if values.numel() and not (torch.isfinite(values).all() and values.min() >= 0 and values.max() <= 255):
-        low, high = values.nan_to_num().min().item(), values.nan_to_num().max().item()
+    if not values.numel():
+        return values
+    finite = torch.isfinite(values)
+    if not finite.all():
+        raise InputError(
+            f"image of dtype {batched.dtype} holds {int((~finite).sum())} NaN or infinite value(s); "
+            "pass the uint8 image (0–255)"
+        )
+    low, high = values.min().item(), values.max().item()
+    if low < 0 or high > 255:
         raise InputError(
             f"image of dtype {batched.dtype} has values outside [0, 255] (min {low:g}, max {high:g}); "
             "pass the uint8 image, not a normalised one"
+        )
+    if 0 < high <= 1:
+        # Colour differences of a 0–1 image are 255 times too small for the bilateral kernel's σ.
+        raise InputError(
+            f"image of dtype {batched.dtype} has values in 0–1 (max {high:g}), but the CRF measures colour "
+            "in 0–255; pass (image * 255) or the uint8 image"
         )
     return values
 

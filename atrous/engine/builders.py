@@ -159,6 +159,8 @@ def build_model(
                     "else batch statistics replace the folded ones and the pretrained features are lost",
                     config.pretrained,
                 )
+            if saved.get("name") != name:
+                _check_same_backbone(config.pretrained, saved.get("name"), name)
             inherited = saved if saved.get("name") == name else {"backbone_options": saved.get("backbone_options")}
             options = {**{k: v for k, v in inherited.items() if k not in _NOT_ARCHITECTURE and v is not None}, **options}
     model = create_model(name, num_classes=num_classes, output_stride=config.output_stride, **options)
@@ -173,6 +175,23 @@ def build_model(
     elif config.pretrained:
         log.info("loaded ImageNet backbone weights from %s", config.pretrained)
     return model
+
+
+def _check_same_backbone(path: str, saved_name: str | None, name: str) -> None:
+    """``ConfigError`` when ``--pretrained`` (a ``saved_name`` model) is built on another
+    backbone than model ``name``: from another model only the backbone is taken."""
+    from atrous.registry import list_models, model_backbone
+
+    if saved_name not in list_models():
+        return
+    saved_backbone, backbone = model_backbone(saved_name), model_backbone(name)
+    if saved_backbone is None or backbone is None or saved_backbone == backbone:
+        return
+    fits = [m for m in list_models() if model_backbone(m) == saved_backbone]
+    raise ConfigError(
+        f"the checkpoint's backbone ({saved_backbone}, {path}: {saved_name}) does not fit {name}, built on {backbone}; "
+        f"drop --model, or pick a model on {saved_backbone} ({', '.join(fits[:4])})"
+    )
 
 
 def load_pretrained(

@@ -21,11 +21,12 @@ from torch import nn
 
 from atrous.class_map import ResolvedClassMap
 from atrous.deeplab import min_input_size
-from atrous.devices import cpu_has_bf16
+from atrous.devices import cpu_has_bf16, resolve_device
 from atrous.errors import ConfigError, InputError
 from atrous.inference.fast import default_transforms, prepare_for_inference
 from atrous.inference.windows import multi_scale_probabilities, sliding_window
 from atrous.labels import class_labels
+from atrous.limits import check_view_pixels
 from atrous.nn import check_scales, resize
 from atrous.nn.fake_quant import has_activation_quant
 
@@ -65,9 +66,14 @@ class Predictor:
         input_size: (h, w) or one int; when set, every view is resized to it before the
             model (e.g. a graph exported at a static 513×513, or a model trained on
             squashed frames) and its scores resized back to the image. Not with ``scales``.
+        max_pixels: the most pixels one view may have (``input_size``, a sliding window,
+            an image scaled up by ``scales``), refused (``ConfigError``) before it is
+            allocated; default ``atrous.data.io.DEFAULT_MAX_PIXELS``. An image given
+            larger than it is still run at scales ≤ 1.
         class_map: an :class:`atrous.class_map.ResolvedClassMap` from the model's classes
             to another label set: probabilities are merged into the target classes (each
-            the sum of its sources') before the CRF, and labels are target classes.
+            the sum of its sources'; rescaled to sum to 1 before a CRF when some sources
+            are ignored), and labels are target classes.
         precision: ``"fp32"``, or ``"bf16"``: a bfloat16 copy of the (BN-folded,
             channels_last) model runs on bfloat16 inputs; scores come back as float32.
             Fast on CPUs with AMX or AVX-512 BF16 and on recent GPUs; elsewhere it works
@@ -104,8 +110,10 @@ class Predictor:
         class_map: ResolvedClassMap | None = None,
         precision: str = "fp32",
         transforms: Sequence[str] | None = None,
+        max_pixels: int | None = None,
     ) -> None:
-        self.device = torch.device(device)
+        self.device = resolve_device(device) if isinstance(device, str) else torch.device(device)
+        self.max_pixels = _check_max_pixels(max_pixels)
         self.dtype = _precision_dtype(precision, model, self.device, transforms)
         self.scales = check_scales(scales)
         self.input_size = _check_crop(input_size, "input_size")
@@ -114,6 +122,9 @@ class Predictor:
         self.class_map = class_map
         self.flip = bool(flip)
         self.crop_size = _check_crop(crop_size)
+        for option, size in (("input_size", self.input_size), ("crop_size (sliding window)", self.crop_size)):
+            if size is not None:
+                check_view_pixels(option, *size, self.max_pixels, raise_with=MAX_PIXELS_OPTION)
         self.overlap = float(overlap)
         self.crf = crf
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
@@ -192,6 +203,8 @@ class Predictor:
             if self.class_map is not None:
                 probs = self.class_map.merge_probabilities(probs)
             if self.crf is not None:
+                if self.class_map is not None:
+                    probs = _renormalised(probs)
                 probs = self.refine(images, probs)
         return probs
 
@@ -219,12 +232,30 @@ class Predictor:
         output = self.model(batch.to(self.dtype))  # a no-op in float32
         if isinstance(output, Mapping):
             output = output["out"]
+        self._check_output(output, batch)
         if output.dtype == torch.bfloat16:
             output = output.float()
         # Scores stay in the model's memory format: argmax / softmax over classes read a
         # channels_last tensor fine, while converting it to NCHW costs as much as a third
         # of a MobileNet forward pass.
         return output[..., :height, :width] if pad_h or pad_w else output
+
+    def _check_output(self, output: Any, batch: torch.Tensor) -> None:
+        """``InputError`` unless the model gave, for the (N, 3, h, w) ``batch``, float
+        (N, K, h, w) scores or (N, h, w) integer labels (a graph exported with argmax)."""
+        n, (h, w) = batch.shape[0], tuple(batch.shape[-2:])
+        expected = f"float ({n}, K, {h}, {w}) scores or integer ({n}, {h}, {w}) labels"
+        if not isinstance(output, torch.Tensor):
+            raise InputError(f"the model must return a tensor, {expected}; got {type(output).__name__}")
+        shape = tuple(output.shape)
+        if output.is_floating_point():
+            fits = output.dim() == 4 and shape[0] == n and shape[2:] == (h, w)
+        else:
+            fits = output.dim() == 3 and shape == (n, h, w)
+        if not fits:
+            raise InputError(
+                f"the model must return {expected} for a ({n}, 3, {h}, {w}) input; got {output.dtype} of shape {shape}"
+            )
 
     def _labels(self, images: torch.Tensor) -> torch.Tensor:
         """(N, H, W) labels of a uint8 batch. One view and no CRF: argmax of the scores
@@ -239,11 +270,42 @@ class Predictor:
         items, form = _as_uint8_list(images)
         results: list[torch.Tensor] = []
         for batch in _same_size_chunks(items, self.batch_size):
+            self._check_views(*batch[0].shape[-2:])
             stacked = torch.stack(batch)
             results.extend((self._labels(stacked) if labels else self.probabilities(stacked)).cpu())
         return _restore_form(results, form)
 
 
+    def _check_views(self, height: int, width: int) -> None:
+        """``ConfigError`` for a ``height``×``width`` image scaled above ``max_pixels`` by ``scales``."""
+        limit = max(self.max_pixels, height * width)
+        for scale in self.scales:
+            check_view_pixels(
+                f"a {height}×{width} image at scale {scale:g}", round(height * scale), round(width * scale), limit,
+                raise_with=MAX_PIXELS_OPTION,
+            )
+
+
+def _renormalised(probs: torch.Tensor) -> torch.Tensor:
+    """(N, T, H, W) merged probabilities rescaled to sum to 1 over T, as the CRF needs: a
+    class map's ignored classes take their share away. A pixel with no mass left (all of
+    it ignored) becomes uniform."""
+    total = probs.sum(1, keepdim=True)
+    uniform = torch.full_like(probs, 1.0 / probs.shape[1])
+    return torch.where(total > 0, probs / total.clamp_min(torch.finfo(probs.dtype).tiny), uniform)
+
+
+def _check_max_pixels(max_pixels: int | None) -> int:
+    if max_pixels is None:
+        from atrous.data.io import DEFAULT_MAX_PIXELS
+
+        return DEFAULT_MAX_PIXELS
+    if isinstance(max_pixels, bool) or not isinstance(max_pixels, int) or max_pixels < 1:
+        raise ConfigError(f"max_pixels must be an integer ≥ 1; got {max_pixels!r}")
+    return max_pixels
+
+
+MAX_PIXELS_OPTION = "max_pixels (--max-pixels)"
 PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16}
 
 
@@ -300,7 +362,7 @@ def _stats(name: str, value: Sequence[float] | None, *, default_index: int) -> t
 
         value = (IMAGENET_MEAN, IMAGENET_STD)[default_index]
     values = tuple(float(v) for v in value)
-    if len(values) != 3 or (name == "std" and any(v <= 0 for v in values)):
+    if len(values) != 3 or not all(np.isfinite(values)) or (name == "std" and any(v <= 0 for v in values)):
         raise ConfigError(f"{name} must be 3 per-channel values (RGB, 0–1 scale); got {tuple(value)!r}")
     return values  # type: ignore[return-value]
 
@@ -337,6 +399,9 @@ def _one_image(image: Any) -> torch.Tensor:
         from atrous.data import read_image
 
         image = read_image(image)
+    shape = tuple(getattr(image, "shape", ()))
+    if len(shape) == 3 and 0 in shape:
+        raise InputError(f"the image is empty (shape {shape}): it has no pixels to segment")
     if isinstance(image, np.ndarray):
         if image.ndim != 3 or image.shape[2] != 3:
             raise InputError(f"expected an RGB array of shape (H, W, 3); got shape {image.shape}")
@@ -364,6 +429,9 @@ def _one_image(image: Any) -> torch.Tensor:
 
 def _float_image(image: torch.Tensor) -> torch.Tensor:
     """A float (3, H, W) image with values in [0, 1] → uint8, rounded like an image file."""
+    if not bool(torch.isfinite(image).all()):
+        bad = int((~torch.isfinite(image)).sum())
+        raise InputError(f"the float image holds {bad} NaN or infinite value(s); an image must be finite, 0–1")
     low, high = float(image.min()), float(image.max())
     if low < 0 or high > 1:
         raise InputError(
