@@ -3,7 +3,7 @@
 - :func:`check_options`: each option against the type its builder annotates (``bool``
   takes only ``True``/``False``, ``int`` no float or string, ``Sequence[int]`` a list
   of integers …), so ``separable="no"`` is refused instead of counting as true.
-- :func:`check_model_memory`: the parameters of a model built on PyTorch's ``meta``
+- :func:`check_model_memory`: twice the weights of a model built on PyTorch's ``meta``
   device (shapes only, no storage) against the memory this machine has available.
 - :func:`check_view_pixels`: the pixels one forward pass sees against ``max_pixels``.
 
@@ -146,8 +146,8 @@ def check_model_memory(what: str, build: Callable[[], Any], *, available: int | 
     """``ConfigError`` if the model ``build()`` makes would not fit in memory.
 
     ``build`` runs on PyTorch's ``meta`` device (every tensor a shape without storage), so
-    the estimate — 4 bytes per parameter and buffer element, the float32 weights alone —
-    costs no memory (a builder that reads tensor values, which meta tensors lack, goes
+    the estimate — twice the weights (parameters and buffers): one copy plus gradients or
+    activations at least as large — costs no memory (a builder that reads tensor values, which meta tensors lack, goes
     unestimated); ``available``: bytes (default :func:`available_memory`).
     """
     import torch
@@ -161,12 +161,15 @@ def check_model_memory(what: str, build: Callable[[], Any], *, available: int | 
         raise
     except (RuntimeError, NotImplementedError):  # code that reads tensor values cannot run on meta: no estimate
         return
-    needed = sum(t.numel() * t.element_size() for t in (*model.parameters(), *model.buffers()))
+    weights = sum(t.numel() * t.element_size() for t in (*model.parameters(), *model.buffers()))
     available = available_memory() if available is None else available
-    if available and needed > available:
+    # Nothing runs on the weights alone: training holds a gradient per weight, inference
+    # activations at least as large. Twice the weights is the least a usable model needs.
+    if available and 2 * weights > available:
         raise ConfigError(
-            f"{what} would need {_gb(needed)} for its weights alone, more than the {_gb(available)} of memory "
-            "available; choose smaller options (num_classes, width_mult, channels …)"
+            f"{what} would need {_gb(weights)} for its weights and as much again for their gradients or "
+            f"activations, more than the {_gb(available)} of memory available; choose smaller options "
+            "(num_classes, width_mult, channels …)"
         )
 
 
