@@ -23,13 +23,35 @@ from typing import Annotated, Any, Literal, NamedTuple, Union, get_args, get_ori
 
 from atrous.errors import ConfigError
 
-__all__ = ["AtLeast", "available_memory", "check_model_memory", "check_options", "check_view_pixels", "describe_type"]
+__all__ = ["AtLeast", "InRange", "available_memory", "check_model_memory", "check_options", "check_view_pixels", "describe_type"]
 
 
 class AtLeast(NamedTuple):
     """A lower bound in an annotation: ``Annotated[int, AtLeast(0)]`` takes integers ≥ 0."""
 
     low: float
+
+
+class InRange(NamedTuple):
+    """Bounds in an annotation: ``Annotated[float, InRange(0, 1)]`` takes numbers in [0, 1]."""
+
+    low: float
+    high: float
+
+
+def _bounds_hold(value: Any, extras: Sequence[Any]) -> bool:
+    for extra in extras:
+        if isinstance(extra, AtLeast) and not value >= extra.low:
+            return False
+        if isinstance(extra, InRange) and not extra.low <= value <= extra.high:
+            return False
+    return True
+
+
+def _bounds_text(extras: Sequence[Any]) -> str:
+    parts = [f" ≥ {e.low:g}" for e in extras if isinstance(e, AtLeast)]
+    parts += [f" in [{e.low:g}, {e.high:g}]" for e in extras if isinstance(e, InRange)]
+    return "".join(parts)
 
 
 def _hints(builder: Callable[..., Any]) -> dict[str, Any]:
@@ -57,8 +79,7 @@ def _matches(value: Any, annotation: Any) -> bool:
     origin = get_origin(annotation)
     if origin is Annotated:
         base, *extras = get_args(annotation)
-        bounds = [extra.low for extra in extras if isinstance(extra, AtLeast)]
-        return _matches(value, base) and all(value >= low for low in bounds)
+        return _matches(value, base) and _bounds_hold(value, extras)
     if origin is Union or origin is types.UnionType:
         return any(_matches(value, arg) for arg in get_args(annotation))
     if origin is Literal:
@@ -92,8 +113,7 @@ def describe_type(annotation: Any) -> str:
     origin = get_origin(annotation)
     if origin is Annotated:
         base, *extras = get_args(annotation)
-        bounds = "".join(f" ≥ {extra.low:g}" for extra in extras if isinstance(extra, AtLeast))
-        return describe_type(base) + bounds
+        return describe_type(base) + _bounds_text(extras)
     if origin is Union or origin is types.UnionType:
         return " or ".join(dict.fromkeys(describe_type(arg) for arg in get_args(annotation)))
     if origin is Literal:

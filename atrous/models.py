@@ -39,7 +39,7 @@ from atrous.strides import check_output_stride
 from atrous.crf.rnn import CRFasRNN, crf_layer_options
 from atrous.deeplab import DeepLab
 from atrous.errors import ConfigError
-from atrous.limits import AtLeast, check_model_memory
+from atrous.limits import AtLeast, InRange, check_model_memory
 from atrous.heads import (
     ASPP,
     AuxHead,
@@ -71,6 +71,7 @@ __all__ = [
 
 ASPP_V2_RATES = {"L": (6, 12, 18, 24), "S": (2, 4, 8, 12)}
 ASPP_V3_RATES_OS16 = (6, 12, 18)
+_Probability = Annotated[float, InRange(0, 1)]
 DEFAULT = "default"  # an option left to the backbone class's declared default (``multi_grid``)
 
 
@@ -156,7 +157,7 @@ def deeplabv1(
     num_classes: int,
     output_stride: int = 8,
     large_fov: bool = True,
-    dropout: float = 0.5,
+    dropout: _Probability = 0.5,
     msc: bool = False,
     aux_loss: bool = False,
     pretrained_backbone: str | bool | None = None,
@@ -249,7 +250,7 @@ def deeplabv3(
     image_pool_crop: int | Sequence[int] | None = None,
     separable: bool = False,
     refine_conv: bool = False,
-    dropout: float = 0.1,
+    dropout: _Probability = 0.1,
     cascade_blocks: Annotated[int, AtLeast(0)] = 0,
     aux_loss: bool = False,
     pretrained_backbone: str | bool | None = None,
@@ -346,9 +347,9 @@ def deeplabv3plus(
     image_pool: bool = True,
     image_pool_crop: int | Sequence[int] | None = None,
     separable: bool | None = None,
-    low_level_channels: int = 48,
+    low_level_channels: Annotated[int, AtLeast(1)] = 48,
     decoder_convs: int = 2,
-    dropout: float = 0.1,
+    dropout: _Probability = 0.1,
     aux_loss: bool = False,
     pretrained_backbone: str | bool | None = None,
     backbone_options: dict[str, Any] | None = None,
@@ -392,7 +393,7 @@ def lraspp(
     *,
     num_classes: int,
     output_stride: int = 16,
-    channels: int = 128,
+    channels: Annotated[int, AtLeast(1)] = 128,
     aux_loss: bool = False,
     pretrained_backbone: str | bool | None = None,
     backbone_options: dict[str, Any] | None = None,

@@ -45,7 +45,8 @@ def error_line(capsys: pytest.CaptureFixture) -> str:
         ({"aspp_rates": [-6, 12, 18]}, "aspp_rates must be atrous rates ≥ 1 such as [6, 12, 18]; got [-6, 12, 18]"),
         ({"backbone_options": [1]}, "backbone_options must be a mapping {name: value} or null; got [1]"),
         ({"backbone_options": {"width_mult": "wide"}}, "width_mult must be a finite number; got 'wide' (an option of backbone 'mobilenet_v2')"),
-        ({"dropout": float("nan")}, "dropout must be a finite number; got nan"),
+        ({"dropout": float("nan")}, "dropout must be a finite number in [0, 1]; got nan"),
+        ({"dropout": 2.0}, "dropout must be a finite number in [0, 1]; got 2.0 (an option of model 'deeplabv3_mobilenet_v2')"),
     ],
 )
 def test_option_values_of_the_wrong_type_or_range_are_refused_when_the_model_is_built(
@@ -54,6 +55,18 @@ def test_option_values_of_the_wrong_type_or_range_are_refused_when_the_model_is_
     with pytest.raises(ConfigError) as caught:
         create_model(MODEL, num_classes=3, **options)
     assert message in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    "name, options, message",
+    [
+        ("deeplabv3plus_mobilenet_v2", {"low_level_channels": -1}, "low_level_channels must be an integer ≥ 1; got -1"),
+        ("lraspp_mobilenet_v3_small", {"channels": 0}, "channels must be an integer ≥ 1; got 0"),
+    ],
+)
+def test_widths_below_one_are_refused_before_torch_sees_them(name: str, options: dict[str, object], message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        create_model(name, num_classes=3, **options)
 
 
 def test_a_string_for_a_bool_option_no_longer_builds_another_model() -> None:
