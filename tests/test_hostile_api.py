@@ -62,6 +62,7 @@ def test_option_values_of_the_wrong_type_or_range_are_refused_when_the_model_is_
     [
         ("deeplabv3plus_mobilenet_v2", {"low_level_channels": -1}, "low_level_channels must be an integer ≥ 1; got -1"),
         ("lraspp_mobilenet_v3_small", {"channels": 0}, "channels must be an integer ≥ 1; got 0"),
+        ("deeplabv3_mobilenet_v2", {"backbone_options": {"divisible_by": 0}}, "divisible_by must be an integer ≥ 1; got 0"),
     ],
 )
 def test_widths_below_one_are_refused_before_torch_sees_them(name: str, options: dict[str, object], message: str) -> None:

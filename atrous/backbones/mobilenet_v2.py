@@ -16,11 +16,14 @@ drops it with the classifier (``classifier_prefixes``, ``atrous.load_backbone_we
 
 from __future__ import annotations
 
+from typing import Annotated
+
 from torch import nn
 
 from atrous.backbones._mobilenet import MobileNetBackbone, check_width_mult, dropout_linear, level_taps
 from atrous.backbones._stride import plan_stages
 from atrous.errors import ConfigError
+from atrous.limits import AtLeast
 from atrous.nn import ConvNormAct
 from atrous.nn.inverted_residual import InvertedResidualV2, make_divisible
 from atrous.registry import register_backbone
@@ -107,7 +110,7 @@ def mobilenet_v2(
     num_classes: int | None = None,
     width_mult: float = 1.0,
     slim_rates: bool = False,
-    divisible_by: int = 8,
+    divisible_by: Annotated[int, AtLeast(1)] = 8,
 ) -> MobileNetV2:
     """MobileNet v2 at ``output_stride`` 8/16/32, width multiplier ``width_mult`` (α).
 
