@@ -155,7 +155,8 @@ def test_a_wheel_runs_the_shipped_models_outside_the_tree(tmp_path: Path) -> Non
     where, _ = _run([sys.executable, "-c", "import atrous; print(atrous.__file__)"], work, env)
     assert Path(where.strip()).parent == site / "atrous"
     assert (site / "atrous" / "weights" / shipped_model("cityscapes").file).is_file()
-    shutil.copy(ROOT / "docs" / "images" / "bird.jpg", work / "photo.jpg")
+    assert (site / "atrous" / "samples" / "street.jpg").is_file()  # the photos the demo and README use ship too
+    shutil.copy(ROOT / "docs" / "images" / "street.jpg", work / "photo.jpg")
     _, times["predict"] = _run([sys.executable, "-m", "atrous", "predict", "--checkpoint", "cityscapes", "photo.jpg",
                                 "--out", "pred", "--no-progress"], work, env)
     assert list((work / "pred").glob("photo*.png"))

@@ -38,8 +38,6 @@ DEMO_RECIPE = "shapes_deeplabv3plus_mobilenet_v2.yaml"
 TARGET_MIOU = 0.80
 
 
-VOC_WEIGHTS = "weights/voc_deeplabv3_mobilenet_v2.pt"
-VOC_PHOTO = "docs/images/bird.jpg"
 
 
 def _recipe_path(given: str | None) -> Path:
@@ -224,28 +222,24 @@ def _run_demo(args: argparse.Namespace, out: Path) -> int:
     photo = _segment_real_photo(out / "voc")
     minutes = (time.perf_counter() - start) / 60
     print(f"done in {minutes:.1f} min: {out / 'summary.png'} (input | ground truth | prediction | CRF), "
-          f"overlays in {predictions}, checkpoint {checkpoint}" + (f"; the real photo: {photo}" if photo else ""))
+          f"overlays in {predictions}, checkpoint {checkpoint}; the real photo: {photo}")
     if metrics["miou"] < TARGET_MIOU:  # a warning: the demo itself ran (exit 0)
         print(f"warning: val mIoU {100 * metrics['miou']:.1f} % is below the demo's target {100 * TARGET_MIOU:.0f} %")
     return 0
 
 
-def _segment_real_photo(out: Path) -> Path | None:
-    """Segment the repository's sample photo with the shipped VOC model (imported from TF
-    DeepLab): input | prediction | + CRF in ``out/bird_panel.png``. Skipped, and said so,
-    where the weights or the photo are not at hand (e.g. an installed wheel)."""
+def _segment_real_photo(out: Path) -> Path:
+    """Segment the shipped sample photo with the shipped ``voc`` model (imported from TF
+    DeepLab): input | prediction | + CRF in ``out/bird_panel.png``."""
     from atrous.checkpoint import load_model
     from atrous.crf import DenseCRF
     from atrous.inference import Predictor
     from atrous.inference.files import predict_files
+    from atrous.shipped import SAMPLES
 
-    root = Path(__file__).resolve().parents[2]
-    weights, photo = root / VOC_WEIGHTS, root / VOC_PHOTO
-    if not (weights.is_file() and photo.is_file()):
-        print(f"[5/5] skipped the real photo: {VOC_WEIGHTS} or {VOC_PHOTO} is not here (they ship with the repository)")
-        return None
+    photo = SAMPLES / "bird.jpg"
     print(f"[5/5] segmenting a real photo with the PASCAL VOC model → {out / (photo.stem + '_panel.png')}", flush=True)
-    predict_files([photo], Predictor(load_model(weights)), out, crf=DenseCRF(), panel=True)
+    predict_files([photo], Predictor(load_model("voc")), out, crf=DenseCRF(), panel=True)
     return out / f"{photo.stem}_panel.png"
 
 
