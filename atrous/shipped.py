@@ -98,7 +98,7 @@ SHIPPED: tuple[ShippedModel, ...] = (
             Score(78.23, "mIoU", _CAMVID_VAL, "101 frames at 360×480, scales 0.5–1.75 + flip, `atrous eval`"),
         ),
         size=8721763,
-        sha256="7af9ff4935d65cda2c051639e41d136aec050daf43b7810343ba098c620da644",
+        sha256="fae4df708b86a329ea60757500a0c2acf5ff4391c3e333dce021be9a2a254c43",
         licence=TF_DEEPLAB_LICENCE + "; fine-tuned by atrous",
         provenance="atrous train, three phases from the converted Cityscapes model; "
         "the last epoch's moving average of the weights (EMA), chosen without looking at val",
@@ -122,7 +122,7 @@ SHIPPED: tuple[ShippedModel, ...] = (
             Score(70.51, "mIoU", _CAMVID_VAL, "101 frames at 360×480, scales 0.5–1.75 + flip, `atrous eval`"),
         ),
         size=11160431,
-        sha256="b9f7e08aac9c17042f49f53b8d04160694be1e7f6ba0175ff71c7d80b78fe8bc",
+        sha256="e28d345085752881e012f559771898717d8c9e299baa2061a348da94b605d48c",
         licence="Apache-2.0 (atrous)",
         provenance="atrous train from scratch, three phases; the last epoch's moving average of the weights (EMA)",
         recipes=(

@@ -308,7 +308,7 @@ def main(argv: list[str] | None = None) -> int:
         f"(`{shown(args.weights.with_suffix('.crf.json'))}`). Latency: `Predictor`, one 360×480 frame, "
         f"2 threads, median of 10. {time.strftime('%Y-%m-%d')}.",
         "",
-        "Phases as logged (phase 1's log is from an earlier session; its numbers are in the recipe file):",
+        "Phases as logged (phase 1's log is not kept; its numbers are in the recipe file):",
         "",
         *phase_rows(runs, args.first_phase),
         "",
