@@ -29,7 +29,7 @@ time (> 1: atrous is faster).
   512², with the share of labels equal to fp32's (on the synthetic test image, random
   weights). ``--only-bf16`` runs just this section (bench/results/bf16.md), on CPUs with
   native bf16 with one ASPP branch beside it: oneDNN's bf16 convolution against the row
-  products ``AtrousConv2d`` runs instead (inference and a training step); the CPU's
+  products the ``bf16_row_taps`` transform puts in its place (inference and a training step); the CPU's
   bf16 support (AMX / AVX-512 BF16) is stated, as it decides the result.
 - Peak RSS: each path in a fresh subprocess that builds the model and runs it twice;
   that process's RSS high-water mark (VmHWM; includes Python, torch and onnxruntime
@@ -297,7 +297,7 @@ def bf16_section(args: argparse.Namespace, table: Table, size: tuple[int, int], 
 
 def aspp_branch_section(args: argparse.Namespace, table: Table) -> list[str]:
     """One ASPP branch (2048 → 256, 3×3) in bfloat16: oneDNN's convolution against the row
-    products ``AtrousConv2d`` uses (``atrous.nn.row_taps``), inference (batch 1) and a
+    products of ``RowTapConv2d`` (the ``bf16_row_taps`` transform), inference (batch 1) and a
     training step's forward + backward (batch 4), interleaved; undilated for scale."""
     import torch.nn.functional as F
 
@@ -330,7 +330,7 @@ def aspp_branch_section(args: argparse.Namespace, table: Table) -> list[str]:
             table.add(case, "oneDNN bf16 convolution", times["oneDNN bf16 convolution"], None)
             if rate > 1:
                 table.add(case, "row products", times["row products"], times["oneDNN bf16 convolution"])
-    notes.append("ASPP branch rows: ratio = oneDNN bf16 convolution / row products (what AtrousConv2d runs in bf16 on CPU)")
+    notes.append("ASPP branch rows: ratio = oneDNN bf16 convolution / row products (RowTapConv2d, what the bf16_row_taps transform puts in place on AMX CPUs)")
     return notes
 
 
