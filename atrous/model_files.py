@@ -22,8 +22,14 @@ from pathlib import Path
 from typing import Any
 
 from atrous.errors import CheckpointError, ConfigError, DataError
-from atrous.shipped import file_sha256, is_shipped_name, looks_like_name, record_for_file, resolve_checkpoint
-from atrous.shipped import unknown_name_message
+from atrous.shipped import (
+    file_sha256,
+    is_shipped_name,
+    looks_like_name,
+    record_for_file,
+    resolve_checkpoint,
+    unknown_name_message,
+)
 
 EXPORTED = (".onnx", ".tflite")
 

@@ -8,8 +8,8 @@ import math
 import pytest
 import torch
 
-from atrous.strides import OUTPUT_STRIDES
 from atrous.registry import create_backbone, list_backbones
+from atrous.strides import OUTPUT_STRIDES
 
 SIZE = 97  # odd, so ⌈H / stride⌉ rounding is exercised
 

@@ -7,6 +7,7 @@ import math
 import pytest
 import torch
 import torchvision
+from _norms import randomize_norms
 from torch import nn
 
 from atrous.backbones.mobilenet_edgetpu import mobilenet_edgetpu
@@ -17,8 +18,6 @@ from atrous.backbones.weights import load_backbone_weights
 from atrous.complexity import count_madds, count_params
 from atrous.errors import ConfigError, InputError
 from atrous.registry import create_backbone, list_backbones
-
-from _norms import randomize_norms
 
 BUILDERS = {
     "mobilenet_v1": mobilenet_v1,

@@ -16,8 +16,8 @@ from torchvision.models._utils import IntermediateLayerGetter
 from torchvision.ops import FrozenBatchNorm2d
 
 from atrous.backbones.resnet import resnet50, resnet101
-from atrous.backbones.weights import load_backbone_weights
 from atrous.backbones.vgg import VGG, VGG16_LAYERS, vgg16
+from atrous.backbones.weights import load_backbone_weights
 from atrous.complexity import count_madds, count_params, receptive_field
 from atrous.errors import CheckpointError, ConfigError, InputError
 from atrous.registry import call_checked

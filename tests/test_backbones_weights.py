@@ -13,6 +13,8 @@ from pathlib import Path
 import pytest
 import torch
 import torchvision
+from _inference_models import single_thread
+from _norms import randomize_norms
 
 from atrous import create_model, load_backbone_weights
 from atrous.backbones import mobilenet_v1, mobilenet_v2, resnet50, xception65
@@ -22,9 +24,6 @@ from atrous.engine.builders import build_model
 from atrous.engine.config import TrainConfig
 from atrous.errors import CheckpointError
 from atrous.registry import create_backbone
-
-from _inference_models import single_thread
-from _norms import randomize_norms
 
 # timm model → (our backbone, input size). Xception at 64² ends at 2×2 (OS 32).
 TIMM_PARITY = {

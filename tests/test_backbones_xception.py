@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator
-from functools import lru_cache
+from functools import cache
 
 import pytest
 import torch
@@ -35,13 +35,13 @@ def one_thread_and_cleanup() -> Iterator[None]:
     features_of.cache_clear()
 
 
-@lru_cache(maxsize=None)
+@cache
 def built(name: str, output_stride: int) -> Xception:
     torch.manual_seed(0)
     return BUILDERS[name](output_stride=output_stride, num_classes=1000).eval()
 
 
-@lru_cache(maxsize=None)
+@cache
 def features_of(name: str, output_stride: int) -> dict[str, torch.Tensor]:
     torch.manual_seed(1)
     with torch.no_grad():

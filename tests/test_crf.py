@@ -5,24 +5,22 @@ Agreement with pydensecrf2 and the CamVid checks are in test_crf_reference.py.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import math
 import subprocess
 import sys
 import textwrap
+from collections.abc import Iterator
 
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 from _inference_models import single_thread
+from PIL import Image
 
 import atrous.crf.lattice as lattice_module
 import atrous.crf.messages as messages_module
 from atrous.cli import main
-from atrous.crf import DenseCRF, GridGaussian, Lattice
-from atrous.crf import tune
+from atrous.crf import DenseCRF, GridGaussian, Lattice, tune
 from atrous.crf.spatial import SpatialLattices, spatial_lattices
 from atrous.errors import ConfigError, InputError
 from atrous.metrics import confusion_matrix, mean_iou

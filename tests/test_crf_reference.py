@@ -10,18 +10,17 @@ agrees. Quick tests use a few images; ``-m slow`` runs all 101 val images. Run w
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import sys
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from PIL import Image
 from _inference_models import single_thread
+from PIL import Image
 
 from atrous.crf import DenseCRF
 from atrous.metrics import confusion_matrix, mean_iou

@@ -16,8 +16,7 @@ from torch import nn
 import atrous
 from atrous.backbones.mobilenet_v1 import PAPER_MADDS_BY_RESOLUTION, PAPER_TABLE_BY_WIDTH, paper_counts
 from atrous.cli import main
-from atrous.complexity import model_facts
-from atrous.complexity import count_params
+from atrous.complexity import count_params, model_facts
 from atrous.engine.losses import SegmentationLoss
 from atrous.errors import ConfigError, InputError
 from atrous.heads import CascadeHead

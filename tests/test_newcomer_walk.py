@@ -16,7 +16,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-
 from _readme import Block, failure, make_workspace, missing_module, run_block, runnable_blocks
 
 # The walk of the "Done when", in order; each name is a README marker's step.

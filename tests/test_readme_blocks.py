@@ -12,7 +12,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
 from _readme import failure, make_workspace, missing_module, readme_blocks, run_block, runnable_blocks
 
 BLOCKS = runnable_blocks()

@@ -19,9 +19,9 @@ from typing import Any
 
 import yaml
 
-from atrous.strides import OUTPUT_STRIDES
 from atrous.data import DATASETS
 from atrous.errors import ConfigError
+from atrous.strides import OUTPUT_STRIDES
 
 OPTIMIZERS = ("sgd", "adamw")
 LOSSES = ("ce", "bootstrap")

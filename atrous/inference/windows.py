@@ -68,7 +68,7 @@ def sliding_window(
         for top in window_starts(full_h, crop_h, stride_h)
         for left in window_starts(full_w, crop_w, stride_w)
     ]
-    windows = torch.cat([padded[:, :, t : t + crop_h, l : l + crop_w] for t, l in boxes])
+    windows = torch.cat([padded[:, :, t : t + crop_h, left : left + crop_w] for t, left in boxes])
     scores = _run_batched(forward, windows, batch_size)  # (len(boxes)·N, K, crop_h, crop_w)
     total = scores.new_zeros(n, scores.shape[1], full_h, full_w)
     count = scores.new_zeros(1, 1, full_h, full_w)
