@@ -78,3 +78,15 @@ def test_a_closed_output_pipe_ends_a_command_quietly() -> None:
     )
     os.close(write)
     assert result.stderr == "" and result.returncode == 128 + signal.SIGPIPE
+
+
+def test_counts_take_whole_numbers_in_e_notation() -> None:
+    """``--max-pixels 5e8`` is 500,000,000; ``1.5e0``, ``inf`` and overflowing ``1e400`` stay one-line refusals."""
+    import argparse
+
+    from atrous.cli._options import positive_int
+
+    assert positive_int("5e8") == 500_000_000 and positive_int("12") == 12
+    for text in ("1.5e0", "inf", "1e400", "abc"):
+        with pytest.raises(argparse.ArgumentTypeError, match="whole number"):
+            positive_int(text)

@@ -19,7 +19,20 @@ def _int_at_least(text: str, low: int) -> int:
     try:
         value = int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a whole number ≥ {low}; got {text!r}") from None
+        value = _whole_number_in_e_notation(text)
+        if value is None:
+            raise argparse.ArgumentTypeError(f"must be a whole number ≥ {low}; got {text!r}") from None
     if value < low:
         raise argparse.ArgumentTypeError(f"must be ≥ {low}; got {value}")
     return value
+
+
+def _whole_number_in_e_notation(text: str) -> int | None:
+    """``"5e8"`` → 500000000; None for anything that is not a whole number written so."""
+    if "e" not in text.lower():
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        return None
+    return int(value) if value.is_integer() else None

@@ -65,6 +65,8 @@ def build_datasets(config: TrainConfig, pretrained: dict[str, Any] | None = None
             f"the {config.val_split} split has {val_set.num_classes} classes but {config.train_split} has "
             f"{train_set.num_classes}; both splits must share one class list"
         )
+    for dataset in (train_set, val_set):
+        dataset.check_images()  # every image's header, before the first step
     return train_set, val_set, (mean, std)
 
 
