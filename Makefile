@@ -34,8 +34,9 @@ demo: $(INSTALLED)
 # worker, so its module fixtures (exports, trained runs) are built once. Then the linter
 # (the rules in pyproject.toml's [tool.ruff]).
 test: $(PEERS)
-	$(PY) -m pytest -q -n 2 --dist loadfile
 	$(PY) -m ruff check atrous tests bench
+	$(PY) -m ruff format --check atrous tests bench
+	$(PY) -m pytest -q -n 2 --dist loadfile
 
 test-slow: $(PEERS)
 	$(PY) -m pytest -q -m slow

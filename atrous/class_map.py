@@ -149,7 +149,9 @@ class ClassMap:
         pairs = []
         for source, target in data.items():
             if not isinstance(target, str) or not str(source).strip():
-                raise ConfigError(f"class map {origin}: {source!r} must map to a class name or {IGNORE!r}, not {target!r}")
+                raise ConfigError(
+                    f"class map {origin}: {source!r} must map to a class name or {IGNORE!r}, not {target!r}"
+                )
             pairs.append((str(source), target))
         return cls(tuple(pairs), origin)
 

@@ -74,15 +74,19 @@ def _make_monotone(model: nn.Module) -> nn.Module:
     gradient of one output pixel is non-zero exactly on its theoretical receptive field.
     """
     model = copy.deepcopy(model).float().eval()
-    for name, child in list(model.named_modules()):
+    for child in list(model.modules()):
         for attr, sub in list(child.named_children()):
             if isinstance(sub, nn.MaxPool2d):
                 setattr(
                     child,
                     attr,
-                    nn.AvgPool2d(sub.kernel_size, sub.stride, sub.padding, ceil_mode=sub.ceil_mode, count_include_pad=False),
+                    nn.AvgPool2d(
+                        sub.kernel_size, sub.stride, sub.padding, ceil_mode=sub.ceil_mode, count_include_pad=False
+                    ),
                 )
-            elif isinstance(sub, (nn.ReLU, nn.ReLU6, nn.Hardswish, nn.Hardsigmoid, nn.Sigmoid, nn.Dropout, nn.SiLU, nn.GELU)):
+            elif isinstance(
+                sub, (nn.ReLU, nn.ReLU6, nn.Hardswish, nn.Hardsigmoid, nn.Sigmoid, nn.Dropout, nn.SiLU, nn.GELU)
+            ):
                 setattr(child, attr, nn.Identity())
     for module in model.modules():
         if isinstance(module, (nn.Conv2d, nn.Linear)):
@@ -105,8 +109,11 @@ def _watch_global_pooling(model: nn.Module) -> Iterator[list[nn.Module]]:
     def hook(module: nn.Module, inputs: tuple, output: object) -> None:
         first = inputs[0] if inputs else None
         if (
-            isinstance(first, torch.Tensor) and isinstance(output, torch.Tensor)
-            and first.dim() == output.dim() == 4 and first.shape[-2:].numel() > 1 and output.shape[-2:] == (1, 1)
+            isinstance(first, torch.Tensor)
+            and isinstance(output, torch.Tensor)
+            and first.dim() == output.dim() == 4
+            and first.shape[-2:].numel() > 1
+            and output.shape[-2:] == (1, 1)
         ):
             seen.append(module)
 
@@ -152,8 +159,15 @@ def receptive_field(
     return None
 
 
-def model_facts(name: str, *, size: tuple[int, int] = (512, 512), num_classes: int = 21, output_stride: int | None = None,
-             options: dict[str, Any] | None = None, with_receptive_field: bool = True) -> dict[str, Any]:
+def model_facts(
+    name: str,
+    *,
+    size: tuple[int, int] = (512, 512),
+    num_classes: int = 21,
+    output_stride: int | None = None,
+    options: dict[str, Any] | None = None,
+    with_receptive_field: bool = True,
+) -> dict[str, Any]:
     """Facts about a model or backbone at one input size, as a JSON-ready dict.
 
     ``options`` go to ``create_model`` / ``create_backbone`` (e.g. ``{"msc": True}``,
@@ -161,12 +175,11 @@ def model_facts(name: str, *, size: tuple[int, int] = (512, 512), num_classes: i
     classifier form), params and MAdds are those of the classifier; ``features`` lists
     every level's (C, h, w).
     """
+    from atrous.data.io import DEFAULT_MAX_PIXELS
     from atrous.errors import ConfigError, choices_message
+    from atrous.limits import check_model_memory, check_view_pixels
     from atrous.models import create_model
     from atrous.registry import create_backbone, list_backbones, list_models
-
-    from atrous.data.io import DEFAULT_MAX_PIXELS
-    from atrous.limits import check_model_memory, check_view_pixels
 
     options = dict(options or {})
     check_view_pixels("the input size", *size, DEFAULT_MAX_PIXELS)
@@ -198,7 +211,11 @@ def model_facts(name: str, *, size: tuple[int, int] = (512, 512), num_classes: i
         "params": count_params(model),
         "madds": count_madds(model, size, forward=forward),
         "features": {
-            level: {"channels": int(t.shape[1]), "stride": backbone.feature_info[level].stride, "shape": list(t.shape[1:])}
+            level: {
+                "channels": int(t.shape[1]),
+                "stride": backbone.feature_info[level].stride,
+                "shape": list(t.shape[1:]),
+            }
             for level, t in features.items()
         },
     }

@@ -74,7 +74,11 @@ class ModelMetadata:
         for name in METADATA_FIELDS:
             value = getattr(self, name)
             if value is not None:
-                entries[name] = [list(c) for c in value] if name == "palette" else (list(value) if name != "ignore_index" else value)
+                entries[name] = (
+                    [list(c) for c in value]
+                    if name == "palette"
+                    else (list(value) if name != "ignore_index" else value)
+                )
         return entries
 
 
@@ -97,7 +101,9 @@ def _metadata_property(name: str) -> property:
     def get(self: DeepLab) -> Any:
         value = getattr(self.metadata, name, None) if self.metadata is not None else None
         if value is None:
-            raise AttributeError(f"'{type(self).__name__}' object has no attribute '{name}' (no metadata: not loaded from a checkpoint)")
+            raise AttributeError(
+                f"'{type(self).__name__}' object has no attribute '{name}' (no metadata: not loaded from a checkpoint)"
+            )
         return list(value) if name in ("class_names", "palette") else value
 
     def set(self: DeepLab, value: Any) -> None:
@@ -219,7 +225,8 @@ class DeepLab(nn.Module):
         if x.dtype != dtype:
             hint = (
                 "images go through atrous.Predictor (it normalises them), or pass x.float() / 255 normalised with the model's mean/std"
-                if not x.is_floating_point() else f"convert the input (x.to({dtype})) or the model (model.to({x.dtype}))"
+                if not x.is_floating_point()
+                else f"convert the input (x.to({dtype})) or the model (model.to({x.dtype}))"
             )
             raise InputError(f"the model's weights are {dtype} but the input is {x.dtype}; {hint}")
 

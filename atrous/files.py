@@ -240,7 +240,9 @@ def check_output_file(
     if path.exists() and not force:
         raise DataError(f"{option} {path} exists; pass --force to overwrite it, or choose another path")
     if not create_parent and not path.parent.is_dir() and not path.parent.exists():
-        raise DataError(f"{option} {path}: folder {path.parent} does not exist; create it first (mkdir -p {path.parent})")
+        raise DataError(
+            f"{option} {path}: folder {path.parent} does not exist; create it first (mkdir -p {path.parent})"
+        )
     problem = _folder_problem(path.parent)
     if problem:
         raise DataError(f"{option} {path}: its folder {path.parent} {problem}; choose another {option}")
@@ -281,4 +283,3 @@ def file_kind(path: str | Path) -> str:
         return "text"
     except UnicodeDecodeError:
         return "unrecognised bytes"
-

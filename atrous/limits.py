@@ -23,7 +23,15 @@ from typing import Annotated, Any, Literal, NamedTuple, Union, get_args, get_ori
 
 from atrous.errors import ConfigError
 
-__all__ = ["AtLeast", "InRange", "available_memory", "check_model_memory", "check_options", "check_view_pixels", "describe_type"]
+__all__ = [
+    "AtLeast",
+    "InRange",
+    "available_memory",
+    "check_model_memory",
+    "check_options",
+    "check_view_pixels",
+    "describe_type",
+]
 
 
 class AtLeast(NamedTuple):
@@ -139,7 +147,9 @@ def check_options(kind: str, name: str, builder: Callable[..., Any], options: Ma
     for option, value in options.items():
         annotation = hints.get(option, Any)
         if not _matches(value, annotation):
-            raise ConfigError(f"{option} must be {describe_type(annotation)}; got {value!r} (an option of {kind} {name!r})")
+            raise ConfigError(
+                f"{option} must be {describe_type(annotation)}; got {value!r} (an option of {kind} {name!r})"
+            )
 
 
 def available_memory() -> int:

@@ -23,7 +23,9 @@ import torch.distributed as dist
 from atrous.errors import InputError
 
 
-def confusion_matrix(pred: torch.Tensor, target: torch.Tensor, num_classes: int, ignore_index: int = 255) -> torch.Tensor:
+def confusion_matrix(
+    pred: torch.Tensor, target: torch.Tensor, num_classes: int, ignore_index: int = 255
+) -> torch.Tensor:
     """int64 (K, K) counts of one prediction, rows = true class, columns = predicted.
 
     ``pred`` and ``target`` are integer class maps of the same shape (any, e.g. (N, H, W));
@@ -34,7 +36,9 @@ def confusion_matrix(pred: torch.Tensor, target: torch.Tensor, num_classes: int,
     if pred.shape != target.shape:
         raise InputError(f"prediction shape {tuple(pred.shape)} differs from target shape {tuple(target.shape)}")
     if pred.is_floating_point() or target.is_floating_point():
-        raise InputError("pred and target must be integer class maps; take class_labels(logits) (the argmax over classes) first")
+        raise InputError(
+            "pred and target must be integer class maps; take class_labels(logits) (the argmax over classes) first"
+        )
     k = num_classes
     pred = pred.to(torch.int64).flatten()
     target = target.to(pred.device, torch.int64).flatten()

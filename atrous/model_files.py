@@ -55,9 +55,7 @@ def describe_model_file(path_or_name: str | Path) -> dict[str, Any]:
         facts["shipped"] = {
             "name": record.name,
             "training_data": record.training_data,
-            "scores": [
-                {"value": s.value, "metric": s.metric, "split": s.split, "how": s.how} for s in record.scores
-            ],
+            "scores": [{"value": s.value, "metric": s.metric, "split": s.split, "how": s.how} for s in record.scores],
             "licence": record.licence,
             "provenance": record.provenance,
             "recipes": list(record.recipes),
@@ -118,7 +116,9 @@ def _checkpoint_facts(path: Path) -> dict[str, Any]:
     checkpoint = read_checkpoint(path)
     config = dict(checkpoint["model"]["config"])
     state = checkpoint["model"]["state_dict"]
-    floats = sorted({str(t.dtype).replace("torch.", "") for t in state.values() if torch.is_tensor(t) and t.is_floating_point()})
+    floats = sorted(
+        {str(t.dtype).replace("torch.", "") for t in state.values() if torch.is_tensor(t) and t.is_floating_point()}
+    )
     parameters = sum(int(t.numel()) for t in state.values() if torch.is_tensor(t) and t.is_floating_point())
     train_config = dict(checkpoint.get("train_config") or {})
     source = dict(checkpoint.get("source") or {})
@@ -157,21 +157,37 @@ def _checkpoint_facts(path: Path) -> dict[str, Any]:
 
 
 # train_config entries worth naming in the provenance, in this order.
-_RUN_KEYS = ("model", "pretrained", "epochs", "batch_size", "crop_size", "optimizer", "lr", "loss", "class_weights", "ema", "freeze_bn")
+_RUN_KEYS = (
+    "model",
+    "pretrained",
+    "epochs",
+    "batch_size",
+    "crop_size",
+    "optimizer",
+    "lr",
+    "loss",
+    "class_weights",
+    "ema",
+    "freeze_bn",
+)
 
 
 def _checkpoint_provenance(source: dict[str, Any], train_config: dict[str, Any], *, shipped: bool) -> list[str]:
     lines = []
     if source:
         size = "×".join(map(str, source.get("input_size") or [])) or "?"
-        lines.append(f"converted by `atrous convert` from {source.get('file', '?')} ({source.get('format', '?')}, {size} input)")
+        lines.append(
+            f"converted by `atrous convert` from {source.get('file', '?')} ({source.get('format', '?')}, {size} input)"
+        )
     if train_config:
         data = train_config.get("dataset") or "?"
         if train_config.get("data") and not shipped:  # a shipped run's folder was on its training machine
             data += f" at {train_config['data']}"
         split = train_config.get("train_split")
         lines.append(f"trained by `atrous train` on {data}" + (f" ({split} split)" if split else ""))
-        run = ", ".join(f"{key} {train_config[key]}" for key in _RUN_KEYS if train_config.get(key) not in (None, "", False))
+        run = ", ".join(
+            f"{key} {train_config[key]}" for key in _RUN_KEYS if train_config.get(key) not in (None, "", False)
+        )
         if run:
             lines.append(run)
     return lines
@@ -208,7 +224,12 @@ def _onnx_facts(path: Path) -> dict[str, Any]:
     out_dims, out_dtype = described(graph.output[0]) if graph.output else ([], "?")
     static = len(in_dims) == 4 and all(isinstance(d, int) and d > 0 for d in in_dims[2:])
     size = in_dims[2:] if static else meta.get("input_size")
-    quantised = {node.op_type for node in graph.node} & {"QuantizeLinear", "DequantizeLinear", "QLinearConv", "ConvInteger"}
+    quantised = {node.op_type for node in graph.node} & {
+        "QuantizeLinear",
+        "DequantizeLinear",
+        "QLinearConv",
+        "ConvInteger",
+    }
     initialiser_types = {onnx.helper.tensor_dtype_to_np_dtype(t.data_type).name for t in graph.initializer}
     if quantised:
         precision = "int8 (quantised: " + ", ".join(sorted(quantised)) + ")"
@@ -226,7 +247,11 @@ def _onnx_facts(path: Path) -> dict[str, Any]:
         "num_classes": num_classes,
         "classes": _classes(meta.get("class_names"), meta.get("palette"), num_classes),
         "input": _input(
-            size, "NCHW", in_dtype, meta.get("mean"), meta.get("std"),
+            size,
+            "NCHW",
+            in_dtype,
+            meta.get("mean"),
+            meta.get("std"),
             "fixed size" if static else f"any size ≥ {meta.get('min_input_size', '?')} (dynamic)",
         ),
         "output": {
@@ -270,18 +295,25 @@ def _tflite_facts(path: Path) -> dict[str, Any]:
     if num_classes is None:
         num_classes = _tflite_class_count(graph)
     weight_types = {
-        np.dtype(t.dtype).name for op in graph.operators if op.op in ("CONV_2D", "DEPTHWISE_CONV_2D")
-        for t in [graph.tensors[op.inputs[1]]] if t.dtype is not None
+        np.dtype(t.dtype).name
+        for op in graph.operators
+        if op.op in ("CONV_2D", "DEPTHWISE_CONV_2D")
+        for t in [graph.tensors[op.inputs[1]]]
+        if t.dtype is not None
     }
     precision = "/".join(sorted(weight_types)) + " weights" if weight_types else "?"
     precision += f", {in_dtype} input"
     if meta.get("int8"):
         precision = "int8 (quantised by atrous export --int8), " + precision
     config = dict(meta.get("config") or {})
-    provenance = ["exported by `atrous export --format tflite`"] if meta else [
-        "not written by `atrous export` (no atrous metadata): a TFLite graph from elsewhere; "
-        "`atrous convert` imports the TF DeepLab ones"
-    ]
+    provenance = (
+        ["exported by `atrous export --format tflite`"]
+        if meta
+        else [
+            "not written by `atrous export` (no atrous metadata): a TFLite graph from elsewhere; "
+            "`atrous convert` imports the TF DeepLab ones"
+        ]
+    )
     if meta_note:
         provenance = [meta_note]
     scope = image.name.split("/")[0] if "/" in image.name else None

@@ -35,11 +35,9 @@ from typing import Annotated, Any, NamedTuple
 from torch import nn
 
 from atrous.backbones._base import Backbone, FeatureInfo
-from atrous.strides import check_output_stride
 from atrous.crf.rnn import CRFasRNN, crf_layer_options
 from atrous.deeplab import DeepLab
 from atrous.errors import ConfigError
-from atrous.limits import AtLeast, InRange, check_model_memory
 from atrous.heads import (
     ASPP,
     AuxHead,
@@ -51,6 +49,7 @@ from atrous.heads import (
     pooling_window,
     rates_for_output_stride,
 )
+from atrous.limits import AtLeast, InRange, check_model_memory
 from atrous.multiscale import PAPER_SCALES, input_scales_option
 from atrous.nn.fake_quant import activation_quant_option
 from atrous.nn.init import he_init_
@@ -63,6 +62,7 @@ from atrous.registry import (
     on_deeplab_backbone,
     register_model,
 )
+from atrous.strides import check_output_stride
 
 __all__ = [
     "PAPER_VARIANTS", "create_model", "deeplabv1", "deeplabv2", "deeplabv3", "deeplabv3plus", "format_options", "lraspp",
@@ -192,7 +192,13 @@ def deeplabv1(
     )
     model_wide = _ModelWide(crf, input_scales, activation_quant, config)
     return _assemble(
-        body, head, num_classes, model_wide, head_inputs=("out", *msc_levels), aux_loss=aux_loss, align_corners=align_corners
+        body,
+        head,
+        num_classes,
+        model_wide,
+        head_inputs=("out", *msc_levels),
+        aux_loss=aux_loss,
+        align_corners=align_corners,
     )
 
 
@@ -285,13 +291,21 @@ def deeplabv3(
     cascade = _cascade_for(backbone, cascade_blocks)
     model_wide = _ModelWide(crf, input_scales, activation_quant, config)
     body = _backbone(
-        backbone, output_stride, pretrained_backbone, backbone_options, multi_grid=_multi_grid_for(backbone, multi_grid), cascade_blocks=cascade
+        backbone,
+        output_stride,
+        pretrained_backbone,
+        backbone_options,
+        multi_grid=_multi_grid_for(backbone, multi_grid),
+        cascade_blocks=cascade,
     )
     if cascade:
         aspp_options = {
-            "aspp_rates": aspp_rates, "aspp_channels": None if aspp_channels == 256 else aspp_channels,
-            "image_pool": image_pool, "image_pool_crop": image_pool_crop,
-            "separable": separable or None, "refine_conv": refine_conv or None,
+            "aspp_rates": aspp_rates,
+            "aspp_channels": None if aspp_channels == 256 else aspp_channels,
+            "image_pool": image_pool,
+            "image_pool_crop": image_pool_crop,
+            "separable": separable or None,
+            "refine_conv": refine_conv or None,
         }
         given = [name for name, value in aspp_options.items() if value is not None]
         if given:
@@ -330,7 +344,9 @@ def _positive_width(option: str, value: int) -> int:
     return value
 
 
-def _image_pool_window(image_pool: bool, crop: int | Sequence[int] | None, output_stride: int) -> tuple[int, int] | None:
+def _image_pool_window(
+    image_pool: bool, crop: int | Sequence[int] | None, output_stride: int
+) -> tuple[int, int] | None:
     if crop is not None and not image_pool:
         raise ConfigError("image_pool_crop sets the image pooling window, but image_pool=False removes that branch")
     return pooling_window(crop, output_stride)
@@ -369,7 +385,9 @@ def deeplabv3plus(
     paper's Xception model, else False). ``multi_grid`` and ``image_pool_crop`` as in
     :func:`deeplabv3`.
     """
-    body = _backbone(backbone, output_stride, pretrained_backbone, backbone_options, multi_grid=_multi_grid_for(backbone, multi_grid))
+    body = _backbone(
+        backbone, output_stride, pretrained_backbone, backbone_options, multi_grid=_multi_grid_for(backbone, multi_grid)
+    )
     rates = _rates(aspp_rates) if aspp_rates is not None else rates_for_output_stride(ASPP_V3_RATES_OS16, output_stride)
     head = DeepLabV3PlusHead(
         body.feature_info["out"].channels,
@@ -385,7 +403,9 @@ def deeplabv3plus(
         dropout=dropout,
     )
     model_wide = _ModelWide(crf, input_scales, activation_quant, config)
-    return _assemble(body, head, num_classes, model_wide, head_inputs=("out", "low"), aux_loss=aux_loss, align_corners=align_corners)
+    return _assemble(
+        body, head, num_classes, model_wide, head_inputs=("out", "low"), aux_loss=aux_loss, align_corners=align_corners
+    )
 
 
 def lraspp(
@@ -405,9 +425,13 @@ def lraspp(
 ) -> DeepLab:
     """Lite R-ASPP (Howard et al., "Searching for MobileNetV3", 2019) on the OS-8 and final levels."""
     body = _backbone(backbone, output_stride, pretrained_backbone, backbone_options)
-    head = LRASPPHead(body.feature_info["out"].channels, body.feature_info["mid"].channels, num_classes, channels=channels)
+    head = LRASPPHead(
+        body.feature_info["out"].channels, body.feature_info["mid"].channels, num_classes, channels=channels
+    )
     model_wide = _ModelWide(crf, input_scales, activation_quant, config)
-    return _assemble(body, head, num_classes, model_wide, head_inputs=("out", "mid"), aux_loss=aux_loss, align_corners=align_corners)
+    return _assemble(
+        body, head, num_classes, model_wide, head_inputs=("out", "mid"), aux_loss=aux_loss, align_corners=align_corners
+    )
 
 
 def _multi_grid_for(backbone: str, multi_grid: Sequence[int] | str | None) -> tuple[int, ...] | None:
@@ -420,7 +444,9 @@ def _multi_grid_for(backbone: str, multi_grid: Sequence[int] | str | None) -> tu
     cls = backbone_class(backbone)
     if isinstance(multi_grid, str):
         if multi_grid != DEFAULT:
-            raise ConfigError(f"multi_grid must be unit rates such as [1, 2, 4], null or {DEFAULT!r}; got {multi_grid!r}")
+            raise ConfigError(
+                f"multi_grid must be unit rates such as [1, 2, 4], null or {DEFAULT!r}; got {multi_grid!r}"
+            )
         return cls.deeplab_multi_grid
     if multi_grid is None:
         return None
@@ -439,7 +465,9 @@ def _cascade_for(backbone: str, cascade_blocks: int) -> int | None:
         raise ConfigError(f"cascade_blocks must be an integer ≥ 0 (copies of ResNet block4); got {cascade_blocks!r}")
     if cascade_blocks and not backbone_class(backbone).supports_cascade:
         with_it = [name for name in deeplab_backbones() if backbone_class(name).supports_cascade]
-        raise ConfigError(f"cascade_blocks (copies of ResNet block4) applies to {', '.join(with_it)} only, not {backbone}")
+        raise ConfigError(
+            f"cascade_blocks (copies of ResNet block4) applies to {', '.join(with_it)} only, not {backbone}"
+        )
     return cascade_blocks or None
 
 

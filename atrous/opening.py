@@ -70,7 +70,11 @@ class OpenedModel:
     def suggested_size(self) -> tuple[int, int] | None:
         """(H, W) of the training crop, of the graph a checkpoint was converted from, or of
         an exported file's fixed input; None if the file records none."""
-        crop = self.train_config.get("crop_size") or self.origin.get("input_size") or getattr(self.model, "input_size", None)
+        crop = (
+            self.train_config.get("crop_size")
+            or self.origin.get("input_size")
+            or getattr(self.model, "input_size", None)
+        )
         if isinstance(crop, int) and not isinstance(crop, bool):
             return crop, crop
         if isinstance(crop, (list, tuple)) and len(crop) == 2 and all(isinstance(v, int) for v in crop):
@@ -102,7 +106,11 @@ class OpenedModel:
 
         if crf is not False:
             options["crf"] = self.crf(None if crf is True else crf)
-        if getattr(self.model, "resize_to_fit", False) and options.get("input_size") is None and options.get("crop_size") is None:
+        if (
+            getattr(self.model, "resize_to_fit", False)
+            and options.get("input_size") is None
+            and options.get("crop_size") is None
+        ):
             scales = tuple(options.get("scales") or (1.0,))
             if scales != (1.0,):
                 h, w = self.model.input_size

@@ -123,9 +123,7 @@ def call_checked(kind: str, name: str, builder: Callable[..., nn.Module], option
     accepted = valid_options(builder)
     unknown = sorted(set(options) - set(accepted))
     if unknown:
-        raise ConfigError(
-            f"unknown option(s) {', '.join(unknown)} for {kind} {name!r}; valid: {', '.join(accepted)}"
-        )
+        raise ConfigError(f"unknown option(s) {', '.join(unknown)} for {kind} {name!r}; valid: {', '.join(accepted)}")
     check_options(kind, name, builder, options)
     return builder(**options)
 

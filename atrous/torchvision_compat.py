@@ -31,7 +31,12 @@ from atrous.models import create_model
 TORCHVISION_EQUIVALENTS: dict[str, dict[str, Any]] = {
     "deeplabv3_resnet50": {"output_stride": 8, "multi_grid": None, "refine_conv": True, "dropout": 0.5},
     "deeplabv3_resnet101": {"output_stride": 8, "multi_grid": None, "refine_conv": True, "dropout": 0.5},
-    "deeplabv3_mobilenet_v3_large": {"output_stride": 16, "aspp_rates": (12, 24, 36), "refine_conv": True, "dropout": 0.5},
+    "deeplabv3_mobilenet_v3_large": {
+        "output_stride": 16,
+        "aspp_rates": (12, 24, 36),
+        "refine_conv": True,
+        "dropout": 0.5,
+    },
     "lraspp_mobilenet_v3_large": {"output_stride": 16},
 }
 

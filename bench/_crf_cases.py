@@ -42,8 +42,10 @@ def voc_like(seed: int, num_classes: int = 21, size: tuple[int, int] = (375, 500
     for _ in range(6):
         cls = int(rng.integers(1, num_classes))
         cy, cx, ry, rx = rng.uniform(0, h), rng.uniform(0, w), rng.uniform(20, 120), rng.uniform(20, 160)
-        inside = ((yy - cy) / ry) ** 2 + ((xx - cx) / rx) ** 2 < 1 if rng.random() < 0.5 else (
-            (abs(yy - cy) < ry) & (abs(xx - cx) < rx)
+        inside = (
+            ((yy - cy) / ry) ** 2 + ((xx - cx) / rx) ** 2 < 1
+            if rng.random() < 0.5
+            else ((abs(yy - cy) < ry) & (abs(xx - cx) < rx))
         )
         label[inside] = cls
         image[inside] = rng.uniform(0, 255, 3)

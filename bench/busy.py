@@ -54,7 +54,8 @@ def cpu_hog(threads: int) -> Iterator[None]:
     """A PyTorch process keeping ``threads`` threads busy (libgomp's default waiting, as
     another user's training would) for the duration of the block."""
     hog = subprocess.Popen(
-        [sys.executable, "-c", HOG], env={**clean_environment(), "HOG_THREADS": str(threads), "OMP_NUM_THREADS": str(threads)}
+        [sys.executable, "-c", HOG],
+        env={**clean_environment(), "HOG_THREADS": str(threads), "OMP_NUM_THREADS": str(threads)},
     )
     try:
         time.sleep(3)  # the hog is spinning before the measurement starts

@@ -158,7 +158,12 @@ def warm_times(cases: dict[str, tuple[np.ndarray, np.ndarray]], repeats: int) ->
         with torch.no_grad():
             for _ in range(3):
                 crf(pixels, scores)
-            result[name] = statistics.median(timed(lambda crf=crf, pixels=pixels, scores=scores: crf(pixels, scores)) for _ in range(repeats)) * 1e3
+            result[name] = (
+                statistics.median(
+                    timed(lambda crf=crf, pixels=pixels, scores=scores: crf(pixels, scores)) for _ in range(repeats)
+                )
+                * 1e3
+            )
     return result
 
 
@@ -172,13 +177,18 @@ def malloc_rounds(rounds: int, threads: int, repeats: int) -> list[str]:
     for _ in range(rounds):
         for mode in times:
             argv = [sys.executable, __file__, "--warm-json", "--threads", str(threads), "--repeats", str(repeats)]
-            out = subprocess.run(argv + (["--default-malloc"] if mode == "default" else []), capture_output=True,
-                                 text=True, check=True).stdout
+            out = subprocess.run(
+                argv + (["--default-malloc"] if mode == "default" else []), capture_output=True, text=True, check=True
+            ).stdout
             for name, ms in json.loads(out.splitlines()[-1]).items():
                 times[mode].setdefault(name, []).append(ms)
-    lines = [f"Warm 5-iteration calls, {threads} threads, fresh processes alternating {rounds}× (median of the "
-             f"processes' medians): glibc's default malloc vs freed memory kept (`atrous.configure_runtime()`).", "",
-             "| case | default malloc | freed memory kept | speed-up |", "|---|---:|---:|---:|"]
+    lines = [
+        f"Warm 5-iteration calls, {threads} threads, fresh processes alternating {rounds}× (median of the "
+        f"processes' medians): glibc's default malloc vs freed memory kept (`atrous.configure_runtime()`).",
+        "",
+        "| case | default malloc | freed memory kept | speed-up |",
+        "|---|---:|---:|---:|",
+    ]
     for name in times["kept"]:
         default, kept = statistics.median(times["default"][name]), statistics.median(times["kept"][name])
         lines.append(f"| {name} | {default:.1f} ms | {kept:.1f} ms | {default / kept:.2f}× |")
@@ -191,10 +201,17 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results" / "crf.md")
     parser.add_argument("--phases-only", action="store_true", help="only the per-phase table (no pydensecrf2 runs)")
-    parser.add_argument("--default-malloc", action="store_true",
-                        help="leave glibc's malloc as it is (default: keep freed memory, as the atrous command does)")
-    parser.add_argument("--malloc-rounds", type=int, default=3,
-                        help="fresh-process rounds of the malloc comparison after the tables (0: none; default 3)")
+    parser.add_argument(
+        "--default-malloc",
+        action="store_true",
+        help="leave glibc's malloc as it is (default: keep freed memory, as the atrous command does)",
+    )
+    parser.add_argument(
+        "--malloc-rounds",
+        type=int,
+        default=3,
+        help="fresh-process rounds of the malloc comparison after the tables (0: none; default 3)",
+    )
     parser.add_argument("--warm-json", action="store_true", help=argparse.SUPPRESS)  # a --malloc-rounds child
     args = parser.parse_args()
     kept = RUNTIME.freed_memory_kept

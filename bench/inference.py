@@ -118,7 +118,9 @@ def torchvision_section(
         }
         if cpu_has_bf16():
             candidates["atrous Predictor bf16"] = predictor_path(model, image_u8, precision="bf16")
-            bf16_labels = float((candidates["atrous Predictor bf16"]() == candidates["atrous Predictor"]()).float().mean())
+            bf16_labels = float(
+                (candidates["atrous Predictor bf16"]() == candidates["atrous Predictor"]()).float().mean()
+            )
         times = interleaved(candidates, args.warmup, args.repeats)
         case = f"{name} {size[0]}×{size[1]}"
         kinds = {
@@ -321,16 +323,24 @@ def aspp_branch_section(args: argparse.Namespace, table: Table) -> list[str]:
             return once
 
         for rate in rates:
-            candidates = {"oneDNN bf16 convolution": run(lambda x=x, weight=weight, rate=rate: F.conv2d(x, weight, None, 1, rate, rate, 1))}
+            candidates = {
+                "oneDNN bf16 convolution": run(
+                    lambda x=x, weight=weight, rate=rate: F.conv2d(x, weight, None, 1, rate, rate, 1)
+                )
+            }
             if rate > 1:
-                candidates["row products"] = run(lambda x=x, weight=weight, rate=rate: row_tap_conv3x3(x, weight, None, rate))
+                candidates["row products"] = run(
+                    lambda x=x, weight=weight, rate=rate: row_tap_conv3x3(x, weight, None, rate)
+                )
             times = interleaved(candidates, 1, args.repeats)
             what = "forward + backward" if training else "forward"
             case = f"ASPP branch 2048→256, {batch}×{side}×{side}, rate {rate}, {what}"
             table.add(case, "oneDNN bf16 convolution", times["oneDNN bf16 convolution"], None)
             if rate > 1:
                 table.add(case, "row products", times["row products"], times["oneDNN bf16 convolution"])
-    notes.append("ASPP branch rows: ratio = oneDNN bf16 convolution / row products (RowTapConv2d, what the bf16_row_taps transform puts in place on AMX CPUs)")
+    notes.append(
+        "ASPP branch rows: ratio = oneDNN bf16 convolution / row products (RowTapConv2d, what the bf16_row_taps transform puts in place on AMX CPUs)"
+    )
     return notes
 
 
@@ -430,7 +440,9 @@ def main(argv: list[str] | None = None) -> int:
             if args.checkpoint:
                 notes += int8_miou_section(args, table, scratch)
             else:
-                notes.append("int8 mIoU change: not measured (no trained checkpoint given; pass --checkpoint and --data)")
+                notes.append(
+                    "int8 mIoU change: not measured (no trained checkpoint given; pass --checkpoint and --data)"
+                )
     load = ", ".join(f"{v:.1f}" for v in os.getloadavg())
     header = (
         f"Inference, batch 1, {args.threads} threads (torch and ONNX Runtime), median of {args.repeats} interleaved runs "

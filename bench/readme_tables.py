@@ -28,7 +28,16 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
 RESULT_BLOCKS = (
-    "inference", "train", "train_bf16", "crf", "camvid", "tflite", "tflite_sweep", "bf16", "busy", "threads",
+    "inference",
+    "train",
+    "train_bf16",
+    "crf",
+    "camvid",
+    "tflite",
+    "tflite_sweep",
+    "bf16",
+    "busy",
+    "threads",
     "cityscapes",
 )
 GENERATED_BLOCKS = ("weights", "models")
@@ -92,8 +101,13 @@ def mobilenet_v1_rows() -> list[str]:
     ]
     for width in PAPER_TABLE_BY_WIDTH:
         for resolution in PAPER_MADDS_BY_RESOLUTION:
-            info = model_facts("mobilenet_v1", size=(resolution, resolution), num_classes=1000,
-                            options={"width_mult": width}, with_receptive_field=False)
+            info = model_facts(
+                "mobilenet_v1",
+                size=(resolution, resolution),
+                num_classes=1000,
+                options={"width_mult": width},
+                with_receptive_field=False,
+            )
             params, madds, source = paper_counts(width, resolution)
             rows.append(
                 f"| {width:g} | {resolution} | {info['params'] / 1e6:.2f} M | {params / 1e6:.1f} M | "

@@ -95,7 +95,9 @@ def tflite_round_trip(model: torch.nn.Module, scratch: Path, calibration: Path, 
     the tables report, so the export's own bars are not applied here."""
     from atrous.exporters import TfliteModel, calibration_batches, export_tflite
 
-    frames = [torch.from_numpy(b) for b in calibration_batches(calibration, (SIZE, SIZE), model.mean, model.std, limit=32)]
+    frames = [
+        torch.from_numpy(b) for b in calibration_batches(calibration, (SIZE, SIZE), model.mean, model.std, limit=32)
+    ]
     float_path = export_tflite(
         model, scratch / "float.tflite", input_size=(SIZE, SIZE), argmax=True, check_images=frames, min_agreement=0.0
     ).path
@@ -104,7 +106,9 @@ def tflite_round_trip(model: torch.nn.Module, scratch: Path, calibration: Path, 
     ).path
     return {
         "atrous TFLite float32, argmax in graph": TfliteModel(float_path, threads=threads),
-        f"atrous TFLite int8 (calibrated on {len(frames)} images), argmax in graph": TfliteModel(int8_path, threads=threads),
+        f"atrous TFLite int8 (calibrated on {len(frames)} images), argmax in graph": TfliteModel(
+            int8_path, threads=threads
+        ),
     }
 
 
@@ -156,7 +160,9 @@ def main() -> None:
             files["int8" + suffix] = quantize_int8(
                 report.path, target, batches, min_agreement=0.0, method="percentile", argmax=argmax
             ).path
-        runtimes: dict[str, Any] = {f"ONNX Runtime {label}": OnnxModel(path, threads=args.threads) for label, path in files.items()}
+        runtimes: dict[str, Any] = {
+            f"ONNX Runtime {label}": OnnxModel(path, threads=args.threads) for label, path in files.items()
+        }
         (scratch / "voc").mkdir()
         runtimes.update(tflite_round_trip(model, scratch / "voc", calibration, args.threads))
 
@@ -173,7 +179,9 @@ def main() -> None:
         lines = table(
             f"DeepLab v3 MobileNet v2 (VOC, α = 1.0), {SIZE}×{SIZE}, batch 1, {args.threads} threads, "
             f"median of {args.repeats} interleaved runs after {args.warmup} warm-up rounds (`python bench/tflite.py`).",
-            medians, agreement, reference_label,
+            medians,
+            agreement,
+            reference_label,
         )
         if CITYSCAPES_WEIGHTS.is_file() and CAMVID_TRAIN.is_dir():
             lines += ["", *cityscapes_round_trip(scratch, args, labels_of)]
@@ -217,7 +225,9 @@ def cityscapes_round_trip(scratch: Path, args: argparse.Namespace, labels_of: Ca
     return table(
         f"DeepLab v3 MobileNet-EdgeTPU (Cityscapes), the same round trip: label agreement over {len(frames)} street "
         f"frames (`cityscapes.bmp` and CamVid val[::10]) at {SIZE}×{SIZE}, {args.threads} threads.",
-        medians, agreement, reference_label,
+        medians,
+        agreement,
+        reference_label,
     )
 
 

@@ -77,8 +77,11 @@ def sweep_one(name: str, scratch: Path) -> str:
         cells.append(f"fail: {reason(error)}")
     try:
         report = export_tflite(
-            model, scratch / f"{name}.int8.tflite", input_size=(size, size),
-            calibration=smooth_images(4, size), min_agreement=0.0,
+            model,
+            scratch / f"{name}.int8.tflite",
+            input_size=(size, size),
+            calibration=smooth_images(4, size),
+            min_agreement=0.0,
         )
         cells.append(f"ok ({100 * report.argmax_agreement:.1f} % labels)")
     except Exception as error:  # noqa: BLE001

@@ -68,7 +68,9 @@ def make_step(
     return step
 
 
-def compare(backbone: str, *, batch: int, size: int, steps: int, warmup: int, num_classes: int = 21) -> dict[str, float]:
+def compare(
+    backbone: str, *, batch: int, size: int, steps: int, warmup: int, num_classes: int = 21
+) -> dict[str, float]:
     """Median images/s of both models, measured step by step in alternation."""
     generator = torch.Generator().manual_seed(0)
     images = torch.randn(batch, 3, size, size, generator=generator)
@@ -141,7 +143,9 @@ def make_autocast_step(model: nn.Module, images: torch.Tensor, masks: torch.Tens
 PRECISION_PATHS = ("fp32", "autocast bf16", "bf16 weights + fp32 master")
 
 
-def compare_precision(model_name: str, *, batch: int, size: int, steps: int, warmup: int, num_classes: int = 21) -> dict[str, float]:
+def compare_precision(
+    model_name: str, *, batch: int, size: int, steps: int, warmup: int, num_classes: int = 21
+) -> dict[str, float]:
     """Median images/s of fp32, autocast bf16 and bf16-with-master training, interleaved."""
     generator = torch.Generator().manual_seed(0)
     images = torch.randn(batch, 3, size, size, generator=generator)
@@ -193,15 +197,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "train.md")
     parser.add_argument(
-        "--only-bf16", action="store_true",
+        "--only-bf16",
+        action="store_true",
         help="only the bf16 training table (fp32 vs autocast vs bf16 weights + fp32 master) → bench/results/train_bf16.md",
     )
-    parser.add_argument("--bf16-models", default="deeplabv3_resnet50,deeplabv3plus_mobilenet_v2,lraspp_mobilenet_v3_large")
+    parser.add_argument(
+        "--bf16-models", default="deeplabv3_resnet50,deeplabv3plus_mobilenet_v2,lraspp_mobilenet_v3_large"
+    )
     args = parser.parse_args(argv)
     if args.only_bf16:
         torch.set_num_threads(args.threads)
         lines = precision_table(
-            args.bf16_models.split(","), batch=args.batch, size=args.size, steps=args.steps, warmup=args.warmup,
+            args.bf16_models.split(","),
+            batch=args.batch,
+            size=args.size,
+            steps=args.steps,
+            warmup=args.warmup,
             threads=args.threads,
         )
         out = ROOT / "bench" / "results" / "train_bf16.md"
@@ -238,9 +249,14 @@ def main(argv: list[str] | None = None) -> int:
             flush=True,
         )
         lines.append(
-            f"| deeplabv3plus_{backbone} | " + " | ".join(f"{r[name]:.2f}" for name in PATHS) + f" | {default:.2f} | {best:.2f} | {same:.2f} |"
+            f"| deeplabv3plus_{backbone} | "
+            + " | ".join(f"{r[name]:.2f}" for name in PATHS)
+            + f" | {default:.2f} | {best:.2f} | {same:.2f} |"
         )
-    lines += ["", f"torch {torch.__version__}, {os.cpu_count()} CPUs, load average at the end {os.getloadavg()[0]:.1f}, {time.strftime('%Y-%m-%d')}."]
+    lines += [
+        "",
+        f"torch {torch.__version__}, {os.cpu_count()} CPUs, load average at the end {os.getloadavg()[0]:.1f}, {time.strftime('%Y-%m-%d')}.",
+    ]
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text("\n".join(lines) + "\n")
     return 0

@@ -32,7 +32,17 @@ MARKER = re.compile(r"^<!--\s*readme-test:\s*(skip|walk)\s*(.*?)\s*-->$")
 
 # CamVid's classes (the shipped `camvid` model's), in mask-value order; 11 = unlabelled.
 CAMVID_CLASSES = (
-    "Sky", "Building", "Pole", "Road", "Pavement", "Tree", "SignSymbol", "Fence", "Car", "Pedestrian", "Bicyclist",
+    "Sky",
+    "Building",
+    "Pole",
+    "Road",
+    "Pavement",
+    "Tree",
+    "SignSymbol",
+    "Fence",
+    "Car",
+    "Pedestrian",
+    "Bicyclist",
 )
 UNLABELLED = 11
 

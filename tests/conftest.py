@@ -20,7 +20,9 @@ def two_threads() -> Iterator[None]:
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption(
-        "--regen-golden", action="store_true", help="rewrite tests/golden/*.pt from the current code (then review the diff)"
+        "--regen-golden",
+        action="store_true",
+        help="rewrite tests/golden/*.pt from the current code (then review the diff)",
     )
 
 

@@ -87,7 +87,7 @@ def documented() -> tuple[list[str], dict[str, str], dict[str, set[str]], set[tu
     """The table's units in order, their descriptions, their imports, and the upward arrows."""
     text = DOC.read_text(encoding="utf-8")
     assert text.count(BEGIN) == 1 and text.count(END) == 1, f"{DOC.name} needs one {BEGIN} … {END} section"
-    section = text[text.index(BEGIN) + len(BEGIN):text.index(END)]
+    section = text[text.index(BEGIN) + len(BEGIN) : text.index(END)]
     order: list[str] = []
     descriptions: dict[str, str] = {}
     imports: dict[str, set[str]] = {}
@@ -106,8 +106,12 @@ def documented() -> tuple[list[str], dict[str, str], dict[str, set[str]], set[tu
 
 def upward(order: list[str], graph: dict[str, set[str]]) -> set[tuple[str, str]]:
     position = {unit: index for index, unit in enumerate(order)}
-    return {(unit, imported) for unit in order for imported in graph.get(unit, ())
-            if imported in position and position[imported] > position[unit]}
+    return {
+        (unit, imported)
+        for unit in order
+        for imported in graph.get(unit, ())
+        if imported in position and position[imported] > position[unit]
+    }
 
 
 def test_every_unit_has_one_row() -> None:
@@ -119,8 +123,11 @@ def test_every_unit_has_one_row() -> None:
 def test_each_rows_imports_are_the_codes() -> None:
     _, _, imports, _ = documented()
     graph = import_graph()
-    wrong = {unit: {"documented": sorted(imports[unit]), "code": sorted(graph.get(unit, ()))}
-             for unit in imports if imports[unit] != graph.get(unit, set())}
+    wrong = {
+        unit: {"documented": sorted(imports[unit]), "code": sorted(graph.get(unit, ()))}
+        for unit in imports
+        if imports[unit] != graph.get(unit, set())
+    }
     assert wrong == {}
 
 

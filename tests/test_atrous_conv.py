@@ -73,6 +73,8 @@ def test_heads_build_it_and_the_transform_gives_it_to_every_other_dilated_conv()
 
 
 def test_skip_dead_taps_leaves_undilated_and_pointwise_convs_alone() -> None:
-    net = nn.Sequential(nn.Conv2d(3, 3, 3, padding=1), nn.Conv2d(3, 3, 1, dilation=2), nn.Conv2d(3, 3, 3, padding=2, dilation=2))
+    net = nn.Sequential(
+        nn.Conv2d(3, 3, 3, padding=1), nn.Conv2d(3, 3, 1, dilation=2), nn.Conv2d(3, 3, 3, padding=2, dilation=2)
+    )
     skip_dead_taps(net)
     assert [type(m) for m in net] == [nn.Conv2d, nn.Conv2d, AtrousConv2d]

@@ -255,7 +255,9 @@ def test_paper_counts(builder, params, madds):
 
 
 def test_unknown_and_bad_options_raise_config_error():
-    with pytest.raises(ConfigError, match="outputstride.*valid: output_stride, num_classes, multi_grid, cascade_blocks, norm_layer"):
+    with pytest.raises(
+        ConfigError, match="outputstride.*valid: output_stride, num_classes, multi_grid, cascade_blocks, norm_layer"
+    ):
         call_checked("backbone", "resnet50", resnet50, {"outputstride": 16})
     with pytest.raises(ConfigError, match="output_stride must be one of 8, 16, 32"):
         on_meta(resnet101, output_stride=4)

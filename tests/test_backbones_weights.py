@@ -36,7 +36,6 @@ TIMM_PARITY = {
 TOLERANCE = 1e-4
 
 
-
 @pytest.fixture(autouse=True)
 def _one_thread():
     yield from single_thread()
@@ -97,8 +96,9 @@ def test_training_with_a_timm_xception65_file(timm_checkpoint):
     theirs, path = timm_checkpoint("xception65")
     config = TrainConfig(model="deeplabv3plus_xception65", pretrained=str(path), progress=False)
     model = build_model(config, num_classes=3)
-    assert torch.equal(model.backbone.exit_flow[1].layers.conv3.pointwise[0].weight,
-                       theirs.blocks[20].stack.conv3.conv_pw.weight)
+    assert torch.equal(
+        model.backbone.exit_flow[1].layers.conv3.pointwise[0].weight, theirs.blocks[20].stack.conv3.conv_pw.weight
+    )
     assert "pretrained_backbone" not in model.config
 
 
@@ -119,7 +119,9 @@ def test_mismatches_are_listed_in_one_error(timm_checkpoint):
     assert "unexpected extra.weight" in message
     assert torch.equal(ours.features[0][0].weight, before)  # a refused load changes nothing
     # Another network's file: a long list, cut short.
-    with pytest.raises(CheckpointError, match=r"shapes differ .*\(and \d+ more\); missing .*; unexpected .*\(and \d+ more\)"):
+    with pytest.raises(
+        CheckpointError, match=r"shapes differ .*\(and \d+ more\); missing .*; unexpected .*\(and \d+ more\)"
+    ):
         load_backbone_weights(xception65(), timm_checkpoint("xception71")[1])
 
 

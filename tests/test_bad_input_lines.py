@@ -35,14 +35,19 @@ def test_info_option_errors_name_option(capsys: pytest.CaptureFixture) -> None:
 
 @pytest.mark.parametrize("flag, value, message", [("--bilateral-compat", "inf", "must be finite"),
                                                    ("--gaussian-compat", "-1", "must be ≥ 0")])  # fmt: skip
-def test_crf_compatibilities_are_checked(tmp_path: Path, capsys: pytest.CaptureFixture, flag: str, value: str, message: str) -> None:
+def test_crf_compatibilities_are_checked(
+    tmp_path: Path, capsys: pytest.CaptureFixture, flag: str, value: str, message: str
+) -> None:
     import numpy as np
 
     image = tmp_path / "im.png"
     Image.new("RGB", (16, 12), (10, 200, 10)).save(image)
     probs = tmp_path / "p.npy"
     np.save(probs, np.full((3, 12, 16), 1 / 3, dtype=np.float32))
-    assert main(["crf", "--image", str(image), "--probs", str(probs), "--out", str(tmp_path / "o.png"), f"{flag}={value}"]) == 2
+    assert (
+        main(["crf", "--image", str(image), "--probs", str(probs), "--out", str(tmp_path / "o.png"), f"{flag}={value}"])
+        == 2
+    )
     assert message in error_line(capsys)
 
 
@@ -82,7 +87,18 @@ def test_eval_with_no_labelled_pixel_fails(tmp_path: Path, capsys: pytest.Captur
         Image.fromarray(np.full((40, 40), 255, dtype=np.uint8)).save(root / "masks" / f"im{index}.png")
     (root / "classes.txt").write_text("a\nb\nc\nd\n")
     checkpoint = write_checkpoint(small_model(), tmp_path / "m.pt", class_names=["a", "b", "c", "d"])
-    argv = ["eval", "--checkpoint", str(checkpoint), "--data", str(root), "--split", "all", "--workers", "0", "--no-progress"]
+    argv = [
+        "eval",
+        "--checkpoint",
+        str(checkpoint),
+        "--data",
+        str(root),
+        "--split",
+        "all",
+        "--workers",
+        "0",
+        "--no-progress",
+    ]
     assert main(argv) == 2
     assert "no labelled pixel" in error_line(capsys)
 
@@ -110,12 +126,17 @@ def test_crf_probs_that_are_not_npy_are_named(tmp_path: Path, capsys: pytest.Cap
 def test_crf_unknown_device_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     image = tmp_path / "im.png"
     Image.new("RGB", (16, 12)).save(image)
-    assert main(["crf", "--image", str(image), "--probs", str(image), "--out", str(tmp_path / "o.png"), "--device", "foo"]) == 2
+    assert (
+        main(["crf", "--image", str(image), "--probs", str(image), "--out", str(tmp_path / "o.png"), "--device", "foo"])
+        == 2
+    )
     assert "unknown device 'foo'" in error_line(capsys)
 
 
 @pytest.mark.parametrize("kind", ["png", "onnx", "random", "truncated"])
-def test_a_checkpoint_option_given_another_file_says_what_it_is(tmp_path: Path, capsys: pytest.CaptureFixture, kind: str) -> None:
+def test_a_checkpoint_option_given_another_file_says_what_it_is(
+    tmp_path: Path, capsys: pytest.CaptureFixture, kind: str
+) -> None:
     from _inference_models import small_model, write_checkpoint
 
     path = tmp_path / f"model.{'onnx' if kind == 'onnx' else 'pt'}"

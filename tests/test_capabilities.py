@@ -43,8 +43,16 @@ def test_multi_grid_is_forwarded_to_xception_not_dropped() -> None:
 
 def test_resnet_keeps_its_default_and_takes_none() -> None:
     assert [b.conv2.dilation[0] for b in on_meta("deeplabv3_resnet50").backbone.layer4] == [2, 4, 8]
-    assert [b.conv2.dilation[0] for b in on_meta("deeplabv3_resnet50", multi_grid=None).backbone.layer4] == [1, 2, 2]  # torchvision's
-    assert [b.conv2.dilation[0] for b in on_meta("deeplabv3plus_resnet50", multi_grid=[1, 1, 1]).backbone.layer4] == [2, 2, 2]
+    assert [b.conv2.dilation[0] for b in on_meta("deeplabv3_resnet50", multi_grid=None).backbone.layer4] == [
+        1,
+        2,
+        2,
+    ]  # torchvision's
+    assert [b.conv2.dilation[0] for b in on_meta("deeplabv3plus_resnet50", multi_grid=[1, 1, 1]).backbone.layer4] == [
+        2,
+        2,
+        2,
+    ]
 
 
 @pytest.mark.parametrize("name", ["deeplabv3_mobilenet_v2", "deeplabv3plus_vgg16", "deeplabv3plus_mobilenet_v3_small"])

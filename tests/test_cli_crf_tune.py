@@ -14,18 +14,39 @@ from atrous.cli import main
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     model = small_model("lraspp_mobilenet_v3_small", num_classes=4)
-    return write_checkpoint(model, tmp_path_factory.mktemp("ckpt") / "model.pt", ["background", "circle", "rectangle", "triangle"])
+    return write_checkpoint(
+        model, tmp_path_factory.mktemp("ckpt") / "model.pt", ["background", "circle", "rectangle", "triangle"]
+    )
 
 
 def test_crf_tune_prints_every_setting_and_writes_the_best(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     root, model = blurred_colour_case(tmp_path / "data")
     out = tmp_path / "crf.json"
-    argv = ["crf-tune", "--checkpoint", str(model), "--data", str(root), "--split", "all", "--images", "2",
-            "--samples", "3", "--iterations", "5", "--device", "cpu", "--out", str(out)]
+    argv = [
+        "crf-tune",
+        "--checkpoint",
+        str(model),
+        "--data",
+        str(root),
+        "--split",
+        "all",
+        "--images",
+        "2",
+        "--samples",
+        "3",
+        "--iterations",
+        "5",
+        "--device",
+        "cpu",
+        "--out",
+        str(out),
+    ]
     assert main(argv) == 0
     printed = capsys.readouterr().out
     assert "(no CRF)" in printed and "best:" in printed
-    assert len([line for line in printed.splitlines() if line.strip() and line.split()[0].replace(".", "").isdigit()]) == 3
+    assert (
+        len([line for line in printed.splitlines() if line.strip() and line.split()[0].replace(".", "").isdigit()]) == 3
+    )
     best = json.loads(out.read_text())
     assert set(best["params"]) >= {"bilateral_compat", "bilateral_sxy", "bilateral_srgb", "iterations"}
     assert best["params"]["iterations"] == 5 and best["images"] == 2
@@ -54,20 +75,43 @@ def _folder(root: Path, mask_values: list[int], size: int = 48) -> Path:
     return root
 
 
-def test_crf_tune_uses_the_models_class_count_on_a_folder(checkpoint: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+def test_crf_tune_uses_the_models_class_count_on_a_folder(
+    checkpoint: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
     # masks show classes 0 and 1 only; the model has 4: eval's rule (the model's count) holds here too
     root = _folder(tmp_path / "data", [0, 1])
-    code = main(["crf-tune", "--checkpoint", str(checkpoint), "--data", str(root), "--split", "all",
-                 "--images", "2", "--samples", "2", "--iterations", "1", "--device", "cpu"])
+    code = main(
+        [
+            "crf-tune",
+            "--checkpoint",
+            str(checkpoint),
+            "--data",
+            str(root),
+            "--split",
+            "all",
+            "--images",
+            "2",
+            "--samples",
+            "2",
+            "--iterations",
+            "1",
+            "--device",
+            "cpu",
+        ]
+    )
     captured = capsys.readouterr()
     assert code in (0, 1), captured.err  # 1: no setting beat the model alone (said on stderr)
     assert "tuning the CRF on 2 all images" in captured.out
     assert "--num-classes" not in captured.err and "Traceback" not in captured.err
 
 
-def test_crf_tune_refuses_a_dataset_of_another_class_count_before_running(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+def test_crf_tune_refuses_a_dataset_of_another_class_count_before_running(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
     eleven = write_checkpoint(small_model(num_classes=11), tmp_path / "eleven.pt")
-    assert main(["crf-tune", "--checkpoint", str(eleven), "--dataset", "shapes", "--images", "1", "--device", "cpu"]) == 2
+    assert (
+        main(["crf-tune", "--checkpoint", str(eleven), "--dataset", "shapes", "--images", "1", "--device", "cpu"]) == 2
+    )
     captured = capsys.readouterr()
     assert "predicts 11 classes but the dataset has 4" in captured.err and "tuning" not in captured.out
 
@@ -82,8 +126,27 @@ def test_crf_tune_never_saves_a_crf_worse_than_none(tmp_path: Path, capsys: pyte
     perfect = write_checkpoint(model, tmp_path / "perfect.pt")
     root = _folder(tmp_path / "data", [0])
     out = tmp_path / "crf.json"
-    code = main(["crf-tune", "--checkpoint", str(perfect), "--data", str(root), "--split", "all", "--images", "2",
-                 "--samples", "2", "--iterations", "1", "--device", "cpu", "--out", str(out)])
+    code = main(
+        [
+            "crf-tune",
+            "--checkpoint",
+            str(perfect),
+            "--data",
+            str(root),
+            "--split",
+            "all",
+            "--images",
+            "2",
+            "--samples",
+            "2",
+            "--iterations",
+            "1",
+            "--device",
+            "cpu",
+            "--out",
+            str(out),
+        ]
+    )
     assert code == 1
     err = capsys.readouterr().err
     assert "no CRF setting beat the model alone" in err and f"nothing written to {out}" in err
@@ -107,8 +170,25 @@ def test_a_tuned_crf_written_beside_the_model_is_what_crf_and_atrous_open_use(
     root, model = blurred_colour_case(tmp_path / "data")
     beside = model.with_name(model.stem + ".crf.json")  # blurred_colour.onnx → blurred_colour.crf.json
     data = ["--data", str(root), "--split", "all"]
-    assert main(["crf-tune", "--checkpoint", str(model), *data, "--images", "2", "--samples", "2", "--iterations", "3",
-                 "--out", str(beside)]) == 0
+    assert (
+        main(
+            [
+                "crf-tune",
+                "--checkpoint",
+                str(model),
+                *data,
+                "--images",
+                "2",
+                "--samples",
+                "2",
+                "--iterations",
+                "3",
+                "--out",
+                str(beside),
+            ]
+        )
+        == 0
+    )
     tuned = json.loads(beside.read_text())
     assert atrous.open(model).crf_params == tuned["params"]
     capsys.readouterr()

@@ -273,12 +273,14 @@ def test_eval_crf_params_from_crf_tune_json_and_key_values(tmp_path: Path, capsy
 
 @pytest.mark.parametrize(
     ("value", "message"),
-    [("sigma=3", "unknown CRF parameter"), ("bilateral_sxy=x", "must be a number"), ("iterations=2.5", "whole"),
-     ("missing.json", "cannot read")],
+    [
+        ("sigma=3", "unknown CRF parameter"),
+        ("bilateral_sxy=x", "must be a number"),
+        ("iterations=2.5", "whole"),
+        ("missing.json", "cannot read"),
+    ],
 )
-def test_bad_crf_params_are_refused(
-    checkpoint: Path, capsys: pytest.CaptureFixture, value: str, message: str
-) -> None:
+def test_bad_crf_params_are_refused(checkpoint: Path, capsys: pytest.CaptureFixture, value: str, message: str) -> None:
     assert main(["eval", "--checkpoint", str(checkpoint), *SHAPES, "--crf-params", value]) == 2
     assert message in capsys.readouterr().err
 
@@ -308,16 +310,39 @@ def test_a_crf_on_a_labels_only_model_is_refused_before_any_work(
     err = capsys.readouterr().err
     assert "outputs labels" in err and len(err.strip().splitlines()) == 1
     # Without the CRF the same model runs.
-    assert main(["predict", "--checkpoint", str(labels_only), str(images), "--out", str(out), "--workers", "0",
-                 "--no-progress"]) == 0
+    assert (
+        main(
+            [
+                "predict",
+                "--checkpoint",
+                str(labels_only),
+                str(images),
+                "--out",
+                str(out),
+                "--workers",
+                "0",
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
 
 
 def test_predict_save_probs_is_what_crf_reads_and_crf_writes_predicts_mask(
     checkpoint: Path, images: Path, tmp_path: Path
 ) -> None:
     pred = tmp_path / "pred"
-    argv = ["predict", "--checkpoint", str(checkpoint), str(images / "img0.png"), "--out", str(pred), "--workers", "0",
-            "--no-progress"]
+    argv = [
+        "predict",
+        "--checkpoint",
+        str(checkpoint),
+        str(images / "img0.png"),
+        "--out",
+        str(pred),
+        "--workers",
+        "0",
+        "--no-progress",
+    ]
     assert main([*argv, "--crf", "--crf-params", "iterations=3", "--save-probs"]) == 0
     probs = np.load(pred / "img0_probs.npy")
     image = np.asarray(Image.open(images / "img0.png").convert("RGB"))
@@ -326,16 +351,46 @@ def test_predict_save_probs_is_what_crf_reads_and_crf_writes_predicts_mask(
     assert np.allclose(probs, np.asarray(expected), atol=1e-6)  # the network's, before the CRF
     assert np.allclose(probs.sum(0), 1, atol=1e-4)
     refined = tmp_path / "crf" / "img0.png"  # a folder crf makes, as predict does
-    assert main(["crf", "--image", str(images / "img0.png"), "--probs", str(pred / "img0_probs.npy"),
-                 "--checkpoint", str(checkpoint), "--iterations", "3", "--out", str(refined)]) == 0
+    assert (
+        main(
+            [
+                "crf",
+                "--image",
+                str(images / "img0.png"),
+                "--probs",
+                str(pred / "img0_probs.npy"),
+                "--checkpoint",
+                str(checkpoint),
+                "--iterations",
+                "3",
+                "--out",
+                str(refined),
+            ]
+        )
+        == 0
+    )
     ours, predicts = Image.open(refined), Image.open(pred / "img0.png")
     assert ours.mode == predicts.mode == "P"  # coloured, pixel values the class indices
     assert ours.getpalette() == predicts.getpalette()
     assert np.array_equal(np.asarray(ours), np.asarray(predicts))  # the same CRF gives the same mask
     # Without --checkpoint: the VOC colours, the same indices.
     other = tmp_path / "voc.png"
-    assert main(["crf", "--image", str(images / "img0.png"), "--probs", str(pred / "img0_probs.npy"),
-                 "--iterations", "3", "--out", str(other)]) == 0
+    assert (
+        main(
+            [
+                "crf",
+                "--image",
+                str(images / "img0.png"),
+                "--probs",
+                str(pred / "img0_probs.npy"),
+                "--iterations",
+                "3",
+                "--out",
+                str(other),
+            ]
+        )
+        == 0
+    )
     from atrous.data import voc_colormap
 
     assert np.array_equal(np.asarray(Image.open(other)), np.asarray(predicts))
@@ -347,13 +402,29 @@ def test_crf_refuses_a_checkpoint_of_another_class_count(
 ) -> None:
     Image.new("RGB", (8, 6), (10, 200, 10)).save(tmp_path / "im.png")
     np.save(tmp_path / "p.npy", np.full((3, 6, 8), 1 / 3, dtype=np.float32))
-    assert main(["crf", "--image", str(tmp_path / "im.png"), "--probs", str(tmp_path / "p.npy"), "--checkpoint",
-                 str(checkpoint), "--out", str(tmp_path / "o.png")]) == 2
+    assert (
+        main(
+            [
+                "crf",
+                "--image",
+                str(tmp_path / "im.png"),
+                "--probs",
+                str(tmp_path / "p.npy"),
+                "--checkpoint",
+                str(checkpoint),
+                "--out",
+                str(tmp_path / "o.png"),
+            ]
+        )
+        == 2
+    )
     assert "has 4 classes but the probabilities have 3" in capsys.readouterr().err
     assert not (tmp_path / "o.png").exists()
 
 
-def test_crf_uses_the_tuned_file_beside_the_model(checkpoint: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+def test_crf_uses_the_tuned_file_beside_the_model(
+    checkpoint: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
     model = tmp_path / "model.pt"
     model.write_bytes(checkpoint.read_bytes())
     tuned = {"iterations": 2, "bilateral_compat": 5.0, "bilateral_sxy": 40.0, "bilateral_srgb": 4.0}
@@ -370,9 +441,13 @@ def test_crf_uses_the_tuned_file_beside_the_model(checkpoint: Path, tmp_path: Pa
 
 @pytest.mark.parametrize(
     ("content", "message"),
-    [('{"params": {"bilateral_sxy": "50"}}', "must be a number"), ('{"params": {"iterations": null}}', "must be a number"),
-     ('{"params": {"bilateral_srgb": [3]}}', "must be a number"), (b"\xff\xfe{", "not a UTF-8 text file"),
-     ("iterations=nan", "must be finite")],
+    [
+        ('{"params": {"bilateral_sxy": "50"}}', "must be a number"),
+        ('{"params": {"iterations": null}}', "must be a number"),
+        ('{"params": {"bilateral_srgb": [3]}}', "must be a number"),
+        (b"\xff\xfe{", "not a UTF-8 text file"),
+        ("iterations=nan", "must be finite"),
+    ],
 )
 def test_bad_crf_params_files_are_one_line(
     checkpoint: Path, images: Path, tmp_path: Path, capsys: pytest.CaptureFixture, content: str | bytes, message: str
@@ -393,7 +468,9 @@ def test_an_empty_folder_is_named_without_dataset_wording(
     checkpoint: Path, tmp_path: Path, capsys: pytest.CaptureFixture
 ) -> None:
     (tmp_path / "empty").mkdir()
-    assert main(["predict", "--checkpoint", str(checkpoint), str(tmp_path / "empty"), "--out", str(tmp_path / "o")]) == 2
+    assert (
+        main(["predict", "--checkpoint", str(checkpoint), str(tmp_path / "empty"), "--out", str(tmp_path / "o")]) == 2
+    )
     err = capsys.readouterr().err
     assert f"{tmp_path / 'empty'}: no image files" in err and "dataset" not in err
 
@@ -405,15 +482,45 @@ def test_a_folder_or_glob_takes_every_image_format(checkpoint: Path, images: Pat
     for suffix in (".png", ".bmp", ".webp", ".gif", ".tif", ".JPG"):
         picture.save(photos / f"photo_{suffix[1:].lower()}{suffix}")
     (photos / "notes.txt").write_text("not an image")
-    assert main(["predict", "--checkpoint", str(checkpoint), str(photos), "--out", str(tmp_path / "all"),
-                 "--workers", "0", "--no-progress"]) == 0
+    assert (
+        main(
+            [
+                "predict",
+                "--checkpoint",
+                str(checkpoint),
+                str(photos),
+                "--out",
+                str(tmp_path / "all"),
+                "--workers",
+                "0",
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     assert sorted(p.name for p in (tmp_path / "all").glob("*_color.png")) == sorted(
         f"photo_{s}_color.png" for s in ("png", "bmp", "webp", "gif", "tif", "jpg")
     )
-    assert main(["predict", "--checkpoint", str(checkpoint), str(photos / "*.bmp"), "--out", str(tmp_path / "bmp"),
-                 "--workers", "0", "--no-progress"]) == 0
+    assert (
+        main(
+            [
+                "predict",
+                "--checkpoint",
+                str(checkpoint),
+                str(photos / "*.bmp"),
+                "--out",
+                str(tmp_path / "bmp"),
+                "--workers",
+                "0",
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     assert sorted(p.name for p in (tmp_path / "bmp").iterdir()) == [
-        "photo_bmp.png", "photo_bmp_color.png", "photo_bmp_overlay.png"
+        "photo_bmp.png",
+        "photo_bmp_color.png",
+        "photo_bmp_overlay.png",
     ]
 
 
@@ -432,8 +539,12 @@ def _damaged_tflites(folder: Path) -> list[Path]:
     builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
     whole = with_metadata(bytes(builder.Output()), {"num_classes": 4})
     cases = {
-        "empty": b"", "random": os.urandom(4096), "renamed": Path(__file__).parents[1].joinpath("docs", "images", "bird.jpg").read_bytes(),
-        "no_graph": whole, "cut_short": whole[: len(whole) // 2], "cut_early": whole[:12],
+        "empty": b"",
+        "random": os.urandom(4096),
+        "renamed": Path(__file__).parents[1].joinpath("docs", "images", "bird.jpg").read_bytes(),
+        "no_graph": whole,
+        "cut_short": whole[: len(whole) // 2],
+        "cut_early": whole[:12],
     }
     paths = []
     for name, data in cases.items():

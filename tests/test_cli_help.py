@@ -34,8 +34,14 @@ print(json.dumps({"code": code, "heavy": heavy, "out": out.getvalue()}))
 
 def _run(*argv: str) -> dict:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
-    run = subprocess.run([sys.executable, "-c", f"HEAVY = {HEAVY!r}\n{PROBE}", *argv], capture_output=True,
-                         text=True, cwd=REPO, env=env, timeout=120)
+    run = subprocess.run(
+        [sys.executable, "-c", f"HEAVY = {HEAVY!r}\n{PROBE}", *argv],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        env=env,
+        timeout=120,
+    )
     assert run.returncode == 0, run.stderr
     return json.loads(run.stdout.strip().splitlines()[-1])
 
@@ -49,8 +55,14 @@ def test_help_loads_no_heavy_module(argv: list[str]) -> None:
 
 
 def test_version() -> None:
-    run = subprocess.run([sys.executable, "-m", "atrous", "--version"], capture_output=True, text=True, cwd=REPO,
-                         env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=120)
+    run = subprocess.run(
+        [sys.executable, "-m", "atrous", "--version"],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+        timeout=120,
+    )
     assert (run.returncode, run.stdout.strip()) == (0, f"atrous {__version__}")
 
 
@@ -74,7 +86,11 @@ def test_a_closed_output_pipe_ends_a_command_quietly() -> None:
     read, write = os.pipe()
     os.close(read)
     result = subprocess.run(
-        [sys.executable, "-m", "atrous", "list", "--weights"], stdout=write, stderr=subprocess.PIPE, text=True, timeout=60
+        [sys.executable, "-m", "atrous", "list", "--weights"],
+        stdout=write,
+        stderr=subprocess.PIPE,
+        text=True,
+        timeout=60,
     )
     os.close(write)
     assert result.stderr == "" and result.returncode == 128 + signal.SIGPIPE

@@ -20,7 +20,9 @@ from atrous.cli.info import recipe_description
 from atrous.recipes import find_recipe, recipe_names
 from atrous.shipped import SHIPPED, shipped_model, shipped_names
 
-OFFICIAL_TFLITE = Path(__file__).resolve().parents[2] / "shared" / "data" / "deeplab-tflite" / "deeplabv3_mnv2_pascal_quant.tflite"
+OFFICIAL_TFLITE = (
+    Path(__file__).resolve().parents[2] / "shared" / "data" / "deeplab-tflite" / "deeplabv3_mnv2_pascal_quant.tflite"
+)
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -40,7 +42,13 @@ def test_list_weights_prints_one_row_per_shipped_model(capsys: pytest.CaptureFix
     assert lines[0].split() == ["name", "model", "classes", "trained", "on", "measured", "size"]
     for record, line in zip(SHIPPED, lines[2:]):
         assert line.startswith(record.name + " ")
-        for text in (record.model, record.classes, record.training_data, record.score_text(), f"{record.size / 1e6:.1f} MB"):
+        for text in (
+            record.model,
+            record.classes,
+            record.training_data,
+            record.score_text(),
+            f"{record.size / 1e6:.1f} MB",
+        ):
             assert text in line
 
 
@@ -76,7 +84,11 @@ def test_info_on_an_exported_onnx(tmp_path: Path, capsys: pytest.CaptureFixture[
     path = export_onnx(model, tmp_path / "tiny.onnx", input_size=(64, 64), argmax=True).path
     facts = info_json(str(path), capsys)
     assert facts["format"].startswith("ONNX (opset") and facts["model"] == "tiny_net"
-    assert [c["name"] for c in facts["classes"]] == ["sky", "road", "car"] and facts["classes"][2]["colour"] == [7, 8, 9]
+    assert [c["name"] for c in facts["classes"]] == ["sky", "road", "car"] and facts["classes"][2]["colour"] == [
+        7,
+        8,
+        9,
+    ]
     assert facts["input"]["size"] == [64, 64] and facts["input"]["mean"] == pytest.approx(list(IMAGENET_MEAN))
     assert facts["output"]["kind"] == "labels" and facts["output"]["dtype"] == "int64"
     assert facts["precision"] == "float32" and facts["sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
@@ -85,7 +97,9 @@ def test_info_on_an_exported_onnx(tmp_path: Path, capsys: pytest.CaptureFixture[
 
 
 def test_info_on_a_checkpoint_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    path = write_checkpoint(small_model("lraspp_mobilenet_v3_small", num_classes=3), tmp_path / "run.pt", ["a", "b", "c"])
+    path = write_checkpoint(
+        small_model("lraspp_mobilenet_v3_small", num_classes=3), tmp_path / "run.pt", ["a", "b", "c"]
+    )
     facts = info_json(str(path), capsys)
     assert facts["format"].startswith("atrous checkpoint") and facts["shipped"] is None
     assert facts["model"] == "lraspp_mobilenet_v3_small" and [c["name"] for c in facts["classes"]] == ["a", "b", "c"]
@@ -114,20 +128,33 @@ export_tflite(model, sys.argv[1], input_size=(32, 32), argmax=True)
 )
 def test_info_on_an_exported_tflite(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     path = tmp_path / "tiny.tflite"
-    subprocess.run([sys.executable, "-c", TFLITE_EXPORT, str(path), str(Path(__file__).parent)], check=True,
-                   env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, timeout=300)
+    subprocess.run(
+        [sys.executable, "-c", TFLITE_EXPORT, str(path), str(Path(__file__).parent)],
+        check=True,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+        capture_output=True,
+        timeout=300,
+    )
     facts = info_json(str(path), capsys)
     assert facts["format"] == "TFLite" and facts["model"] == "tiny_net" and facts["input"]["layout"] == "NHWC"
     assert [c["colour"] for c in facts["classes"]] == [[1, 2, 3], [4, 5, 6], [7, 8, 9]]
-    assert facts["input"]["size"] == [32, 32] and facts["input"]["normalisation"] == "(p − 127.5) / 63.75 on 0–255 pixels"
+    assert (
+        facts["input"]["size"] == [32, 32] and facts["input"]["normalisation"] == "(p − 127.5) / 63.75 on 0–255 pixels"
+    )
     assert facts["output"]["kind"] == "labels" and facts["precision"].startswith("float32")
     assert facts["sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-@pytest.mark.skipif(not OFFICIAL_TFLITE.is_file(), reason="the official TF DeepLab graphs (../shared/data) are not present")
+@pytest.mark.skipif(
+    not OFFICIAL_TFLITE.is_file(), reason="the official TF DeepLab graphs (../shared/data) are not present"
+)
 def test_info_on_an_official_tflite_graph(capsys: pytest.CaptureFixture[str]) -> None:
     facts = info_json(str(OFFICIAL_TFLITE), capsys)
-    assert facts["input"]["size"] == [513, 513] and facts["input"]["dtype"] == "uint8" and facts["input"]["layout"] == "NHWC"
+    assert (
+        facts["input"]["size"] == [513, 513]
+        and facts["input"]["dtype"] == "uint8"
+        and facts["input"]["layout"] == "NHWC"
+    )
     assert facts["input"]["normalisation"] == "(p − 128) / 128 on 0–255 pixels"
     assert facts["output"] == {"kind": "labels", "shape": "(1, 513, 513)", "dtype": "int64"}
     assert facts["num_classes"] == 21 and facts["sha256"] == hashlib.sha256(OFFICIAL_TFLITE.read_bytes()).hexdigest()

@@ -17,8 +17,7 @@ from PIL import Image
 
 from atrous import load_model
 from atrous.cli import main
-from atrous.convert import convert_tflite, read_tflite
-from atrous.convert import tf_deeplab
+from atrous.convert import convert_tflite, read_tflite, tf_deeplab
 from atrous.errors import CheckpointError, ModelFileError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -60,7 +59,9 @@ def test_converted_model_agrees_with_litert(graph: str, tmp_path: Path) -> None:
     assert main(["convert", str(TFLITE / graph), "--out", str(out)]) == 0
     model = load_model(out)
     assert model.num_classes == 21 and model.class_names[12] == "dog" and model.palette[15] == (192, 128, 128)
-    assert model.mean == model.std == (128 / 255,) * 3 and model.output_stride == 16  # the input quantisation (p − 128) / 128
+    assert (
+        model.mean == model.std == (128 / 255,) * 3 and model.output_stride == 16
+    )  # the input quantisation (p − 128) / 128
     agreements = {}
     for photo in PHOTOS:
         image = photo_513(photo)
@@ -186,7 +187,10 @@ def test_cityscapes_model_agrees_with_litert_on_street_frames(cityscapes_checkpo
         name: float((predictor.predict(image) == litert_labels(CITYSCAPES_GRAPH, image)).mean())
         for name, image in street_frames_513().items()
     }
-    print("Cityscapes graph: label agreement with LiteRT " + ", ".join(f"{k} {100 * v:.2f} %" for k, v in agreements.items()))
+    print(
+        "Cityscapes graph: label agreement with LiteRT "
+        + ", ".join(f"{k} {100 * v:.2f} %" for k, v in agreements.items())
+    )
     assert min(agreements.values()) >= 0.93
     assert np.mean(list(agreements.values())) >= 0.97
 
@@ -224,7 +228,9 @@ def test_the_grids_can_be_dropped_for_speed(cityscapes_checkpoint: Path) -> None
 
 
 @needs_graphs
-def test_a_graph_with_an_infinite_quantisation_scale_is_one_error(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+def test_a_graph_with_an_infinite_quantisation_scale_is_one_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
     import struct
 
     from atrous.convert import tflite_reader as reader
@@ -233,7 +239,8 @@ def test_a_graph_with_an_infinite_quantisation_scale_is_one_error(tmp_path: Path
     model = reader._Table(bytes(buf), struct.unpack_from("<I", buf, 0)[0])
     tensors = model.tables(reader.ModelField.SUBGRAPHS)[0].tables(reader.SubGraphField.TENSORS)
     quantised = next(
-        t for t in tensors
+        t
+        for t in tensors
         if "weights" in t.string(reader.TensorField.NAME)
         and t.table(reader.TensorField.QUANTIZATION) is not None
         and t.table(reader.TensorField.QUANTIZATION).vector(reader.QuantizationField.SCALE, "f")

@@ -102,8 +102,10 @@ def test_key_widths_and_neighbour_lookups_give_the_same_lattice(monkeypatch, dim
         monkeypatch.setattr(lattice_module, next(iter(patch)), next(iter(patch.values())))
         other = Lattice(features)
         assert other.num_vertices == reference.num_vertices
-        assert all(torch.equal(a.index, b.index) and torch.equal(a.weight, b.weight)
-                   for a, b in zip(other.blur_axes, reference.blur_axes))
+        assert all(
+            torch.equal(a.index, b.index) and torch.equal(a.weight, b.weight)
+            for a, b in zip(other.blur_axes, reference.blur_axes)
+        )
         assert torch.equal(other.filter(x), reference.filter(x))
     narrow_strides = lattice_module._strides
 

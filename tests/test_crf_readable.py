@@ -20,8 +20,14 @@ def _scene(c: int = 4, h: int = 23, w: int = 31, seed: int = 0, dtype: torch.dty
 @pytest.mark.parametrize("iterations", [0, 1, 5])
 def test_fast_equals_reference_float64(iterations: int) -> None:
     image, probs = _scene()
-    params = {"iterations": iterations, "gaussian_sxy": 3.0, "gaussian_compat": 3.0,
-              "bilateral_sxy": 20.0, "bilateral_srgb": 13.0, "bilateral_compat": 10.0}
+    params = {
+        "iterations": iterations,
+        "gaussian_sxy": 3.0,
+        "gaussian_compat": 3.0,
+        "bilateral_sxy": 20.0,
+        "bilateral_srgb": 13.0,
+        "bilateral_compat": 10.0,
+    }
     fast = DenseCRF(**params)(image, probs)
     reference = mean_field(image, probs, **params)
     torch.testing.assert_close(fast, reference, rtol=0, atol=1e-12)
@@ -30,9 +36,14 @@ def test_fast_equals_reference_float64(iterations: int) -> None:
 def test_fast_equals_reference_with_matrices_and_anisotropic_sigmas() -> None:
     image, probs = _scene(c=3, seed=3)
     generator = torch.Generator().manual_seed(1)
-    params = {"iterations": 4, "gaussian_sxy": (2.0, 4.0), "gaussian_compat": torch.rand(3, 3, generator=generator) * 4,
-              "bilateral_sxy": (15.0, 25.0), "bilateral_srgb": (10.0, 13.0, 16.0),
-              "bilateral_compat": torch.rand(3, 3, generator=generator) * 8}
+    params = {
+        "iterations": 4,
+        "gaussian_sxy": (2.0, 4.0),
+        "gaussian_compat": torch.rand(3, 3, generator=generator) * 4,
+        "bilateral_sxy": (15.0, 25.0),
+        "bilateral_srgb": (10.0, 13.0, 16.0),
+        "bilateral_compat": torch.rand(3, 3, generator=generator) * 8,
+    }
     fast = DenseCRF(**params)(image, probs)
     torch.testing.assert_close(fast, mean_field(image, probs, **params), rtol=0, atol=1e-12)
 

@@ -70,7 +70,9 @@ def reference(image: np.ndarray, probs: np.ndarray, iterations: int, params: dic
     crf.setUnaryEnergy(np.ascontiguousarray(unary_from_softmax(probs)))
     crf.addPairwiseGaussian(sxy=params["gaussian_sxy"], compat=params["gaussian_compat"])
     crf.addPairwiseBilateral(
-        sxy=params["bilateral_sxy"], srgb=params["bilateral_srgb"], rgbim=np.ascontiguousarray(image),
+        sxy=params["bilateral_sxy"],
+        srgb=params["bilateral_srgb"],
+        rgbim=np.ascontiguousarray(image),
         compat=params["bilateral_compat"],
     )
     return np.asarray(crf.inference(iterations)).reshape(c, h, w)
@@ -110,7 +112,10 @@ def compare(samples, num_classes: int, ignore: int, iterations: int, params: dic
     result = {f"miou_{key}": mean_iou(m) for key, m in confusions.items()}
     if ref:
         result.update(agreement=same / total, worst_image=worst, mean_abs_diff=float(np.mean(abs_diff)))
-    print(f"\n{len(samples)} images, {iterations} iterations, {params}: " + ", ".join(f"{k} {v:.6g}" for k, v in result.items()))
+    print(
+        f"\n{len(samples)} images, {iterations} iterations, {params}: "
+        + ", ".join(f"{k} {v:.6g}" for k, v in result.items())
+    )
     return result
 
 
@@ -137,8 +142,10 @@ def voc_like(seed: int, num_classes: int = 21, size: tuple[int, int] = (375, 500
     for _ in range(6):
         cls = int(rng.integers(1, num_classes))
         cy, cx, ry, rx = rng.uniform(0, h), rng.uniform(0, w), rng.uniform(20, 120), rng.uniform(20, 160)
-        inside = ((yy - cy) / ry) ** 2 + ((xx - cx) / rx) ** 2 < 1 if rng.random() < 0.5 else (
-            (abs(yy - cy) < ry) & (abs(xx - cx) < rx)
+        inside = (
+            ((yy - cy) / ry) ** 2 + ((xx - cx) / rx) ** 2 < 1
+            if rng.random() < 0.5
+            else ((abs(yy - cy) < ry) & (abs(xx - cx) < rx))
         )
         label[inside] = cls
         image[inside] = rng.uniform(0, 255, 3)

@@ -171,7 +171,9 @@ def test_datasets_pickle_for_dataloader_workers(tmp_path: Path) -> None:
 
 
 def test_transform_is_applied(tmp_path: Path) -> None:
-    ds = build_dataset("folder", _folder(tmp_path, ["a"]), "all", num_classes=3, transform=lambda i, m: (i.shape, m.sum()))
+    ds = build_dataset(
+        "folder", _folder(tmp_path, ["a"]), "all", num_classes=3, transform=lambda i, m: (i.shape, m.sum())
+    )
     assert ds[0] == ((3, H, W), torch.tensor(np.resize([0, 1, 2], (H, W)).sum()))
 
 
@@ -338,7 +340,9 @@ def test_an_unlabelled_value_other_than_255(tmp_path: Path) -> None:
     _, mask = _check_item(mapped)
     assert mapped.num_classes == 3 and set(mask.unique().tolist()) == {0, 1, 2, 255}
     (root / "classes.txt").write_text("x\ny\nz\n")
-    with pytest.raises(DataError, match=r"a\.png: mask values 11 are outside \[0, 3\).*--ignore-index 11.*--label-map 11:255"):
+    with pytest.raises(
+        DataError, match=r"a\.png: mask values 11 are outside \[0, 3\).*--ignore-index 11.*--label-map 11:255"
+    ):
         build_dataset("folder", root, "all")[0]
 
 

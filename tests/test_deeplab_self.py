@@ -75,8 +75,9 @@ def test_hand_built_model_exports_to_onnx(tmp_path: Path) -> None:
 def test_metadata_is_one_frozen_record_that_checkpoints_round_trip(tmp_path: Path) -> None:
     model = create_model("lraspp_mobilenet_v3_small", num_classes=3)
     assert model.metadata is None and model.num_classes == 3
-    model.metadata = ModelMetadata(class_names=["x", "y", "z"], palette=[[1, 2, 3]] * 3, mean=[0.5] * 3,
-                                   std=[0.25] * 3, ignore_index=7)
+    model.metadata = ModelMetadata(
+        class_names=["x", "y", "z"], palette=[[1, 2, 3]] * 3, mean=[0.5] * 3, std=[0.25] * 3, ignore_index=7
+    )
     with pytest.raises(dataclasses.FrozenInstanceError):
         model.metadata.ignore_index = 0  # type: ignore[misc]
     assert model.class_names == ["x", "y", "z"] and model.palette == [(1, 2, 3)] * 3

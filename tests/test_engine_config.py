@@ -61,8 +61,18 @@ def test_yaml_then_flags_then_set(tmp_path: Path) -> None:
     recipe = tmp_path / "recipe.yaml"
     recipe.write_text("dataset: shapes\nepochs: 7\nlr: 0.02\nmodel_options: {dropout: 0.2}\nclass_weights: [1, 2]\n")
     args = _parse(
-        "--config", str(recipe), "--epochs", "3", "--amp", "--freeze-bn",
-        "--set", "lr=0.5", "--set", "model_options.separable=false", "--set", "dataset_options.size=48",
+        "--config",
+        str(recipe),
+        "--epochs",
+        "3",
+        "--amp",
+        "--freeze-bn",
+        "--set",
+        "lr=0.5",
+        "--set",
+        "model_options.separable=false",
+        "--set",
+        "dataset_options.size=48",
     )
     config = config_from_args(args)
     assert (config.epochs, config.lr, config.amp, config.freeze_bn) == (3, 0.5, "fp16", True)
@@ -76,16 +86,46 @@ def test_every_flag_maps_to_a_field_and_resume_defaults_to_last() -> None:
     assert {name for _, name, _, _ in _OPTIONS} <= set(FIELD_NAMES)
     assert config_from_args(_parse("--dataset", "shapes", "--resume")).resume == "last"
     assert config_from_args(_parse("--dataset", "shapes", "--resume", "x.pt")).resume == "x.pt"
-    required = {"data", "dataset", "model", "epochs", "batch_size", "crop_size", "lr", "output_stride", "out", "resume",
-                "seed", "workers", "optimizer", "weight_decay", "warmup_iters", "head_lr_mult", "class_weights", "loss",
-                "bootstrap_ratio", "aux_loss_weight", "amp", "clip_grad", "freeze_bn", "val_every", "device", "max_iters",
-                "pretrained", "checkpoint_every"}
+    required = {
+        "data",
+        "dataset",
+        "model",
+        "epochs",
+        "batch_size",
+        "crop_size",
+        "lr",
+        "output_stride",
+        "out",
+        "resume",
+        "seed",
+        "workers",
+        "optimizer",
+        "weight_decay",
+        "warmup_iters",
+        "head_lr_mult",
+        "class_weights",
+        "loss",
+        "bootstrap_ratio",
+        "aux_loss_weight",
+        "amp",
+        "clip_grad",
+        "freeze_bn",
+        "val_every",
+        "device",
+        "max_iters",
+        "pretrained",
+        "checkpoint_every",
+    }
     assert required <= {name for _, name, _, _ in _OPTIONS}
 
 
 def test_set_values_are_read_as_yaml_and_must_be_key_value() -> None:
     assert parse_set_overrides(["a=1", "b=0.5", "c=true", "d=x,y", "e="]) == {
-        "a": 1, "b": 0.5, "c": True, "d": "x,y", "e": None,
+        "a": 1,
+        "b": 0.5,
+        "c": True,
+        "d": "x,y",
+        "e": None,
     }
     with pytest.raises(ConfigError, match="key=value"):
         parse_set_overrides(["lr"])

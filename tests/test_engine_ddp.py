@@ -26,11 +26,34 @@ def _options(out: Path, batch_size: int) -> list[str]:
     # Scale 1 and full-size crops: no padded (ignored) pixels, so every process's mean loss
     # covers as many pixels and the mean of the two equals the single-process mean.
     return [
-        "--dataset", "shapes", "--model", "lraspp_mobilenet_v3_small",
-        "--set", "dataset_options={size: 32, num_images: 16, num_classes: 3}",
-        "--set", "scale_range=[1.0, 1.0]", "--crop-size", "32", "--batch-size", str(batch_size),
-        "--epochs", "1", "--max-iters", "3", "--lr", "0.05", "--freeze-bn", "--val-batch-size", "4",
-        "--workers", "0", "--device", "cpu", "--no-progress", "--out", str(out),
+        "--dataset",
+        "shapes",
+        "--model",
+        "lraspp_mobilenet_v3_small",
+        "--set",
+        "dataset_options={size: 32, num_images: 16, num_classes: 3}",
+        "--set",
+        "scale_range=[1.0, 1.0]",
+        "--crop-size",
+        "32",
+        "--batch-size",
+        str(batch_size),
+        "--epochs",
+        "1",
+        "--max-iters",
+        "3",
+        "--lr",
+        "0.05",
+        "--freeze-bn",
+        "--val-batch-size",
+        "4",
+        "--workers",
+        "0",
+        "--device",
+        "cpu",
+        "--no-progress",
+        "--out",
+        str(out),
     ]
 
 
@@ -42,9 +65,23 @@ def _rows(run_dir: Path) -> list[dict[str, str]]:
 def test_two_process_gloo_equals_single_process(tmp_path: Path) -> None:
     ddp_dir = tmp_path / "ddp"
     result = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-         "-m", "atrous", "train", *_options(ddp_dir, batch_size=2)],
-        env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True, timeout=300, check=False,
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc_per_node",
+            "2",
+            "-m",
+            "atrous",
+            "train",
+            *_options(ddp_dir, batch_size=2),
+        ],
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "batch 2 × 2 processes" in result.stderr
@@ -72,15 +109,20 @@ def test_two_process_gloo_equals_single_process(tmp_path: Path) -> None:
     assert worst <= 1e-5
     torch.manual_seed(0)  # the trainer's initialisation seed
     initial = create_model("lraspp_mobilenet_v3_small", num_classes=3).state_dict()
-    moved = max((initial[k] - v).abs().max().item() for k, v in reference["model"]["state_dict"].items()
-                if v.is_floating_point())
+    moved = max(
+        (initial[k] - v).abs().max().item()
+        for k, v in reference["model"]["state_dict"].items()
+        if v.is_floating_point()
+    )
     assert moved > 1e-3  # training moved the weights, so the match above is not trivial
     # Validation ran on half the images in each process; the reduced matrix gives the same metrics.
     (ddp_row,), (single_row,) = _rows(ddp_dir), _rows(single.run_dir)
     assert float(ddp_row["val_miou"]) == pytest.approx(float(single_row["val_miou"]), abs=1e-3)
     assert float(ddp_row["train_loss"]) == pytest.approx(float(single_row["train_loss"]), abs=1e-4)
     # Rank 0 alone wrote: one checkpoint set, no temp files.
-    files = sorted(p.name for p in ddp_dir.iterdir() if p.name != LOCK_NAME)  # a run lock, if one is left, is not an output
+    files = sorted(
+        p.name for p in ddp_dir.iterdir() if p.name != LOCK_NAME
+    )  # a run lock, if one is left, is not an output
     assert files == ["best.pt", "curve.png", "last.pt", "log.csv"]
 
 
@@ -94,9 +136,23 @@ def _limit_file_size() -> None:
 def test_a_failed_save_stops_every_rank_with_one_line(tmp_path: Path) -> None:
     # Files stop at 200 kB: rank 0 cannot write the first checkpoint (a few MB) after the epoch.
     result = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-         "-m", "atrous", "train", *_options(tmp_path / "ddp", batch_size=2)],
-        env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True, timeout=300, check=False,
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc_per_node",
+            "2",
+            "-m",
+            "atrous",
+            "train",
+            *_options(tmp_path / "ddp", batch_size=2),
+        ],
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
         preexec_fn=_limit_file_size,
     )
     assert result.returncode != 0

@@ -25,11 +25,37 @@ def _argv(out: Path, workers: int, extra: tuple[str, ...] = ()) -> list[str]:
     # deeplabv3plus has dropout in its head, so the torch RNG state must be restored too;
     # scale 0.5–1.5 with 32 px crops pads with the ignore label and crops at random offsets.
     return [
-        "train", "--dataset", "shapes", "--model", "deeplabv3plus_mobilenet_v2",
-        "--set", "dataset_options={size: 32, num_images: 24, num_classes: 3}",
-        "--set", "scale_range=[0.5, 1.5]", "--crop-size", "32", "--batch-size", "4", "--epochs", "2",
-        "--lr", "0.02", "--warmup-iters", "3", "--seed", "7", "--checkpoint-every", "2",
-        "--val-batch-size", "8", "--workers", str(workers), "--no-progress", "--out", str(out), *extra,
+        "train",
+        "--dataset",
+        "shapes",
+        "--model",
+        "deeplabv3plus_mobilenet_v2",
+        "--set",
+        "dataset_options={size: 32, num_images: 24, num_classes: 3}",
+        "--set",
+        "scale_range=[0.5, 1.5]",
+        "--crop-size",
+        "32",
+        "--batch-size",
+        "4",
+        "--epochs",
+        "2",
+        "--lr",
+        "0.02",
+        "--warmup-iters",
+        "3",
+        "--seed",
+        "7",
+        "--checkpoint-every",
+        "2",
+        "--val-batch-size",
+        "8",
+        "--workers",
+        str(workers),
+        "--no-progress",
+        "--out",
+        str(out),
+        *extra,
     ]
 
 
@@ -43,7 +69,9 @@ def test_killed_and_resumed_run_matches_uninterrupted(tmp_path: Path, extra: tup
     interrupted = tmp_path / "interrupted"
     process = subprocess.Popen(
         [sys.executable, "-m", "atrous", *_argv(interrupted, workers=1, extra=extra)],
-        env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        env=_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
     )
     checkpoint = interrupted / "last.pt"
     deadline = time.monotonic() + 120
@@ -62,7 +90,11 @@ def test_killed_and_resumed_run_matches_uninterrupted(tmp_path: Path, extra: tup
 
     resumed = subprocess.run(
         [sys.executable, "-m", "atrous", *_argv(interrupted, workers=0, extra=extra), "--resume"],
-        env=_env(), capture_output=True, text=True, timeout=300, check=False,
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
     )
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert f"resumed from {checkpoint} at epoch 1, iteration {saved['iteration']}" in resumed.stderr
@@ -70,7 +102,9 @@ def test_killed_and_resumed_run_matches_uninterrupted(tmp_path: Path, extra: tup
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        reference = train(config_from_args(build_parser().parse_args(_argv(tmp_path / "reference", workers=0, extra=extra))))
+        reference = train(
+            config_from_args(build_parser().parse_args(_argv(tmp_path / "reference", workers=0, extra=extra)))
+        )
     finally:
         torch.set_num_threads(threads)
 

@@ -30,8 +30,10 @@ def test_start_batch_skips_exactly_the_first_batches() -> None:
 
 def test_ranks_split_each_global_batch() -> None:
     single = list(BatchSampler(EpochSampler(16, batch_size=4, seed=5), 4, drop_last=True))
-    ranks = [list(BatchSampler(EpochSampler(16, batch_size=2, seed=5, rank=r, world_size=2), 2, drop_last=True))
-             for r in range(2)]
+    ranks = [
+        list(BatchSampler(EpochSampler(16, batch_size=2, seed=5, rank=r, world_size=2), 2, drop_last=True))
+        for r in range(2)
+    ]
     for step, batch in enumerate(single):
         assert sorted(batch) == sorted(ranks[0][step] + ranks[1][step])
 
@@ -59,8 +61,16 @@ def test_items_depend_on_the_seed_not_on_workers_or_global_state() -> None:
     in_process = torch.cat(list(DataLoader(dataset, batch_sampler=BatchSampler(sampler, 2, drop_last=True))))
     before = torch.get_rng_state()
     torch.manual_seed(123)
-    with_workers = torch.cat(list(DataLoader(dataset, batch_sampler=BatchSampler(sampler, 2, drop_last=True),
-                                             num_workers=2, generator=torch.Generator())))
+    with_workers = torch.cat(
+        list(
+            DataLoader(
+                dataset,
+                batch_sampler=BatchSampler(sampler, 2, drop_last=True),
+                num_workers=2,
+                generator=torch.Generator(),
+            )
+        )
+    )
     assert torch.equal(in_process, with_workers)
     # the loop's own stream is untouched by loading
     torch.set_rng_state(before)

@@ -116,8 +116,9 @@ def test_non_finite_loss_stops_and_keeps_last_checkpoint(tmp_path: Path, monkeyp
     with pytest.raises(TrainingError, match=r"loss is nan at epoch 2, iteration 3.*last\.pt is untouched"):
         train(_config(out, checkpoint_every=1))
     checkpoint = read_checkpoint(out / "last.pt")
-    assert checkpoint["iteration"] == 2 and all(torch.isfinite(v).all() for v in checkpoint["model"]["state_dict"].values()
-                                                if v.is_floating_point())
+    assert checkpoint["iteration"] == 2 and all(
+        torch.isfinite(v).all() for v in checkpoint["model"]["state_dict"].values() if v.is_floating_point()
+    )
 
 
 def test_bad_run_folders_are_refused_without_writing(run: Any, tmp_path: Path) -> None:
@@ -152,8 +153,12 @@ def test_freeze_bn_keeps_statistics_and_affine(tmp_path: Path) -> None:
     trained = read_checkpoint(result.last_checkpoint)["model"]["state_dict"]
     torch.manual_seed(0)
     initial = create_model(MODEL, num_classes=3).state_dict()
-    bn_keys = [k for k in trained if k.rsplit(".", 1)[-1] in ("running_mean", "running_var", "weight", "bias")
-               and k.rsplit(".", 1)[0] + ".running_mean" in trained]
+    bn_keys = [
+        k
+        for k in trained
+        if k.rsplit(".", 1)[-1] in ("running_mean", "running_var", "weight", "bias")
+        and k.rsplit(".", 1)[0] + ".running_mean" in trained
+    ]
     conv_keys = [k for k in trained if k.endswith(".weight") and k not in bn_keys]
     assert bn_keys and all(torch.equal(trained[k], initial[k]) for k in bn_keys)
     assert any(not torch.equal(trained[k], initial[k]) for k in conv_keys)
@@ -165,8 +170,18 @@ def test_every_loss_and_optimizer_option_runs_and_takes_effect(tmp_path: Path, m
     from atrous.engine.trainer import Trainer
 
     options = dict(
-        model="deeplabv3plus_mobilenet_v2", epochs=1, optimizer="adamw", lr=1e-3, warmup_iters=2, head_lr_mult=10.0,
-        loss="bootstrap", bootstrap_ratio=0.5, class_weights="median-freq", aux_loss_weight=0.4, clip_grad=1.0, amp="bf16",
+        model="deeplabv3plus_mobilenet_v2",
+        epochs=1,
+        optimizer="adamw",
+        lr=1e-3,
+        warmup_iters=2,
+        head_lr_mult=10.0,
+        loss="bootstrap",
+        bootstrap_ratio=0.5,
+        class_weights="median-freq",
+        aux_loss_weight=0.4,
+        clip_grad=1.0,
+        amp="bf16",
         scale_range=(0.5, 1.5),
     )
     result = train(_config(tmp_path / "options", **options))
@@ -193,7 +208,9 @@ def test_every_loss_and_optimizer_option_runs_and_takes_effect(tmp_path: Path, m
         clipped: list[float] = []
         real_clip = torch.nn.utils.clip_grad_norm_
         monkeypatch.setattr(
-            torch.nn.utils, "clip_grad_norm_", lambda params, max_norm, **kw: clipped.append(max_norm) or real_clip(params, max_norm, **kw)
+            torch.nn.utils,
+            "clip_grad_norm_",
+            lambda params, max_norm, **kw: clipped.append(max_norm) or real_clip(params, max_norm, **kw),
         )
         trainer.step(*next(iter(trainer.data.train_loader)))
         assert clipped == [1.0]
@@ -225,8 +242,17 @@ def test_parameter_groups_get_head_multiplier_and_decay_on_weights_only() -> Non
 
 
 def test_pretrained_atrous_checkpoint_initialises_the_model(run: Any, tmp_path: Path) -> None:
-    result = train(_config(tmp_path / "finetune", pretrained=str(run.best_checkpoint), output_stride=8,
-                           freeze_bn=True, epochs=1, max_iters=1, val_every=0))
+    result = train(
+        _config(
+            tmp_path / "finetune",
+            pretrained=str(run.best_checkpoint),
+            output_stride=8,
+            freeze_bn=True,
+            epochs=1,
+            max_iters=1,
+            val_every=0,
+        )
+    )
     assert read_checkpoint(result.last_checkpoint)["model"]["config"]["output_stride"] == 8
 
 

@@ -77,7 +77,11 @@ def exported(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
     shutil.copy(REPO / "docs" / "images" / "bird.jpg", photos / "bird.jpg")
     result = subprocess.run(
         [sys.executable, "-c", CONVERSIONS, str(folder), str(Path(__file__).parent), str(VOC), str(photos)],
-        capture_output=True, text=True, timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"}, check=False,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+        check=False,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     return folder, json.loads((folder / "results.json").read_text())
@@ -128,8 +132,22 @@ def test_eval_and_predict_run_a_tflite_file(voc_int8: Path, tmp_path: Path, caps
 
     photo = np.asarray(Image.open(REPO / "docs" / "images" / "bird.jpg").convert("RGB"))
     reference = Predictor(load_model(VOC), input_size=(129, 129)).predict(photo)  # the float model's labels
-    assert main(["predict", str(REPO / "docs" / "images" / "bird.jpg"), "--checkpoint", str(voc_int8),
-                 "--out", str(tmp_path / "pred"), "--workers", "0", "--no-progress"]) == 0
+    assert (
+        main(
+            [
+                "predict",
+                str(REPO / "docs" / "images" / "bird.jpg"),
+                "--checkpoint",
+                str(voc_int8),
+                "--out",
+                str(tmp_path / "pred"),
+                "--workers",
+                "0",
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     predicted = np.asarray(Image.open(tmp_path / "pred" / "bird.png"))
     assert predicted.shape == photo.shape[:2]  # resized to the graph's 129² and back
     assert (predicted == np.asarray(reference)).mean() >= 0.97
@@ -139,8 +157,23 @@ def test_eval_and_predict_run_a_tflite_file(voc_int8: Path, tmp_path: Path, caps
     Image.fromarray(photo).save(root / "images" / "bird.png")
     Image.fromarray(np.asarray(reference).astype(np.uint8)).save(root / "masks" / "bird.png")
     capsys.readouterr()
-    assert main(["eval", "--checkpoint", str(voc_int8), "--data", str(root), "--split", "all", "--workers", "0",
-                 "--no-progress"]) == 0
+    assert (
+        main(
+            [
+                "eval",
+                "--checkpoint",
+                str(voc_int8),
+                "--data",
+                str(root),
+                "--split",
+                "all",
+                "--workers",
+                "0",
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     table = capsys.readouterr().out
     assert "resized to 129×129" in table
     accuracy = float(next(line for line in table.splitlines() if line.startswith("pixel accuracy")).split()[-1])
@@ -151,7 +184,10 @@ def test_export_options_that_tflite_cannot_honour_are_refused(tmp_path: Path, ca
     base = ["export", "--model", "lraspp_mobilenet_v3_small", "--num-classes", "3"]
     assert main([*base, "--format", "tflite", "--dynamic", "--out", str(tmp_path / "m.tflite")]) == 2
     assert "fixed input size" in capsys.readouterr().err
-    assert main([*base, "--format", "pt2", "--int8", "--calibration", str(tmp_path), "--out", str(tmp_path / "m.pt2")]) == 2
+    assert (
+        main([*base, "--format", "pt2", "--int8", "--calibration", str(tmp_path), "--out", str(tmp_path / "m.pt2")])
+        == 2
+    )
     assert "--int8 applies to --format onnx or tflite only" in capsys.readouterr().err
 
 
@@ -163,8 +199,14 @@ def test_without_the_extra_the_command_names_it(tmp_path: Path) -> None:
         f"sys.exit(main(['export', '--model', 'lraspp_mobilenet_v3_small', '--num-classes', '3', '--format', 'tflite',"
         f" '--size', '64', '64', '--out', {str(tmp_path / 'm.tflite')!r}]))\n"
     )
-    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120,
-                            env={**os.environ, "OMP_NUM_THREADS": "1"}, check=False)
+    result = subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+        check=False,
+    )
     assert result.returncode == 2
     assert "pip install 'atrous[tflite]'" in result.stderr.strip().splitlines()[-1]
     assert not (tmp_path / "m.tflite").exists()
@@ -207,8 +249,12 @@ def test_a_truncated_export_is_refused_not_crashed_on(exported: tuple[Path, dict
     # In a child process: LiteRT handed a damaged flatbuffer can end the process (a segfault).
     folder, _ = exported
     result = subprocess.run(
-        [sys.executable, "-c", TRUNCATIONS, str(folder / "m.tflite"), str(tmp_path)], capture_output=True, text=True,
-        timeout=120, env={**os.environ, "OMP_NUM_THREADS": "1"}, check=False,
+        [sys.executable, "-c", TRUNCATIONS, str(folder / "m.tflite"), str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+        check=False,
     )
     assert result.returncode == 0, result.stderr[-2000:]
     lines = result.stdout.strip().splitlines()
@@ -224,7 +270,19 @@ def test_the_export_records_its_transforms(exported: tuple[Path, dict]) -> None:
 def test_a_float_tflite_in_crf_tune_and_with_scales(exported: tuple[Path, dict], capsys: pytest.CaptureFixture) -> None:
     folder, _ = exported
     model = str(folder / "m.tflite")  # 4 classes at 65×65, as the shapes dataset has
-    argv = ["crf-tune", "--checkpoint", model, "--dataset", "shapes", "--images", "1", "--samples", "1", "--iterations", "1"]
+    argv = [
+        "crf-tune",
+        "--checkpoint",
+        model,
+        "--dataset",
+        "shapes",
+        "--images",
+        "1",
+        "--samples",
+        "1",
+        "--iterations",
+        "1",
+    ]
     assert main(argv) in (0, 1)  # images resized to the graph's size and back; 1: no setting beat the model
     assert "tuning the CRF on 1 val images" in capsys.readouterr().out
     shapes = ["--dataset", "shapes", "--max-images", "1", "--workers", "0", "--no-progress"]

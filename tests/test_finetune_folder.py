@@ -45,16 +45,37 @@ def _train(*argv: str) -> int:
     return main(["train", *argv, "--workers", "0", "--no-progress"])
 
 
-def test_fine_tune_a_folder_then_resume_it_with_only_out(walk: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+def test_fine_tune_a_folder_then_resume_it_with_only_out(
+    walk: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     out = tmp_path / "run"
     with caplog.at_level(logging.INFO):
-        assert _train("--pretrained", str(CAMVID), "--data", str(walk), "--ignore-index", "11", "--epochs", "1", "--out", str(out)) == 0
+        assert (
+            _train(
+                "--pretrained",
+                str(CAMVID),
+                "--data",
+                str(walk),
+                "--ignore-index",
+                "11",
+                "--epochs",
+                "1",
+                "--out",
+                str(out),
+            )
+            == 0
+        )
     chosen = next(r.getMessage() for r in caplog.records if r.getMessage().startswith("fine-tuning"))
     for text in ("optimizer adamw", "lr 0.0003", "freeze_bn true", "loss bootstrap", "ema 0.995", "crop_size 64×64"):
         assert text in chosen
     first = read_checkpoint(out / "last.pt")
     settings = first["train_config"]
-    assert (settings["optimizer"], settings["lr"], settings["freeze_bn"], settings["crop_size"]) == ("adamw", 0.0003, True, [64, 64])
+    assert (settings["optimizer"], settings["lr"], settings["freeze_bn"], settings["crop_size"]) == (
+        "adamw",
+        0.0003,
+        True,
+        [64, 64],
+    )
     assert first["model"]["config"]["num_classes"] == 11 and first["ignore_index"] == UNLABELLED
     assert first["epoch"] == 1 and not (out / LOCK_NAME).exists()
 
@@ -71,7 +92,9 @@ def test_fine_tune_a_folder_then_resume_it_with_only_out(walk: Path, tmp_path: P
     assert not (out / LOCK_NAME).exists()
 
 
-def test_resume_refuses_options_that_disagree_by_name(walk: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+def test_resume_refuses_options_that_disagree_by_name(
+    walk: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
     out = tmp_path / "run"
     assert _train("--pretrained", str(CAMVID), "--data", str(walk), "--ignore-index", "11", "--epochs", "1",
                   "--max-iters", "1", "--val-every", "0", "--out", str(out)) == 0  # fmt: skip
@@ -86,7 +109,9 @@ def test_resume_refuses_options_that_disagree_by_name(walk: Path, tmp_path: Path
     assert read_checkpoint(out / "last.pt")["epoch"] == 2 and (out / "last.pt").read_bytes() != before
 
 
-def test_without_ignore_index_the_error_names_the_file_value_and_options(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+def test_without_ignore_index_the_error_names_the_file_value_and_options(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
     data = street_folder(tmp_path / "data", count=6, size=32)
     (data / "classes.txt").write_text("\n".join(f"c{i}" for i in range(11)) + "\n")
     assert _train("--data", str(data), "--model", "lraspp_mobilenet_v3_small", "--batch-size", "2",
@@ -111,7 +136,10 @@ def test_label_map_renames_values_before_training(tmp_path: Path) -> None:
 
 def test_a_recipe_for_camvid_on_a_folder_suggests_dataset_folder(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     data = street_folder(tmp_path / "data", count=2, size=32)
-    assert _train("--config", "camvid_deeplabv3plus_mobilenet_v2", "--data", str(data), "--out", str(tmp_path / "run")) == 2
+    assert (
+        _train("--config", "camvid_deeplabv3plus_mobilenet_v2", "--data", str(data), "--out", str(tmp_path / "run"))
+        == 2
+    )
     line = capsys.readouterr().err.strip()
     assert "CamVid label folder not found" in line and "--dataset folder" in line
 
@@ -123,7 +151,9 @@ def test_one_class_more_than_the_pretrained_model_suggests_ignore_index() -> Non
         pytest.skip("the shipped CamVid model is not in this checkout")
     camvid = read_checkpoint(CAMVID)
     assert class_count_note(camvid, 11) is None
-    assert class_count_note(camvid, 12).endswith("pass --ignore-index 11")  # masks with 11 = unlabelled, counted as a class
+    assert class_count_note(camvid, 12).endswith(
+        "pass --ignore-index 11"
+    )  # masks with 11 = unlabelled, counted as a class
     assert "starts afresh" in class_count_note(camvid, 3) and "ignore-index" not in class_count_note(camvid, 3)
 
 

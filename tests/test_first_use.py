@@ -64,8 +64,22 @@ def test_a_wheel_carries_the_recipes(tmp_path: Path) -> None:
     for name in ("pyproject.toml", "README.md"):
         shutil.copy(REPO / name, source / name)
     built = subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(tmp_path), str(source)],
-        capture_output=True, text=True, timeout=300, check=False,
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--no-build-isolation",
+            "-q",
+            "-w",
+            str(tmp_path),
+            str(source),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
     )
     if built.returncode != 0:
         pytest.skip(f"cannot build a wheel here: {built.stderr.strip()[-300:]}")
@@ -132,7 +146,9 @@ def test_demo_summary_has_titles_legend_and_strong_overlays(tmp_path: Path) -> N
     Image.fromarray(image).save(inputs / "s.png")
     Image.fromarray(overlay(image, truth, palette, alpha=OVERLAY_ALPHA)).save(predictions / "s_overlay.png")
     Image.fromarray(colorize(truth, palette)).save(predictions / "s_crf_overlay.png")
-    _summary_grid(inputs, predictions, [("s", truth)], palette, tmp_path / "summary.png", ["background", "square", "disc"])
+    _summary_grid(
+        inputs, predictions, [("s", truth)], palette, tmp_path / "summary.png", ["background", "square", "disc"]
+    )
     summary = np.asarray(Image.open(tmp_path / "summary.png").convert("RGB"))
     assert summary.shape[0] > 32 + 16  # a title row and a legend under the tiles
     legend = summary[32 + 16 :]
@@ -155,7 +171,9 @@ def test_demo_segments_the_real_photo_with_the_voc_model(tmp_path: Path) -> None
     assert (mask == 3).mean() > 0.1 and set(np.unique(mask)) <= {0, 3}  # the bird (class 3), on background
 
 
-def test_demo_refuses_to_replace_an_earlier_demo_without_overwrite(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+def test_demo_refuses_to_replace_an_earlier_demo_without_overwrite(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
     from atrous.cli import main
 
     keep = tmp_path / "run" / "best.pt"
@@ -208,7 +226,11 @@ def test_demo_overwrite_replaces_only_what_the_demo_wrote(tmp_path: Path, capsys
 
 
 def test_demo_overwrite_refuses_a_folder_no_demo_wrote(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
-    mine = [tmp_path / "run" / "mine.txt", tmp_path / "predictions" / "keep_me.png", tmp_path / "inputs" / "my_input.jpg"]
+    mine = [
+        tmp_path / "run" / "mine.txt",
+        tmp_path / "predictions" / "keep_me.png",
+        tmp_path / "inputs" / "my_input.jpg",
+    ]
     for path in mine:
         path.parent.mkdir(exist_ok=True)
         path.write_bytes(b"mine")

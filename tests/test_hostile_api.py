@@ -37,16 +37,25 @@ def error_line(capsys: pytest.CaptureFixture) -> str:
 @pytest.mark.parametrize(
     "options, message",
     [
-        ({"separable": "maybe"}, "separable must be true or false; got 'maybe' (an option of model 'deeplabv3_mobilenet_v2')"),
+        (
+            {"separable": "maybe"},
+            "separable must be true or false; got 'maybe' (an option of model 'deeplabv3_mobilenet_v2')",
+        ),
         ({"separable": "no"}, "must be true or false; got 'no'"),
         ({"image_pool": "no"}, "image_pool must be true or false or null; got 'no'"),
         ({"aspp_rates": "abc"}, "aspp_rates must be a list of integers or null; got 'abc'"),
         ({"aspp_rates": [6, 12.5, 18]}, "must be a list of integers"),
         ({"aspp_rates": [-6, 12, 18]}, "aspp_rates must be atrous rates ≥ 1 such as [6, 12, 18]; got [-6, 12, 18]"),
         ({"backbone_options": [1]}, "backbone_options must be a mapping {name: value} or null; got [1]"),
-        ({"backbone_options": {"width_mult": "wide"}}, "width_mult must be a finite number; got 'wide' (an option of backbone 'mobilenet_v2')"),
+        (
+            {"backbone_options": {"width_mult": "wide"}},
+            "width_mult must be a finite number; got 'wide' (an option of backbone 'mobilenet_v2')",
+        ),
         ({"dropout": float("nan")}, "dropout must be a finite number in [0, 1]; got nan"),
-        ({"dropout": 2.0}, "dropout must be a finite number in [0, 1]; got 2.0 (an option of model 'deeplabv3_mobilenet_v2')"),
+        (
+            {"dropout": 2.0},
+            "dropout must be a finite number in [0, 1]; got 2.0 (an option of model 'deeplabv3_mobilenet_v2')",
+        ),
     ],
 )
 def test_option_values_of_the_wrong_type_or_range_are_refused_when_the_model_is_built(
@@ -62,10 +71,16 @@ def test_option_values_of_the_wrong_type_or_range_are_refused_when_the_model_is_
     [
         ("deeplabv3plus_mobilenet_v2", {"low_level_channels": -1}, "low_level_channels must be an integer ≥ 1; got -1"),
         ("lraspp_mobilenet_v3_small", {"channels": 0}, "channels must be an integer ≥ 1; got 0"),
-        ("deeplabv3_mobilenet_v2", {"backbone_options": {"divisible_by": 0}}, "divisible_by must be an integer ≥ 1; got 0"),
+        (
+            "deeplabv3_mobilenet_v2",
+            {"backbone_options": {"divisible_by": 0}},
+            "divisible_by must be an integer ≥ 1; got 0",
+        ),
     ],
 )
-def test_widths_below_one_are_refused_before_torch_sees_them(name: str, options: dict[str, object], message: str) -> None:
+def test_widths_below_one_are_refused_before_torch_sees_them(
+    name: str, options: dict[str, object], message: str
+) -> None:
     with pytest.raises(ConfigError, match=message):
         create_model(name, num_classes=3, **options)
 
@@ -84,7 +99,12 @@ def test_the_type_checker_reads_the_builders_annotations() -> None:
     assert describe_type(Annotated[int, AtLeast(0)]) == "an integer ≥ 0"
 
     def builder(
-        *, flag: bool = False, rates: Sequence[int] = (1,), width: float = 1.0, name: str = "x", n: Annotated[int, AtLeast(0)] = 0
+        *,
+        flag: bool = False,
+        rates: Sequence[int] = (1,),
+        width: float = 1.0,
+        name: str = "x",
+        n: Annotated[int, AtLeast(0)] = 0,
     ) -> None: ...
 
     check_options("model", "m", builder, {"flag": True, "rates": (1, 2), "width": 2, "name": Path("p"), "n": 0})
@@ -103,7 +123,9 @@ def test_the_type_checker_reads_the_builders_annotations() -> None:
 )
 def test_a_model_too_large_for_memory_is_refused_before_allocation(options: dict[str, object]) -> None:
     start = time.perf_counter()
-    with pytest.raises(ConfigError, match=r"would need [\d.]+ GB for its weights and as much again .*, more than the [\d.]+ GB"):
+    with pytest.raises(
+        ConfigError, match=r"would need [\d.]+ GB for its weights and as much again .*, more than the [\d.]+ GB"
+    ):
         create_model(MODEL, **options)  # 1 TB or more of weights
     assert time.perf_counter() - start < 10  # estimated on the meta device, nothing allocated
 
@@ -160,7 +182,16 @@ def test_predict_cli_refuses_a_huge_input_size_and_window(tmp_path: Path, capsys
 
     checkpoint = write_checkpoint(small_model(num_classes=3), tmp_path / "m.pt")
     Image.new("RGB", (40, 32), (90, 120, 30)).save(tmp_path / "im.png")
-    base = ["predict", str(tmp_path / "im.png"), "--checkpoint", str(checkpoint), "--out", str(tmp_path / "out"), "--workers", "0"]
+    base = [
+        "predict",
+        str(tmp_path / "im.png"),
+        "--checkpoint",
+        str(checkpoint),
+        "--out",
+        str(tmp_path / "out"),
+        "--workers",
+        "0",
+    ]
     for flags, message in [
         (["--input-size", "100000", "100000"], "input_size is 100000×100000"),
         (["--sliding-window", "100000"], "crop_size (sliding window) is 100000×100000"),
@@ -259,14 +290,18 @@ def test_pretrained_of_another_backbone_names_both_backbones(tmp_path: Path) -> 
     from atrous.engine.builders import build_model
     from atrous.engine.config import TrainConfig
 
-    checkpoint = write_checkpoint(create_model(MODEL, num_classes=3, backbone_options={"width_mult": 0.5}), tmp_path / "m.pt")
+    checkpoint = write_checkpoint(
+        create_model(MODEL, num_classes=3, backbone_options={"width_mult": 0.5}), tmp_path / "m.pt"
+    )
     config = TrainConfig(model="deeplabv3plus_resnet50", pretrained=str(checkpoint))
     with pytest.raises(ConfigError) as caught:
         build_model(config, 3)
     message = str(caught.value)
-    assert message.startswith(f"the checkpoint's backbone (mobilenet_v2, {checkpoint}: {MODEL}) does not fit deeplabv3plus_resnet50")
+    assert message.startswith(
+        f"the checkpoint's backbone (mobilenet_v2, {checkpoint}: {MODEL}) does not fit deeplabv3plus_resnet50"
+    )
     assert "width_mult" not in message
     # The same backbone under another head still starts from the checkpoint's backbone.
-    assert build_model(TrainConfig(model="deeplabv3plus_mobilenet_v2", pretrained=str(checkpoint)), 3).config["name"] == (
-        "deeplabv3plus_mobilenet_v2"
-    )
+    assert build_model(TrainConfig(model="deeplabv3plus_mobilenet_v2", pretrained=str(checkpoint)), 3).config[
+        "name"
+    ] == ("deeplabv3plus_mobilenet_v2")

@@ -48,7 +48,9 @@ def _png_header(path: Path, width: int, height: int) -> Path:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 
     header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b""))
+    path.write_bytes(
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
+    )
     return path
 
 
@@ -63,7 +65,12 @@ def _error_line(capsys: pytest.CaptureFixture, argv: list[str]) -> str:
 
 
 @pytest.mark.parametrize(
-    "text", ["road: Road\nsky: Sky\nroad: Car\n", '{"road": "Road", "sky": "Sky", "road": "Car"}', "map:\n  road: Road\n  road: Car\n"]
+    "text",
+    [
+        "road: Road\nsky: Sky\nroad: Car\n",
+        '{"road": "Road", "sky": "Sky", "road": "Car"}',
+        "map:\n  road: Road\n  road: Car\n",
+    ],
 )
 def test_class_map_naming_a_class_twice_is_refused(text: str) -> None:
     with pytest.raises(ConfigError, match="maps 'road' twice"):
@@ -79,11 +86,25 @@ def test_class_map_ignoring_every_class_is_refused() -> None:
 # --- memory ---------------------------------------------------------------------
 
 
-def test_an_image_too_large_for_memory_is_refused_from_its_header(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+def test_an_image_too_large_for_memory_is_refused_from_its_header(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
     huge = _png_header(tmp_path / "huge.png", 100_000, 100_000)  # 1e10 pixels: 80 GB to decode, 1.2 TB to segment
     with pytest.raises(DataError, match=r"huge.png: 100000x100000 .* would need about \d+\.\d GB of memory to decode"):
         read_image(huge, max_pixels=2 * 10**10)
-    err = _error_line(capsys, ["predict", "--checkpoint", SHIPPED, str(huge), "--out", str(tmp_path / "out"), "--max-pixels", str(2 * 10**10)])
+    err = _error_line(
+        capsys,
+        [
+            "predict",
+            "--checkpoint",
+            SHIPPED,
+            str(huge),
+            "--out",
+            str(tmp_path / "out"),
+            "--max-pixels",
+            str(2 * 10**10),
+        ],
+    )
     assert "GB of memory to segment" in err and not (tmp_path / "out").exists()
 
 
@@ -134,7 +155,9 @@ def open_folder() -> Iterator[Path]:
     folder.rmdir()
 
 
-def test_permission_denied_is_said_for_images_checkpoints_and_model_files(open_folder: Path, capsys: pytest.CaptureFixture) -> None:
+def test_permission_denied_is_said_for_images_checkpoints_and_model_files(
+    open_folder: Path, capsys: pytest.CaptureFixture
+) -> None:
     image = _png(open_folder / "photo.png")
     checkpoint = open_folder / "model.pt"
     torch.save({"format": "nothing"}, checkpoint)
@@ -165,7 +188,9 @@ def test_permission_denied_is_said_for_images_checkpoints_and_model_files(open_f
     probs = open_folder / "probs.npy"
     np.save(probs, np.full((2, 6, 8), 0.5, dtype=np.float32))
     with _unreadable(probs):
-        err = _error_line(capsys, ["crf", "--image", str(image), "--probs", str(probs), "--out", str(open_folder / "o.png")])
+        err = _error_line(
+            capsys, ["crf", "--image", str(image), "--probs", str(probs), "--out", str(open_folder / "o.png")]
+        )
     assert "probs.npy: permission denied" in err
 
 
@@ -176,17 +201,25 @@ def test_a_broken_link_in_a_glob_is_named_not_skipped(tmp_path: Path, capsys: py
     photos = tmp_path / "photos"
     _png(photos / "a.png")
     (photos / "b.png").symlink_to(tmp_path / "nonexistent" / "b.png")
-    err = _error_line(capsys, ["predict", "--checkpoint", SHIPPED, str(photos / "*.png"), "--out", str(tmp_path / "out")])
+    err = _error_line(
+        capsys, ["predict", "--checkpoint", SHIPPED, str(photos / "*.png"), "--out", str(tmp_path / "out")]
+    )
     assert f"{photos / 'b.png'}: a broken symbolic link" in err
     assert not (tmp_path / "out" / "a.png").exists()
 
 
-def test_missing_and_empty_inputs_are_named_without_dataset_advice(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+def test_missing_and_empty_inputs_are_named_without_dataset_advice(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
     (tmp_path / "empty").mkdir()
-    err = _error_line(capsys, ["predict", "--checkpoint", SHIPPED, str(tmp_path / "empty"), "--out", str(tmp_path / "out")])
+    err = _error_line(
+        capsys, ["predict", "--checkpoint", SHIPPED, str(tmp_path / "empty"), "--out", str(tmp_path / "out")]
+    )
     assert "empty" in err and "dataset" not in err
     missing = tmp_path / "no_such.png"
-    err = _error_line(capsys, ["crf", "--image", str(missing), "--probs", str(tmp_path / "p.npy"), "--out", str(tmp_path / "o.png")])
+    err = _error_line(
+        capsys, ["crf", "--image", str(missing), "--probs", str(tmp_path / "p.npy"), "--out", str(tmp_path / "o.png")]
+    )
     assert f"{missing}: no such file" in err and "dataset" not in err
     with pytest.raises(DataError, match="--calibrate") as caught:
         calibration_batches(tmp_path / "empty", (8, 8), (0.5,) * 3, (0.5,) * 3)
@@ -226,7 +259,9 @@ def test_eval_checks_every_image_before_scoring_one(tmp_path: Path, capsys: pyte
         _mask(tmp_path / "masks" / f"{stem}.png")
     (tmp_path / "images" / "c.png").write_bytes(b"junk")
     (tmp_path / "classes.txt").write_text("\n".join(VOC_CLASSES) + "\n")
-    err = _error_line(capsys, ["eval", "--checkpoint", SHIPPED, "--data", str(tmp_path), "--split", "all", "--no-progress"])
+    err = _error_line(
+        capsys, ["eval", "--checkpoint", SHIPPED, "--data", str(tmp_path), "--split", "all", "--no-progress"]
+    )
     assert "1 of 3 images cannot be read, so nothing was done" in err and "c.png: not a readable image" in err
 
 
@@ -241,7 +276,9 @@ def test_calibration_images_are_checked_before_work(tmp_path: Path) -> None:
 
 
 def test_a_quantisation_overflow_is_one_error_without_numpy_warnings() -> None:
-    tensor = Tensor(0, "conv/weights", (1,), np.uint8, np.array([1e38]), np.array([0.0]), np.array([255], dtype=np.uint8))
+    tensor = Tensor(
+        0, "conv/weights", (1,), np.uint8, np.array([1e38]), np.array([0.0]), np.array([255], dtype=np.uint8)
+    )
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # a RuntimeWarning would fail the test
         with pytest.raises(ModelFileError, match="'conv/weights' dequantises to non-finite values"):

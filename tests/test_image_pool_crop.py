@@ -121,13 +121,25 @@ def test_trainer_hints_when_crops_are_smaller_than_val_frames(tmp_path: Path, ca
 
     from atrous.engine import train
 
-    options = {"dataset_options": {"size": 48, "num_images": 4, "num_classes": 3}, "epochs": 1, "max_iters": 1, "val_every": 0}
+    options = {
+        "dataset_options": {"size": 48, "num_images": 4, "num_classes": 3},
+        "epochs": 1,
+        "max_iters": 1,
+        "val_every": 0,
+    }
     with caplog.at_level(logging.INFO, logger="atrous.engine.trainer"):
         train(tiny_run_config(tmp_path / "small", model="deeplabv3_mobilenet_v2", crop_size=32, **options))
     assert "image_pool_crop=[32,32]" in caplog.text and "48×48 val frames" in caplog.text
     caplog.clear()
     with caplog.at_level(logging.INFO, logger="atrous.engine.trainer"):
         train(tiny_run_config(tmp_path / "whole", model="deeplabv3_mobilenet_v2", crop_size=48, **options))
-        train(tiny_run_config(tmp_path / "window", model="deeplabv3_mobilenet_v2", crop_size=32,
-                              model_options={"image_pool_crop": 32}, **options))
+        train(
+            tiny_run_config(
+                tmp_path / "window",
+                model="deeplabv3_mobilenet_v2",
+                crop_size=32,
+                model_options={"image_pool_crop": 32},
+                **options,
+            )
+        )
     assert "image pooling" not in caplog.text

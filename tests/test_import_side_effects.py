@@ -87,16 +87,30 @@ def _environment() -> dict[str, str]:
 
 
 def test_importing_atrous_and_every_module_changes_no_global_setting() -> None:
-    run = subprocess.run([sys.executable, "-c", PROBE, str(Path(__file__).parent)], capture_output=True, text=True,
-                         cwd=REPO, env=_environment(), timeout=600)
+    run = subprocess.run(
+        [sys.executable, "-c", PROBE, str(Path(__file__).parent)],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        env=_environment(),
+        timeout=600,
+    )
     assert run.returncode == 0, run.stderr[-3000:]
     report = json.loads(run.stdout.strip().splitlines()[-1])
     assert report["environ_after_import_atrous"] == []
     assert not report["torch_loaded_by_import_atrous"]
     assert report["changed"] == {}
     assert report["modules"] > 50, report  # the walk reached the whole package
-    assert set(report["skipped"].values()) <= {"onnx", "onnxruntime", "onnxscript", "litert_torch", "ai_edge_litert",
-                                                "ai_edge_quantizer", "tensorboard", "scipy"}, report["skipped"]
+    assert set(report["skipped"].values()) <= {
+        "onnx",
+        "onnxruntime",
+        "onnxscript",
+        "litert_torch",
+        "ai_edge_litert",
+        "ai_edge_quantizer",
+        "tensorboard",
+        "scipy",
+    }, report["skipped"]
 
 
 COMMAND = r"""
@@ -109,8 +123,15 @@ print(json.dumps({key: os.environ.get(key) for key in ("OMP_WAIT_POLICY", "GOMP_
 
 
 def _policy_after(*argv: str, **environ: str) -> dict[str, str | None]:
-    run = subprocess.run([sys.executable, "-c", COMMAND, *argv], capture_output=True, text=True, cwd=REPO,
-                         env={**_environment(), **environ}, timeout=300, check=True)
+    run = subprocess.run(
+        [sys.executable, "-c", COMMAND, *argv],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        env={**_environment(), **environ},
+        timeout=300,
+        check=True,
+    )
     return json.loads(run.stdout.strip().splitlines()[-1])
 
 

@@ -33,7 +33,9 @@ def test_non_contiguous_and_odd_inputs() -> None:
 def test_nan_scores_never_win_on_the_cpu_nchw_path() -> None:
     from atrous.labels import class_labels
 
-    scores = torch.tensor([[0.0, 1.0, 2.0], [float("nan"), 0.5, 0.1], [float("nan")] * 3]).T.reshape(1, 3, 1, 3).contiguous()
+    scores = (
+        torch.tensor([[0.0, 1.0, 2.0], [float("nan"), 0.5, 0.1], [float("nan")] * 3]).T.reshape(1, 3, 1, 3).contiguous()
+    )
     assert class_labels(scores).tolist() == [[[2, 1, 0]]]
 
 
@@ -77,7 +79,9 @@ def test_equals_the_plain_definition_on_random_scores_with_ties(seed: int) -> No
     # Few distinct values, so most pixels tie between several classes.
     scores = torch.randint(-2, 3, (n, k, h, w), generator=generator).to(dtype) * 0.5
     if seed >= 3:
-        scores = scores + torch.randn(n, k, h, w, generator=generator, dtype=dtype) * (torch.rand(n, 1, h, w, generator=generator) < 0.5)
+        scores = scores + torch.randn(n, k, h, w, generator=generator, dtype=dtype) * (
+            torch.rand(n, 1, h, w, generator=generator) < 0.5
+        )
     expected = _plain_labels(scores)
     for layout in (torch.contiguous_format, torch.channels_last):
         got = class_labels(scores.contiguous(memory_format=layout))

@@ -45,8 +45,13 @@ def small_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     torch.manual_seed(0)
     model = create_model("lraspp_mobilenet_v3_small", num_classes=3).eval()
     path = tmp_path_factory.mktemp("leaf") / "small.pt"
-    metadata = {"class_names": ["a", "b", "c"], "palette": [[0, 0, 0], [1, 1, 1], [2, 2, 2]],
-                "mean": [0.5] * 3, "std": [0.5] * 3, "ignore_index": 255}
+    metadata = {
+        "class_names": ["a", "b", "c"],
+        "palette": [[0, 0, 0], [1, 1, 1], [2, 2, 2]],
+        "mean": [0.5] * 3,
+        "std": [0.5] * 3,
+        "ignore_index": 255,
+    }
     save_checkpoint(weights_checkpoint(model, metadata), path)
     return path
 
@@ -54,7 +59,10 @@ def small_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_load_model_and_predictor_import_no_training_code(small_checkpoint: Path) -> None:
     result = subprocess.run(
         [sys.executable, "-c", PROBE, str(small_checkpoint)],
-        capture_output=True, text=True, cwd=REPO, timeout=300,
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=300,
         env={"PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin"},
     )
     assert result.returncode == 0, result.stderr
@@ -127,8 +135,13 @@ def test_out_of_range_labels_are_refused_the_same_way_everywhere() -> None:
         with pytest.raises(InputError, match=r"label values must be in \[0, 3\) or 255"):
             ConfusionMatrix(3).update(pred[None], label[None])
         with pytest.raises(InputError, match=r"label values must be in \[0, 3\) or 255"):
-            tune.search([torch.zeros(3, 2, 2, dtype=torch.uint8)], [torch.full((3, 2, 2), 1 / 3)], [label],
-                        candidates=[], num_classes=3)
+            tune.search(
+                [torch.zeros(3, 2, 2, dtype=torch.uint8)],
+                [torch.full((3, 2, 2), 1 / 3)],
+                [label],
+                candidates=[],
+                num_classes=3,
+            )
     ok = torch.tensor([[0, 1], [2, 255]])
     matrix = ConfusionMatrix(3)
     matrix.update(pred[None], ok[None])
@@ -165,8 +178,13 @@ def test_the_command_keeps_freed_memory_for_reuse_unless_the_user_chose() -> Non
     env = {k: v for k, v in os.environ.items() if k not in USER_SETTINGS}
 
     def kept_mib(mode: str, **extra: str) -> float:
-        run = subprocess.run([sys.executable, "-c", FREED_MEMORY_KEPT, mode], env={**env, **extra},
-                             capture_output=True, text=True, check=True)
+        run = subprocess.run(
+            [sys.executable, "-c", FREED_MEMORY_KEPT, mode],
+            env={**env, **extra},
+            capture_output=True,
+            text=True,
+            check=True,
+        )
         return float(run.stdout.split()[-1])
 
     assert kept_mib("command") >= 15

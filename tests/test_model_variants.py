@@ -53,7 +53,9 @@ def test_v1_msc_structure_follows_the_paper_and_prototxt(name: str) -> None:
     head = msc.head
     assert head.fc8.in_channels == head.fc7.out_channels + 640
     # Every branch reaches OS 8: image /8, pool1 /4, pool2 /2, pool3 and pool4 /1 (the prototxt).
-    geometry = [(b[0].in_channels, b[0].kernel_size, b[0].stride, b[3].kernel_size, b[3].out_channels) for b in head.msc]
+    geometry = [
+        (b[0].in_channels, b[0].kernel_size, b[0].stride, b[3].kernel_size, b[3].out_channels) for b in head.msc
+    ]
     assert geometry == [(c, (3, 3), (s, s), (1, 1), 128) for c, s in ((3, 8), (64, 4), (128, 2), (256, 1), (512, 1))]
     assert all(isinstance(b[2], nn.Dropout) and b[2].p == 0.5 and b[5].p == 0.5 for b in head.msc)
     assert msc.head_inputs == ("out", "image", "pool1", "pool2", "pool3", "pool4")
@@ -94,7 +96,9 @@ def test_multi_scale_inputs_train_on_every_scale_and_the_max_fusion() -> None:
     with torch.no_grad():
         # Eval: every scale through the same weights, resized to the scale-1 logits, max-fused, upsampled.
         scores = [plain.forward_low_res(resize(x, scaled_size(64, 80, s))) for s in SCALES]
-        fused = torch.maximum(torch.maximum(scores[0], resize(scores[1], scores[0].shape[-2:])), resize(scores[2], scores[0].shape[-2:]))
+        fused = torch.maximum(
+            torch.maximum(scores[0], resize(scores[1], scores[0].shape[-2:])), resize(scores[2], scores[0].shape[-2:])
+        )
         assert model.forward_low_res(x).shape == (2, 4, 8, 10)
         assert torch.allclose(model(x), resize(fused, (64, 80)), atol=1e-5)
         # Training: the fused and every scale's logits, all at the input size.
@@ -103,7 +107,9 @@ def test_multi_scale_inputs_train_on_every_scale_and_the_max_fusion() -> None:
     assert all(v.shape == (2, 4, 64, 80) for v in outputs.values())
     target = torch.randint(0, 4, (2, 64, 80))
     loss = SegmentationLoss()
-    assert loss(outputs, target) == pytest.approx(sum(float(loss.single(v, target)) for v in outputs.values()), rel=1e-5)
+    assert loss(outputs, target) == pytest.approx(
+        sum(float(loss.single(v, target)) for v in outputs.values()), rel=1e-5
+    )
 
 
 def test_multi_scale_inputs_with_aux_head_and_min_size() -> None:
@@ -163,7 +169,11 @@ def test_multi_scale_inputs_train_from_a_recipe_and_round_trip(tmp_path: Path) -
     recipe = tmp_path / "msc.yaml"
     recipe.write_text("model_options:\n  input_scales: [1.0, 0.75, 0.5]\n")
     config = tiny_run_config(
-        tmp_path / "run", **load_config_file(recipe), crop_size=64, epochs=1, max_iters=1,
+        tmp_path / "run",
+        **load_config_file(recipe),
+        crop_size=64,
+        epochs=1,
+        max_iters=1,
         dataset_options={"size": 64, "num_images": 8, "num_classes": 3},
     )
     result = train(config)
@@ -184,7 +194,9 @@ def test_v3_cascade_rates_double_per_block_with_multi_grid(name: str) -> None:
     # v3 §3.2 / Table 3: OS 16, block4 rate 2, doubling per block, Multi_Grid (1, 2, 4) inside each.
     assert rates == {4: [2, 4, 8], 5: [4, 8, 16], 6: [8, 16, 32], 7: [16, 32, 64]}
     assert model.output_stride == 16 and model.backbone.feature_info["out"].stride == 16
-    assert all(getattr(model.backbone, f"layer{i}")[0].downsample is None for i in (5, 6, 7))  # copies: identity shortcuts
+    assert all(
+        getattr(model.backbone, f"layer{i}")[0].downsample is None for i in (5, 6, 7)
+    )  # copies: identity shortcuts
     assert isinstance(model.head, CascadeHead) and model.head[1].in_channels == 2048
     parallel = on_meta(name, num_classes=21)
     assert count_params(model.backbone) - count_params(parallel.backbone) == 3 * BLOCK4_COPY_PARAMS == 40_163_328
@@ -235,7 +247,9 @@ def test_v3_cascade_is_refused_where_it_does_not_apply(name: str, options: dict,
 def test_variants_round_trip_through_checkpoints(name: str, options: dict, tmp_path: Path) -> None:
     model = small_model(name, num_classes=3, **options)
     loaded = atrous.load_model(write_checkpoint(model, tmp_path / "model.pt"))
-    assert loaded.config == model.config and {k: v for k, v in options.items()} == {k: loaded.config[k] for k in options}
+    assert loaded.config == model.config and {k: v for k, v in options.items()} == {
+        k: loaded.config[k] for k in options
+    }
     x = torch.randn(1, 3, 64, 72)
     with torch.no_grad():
         assert torch.equal(loaded(x), model(x))
@@ -248,7 +262,21 @@ def test_variants_show_in_list_and_info(capsys: pytest.CaptureFixture) -> None:
     assert "deeplabv2_resnet101 --option input_scales=[1.0,0.75,0.5]" in lines
     assert "deeplabv3_resnet101 --option cascade_blocks=3" in lines
     assert len(lines) == len(PAPER_VARIANTS)
-    assert main(["info", "deeplabv1_vgg16_largefov", "--option", "msc=true", "--size", "64", "--json", "--no-receptive-field"]) == 0
+    assert (
+        main(
+            [
+                "info",
+                "deeplabv1_vgg16_largefov",
+                "--option",
+                "msc=true",
+                "--size",
+                "64",
+                "--json",
+                "--no-receptive-field",
+            ]
+        )
+        == 0
+    )
     info = json.loads(capsys.readouterr().out)
     assert info["options"] == {"msc": True} and {"pool1", "pool4"} <= set(info["features"])
     assert main(["info", "deeplabv2_resnet50", "--option", "msc=true"]) == 2
@@ -261,8 +289,13 @@ def test_variants_show_in_list_and_info(capsys: pytest.CaptureFixture) -> None:
 @pytest.mark.parametrize("resolution", list(PAPER_MADDS_BY_RESOLUTION))
 @pytest.mark.parametrize("width", list(PAPER_TABLE_BY_WIDTH))
 def test_mobilenet_v1_full_table(width: float, resolution: int) -> None:
-    info = model_facts("mobilenet_v1", size=(resolution, resolution), num_classes=1000,
-                    options={"width_mult": width}, with_receptive_field=False)
+    info = model_facts(
+        "mobilenet_v1",
+        size=(resolution, resolution),
+        num_classes=1000,
+        options={"width_mult": width},
+        with_receptive_field=False,
+    )
     params, madds, _ = paper_counts(width, resolution)
     assert info["madds"] == pytest.approx(madds, rel=0.02)
     # The paper prints parameters to 0.1 M: within ±2 %, or where that is finer than the
@@ -271,8 +304,20 @@ def test_mobilenet_v1_full_table(width: float, resolution: int) -> None:
 
 
 def test_mobilenet_v1_table_through_the_cli(capsys: pytest.CaptureFixture) -> None:
-    argv = ["info", "mobilenet_v1", "--num-classes", "1000", "--option", "width_mult=0.75", "--size", "192", "--json",
-            "--no-receptive-field"]
+    argv = [
+        "info",
+        "mobilenet_v1",
+        "--num-classes",
+        "1000",
+        "--option",
+        "width_mult=0.75",
+        "--size",
+        "192",
+        "--json",
+        "--no-receptive-field",
+    ]
     assert main(argv) == 0
     info = json.loads(capsys.readouterr().out)
-    assert info["params"] == pytest.approx(2.6e6, rel=0.02) and info["madds"] == pytest.approx(325e6 * (192 / 224) ** 2, rel=0.02)
+    assert info["params"] == pytest.approx(2.6e6, rel=0.02) and info["madds"] == pytest.approx(
+        325e6 * (192 / 224) ** 2, rel=0.02
+    )

@@ -12,11 +12,24 @@ from atrous.heads import ASPP, LargeFOV
 from atrous.models import create_model, with_output_stride
 
 ISSUE_MODELS = [
-    "deeplabv1_vgg16_largefov", "deeplabv1_vgg16", "deeplabv2_vgg16", "deeplabv2_resnet101",
-    "deeplabv3_resnet50", "deeplabv3_resnet101", "deeplabv3_mobilenet_v2", "deeplabv3_mobilenet_v3_large",
-    "deeplabv3_xception65", "deeplabv3plus_resnet50", "deeplabv3plus_resnet101", "deeplabv3plus_xception65",
-    "deeplabv3plus_xception71", "deeplabv3plus_mobilenet_v1", "deeplabv3plus_mobilenet_v2",
-    "deeplabv3plus_mobilenet_v3_large", "lraspp_mobilenet_v3_large", "lraspp_mobilenet_v3_small",
+    "deeplabv1_vgg16_largefov",
+    "deeplabv1_vgg16",
+    "deeplabv2_vgg16",
+    "deeplabv2_resnet101",
+    "deeplabv3_resnet50",
+    "deeplabv3_resnet101",
+    "deeplabv3_mobilenet_v2",
+    "deeplabv3_mobilenet_v3_large",
+    "deeplabv3_xception65",
+    "deeplabv3plus_resnet50",
+    "deeplabv3plus_resnet101",
+    "deeplabv3plus_xception65",
+    "deeplabv3plus_xception71",
+    "deeplabv3plus_mobilenet_v1",
+    "deeplabv3plus_mobilenet_v2",
+    "deeplabv3plus_mobilenet_v3_large",
+    "lraspp_mobilenet_v3_large",
+    "lraspp_mobilenet_v3_small",
 ]
 
 
@@ -32,8 +45,12 @@ def test_every_name_the_issue_lists_is_registered():
 # One model per version and per backbone family keeps the default suite quick; the
 # slow-marked sweep trains every registered model for one step.
 BACKWARD_DEFAULT = [
-    "deeplabv1_vgg16_largefov", "deeplabv2_resnet50", "deeplabv3_mobilenet_v3_small",
-    "deeplabv3plus_mobilenet_v2", "deeplabv3plus_xception65", "deeplabv3plus_mobilenet_v1",
+    "deeplabv1_vgg16_largefov",
+    "deeplabv2_resnet50",
+    "deeplabv3_mobilenet_v3_small",
+    "deeplabv3plus_mobilenet_v2",
+    "deeplabv3plus_xception65",
+    "deeplabv3plus_mobilenet_v1",
     "lraspp_mobilenet_v3_large",
 ]
 
@@ -201,7 +218,9 @@ def test_multi_grid_on_a_backbone_without_it():
         create_model("deeplabv3_mobilenet_v2", num_classes=2, multi_grid=(1, 2, 3))
 
 
-@pytest.mark.parametrize("shape, message", [((1, 1, 64, 64), "3 input channels"), ((1, 3, 16, 64), "minimum"), ((3, 64, 64), "N, 3, H, W")])
+@pytest.mark.parametrize(
+    "shape, message", [((1, 1, 64, 64), "3 input channels"), ((1, 3, 16, 64), "minimum"), ((3, 64, 64), "N, 3, H, W")]
+)
 def test_bad_input_tensor(shape, message):
     model = create_model("deeplabv3plus_mobilenet_v2", num_classes=2).eval()
     with pytest.raises(InputError, match=message):
@@ -239,7 +258,9 @@ def test_info_json_reports_integers(capsys):
 def test_info_backbone_classifier_form(capsys):
     from atrous.cli import main
 
-    assert main(["info", "mobilenet_v2", "--size", "224", "--num-classes", "1000", "--json", "--no-receptive-field"]) == 0
+    assert (
+        main(["info", "mobilenet_v2", "--size", "224", "--num-classes", "1000", "--json", "--no-receptive-field"]) == 0
+    )
     import json
 
     info = json.loads(capsys.readouterr().out)
@@ -258,11 +279,14 @@ def test_info_receptive_field_of_largefov(capsys):
     assert info["receptive_field"] == 227 + 192
 
 
-@pytest.mark.parametrize("argv, message", [
-    (["info", "nope"], "unknown model or backbone"),
-    (["info", "deeplabv3_resnet50", "--output-stride", "12"], "8, 16, 32"),
-    (["info", "deeplabv3_resnet50", "--size", "16"], "minimum"),
-])
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["info", "nope"], "unknown model or backbone"),
+        (["info", "deeplabv3_resnet50", "--output-stride", "12"], "8, 16, 32"),
+        (["info", "deeplabv3_resnet50", "--size", "16"], "minimum"),
+    ],
+)
 def test_info_errors_are_one_line(argv, message, capsys):
     from atrous.cli import main
 

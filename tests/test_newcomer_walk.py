@@ -71,7 +71,9 @@ def _run_step(step: str, workspace: Path) -> Block:
 
 
 def _masks(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.glob("*.png") if not p.stem.endswith(("_color", "_overlay", "_panel", "_crf_overlay")))
+    return sorted(
+        p for p in folder.glob("*.png") if not p.stem.endswith(("_color", "_overlay", "_panel", "_crf_overlay"))
+    )
 
 
 def test_walk_segment(workspace: Path) -> None:
@@ -96,7 +98,9 @@ def test_walk_resume(workspace: Path) -> None:
     before = _epochs_logged(run) if (run / "log.csv").is_file() else set()
     _run_step("resume", workspace)
     after = _epochs_logged(run)
-    assert max(after) > max(before, default=0), f"the resumed run logged epochs {sorted(after)}, before {sorted(before)}"
+    assert max(after) > max(before, default=0), (
+        f"the resumed run logged epochs {sorted(after)}, before {sorted(before)}"
+    )
 
 
 def test_walk_evaluate(workspace: Path) -> None:

@@ -78,7 +78,11 @@ def test_an_onnx_file_opens_in_onnx_runtime_and_records_the_export_transforms(fi
 
 def test_a_crf_on_a_labels_only_model_is_refused_in_one_line(files: dict[str, Path]) -> None:
     opened = atrous.open(files["labels"])
-    for attempt in (lambda: opened.predictor(crf=True), lambda: opened.crf(), lambda: Predictor(opened.model, crf=DenseCRF())):
+    for attempt in (
+        lambda: opened.predictor(crf=True),
+        lambda: opened.crf(),
+        lambda: Predictor(opened.model, crf=DenseCRF()),
+    ):
         with pytest.raises(ConfigError, match="outputs labels") as error:
             attempt()
         assert "\n" not in str(error.value)
@@ -173,7 +177,9 @@ def test_export_makes_the_folder_and_takes_a_registered_format(
         torch.save(model.state_dict(), path)
         loaded = torch.load(path, weights_only=True)
         same = all(torch.equal(loaded[k], v) for k, v in model.state_dict().items())
-        return ExportReport(path, 0.0 if same else float("inf"), 1.0, 1.0 if same else 0.0, [input_size], kind="weights")
+        return ExportReport(
+            path, 0.0 if same else float("inf"), 1.0, 1.0 if same else 0.0, [input_size], kind="weights"
+        )
 
     monkeypatch.setattr(formats, "_FORMATS", dict(formats._FORMATS))
     added = register_format("weights", suffix=".weights", summary="the bare state dict", writer=write_weights)
@@ -184,7 +190,9 @@ def test_export_makes_the_folder_and_takes_a_registered_format(
     assert report.checked_sizes == [formats.DEFAULT_INPUT_SIZE]  # the checkpoint records no training crop
     from atrous.cli import build_parser  # the command line offers the new format
 
-    args = build_parser(["export"]).parse_args(["export", "--format", "weights", "--checkpoint", "x.pt", "--out", "y.weights"])
+    args = build_parser(["export"]).parse_args(
+        ["export", "--format", "weights", "--checkpoint", "x.pt", "--out", "y.weights"]
+    )
     assert args.format == "weights"
     with pytest.raises(ValueError, match="registered twice"):
         register_format("weights", suffix=".w2", summary="", writer=write_weights)

@@ -65,8 +65,21 @@ def test_eval_reports_its_precision(tmp_path: Path, capsys: pytest.CaptureFixtur
     from _inference_models import write_checkpoint
 
     checkpoint = write_checkpoint(small_model(), tmp_path / "m.pt", ["background", "circle", "rectangle", "triangle"])
-    argv = ["eval", "--checkpoint", str(checkpoint), "--dataset", "shapes", "--max-images", "2", "--workers", "0",
-            "--no-progress", "--precision", "bf16", "--json"]
+    argv = [
+        "eval",
+        "--checkpoint",
+        str(checkpoint),
+        "--dataset",
+        "shapes",
+        "--max-images",
+        "2",
+        "--workers",
+        "0",
+        "--no-progress",
+        "--precision",
+        "bf16",
+        "--json",
+    ]
     assert main(argv) == 0
     result = json.loads(capsys.readouterr().out)
     assert result["precision"] == "bf16" and 0.0 <= result["miou"] <= 1.0

@@ -42,11 +42,15 @@ def test_other_classes_load_everything_but_the_classifier(voc_like: Path, caplog
 
 
 def test_another_model_loads_the_backbone_only(voc_like: Path) -> None:
-    model = create_model("deeplabv3plus_mobilenet_v2", num_classes=3, backbone_options=SOURCE_OPTIONS["backbone_options"])
+    model = create_model(
+        "deeplabv3plus_mobilenet_v2", num_classes=3, backbone_options=SOURCE_OPTIONS["backbone_options"]
+    )
     skipped = load_pretrained(model, torch.load(voc_like, weights_only=True), str(voc_like))
     assert skipped == ["the rest of the deeplabv3_mobilenet_v2 head (backbone only)"]  # its ASPP has 3 more branches
     saved = torch.load(voc_like, weights_only=True)["model"]["state_dict"]
-    assert torch.equal(model.state_dict()["backbone.features.3.conv.0.0.weight"], saved["backbone.features.3.conv.0.0.weight"])
+    assert torch.equal(
+        model.state_dict()["backbone.features.3.conv.0.0.weight"], saved["backbone.features.3.conv.0.0.weight"]
+    )
 
 
 def test_v3_starts_a_v3plus_with_the_same_aspp(voc_like: Path) -> None:
@@ -54,7 +58,9 @@ def test_v3_starts_a_v3plus_with_the_same_aspp(voc_like: Path) -> None:
     model = create_model("deeplabv3plus_mobilenet_v2", num_classes=3, aspp_rates=(),
                          backbone_options=SOURCE_OPTIONS["backbone_options"])  # fmt: skip
     checkpoint = torch.load(voc_like, weights_only=True)
-    assert load_pretrained(model, checkpoint, str(voc_like)) == ["the rest of the deeplabv3_mobilenet_v2 head (backbone and ASPP)"]
+    assert load_pretrained(model, checkpoint, str(voc_like)) == [
+        "the rest of the deeplabv3_mobilenet_v2 head (backbone and ASPP)"
+    ]
     saved = checkpoint["model"]["state_dict"]
     own = model.state_dict()
     assert torch.equal(own["head.aspp.project.0.weight"], saved["head.0.project.0.weight"])
@@ -133,4 +139,6 @@ def test_fine_tuning_defaults_fill_only_the_options_left_unset(voc_like: Path, t
     class_map = tmp_path / "map.yaml"
     class_map.write_text("".join(f"'{i}': {'bg' if i < 7 else 'a' if i < 14 else 'b'}\n" for i in range(21)))
     mapped = make_config(pretrained=str(voc_like), pretrained_class_map=str(class_map))
-    assert "head_lr_mult" not in finetune_defaults(mapped, unset, checkpoint, train_set)  # rows start from their sources
+    assert "head_lr_mult" not in finetune_defaults(
+        mapped, unset, checkpoint, train_set
+    )  # rows start from their sources

@@ -62,7 +62,12 @@ FACES = {
         "atrous.data.folder": ("FolderDataset",),
         "atrous.data.io": ("DEFAULT_MAX_PIXELS", "image_size", "read_image", "read_mask"),
         "atrous.data.palette": (
-            "ClassSpec", "colorize", "overlay", "parse_class_file", "save_index_png", "voc_colormap"
+            "ClassSpec",
+            "colorize",
+            "overlay",
+            "parse_class_file",
+            "save_index_png",
+            "voc_colormap",
         ),
         "atrous.data.shapes": ("SHAPE_TYPES", "ShapesDataset"),
         "atrous.data.transforms": ("eval_transforms", "IMAGENET_MEAN", "IMAGENET_STD", "train_transforms"),
@@ -76,7 +81,11 @@ FACES = {
     },
     "atrous.exporters": {
         "atrous.exporters._common": (
-            "calibration_batches", "ExportedModel", "ExportError", "ExportReport", "prepare_for_export"
+            "calibration_batches",
+            "ExportedModel",
+            "ExportError",
+            "ExportReport",
+            "prepare_for_export",
         ),
         "atrous.exporters.formats": ("export_formats", "ExportFormat", "register_format"),
         "atrous.exporters.onnx": ("DEFAULT_OPSET", "export_onnx"),
@@ -124,16 +133,23 @@ def _re_exports(modules: dict) -> dict[str, dict[str, str]]:
             source = imported.get(offered)
             if source is None:  # a lazy face (module __getattr__), or another library's name
                 value = getattr(module, offered)
-                source = next((home for home, names in defined.items()
-                               if offered in names and getattr(modules[home], offered, None) is value), None)
+                source = next(
+                    (
+                        home
+                        for home, names in defined.items()
+                        if offered in names and getattr(modules[home], offered, None) is value
+                    ),
+                    None,
+                )
             if source is not None:
                 found.setdefault(name, {})[offered] = source
     return found
 
 
 def test_no_module_offers_another_modules_names_beyond_the_faces(modules: dict) -> None:
-    listed = {module: {name: source for source, names in faces.items() for name in names}
-              for module, faces in FACES.items()}
+    listed = {
+        module: {name: source for source, names in faces.items() for name in names} for module, faces in FACES.items()
+    }
     assert _re_exports(modules) == listed
 
 

@@ -96,7 +96,11 @@ def _slug(heading: str) -> str:
 def test_the_readme_links_every_docs_page_and_its_contents_resolve() -> None:
     linked = set(re.findall(r"\]\((docs/[A-Za-z_]+\.md)\)", README_TEXT))
     assert {f"docs/{page.name}" for page in DOCS} <= linked, "a docs page the README does not link"
-    anchors = {_slug(line.lstrip("#")) for line in README_TEXT.splitlines() if line.startswith("## ") or line.startswith("### ")}
+    anchors = {
+        _slug(line.lstrip("#"))
+        for line in README_TEXT.splitlines()
+        if line.startswith("## ") or line.startswith("### ")
+    }
     contents = README_TEXT[README_TEXT.index("## Contents") : README_TEXT.index("## Quick start")]
     targets = re.findall(r"\]\(#([a-z0-9-]+)\)", contents)
     assert len(targets) >= 8 and not sorted(set(targets) - anchors), sorted(set(targets) - anchors)

@@ -44,7 +44,7 @@ TOY_BACKBONE = textwrap.dedent(
 )
 
 CHECKS = textwrap.dedent(
-    '''
+    """
     import contextlib, io
     import torch
     from atrous import create_model, list_models
@@ -64,7 +64,7 @@ CHECKS = textwrap.dedent(
     assert all(name in text for name in versions), text
     assert "deeplabv3plus_toy" in text and "parameters" in text
     print("ok")
-    '''
+    """
 )
 
 
@@ -105,7 +105,7 @@ TOY_DATASET = textwrap.dedent(
 )
 
 DATASET_CHECKS = textwrap.dedent(
-    '''
+    """
     import contextlib, io, sys, tempfile
     from atrous.cli import main
     from atrous.data import DATASETS, build_dataset, detect_layout
@@ -129,7 +129,7 @@ DATASET_CHECKS = textwrap.dedent(
             code = main([*argv, "--dataset", "nope", "--data", str(root)])
         assert code == 2 and "toy" in said.getvalue(), (argv, said.getvalue())
     print("ok")
-    '''
+    """
 )
 
 

@@ -48,7 +48,11 @@ def test_only_the_convolutions_onednn_runs_slowly_in_bf16_take_row_products() ->
     def conv(cin: int, rate: int, **options) -> torch.nn.Conv2d:
         return AtrousConv2d(cin, 8, options.pop("k", 3), padding=options.pop("padding", rate), dilation=rate, **options)
 
-    assert slow_in_onednn_bf16(conv(2048, 4)) and slow_in_onednn_bf16(conv(2048, 36)) and slow_in_onednn_bf16(conv(512, 24))
+    assert (
+        slow_in_onednn_bf16(conv(2048, 4))
+        and slow_in_onednn_bf16(conv(2048, 36))
+        and slow_in_onednn_bf16(conv(512, 24))
+    )
     assert not slow_in_onednn_bf16(conv(2048, 2))  # oneDNN's bf16 kernels are quick there
     assert not slow_in_onednn_bf16(conv(512, 12))
     assert not slow_in_onednn_bf16(conv(2048, 12, stride=2))

@@ -18,8 +18,8 @@ import torch
 from _inference_models import single_thread, small_model, write_checkpoint
 from PIL import Image
 
-from atrous.cli import main
 from atrous.checkpoint import load_model, read_checkpoint, save_checkpoint
+from atrous.cli import main
 from atrous.errors import CheckpointError, DataError
 from atrous.exporters._common import ExportError, verify
 from atrous.files import atomic_path
@@ -58,7 +58,9 @@ def _snapshot(folder: Path) -> dict[str, bytes]:
 
 
 # ----------------------------------------------------------------- inputs are never outputs
-def test_predict_into_its_input_folder_is_refused(checkpoint: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+def test_predict_into_its_input_folder_is_refused(
+    checkpoint: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
     photos = _photos(tmp_path / "d")
     before = _snapshot(photos)
     for force in ([], ["--force"]):
@@ -73,7 +75,17 @@ def test_predict_refuses_existing_outputs_without_force_and_writes_usual_modes(
     photos, out = _photos(tmp_path / "photos", 1), tmp_path / "out"
     out.mkdir()
     (out / "photo0.png").write_bytes(b"mine")
-    argv = ["predict", "--checkpoint", str(checkpoint), str(photos), "--out", str(out), "--workers", "0", "--no-progress"]
+    argv = [
+        "predict",
+        "--checkpoint",
+        str(checkpoint),
+        str(photos),
+        "--out",
+        str(out),
+        "--workers",
+        "0",
+        "--no-progress",
+    ]
     assert main(argv) == 2
     assert "--force" in _error_line(capsys)
     assert (out / "photo0.png").read_bytes() == b"mine"
@@ -106,7 +118,9 @@ def test_export_refuses_an_existing_file_without_force(
 
 
 @pytest.mark.parametrize("opset", ["5", "99"])
-def test_export_refuses_unsupported_opsets(checkpoint: Path, tmp_path: Path, opset: str, capsys: pytest.CaptureFixture) -> None:
+def test_export_refuses_unsupported_opsets(
+    checkpoint: Path, tmp_path: Path, opset: str, capsys: pytest.CaptureFixture
+) -> None:
     assert main(["export", "--checkpoint", str(checkpoint), "--out", str(tmp_path / "m.onnx"), "--opset", opset]) == 2
     assert "--opset" in _error_line(capsys)
     assert list(tmp_path.iterdir()) == []
@@ -151,7 +165,15 @@ def test_an_output_under_a_file_is_one_message(
     argv = {
         "predict": ["predict", "--checkpoint", str(checkpoint), str(photos), "--out", str(blocker / "sub")],
         "export": ["export", "--checkpoint", str(checkpoint), "--out", str(blocker / "m.onnx")],
-        "crf": ["crf", "--image", str(photos / "photo0.png"), "--probs", str(tmp_path / "p.npy"), "--out", str(blocker / "m.png")],
+        "crf": [
+            "crf",
+            "--image",
+            str(photos / "photo0.png"),
+            "--probs",
+            str(tmp_path / "p.npy"),
+            "--out",
+            str(blocker / "m.png"),
+        ],
         "train": ["train", "--dataset", "shapes", "--out", str(blocker / "run")],
     }[command]
     assert main(argv) == 2
@@ -163,9 +185,13 @@ def test_an_output_under_a_file_is_one_message(
 def _mounted_tmpfs(folder: Path, options: str) -> Iterator[Path]:
     """A tmpfs at ``folder`` (skips the test where this process may not mount)."""
     folder.mkdir()
-    result = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(folder)], capture_output=True, check=False)
+    result = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(folder)], capture_output=True, check=False
+    )
     if result.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here (needs root in a privileged container): {result.stderr.decode().strip()}")
+        pytest.skip(
+            f"cannot mount a tmpfs here (needs root in a privileged container): {result.stderr.decode().strip()}"
+        )
     try:
         yield folder
     finally:
@@ -182,9 +208,25 @@ def test_a_read_only_output_folder_is_refused_before_the_work(
         argv = {
             "predict": ["predict", "--checkpoint", str(checkpoint), str(photos), "--out", str(read_only / "pred")],
             "export": ["export", "--checkpoint", str(checkpoint), "--out", str(read_only / "m.onnx")],
-            "crf": ["crf", "--image", str(photos / "photo0.png"), "--probs", str(tmp_path / "p.npy"), "--out", str(read_only / "m.png")],
+            "crf": [
+                "crf",
+                "--image",
+                str(photos / "photo0.png"),
+                "--probs",
+                str(tmp_path / "p.npy"),
+                "--out",
+                str(read_only / "m.png"),
+            ],
             "train": ["train", "--dataset", "shapes", "--out", str(read_only / "run")],
-            "crf-tune": ["crf-tune", "--checkpoint", str(checkpoint), "--dataset", "shapes", "--out", str(read_only / "c.json")],
+            "crf-tune": [
+                "crf-tune",
+                "--checkpoint",
+                str(checkpoint),
+                "--dataset",
+                "shapes",
+                "--out",
+                str(read_only / "c.json"),
+            ],
         }[command]
         assert main(argv) == 2
         line = _error_line(capsys)
@@ -196,8 +238,19 @@ def test_a_full_disk_is_one_message_and_no_partial_file(tmp_path: Path, capsys: 
     Image.fromarray(np.zeros((64, 64, 3), np.uint8)).save(tmp_path / "img.png")
     np.save(tmp_path / "p.npy", np.full((64, 64, 64), 1 / 64, np.float32))  # 1 MB of refined probabilities
     with _mounted_tmpfs(tmp_path / "full", "size=64k") as full:
-        argv = ["crf", "--image", str(tmp_path / "img.png"), "--probs", str(tmp_path / "p.npy"),
-                "--out", str(full / "m.png"), "--save-probs", str(full / "q.npy"), "--iterations", "1"]
+        argv = [
+            "crf",
+            "--image",
+            str(tmp_path / "img.png"),
+            "--probs",
+            str(tmp_path / "p.npy"),
+            "--out",
+            str(full / "m.png"),
+            "--save-probs",
+            str(full / "q.npy"),
+            "--iterations",
+            "1",
+        ]
         assert main(argv) == 2
         assert "no space left on device" in _error_line(capsys)
         assert list(full.iterdir()) == []  # neither output, nor a temp file
@@ -205,9 +258,28 @@ def test_a_full_disk_is_one_message_and_no_partial_file(tmp_path: Path, capsys: 
 
 def test_a_full_disk_during_training_is_one_message(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     with _mounted_tmpfs(tmp_path / "full", "size=256k") as full:
-        argv = ["train", "--dataset", "shapes", "--model", "lraspp_mobilenet_v3_small", "--crop-size", "32",
-                "--set", "dataset_options={size: 32, num_images: 4, num_classes: 3}", "--batch-size", "4",
-                "--epochs", "1", "--workers", "0", "--val-every", "0", "--no-progress", "--out", str(full / "run")]
+        argv = [
+            "train",
+            "--dataset",
+            "shapes",
+            "--model",
+            "lraspp_mobilenet_v3_small",
+            "--crop-size",
+            "32",
+            "--set",
+            "dataset_options={size: 32, num_images: 4, num_classes: 3}",
+            "--batch-size",
+            "4",
+            "--epochs",
+            "1",
+            "--workers",
+            "0",
+            "--val-every",
+            "0",
+            "--no-progress",
+            "--out",
+            str(full / "run"),
+        ]
         assert main(argv) == 2
         assert "last.pt: no space left on device; nothing was written" in _error_line(capsys)
         assert not any(p.name.endswith(".tmp") or p.suffix == ".pt" for p in (full / "run").iterdir())
@@ -348,8 +420,14 @@ def test_predict_writes_each_images_outputs_all_or_none(checkpoint: Path, tmp_pa
         f"sys.exit(main(['predict', {str(photos)!r}, '--checkpoint', {str(checkpoint)!r}, '--out', {str(out)!r},"
         " '--workers', '0', '--no-progress', '--device', 'cpu']))\n"
     )
-    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120,
-                            env={**os.environ, "OMP_NUM_THREADS": "1"}, check=False)
+    result = subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+        check=False,
+    )
     assert result.returncode == 2, result.stderr
     err = result.stderr.strip().splitlines()
     assert len(err) == 1 and "Traceback" not in result.stderr, result.stderr

@@ -19,16 +19,38 @@ from _inference_models import single_thread, small_model, write_checkpoint
 from _training import folder_dataset
 from PIL import Image
 
-from atrous.cli import main
 from atrous.checkpoint import read_checkpoint
+from atrous.cli import main
 
 
 def _train_argv(out: Path, *extra: str) -> list[str]:
     return [
-        sys.executable, "-m", "atrous", "train", "--dataset", "shapes", "--model", "lraspp_mobilenet_v3_small",
-        "--set", "dataset_options={size: 32, num_images: 16, num_classes: 3}", "--crop-size", "32",
-        "--batch-size", "4", "--epochs", "200", "--workers", "0", "--checkpoint-every", "0",
-        "--val-every", "0", "--no-progress", "--out", str(out), *extra,
+        sys.executable,
+        "-m",
+        "atrous",
+        "train",
+        "--dataset",
+        "shapes",
+        "--model",
+        "lraspp_mobilenet_v3_small",
+        "--set",
+        "dataset_options={size: 32, num_images: 16, num_classes: 3}",
+        "--crop-size",
+        "32",
+        "--batch-size",
+        "4",
+        "--epochs",
+        "200",
+        "--workers",
+        "0",
+        "--checkpoint-every",
+        "0",
+        "--val-every",
+        "0",
+        "--no-progress",
+        "--out",
+        str(out),
+        *extra,
     ]
 
 
@@ -66,7 +88,11 @@ def test_sigterm_saves_and_exits_like_ctrl_c(tmp_path: Path) -> None:
     assert saved["iteration"] >= 1
     resumed = subprocess.run(
         [*_train_argv(out, "--resume")[:-1], "--resume", "--epochs", str(saved["epoch"] + 1)],
-        env=_env(), capture_output=True, text=True, timeout=300, check=False,
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
     )
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert f"iteration {saved['iteration']}" in resumed.stderr
@@ -90,7 +116,11 @@ def test_two_runs_on_one_folder_the_second_is_refused_and_a_kill_frees_it(tmp_pa
         first.wait()
     third = subprocess.run(
         [*_train_argv(out, "--overwrite")[:-1], "--overwrite", "--epochs", "1"],
-        env=_env(), capture_output=True, text=True, timeout=300, check=False,
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
     )
     assert third.returncode == 0, third.stderr[-2000:]
     assert (out / "last.pt").is_file() and not (out / ".previous-run").exists()
@@ -126,12 +156,45 @@ def test_worker_errors_are_the_workers_own_one_line(
     command: str, broken_data: Path, checkpoint: Path, tmp_path: Path, capsys: pytest.CaptureFixture
 ) -> None:
     argv = {  # default --workers everywhere
-        "train": ["train", "--data", str(broken_data), "--model", "lraspp_mobilenet_v3_small", "--crop-size", "32",
-                  "--batch-size", "2", "--epochs", "1", "--set", "train_split=all", "--set", "val_split=all",
-                  "--no-progress", "--out", str(tmp_path / "run")],
-        "eval": ["eval", "--checkpoint", str(checkpoint), "--data", str(broken_data), "--split", "all", "--no-progress"],
-        "predict": ["predict", "--checkpoint", str(checkpoint), str(broken_data / "images"), "--out",
-                    str(tmp_path / "pred"), "--no-progress"],
+        "train": [
+            "train",
+            "--data",
+            str(broken_data),
+            "--model",
+            "lraspp_mobilenet_v3_small",
+            "--crop-size",
+            "32",
+            "--batch-size",
+            "2",
+            "--epochs",
+            "1",
+            "--set",
+            "train_split=all",
+            "--set",
+            "val_split=all",
+            "--no-progress",
+            "--out",
+            str(tmp_path / "run"),
+        ],
+        "eval": [
+            "eval",
+            "--checkpoint",
+            str(checkpoint),
+            "--data",
+            str(broken_data),
+            "--split",
+            "all",
+            "--no-progress",
+        ],
+        "predict": [
+            "predict",
+            "--checkpoint",
+            str(checkpoint),
+            str(broken_data / "images"),
+            "--out",
+            str(tmp_path / "pred"),
+            "--no-progress",
+        ],
     }[command]
     threads = torch.get_num_threads()
     try:
@@ -193,7 +256,9 @@ def test_every_kind_of_bad_file_is_one_line_from_a_worker(
     _spoil(root, fault)
     threads = torch.get_num_threads()
     try:  # default --workers: the error is raised in a DataLoader worker process
-        assert main(["eval", "--checkpoint", str(checkpoint), "--data", str(root), "--split", "all", "--no-progress"]) == 2
+        assert (
+            main(["eval", "--checkpoint", str(checkpoint), "--data", str(root), "--split", "all", "--no-progress"]) == 2
+        )
         # the workers are stopped before the error is reported (left to the garbage
         # collector, each would linger until DataLoader's 5 s join timeout)
         assert not multiprocessing.active_children()
@@ -208,7 +273,9 @@ def test_sigterm_to_the_process_group_saves_with_workers(tmp_path: Path) -> None
     out, log = tmp_path / "run", tmp_path / "stderr.txt"
     argv = _train_argv(out)
     argv[argv.index("--workers") + 1] = "2"
-    process = subprocess.Popen(argv, env=_env(), stdout=subprocess.DEVNULL, stderr=log.open("w"), start_new_session=True)
+    process = subprocess.Popen(
+        argv, env=_env(), stdout=subprocess.DEVNULL, stderr=log.open("w"), start_new_session=True
+    )
     try:
         _wait_for(log, "training lraspp", process)
         time.sleep(2.0)  # workers up, a few steps

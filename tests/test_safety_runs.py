@@ -75,8 +75,16 @@ def test_overwrite_then_a_data_error_keeps_the_old_run(tmp_path: Path) -> None:
     train(tiny_run_config(out, epochs=1))
     before = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file() and not p.name.startswith(".")}
     data = _broken_folder_dataset(tmp_path / "data")
-    config = tiny_run_config(out, epochs=1, overwrite=True, dataset=None, data=str(data), dataset_options={},
-                             train_split="all", val_split="all")
+    config = tiny_run_config(
+        out,
+        epochs=1,
+        overwrite=True,
+        dataset=None,
+        data=str(data),
+        dataset_options={},
+        train_split="all",
+        val_split="all",
+    )
     with pytest.raises(DataError, match="im2.png"):
         train(config)
     after = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file() and not p.name.startswith(".")}
@@ -174,7 +182,9 @@ def _lock(out: Path) -> Path:
     return out / LOCK_NAME
 
 
-def test_no_lock_file_is_left_by_a_finished_failed_or_interrupted_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_no_lock_file_is_left_by_a_finished_failed_or_interrupted_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     import os
     import signal
 

@@ -123,7 +123,10 @@ def test_the_weights_table_has_one_row_per_model() -> None:
 def test_predict_takes_a_shipped_name(tmp_path: Path) -> None:
     image = tmp_path / "photo.png"
     Image.new("RGB", (40, 32), (120, 90, 60)).save(image)
-    assert main(["predict", "--checkpoint", "voc-small", str(image), "--out", str(tmp_path / "pred"), "--no-progress"]) == 0
+    assert (
+        main(["predict", "--checkpoint", "voc-small", str(image), "--out", str(tmp_path / "pred"), "--no-progress"])
+        == 0
+    )
     masks = list((tmp_path / "pred").glob("photo*.png"))
     assert masks and Image.open(masks[0]).size == (40, 32)
 
@@ -146,19 +149,48 @@ def test_a_wheel_runs_the_shipped_models_outside_the_tree(tmp_path: Path) -> Non
     for name in ("pyproject.toml", "README.md"):
         shutil.copy(ROOT / name, source / name)
     times = {}
-    _, times["wheel"] = _run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
-                              "-w", str(wheels), str(source)], tmp_path, env)
+    _, times["wheel"] = _run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--no-build-isolation",
+            "-q",
+            "-w",
+            str(wheels),
+            str(source),
+        ],
+        tmp_path,
+        env,
+    )
     (wheel,) = wheels.glob("atrous-*.whl")
-    _, times["install"] = _run([sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(site),
-                                str(wheel)], tmp_path, env)
+    _, times["install"] = _run(
+        [sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(site), str(wheel)], tmp_path, env
+    )
     env["PYTHONPATH"] = str(site)
     where, _ = _run([sys.executable, "-c", "import atrous; print(atrous.__file__)"], work, env)
     assert Path(where.strip()).parent == site / "atrous"
     assert (site / "atrous" / "weights" / shipped_model("cityscapes").file).is_file()
     assert (site / "atrous" / "samples" / "street.jpg").is_file()  # the photos the demo and README use ship too
     shutil.copy(ROOT / "docs" / "images" / "street.jpg", work / "photo.jpg")
-    _, times["predict"] = _run([sys.executable, "-m", "atrous", "predict", "--checkpoint", "cityscapes", "photo.jpg",
-                                "--out", "pred", "--no-progress"], work, env)
+    _, times["predict"] = _run(
+        [
+            sys.executable,
+            "-m",
+            "atrous",
+            "predict",
+            "--checkpoint",
+            "cityscapes",
+            "photo.jpg",
+            "--out",
+            "pred",
+            "--no-progress",
+        ],
+        work,
+        env,
+    )
     assert list((work / "pred").glob("photo*.png"))
     listing, times["list"] = _run([sys.executable, "-m", "atrous", "list", "--weights"], work, env)
     assert all(name in listing for name in shipped_names())

@@ -56,7 +56,9 @@ def test_fold_bn_equals_the_model_within_float_rounding() -> None:
     reference, folded = _outputs(model, x, names=["fold_bn"])
     torch.testing.assert_close(folded, reference, rtol=1e-4, atol=1e-4 * reference.abs().max().item())
     assert _agreement(folded, reference) == 1.0
-    assert not any(isinstance(m, nn.BatchNorm2d) for m in apply_transforms(copy.deepcopy(model), ["fold_bn"])[0].modules())
+    assert not any(
+        isinstance(m, nn.BatchNorm2d) for m in apply_transforms(copy.deepcopy(model), ["fold_bn"])[0].modules()
+    )
 
 
 def test_channels_last_equals_the_model_within_summation_order() -> None:

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from atrous.errors import ConfigError
 from atrous.strides import check_output_stride
 
+
 @dataclass(frozen=True)
 class StageGeometry:
     """How one stage is built for a given output stride.

@@ -94,7 +94,9 @@ class Bottleneck(nn.Module):
 
 def check_num_classes(num_classes: int | None) -> int | None:
     """Return ``num_classes`` if it is ``None`` or a positive int, else raise ``ConfigError``."""
-    if num_classes is not None and (isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1):
+    if num_classes is not None and (
+        isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1
+    ):
         raise ConfigError(f"num_classes must be a positive integer or None (features only); got {num_classes!r}")
     return num_classes
 
@@ -175,7 +177,9 @@ class ResNet(Backbone):
                 nn.Conv2d(in_channels, out_channels, 1, stride=stride, bias=False), norm_layer(out_channels)
             )
         layers = [
-            Bottleneck(in_channels, width, stride=stride, dilation=rates[0], downsample=downsample, norm_layer=norm_layer)
+            Bottleneck(
+                in_channels, width, stride=stride, dilation=rates[0], downsample=downsample, norm_layer=norm_layer
+            )
         ]
         layers += [Bottleneck(out_channels, width, dilation=rate, norm_layer=norm_layer) for rate in rates[1:]]
         return nn.Sequential(*layers)
@@ -219,8 +223,12 @@ def resnet50(
 ) -> ResNet:
     """ResNet-50: 25.6 M parameters, 4.1 G MAdds at 224×224 (classifier form, torchvision)."""
     return ResNet(
-        (3, 4, 6, 3), output_stride=output_stride, num_classes=num_classes, multi_grid=multi_grid,
-        cascade_blocks=cascade_blocks, norm_layer=norm_layer,
+        (3, 4, 6, 3),
+        output_stride=output_stride,
+        num_classes=num_classes,
+        multi_grid=multi_grid,
+        cascade_blocks=cascade_blocks,
+        norm_layer=norm_layer,
     )
 
 
@@ -235,6 +243,10 @@ def resnet101(
 ) -> ResNet:
     """ResNet-101 (DeepLab v2/v3's backbone): 44.5 M parameters, 7.8 G MAdds at 224×224."""
     return ResNet(
-        (3, 4, 23, 3), output_stride=output_stride, num_classes=num_classes, multi_grid=multi_grid,
-        cascade_blocks=cascade_blocks, norm_layer=norm_layer,
+        (3, 4, 23, 3),
+        output_stride=output_stride,
+        num_classes=num_classes,
+        multi_grid=multi_grid,
+        cascade_blocks=cascade_blocks,
+        norm_layer=norm_layer,
     )

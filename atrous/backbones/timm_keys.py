@@ -93,7 +93,12 @@ def _xception(state_dict: Mapping[str, torch.Tensor], backbone: Xception) -> Sta
 
 _STEM = ((r"^conv_stem\.", "features.0.0."), (r"^bn1\.", "features.0.1."), (r"^classifier\.", "classifier.1."))
 # timm DepthwiseSeparableConv ("dsa": activation after the pointwise conv) → our SeparableConv2d.
-_V1_BLOCK = (("conv_dw.", "depthwise.0."), ("bn1.", "depthwise.1."), ("conv_pw.", "pointwise.0."), ("bn2.", "pointwise.1."))
+_V1_BLOCK = (
+    ("conv_dw.", "depthwise.0."),
+    ("bn1.", "depthwise.1."),
+    ("conv_pw.", "pointwise.0."),
+    ("bn2.", "pointwise.1."),
+)
 # timm DepthwiseSeparableConv ("ds", v2's first block) → torchvision's expansion-1 InvertedResidual.
 _V2_FIRST_BLOCK = (("conv_dw.", "conv.0.0."), ("bn1.", "conv.0.1."), ("conv_pw.", "conv.1."), ("bn2.", "conv.2."))
 # timm InvertedResidual → torchvision's InvertedResidual.

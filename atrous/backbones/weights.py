@@ -30,7 +30,7 @@ import logging
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, NamedTuple, Union
+from typing import Any, NamedTuple
 
 import torch
 from torch import nn
@@ -44,7 +44,7 @@ __all__ = ["IMAGENET", "LoadResult", "find_imagenet_weights", "load_backbone_wei
 log = logging.getLogger(__name__)
 
 IMAGENET = "imagenet"
-WeightsSource = Union[Mapping[str, Any], str, os.PathLike, bool]
+WeightsSource = Mapping[str, Any] | str | os.PathLike | bool
 _SOURCES = (torchvision_keys, timm_keys)  # preferred first when two renames match equally well
 _COUNTER = ".num_batches_tracked"
 _SHOWN = 5  # keys listed per kind of difference
@@ -110,7 +110,9 @@ def read_state_dict(path: str | os.PathLike[str], backbone: nn.Module | None = N
             try:
                 from safetensors.torch import load_file
             except ImportError:
-                raise CheckpointError(f"reading {path} needs the safetensors package: pip install safetensors") from None
+                raise CheckpointError(
+                    f"reading {path} needs the safetensors package: pip install safetensors"
+                ) from None
             return load_file(path, device="cpu")
         return torch.load(path, map_location="cpu", weights_only=True)
     except CheckpointError:

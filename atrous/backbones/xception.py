@@ -52,9 +52,9 @@ from torch import nn
 
 from atrous.backbones._base import Backbone, FeatureInfo
 from atrous.backbones._stride import multi_grid_rates, plan_stages
-from atrous.nn.init import he_init_
-from atrous.nn import ConvNormAct, SeparableConv2d
 from atrous.errors import ConfigError
+from atrous.nn import ConvNormAct, SeparableConv2d
+from atrous.nn.init import he_init_
 from atrous.registry import register_backbone
 
 __all__ = ["BlockSpec", "Xception", "XceptionBlock", "xception", "xception65", "xception71"]

@@ -88,7 +88,9 @@ def add_predictor_options(parser: argparse.ArgumentParser, *, default_scales: st
             "default: DeepLab's w1=10, σα=80, σβ=13, w2=3, σγ=3, 5 iterations)"
         ),
     )
-    parser.add_argument("--batch-size", type=positive_int, default=1, metavar="B", help="images per forward pass (default 1)")
+    parser.add_argument(
+        "--batch-size", type=positive_int, default=1, metavar="B", help="images per forward pass (default 1)"
+    )
     parser.add_argument(
         "--workers", type=non_negative_int, default=2, metavar="N", help="image-reading worker processes (default 2)"
     )
@@ -218,9 +220,7 @@ def open_model(args: argparse.Namespace) -> tuple[Any, dict[str, Any] | None]:
     return opened, {}
 
 
-def build_predictor(
-    opened: Any, args: argparse.Namespace, *, crf: dict[str, Any] | None, class_map: Any = None
-) -> Any:
+def build_predictor(opened: Any, args: argparse.Namespace, *, crf: dict[str, Any] | None, class_map: Any = None) -> Any:
     """The Predictor the options describe for ``opened`` (``atrous.open``'s result),
     refining with a dense CRF of parameters ``crf`` unless None, its classes merged by
     ``class_map`` unless None."""

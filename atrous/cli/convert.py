@@ -27,7 +27,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         epilog="Example: atrous convert deeplabv3_mnv2_pascal_quant.tflite --out voc_deeplabv3_mobilenet_v2.pt",
     )
     parser.add_argument("source", metavar="SRC.tflite", help="TensorFlow Lite graph of a TF DeepLab model")
-    parser.add_argument("--out", required=True, metavar="DST.pt", help="checkpoint to write (its folder is created if missing)")
+    parser.add_argument(
+        "--out", required=True, metavar="DST.pt", help="checkpoint to write (its folder is created if missing)"
+    )
     parser.add_argument("--force", action="store_true", help="replace --out if it exists")
     parser.set_defaults(func=run)
 
@@ -50,6 +52,11 @@ def run(args: argparse.Namespace) -> int:
     config = model.config
     logger.info(
         "wrote %s: %s with %d classes (width %s, output stride %d) from %s",
-        out, config["name"], config["num_classes"], config["backbone_options"]["width_mult"], config["output_stride"], source.name,
+        out,
+        config["name"],
+        config["num_classes"],
+        config["backbone_options"]["width_mult"],
+        config["output_stride"],
+        source.name,
     )
     return 0

@@ -45,18 +45,23 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--out", required=True, type=Path, help="output PNG: class indices as pixel values, coloured (palette PNG)"
     )
     parser.add_argument(
-        "--checkpoint", metavar="PATH|NAME",
+        "--checkpoint",
+        metavar="PATH|NAME",
         help="the model the probabilities came from: the mask takes its class colours (default: the VOC colour map)",
     )
     parser.add_argument("--save-probs", type=Path, help="also write the refined (C, H, W) float32 .npy")
     parser.add_argument("--logits", action="store_true", help="--probs holds unnormalised scores, not probabilities")
     parser.add_argument(
-        "--iterations", type=non_negative_int, help="mean-field iterations (default: DenseCRF's, 5)",
+        "--iterations",
+        type=non_negative_int,
+        help="mean-field iterations (default: DenseCRF's, 5)",
     )
     for name, what in KERNEL_OPTIONS:
         parser.add_argument("--" + name.replace("_", "-"), type=float, help=f"{what} (default: DenseCRF's)")
     parser.add_argument(
-        "--spatial", choices=("lattice", "exact"), default="lattice",
+        "--spatial",
+        choices=("lattice", "exact"),
+        default="lattice",
         help="smoothness kernel: lattice (pydensecrf's approximation, default) or exact",
     )
     parser.add_argument("--device", default="auto", help="auto (CUDA if available), cpu, cuda or cuda:N (default auto)")

@@ -54,17 +54,31 @@ def run(args: argparse.Namespace) -> int:
         labels.append(label)
     candidates = tune.grid() if args.search == "grid" else tune.random_samples(args.samples, seed=args.seed)
     fixed = {**tune.DEEPLAB_FIXED, "iterations": args.iterations}
-    print(f"tuning the CRF on {len(images)} {args.split} images, {len(candidates)} settings, {args.iterations} iterations")
-    results = tune.search(images, probs, labels, candidates, num_classes=dataset.num_classes,
-                          ignore_index=dataset.ignore_index, fixed=fixed, device=device)
+    print(
+        f"tuning the CRF on {len(images)} {args.split} images, {len(candidates)} settings, {args.iterations} iterations"
+    )
+    results = tune.search(
+        images,
+        probs,
+        labels,
+        candidates,
+        num_classes=dataset.num_classes,
+        ignore_index=dataset.ignore_index,
+        fixed=fixed,
+        device=device,
+    )
     unary = results[0][1]
     print(f"{'w1':>6} {'σα':>6} {'σβ':>6}  mIoU")
     print(f"{'(no CRF)':>20}  {100 * unary:.2f}")
     for params, miou in results[1:]:
-        print(f"{params['bilateral_compat']:6.2f} {params['bilateral_sxy']:6.1f} {params['bilateral_srgb']:6.2f}  {100 * miou:.2f}")
+        print(
+            f"{params['bilateral_compat']:6.2f} {params['bilateral_sxy']:6.1f} {params['bilateral_srgb']:6.2f}  {100 * miou:.2f}"
+        )
     params, miou = tune.best(results[1:])
-    print(f"best: w1 {params['bilateral_compat']:.2f}, σα {params['bilateral_sxy']:.1f}, σβ {params['bilateral_srgb']:.2f}: "
-          f"mIoU {100 * miou:.2f} (unary {100 * unary:.2f}, {100 * (miou - unary):+.2f})")
+    print(
+        f"best: w1 {params['bilateral_compat']:.2f}, σα {params['bilateral_sxy']:.1f}, σβ {params['bilateral_srgb']:.2f}: "
+        f"mIoU {100 * miou:.2f} (unary {100 * unary:.2f}, {100 * (miou - unary):+.2f})"
+    )
     if not miou > unary:
         written = f"nothing written to {args.out}; " if args.out else ""
         print(
@@ -75,25 +89,44 @@ def run(args: argparse.Namespace) -> int:
         )
         return 1
     if args.out:
-        _write_json_atomic(Path(args.out), {"params": params, "miou": miou, "unary_miou": unary, "images": len(images),
-                                            "split": args.split, "checkpoint": args.checkpoint})
+        _write_json_atomic(
+            Path(args.out),
+            {
+                "params": params,
+                "miou": miou,
+                "unary_miou": unary,
+                "images": len(images),
+                "split": args.split,
+                "checkpoint": args.checkpoint,
+            },
+        )
         print(f"wrote {args.out}")
     return 0
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser("crf-tune", help="cross-validate the dense CRF's appearance kernel on val images",
-                                   description=__doc__.split("\n\n", 1)[1].strip())
+    parser = subparsers.add_parser(
+        "crf-tune",
+        help="cross-validate the dense CRF's appearance kernel on val images",
+        description=__doc__.split("\n\n", 1)[1].strip(),
+    )
     add_model_options(parser)
     add_dataset_options(parser, what="tune on")
-    parser.add_argument("--images", type=positive_int, default=20, help="images used (default 20; DeepLab used 100 of VOC val)")
+    parser.add_argument(
+        "--images", type=positive_int, default=20, help="images used (default 20; DeepLab used 100 of VOC val)"
+    )
     parser.add_argument("--start", type=non_negative_int, default=0, help="index of the first image used (default 0)")
-    parser.add_argument("--search", choices=("random", "grid"), default="random",
-                        help="random samples from DeepLab's ranges (default) or its full 128-point grid")
+    parser.add_argument(
+        "--search",
+        choices=("random", "grid"),
+        default="random",
+        help="random samples from DeepLab's ranges (default) or its full 128-point grid",
+    )
     parser.add_argument("--samples", type=positive_int, default=24, help="random settings to try (default 24)")
-    parser.add_argument("--iterations", type=positive_int, default=10, help="mean-field iterations (default 10, as DeepLab)")
+    parser.add_argument(
+        "--iterations", type=positive_int, default=10, help="mean-field iterations (default 10, as DeepLab)"
+    )
     parser.add_argument("--seed", type=int, default=0, help="seed of the random search")
     parser.add_argument("--out", metavar="JSON", help="write the best setting here (for --crf-params)")
     parser.add_argument("--force", action="store_true", help="overwrite an existing --out file")
     parser.set_defaults(func=run)
-

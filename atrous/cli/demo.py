@@ -38,8 +38,6 @@ DEMO_RECIPE = "shapes_deeplabv3plus_mobilenet_v2.yaml"
 TARGET_MIOU = 0.80
 
 
-
-
 def _recipe_path(given: str | None) -> Path:
     """The recipe file: ``--config`` (a path or shipped name), else the demo recipe shipped with atrous."""
     from atrous.recipes import find_recipe
@@ -142,10 +140,16 @@ def _clear_earlier_demo(out: Path, overwrite: bool) -> None:
             f"{out} holds an earlier demo ({', '.join(parts)}); pass --overwrite to replace it, or give another --out"
         )
     listed = _listed(out)
-    mine = [p for p in present if p.is_file() and not p.is_symlink() and listed.get(p.relative_to(out).as_posix()) == _sha256(p)]
+    mine = [
+        p
+        for p in present
+        if p.is_file() and not p.is_symlink() and listed.get(p.relative_to(out).as_posix()) == _sha256(p)
+    ]
     foreign = [path for path in present if path not in mine]
     if foreign:
-        shown = ", ".join(str(path.relative_to(out)) for path in foreign[:3]) + (f" and {len(foreign) - 3} more" if len(foreign) > 3 else "")
+        shown = ", ".join(str(path.relative_to(out)) for path in foreign[:3]) + (
+            f" and {len(foreign) - 3} more" if len(foreign) > 3 else ""
+        )
         raise DataError(
             f"{out} holds files the demo did not write (or that changed since): {shown}; --overwrite replaces only "
             "a demo's own files, so move these away or give another --out"
@@ -221,8 +225,10 @@ def _run_demo(args: argparse.Namespace, out: Path) -> int:
     _summary_grid(inputs, predictions, pairs, val_set.palette, out / "summary.png", val_set.class_names)
     photo = _segment_real_photo(out / "voc")
     minutes = (time.perf_counter() - start) / 60
-    print(f"done in {minutes:.1f} min: {out / 'summary.png'} (input | ground truth | prediction | CRF), "
-          f"overlays in {predictions}, checkpoint {checkpoint}; the real photo: {photo}")
+    print(
+        f"done in {minutes:.1f} min: {out / 'summary.png'} (input | ground truth | prediction | CRF), "
+        f"overlays in {predictions}, checkpoint {checkpoint}; the real photo: {photo}"
+    )
     if metrics["miou"] < TARGET_MIOU:  # a warning: the demo itself ran (exit 0)
         print(f"warning: val mIoU {100 * metrics['miou']:.1f} % is below the demo's target {100 * TARGET_MIOU:.0f} %")
     return 0
@@ -248,9 +254,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--out", default="demo_out", metavar="DIR", help="output folder (default demo_out)")
     parser.add_argument("--config", metavar="NAME|YAML", help=f"training recipe (default the shipped {DEMO_RECIPE})")
     parser.add_argument(
-        "--overwrite", action="store_true",
+        "--overwrite",
+        action="store_true",
         help="replace an earlier demo's run, inputs, predictions and pictures in --out (only the files it wrote)",
     )
-    parser.add_argument("--epochs", type=positive_int, metavar="N", help="override the recipe's epochs (e.g. 1 for a smoke run)")
-    parser.add_argument("--images", type=positive_int, default=6, metavar="N", help="held-out images to predict (default 6)")
+    parser.add_argument(
+        "--epochs", type=positive_int, metavar="N", help="override the recipe's epochs (e.g. 1 for a smoke run)"
+    )
+    parser.add_argument(
+        "--images", type=positive_int, default=6, metavar="N", help="held-out images to predict (default 6)"
+    )
     parser.set_defaults(func=run)

@@ -47,7 +47,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "(calibrate on images like those the model will see, e.g. the val images of your own dataset)"
         ),
     )
-    source = parser.add_argument_group("model (a checkpoint or shipped name, or a registered name for untrained weights)")
+    source = parser.add_argument_group(
+        "model (a checkpoint or shipped name, or a registered name for untrained weights)"
+    )
     source.add_argument("--checkpoint", metavar="PATH|NAME", help="atrous checkpoint or shipped model name to export")
     source.add_argument("--model", metavar="NAME", help="registered model name (untrained weights unless --checkpoint)")
     source.add_argument("--num-classes", type=positive_int, metavar="K", help="classes of --model (default 21)")
@@ -56,7 +58,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--format", choices=list(formats), help="output format (default: the one --out's suffix names, else onnx)"
     )
     parser.add_argument(
-        "--out", required=True, metavar="PATH",
+        "--out",
+        required=True,
+        metavar="PATH",
         help=f"output file ({', '.join(f.suffix for f in formats.values())}); its folder is created if missing",
     )
     parser.add_argument(
@@ -74,10 +78,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--force", action="store_true", help="overwrite an existing --out file")
     parser.add_argument("--argmax", action="store_true", help="output labels (N, H, W) instead of logits")
     parser.add_argument(
-        "--int8", action="store_true",
+        "--int8",
+        action="store_true",
         help="static int8 quantisation (onnx: ONNX Runtime QDQ, per-channel weights; tflite: ai-edge-quantizer, int8 in)",
     )
-    parser.add_argument("--calibrate", "--calibration", dest="calibrate", metavar="DIR", help="folder of images calibrating --int8")
+    parser.add_argument(
+        "--calibrate", "--calibration", dest="calibrate", metavar="DIR", help="folder of images calibrating --int8"
+    )
     parser.add_argument(
         "--calibration-method",
         choices=("minmax", "percentile", "entropy"),
@@ -88,7 +95,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--calibrate-count", type=positive_int, metavar="N", help="calibration images used (default 32)"
     )
     parser.add_argument(
-        "--check-images", metavar="DIR",
+        "--check-images",
+        metavar="DIR",
         help="tflite float: verify on these images instead of random ones (needed for a strict check of a model "
         "converted from a TF graph, whose activations are rounded to uint8 grids)",
     )
@@ -125,7 +133,9 @@ def flag_format_options(args: argparse.Namespace, name: str) -> dict[str, Any]:
     if args.calibrate and not args.int8:
         raise ConfigError("--calibrate is only used with --int8")
     if args.check_images and args.int8:
-        raise ConfigError("--check-images verifies a float export (int8 is checked on its calibration images); drop one")
+        raise ConfigError(
+            "--check-images verifies a float export (int8 is checked on its calibration images); drop one"
+        )
     if args.opset is not None:
         from atrous.exporters.onnx import opset_range
 
@@ -151,7 +161,9 @@ def load_export_model(args: argparse.Namespace) -> Any:
         from atrous.opening import open
 
         if Path(args.checkpoint).suffix.lower() in (".onnx", ".tflite"):
-            raise ConfigError(f"{args.checkpoint} is already an exported graph; export from the atrous checkpoint (.pt)")
+            raise ConfigError(
+                f"{args.checkpoint} is already an exported graph; export from the atrous checkpoint (.pt)"
+            )
         opened = open(args.checkpoint, output_stride=args.output_stride)
         config = opened.model.config
         if args.model and args.model != config["name"]:
@@ -192,7 +204,10 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"--out {args.out}: a {name} export should end in {fmt.suffix}")
     options = flag_format_options(args, name)
     out = check_output_file(
-        args.out, "--out", force=args.force, inputs=[args.checkpoint, args.calibrate, args.check_images],
+        args.out,
+        "--out",
+        force=args.force,
+        inputs=[args.checkpoint, args.calibrate, args.check_images],
         create_parent=True,
     )
     if args.size is not None:

@@ -84,7 +84,10 @@ def _print_file_facts(facts: dict[str, Any]) -> None:
     if facts.get("parameters"):
         rows.append(("parameters", f"{_human(facts['parameters'])} ({facts['parameters']:,})"))
     rows += [
-        ("input", f"{source['layout']} {source['dtype']}, {size}" + (f" ({source['note']})" if source.get("note") else "")),
+        (
+            "input",
+            f"{source['layout']} {source['dtype']}, {size}" + (f" ({source['note']})" if source.get("note") else ""),
+        ),
         ("normalisation", normalisation),
         ("output", f"{output['kind']} {output['shape']} {output['dtype']}"),
         ("precision", facts.get("precision") or "-"),
@@ -99,21 +102,37 @@ def _print_file_facts(facts: dict[str, Any]) -> None:
         provenance.append("licence: " + shipped["licence"])
     for index, line in enumerate(provenance or ["-"]):
         rows.append(("provenance" if index == 0 else "", line))
-    metrics = [f"{key} {value:.4f}" if isinstance(value, float) else f"{key} {value}" for key, value in facts["metrics"].items()]
+    metrics = [
+        f"{key} {value:.4f}" if isinstance(value, float) else f"{key} {value}"
+        for key, value in facts["metrics"].items()
+    ]
     if metrics:
         rows.append(("stored metrics", ", ".join(metrics)))
     if shipped:
         for index, score in enumerate(shipped["scores"]):
-            rows.append(("measured" if index == 0 else "", f"{score['value']:.2f} % {score['metric']}, {score['split']}: {score['how']}"))
+            rows.append(
+                (
+                    "measured" if index == 0 else "",
+                    f"{score['value']:.2f} % {score['metric']}, {score['split']}: {score['how']}",
+                )
+            )
         for note in shipped["notes"]:
             rows.append(("note", note))
     rows.append(("size", f"{facts['size']:,} bytes ({facts['size'] / 1e6:.1f} MB)"))
-    rows.append(("SHA-256", facts["sha256"] + ("" if not shipped or shipped["sha256_matches_record"] else "  (NOT the recorded one)")))
+    rows.append(
+        (
+            "SHA-256",
+            facts["sha256"] + ("" if not shipped or shipped["sha256_matches_record"] else "  (NOT the recorded one)"),
+        )
+    )
     width = max(len(key) for key, _ in rows)
     for key, value in rows:
         print(f"{key:<{width}}  {value}")
     classes = facts.get("classes") or []
-    print(f"classes: {facts.get('num_classes') or len(classes) or '?'}" + ("" if any(c["name"] for c in classes) else " (names not recorded)"))
+    print(
+        f"classes: {facts.get('num_classes') or len(classes) or '?'}"
+        + ("" if any(c["name"] for c in classes) else " (names not recorded)")
+    )
     if any(c["name"] or c["colour"] for c in classes):
         name_width = max(len(str(c["name"] or "-")) for c in classes)
         for entry in classes:
@@ -136,7 +155,8 @@ def _check_name(name: str) -> None:
         return
     close = difflib.get_close_matches(name, known + shipped_names(), n=1)
     raise ConfigError(
-        f"unknown model or backbone {name!r}" + (f" (did you mean {close[0]!r}?)" if close else "")
+        f"unknown model or backbone {name!r}"
+        + (f" (did you mean {close[0]!r}?)" if close else "")
         + f", and no such file; give a model file, a shipped model name ({', '.join(shipped_names())}), "
         "a model name (atrous list) or a backbone name (atrous list --backbones)"
     )
@@ -159,8 +179,14 @@ def run_info(args: argparse.Namespace) -> int:
     if len(args.size) > 2:
         raise ConfigError(f"--size takes H or H W; got {len(args.size)} numbers")
     size = (args.size[0], args.size[-1])
-    info = model_facts(args.name, size=size, num_classes=args.num_classes, output_stride=args.output_stride,
-                    options=parse_set_overrides(args.options, "--option"), with_receptive_field=not args.no_receptive_field)
+    info = model_facts(
+        args.name,
+        size=size,
+        num_classes=args.num_classes,
+        output_stride=args.output_stride,
+        options=parse_set_overrides(args.options, "--option"),
+        with_receptive_field=not args.no_receptive_field,
+    )
     if args.json:
         print(json.dumps(info))
     else:
@@ -192,14 +218,25 @@ def _print_weights() -> None:
 
     rows = [("name", "model", "classes", "trained on", "measured", "size")]
     for record in SHIPPED:
-        rows.append((record.name, record.model, record.classes, record.training_data, record.score_text(), f"{record.size / 1e6:.1f} MB"))
+        rows.append(
+            (
+                record.name,
+                record.model,
+                record.classes,
+                record.training_data,
+                record.score_text(),
+                f"{record.size / 1e6:.1f} MB",
+            )
+        )
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     for index, row in enumerate(rows):
         print("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip())
         if index == 0:
             print("  ".join("-" * width for width in widths))
-    print("(use a name wherever a checkpoint goes: --checkpoint NAME, train --pretrained NAME, "
-          "atrous.load_model(NAME); atrous info NAME for the details)")
+    print(
+        "(use a name wherever a checkpoint goes: --checkpoint NAME, train --pretrained NAME, "
+        "atrous.load_model(NAME); atrous info NAME for the details)"
+    )
 
 
 def run_list(args: argparse.Namespace) -> int:
@@ -219,7 +256,9 @@ def run_list(args: argparse.Namespace) -> int:
     from atrous.registry import list_backbones, list_models
 
     if args.variants:
-        lines = [f"{name} --option {format_options(options).replace(' ', ' --option ')}" for name, options in PAPER_VARIANTS]
+        lines = [
+            f"{name} --option {format_options(options).replace(' ', ' --option ')}" for name, options in PAPER_VARIANTS
+        ]
     else:
         lines = list_backbones() if args.backbones else list_models()
     print("\n".join(lines))
@@ -237,12 +276,22 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="a model file (.pt checkpoint, .onnx, .tflite), a shipped model name (atrous list --weights), "
         "a model name (atrous list) or a backbone name (atrous list --backbones)",
     )
-    info.add_argument("--size", type=positive_int, nargs="+", default=[512], metavar="S", help="input size: H [W] (default 512)")
-    info.add_argument("--num-classes", type=positive_int, default=21, help="classes (default 21; 1000 for a backbone's ImageNet form)")
+    info.add_argument(
+        "--size", type=positive_int, nargs="+", default=[512], metavar="S", help="input size: H [W] (default 512)"
+    )
+    info.add_argument(
+        "--num-classes", type=positive_int, default=21, help="classes (default 21; 1000 for a backbone's ImageNet form)"
+    )
     info.add_argument("--output-stride", type=int, default=None, help="8, 16 or 32 (default: the model's own)")
-    info.add_argument("--option", dest="options", action="append", default=[], metavar="KEY=VALUE",
-                      help="a create_model / backbone option (value read as YAML), e.g. --option msc=true, "
-                      "--option input_scales=[1,0.75,0.5], --option width_mult=0.5")
+    info.add_argument(
+        "--option",
+        dest="options",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a create_model / backbone option (value read as YAML), e.g. --option msc=true, "
+        "--option input_scales=[1,0.75,0.5], --option width_mult=0.5",
+    )
     info.add_argument("--json", action="store_true", help="print one JSON object")
     # --size, --num-classes, --output-stride, --option and --no-receptive-field apply to model names only.
     info.add_argument("--no-receptive-field", action="store_true", help="skip the receptive-field measurement (faster)")
@@ -252,7 +301,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     kinds = lister.add_mutually_exclusive_group()
     kinds.add_argument(
-        "--weights", action="store_true", help="list the trained models shipped with atrous: name, model, classes, data, score, size"
+        "--weights",
+        action="store_true",
+        help="list the trained models shipped with atrous: name, model, classes, data, score, size",
     )
     kinds.add_argument("--backbones", action="store_true", help="list backbones instead of models")
     kinds.add_argument("--configs", action="store_true", help="list the training recipes shipped with atrous")

@@ -40,10 +40,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_predictor_options(parser, default_scales="1.0")
     parser.add_argument("--alpha", type=float, default=0.5, help="overlay opacity of the colours (default 0.5)")
     parser.add_argument(
-        "--panel", action="store_true", help="also write <stem>_panel.png: input | prediction | + CRF, with a class legend"
+        "--panel",
+        action="store_true",
+        help="also write <stem>_panel.png: input | prediction | + CRF, with a class legend",
     )
     parser.add_argument(
-        "--save-probs", action="store_true",
+        "--save-probs",
+        action="store_true",
         help="also write <stem>_probs.npy: the class probabilities before any CRF, float32 (classes, H, W), "
         "the input of `atrous crf --probs`",
     )
@@ -139,16 +142,23 @@ def run(args: argparse.Namespace) -> int:
     paths = expand_inputs(args.inputs)
     out = Path(args.out)
     crf_asked = bool(args.crf or args.crf_params)
-    check_outputs(
-        out, paths, args.checkpoint, crf=crf_asked, force=args.force, panel=args.panel, probs=args.save_probs
-    )
+    check_outputs(out, paths, args.checkpoint, crf=crf_asked, force=args.force, panel=args.panel, probs=args.save_probs)
     check_images(paths, max_pixels=max_pixels(args))  # every input, before the first output
     opened, settings = open_model(args)  # refuses a CRF on a labels-only model
     predictor = build_predictor(opened, args, crf=None)  # the CRF runs separately: both overlays are written
     crf = opened.crf(settings) if settings is not None else None
     written = predict_files(
-        paths, predictor, out, crf=crf, alpha=args.alpha, panel=args.panel, save_probs=args.save_probs,
-        max_pixels=max_pixels(args), batch_size=args.batch_size, workers=args.workers, progress=args.progress,
+        paths,
+        predictor,
+        out,
+        crf=crf,
+        alpha=args.alpha,
+        panel=args.panel,
+        save_probs=args.save_probs,
+        max_pixels=max_pixels(args),
+        batch_size=args.batch_size,
+        workers=args.workers,
+        progress=args.progress,
     )
     print(f"wrote predictions for {written} image{'s' if written != 1 else ''} to {out}")
     return 0

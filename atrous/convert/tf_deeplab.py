@@ -45,14 +45,21 @@ import numpy as np
 import torch
 from torch import nn
 
-from atrous.strides import OUTPUT_STRIDES
 from atrous.convert.tflite_reader import Graph, Operator, Tensor, read_tflite
 from atrous.errors import CheckpointError
+from atrous.strides import OUTPUT_STRIDES
 
 # Ops that carry no weights and need no counterpart beyond what the model already does
 # (TILE: image pooling's broadcast back to the feature map).
 _PASSIVE_OPS = {"QUANTIZE", "DEQUANTIZE", "ARG_MAX", "TILE"}
-_MAPPED_OPS = _PASSIVE_OPS | {"CONV_2D", "DEPTHWISE_CONV_2D", "ADD", "AVERAGE_POOL_2D", "CONCATENATION", "RESIZE_BILINEAR"}
+_MAPPED_OPS = _PASSIVE_OPS | {
+    "CONV_2D",
+    "DEPTHWISE_CONV_2D",
+    "ADD",
+    "AVERAGE_POOL_2D",
+    "CONCATENATION",
+    "RESIZE_BILINEAR",
+}
 _HEAD_SCOPES = ("aspp0", "image_pooling", "concat_projection", "logits/semantic")
 # Activation fused into the head's convs: ReLU, none after the classifier.
 _HEAD_ACTIVATION = {"aspp0": "RELU", "image_pooling": "RELU", "concat_projection": "RELU", "logits/semantic": None}
@@ -138,7 +145,7 @@ def _targets(model: nn.Module, family: BackboneFamily) -> dict[str, ConvTarget]:
             continue
         names = ("expand", "project") if getattr(layer, "fused", False) else ("expand", "depthwise", "project")
         suffix = "" if block_index == 1 else f"_{block_index - 1}"
-        for name, (conv, bn) in zip(names[len(names) - len(pairs):], pairs):
+        for name, (conv, bn) in zip(names[len(names) - len(pairs) :], pairs):
             scope = f"{family.scope}/expanded_conv{suffix}/{name}"
             if name != "project":
                 targets[scope] = target(conv, bn, act)
@@ -147,7 +154,11 @@ def _targets(model: nn.Module, family: BackboneFamily) -> dict[str, ConvTarget]:
             else:  # the projection's output is the block's
                 targets[scope] = target(conv, bn, None, output=_output_of(model, paths, conv) or paths[id(layer)])
     aspp = model.head[0]
-    for scope, module in (("aspp0", aspp.convs[0]), ("image_pooling", aspp.convs[-1]), ("concat_projection", aspp.project)):
+    for scope, module in (
+        ("aspp0", aspp.convs[0]),
+        ("image_pooling", aspp.convs[-1]),
+        ("concat_projection", aspp.project),
+    ):
         conv, bn = _conv_bn_pairs(module)[0]
         targets[scope] = target(conv, bn, _HEAD_ACTIVATION[scope], output=paths[id(module)])
     targets["logits/semantic"] = target(model.head[-1], None, None, output=paths[id(model.head[-1])])
@@ -185,13 +196,19 @@ def _load_conv(op: Operator, graph: Graph, target: ConvTarget, concat_order: lis
     if concat_order is not None:  # the projection reads the concat in the graph's branch order
         weight = np.concatenate([weight[:, start:stop] for start, stop in concat_order], axis=1)
     if tuple(weight.shape) != tuple(conv.weight.shape):
-        raise _fail(op, weight_tensor, f"weight shape {tuple(weight.shape)} where atrous has {tuple(conv.weight.shape)}")
+        raise _fail(
+            op, weight_tensor, f"weight shape {tuple(weight.shape)} where atrous has {tuple(conv.weight.shape)}"
+        )
     stride, dilation = op.options.get("stride"), op.options.get("dilation")
     if tuple(stride) != tuple(conv.stride) or tuple(dilation) != tuple(conv.dilation):
-        raise _fail(op, weight_tensor, f"stride {stride} rate {dilation} where atrous has {conv.stride} rate {conv.dilation}")
+        raise _fail(
+            op, weight_tensor, f"stride {stride} rate {dilation} where atrous has {conv.stride} rate {conv.dilation}"
+        )
     expected = target.activation
     if op.options.get("activation") != expected:
-        raise _fail(op, weight_tensor, f"fused activation {op.options.get('activation')} where atrous applies {expected}")
+        raise _fail(
+            op, weight_tensor, f"fused activation {op.options.get('activation')} where atrous applies {expected}"
+        )
     bias = np.zeros(weight.shape[0], np.float32)
     if len(op.inputs) > 2 and op.inputs[2] >= 0:
         bias = graph.tensors[op.inputs[2]].dequantized()
@@ -225,7 +242,11 @@ def _concat_order(op: Operator, graph: Graph, producers: dict[int, str]) -> list
 
 def _family(graph: Graph) -> BackboneFamily:
     """The backbone family whose scope the graph's convs use."""
-    scopes = {scope_of(graph.tensors[o.inputs[1]]).split("/")[0] for o in graph.operators if o.op in ("CONV_2D", "DEPTHWISE_CONV_2D")}
+    scopes = {
+        scope_of(graph.tensors[o.inputs[1]]).split("/")[0]
+        for o in graph.operators
+        if o.op in ("CONV_2D", "DEPTHWISE_CONV_2D")
+    }
     for family in FAMILIES:
         if family.scope in scopes:
             return family
@@ -293,7 +314,9 @@ def convert_tflite(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
     if family.takes_divisor:
         backbone_options["divisible_by"] = divisible_by
     elif divisible_by != 8:
-        raise CheckpointError(f"the graph's {family.scope} widths are not multiples of 8, as {family.backbone} builds them")
+        raise CheckpointError(
+            f"the graph's {family.scope} widths are not multiples of 8, as {family.backbone} builds them"
+        )
     head_options = {} if aspp0[0] == 256 else {"aspp_channels": aspp0[0]}
     model = create_model(
         f"deeplabv3_{family.backbone}",
@@ -395,7 +418,9 @@ def _fill(model: nn.Module, graph: Graph, family: BackboneFamily) -> dict[str, l
         elif op.op == "AVERAGE_POOL_2D":
             pooled = graph.tensors[op.inputs[0]].shape[1:3]
             if tuple(op.options.get("kernel", ())) != tuple(pooled):
-                raise _fail(op, None, f"pools {op.options.get('kernel')} of a {tuple(pooled)} map; atrous pools the whole map")
+                raise _fail(
+                    op, None, f"pools {op.options.get('kernel')} of a {tuple(pooled)} map; atrous pools the whole map"
+                )
             record(f"{image_pooling}.0", op.outputs[0])  # ImagePooling's GlobalAveragePool
         elif op.op in ("QUANTIZE", "TILE") and op.inputs[0] in owners:
             record(owners[op.inputs[0]], op.outputs[0])  # requantised (e.g. before the concat)
@@ -405,7 +430,9 @@ def _fill(model: nn.Module, graph: Graph, family: BackboneFamily) -> dict[str, l
             producers.setdefault(out, producers.get(op.inputs[0], op.op) if op.inputs else op.op)
     missing = sorted(set(targets) - filled)
     if missing:
-        raise CheckpointError(f"the graph has no weights for {', '.join(missing[:5])}{' …' if len(missing) > 5 else ''}")
+        raise CheckpointError(
+            f"the graph has no weights for {', '.join(missing[:5])}{' …' if len(missing) > 5 else ''}"
+        )
     if adds != residuals:
         raise CheckpointError(f"the graph has {adds} residual ADDs; atrous's {family.backbone} has {residuals}")
     return grids

@@ -24,10 +24,26 @@ from atrous.files import read_problem
 
 # BuiltinOperator codes (schema.fbs) of the ops an importer may meet; others keep their number.
 BUILTIN_OPS = {
-    0: "ADD", 1: "AVERAGE_POOL_2D", 2: "CONCATENATION", 3: "CONV_2D", 4: "DEPTHWISE_CONV_2D",
-    6: "DEQUANTIZE", 14: "LOGISTIC", 17: "MAX_POOL_2D", 18: "MUL", 19: "RELU", 21: "RELU6",
-    22: "RESHAPE", 23: "RESIZE_BILINEAR", 25: "SOFTMAX", 34: "PAD", 40: "MEAN", 56: "ARG_MAX", 69: "TILE",
-    97: "RESIZE_NEAREST_NEIGHBOR", 114: "QUANTIZE",
+    0: "ADD",
+    1: "AVERAGE_POOL_2D",
+    2: "CONCATENATION",
+    3: "CONV_2D",
+    4: "DEPTHWISE_CONV_2D",
+    6: "DEQUANTIZE",
+    14: "LOGISTIC",
+    17: "MAX_POOL_2D",
+    18: "MUL",
+    19: "RELU",
+    21: "RELU6",
+    22: "RESHAPE",
+    23: "RESIZE_BILINEAR",
+    25: "SOFTMAX",
+    34: "PAD",
+    40: "MEAN",
+    56: "ARG_MAX",
+    69: "TILE",
+    97: "RESIZE_NEAREST_NEIGHBOR",
+    114: "QUANTIZE",
 }
 # TensorType → NumPy dtype.
 TENSOR_TYPES = {0: np.float32, 1: np.float16, 2: np.int32, 3: np.uint8, 4: np.int64, 7: np.int16, 9: np.int8}
@@ -266,7 +282,8 @@ def _parse(buf: bytes) -> Graph:
     codes = []
     for code in model.tables(ModelField.OPERATOR_CODES):
         builtin = max(
-            code.scalar(OperatorCodeField.DEPRECATED_BUILTIN_CODE, "b"), code.scalar(OperatorCodeField.BUILTIN_CODE, "i")
+            code.scalar(OperatorCodeField.DEPRECATED_BUILTIN_CODE, "b"),
+            code.scalar(OperatorCodeField.BUILTIN_CODE, "i"),
         )
         codes.append(code.string(OperatorCodeField.CUSTOM_CODE) or BUILTIN_OPS.get(builtin, f"BUILTIN_{builtin}"))
     buffers = [b.raw_vector(BufferField.DATA) for b in model.tables(ModelField.BUFFERS)]

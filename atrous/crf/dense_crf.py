@@ -134,7 +134,9 @@ def _compat(value: Compat, name: str) -> Tensor:
         return tensor
     if tensor.dim() == 2 and tensor.shape[0] == tensor.shape[1]:
         return tensor
-    raise ConfigError(f"{name} must be a Potts weight (a number) or a (C, C) compatibility matrix, got {tuple(tensor.shape)}")
+    raise ConfigError(
+        f"{name} must be a Potts weight (a number) or a (C, C) compatibility matrix, got {tuple(tensor.shape)}"
+    )
 
 
 def _softmax(x: Tensor) -> Tensor:
@@ -315,8 +317,10 @@ class DenseCRF(nn.Module):
         spatial_build = None
         single_threaded = device.type == "cpu" and torch.get_num_threads() == 1
         inference = torch.is_inference_mode_enabled()  # the side thread builds for this thread's mode
-        if self.spatial == "lattice" and single_threaded and not spatial_lattices.contains(
-            h, w, self.gaussian_sxy, dtype, device
+        if (
+            self.spatial == "lattice"
+            and single_threaded
+            and not spatial_lattices.contains(h, w, self.gaussian_sxy, dtype, device)
         ):
             # build the image-independent spatial lattice on another core meanwhile
             spatial_build = _builder().submit(self._spatial_lattice, h, w, dtype, device, 1, inference)
@@ -359,7 +363,9 @@ class DenseCRF(nn.Module):
         parts = [grid, pixels.to(dtype).permute(1, 0, 2, 3).reshape(k, b * h * w)]
         features = torch.cat(parts) / scale
         if extra is not None:
-            features = torch.cat([features, extra.to(device=device, dtype=dtype).permute(1, 0, 2, 3).reshape(-1, b * h * w)])
+            features = torch.cat(
+                [features, extra.to(device=device, dtype=dtype).permute(1, 0, 2, 3).reshape(-1, b * h * w)]
+            )
         groups = torch.arange(b, device=device).repeat_interleave(h * w)
         return Lattice(features.t(), groups, b)
 

@@ -107,7 +107,9 @@ def _elevate(features: Tensor) -> Tensor:
     d, n = features.shape
     inv_std_dev = float(torch.tensor(math.sqrt(2.0 / 3.0) * (d + 1), dtype=torch.float32))  # p. 6 of Adams et al.
     scale = torch.tensor(
-        [1.0 / math.sqrt((i + 2) * (i + 1)) * inv_std_dev for i in range(d)], dtype=features.dtype, device=features.device
+        [1.0 / math.sqrt((i + 2) * (i + 1)) * inv_std_dev for i in range(d)],
+        dtype=features.dtype,
+        device=features.device,
     )
     cf = features * scale.unsqueeze(1)
     elevated = torch.empty(d + 1, n, dtype=features.dtype, device=features.device)
@@ -246,7 +248,9 @@ class Lattice:
         self.point_order = order  # points grouped by simplex: the order the tables store them in
 
         # 2. Vertex r of simplex s: quotients q - [rank + r > d], remainder r.
-        vertex_id, corner_order, vertex_starts, neighbours = self._vertices(s_quotient, s_rank, s_group, base, spans, num_groups)
+        vertex_id, corner_order, vertex_starts, neighbours = self._vertices(
+            s_quotient, s_rank, s_group, base, spans, num_groups
+        )
         self.blur_axes = blur_axes(neighbours, self.dtype)
 
         # 3. Splat: vertex v sums the points of every simplex that has v as a corner.
@@ -375,8 +379,14 @@ class Lattice:
         # each digit's stride placed at that r, summed over r.
         lowered = torch.zeros(d1 + 1, s, dtype=key, device=device)
         for i in range(d):
-            lowered.scatter_add_(0, (d1 - s_rank[i].long()).view(1, s), torch.full((1, s), digits[i], dtype=key, device=device))
-        code = simplex_code + torch.arange(d1, dtype=key, device=device).view(d1, 1) - torch.cumsum(lowered[:d1], 0, dtype=key)
+            lowered.scatter_add_(
+                0, (d1 - s_rank[i].long()).view(1, s), torch.full((1, s), digits[i], dtype=key, device=device)
+            )
+        code = (
+            simplex_code
+            + torch.arange(d1, dtype=key, device=device).view(d1, 1)
+            - torch.cumsum(lowered[:d1], 0, dtype=key)
+        )
         # One sort gives the vertices, each corner's vertex and the corners grouped by vertex.
         sorted_codes, corner_order = torch.sort(code.reshape(-1))
         new_vertex = torch.ones_like(sorted_codes, dtype=torch.bool)
@@ -434,4 +444,3 @@ class Lattice:
         sizes = torch.bincount(vertex_id, minlength=m)
         starts = torch.cumsum(sizes, 0) - sizes
         return vertex_id, torch.argsort(vertex_id, stable=True), starts, neighbours
-

@@ -103,5 +103,7 @@ class Messages:
         return out
 
     def _pass(self, q: Tensor, compats: Sequence[Tensor]) -> Tensor:
-        tables = [compatibility(w, blur(splat(q), axes)) for w, splat, axes in zip(compats, self.splats, self.blur_axes)]
+        tables = [
+            compatibility(w, blur(splat(q), axes)) for w, splat, axes in zip(compats, self.splats, self.blur_axes)
+        ]
         return self.slice(torch.cat(tables) if len(tables) > 1 else tables[0])

@@ -17,7 +17,14 @@ from typing import Any
 from atrous.crf.dense_crf import KERNEL_DEFAULTS
 from atrous.errors import ConfigError
 
-__all__ = ["CRF_PARAMETERS", "CRF_SUFFIX", "check_crf_params", "crf_params_beside", "parse_crf_params", "read_crf_params"]
+__all__ = [
+    "CRF_PARAMETERS",
+    "CRF_SUFFIX",
+    "check_crf_params",
+    "crf_params_beside",
+    "parse_crf_params",
+    "read_crf_params",
+]
 
 # DenseCRF's scalar keyword arguments a CRF file may set (their defaults are DenseCRF's).
 CRF_PARAMETERS = tuple(KERNEL_DEFAULTS)
@@ -40,10 +47,14 @@ def check_crf_params(values: Any, source: str) -> dict[str, float | int]:
     unknown name, a non-number (string, null, list, bool), a non-finite number or one
     outside the range a CRF can use."""
     if not isinstance(values, dict):
-        raise ConfigError(f"{source} must hold an object of CRF parameters (or crf-tune's output); got {type(values).__name__}")
+        raise ConfigError(
+            f"{source} must hold an object of CRF parameters (or crf-tune's output); got {type(values).__name__}"
+        )
     unknown = sorted(set(values) - set(CRF_PARAMETERS))
     if unknown:
-        raise ConfigError(f"{source}: unknown CRF parameter(s) {', '.join(map(str, unknown))}; valid: {', '.join(CRF_PARAMETERS)}")
+        raise ConfigError(
+            f"{source}: unknown CRF parameter(s) {', '.join(map(str, unknown))}; valid: {', '.join(CRF_PARAMETERS)}"
+        )
     params: dict[str, float | int] = {}
     for key, value in values.items():
         if isinstance(value, bool) or not isinstance(value, (int, float)):

@@ -71,7 +71,15 @@ def mean_field(
     kernels = [  # (lattice over the scaled features, μ)
         (Lattice(position / sigma(gaussian_sxy)), label_compatibility(gaussian_compat, c, dtype)),
         (
-            Lattice(torch.cat([position / sigma(bilateral_sxy), colour / torch.as_tensor(bilateral_srgb, dtype=dtype).expand(colour.shape[1])], 1)),
+            Lattice(
+                torch.cat(
+                    [
+                        position / sigma(bilateral_sxy),
+                        colour / torch.as_tensor(bilateral_srgb, dtype=dtype).expand(colour.shape[1]),
+                    ],
+                    1,
+                )
+            ),
             label_compatibility(bilateral_compat, c, dtype),
         ),
     ]

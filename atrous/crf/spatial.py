@@ -68,8 +68,14 @@ class SpatialLattices:
         return self._key(h, w, sxy, dtype, device, inference) in self._grids
 
     def get(
-        self, h: int, w: int, sxy: Pair, dtype: torch.dtype, device: torch.device,
-        copies: int = 1, inference: bool | None = None,
+        self,
+        h: int,
+        w: int,
+        sxy: Pair,
+        dtype: torch.dtype,
+        device: torch.device,
+        copies: int = 1,
+        inference: bool | None = None,
     ) -> tuple[Lattice, Tensor]:
         """(lattice over ``copies`` H×W grids, its (copies·H·W, 1) norm), kept.
 

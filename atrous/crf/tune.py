@@ -88,7 +88,10 @@ def search(
         ``[(params, miou), ...]`` in candidate order; ``params`` includes ``fixed``.
         The unrefined argmax scores as ``({"iterations": 0}, miou)`` first.
     """
-    data = [(_tensor(image), _tensor(prob), _tensor(label)) for image, prob, label in zip(images, probs, labels, strict=True)]
+    data = [
+        (_tensor(image), _tensor(prob), _tensor(label))
+        for image, prob, label in zip(images, probs, labels, strict=True)
+    ]
     if not data:
         raise InputError("tune.search needs at least one (image, probs, label) triple")
     for _, p, label in data:

@@ -13,8 +13,8 @@ from __future__ import annotations
 from atrous.data.ade20k import ADE20K, ADE20K_CLASSES
 from atrous.data.base import DATASETS, SegmentationDataset, register_dataset
 from atrous.data.camvid import CAMVID_CLASSES, CAMVID_PALETTE, CamVid
-from atrous.data.class_weights import enet_weights, median_frequency_weights, parse_class_weights
 from atrous.data.cityscapes import CITYSCAPES_CLASSES, CITYSCAPES_PALETTE, Cityscapes
+from atrous.data.class_weights import enet_weights, median_frequency_weights, parse_class_weights
 from atrous.data.detect import build_dataset, dataset_options, detect_layout
 from atrous.data.folder import FolderDataset
 from atrous.data.io import DEFAULT_MAX_PIXELS, image_size, read_image, read_mask

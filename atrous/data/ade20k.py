@@ -69,7 +69,6 @@ class ADE20K(SegmentationDataset):
         splits = tuple((f"images/{s}", f"annotations/{s}") for s in ("training", "validation"))
         return (root / "ADEChallengeData2016").is_dir() or any_split(root, splits)
 
-
     splits = tuple(_FOLDERS)
 
     def __init__(

@@ -58,11 +58,14 @@ def list_images(
     suffixes = image_suffixes() if extensions is None else tuple(extensions)
     pattern = "**/*" if recursive else "*"
     files = sorted(
-        p for p in folder.glob(pattern)
+        p
+        for p in folder.glob(pattern)
         if p.suffix.lower() in suffixes and (p.is_file() or p.is_symlink() and not p.exists())
     )
     if not files:
-        shown = ".png, .jpg, .jpeg, .bmp, .webp, .tif … any format PIL reads" if extensions is None else ", ".join(suffixes)
+        shown = (
+            ".png, .jpg, .jpeg, .bmp, .webp, .tif … any format PIL reads" if extensions is None else ", ".join(suffixes)
+        )
         raise DataError(f"{folder}: no images ({shown}) found; {fix}")
     return files
 
@@ -75,8 +78,7 @@ def pair_masks(images: Sequence[Path], mask_for: Callable[[Path], Path]) -> list
         shown = "; ".join(f"{image} (expected {mask})" for image, mask in missing[:3])
         more = f" and {len(missing) - 3} more" if len(missing) > 3 else ""
         raise DataError(
-            f"{len(missing)} of {len(pairs)} images have no mask: {shown}{more}; "
-            "add the masks or remove those images"
+            f"{len(missing)} of {len(pairs)} images have no mask: {shown}{more}; add the masks or remove those images"
         )
     return pairs
 
@@ -119,12 +121,19 @@ def parse_label_map(spec: LabelMapSpec, ignore_index: int) -> dict[int, int]:
         elif path.suffix.lower() in (".yaml", ".yml", ".json", ".txt") or "/" in text:
             raise ConfigError(f"label map file {path} not found; give a file or value pairs such as 11:255,12:ignore")
         else:
-            pairs = [tuple(item.split(":", 1)) if ":" in item else (item, None) for item in text.split(",") if item.strip()]
+            pairs = [
+                tuple(item.split(":", 1)) if ":" in item else (item, None) for item in text.split(",") if item.strip()
+            ]
     table: dict[int, int] = {}
     for raw, mapped in pairs:
         if mapped is None:
-            raise ConfigError(f"{source}: {str(raw).strip()!r} is not a value:class pair; write e.g. 11:255 or 11:ignore")
-        key, value = _label_value(raw, source, ignore_index, target=False), _label_value(mapped, source, ignore_index, target=True)
+            raise ConfigError(
+                f"{source}: {str(raw).strip()!r} is not a value:class pair; write e.g. 11:255 or 11:ignore"
+            )
+        key, value = (
+            _label_value(raw, source, ignore_index, target=False),
+            _label_value(mapped, source, ignore_index, target=True),
+        )
         if key in table and table[key] != value:
             raise ConfigError(f"{source} maps mask value {key} twice ({table[key]} and {value}); keep one")
         table[key] = value
@@ -175,7 +184,9 @@ def _label_value(value: Any, source: str, ignore_index: int, *, target: bool) ->
 DATASETS: dict[str, type[SegmentationDataset]] = {}  # filled by register_dataset
 
 
-def register_dataset(name: str, *, detect_order: int = 50) -> Callable[[type[SegmentationDataset]], type[SegmentationDataset]]:
+def register_dataset(
+    name: str, *, detect_order: int = 50
+) -> Callable[[type[SegmentationDataset]], type[SegmentationDataset]]:
     """Class decorator: ``build_dataset(name, ...)``, ``--dataset name`` and layout detection
     know the class from then on. Layouts are tried by ascending ``detect_order`` (a more
     specific layout before a more general one: the plain images/ + masks/ folder last)."""
@@ -265,9 +276,7 @@ class SegmentationDataset(Dataset):
 
     def read_mask(self, path: Path) -> np.ndarray:
         """Class indices (H, W) int64 of one mask file, validated against ``num_classes``."""
-        return read_mask(
-            path, num_classes=self.num_classes, ignore_index=self.ignore_index, label_map=self.label_map
-        )
+        return read_mask(path, num_classes=self.num_classes, ignore_index=self.ignore_index, label_map=self.label_map)
 
     def load(self, index: int) -> tuple[np.ndarray, np.ndarray]:
         """Item ``index`` as numpy arrays: image uint8 (H, W, 3), mask int64 (H, W)."""

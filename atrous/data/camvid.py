@@ -42,7 +42,6 @@ class CamVid(SegmentationDataset):
     def recognises(cls, root: Path) -> bool:
         return any_split(root, tuple((s, f"{s}annot") for s in ("train", "val", "test")))
 
-
     splits = ("train", "val", "test")
 
     def __init__(
@@ -54,7 +53,9 @@ class CamVid(SegmentationDataset):
         ignore_index: int = 255,
         max_pixels: int = DEFAULT_MAX_PIXELS,
     ) -> None:
-        root = require_dir(Path(root), "CamVid root", "point root (--data) at the folder holding train/ and trainannot/")
+        root = require_dir(
+            Path(root), "CamVid root", "point root (--data) at the folder holding train/ and trainannot/"
+        )
         check_split(split, self.splits, "CamVid")
         annotations = root / f"{split}annot"
         require_dir(

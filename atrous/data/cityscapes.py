@@ -55,7 +55,6 @@ class Cityscapes(SegmentationDataset):
     def recognises(cls, root: Path) -> bool:
         return (root / "leftImg8bit").is_dir() and (root / "gtFine").is_dir()
 
-
     splits = ("train", "val", "test")
 
     def __init__(

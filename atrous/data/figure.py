@@ -52,7 +52,9 @@ def titled_grid(
         y += height + _GAP
     for legend_row in legend_rows:
         for left, name, color in legend_row:
-            draw.rectangle((left, y + 1, left + _FONT_SIZE - 2, y + _FONT_SIZE - 1), fill=tuple(color), outline=(60, 60, 60))
+            draw.rectangle(
+                (left, y + 1, left + _FONT_SIZE - 2, y + _FONT_SIZE - 1), fill=tuple(color), outline=(60, 60, 60)
+            )
             draw.text((left + _FONT_SIZE + 2, y), name, fill=(20, 20, 20), font=font)
         y += _FONT_SIZE + _GAP
     return np.asarray(canvas)
@@ -70,7 +72,9 @@ def _fit(text: str, width: int, smallest: int = 9) -> tuple[str, ImageFont.Image
     return text.rstrip() + "…", font
 
 
-def _legend_rows(legend: Sequence[tuple[str, Color]], width: int, font: ImageFont.ImageFont) -> list[list[tuple[int, str, Color]]]:
+def _legend_rows(
+    legend: Sequence[tuple[str, Color]], width: int, font: ImageFont.ImageFont
+) -> list[list[tuple[int, str, Color]]]:
     """Place (name, colour) entries left to right, starting a new row when one is full."""
     rows: list[list[tuple[int, str, Color]]] = []
     x = width  # forces a first row
@@ -84,7 +88,9 @@ def _legend_rows(legend: Sequence[tuple[str, Color]], width: int, font: ImageFon
     return rows
 
 
-def present_classes(masks: Sequence[np.ndarray], names: Sequence[str], palette: Sequence[Sequence[int]]) -> list[tuple[str, Color]]:
+def present_classes(
+    masks: Sequence[np.ndarray], names: Sequence[str], palette: Sequence[Sequence[int]]
+) -> list[tuple[str, Color]]:
     """(name, colour) of every class that occurs in any of ``masks`` (H, W), in class order."""
     found = sorted({int(v) for mask in masks for v in np.unique(mask) if 0 <= int(v) < len(palette)})
     return [(names[i] if i < len(names) else str(i), tuple(int(c) for c in palette[i])) for i in found]

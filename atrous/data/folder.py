@@ -83,7 +83,10 @@ def _shared_images(train: str, val: str, train_stamp: int, val_stamp: int) -> in
         logger.warning(
             "%d image(s) are in both %s and %s (e.g. %s): validation on them measures memory, not accuracy; "
             "remove them from one list",
-            len(shared), train, Path(val).name, ", ".join(shared[:3]),
+            len(shared),
+            train,
+            Path(val).name,
+            ", ".join(shared[:3]),
         )
     return len(shared)
 
@@ -132,7 +135,12 @@ def _scan_masks(root: str, mask_root: str, ignore_index: int, stamp: int, mappin
     logger.info(
         "%s: no classes file and no --num-classes: found %d classes in %d masks (values %s%s); "
         "name them in %s, one per line",
-        root, count, len(masks), shown, empty, Path(root) / "classes.txt",
+        root,
+        count,
+        len(masks),
+        shown,
+        empty,
+        Path(root) / "classes.txt",
     )
     return count
 
@@ -146,7 +154,6 @@ class FolderDataset(SegmentationDataset):
     @classmethod
     def recognises(cls, root: Path) -> bool:
         return (root / "images").is_dir() and (root / "masks").is_dir()
-
 
     def __init__(
         self,
@@ -210,7 +217,9 @@ class FolderDataset(SegmentationDataset):
             raise ConfigError(choices_message(f"split of {root}", split, lists + ["all"]))
         if split in ("train", "val"):
             return _auto_split(images, split, val_fraction, root), mask_root
-        raise ConfigError(choices_message(f"split of {root} (no split folders or lists)", split, ["all", "train", "val"]))
+        raise ConfigError(
+            choices_message(f"split of {root} (no split folders or lists)", split, ["all", "train", "val"])
+        )
 
     @staticmethod
     def _classes(
@@ -242,7 +251,9 @@ class FolderDataset(SegmentationDataset):
         )
         bad = ((mask < 0) | (mask >= self.num_classes)) & (mask != self.ignore_index)
         if bad.any():
-            raise DataError(_out_of_range(path, np.unique(mask[bad]), self.num_classes, self.ignore_index, self.label_map))
+            raise DataError(
+                _out_of_range(path, np.unique(mask[bad]), self.num_classes, self.ignore_index, self.label_map)
+            )
         return mask
 
 

@@ -112,9 +112,7 @@ def _decode(image: Image.Image, path: Path) -> None:
             raise DataError(f"{path}: {os_problem(exc, path)}") from None
         raise DataError(f"{path}: truncated or corrupt image ({exc}); re-export or remove the file") from exc
     except (SyntaxError, ValueError, EOFError, struct.error) as exc:
-        raise DataError(
-            f"{path}: truncated or corrupt image ({exc}); re-export or remove the file"
-        ) from exc
+        raise DataError(f"{path}: truncated or corrupt image ({exc}); re-export or remove the file") from exc
 
 
 def image_size(path: str | Path) -> tuple[int, int]:
@@ -132,7 +130,8 @@ def image_suffixes() -> tuple[str, ...]:
     Image.init()
     return tuple(
         sorted(
-            suffix for suffix, kind in Image.registered_extensions().items()
+            suffix
+            for suffix, kind in Image.registered_extensions().items()
             if kind in Image.OPEN and kind not in _UNDECODABLE
         )
     )
@@ -190,7 +189,9 @@ def check_images(paths: Sequence[str | Path], *, max_pixels: int = DEFAULT_MAX_P
             problems.append(str(error))
     if problems:
         more = f" (and {len(problems) - 3} more)" if len(problems) > 3 else ""
-        count = f"{len(problems)} of {len(paths)} images cannot be read, so nothing was done: " if len(paths) > 1 else ""
+        count = (
+            f"{len(problems)} of {len(paths)} images cannot be read, so nothing was done: " if len(paths) > 1 else ""
+        )
         raise DataError(count + " | ".join(problems[:3]) + more)
 
 

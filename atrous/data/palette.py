@@ -186,8 +186,10 @@ def check_unique_names(names: Sequence[str], where: str) -> None:
     """``DataError`` when two classes share a name (their IoUs and colours could not be told apart)."""
     repeated = sorted({name for name in names if list(names).count(name) > 1})
     if repeated:
-        raise DataError(f"{where}: class name(s) {', '.join(map(repr, repeated))} appear more than once; "
-                        "give every class its own name")
+        raise DataError(
+            f"{where}: class name(s) {', '.join(map(repr, repeated))} appear more than once; "
+            "give every class its own name"
+        )
 
 
 def _finish(names: list[str], colors: list[Color | None], ignore: tuple[Color, ...], where: str) -> ClassSpec:

@@ -74,7 +74,9 @@ def _background(rng: np.random.Generator, height: int, width: int) -> np.ndarray
     return low + t[..., None] * (high - low)
 
 
-def _shape_mask(kind: str, ys: np.ndarray, xs: np.ndarray, cy: float, cx: float, r: float, rng: np.random.Generator) -> np.ndarray:
+def _shape_mask(
+    kind: str, ys: np.ndarray, xs: np.ndarray, cy: float, cx: float, r: float, rng: np.random.Generator
+) -> np.ndarray:
     dy, dx = ys - cy, xs - cx
     if kind in ("circle", "ring"):
         d2 = dy * dy + dx * dx
@@ -155,7 +157,6 @@ class ShapesDataset(SegmentationDataset):
     """
 
     needs_root = False  # generated: built as ShapesDataset(split, ...)
-
 
     splits = tuple(DEFAULT_LENGTHS)
 

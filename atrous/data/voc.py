@@ -89,7 +89,6 @@ class VOCSegmentation(SegmentationDataset):
     def recognises(cls, root: Path) -> bool:
         return find_voc2012(root) is not None
 
-
     splits = ("train", "val", "trainval", "train_aug")
 
     def __init__(

@@ -92,7 +92,9 @@ def build_loaders(
     sampler = EpochSampler(
         len(train_set), batch_size=config.batch_size, seed=config.seed, rank=context.rank, world_size=context.world_size
     )
-    workers = min(config.workers, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
+    workers = min(
+        config.workers, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    )
     loader_options: dict[str, Any] = {
         "num_workers": workers,
         "pin_memory": context.device.type == "cuda",
@@ -102,11 +104,11 @@ def build_loaders(
         "generator": torch.Generator().manual_seed(config.seed),
     }
     train_loader = DataLoader(
-        SeededDataset(train_set), batch_sampler=BatchSampler(sampler, config.batch_size, drop_last=True), **loader_options
+        SeededDataset(train_set),
+        batch_sampler=BatchSampler(sampler, config.batch_size, drop_last=True),
+        **loader_options,
     )
-    val_sampler = EpochSampler(
-        len(val_set), shuffle=False, rank=context.rank, world_size=context.world_size, pad=False
-    )
+    val_sampler = EpochSampler(len(val_set), shuffle=False, rank=context.rank, world_size=context.world_size, pad=False)
     val_loader = DataLoader(val_set, batch_size=config.val_batch_size, sampler=_plain(val_sampler), **loader_options)
     return RunData(train_set, val_set, train_loader, val_loader, sampler, iters_per_epoch, mean, std)
 
@@ -164,10 +166,15 @@ def build_model(
             if saved.get("name") != name:
                 _check_same_backbone(config.pretrained, saved.get("name"), name)
             inherited = saved if saved.get("name") == name else {"backbone_options": saved.get("backbone_options")}
-            options = {**{k: v for k, v in inherited.items() if k not in _NOT_ARCHITECTURE and v is not None}, **options}
+            options = {
+                **{k: v for k, v in inherited.items() if k not in _NOT_ARCHITECTURE and v is not None},
+                **options,
+            }
     model = create_model(name, num_classes=num_classes, output_stride=config.output_stride, **options)
     if config.pretrained_class_map and checkpoint is None:
-        raise ConfigError("pretrained_class_map maps an atrous --pretrained checkpoint's classes; give one with --pretrained")
+        raise ConfigError(
+            "pretrained_class_map maps an atrous --pretrained checkpoint's classes; give one with --pretrained"
+        )
     if checkpoint is not None:
         skipped = load_pretrained(
             model, checkpoint, config.pretrained, class_map=config.pretrained_class_map, class_names=class_names
@@ -238,7 +245,9 @@ def load_pretrained(
         for key, value in wanted.items()
         if same_model and key in state and state[key].shape != value.shape and state[key].shape[:1] == (saved_classes,)
     ]
-    problems = [key for key in wanted if key not in skipped and (key not in state or state[key].shape != wanted[key].shape)]
+    problems = [
+        key for key in wanted if key not in skipped and (key not in state or state[key].shape != wanted[key].shape)
+    ]
     if problems:
         raise CheckpointError(
             f"{path} ({saved_config.get('name')} with {saved_classes} classes) does not fit {model.config['name']}: "
@@ -274,7 +283,7 @@ def _shared_aspp(model: nn.Module, saved_config: dict[str, Any], state: dict[str
     if source_prefix is None or target_prefix is None:
         return {}
     own = model.state_dict()
-    renamed = {target_prefix + k[len(source_prefix):]: v for k, v in state.items() if k.startswith(source_prefix)}
+    renamed = {target_prefix + k[len(source_prefix) :]: v for k, v in state.items() if k.startswith(source_prefix)}
     wanted = [k for k in own if k.startswith(target_prefix)]
     if set(renamed) != set(wanted) or any(renamed[k].shape != own[k].shape for k in wanted):
         return {}
@@ -293,13 +302,18 @@ def _map_classifier_rows(
     resolved = ClassMap.load(class_map).resolve(checkpoint.get("class_names") or [], class_names)
     missing = [name for name, source in zip(resolved.target_names, resolved.principal) if source < 0]
     if missing:
-        raise ConfigError(f"class map {class_map} maps no source class to {', '.join(missing)}: their classifier rows cannot start from one")
+        raise ConfigError(
+            f"class map {class_map} maps no source class to {', '.join(missing)}: their classifier rows cannot start from one"
+        )
     own = model.state_dict()
     with torch.no_grad():
         for key, saved in rows.items():
             own[key].copy_(saved[list(resolved.principal)])
-    log.info("classifier rows of %s start from %s", ", ".join(resolved.target_names),
-             ", ".join(resolved.source_names[s] for s in resolved.principal))
+    log.info(
+        "classifier rows of %s start from %s",
+        ", ".join(resolved.target_names),
+        ", ".join(resolved.source_names[s] for s in resolved.principal),
+    )
 
 
 def pretrained_normalisation(

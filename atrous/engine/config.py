@@ -74,7 +74,9 @@ class TrainConfig:
     clip_grad: float = 0.0  # max gradient L2 norm (0 = no clipping)
     ema: float = 0.0  # decay of a moving average of the weights per step (0 = off; e.g. 0.998): validated and saved
     amp: str = "off"  # "fp16" (CUDA, GradScaler) or "bf16"; fp16 on CPU falls back to float32
-    channels_last: bool = True  # NHWC activations and weights: ~1.3× faster training on CPU (MobileNets), tensor cores on GPU
+    channels_last: bool = (
+        True  # NHWC activations and weights: ~1.3× faster training on CPU (MobileNets), tensor cores on GPU
+    )
     # --- loss
     loss: str = "ce"  # "ce" or "bootstrap" (keep the hardest bootstrap_ratio of pixels per image)
     bootstrap_ratio: float = 0.25
@@ -120,7 +122,9 @@ class TrainConfig:
         if not self.momentum < 1:
             raise ConfigError(f"momentum must be in [0, 1) (0.9 in the papers), got {self.momentum}")
         if self.ignore_index is not None and not 0 <= self.ignore_index <= 65535:
-            raise ConfigError(f"ignore_index is a mask value (0..255, or up to 65535 in 16-bit masks), got {self.ignore_index}")
+            raise ConfigError(
+                f"ignore_index is a mask value (0..255, or up to 65535 in 16-bit masks), got {self.ignore_index}"
+            )
         if self.num_classes is not None and self.num_classes < 1:
             raise ConfigError(f"num_classes must be ≥ 1, got {self.num_classes}")
         if not 0 <= self.ema < 1:

@@ -53,8 +53,15 @@ def _nice_ticks(low: float, high: float, count: int = 5) -> list[float]:
     return [first + i * step for i in range(int(math.ceil((high - first) / step)) + 1)]
 
 
-def _panel(draw: ImageDraw.ImageDraw, origin: tuple[int, int], title: str, points: Sequence[tuple[float, float]],
-           x_range: tuple[float, float], color: tuple[int, int, int], font: ImageFont.ImageFont) -> None:
+def _panel(
+    draw: ImageDraw.ImageDraw,
+    origin: tuple[int, int],
+    title: str,
+    points: Sequence[tuple[float, float]],
+    x_range: tuple[float, float],
+    color: tuple[int, int, int],
+    font: ImageFont.ImageFont,
+) -> None:
     ox, oy = origin
     left, top, right, bottom = ox + MARGIN[0], oy + MARGIN[1], ox + PANEL[0] - MARGIN[2], oy + PANEL[1] - MARGIN[3]
     draw.text((left, oy + 4), title, fill=(0, 0, 0), font=font)

@@ -82,7 +82,11 @@ def prepare_run_dir(config: TrainConfig) -> tuple[Path, Path | None]:
     if holds_a_run(existing) and not config.overwrite:
         raise _holds_a_run(run_dir, existing)
     if existing and not config.overwrite:
-        log.info("%s holds %s but no checkpoint (a run that failed before its first one): starting over", run_dir, ", ".join(existing))
+        log.info(
+            "%s holds %s but no checkpoint (a run that failed before its first one): starting over",
+            run_dir,
+            ", ".join(existing),
+        )
     return run_dir, None
 
 

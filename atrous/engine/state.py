@@ -167,16 +167,22 @@ class TrainState:
         elif checkpoint.get("world_size", 1) != context.world_size:
             log.warning(
                 "%s was written by %s process(es), this run has %d; random streams will differ from an uninterrupted run",
-                path, checkpoint.get("world_size", 1), context.world_size,
+                path,
+                checkpoint.get("world_size", 1),
+                context.world_size,
             )
         saved_config = checkpoint.get("train_config") or {}
-        changed = [k for k, v in config.to_dict().items() if k in saved_config and saved_config[k] != v and k != "resume"]
+        changed = [
+            k for k, v in config.to_dict().items() if k in saved_config and saved_config[k] != v and k != "resume"
+        ]
         if changed and context.is_main:
             log.info("resuming with changed options: %s", ", ".join(changed))
         if context.is_main and position.epoch >= config.epochs:
             log.info(
                 "resumed from %s: all %d epochs are done (iteration %d); nothing to train, raise --epochs to continue",
-                path, config.epochs, position.iteration,
+                path,
+                config.epochs,
+                position.iteration,
             )
         elif context.is_main:
             log.info("resumed from %s at epoch %d, iteration %d", path, position.epoch + 1, position.iteration)

@@ -142,7 +142,9 @@ class Trainer:
                 if context.is_main:
                     log.info(
                         "fine-tuning %s: chose %s (what the shipped fine-tune recipes measured; give any of these "
-                        "options to set it yourself)", config.pretrained, describe_defaults(chosen),
+                        "options to set it yourself)",
+                        config.pretrained,
+                        describe_defaults(chosen),
                     )
         self.config = config
         self.data: RunData = build_loaders(config, context, train_set, val_set, normalisation)
@@ -205,8 +207,13 @@ class Trainer:
             raise
         log.info(
             "training %s on %d images, %d epochs × %d iterations, batch %d × %d processes, on %s%s",
-            describe(self.model.config), len(train_set), config.epochs,
-            self.data.iters_per_epoch, config.batch_size, context.world_size, context.device,
+            describe(self.model.config),
+            len(train_set),
+            config.epochs,
+            self.data.iters_per_epoch,
+            config.batch_size,
+            context.world_size,
+            context.device,
             _thread_settings() if context.device.type == "cpu" else "",
         )
         busy = _busy_cpus() if context.device.type == "cpu" and context.is_main else None
@@ -321,7 +328,9 @@ class Trainer:
         images = images.to(device, non_blocking=True).contiguous(memory_format=self.memory_format)
         masks = masks.to(device, non_blocking=True)
         autocast = (
-            torch.autocast(device.type, dtype=self.amp_dtype) if self.amp_dtype is not None else contextlib.nullcontext()
+            torch.autocast(device.type, dtype=self.amp_dtype)
+            if self.amp_dtype is not None
+            else contextlib.nullcontext()
         )
         with autocast:
             output = self.train_model(images)
@@ -329,7 +338,11 @@ class Trainer:
         value = float(dist_utils.mean_across(self.context, loss.detach()))
         if not math.isfinite(value):
             checkpoint = self.run_dir / "last.pt"
-            kept = f"the last good checkpoint {checkpoint} is untouched" if checkpoint.exists() else "no checkpoint was written"
+            kept = (
+                f"the last good checkpoint {checkpoint} is untouched"
+                if checkpoint.exists()
+                else "no checkpoint was written"
+            )
             raise TrainingError(
                 f"loss is {value} at epoch {self.position.epoch + 1}, iteration {self.position.iteration + 1}; "
                 f"training stopped and {kept}. Lower --lr, add --clip-grad or check the data"
@@ -366,7 +379,9 @@ class Trainer:
         matrix.all_reduce()
         result = matrix.compute()
         if self.context.is_main:
-            log.info("validation after epoch %d:\n%s", self.position.epoch + 1, format_table(result, val_set.class_names))
+            log.info(
+                "validation after epoch %d:\n%s", self.position.epoch + 1, format_table(result, val_set.class_names)
+            )
         return result
 
     def epoch_row(self, metrics: dict[str, Any], seconds: float) -> dict[str, Any]:
@@ -380,7 +395,9 @@ class Trainer:
             "val_pixel_accuracy": metrics.get("pixel_accuracy"),
             "time": round(seconds, 2),
         }
-        self.runlog.scalars(position.iteration, {"val/miou": row["val_miou"], "val/pixel_accuracy": row["val_pixel_accuracy"]})
+        self.runlog.scalars(
+            position.iteration, {"val/miou": row["val_miou"], "val/pixel_accuracy": row["val_pixel_accuracy"]}
+        )
         if self.context.is_main:
             miou = "—" if row["val_miou"] is None else f"{100 * row['val_miou']:.2f}"
             log.info("epoch %d: train loss %.4f, val mIoU %s, %.1f s", row["epoch"], row["train_loss"], miou, seconds)
@@ -483,7 +500,14 @@ def _hint_image_pooling(config: TrainConfig, model: nn.Module, val_set: Any) -> 
             "training crops (%d×%d) are smaller than the %d×%d val frames, so image pooling will average "
             "more context at test time than in training (about 2 mIoU points on CamVid); train on whole "
             "frames (--crop-size %d %d) or pool a crop-sized window (--set model_options.image_pool_crop=[%d,%d])",
-            crop_h, crop_w, height, width, height, width, crop_h, crop_w,
+            crop_h,
+            crop_w,
+            height,
+            width,
+            height,
+            width,
+            crop_h,
+            crop_w,
         )
 
 

@@ -266,14 +266,20 @@ def normalisation(model: nn.Module) -> tuple[Sequence[float], Sequence[float]]:
 
 
 def calibration_images(
-    model: nn.Module, source: str | Path | Sequence[np.ndarray | torch.Tensor], size: tuple[int, int], *, limit: int = 32
+    model: nn.Module,
+    source: str | Path | Sequence[np.ndarray | torch.Tensor],
+    size: tuple[int, int],
+    *,
+    limit: int = 32,
 ) -> list[np.ndarray]:
     """Calibration inputs as normalised float32 (1, 3, H, W) arrays of ``size``: up to
     ``limit`` images of a folder ``source`` (normalised as ``model`` expects), or the
     given normalised arrays/tensors."""
     if isinstance(source, (str, Path)):
         return calibration_batches(source, size, *normalisation(model), limit=limit)
-    arrays = [x.detach().cpu().float().numpy() if isinstance(x, torch.Tensor) else np.asarray(x, np.float32) for x in source]
+    arrays = [
+        x.detach().cpu().float().numpy() if isinstance(x, torch.Tensor) else np.asarray(x, np.float32) for x in source
+    ]
     bad = [a.shape for a in arrays if a.shape != (1, 3, *size)]
     if bad:
         raise ConfigError(f"calibration images must be normalised (1, 3, {size[0]}, {size[1]}) arrays; got {bad[0]}")

@@ -26,7 +26,15 @@ from atrous.errors import ConfigError, choices_message
 if TYPE_CHECKING:  # pragma: no cover
     from atrous.exporters._common import ExportReport
 
-__all__ = ["DEFAULT_INPUT_SIZE", "ExportFormat", "export", "export_formats", "format_for_path", "get_format", "register_format"]
+__all__ = [
+    "DEFAULT_INPUT_SIZE",
+    "ExportFormat",
+    "export",
+    "export_formats",
+    "format_for_path",
+    "get_format",
+    "register_format",
+]
 
 DEFAULT_INPUT_SIZE = (512, 512)
 
@@ -50,18 +58,13 @@ class ExportFormat:
     def options(self) -> list[str]:
         """The format options its writer takes besides ``model``, ``path``, ``input_size`` and ``argmax``."""
         parameters = inspect.signature(self.load()).parameters.values()
-        return [
-            p.name for p in parameters
-            if p.kind is p.KEYWORD_ONLY and p.name not in ("input_size", "argmax")
-        ]
+        return [p.name for p in parameters if p.kind is p.KEYWORD_ONLY and p.name not in ("input_size", "argmax")]
 
 
 _FORMATS: dict[str, ExportFormat] = {}
 
 
-def register_format(
-    name: str, *, suffix: str, summary: str, writer: Callable[..., ExportReport] | str
-) -> ExportFormat:
+def register_format(name: str, *, suffix: str, summary: str, writer: Callable[..., ExportReport] | str) -> ExportFormat:
     """Register an export format: files ending in ``suffix`` written by ``writer`` (see the module docstring)."""
     if name in _FORMATS:
         raise ValueError(f"export format {name!r} is registered twice")
@@ -159,7 +162,9 @@ def _as_module(model: Any) -> tuple[Any, tuple[int, int] | None]:
             )
         return model.model.eval(), model.suggested_size()
     if not isinstance(model, nn.Module):
-        raise ConfigError(f"export takes an nn.Module, atrous.open's result or a checkpoint path; got {type(model).__name__}")
+        raise ConfigError(
+            f"export takes an nn.Module, atrous.open's result or a checkpoint path; got {type(model).__name__}"
+        )
     return model, None
 
 
@@ -171,18 +176,26 @@ def _input_size(size: Sequence[int]) -> tuple[int, int]:
 
 
 register_format(
-    "onnx", suffix=".onnx", writer="atrous.exporters.onnx:write_onnx",
+    "onnx",
+    suffix=".onnx",
+    writer="atrous.exporters.onnx:write_onnx",
     summary="ONNX for ONNX Runtime: float or static int8, a fixed or dynamic input size",
 )
 register_format(
-    "tflite", suffix=".tflite", writer="atrous.exporters.tflite:write_tflite",
+    "tflite",
+    suffix=".tflite",
+    writer="atrous.exporters.tflite:write_tflite",
     summary="TensorFlow Lite for LiteRT: float or int8, a fixed input size",
 )
 register_format(
-    "pt2", suffix=".pt2", writer="atrous.exporters.torch_formats:export_program",
+    "pt2",
+    suffix=".pt2",
+    writer="atrous.exporters.torch_formats:export_program",
     summary="a torch.export program: a fixed or dynamic input size",
 )
 register_format(
-    "torchscript", suffix=".pt", writer="atrous.exporters.torch_formats:export_torchscript",
+    "torchscript",
+    suffix=".pt",
+    writer="atrous.exporters.torch_formats:export_torchscript",
     summary="TorchScript traced by torch.jit.trace, following the input size of each call",
 )

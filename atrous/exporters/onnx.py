@@ -60,7 +60,9 @@ def model_metadata(
     config = dict(getattr(model, "config", None) or {})
     return {
         "config": config,
-        "num_classes": config.get("num_classes", getattr(model, "num_classes", None)),  # a hand-built DeepLab has no config
+        "num_classes": config.get(
+            "num_classes", getattr(model, "num_classes", None)
+        ),  # a hand-built DeepLab has no config
         "class_names": list(getattr(model, "class_names", None) or []),
         "palette": [list(c) for c in getattr(model, "palette", None) or []],
         "mean": list(getattr(model, "mean", None) or ()),
@@ -158,7 +160,12 @@ def export_onnx(
         )
         _write_metadata(temp, metadata, opset)
         report = verify(
-            module, OnnxModel(temp), sizes, path, atol=atol, min_agreement=min_agreement,
+            module,
+            OnnxModel(temp),
+            sizes,
+            path,
+            atol=atol,
+            min_agreement=min_agreement,
             rounded_activations=has_activation_quant(model),
         )
     logger.debug(
@@ -200,6 +207,13 @@ def write_onnx(
     if calibration is None:
         raise ConfigError("int8 needs calibration images: a folder of images like those the model will see")
     return export_onnx_int8(
-        model, path, input_size=input_size, calibration=calibration, method=calibration_method,
-        limit=calibration_count, argmax=argmax, dynamic=dynamic, opset=opset,
+        model,
+        path,
+        input_size=input_size,
+        calibration=calibration,
+        method=calibration_method,
+        limit=calibration_count,
+        argmax=argmax,
+        dynamic=dynamic,
+        opset=opset,
     )

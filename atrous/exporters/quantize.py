@@ -156,9 +156,15 @@ def export_onnx_int8(
         float_report = export_onnx(model, float_path, input_size=size, dynamic=dynamic, opset=opset or DEFAULT_OPSET)
         result = quantize_int8(float_path, path, batches, method=method, argmax=argmax)
     return ExportReport(
-        path, None, None, result.argmax_agreement, [size],
+        path,
+        None,
+        None,
+        result.argmax_agreement,
+        [size],
         kind=f"int8 (QDQ, per-channel) calibrated ({method}) on {result.calibration_images} images",
-        reference="the float model", runtime="ONNX Runtime", float_report=float_report,
+        reference="the float model",
+        runtime="ONNX Runtime",
+        float_report=float_report,
     )
 
 

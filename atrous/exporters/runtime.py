@@ -130,7 +130,9 @@ class OnnxModel:
         try:
             (output,) = self.session.run([self.output_name], {self.input_name: array})
         except Exception as error:  # onnxruntime's own error types (invalid dimensions …)
-            raise InputError(f"{self.path.name} cannot run on a {tuple(images.shape)} batch: {first_line(error)}") from None
+            raise InputError(
+                f"{self.path.name} cannot run on a {tuple(images.shape)} batch: {first_line(error)}"
+            ) from None
         if np.issubdtype(output.dtype, np.floating) and not np.isfinite(output).all():
             raise DataError(
                 f"{self.path} outputs non-finite logits (NaN or inf); the model is broken (re-export it from a "

@@ -130,7 +130,9 @@ def export_tflite(
     except ConfigError:
         raise
     except Exception as error:  # noqa: BLE001 - the converter raises many types; one clear line
-        raise ExportError(f"litert-torch could not convert the model ({first_line(error)}); {path} was not written") from None
+        raise ExportError(
+            f"litert-torch could not convert the model ({first_line(error)}); {path} was not written"
+        ) from None
     metadata = model_metadata(model, argmax=argmax, input_size=(height, width), transforms=dropped + module.transforms)
     metadata["int8"] = frames is not None
     flatbuffer = with_metadata(flatbuffer, metadata)
@@ -156,10 +158,18 @@ def export_tflite(
         elif frames is None:
             bar = (RANDOM_ROUNDED_AGREEMENT if rounded else FLOAT_AGREEMENT) if min_agreement is None else min_agreement
             report = verify(
-                module, candidate, [(height, width)], path, min_agreement=bar, atol=FLOAT_ATOL, rounded_activations=rounded
+                module,
+                candidate,
+                [(height, width)],
+                path,
+                min_agreement=bar,
+                atol=FLOAT_ATOL,
+                rounded_activations=rounded,
             )
         else:
-            report = _verify_on(module, candidate, frames, path, INT8_AGREEMENT if min_agreement is None else min_agreement, kind="int8")
+            report = _verify_on(
+                module, candidate, frames, path, INT8_AGREEMENT if min_agreement is None else min_agreement, kind="int8"
+            )
     report.path = path
     report.runtime = "LiteRT"
     if frames is None:
@@ -197,7 +207,12 @@ def write_tflite(
         return [torch.from_numpy(a) for a in calibration_images(model, source, size, limit=calibration_count)]
 
     return export_tflite(
-        model, path, input_size=size, argmax=argmax, calibration=tensors(calibration), check_images=tensors(check_images)
+        model,
+        path,
+        input_size=size,
+        argmax=argmax,
+        calibration=tensors(calibration),
+        check_images=tensors(check_images),
     )
 
 
@@ -231,8 +246,13 @@ def _quantize_int8(flatbuffer: bytes, frames: Sequence[torch.Tensor]) -> bytes:
 
 
 def _verify_on(
-    reference: nn.Module, candidate: TfliteModel, frames: Sequence[torch.Tensor], path: Path, min_agreement: float,
-    *, kind: str,
+    reference: nn.Module,
+    candidate: TfliteModel,
+    frames: Sequence[torch.Tensor],
+    path: Path,
+    min_agreement: float,
+    *,
+    kind: str,
 ) -> ExportReport:
     """Label agreement of ``candidate`` with ``reference`` on real frames (calibration or check images)."""
     same = total = 0

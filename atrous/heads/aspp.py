@@ -34,7 +34,9 @@ from atrous.nn.layout import memory_format_of
 BranchFactory = Callable[[int, int, int], nn.Module]
 
 
-def rates_for_output_stride(base_rates: Sequence[int], output_stride: int, base_output_stride: int = 16) -> tuple[int, ...]:
+def rates_for_output_stride(
+    base_rates: Sequence[int], output_stride: int, base_output_stride: int = 16
+) -> tuple[int, ...]:
     """Scale atrous rates defined at ``base_output_stride`` to ``output_stride``.
 
     DeepLab v3: rates (6, 12, 18) at OS16 become (12, 24, 36) at OS8 and (3, 6, 9) at OS32.
@@ -131,7 +133,9 @@ class ImagePooling(nn.Sequential):
 
 def atrous_conv_branch(in_channels: int, out_channels: int, rate: int) -> nn.Module:
     """DeepLab v2 (ResNet) branch: a single 3×3 atrous conv straight to the class logits."""
-    return (AtrousConv2d if rate > 1 else nn.Conv2d)(in_channels, out_channels, 3, padding=rate, dilation=rate, bias=True)
+    return (AtrousConv2d if rate > 1 else nn.Conv2d)(
+        in_channels, out_channels, 3, padding=rate, dilation=rate, bias=True
+    )
 
 
 class ASPP(nn.Module):

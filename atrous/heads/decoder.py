@@ -41,7 +41,15 @@ class DeepLabV3PlusHead(nn.Module):
         super().__init__()
         if decoder_convs < 1:
             raise ConfigError(f"decoder_convs must be ≥ 1, got {decoder_convs}")
-        self.aspp = ASPP(in_channels, channels, rates, image_pool=image_pool, image_pool_window=image_pool_window, separable=separable, dropout=dropout)
+        self.aspp = ASPP(
+            in_channels,
+            channels,
+            rates,
+            image_pool=image_pool,
+            image_pool_window=image_pool_window,
+            separable=separable,
+            dropout=dropout,
+        )
         self.low_project = ConvNormAct(low_channels, low_level_channels, 1)
         fuse_in = channels + low_level_channels
         block = SeparableConv2d if separable else ConvNormAct

@@ -33,10 +33,22 @@ class DeepLabV3Head(nn.Sequential):
         dropout: float = 0.1,
     ) -> None:
         layers: list[nn.Module] = [
-            ASPP(in_channels, channels, rates, image_pool=image_pool, image_pool_window=image_pool_window, separable=separable, dropout=dropout)
+            ASPP(
+                in_channels,
+                channels,
+                rates,
+                image_pool=image_pool,
+                image_pool_window=image_pool_window,
+                separable=separable,
+                dropout=dropout,
+            )
         ]
         if refine_conv:
-            layers += [nn.Conv2d(channels, channels, 3, padding=1, bias=False), nn.BatchNorm2d(channels), nn.ReLU(inplace=True)]
+            layers += [
+                nn.Conv2d(channels, channels, 3, padding=1, bias=False),
+                nn.BatchNorm2d(channels),
+                nn.ReLU(inplace=True),
+            ]
         layers.append(nn.Conv2d(channels, num_classes, 1))
         super().__init__(*layers)
         self.num_classes = num_classes

@@ -74,7 +74,9 @@ class LargeFOV(nn.Module):
         self.relu7 = nn.ReLU(inplace=True)
         self.drop7 = nn.Dropout2d(dropout)
         self.fc8 = nn.Conv2d(hidden_channels + MSC_CHANNELS * len(msc_inputs), num_classes, 1)
-        self.msc = nn.ModuleList(MScBranch(c, stride, dropout=dropout) for c, stride in msc_inputs) if msc_inputs else None
+        self.msc = (
+            nn.ModuleList(MScBranch(c, stride, dropout=dropout) for c, stride in msc_inputs) if msc_inputs else None
+        )
 
     def forward(self, x: torch.Tensor, *msc_features: torch.Tensor) -> torch.Tensor:
         x = self.drop7(self.relu7(self.fc7(self.drop6(self.relu6(self.fc6(x))))))

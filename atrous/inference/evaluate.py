@@ -44,9 +44,14 @@ def evaluate(
     if max_images is not None:
         dataset = Subset(dataset, range(min(max_images, len(dataset))))
     loader = DataLoader(
-        dataset, batch_size=batch_size, num_workers=workers, collate_fn=keep_as_list,
+        dataset,
+        batch_size=batch_size,
+        num_workers=workers,
+        collate_fn=keep_as_list,
         worker_init_fn=leave_stop_signals_to_the_main_process,
     )
     shown = tqdm(batches(loader), desc="eval", unit="batch", total=len(loader), disable=not progress, file=sys.stderr)
-    count = matrix.count(predictor.predict, (([image for image, _ in batch], [mask for _, mask in batch]) for batch in shown))
+    count = matrix.count(
+        predictor.predict, (([image for image, _ in batch], [mask for _, mask in batch]) for batch in shown)
+    )
     return {**matrix.compute(), "images": count}

@@ -147,12 +147,17 @@ def predict_files(
     names = list(predictor.class_names or []) if panel else None  # unnamed classes show by index
     out.mkdir(parents=True, exist_ok=True)
     loader = DataLoader(
-        _Images(paths, max_pixels or DEFAULT_MAX_PIXELS), batch_size=batch_size, num_workers=workers, collate_fn=keep_as_list,
+        _Images(paths, max_pixels or DEFAULT_MAX_PIXELS),
+        batch_size=batch_size,
+        num_workers=workers,
+        collate_fn=keep_as_list,
         worker_init_fn=leave_stop_signals_to_the_main_process,
     )
     written = 0
     palettes: dict[int, list[tuple[int, int, int]]] = {}  # by class count: built once, not per image
-    for batch in tqdm(batches(loader), desc="predict", unit="batch", total=len(loader), disable=not progress, file=sys.stderr):
+    for batch in tqdm(
+        batches(loader), desc="predict", unit="batch", total=len(loader), disable=not progress, file=sys.stderr
+    ):
         images = [image for image, _ in batch]
         for image, (_, path), probs in zip(images, batch, predictor.predict_proba(images)):
             labels = class_labels(probs[None])[0].numpy()
@@ -166,11 +171,22 @@ def predict_files(
             palette = palettes[probs.shape[0]]
             try:
                 write_outputs(
-                    out, path.stem, image.permute(1, 2, 0).numpy(), labels, palette, alpha, crf_labels, names,
+                    out,
+                    path.stem,
+                    image.permute(1, 2, 0).numpy(),
+                    labels,
+                    palette,
+                    alpha,
+                    crf_labels,
+                    names,
                     probs.float().numpy() if save_probs else None,
                 )
             except DataError as error:
-                done = f"{written} image{'s are' if written != 1 else ' is'} complete" if written else "no image is complete"
+                done = (
+                    f"{written} image{'s are' if written != 1 else ' is'} complete"
+                    if written
+                    else "no image is complete"
+                )
                 raise DataError(f"{error} ({path.name}); {done} in {out}") from None
             written += 1
     return written

@@ -260,7 +260,13 @@ class Predictor:
     def _labels(self, images: torch.Tensor) -> torch.Tensor:
         """(N, H, W) labels of a uint8 batch. One view and no CRF: argmax of the scores
         directly (softmax keeps the argmax, so it is skipped)."""
-        if len(self.scales) > 1 or self.scales[0] != 1.0 or self.flip or self.crf is not None or self.class_map is not None:
+        if (
+            len(self.scales) > 1
+            or self.scales[0] != 1.0
+            or self.flip
+            or self.crf is not None
+            or self.class_map is not None
+        ):
             return class_labels(self.probabilities(images))
         with torch.inference_mode():
             scores = self.logits(self.normalize(images.to(self.device)))
@@ -275,13 +281,15 @@ class Predictor:
             results.extend((self._labels(stacked) if labels else self.probabilities(stacked)).cpu())
         return _restore_form(results, form)
 
-
     def _check_views(self, height: int, width: int) -> None:
         """``ConfigError`` for a ``height``×``width`` image scaled above ``max_pixels`` by ``scales``."""
         limit = max(self.max_pixels, height * width)
         for scale in self.scales:
             check_view_pixels(
-                f"a {height}×{width} image at scale {scale:g}", round(height * scale), round(width * scale), limit,
+                f"a {height}×{width} image at scale {scale:g}",
+                round(height * scale),
+                round(width * scale),
+                limit,
                 raise_with=MAX_PIXELS_OPTION,
             )
 

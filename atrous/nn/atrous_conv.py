@@ -67,4 +67,9 @@ class AtrousConv2d(nn.Conv2d):
 def tracing() -> bool:
     """Whether a graph is being recorded (jit trace or script, ``torch.compile``, ONNX
     export): a layer then keeps the computation that is valid for every input size."""
-    return torch.jit.is_tracing() or torch.jit.is_scripting() or torch.compiler.is_compiling() or torch.onnx.is_in_onnx_export()
+    return (
+        torch.jit.is_tracing()
+        or torch.jit.is_scripting()
+        or torch.compiler.is_compiling()
+        or torch.onnx.is_in_onnx_export()
+    )

@@ -30,7 +30,13 @@ from torch import nn
 
 from atrous.errors import ConfigError
 
-__all__ = ["FakeQuantHook", "activation_quant_option", "apply_activation_quant", "fake_quantize", "has_activation_quant"]
+__all__ = [
+    "FakeQuantHook",
+    "activation_quant_option",
+    "apply_activation_quant",
+    "fake_quantize",
+    "has_activation_quant",
+]
 
 Grids = tuple[tuple[float, int], ...]
 
@@ -71,7 +77,9 @@ def activation_quant_option(value: Any) -> dict[str, Grids] | None:
         except (TypeError, ValueError):
             raise ConfigError(f"activation_quant[{path!r}] must be [[scale, zero_point], ...]; got {grids!r}") from None
         if not checked or any(not (s > 0 and math.isfinite(s)) or not 0 <= z <= 255 for s, z in checked):
-            raise ConfigError(f"activation_quant[{path!r}]: scales must be > 0 and zero points in 0..255; got {grids!r}")
+            raise ConfigError(
+                f"activation_quant[{path!r}]: scales must be > 0 and zero points in 0..255; got {grids!r}"
+            )
         table[str(path)] = checked
     return table
 

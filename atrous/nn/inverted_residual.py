@@ -95,8 +95,13 @@ class InvertedResidual(nn.Module):
             if expanded_channels != in_channels:
                 layers.append(
                     ConvNormAct(
-                        in_channels, expanded_channels, kernel_size, stride=stride, dilation=dilation,
-                        norm_layer=norm_layer, activation_layer=activation,
+                        in_channels,
+                        expanded_channels,
+                        kernel_size,
+                        stride=stride,
+                        dilation=dilation,
+                        norm_layer=norm_layer,
+                        activation_layer=activation,
                     )
                 )
         elif expanded_channels != in_channels:
