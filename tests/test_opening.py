@@ -15,7 +15,7 @@ from _inference_models import single_thread, small_model, tiny_net, write_checkp
 
 import atrous
 from atrous.crf import DenseCRF
-from atrous.errors import CheckpointError, ConfigError
+from atrous.errors import AtrousError, CheckpointError, ConfigError
 from atrous.exporters import OnnxModel, formats
 from atrous.exporters.formats import ExportFormat, export_formats, format_for_path, get_format, register_format
 from atrous.inference import Predictor
@@ -196,3 +196,20 @@ def test_export_makes_the_folder_and_takes_a_registered_format(
     assert args.format == "weights"
     with pytest.raises(ValueError, match="registered twice"):
         register_format("weights", suffix=".w2", summary="", writer=write_weights)
+
+
+def test_export_never_replaces_its_source_and_an_existing_file_only_when_told(
+    files: dict[str, Path], tmp_path: Path
+) -> None:
+    source = tmp_path / "model.pt"
+    source.write_bytes(files["checkpoint"].read_bytes())
+    with pytest.raises(AtrousError, match="is also an input"):
+        atrous.export(source, source, format="torchscript", input_size=SIZE, overwrite=True)
+    assert source.read_bytes() == files["checkpoint"].read_bytes()
+    notes = tmp_path / "notes.onnx"
+    notes.write_text("my notes")
+    with pytest.raises(AtrousError, match="overwrite=True"):
+        atrous.export(NET, notes, input_size=SIZE)
+    assert notes.read_text() == "my notes"
+    assert atrous.export(NET, notes, input_size=SIZE, overwrite=True).path == notes
+    assert notes.read_bytes() != b"my notes"

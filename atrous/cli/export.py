@@ -217,7 +217,7 @@ def run(args: argparse.Namespace) -> int:
         check_view_pixels("--size", *args.size, DEFAULT_MAX_PIXELS)
     model = load_export_model(args)
     _check_min_size(args.size, model)
-    report = export(model, out, format=name, input_size=args.size, argmax=args.argmax, **options)
+    report = export(model, out, format=name, input_size=args.size, argmax=args.argmax, overwrite=args.force, **options)
     if report.float_report is not None:
         print(f"float model: {report.float_report.describe()}")
     print(f"wrote {out}: {report.describe()}")

@@ -106,6 +106,7 @@ def export(
     format: str | None = None,
     input_size: Sequence[int] | None = None,
     argmax: bool = False,
+    overwrite: bool = False,
     **options: Any,
 ) -> ExportReport:
     """Write ``model`` to ``path`` in ``format`` and verify the file against PyTorch; returns its report.
@@ -122,6 +123,8 @@ def export(
             default the training crop or converted graph's size the checkpoint records,
             else 512 × 512.
         argmax: the graph outputs labels (N, H, W) instead of logits.
+        overwrite: replace an existing file at ``path`` (never one of the export's inputs:
+            the checkpoint, the calibration or check images).
         **options: the format's own options, e.g. ``dynamic=True``, ``opset=18``,
             ``int8=True, calibration="photos/"`` (onnx); ``int8=True,
             calibration="photos/"``, ``check_images=...`` (tflite). An option the
@@ -139,12 +142,25 @@ def export(
         raise ConfigError(
             f"export format {fmt.name} takes no option {', '.join(unknown)}; valid: {', '.join(valid) or 'none'}"
         )
-    module, suggested = _as_module(model)
-    size = _input_size(input_size if input_size is not None else suggested or DEFAULT_INPUT_SIZE)
     if path.is_dir():
         raise ConfigError(f"{path} is a folder; give a file name such as {path / ('model' + fmt.suffix)}")
+    _check_not_replacing(path, model, options, overwrite=overwrite)
+    module, suggested = _as_module(model)
+    size = _input_size(input_size if input_size is not None else suggested or DEFAULT_INPUT_SIZE)
     path.parent.mkdir(parents=True, exist_ok=True)
     return fmt.load()(module, path, input_size=size, argmax=bool(argmax), **options)
+
+
+def _check_not_replacing(path: Path, model: Any, options: dict[str, Any], *, overwrite: bool) -> None:
+    """Refuse ``path`` if it is one of the export's inputs, or exists and ``overwrite`` is False."""
+    from atrous.files import check_not_input
+    from atrous.opening import OpenedModel
+
+    source = model.path if isinstance(model, OpenedModel) else model if isinstance(model, (str, Path)) else None
+    inputs = [source, options.get("calibration"), options.get("check_images")]
+    check_not_input(path, [item for item in inputs if isinstance(item, (str, Path))], "path")
+    if path.exists() and not overwrite:
+        raise ConfigError(f"{path} exists; pass overwrite=True to replace it, or choose another path")
 
 
 def _as_module(model: Any) -> tuple[Any, tuple[int, int] | None]:
