@@ -20,11 +20,15 @@ named is present) — see ``atrous._openmp`` and ``atrous._malloc`` for the meas
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 from atrous._malloc import keep_freed_memory as _keep_freed_memory
 from atrous._openmp import set_wait_policy
 from atrous.errors import ConfigError
+
+# More threads than this per CPU only oversubscribes (and a huge count exhausts OpenMP's memory).
+MAX_THREADS_PER_CPU = 4
 
 
 @dataclass(frozen=True)
@@ -45,8 +49,15 @@ def configure_runtime(
     what changed. ``training`` picks the OpenMP wait policy of a training process;
     ``threads`` (≥ 1) sets ``torch.set_num_threads``; ``keep_freed_memory=False`` leaves
     malloc as it is."""
-    if threads is not None and threads < 1:
-        raise ConfigError(f"threads must be ≥ 1; got {threads}")
+    for name, value in (("training", training), ("keep_freed_memory", keep_freed_memory)):
+        if not isinstance(value, bool):
+            raise ConfigError(f"{name} must be True or False; got {value!r}")
+    if threads is not None:
+        limit = max(MAX_THREADS_PER_CPU * (os.cpu_count() or 1), MAX_THREADS_PER_CPU)
+        if isinstance(threads, bool) or not isinstance(threads, int) or not 1 <= threads <= limit:
+            raise ConfigError(
+                f"threads must be a whole number from 1 to {limit} (this machine has {os.cpu_count()} CPUs); got {threads!r}"
+            )
     openmp = set_wait_policy(training=training)
     if threads is not None:
         import torch

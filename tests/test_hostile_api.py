@@ -174,7 +174,10 @@ def test_views_above_max_pixels_are_refused_before_they_are_allocated() -> None:
         Predictor(model, scales=(1.0, 1000.0)).predict(image)
     with pytest.raises(ConfigError, match="at scale 2 is 40×60 = 2,400 pixels, above the limit of 1,000"):
         Predictor(model, scales=(2.0,), max_pixels=1000).predict(image)
-    assert Predictor(model, scales=(0.5, 1.0), max_pixels=100).predict(image).shape == (20, 30)  # no upscaling
+    # an image above the limit as given (a 20000² array would take the forward pass out of memory)
+    with pytest.raises(ConfigError, match="a 20×30 image at scale 1 is 20×30 = 600 pixels, above the limit of 100"):
+        Predictor(model, scales=(0.5,), max_pixels=100).predict(image)
+    assert Predictor(model, scales=(0.5, 1.0), max_pixels=600).predict(image).shape == (20, 30)
 
 
 def test_predict_cli_refuses_a_huge_input_size_and_window(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:

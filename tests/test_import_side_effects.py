@@ -160,12 +160,19 @@ def test_configure_runtime_says_what_it_changed() -> None:
         assert torch.get_num_threads() == 1 and dict(os.environ) == environ
     finally:
         torch.set_num_threads(threads)
-    try:
-        atrous.configure_runtime(threads=0)
-    except atrous.AtrousError as error:
-        assert "threads must be ≥ 1; got 0" in str(error)
-    else:
-        raise AssertionError("threads=0 was accepted")
+    for bad, expected in (
+        ({"threads": 0}, "threads must be a whole number from 1 to"),
+        ({"threads": 10**6}, "got 1000000"),  # libgomp ran out of memory on the next forward
+        ({"threads": "2"}, "got '2'"),
+        ({"training": "no"}, "training must be True or False; got 'no'"),
+    ):
+        try:
+            atrous.configure_runtime(**bad)
+        except atrous.AtrousError as error:
+            assert expected in str(error)
+        else:
+            raise AssertionError(f"{bad} was accepted")
+    assert torch.get_num_threads() == threads
 
 
 def test_the_wait_policy_is_set_only_before_torch_loads_and_only_if_the_user_did_not_choose() -> None:

@@ -282,9 +282,10 @@ class Predictor:
         return _restore_form(results, form)
 
     def _check_views(self, height: int, width: int) -> None:
-        """``ConfigError`` for a ``height``×``width`` image scaled above ``max_pixels`` by ``scales``."""
-        limit = max(self.max_pixels, height * width)
-        for scale in self.scales:
+        """``ConfigError`` for a ``height``×``width`` image above ``max_pixels``, as given or
+        scaled by ``scales`` (the command line refuses such files when it decodes them)."""
+        limit = self.max_pixels
+        for scale in (1.0, *self.scales):
             check_view_pixels(
                 f"a {height}×{width} image at scale {scale:g}",
                 round(height * scale),
