@@ -236,3 +236,60 @@ def test_resume_with_only_out_continues_a_run_started_with_overwrite(tmp_path: P
     assert result.epochs == 2 and read_checkpoint(out / "last.pt")["train_config"]["lr"] == 0.01
     with pytest.raises(ConfigError, match="fewer than the 2 epochs"):
         train({"out": str(out), "resume": "last", "epochs": 1})
+
+
+@pytest.mark.parametrize("overwrite", [True, False])
+def test_overwrite_deletes_only_files_atrous_wrote(overwrite: bool, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "best.pt").write_bytes(b"\x89PNG\r\n\x1a\n the user's picture")
+    (out / "log.csv").write_text("x")
+    with pytest.raises(ConfigError, match="best.pt, log.csv.*nothing was deleted" if overwrite else "already holds"):
+        train(tiny_run_config(out, overwrite=overwrite))
+    assert (out / "best.pt").read_bytes().startswith(b"\x89PNG") and (out / "log.csv").read_text() == "x"
+    assert not (out / ".previous-run").exists()
+
+
+def test_a_failed_start_log_that_is_not_ours_is_kept(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "log.csv").write_text("name,score\nann,3\n")
+    with pytest.raises(ConfigError, match="log.csv, which atrous did not write"):
+        train(tiny_run_config(out))
+    assert (out / "log.csv").read_text() == "name,score\nann,3\n"
+
+
+def test_overwrite_replaces_a_real_run(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    train(tiny_run_config(out, epochs=1, max_iters=1))
+    train(tiny_run_config(out, epochs=1, max_iters=1, overwrite=True))
+    assert read_checkpoint(out / "last.pt")["iteration"] > 0 and not (out / ".previous-run").exists()
+
+
+def test_a_crop_above_the_pixel_limit_is_refused_before_allocating() -> None:
+    with pytest.raises(ConfigError, match=r"crop_size \(--crop-size\) is 100000×100000"):
+        make_config(crop_size=100000)
+
+
+def test_masks_without_a_labelled_pixel_are_refused(tmp_path: Path) -> None:
+    import numpy as np
+    from PIL import Image
+
+    data = folder_dataset(tmp_path / "data", size=32)
+    for mask in (data / "masks").glob("*.png"):
+        Image.fromarray(np.full((32, 32), 255, dtype=np.uint8)).save(mask)
+    config = tiny_run_config(tmp_path / "run", dataset=None, data=str(data), dataset_options={}, train_split="all")
+    with pytest.raises(DataError, match="no labelled pixels in the train split .*ignore index 255"):
+        train(config)
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("inside", ["", "images", "images/run"])
+def test_an_out_inside_the_dataset_folder_is_refused(inside: str, tmp_path: Path) -> None:
+    data = folder_dataset(tmp_path / "data", size=32)
+    before = sorted(p.relative_to(data) for p in data.rglob("*"))
+    out = data / inside if inside else data
+    config = tiny_run_config(out, overwrite=True, dataset=None, data=str(data), dataset_options={}, train_split="all")
+    with pytest.raises(ConfigError, match="inside the dataset folder"):
+        train(config)
+    assert sorted(p.relative_to(data) for p in data.rglob("*")) == before

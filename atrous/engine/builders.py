@@ -7,6 +7,7 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 from torch.utils.data import BatchSampler, DataLoader
@@ -68,6 +69,20 @@ def build_datasets(config: TrainConfig, pretrained: dict[str, Any] | None = None
     for dataset in (train_set, val_set):
         dataset.check_images()  # every image's header, before the first step
     return train_set, val_set, (mean, std)
+
+
+def check_labelled_pixels(train_set: Any) -> None:
+    """``DataError`` if no train mask has a labelled pixel (a run would learn nothing and
+    report a loss of 0). Stops at the first mask that has one: usually a single read."""
+    masks = getattr(train_set, "masks", None)
+    if masks is None:
+        return
+    ignore = int(train_set.ignore_index)
+    for mask in masks():
+        mask = np.asarray(mask)
+        if ((mask != ignore) & (mask >= 0)).any():
+            return
+    raise DataError(f"no labelled pixels in the train split (every mask value is the ignore index {ignore})")
 
 
 def build_loaders(

@@ -20,7 +20,9 @@ from typing import Any
 import yaml
 
 from atrous.data import DATASETS
+from atrous.data.io import DEFAULT_MAX_PIXELS
 from atrous.errors import ConfigError
+from atrous.limits import check_view_pixels
 from atrous.strides import OUTPUT_STRIDES
 
 OPTIMIZERS = ("sgd", "adamw")
@@ -106,6 +108,7 @@ class TrainConfig:
                 raise ConfigError(f"{name} must be ≥ 1, got {getattr(self, name)}")
         if min(self.crop_hw) < 1:
             raise ConfigError(f"crop_size must be ≥ 1 (one size or [height, width]), got {self.crop_size}")
+        check_view_pixels("crop_size (--crop-size)", *self.crop_hw, DEFAULT_MAX_PIXELS)
         for name in ("workers", "max_iters", "warmup_iters", "val_every", "checkpoint_every"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name} must be ≥ 0, got {getattr(self, name)}")

@@ -6,7 +6,11 @@ never emptied before the new run has something to put in its place.
   ``--resume``/``--overwrite``, and both flags together. ``log.csv`` and
   ``tensorboard/`` alone are what a start that failed before its first checkpoint
   leaves (bad data, NaN loss, full disk): nothing to protect or resume, so a plain
-  rerun replaces them as ``--overwrite`` would.
+  rerun replaces them as ``--overwrite`` would. Only files this tool wrote are ever
+  replaced (``foreign_run_files``: a checkpoint that loads as an atrous checkpoint, a
+  ``log.csv`` with the trainer's header, a ``curve.png`` beside one of those, a
+  ``tensorboard/`` of event files); anything else under those names is refused by name.
+  An ``--out`` that is the dataset's folder or inside it is refused too.
 * ``RunFolder.open`` takes an OS lock (a POSIX ``lockf`` lock on ``.atrous.lock``,
   released by the kernel when the process dies, however it dies, and — unlike
   ``flock`` — not inherited by forked DataLoader workers that may outlive a killed
@@ -28,8 +32,9 @@ from pathlib import Path
 from typing import IO
 
 from atrous.engine.config import TrainConfig
+from atrous.engine.runlog import CSV_COLUMNS
 from atrous.errors import CheckpointError, ConfigError
-from atrous.files import check_writable_folder, remove_stale_temps
+from atrous.files import check_writable_folder, file_kind, remove_stale_temps
 
 try:  # POSIX; elsewhere runs are not locked
     import fcntl
@@ -56,6 +61,78 @@ def holds_a_run(existing: list[str]) -> bool:
     return any(name not in FAILED_START_FILES for name in existing)
 
 
+def _is_checkpoint(path: Path) -> bool:
+    """Whether ``path`` loads as an atrous checkpoint (memory-mapped: nothing large is read)."""
+    import torch
+
+    from atrous.checkpoint import FORMAT
+
+    if not path.is_file() or not file_kind(path).startswith("a ZIP"):
+        return False
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception:  # noqa: BLE001 - anything unreadable is not ours
+        return False
+    return isinstance(checkpoint, dict) and checkpoint.get("format") == FORMAT
+
+
+def _is_run_log(path: Path) -> bool:
+    """Whether ``path`` is a ``log.csv`` the trainer wrote: its first line is the trainer's header."""
+    if not path.is_file():
+        return False
+    try:
+        with path.open("rb") as handle:
+            first = handle.readline(4096)
+    except OSError:
+        return False
+    columns = first.rstrip(b"\r\n").decode("utf-8", "replace").split(",")
+    return columns[:2] == ["epoch", "iteration"] and set(columns) <= set(CSV_COLUMNS)  # older runs: fewer columns
+
+
+def _is_event_folder(path: Path) -> bool:
+    """Whether ``path`` is a folder of TensorBoard event files (and subfolders of them) only."""
+    if not path.is_dir():
+        return False
+    return all(entry.is_dir() or entry.name.startswith("events.out.tfevents.") for entry in path.rglob("*"))
+
+
+def foreign_run_files(run_dir: Path, existing: list[str]) -> list[str]:
+    """The files among ``existing`` (run file names in ``run_dir``) this tool cannot prove it
+    wrote, which ``--overwrite`` (or a rerun after a failed start) must not delete."""
+    proven = {name for name in ("last.pt", "best.pt") if name in existing and _is_checkpoint(run_dir / name)}
+    if "log.csv" in existing and _is_run_log(run_dir / "log.csv"):
+        proven.add("log.csv")
+    if "tensorboard" in existing and _is_event_folder(run_dir / "tensorboard"):
+        proven.add("tensorboard")
+    curve = run_dir / "curve.png"
+    if "curve.png" in existing and proven & {"last.pt", "best.pt", "log.csv"} and curve.is_file():
+        if file_kind(curve) == "a PNG image":
+            proven.add("curve.png")
+    return [name for name in existing if name not in proven]
+
+
+def _refuse_foreign(run_dir: Path, existing: list[str]) -> None:
+    foreign = foreign_run_files(run_dir, existing)
+    if foreign:
+        raise ConfigError(
+            f"{run_dir} holds {', '.join(foreign)}, which atrous did not write (not a run's checkpoint, log, "
+            "curve or TensorBoard folder); nothing was deleted: move them away or choose another --out"
+        )
+
+
+def _check_not_in_data(run_dir: Path, data: str | None) -> None:
+    """Refuse an ``--out`` that is the dataset's folder or inside it (a run would write among its files)."""
+    if not data:
+        return
+    out = Path(os.path.realpath(run_dir))
+    root = Path(os.path.realpath(data))
+    if out == root or root in out.parents:
+        raise ConfigError(
+            f"--out {run_dir} is inside the dataset folder {data}; a run would write its files among the data. "
+            "Choose an --out outside it"
+        )
+
+
 def _holds_a_run(run_dir: Path, existing: list[str]) -> ConfigError:
     return ConfigError(
         f"{run_dir} already holds a run ({', '.join(existing)}); pass --resume to continue that run, "
@@ -70,6 +147,7 @@ def prepare_run_dir(config: TrainConfig) -> tuple[Path, Path | None]:
         raise ConfigError(f"--out {run_dir} is a file, not a folder; choose another --out")
     if config.resume is not None and config.overwrite:
         raise ConfigError("--resume continues the run in --out and --overwrite replaces it; pass one of them")
+    _check_not_in_data(run_dir, config.data)
     check_writable_folder(run_dir, "--out")
     if (run_dir / PREVIOUS_NAME).is_dir():  # an --overwrite that died before its first checkpoint
         RunFolder(run_dir).recover()
@@ -81,6 +159,7 @@ def prepare_run_dir(config: TrainConfig) -> tuple[Path, Path | None]:
     existing = existing_run_files(run_dir)
     if holds_a_run(existing) and not config.overwrite:
         raise _holds_a_run(run_dir, existing)
+    _refuse_foreign(run_dir, existing)
     if existing and not config.overwrite:
         log.info(
             "%s holds %s but no checkpoint (a run that failed before its first one): starting over",
@@ -115,6 +194,7 @@ class RunFolder:
             if holds_a_run(existing) and not (overwrite or resume):  # another run finished here since the first check
                 raise _holds_a_run(self.path, existing)
             if existing and not resume:  # --overwrite, or what a failed start left
+                _refuse_foreign(self.path, existing)
                 self.previous.mkdir()
                 for name in existing:
                     os.replace(self.path / name, self.previous / name)

@@ -33,6 +33,7 @@ from atrous.engine.builders import (
     build_loss,
     build_model,
     build_optimizer,
+    check_labelled_pixels,
     read_pretrained,
 )
 from atrous.engine.config import FIELD_NAMES, TrainConfig, load_config_file, make_config
@@ -132,6 +133,7 @@ class Trainer:
         torch.manual_seed(config.seed)  # identical initial weights in every process
         pretrained = read_pretrained(config)
         train_set, val_set, normalisation = build_datasets(config, pretrained)
+        check_labelled_pixels(train_set)
         if pretrained is not None and resume_path is None:
             note = class_count_note(pretrained, train_set.num_classes)
             if note and context.is_main:
