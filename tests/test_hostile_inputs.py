@@ -208,6 +208,17 @@ def test_a_broken_link_in_a_glob_is_named_not_skipped(tmp_path: Path, capsys: py
     assert not (tmp_path / "out" / "a.png").exists()
 
 
+def test_a_symlink_loop_as_input_in_a_folder_or_a_glob_is_named(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    photos = tmp_path / "photos"
+    _png(photos / "a.png")
+    (photos / "loop1.png").symlink_to(photos / "loop2.png")
+    (photos / "loop2.png").symlink_to(photos / "loop1.png")
+    for given in (photos / "loop1.png", photos, photos / "*.png"):
+        err = _error_line(capsys, ["predict", "--checkpoint", SHIPPED, str(given), "--out", str(tmp_path / "out")])
+        assert f"{photos / 'loop1.png'}: a symbolic link loop" in err
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+
+
 def test_missing_and_empty_inputs_are_named_without_dataset_advice(
     tmp_path: Path, capsys: pytest.CaptureFixture
 ) -> None:

@@ -85,8 +85,9 @@ def expand_inputs(inputs: list[str]) -> list[Path]:
     resolved: set[Path] = set()
     unique = []  # each file once, named as given (a link by its own name, not its target's)
     for path in paths:
-        if path.resolve() not in resolved:
-            resolved.add(path.resolve())
+        target = _target(path)
+        if target not in resolved:
+            resolved.add(target)
             unique.append(path)
     stems: dict[str, Path] = {}
     for path in unique:
@@ -96,6 +97,14 @@ def expand_inputs(inputs: list[str]) -> list[Path]:
             )
         stems[path.stem] = path
     return unique
+
+
+def _target(path: Path) -> Path:
+    """The file ``path`` names after its links; a link loop stands for itself (the input check names it)."""
+    try:
+        return path.resolve()
+    except (OSError, RuntimeError):  # RuntimeError: pathlib's "Symlink loop" before Python 3.13
+        return path.absolute()
 
 
 def check_outputs(
