@@ -604,3 +604,14 @@ def test_convert_writes_only_a_pt_checkpoint(tmp_path: Path, capsys: pytest.Capt
     err = capsys.readouterr().err
     assert "name it .pt" in err and len(err.strip().splitlines()) == 1
     assert sorted(p.name for p in tmp_path.iterdir()) == ["graph.tflite"]
+
+
+def test_save_probs_of_a_labels_only_model_is_refused(
+    labels_only: Path, images: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    out = tmp_path / "pred"
+    argv = ["predict", "--checkpoint", str(labels_only), str(images), "--out", str(out), "--save-probs"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "--save-probs" in err and "outputs labels" in err and len(err.strip().splitlines()) == 1
+    assert not out.exists() or not list(out.glob("*_probs.npy"))

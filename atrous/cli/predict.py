@@ -154,6 +154,11 @@ def run(args: argparse.Namespace) -> int:
     check_outputs(out, paths, args.checkpoint, crf=crf_asked, force=args.force, panel=args.panel, probs=args.save_probs)
     check_images(paths, max_pixels=max_pixels(args))  # every input, before the first output
     opened, settings = open_model(args)  # refuses a CRF on a labels-only model
+    if args.save_probs and opened.outputs == "labels":
+        raise ConfigError(
+            f"--save-probs: {args.checkpoint} outputs labels (exported with --argmax), not class probabilities; "
+            "use a model that outputs logits"
+        )
     predictor = build_predictor(opened, args, crf=None)  # the CRF runs separately: both overlays are written
     crf = opened.crf(settings) if settings is not None else None
     written = predict_files(
