@@ -308,3 +308,12 @@ def test_pretrained_of_another_backbone_names_both_backbones(tmp_path: Path) -> 
     assert build_model(TrainConfig(model="deeplabv3plus_mobilenet_v2", pretrained=str(checkpoint)), 3).config[
         "name"
     ] == ("deeplabv3plus_mobilenet_v2")
+
+
+def test_views_too_small_for_the_model_are_refused() -> None:
+    """``input_size=8`` and ``scales=(1e-9,)`` gave an all-background mask without a word."""
+    model = small_model(num_classes=3)
+    with pytest.raises(ConfigError, match="input_size of 8×8 are smaller than the"):
+        Predictor(model, input_size=8)
+    with pytest.raises(ConfigError, match="at scale 1e-09 has no pixels left"):
+        Predictor(model, scales=(1e-9,)).predict(np.zeros((20, 30, 3), np.uint8))

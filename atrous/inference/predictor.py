@@ -143,11 +143,12 @@ class Predictor:
                 )
             self.class_names, self.palette = list(class_map.target_names), None
         self.min_size = min_input_size(model)
-        if self.crop_size is not None and min(self.crop_size) < self.min_size:
-            raise ConfigError(
-                f"sliding windows of {self.crop_size[0]}×{self.crop_size[1]} are smaller than the {self.min_size}×"
-                f"{self.min_size} input this model needs; use windows of {self.min_size} or more"
-            )
+        for what, size in (("sliding windows", self.crop_size), ("input_size", self.input_size)):
+            if size is not None and min(size) < self.min_size:
+                raise ConfigError(
+                    f"{what} of {size[0]}×{size[1]} are smaller than the {self.min_size}×"
+                    f"{self.min_size} input this model needs; use {self.min_size} or more"
+                )
         if crf is not None:
             check_refinable(model)
         self.transforms: tuple[str, ...] = ()
@@ -286,6 +287,8 @@ class Predictor:
         scaled by ``scales`` (the command line refuses such files when it decodes them)."""
         limit = self.max_pixels
         for scale in (1.0, *self.scales):
+            if round(height * scale) < 1 or round(width * scale) < 1:
+                raise ConfigError(f"a {height}×{width} image at scale {scale:g} has no pixels left; use larger scales")
             check_view_pixels(
                 f"a {height}×{width} image at scale {scale:g}",
                 round(height * scale),
