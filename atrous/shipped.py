@@ -26,7 +26,7 @@ from pathlib import Path
 
 from atrous.errors import CheckpointError
 
-WEIGHTS = Path(__file__).resolve().parent / "weights"
+WEIGHTS = (Path(__file__).parent / "weights").resolve()  # in the repository a link to weights/
 # Sample photos from github.com/google-coral/test_data (Apache-2.0): a bird (VOC) and a street scene (Cityscapes).
 SAMPLES = Path(__file__).resolve().parent / "samples"
 TF_DEEPLAB_SOURCE = "github.com/google-coral/test_data (commit 104342d)"

@@ -31,7 +31,7 @@ from atrous.shipped import (
 )
 
 ROOT = Path(__file__).resolve().parents[1]
-PACKAGED = ROOT / "atrous" / "weights"
+PACKAGED = (ROOT / "atrous" / "weights").resolve()  # the package's folder, a link to weights/ in the repository
 
 
 def test_the_contract_names_are_shipped() -> None:
