@@ -144,10 +144,9 @@ def memory_need(width: int, height: int, *, segment: bool = True) -> int:
     return width * height * (INFERENCE_BYTES_PER_PIXEL if segment else DECODE_BYTES_PER_PIXEL)
 
 
-def _header_problem(image: Image.Image, max_pixels: int, *, segment: bool) -> str | None:
-    """Why the opened (not decoded) ``image`` cannot be read (``segment``: and segmented),
-    after its name, or None."""
-    width, height = image.size
+def size_problem(width: int, height: int, max_pixels: int, *, segment: bool = True) -> str | None:
+    """Why a ``width``×``height`` image (or video frame) cannot be read (``segment``: and
+    segmented): above ``max_pixels``, or more memory than this machine has; None if it can."""
     if width * height > max_pixels:
         return (
             f"{width}x{height} = {width * height} pixels exceeds max_pixels={max_pixels} (--max-pixels), a size "
@@ -162,6 +161,15 @@ def _header_problem(image: Image.Image, max_pixels: int, *, segment: bool) -> st
             f"{width}x{height} = {width * height} pixels would need about {need / 1e9:.1f} GB of memory to "
             f"{'segment' if segment else 'decode'}, more than the {available / 1e9:.1f} GB available; downscale the image"
         )
+    return None
+
+
+def _header_problem(image: Image.Image, max_pixels: int, *, segment: bool) -> str | None:
+    """Why the opened (not decoded) ``image`` cannot be read (``segment``: and segmented),
+    after its name, or None."""
+    problem = size_problem(*image.size, max_pixels, segment=segment)
+    if problem:
+        return problem
     if image.mode not in _CONVERTIBLE and image.mode not in _WITH_ALPHA:
         return (
             f"image mode {image.mode!r} (16-bit, floating point or another non-8-bit layout) is not supported; "
@@ -238,6 +246,36 @@ def _lookup_table(label_map: LabelMap) -> np.ndarray | None:
     return table
 
 
+def pack_rgb(rgb: np.ndarray) -> np.ndarray:
+    """Colours (..., 3) uint8 → one int32 code each, ``r << 16 | g << 8 | b``."""
+    rgb = np.asarray(rgb)
+    return (rgb[..., 0].astype(np.int32) << 16) | (rgb[..., 1].astype(np.int32) << 8) | rgb[..., 2].astype(np.int32)
+
+
+def _rgb_text(code: int) -> str:
+    return f"({code >> 16}, {(code >> 8) & 255}, {code & 255})"
+
+
+def _color_table(
+    palette: Palette, ignore_colors: Sequence[Sequence[int]], ignore_index: int, table: str
+) -> tuple[np.ndarray, np.ndarray]:
+    """(colour codes sorted, class of each): ``palette[i]`` → ``i``, ``ignore_colors`` →
+    ``ignore_index``; ``DataError`` for a colour given two meanings."""
+    codes = pack_rgb(np.asarray([*palette, *ignore_colors], dtype=np.int64).reshape(-1, 3))
+    targets = np.array([*range(len(palette)), *[ignore_index] * len(ignore_colors)], dtype=np.int64)
+    order = np.argsort(codes, kind="stable")
+    codes, targets = codes[order], targets[order]
+    clash = np.flatnonzero((codes[1:] == codes[:-1]) & (targets[1:] != targets[:-1]))
+    if clash.size:
+        first = clash[0]
+        meaning = [str(t) if t != ignore_index else "ignore" for t in (targets[first], targets[first + 1])]
+        raise DataError(
+            f"{table}: colour {_rgb_text(int(codes[first]))} is given to both class {meaning[0]} and {meaning[1]}, "
+            "so its pixels cannot be told apart; give every class its own colour"
+        )
+    return codes, targets
+
+
 def colors_to_indices(
     rgb: np.ndarray,
     palette: Palette,
@@ -245,26 +283,63 @@ def colors_to_indices(
     ignore_index: int,
     ignore_colors: Sequence[Sequence[int]] = (),
     source: str = "mask",
+    table: str = "the class palette",
+    fix: str = "add them to the classes file (name r g b) or repaint those pixels",
 ) -> np.ndarray:
     """Map an RGB colour mask (H, W, 3) uint8 to class indices (H, W) int64.
 
     Pixel colour ``palette[i]`` becomes ``i``; ``ignore_colors`` become ``ignore_index``.
-    Any other colour raises ``DataError`` listing the first few unknown colours.
+    Vectorised: colours packed into int32 codes, looked up by ``searchsorted`` in the
+    sorted table. Any other colour raises one ``DataError`` naming ``source``, the first
+    few unknown colours (RGB) and the first pixel (x, y) of each, ``table`` and ``fix``.
     """
-    codes = (rgb[..., 0].astype(np.int64) << 16) | (rgb[..., 1].astype(np.int64) << 8) | rgb[..., 2]
-    lookup = {(r << 16) | (g << 8) | b: i for i, (r, g, b) in enumerate(palette)}
-    lookup.update({(r << 16) | (g << 8) | b: ignore_index for r, g, b in ignore_colors})
+    codes = pack_rgb(rgb)
+    keys, targets = _color_table(palette, ignore_colors, ignore_index, table)
     unique, inverse = np.unique(codes, return_inverse=True)
-    unknown = [int(c) for c in unique if int(c) not in lookup]
-    if unknown:
-        shown = ", ".join(f"({c >> 16}, {(c >> 8) & 255}, {c & 255})" for c in unknown[:5])
+    inverse = inverse.reshape(-1)
+    at = np.searchsorted(keys, unique).clip(max=max(len(keys) - 1, 0))
+    known = keys[at] == unique if len(keys) else np.zeros(len(unique), dtype=bool)
+    if not known.all():
+        unknown = np.flatnonzero(~known)
+        width = codes.shape[1] if codes.ndim == 2 else 1
+        shown = []
+        for u in unknown[:5]:
+            y, x = divmod(int(np.argmax(inverse == u)), width)
+            shown.append(f"{_rgb_text(int(unique[u]))} (first at x={x}, y={y})")
         more = f" and {len(unknown) - 5} more" if len(unknown) > 5 else ""
+        verb = "is not a class colour" if len(unknown) == 1 else "are not class colours"
         raise DataError(
-            f"{source}: colours {shown}{more} are not in the class palette; add them to the "
-            "classes file (name r g b) or repaint those pixels"
+            f"{source}: colour{'s' if len(unknown) > 1 else ''} {', '.join(shown)}{more} {verb} of {table}; {fix}"
         )
-    mapped = np.array([lookup[int(c)] for c in unique], dtype=np.int64)
-    return mapped[inverse.reshape(codes.shape)]
+    return targets[at][inverse].reshape(codes.shape)
+
+
+def read_color_mask(
+    path: str | Path,
+    palette: Palette,
+    *,
+    ignore_index: int = 255,
+    ignore_colors: Sequence[Sequence[int]] = (),
+    table: str = "the class palette",
+    fix: str = "add them to the classes file (name r g b) or repaint those pixels",
+) -> np.ndarray:
+    """Read a colour-coded mask as class indices (H, W) int64: each pixel's colour looked
+    up in ``palette`` (and ``ignore_colors``), whatever the PNG stores (RGB, an opaque
+    RGBA, a palette image, grey). ``DataError`` names the file and every unknown colour
+    with where it was first seen (``colors_to_indices``), and refuses lossy formats.
+    """
+    path = Path(path)
+    with _open_mask(path) as image:
+        if image.mode in ("RGBA", "LA", "PA") and np.asarray(image.getchannel("A")).min() < 255:
+            raise DataError(
+                f"{path}: the colour mask has transparent pixels; save it without transparency (an RGB PNG)"
+            )
+        if image.mode not in _CONVERTIBLE and image.mode not in _WITH_ALPHA:
+            raise DataError(f"{path}: mask mode {image.mode!r} is not an 8-bit colour image; save an RGB PNG")
+        rgb = np.asarray(image.convert("RGB"))
+    return colors_to_indices(
+        rgb, palette, ignore_index=ignore_index, ignore_colors=ignore_colors, source=str(path), table=table, fix=fix
+    )
 
 
 def read_mask(
