@@ -18,6 +18,7 @@ __version__ = "0.1.0"
 __all__ = [
     "AtrousError",
     "Predictor",
+    "confidence",
     "configure_runtime",
     "create_model",
     "evaluate",
@@ -32,6 +33,7 @@ __all__ = [
 
 # Heavier parts load on first use so `import atrous` stays quick.
 _LAZY = {
+    "confidence": "atrous.metrics",
     "configure_runtime": "atrous.runtime",
     "create_model": "atrous.models",
     "load_model": "atrous.checkpoint",
@@ -47,6 +49,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from atrous.checkpoint import load_model
     from atrous.exporters.formats import export
     from atrous.inference import Predictor, evaluate
+    from atrous.metrics import confidence
     from atrous.models import create_model
     from atrous.opening import open
     from atrous.runtime import configure_runtime

@@ -1,4 +1,6 @@
-"""Segmentation metrics from a confusion matrix: per-class IoU, mIoU, pixel accuracy.
+"""Segmentation metrics: per-class IoU, mIoU and pixel accuracy from a confusion matrix;
+per-pixel confidence (max probability, entropy) and calibration (expected calibration
+error, the bins of a reliability diagram).
 
 Rows are ground-truth classes, columns predictions; pixels labelled ``ignore_index``
 are not counted, and any other label outside ``[0, num_classes)`` is refused
@@ -9,6 +11,11 @@ Cityscapes evaluation scripts.
 A leaf (torch and ``atrous.errors`` only): the engine, ``atrous eval``, the CRF tuner
 and the tests share this one confusion matrix, and its ``count`` is the one evaluation
 loop (``atrous.evaluate``, training's validation and the CRF tuner run it).
+
+Calibration follows Guo et al., "On Calibration of Modern Neural Networks" (2017): each
+labelled pixel's confidence is its largest class probability, pixels fall into equal-
+width bins ``((m-1)/M, m/M]`` of it (``M`` = 15 by default, 0 into the first), and the
+expected calibration error is ``Σ_m (n_m / n) |accuracy_m - confidence_m|``.
 """
 
 from __future__ import annotations
@@ -88,12 +95,15 @@ class ConfusionMatrix:
         batches: Iterable[tuple[Any, torch.Tensor | Sequence[torch.Tensor]]],
         *,
         after_batch: Callable[[], None] | None = None,
+        calibration: CalibrationBins | None = None,
     ) -> int:
         """The evaluation loop: count ``predict(inputs)`` against ``targets`` for every
         ``(inputs, targets)`` of ``batches``, without autograd; returns the images counted.
 
         ``predict`` returns integer class maps, either one (N, H, W) tensor or a list of
-        (H, W) tensors (images of different sizes); ``targets`` matches it. ``after_batch``
+        (H, W) tensors (images of different sizes); ``targets`` matches it. It may return
+        class probabilities instead, (N, K, H, W) or a list of (K, H, W): their argmax is
+        counted, and ``calibration`` (if given) counts their confidence. ``after_batch``
         runs after each batch (training honours a stop request there).
         """
         images = 0
@@ -101,15 +111,24 @@ class ConfusionMatrix:
             for inputs, targets in batches:
                 predictions = predict(inputs)
                 if isinstance(predictions, torch.Tensor):
-                    self.update(predictions, targets)
+                    self._count_one(predictions, targets, calibration)
                     images += predictions.shape[0]
                 else:
                     for prediction, target in zip(predictions, targets, strict=True):
-                        self.update(prediction, target)
+                        self._count_one(prediction, target, calibration)
                         images += 1
                 if after_batch is not None:
                     after_batch()
         return images
+
+    def _count_one(self, prediction: torch.Tensor, target: torch.Tensor, calibration: CalibrationBins | None) -> None:
+        if prediction.is_floating_point():
+            if calibration is not None:
+                calibration.update(prediction, target)
+            prediction = prediction.argmax(-3)
+        elif calibration is not None:
+            raise InputError("calibration needs class probabilities; predict returned class labels")
+        self.update(prediction, target)
 
     def all_reduce(self) -> None:
         """Sum the matrices of every process (no-op unless torch.distributed is initialised)."""
@@ -144,6 +163,132 @@ class ConfusionMatrix:
             "pixels": int(total),
             "confusion": self.matrix.cpu().tolist(),
         }
+
+
+CONFIDENCE_KINDS = ("max", "entropy")
+
+
+def confidence(probs: Any, kind: str = "max") -> Any:
+    """Per-pixel confidence of class probabilities: (K, H, W) → (H, W), (N, K, H, W) → (N, H, W).
+
+    ``kind="max"``: the largest class probability, in [1/K, 1] (1 = certain);
+    ``kind="entropy"``: the entropy ``-Σ_k p_k ln p_k`` in nats, in [0, ln K] (0 = certain,
+    ln K = all classes equally likely). ``probs`` is a float tensor or numpy array whose
+    values lie in [0, 1] (``Predictor.predict_proba``'s output); the result is float32 of
+    the same kind (tensor or array). Logits, or values outside [0, 1], raise ``InputError``.
+    """
+    if kind not in CONFIDENCE_KINDS:
+        raise InputError(f"kind must be one of {', '.join(CONFIDENCE_KINDS)}; got {kind!r}")
+    tensor = probs if isinstance(probs, torch.Tensor) else torch.as_tensor(probs)
+    if not tensor.is_floating_point() or tensor.dim() not in (3, 4) or 0 in tensor.shape:
+        raise InputError(
+            f"probs must be float class probabilities of shape (K, H, W) or (N, K, H, W); "
+            f"got {tensor.dtype} of shape {tuple(tensor.shape)}"
+        )
+    low, high = float(tensor.min()), float(tensor.max())
+    if not (low >= 0 and high <= 1 + 1e-3):  # NaN fails too
+        raise InputError(
+            f"probs must hold probabilities in [0, 1]; got values {low:g}…{high:g} "
+            "(logits? take their softmax over classes first)"
+        )
+    tensor = tensor.float()
+    values = tensor.amax(-3) if kind == "max" else torch.special.entr(tensor).sum(-3)
+    return values if isinstance(probs, torch.Tensor) else values.numpy()
+
+
+def confidence_range(kind: str, num_classes: int) -> tuple[float, float]:
+    """The range (low, high) ``confidence(kind=kind)`` is drawn and stored on for
+    ``num_classes`` classes: (0, 1) for max probability, (0, ln K) for entropy."""
+    if kind not in CONFIDENCE_KINDS:
+        raise InputError(f"kind must be one of {', '.join(CONFIDENCE_KINDS)}; got {kind!r}")
+    return (0.0, 1.0) if kind == "max" else (0.0, math.log(max(num_classes, 2)))
+
+
+class CalibrationBins:
+    """Accumulates over batches what the expected calibration error and a reliability
+    diagram need: per confidence bin, the labelled pixels, their summed confidence and how
+    many were predicted right (three vectors of ``bins`` numbers, whatever the data size).
+
+    Confidence is the largest class probability, the prediction its class (the argmax);
+    bin ``m`` (0-based) holds confidences in ``(m/M, (m+1)/M]``, the first also 0.
+    Pixels whose target is ``ignore_index`` are not counted.
+    """
+
+    def __init__(self, bins: int = 15, ignore_index: int = 255) -> None:
+        if isinstance(bins, bool) or not isinstance(bins, int) or bins < 1:
+            raise InputError(f"bins must be an integer ≥ 1, got {bins!r}")
+        self.bins = bins
+        self.ignore_index = ignore_index
+        self.pixels = torch.zeros(bins, dtype=torch.int64)
+        self.correct = torch.zeros(bins, dtype=torch.int64)
+        self.confidence = torch.zeros(bins, dtype=torch.float64)
+
+    def reset(self) -> None:
+        """Forget everything counted so far."""
+        for counts in (self.pixels, self.correct, self.confidence):
+            counts.zero_()
+
+    def update(self, probs: torch.Tensor, target: torch.Tensor) -> None:
+        """Count one image or batch: ``probs`` (K, H, W) or (N, K, H, W) probabilities,
+        ``target`` the (H, W) or (N, H, W) integer labels."""
+        if not probs.is_floating_point() or probs.dim() not in (3, 4):
+            raise InputError(
+                f"probs must be float (K, H, W) or (N, K, H, W) probabilities; got {probs.dtype} {tuple(probs.shape)}"
+            )
+        spatial = probs.shape[:-3] + probs.shape[-2:]
+        if tuple(target.shape) != tuple(spatial):
+            raise InputError(f"probabilities of shape {tuple(probs.shape)} do not match target {tuple(target.shape)}")
+        best, predicted = probs.max(-3)
+        keep = target.to(predicted.device) != self.ignore_index
+        best, predicted, target = best[keep].double(), predicted[keep], target.to(predicted.device)[keep]
+        index = ((best * self.bins).ceil().long() - 1).clamp_(0, self.bins - 1)
+        self.pixels += torch.bincount(index, minlength=self.bins).cpu()
+        self.correct += torch.bincount(index[predicted == target], minlength=self.bins).cpu()
+        self.confidence += torch.bincount(index, weights=best, minlength=self.bins).cpu()
+
+    def compute(self) -> dict[str, Any]:
+        """The calibration as plain Python numbers.
+
+        ``ece``: expected calibration error in [0, 1] (NaN with no pixel counted);
+        ``confidence`` and ``accuracy``: mean confidence and accuracy over all pixels
+        (their difference > 0: over-confident); ``pixels``: pixels counted; ``bins``: one
+        dict per bin (``low``, ``high``, ``pixels``, ``confidence`` and ``accuracy``, the
+        last two NaN for an empty bin).
+        """
+        total = int(self.pixels.sum())
+        rows = []
+        for m in range(self.bins):
+            n = int(self.pixels[m])
+            rows.append(
+                {
+                    "low": m / self.bins,
+                    "high": (m + 1) / self.bins,
+                    "pixels": n,
+                    "confidence": float(self.confidence[m]) / n if n else math.nan,
+                    "accuracy": int(self.correct[m]) / n if n else math.nan,
+                }
+            )
+        if not total:
+            return {"ece": math.nan, "confidence": math.nan, "accuracy": math.nan, "pixels": 0, "bins": rows}
+        gaps = (self.correct.double() - self.confidence).abs()
+        return {
+            "ece": float(gaps.sum()) / total,
+            "confidence": float(self.confidence.sum()) / total,
+            "accuracy": float(self.correct.sum()) / total,
+            "pixels": total,
+            "bins": rows,
+        }
+
+
+def expected_calibration_error(
+    probs: torch.Tensor, target: torch.Tensor, *, bins: int = 15, ignore_index: int = 255
+) -> float:
+    """Expected calibration error of (K, H, W) or (N, K, H, W) ``probs`` against integer
+    labels ``target`` (H, W) / (N, H, W), over pixels not labelled ``ignore_index``, in
+    ``bins`` equal-width bins of the largest probability (:class:`CalibrationBins`)."""
+    counts = CalibrationBins(bins, ignore_index)
+    counts.update(probs, target)
+    return counts.compute()["ece"]
 
 
 def _nanmean(values: torch.Tensor) -> float:

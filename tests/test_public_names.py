@@ -28,6 +28,7 @@ FACES = {
         "atrous.exporters.formats": ("export",),
         "atrous.inference.evaluate": ("evaluate",),
         "atrous.inference.predictor": ("Predictor",),
+        "atrous.metrics": ("confidence",),
         "atrous.models": ("create_model",),
         "atrous.opening": ("open",),
         "atrous.registry": ("list_backbones", "list_models"),
