@@ -12,7 +12,9 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import sys
 import time
+from pathlib import Path
 from typing import Any
 
 from atrous.cli._inference import (
@@ -33,10 +35,12 @@ from atrous.errors import ConfigError, DataError
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "eval",
-        help="evaluate a model (mIoU, pixel accuracy, per-class IoU)",
+        help="evaluate a model (mIoU, pixel accuracy, per-class IoU, calibration)",
         description=(
             "Evaluate a checkpoint, shipped model or exported ONNX/TFLite model on a dataset split: "
-            "confusion-matrix metrics (per-class IoU, mIoU, pixel accuracy, mean accuracy, frequency-weighted IoU)."
+            "confusion-matrix metrics (per-class IoU, mIoU, pixel accuracy, mean accuracy, frequency-weighted IoU) "
+            "and calibration: the expected calibration error (ECE) of the max probability over the labelled pixels, "
+            "and with --out a reliability diagram."
         ),
         epilog=(
             f"Example: atrous eval --checkpoint camvid --data camvid --scales {EVAL_SCALES} --flip --output-stride 8 "
@@ -55,6 +59,21 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_predictor_options(parser, default_scales="1.0")
     parser.add_argument("--max-images", type=positive_int, metavar="N", help="evaluate only the first N images")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
+    parser.add_argument(
+        "--out",
+        metavar="DIR",
+        help="also write into DIR (created if missing) reliability.png, the reliability diagram (accuracy against "
+        "confidence per bin, the gap and each bin's share of the pixels), and eval.json, what --json prints",
+    )
+    parser.add_argument("--force", action="store_true", help="replace reliability.png and eval.json in --out")
+    parser.add_argument(
+        "--calibration-bins",
+        type=positive_int,
+        default=15,
+        metavar="M",
+        help="equal-width bins of the max probability for the expected calibration error (ECE, over the "
+        "labelled pixels, of the probabilities the labels come from: after --scales, --flip and --crf; default 15)",
+    )
     parser.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
     parser.set_defaults(func=run)
 
@@ -75,11 +94,34 @@ def _clean(value: Any) -> Any:
     return None if isinstance(value, float) and math.isnan(value) else value
 
 
+OUTPUTS = ("reliability.png", "eval.json")
+
+
+def _check_out(args: argparse.Namespace) -> Path | None:
+    """The ``--out`` folder, checked before any work (writable; no output there unless
+    ``--force``), or None."""
+    from atrous.files import check_not_input, check_writable_folder
+
+    if args.out is None:
+        if args.force:
+            raise ConfigError("--force replaces files in --out; give --out DIR")
+        return None
+    out = Path(args.out)
+    check_writable_folder(out, "--out")
+    for name in OUTPUTS:
+        check_not_input(out / name, [args.checkpoint])
+    existing = [out / name for name in OUTPUTS if (out / name).exists()]
+    if existing and not args.force:
+        raise DataError(f"{existing[0]} exists; pass --force to replace it, or choose another --out")
+    return out
+
+
 def run(args: argparse.Namespace) -> int:
     from atrous.inference.evaluate import evaluate
 
     scales = parse_scales(args.scales)
     check_dataset_option(args)
+    out = _check_out(args)
     source, crf = open_model(args)  # refuses a CRF on a labels-only model
     model = source.model
     dataset = dataset_for_model(args, source, check_classes=args.class_map is None)
@@ -94,6 +136,7 @@ def run(args: argparse.Namespace) -> int:
         workers=args.workers,
         max_images=args.max_images,
         progress=args.progress,
+        calibration_bins=args.calibration_bins,
     )
     if metrics["images"] and math.isnan(metrics["pixel_accuracy"]):
         raise DataError(
@@ -121,11 +164,49 @@ def run(args: argparse.Namespace) -> int:
         "precision": args.precision,
         "seconds": round(time.perf_counter() - start, 2),
     }
+    calibration = metrics["calibration"]
+    result["ece"] = None if calibration is None else _clean(calibration["ece"])
+    result["calibration"] = None if calibration is None else _cleaned(calibration)
     if args.json:
         print(json.dumps(result))
     else:
         _print_table(result)
+    if out is not None:
+        written = _write_outputs(out, result)
+        print(f"wrote {', '.join(str(path) for path in written)}", file=sys.stderr if args.json else sys.stdout)
     return 0
+
+
+def _cleaned(value: Any) -> Any:
+    """``value`` with every NaN float (nested in dicts and lists) as None, for JSON."""
+    if isinstance(value, dict):
+        return {key: _cleaned(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_cleaned(item) for item in value]
+    return _clean(value)
+
+
+def _write_outputs(out: Path, result: dict[str, Any]) -> list[Path]:
+    """eval.json and, for a model that outputs probabilities, reliability.png, together."""
+    from PIL import Image
+
+    from atrous.files import write_together
+
+    out.mkdir(parents=True, exist_ok=True)
+    text = json.dumps(result, indent=1) + "\n"
+    writers = {out / "eval.json": lambda path: path.write_text(text)}
+    if result["calibration"] is not None:
+        from atrous.data.figure import reliability_diagram
+
+        calibration = {**result["calibration"], "ece": result["ece"]}
+        calibration["bins"] = [
+            {key: (float("nan") if value is None else value) for key, value in row.items()}
+            for row in calibration["bins"]
+        ]
+        title = f"{result['checkpoint']} on {result['split']} ({result['images']} images): {_strategy(result)}"
+        picture = Image.fromarray(reliability_diagram(calibration, title))
+        writers = {out / "reliability.png": lambda path: picture.save(path, format="PNG"), **writers}
+    return write_together(writers)
 
 
 def _percent(value: float | None) -> str:
@@ -145,6 +226,19 @@ def _print_table(result: dict[str, Any]) -> None:
         ("frequency-weighted IoU", "fw_iou"),
     ):
         print(f"{label:<{width}}  {_percent(result[key])}")
+    calibration = result["calibration"]
+    if calibration is None:
+        print(f"{'ECE':<{width}}     n/a  (the model outputs labels, not probabilities)")
+    else:
+        print(
+            f"{'ECE':<{width}}  {_percent(result['ece'])}  ({len(calibration['bins'])} bins of the max probability; "
+            f"mean confidence {_percent(calibration['confidence']).strip()} %)"
+        )
+    print(f"{result['images']} images ({result['split']}), {_strategy(result)}, {result['seconds']:.1f} s")
+
+
+def _strategy(result: dict[str, Any]) -> str:
+    """How the model was run: scales, flip, resizing, class map, windows, OS, precision, CRF."""
     strategy = f"scales {','.join(f'{s:g}' for s in result['scales'])}" + (" + flip" if result["flip"] else "")
     if result["input_size"]:
         strategy += f", resized to {result['input_size'][0]}×{result['input_size'][1]}"
@@ -159,4 +253,4 @@ def _print_table(result: dict[str, Any]) -> None:
     if result["crf"] is not None:
         tuned = ", ".join(f"{key} {value:g}" for key, value in result["crf"].items())
         strategy += f", dense CRF ({tuned})" if tuned else ", dense CRF (DeepLab defaults)"
-    print(f"{result['images']} images ({result['split']}), {strategy}, {result['seconds']:.1f} s")
+    return strategy

@@ -6,7 +6,12 @@ class indices: the final prediction, CRF-refined with ``--crf``), ``<stem>_color
 with ``--crf``, ``<stem>_crf_overlay.png`` (the CRF's, to compare side by side); with
 ``--panel``, ``<stem>_panel.png``: input | prediction | + CRF, titled, with a legend of
 the classes found; with ``--save-probs``, ``<stem>_probs.npy``: the network's class
-probabilities (float32, classes × height × width), which ``atrous crf --probs`` refines.
+probabilities (float32, classes × height × width), which ``atrous crf --probs`` refines;
+with ``--confidence``, ``<stem>_confidence.png`` (the max probability, or with
+``--confidence entropy`` the entropy, coloured, with a labelled colour bar) and
+``<stem>_confidence16.png`` (16-bit greyscale: value = pixel / 65535 × scale, scale 1 for
+max probability, ln K for entropy, also in its PNG text chunk "scale"), both of the
+probabilities the mask is the argmax of (after --scales and --flip; the CRF's with --crf).
 Each file is written to a temp name and renamed, so no file is ever half-written
 (``atrous.inference.files.predict_files`` does the work).
 """
@@ -49,6 +54,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         action="store_true",
         help="also write <stem>_probs.npy: the class probabilities before any CRF, float32 (classes, H, W), "
         "the input of `atrous crf --probs`",
+    )
+    parser.add_argument(
+        "--confidence",
+        nargs="?",
+        const="max",
+        type=confidence_kind,
+        metavar="max|entropy",
+        help="also write <stem>_confidence.png (coloured, with a scale bar) and <stem>_confidence16.png (16-bit: "
+        "value = pixel / 65535 × scale; scale 1 for max, ln K for entropy, stored in the PNG text chunk 'scale'): "
+        "max probability (bare --confidence; 1 = certain) or entropy in nats (0 = certain), of the probabilities "
+        "the mask comes from (after --scales/--flip; the CRF's with --crf). Before the inputs write --confidence=max",
     )
     parser.add_argument("--force", action="store_true", help="overwrite existing prediction files in --out")
     parser.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
@@ -107,8 +123,25 @@ def _target(path: Path) -> Path:
         return path.absolute()
 
 
+def confidence_kind(text: str) -> str:
+    """``--confidence``'s value: max or entropy (one line naming the mistake otherwise)."""
+    if text not in ("max", "entropy"):
+        raise argparse.ArgumentTypeError(
+            f"takes max or entropy, got {text!r}; before the inputs write --confidence=max (or entropy)"
+        )
+    return text
+
+
 def check_outputs(
-    out: Path, paths: list[Path], checkpoint: str, *, crf: bool, force: bool, panel: bool = False, probs: bool = False
+    out: Path,
+    paths: list[Path],
+    checkpoint: str,
+    *,
+    crf: bool,
+    force: bool,
+    panel: bool = False,
+    probs: bool = False,
+    confidence: bool = False,
 ) -> None:
     """Refuse, before any work: an --out that is not a writable folder, one holding the
     inputs, outputs that would replace an input (even with --force) or an existing file
@@ -126,7 +159,7 @@ def check_outputs(
                 )
     owners: dict[str, Path] = {}
     for path in paths:  # e.g. x.png's colour map x_color.png and the input x_color.png's labels
-        for name in output_names(path.stem, crf=crf, panel=panel, probs=probs):
+        for name in output_names(path.stem, crf=crf, panel=panel, probs=probs, confidence=confidence):
             if name in owners and owners[name] != path:
                 raise DataError(
                     f"{owners[name].name} and {path.name} would both write {out / name}; rename one of them "
@@ -151,12 +184,26 @@ def run(args: argparse.Namespace) -> int:
     paths = expand_inputs(args.inputs)
     out = Path(args.out)
     crf_asked = bool(args.crf or args.crf_params)
-    check_outputs(out, paths, args.checkpoint, crf=crf_asked, force=args.force, panel=args.panel, probs=args.save_probs)
+    check_outputs(
+        out,
+        paths,
+        args.checkpoint,
+        crf=crf_asked,
+        force=args.force,
+        panel=args.panel,
+        probs=args.save_probs,
+        confidence=args.confidence is not None,
+    )
     check_images(paths, max_pixels=max_pixels(args))  # every input, before the first output
     opened, settings = open_model(args)  # refuses a CRF on a labels-only model
     if args.save_probs and opened.outputs == "labels":
         raise ConfigError(
             f"--save-probs: {args.checkpoint} outputs labels (exported with --argmax), not class probabilities; "
+            "use a model that outputs logits"
+        )
+    if args.confidence is not None and opened.outputs == "labels":
+        raise ConfigError(
+            f"--confidence: {args.checkpoint} outputs labels (exported with --argmax), not class probabilities; "
             "use a model that outputs logits"
         )
     predictor = build_predictor(opened, args, crf=None)  # the CRF runs separately: both overlays are written
@@ -169,6 +216,7 @@ def run(args: argparse.Namespace) -> int:
         alpha=args.alpha,
         panel=args.panel,
         save_probs=args.save_probs,
+        confidence=args.confidence,
         max_pixels=max_pixels(args),
         batch_size=args.batch_size,
         workers=args.workers,

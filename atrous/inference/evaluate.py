@@ -8,7 +8,7 @@ from typing import Any
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, Subset
 
-from atrous.metrics import ConfusionMatrix
+from atrous.metrics import CalibrationBins, ConfusionMatrix
 from atrous.workers import batches, leave_stop_signals_to_the_main_process
 
 
@@ -25,9 +25,15 @@ def evaluate(
     workers: int = 0,
     max_images: int | None = None,
     progress: bool = False,
+    calibration_bins: int | None = 15,
 ) -> dict[str, Any]:
     """Metrics of ``model`` on ``dataset``: :meth:`ConfusionMatrix.compute`'s dict (mIoU,
-    per-class IoU, pixel accuracy …) plus ``images``, how many were evaluated.
+    per-class IoU, pixel accuracy …) plus ``images``, how many were evaluated, and
+    ``calibration``: :meth:`CalibrationBins.compute`'s dict (expected calibration error in
+    ``calibration_bins`` equal-width bins of the max probability, over the labelled pixels,
+    and the bins of a reliability diagram) of the probabilities the labels are the argmax of
+    (after scales, flips, class map and CRF); None when ``calibration_bins`` is None or the
+    model outputs labels (exported with argmax).
 
     ``model`` is a :class:`~atrous.inference.Predictor` (its scales, flip, sliding window,
     CRF and class map apply) or an ``nn.Module``, which is run by a ``Predictor`` with its
@@ -41,6 +47,9 @@ def evaluate(
 
     predictor = Predictor(model) if isinstance(model, nn.Module) else model
     matrix = ConfusionMatrix(dataset.num_classes, ignore_index=dataset.ignore_index)
+    calibration = None
+    if calibration_bins is not None and not getattr(predictor.model, "outputs_labels", False):
+        calibration = CalibrationBins(calibration_bins, ignore_index=dataset.ignore_index)
     if max_images is not None:
         dataset = Subset(dataset, range(min(max_images, len(dataset))))
     loader = DataLoader(
@@ -52,6 +61,8 @@ def evaluate(
     )
     shown = tqdm(batches(loader), desc="eval", unit="batch", total=len(loader), disable=not progress, file=sys.stderr)
     count = matrix.count(
-        predictor.predict, (([image for image, _ in batch], [mask for _, mask in batch]) for batch in shown)
+        predictor.predict if calibration is None else predictor.predict_proba,
+        (([image for image, _ in batch], [mask for _, mask in batch]) for batch in shown),
+        calibration=calibration,
     )
-    return {**matrix.compute(), "images": count}
+    return {**matrix.compute(), "images": count, "calibration": calibration.compute() if calibration else None}

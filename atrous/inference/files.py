@@ -7,7 +7,8 @@ over the image) and, with a CRF, ``<stem>_crf_overlay.png`` (the CRF's, to compa
 by side); with ``panel``, ``<stem>_panel.png``: input | prediction | + CRF, titled, with
 a legend of the classes found; with ``save_probs``, ``<stem>_probs.npy``: the network's
 class probabilities, float32 (K, H, W) at the image's size, as ``atrous crf --probs``
-reads them. The files of one image are written together (temp names,
+reads them; with ``confidence``, ``<stem>_confidence.png`` and ``<stem>_confidence16.png``
+(:mod:`atrous.inference.confidence_maps`). The files of one image are written together (temp names,
 then renamed): an image's outputs are all there or none is.
 """
 
@@ -28,13 +29,19 @@ from atrous.errors import DataError
 from atrous.files import write_together
 from atrous.inference.evaluate import keep_as_list
 from atrous.labels import class_labels
+from atrous.metrics import confidence as confidence_map
 from atrous.workers import batches, leave_stop_signals_to_the_main_process
 
 
-def output_names(stem: str, *, crf: bool, panel: bool = False, probs: bool = False) -> list[str]:
+def output_names(
+    stem: str, *, crf: bool, panel: bool = False, probs: bool = False, confidence: bool = False
+) -> list[str]:
     """The files written for the input ``stem`` (see the module docstring)."""
+    from atrous.inference.confidence_maps import confidence_names
+
     names = [f"{stem}.png", f"{stem}_color.png", f"{stem}_overlay.png"]
-    return names + [f"{stem}_crf_overlay.png"] * crf + [f"{stem}_panel.png"] * panel + [f"{stem}_probs.npy"] * probs
+    names += [f"{stem}_crf_overlay.png"] * crf + [f"{stem}_panel.png"] * panel + [f"{stem}_probs.npy"] * probs
+    return names + (confidence_names(stem) if confidence else [])
 
 
 def full_palette(palette: Sequence[Sequence[int]] | None, num_classes: int) -> list[tuple[int, int, int]]:
@@ -55,12 +62,15 @@ def write_outputs(
     crf_labels: np.ndarray | None = None,
     panel_names: Sequence[str] | None = None,
     probs: np.ndarray | None = None,
+    confidence: tuple[str, np.ndarray, int] | None = None,
 ) -> list[Path]:
     """Write the files of one image (see the module docstring), all or none; returns their paths.
 
     ``image`` uint8 (H, W, 3); ``labels`` / ``crf_labels`` (H, W) class indices;
     ``panel_names``: class names, to also write the titled panel with its legend;
-    ``probs``: float32 (K, H, W) probabilities, to also write them as ``.npy``.
+    ``probs``: float32 (K, H, W) probabilities, to also write them as ``.npy``;
+    ``confidence``: (kind, (H, W) values of ``atrous.confidence``, K), to also write
+    the confidence picture and its 16-bit values.
     """
     from atrous.data import colorize, overlay
     from atrous.data.palette import index_image
@@ -82,6 +92,11 @@ def write_outputs(
     writers = {out / name: _png_writer(picture) for name, picture in zip(names, pictures, strict=True)}
     if probs is not None:
         writers[out / f"{stem}_probs.npy"] = _npy_writer(probs)
+    if confidence is not None:
+        from atrous.inference.confidence_maps import confidence_writers
+
+        kind, values, num_classes = confidence
+        writers.update(confidence_writers(out, stem, values, kind, num_classes))
     return write_together(writers)
 
 
@@ -122,6 +137,7 @@ def predict_files(
     alpha: float = 0.5,
     panel: bool = False,
     save_probs: bool = False,
+    confidence: str | None = None,
     max_pixels: int | None = None,
     batch_size: int = 1,
     workers: int = 0,
@@ -134,7 +150,10 @@ def predict_files(
 
     ``crf`` (e.g. :class:`atrous.crf.DenseCRF`) refines each prediction on the
     predictor's device; both overlays are written. ``save_probs``: also write each
-    image's probabilities (before the CRF) as ``<stem>_probs.npy``. Images are decoded in ``workers``
+    image's probabilities (before the CRF) as ``<stem>_probs.npy``. ``confidence``
+    ("max" or "entropy"): also write the confidence of the probabilities the mask
+    ``<stem>.png`` is the argmax of (the CRF's when ``crf`` is given, else the
+    predictor's, after its scales and flips). Images are decoded in ``workers``
     DataLoader processes and refused above ``max_pixels`` (default
     ``atrous.data.io.DEFAULT_MAX_PIXELS``). A failed write names the
     image and how many are complete; the files of earlier images stay.
@@ -162,10 +181,15 @@ def predict_files(
         for image, (_, path), probs in zip(images, batch, predictor.predict_proba(images)):
             labels = class_labels(probs[None])[0].numpy()
             crf_labels = None
+            final = probs
             if crf is not None:
                 with torch.inference_mode():
                     refined = crf(image[None].to(device), probs[None].to(device))
                 crf_labels = class_labels(refined)[0].cpu().numpy()
+                final = refined[0].cpu()
+            certainty = None
+            if confidence is not None:
+                certainty = (confidence, confidence_map(final.float(), confidence).numpy(), probs.shape[0])
             if probs.shape[0] not in palettes:
                 palettes[probs.shape[0]] = full_palette(predictor.palette, probs.shape[0])
             palette = palettes[probs.shape[0]]
@@ -180,6 +204,7 @@ def predict_files(
                     crf_labels,
                     names,
                     probs.float().numpy() if save_probs else None,
+                    certainty,
                 )
             except DataError as error:
                 done = (
