@@ -258,6 +258,8 @@ _SIGNATURES = (
     (0, b"BM", "a BMP image"),
     (0, b"%PDF", "a PDF document"),
     (4, b"TFL3", "a TensorFlow Lite model"),
+    (4, b"ftyp", "an MP4/MOV video"),
+    (0, b"\x1aE\xdf\xa3", "a Matroska/WebM video"),
     (0, b"PK\x03\x04", "a ZIP archive (a PyTorch checkpoint or a NumPy .npz)"),
     (0, b"\x80", "a Python pickle"),
 )

@@ -14,6 +14,11 @@ max probability, ln K for entropy, also in its PNG text chunk "scale"), both of 
 probabilities the mask is the argmax of (after --scales and --flip; the CRF's with --crf).
 Each file is written to a temp name and renamed, so no file is ever half-written
 (``atrous.inference.files.predict_files`` does the work).
+
+A video file (``clip.mp4``; any FFmpeg reads) or, with ``--as-video``, a folder of ordered
+frames gives ``<stem>_overlay.mp4`` at the video's size and frame rate, ``--panel``
+``<stem>_panel.mp4``, ``--save-masks`` ``<stem>_masks/<frame>.png``; frames stream
+through the model in batches (``atrous.inference.video.predict_video``).
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ import logging
 from pathlib import Path
 
 from atrous.cli._inference import add_model_options, add_predictor_options, build_predictor, max_pixels, open_model
+from atrous.cli._video import add_video_options, refuse_video_options, run_video, wants_video
 from atrous.errors import ConfigError, DataError
 
 logger = logging.getLogger(__name__)
@@ -35,10 +41,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="segment images and write masks, colour maps and overlays",
         description=__doc__.split("\n\n", 1)[1].strip().replace("``", ""),
         epilog="Example: atrous predict --checkpoint camvid photos/ --out predictions --panel "
-        "(camvid: the best shipped street model; or your own run's best.pt)",
+        "(camvid: the best shipped street model; or your own run's best.pt); "
+        "atrous predict --checkpoint camvid dashcam.mp4 --out pred --temporal 0.5",
     )
     parser.add_argument(
-        "inputs", nargs="+", metavar="INPUT", help="image files, folders (their images) or glob patterns"
+        "inputs",
+        nargs="+",
+        metavar="INPUT",
+        help="image files, folders (their images) or glob patterns; or video files (see video below)",
     )
     add_model_options(parser)
     parser.add_argument("--out", required=True, metavar="DIR", help="output folder (created if missing)")
@@ -47,7 +57,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--panel",
         action="store_true",
-        help="also write <stem>_panel.png: input | prediction | + CRF, with a class legend",
+        help="also write <stem>_panel.png (a video: <stem>_panel.mp4): input | prediction | + CRF, with a class legend",
     )
     parser.add_argument(
         "--save-probs",
@@ -68,6 +78,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--force", action="store_true", help="overwrite existing prediction files in --out")
     parser.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
+    add_video_options(parser)
     parser.set_defaults(func=run)
 
 
@@ -181,6 +192,9 @@ def run(args: argparse.Namespace) -> int:
 
     if not 0 <= args.alpha <= 1:
         raise ConfigError(f"--alpha must be in [0, 1]; got {args.alpha}")
+    if wants_video(args):
+        return run_video(args)
+    refuse_video_options(args)
     paths = expand_inputs(args.inputs)
     out = Path(args.out)
     crf_asked = bool(args.crf or args.crf_params)
