@@ -283,7 +283,9 @@ def test_detection_errors_list_the_layouts(tmp_path: Path) -> None:
 
 
 def test_build_dataset_rejects_unknown_names_and_options(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match="unknown dataset 'kitti'; valid: ade20k, camvid, cityscapes, folder"):
+    with pytest.raises(
+        ConfigError, match="unknown dataset 'kitti'; valid: ade20k, camvid, cityscapes, coco, cvat-mask, folder"
+    ):
         build_dataset("kitti", tmp_path)
     with pytest.raises(ConfigError, match="no option\\(s\\) num_class; valid: .*num_classes"):
         build_dataset("folder", tmp_path, num_class=3)

@@ -196,7 +196,9 @@ def test_rgb_mask_needs_a_palette(tmp_path: Path) -> None:
     Image.fromarray(colours).save(tmp_path / "c.png")
     with pytest.raises(DataError, match=r"c\.png: mask is an RGB colour image.*classes file"):
         read_mask(tmp_path / "c.png", num_classes=3)
-    with pytest.raises(DataError, match=r"colours \(9, 9, 9\) are not in the class palette"):
+    with pytest.raises(
+        DataError, match=r"c\.png: colour \(9, 9, 9\) \(first at x=1, y=1\) is not a class colour of the class palette"
+    ):
         read_mask(tmp_path / "c.png", num_classes=3, palette=[(0, 0, 0), (255, 0, 0), (0, 255, 0)])
     out = read_mask(
         tmp_path / "c.png", num_classes=3, palette=[(0, 0, 0), (255, 0, 0), (0, 255, 0)], ignore_colors=[(9, 9, 9)]

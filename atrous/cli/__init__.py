@@ -35,6 +35,7 @@ __all__ = ["COMMANDS", "TRAINING_COMMANDS", "build_parser", "command_name", "mai
 COMMANDS = {
     "info": "info",
     "list": "info",
+    "data": "data",
     "train": "train",
     "eval": "eval",
     "predict": "predict",

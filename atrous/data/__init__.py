@@ -13,8 +13,12 @@ from __future__ import annotations
 from atrous.data.ade20k import ADE20K, ADE20K_CLASSES
 from atrous.data.base import DATASETS, SegmentationDataset, register_dataset
 from atrous.data.camvid import CAMVID_CLASSES, CAMVID_PALETTE, CamVid
+from atrous.data.check import check_dataset
 from atrous.data.cityscapes import CITYSCAPES_CLASSES, CITYSCAPES_PALETTE, Cityscapes
 from atrous.data.class_weights import enet_weights, median_frequency_weights, parse_class_weights
+from atrous.data.coco import CocoDataset
+from atrous.data.colors import COLOR_CONVENTIONS
+from atrous.data.cvat_mask import CvatMaskDataset
 from atrous.data.detect import build_dataset, dataset_options, detect_layout
 from atrous.data.folder import FolderDataset
 from atrous.data.io import DEFAULT_MAX_PIXELS, image_size, read_image, read_mask
@@ -30,6 +34,7 @@ __all__ = [
     "CAMVID_PALETTE",
     "CITYSCAPES_CLASSES",
     "CITYSCAPES_PALETTE",
+    "COLOR_CONVENTIONS",
     "DATASETS",
     "DEFAULT_MAX_PIXELS",
     "IMAGENET_MEAN",
@@ -40,11 +45,14 @@ __all__ = [
     "CamVid",
     "Cityscapes",
     "ClassSpec",
+    "CocoDataset",
+    "CvatMaskDataset",
     "FolderDataset",
     "SegmentationDataset",
     "ShapesDataset",
     "VOCSegmentation",
     "build_dataset",
+    "check_dataset",
     "colorize",
     "dataset_options",
     "detect_layout",

@@ -71,6 +71,12 @@ class ADE20K(SegmentationDataset):
 
     splits = tuple(_FOLDERS)
 
+    @classmethod
+    def splits_present(cls, root: Path) -> list[str]:
+        if (root / "ADEChallengeData2016").is_dir():
+            root = root / "ADEChallengeData2016"
+        return [s for s, folder in _FOLDERS.items() if (root / "images" / folder).is_dir()]
+
     def __init__(
         self,
         root: str | Path,

@@ -7,6 +7,8 @@ lazily, one item at a time, so a bad file fails with its name when it is reached
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import logging
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
@@ -70,10 +72,40 @@ def list_images(
     return files
 
 
+# While ``collect_unpaired`` is active: the list that pairing problems go to instead of raising.
+_UNPAIRED: contextvars.ContextVar[list[str] | None] = contextvars.ContextVar("atrous_unpaired", default=None)
+
+
+@contextlib.contextmanager
+def collect_unpaired() -> Iterator[list[str]]:
+    """Within the block, datasets leave out images they cannot pair (no mask, a listed
+    image missing) instead of raising, and the yielded list gets one line per such image
+    (for ``atrous data check``, which reports every problem rather than the first)."""
+    found: list[str] = []
+    token = _UNPAIRED.set(found)
+    try:
+        yield found
+    finally:
+        _UNPAIRED.reset(token)
+
+
+def leave_out(problems: Sequence[str]) -> bool:
+    """Within ``collect_unpaired``: record ``problems`` (images that cannot be paired, one
+    line each) and return True, the caller leaving those images out; else False (it raises)."""
+    found = _UNPAIRED.get()
+    if found is None:
+        return False
+    found.extend(problems)
+    return True
+
+
 def pair_masks(images: Sequence[Path], mask_for: Callable[[Path], Path]) -> list[Sample]:
-    """Pair every image with ``mask_for(image)``; error listing images whose mask is missing."""
+    """Pair every image with ``mask_for(image)``; error listing images whose mask is missing
+    (within ``collect_unpaired``: those images are left out, one line each in its list)."""
     pairs = [(image, mask_for(image)) for image in images]
     missing = [(image, mask) for image, mask in pairs if not mask.is_file()]
+    if missing and leave_out([f"{image}: no mask (expected {mask})" for image, mask in missing]):
+        return [(image, mask) for image, mask in pairs if mask.is_file()]
     if missing:
         shown = "; ".join(f"{image} (expected {mask})" for image, mask in missing[:3])
         more = f" and {len(missing) - 3} more" if len(missing) > 3 else ""
@@ -81,6 +113,36 @@ def pair_masks(images: Sequence[Path], mask_for: Callable[[Path], Path]) -> list
             f"{len(missing)} of {len(pairs)} images have no mask: {shown}{more}; add the masks or remove those images"
         )
     return pairs
+
+
+def images_by_stem(folder: Path, stems: Sequence[str], list_file: Path, *, recursive: bool = False) -> list[Path]:
+    """The images of ``folder`` named (by stem, any image suffix; ``recursive``: by path
+    under ``folder`` without suffix, e.g. ``sub/a``) in the split list ``list_file``, in
+    list order; ``DataError`` naming the listed ones that are missing (within
+    ``collect_unpaired``: left out, one line each)."""
+    found = {p.relative_to(folder).with_suffix("").as_posix(): p for p in list_images(folder, recursive=recursive)}
+    missing = [s for s in stems if s not in found]
+    if missing and not leave_out([f"{list_file}: lists {s!r}, which is not in {folder}" for s in missing]):
+        raise DataError(
+            f"{list_file}: {len(missing)} listed images are not in {folder} (e.g. {missing[:3]}); "
+            "fix the list or add the images"
+        )
+    return [found[s] for s in stems if s in found]
+
+
+def auto_split(items: Sequence[Any], split: str, val_fraction: float, root: Path) -> list[Any]:
+    """``split`` ("train" or "val") of ``items`` where a dataset has no split of its own: a
+    fixed random partition (``val_fraction`` of the items are val, seed 0, by position),
+    the same in every run."""
+    if not 0.0 < val_fraction < 1.0:
+        raise ConfigError(f"val_fraction must be in (0, 1), got {val_fraction}")
+    if len(items) < 2:
+        raise DataError(f"{root}: {len(items)} image(s) cannot be split into train and val; add images")
+    n_val = min(len(items) - 1, max(1, round(len(items) * val_fraction)))
+    order = np.random.default_rng(0).permutation(len(items))
+    chosen = sorted(order[:n_val] if split == "val" else order[n_val:])
+    logger.info("%s: no split folders or lists; using %d of %d images as %s", root, len(chosen), len(items), split)
+    return [items[i] for i in chosen]
 
 
 def read_split_file(path: Path) -> list[str]:
@@ -97,6 +159,15 @@ def read_split_file(path: Path) -> list[str]:
     if not stems:
         raise DataError(f"{path}: split list is empty; list one image name per line")
     return stems
+
+
+def check_mask_size(image: Path, image_shape: Sequence[int], mask: str, mask_shape: Sequence[int]) -> None:
+    """``DataError`` naming both when the mask's (H, W) is not the image's."""
+    if tuple(mask_shape) != tuple(image_shape):
+        raise DataError(
+            f"{image} is {image_shape[1]}x{image_shape[0]} but its mask {mask} is "
+            f"{mask_shape[1]}x{mask_shape[0]}; masks must have the image's exact size"
+        )
 
 
 LabelMapSpec = str | Path | Mapping[Any, Any]
@@ -236,6 +307,12 @@ class SegmentationDataset(Dataset):
         """Whether the folder ``root`` has this dataset's layout (for ``detect_layout``)."""
         return False
 
+    @classmethod
+    def splits_present(cls, root: Path) -> list[str]:
+        """The splits ``root`` holds, for checking them all (``atrous data check``);
+        by default every name in the class's ``splits``."""
+        return list(getattr(cls, "splits", ()))
+
     def __init__(
         self,
         samples: Sequence[Sample],
@@ -278,16 +355,26 @@ class SegmentationDataset(Dataset):
         """Class indices (H, W) int64 of one mask file, validated against ``num_classes``."""
         return read_mask(path, num_classes=self.num_classes, ignore_index=self.ignore_index, label_map=self.label_map)
 
+    def mask_of(self, index: int) -> np.ndarray:
+        """The mask (H, W) int64 of item ``index``: its mask file read by ``read_mask``
+        (a layout whose masks are not files, such as COCO's, rasterises it here)."""
+        return self.read_mask(self.samples[index][1])
+
+    def mask_source(self, index: int) -> str:
+        """Where item ``index``'s mask comes from, for messages (its file, by default)."""
+        return str(self.samples[index][1])
+
+    def layout_problems(self) -> list[str]:
+        """What construction found wrong but could read past (e.g. COCO annotations
+        without a mask), one line each; ``atrous data check`` reports them."""
+        return []
+
     def load(self, index: int) -> tuple[np.ndarray, np.ndarray]:
         """Item ``index`` as numpy arrays: image uint8 (H, W, 3), mask int64 (H, W)."""
-        image_path, mask_path = self.samples[index]
+        image_path = self.samples[index][0]
         image = read_image(image_path, max_pixels=self.max_pixels)
-        mask = self.read_mask(mask_path)
-        if mask.shape != image.shape[:2]:
-            raise DataError(
-                f"{image_path} is {image.shape[1]}x{image.shape[0]} but its mask {mask_path} is "
-                f"{mask.shape[1]}x{mask.shape[0]}; masks must have the image's exact size"
-            )
+        mask = self.mask_of(index)
+        check_mask_size(image_path, image.shape[:2], self.mask_source(index), mask.shape)
         return image, mask
 
     def check_images(self, limit: int | None = None) -> None:
@@ -297,8 +384,8 @@ class SegmentationDataset(Dataset):
 
     def masks(self) -> Iterator[np.ndarray]:
         """Every mask (H, W) int64 in order, without reading images (for class statistics)."""
-        for _, mask_path in self.samples:
-            yield self.read_mask(mask_path)
+        for index in range(len(self.samples)):
+            yield self.mask_of(index)
 
     def __getitem__(self, index: int) -> Any:
         if not -len(self) <= index < len(self):

@@ -44,6 +44,10 @@ class CamVid(SegmentationDataset):
 
     splits = ("train", "val", "test")
 
+    @classmethod
+    def splits_present(cls, root: Path) -> list[str]:
+        return [s for s in cls.splits if (root / s).is_dir() or (root / f"{s}annot").is_dir()]
+
     def __init__(
         self,
         root: str | Path,

@@ -57,6 +57,10 @@ class Cityscapes(SegmentationDataset):
 
     splits = ("train", "val", "test")
 
+    @classmethod
+    def splits_present(cls, root: Path) -> list[str]:
+        return [s for s in cls.splits if (root / "leftImg8bit" / s).is_dir() or (root / "gtFine" / s).is_dir()]
+
     def __init__(
         self,
         root: str | Path,

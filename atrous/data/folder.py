@@ -14,7 +14,11 @@ Splits, the first that applies:
    name), the same in every run.
 
 Masks are single-channel PNGs of class indices, or RGB colour PNGs when the classes
-file gives every class a colour. ``num_classes`` comes from the classes file, else from
+file gives every class a colour (``name r g b`` or ``name #rrggbb``; a colour no class
+has is one error naming it, the mask and the pixel where it is first seen). With the
+``colors`` option (``cityscapes``, ``camvid``, ``camvid32``: ``atrous.data.colors``) the
+masks are colour-coded in that published convention instead, with its class names and
+ignored colours, and no classes file. ``num_classes`` comes from the classes file, else from
 the ``num_classes`` option (``--num-classes``), else from the masks themselves: the largest
 value in any mask + 1 (the ignore index aside), logged with the values found.
 """
@@ -32,6 +36,8 @@ from atrous.data.base import (
     LabelMapSpec,
     SegmentationDataset,
     Transform,
+    auto_split,
+    images_by_stem,
     list_images,
     pair_masks,
     parse_label_map,
@@ -39,36 +45,14 @@ from atrous.data.base import (
     register_dataset,
     require_dir,
 )
-from atrous.data.io import DEFAULT_MAX_PIXELS, mask_values, read_mask
-from atrous.data.palette import ClassSpec, find_class_file, parse_class_file, voc_colormap
+from atrous.data.colors import color_convention
+from atrous.data.io import DEFAULT_MAX_PIXELS, mask_values, read_color_mask, read_mask
+from atrous.data.palette import CLASS_FILES, ClassSpec, find_class_file, parse_class_file, voc_colormap
 from atrous.errors import ConfigError, DataError, choices_message
 
 logger = logging.getLogger(__name__)
 
 _SPLIT_LISTS = ("train", "val", "test", "trainval")
-
-
-def _images_by_stem(folder: Path, stems: list[str], list_file: Path) -> list[Path]:
-    found = {p.stem: p for p in list_images(folder)}
-    missing = [s for s in stems if s not in found]
-    if missing:
-        raise DataError(
-            f"{list_file}: {len(missing)} listed images are not in {folder} (e.g. {missing[:3]}); "
-            "fix the list or add the images"
-        )
-    return [found[s] for s in stems]
-
-
-def _auto_split(images: list[Path], split: str, val_fraction: float, root: Path) -> list[Path]:
-    if not 0.0 < val_fraction < 1.0:
-        raise ConfigError(f"val_fraction must be in (0, 1), got {val_fraction}")
-    if len(images) < 2:
-        raise DataError(f"{root}: {len(images)} image(s) cannot be split into train and val; add images")
-    n_val = min(len(images) - 1, max(1, round(len(images) * val_fraction)))
-    order = np.random.default_rng(0).permutation(len(images))
-    chosen = sorted(order[:n_val] if split == "val" else order[n_val:])
-    logger.info("%s: no split folders or lists; using %d of %d images as %s", root, len(chosen), len(images), split)
-    return [images[i] for i in chosen]
 
 
 def _warn_shared_images(train: Path, val: Path) -> None:
@@ -155,6 +139,14 @@ class FolderDataset(SegmentationDataset):
     def recognises(cls, root: Path) -> bool:
         return (root / "images").is_dir() and (root / "masks").is_dir()
 
+    @classmethod
+    def splits_present(cls, root: Path) -> list[str]:
+        """Split subfolders, else split lists, else "all" (train and val: a partition of it)."""
+        images = root / "images"
+        subfolders = sorted(p.name for p in images.iterdir() if p.is_dir()) if images.is_dir() else []
+        lists = [name for name in _SPLIT_LISTS if (root / f"{name}.txt").is_file()]
+        return subfolders or lists or ["all"]
+
     def __init__(
         self,
         root: str | Path,
@@ -166,6 +158,7 @@ class FolderDataset(SegmentationDataset):
         label_map: LabelMapSpec | None = None,
         max_pixels: int = DEFAULT_MAX_PIXELS,
         val_fraction: float = 0.1,
+        colors: str | None = None,
     ) -> None:
         root = require_dir(Path(root), "dataset", "point root (--data) at the folder holding images/ and masks/")
         fix = "expected ROOT/images/<name>.png|jpg|bmp|… and ROOT/masks/<same name>.png"
@@ -177,10 +170,18 @@ class FolderDataset(SegmentationDataset):
             raise DataError(f"{root}: several images share the name(s) {twins} (e.g. a.png and a.jpg); keep one each")
         samples = pair_masks(images, lambda image: mask_dir / f"{image.stem}.png")
 
+        if colors is not None and label_map is not None:
+            raise ConfigError("label_map renames mask values; colour masks (colors=...) have none: drop one of the two")
         mapping = parse_label_map(label_map, ignore_index) if label_map is not None else None
-        spec = self._classes(root, num_classes, mask_root, ignore_index, mapping)
+        if colors is None:
+            spec = self._classes(root, num_classes, mask_root, ignore_index, mapping)
+        else:
+            spec = self._convention(root, colors, num_classes)
         self.mask_colors = spec.colors
         self.ignore_colors = spec.ignore_colors
+        self.colors = colors
+        class_file = find_class_file(root)
+        self.color_table = f"the {colors} colours" if colors else str(class_file or "the class palette")
         super().__init__(
             samples,
             split=split,
@@ -207,7 +208,7 @@ class FolderDataset(SegmentationDataset):
             stems = read_split_file(list_file)
             if split in ("train", "val") and (root / "train.txt").is_file() and (root / "val.txt").is_file():
                 _warn_shared_images(root / "train.txt", root / "val.txt")
-            return _images_by_stem(image_root, stems, list_file), mask_root
+            return images_by_stem(image_root, stems, list_file), mask_root
         if subfolders:
             raise ConfigError(choices_message(f"split of {root}", split, subfolders + lists))
         images = list_images(image_root)
@@ -216,7 +217,7 @@ class FolderDataset(SegmentationDataset):
         if lists:
             raise ConfigError(choices_message(f"split of {root}", split, lists + ["all"]))
         if split in ("train", "val"):
-            return _auto_split(images, split, val_fraction, root), mask_root
+            return auto_split(images, split, val_fraction, root), mask_root
         raise ConfigError(
             choices_message(f"split of {root} (no split folders or lists)", split, ["all", "train", "val"])
         )
@@ -240,7 +241,28 @@ class FolderDataset(SegmentationDataset):
             )
         return spec
 
+    @staticmethod
+    def _convention(root: Path, colors: str, num_classes: int | None) -> ClassSpec:
+        spec = color_convention(colors)
+        class_file = find_class_file(root)
+        if class_file is not None:
+            raise ConfigError(
+                f"{class_file} and colors={colors!r} both name the classes; keep one (remove the option or the file)"
+            )
+        if num_classes is not None and num_classes != len(spec.names):
+            raise ConfigError(f"num_classes={num_classes} but the {colors} colours have {len(spec.names)} classes")
+        return spec
+
     def read_mask(self, path: Path) -> np.ndarray:
+        if self.colors is not None:  # every mask is colour-coded, whatever mode its PNG has
+            return read_color_mask(
+                path,
+                self.mask_colors or [],
+                ignore_index=self.ignore_index,
+                ignore_colors=self.ignore_colors,
+                table=self.color_table,
+                fix=f"repaint those pixels, or name the colours the masks use (colors=, or {CLASS_FILES[0]})",
+            )
         mask = read_mask(
             path,
             num_classes=_ANY_VALUE,  # checked below, with a message that names the options
@@ -248,6 +270,7 @@ class FolderDataset(SegmentationDataset):
             label_map=self.label_map,
             palette=self.mask_colors,
             ignore_colors=self.ignore_colors,
+            table=self.color_table,
         )
         bad = ((mask < 0) | (mask >= self.num_classes)) & (mask != self.ignore_index)
         if bad.any():

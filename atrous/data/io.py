@@ -350,13 +350,15 @@ def read_mask(
     label_map: LabelMap = None,
     palette: Palette | None = None,
     ignore_colors: Sequence[Sequence[int]] = (),
+    table: str = "the class palette",
 ) -> np.ndarray:
     """Read a label mask as int64 class indices of shape (H, W).
 
     Accepts single-channel index PNGs ("L", "P" — the palette index is the label —, "1",
     16-bit integer). ``label_map`` (dict raw → class, or a (256,) lookup array) renames
     raw values, e.g. Cityscapes labelIds → trainIds. RGB colour masks are accepted only
-    with ``palette`` (colour ``palette[i]`` → class ``i``). Lossy formats (JPEG) are
+    with ``palette`` (colour ``palette[i]`` → class ``i``; ``table``: where the colours
+    come from, for the message about a colour not among them). Lossy formats (JPEG) are
     refused because compression changes label values at edges.
     Raises ``DataError`` naming the file, the offending values and the fix.
     """
@@ -372,7 +374,7 @@ def read_mask(
                 )
             rgb = np.asarray(image.convert("RGB"))
             return colors_to_indices(
-                rgb, palette, ignore_index=ignore_index, ignore_colors=ignore_colors, source=str(path)
+                rgb, palette, ignore_index=ignore_index, ignore_colors=ignore_colors, source=str(path), table=table
             )
         raw = _index_array(image, path)
     return _map_and_check(raw, path, num_classes, ignore_index, _lookup_table(label_map))

@@ -91,6 +91,12 @@ class VOCSegmentation(SegmentationDataset):
 
     splits = ("train", "val", "trainval", "train_aug")
 
+    @classmethod
+    def splits_present(cls, root: Path) -> list[str]:
+        voc = find_voc2012(root)
+        lists = voc / "ImageSets" / "Segmentation" if voc is not None else None
+        return [s for s in cls.splits[:3] if lists is not None and (lists / f"{s}.txt").is_file()]
+
     def __init__(
         self,
         root: str | Path,
