@@ -71,7 +71,7 @@ def test_a_broken_folder_gets_one_line_per_problem_and_status_1(tmp_path: Path, 
     text = "\n".join(lines)
     assert lines[0] == f"{root}: folder layout (images/ + masks/)"
     assert "split train: 6 images paired with masks; sizes 20x16 (5)" in text  # the corrupt one has no size
-    assert "split val: 1 images paired with masks; sizes 20x16 (1)" in text
+    assert "split val: 1 image paired with masks; sizes 20x16 (1)" in text
     problems = [line.strip() for line in lines[lines.index("problems: 7") + 1 :]]
     expected = [
         f"{root / 'images' / 'nomask.png'}: no mask (expected {root / 'masks' / 'nomask.png'})",
@@ -97,7 +97,7 @@ def test_each_labelling_tool_layout(tmp_path: Path, capsys: pytest.CaptureFixtur
     assert code == 1  # every image has a box without a mask
     assert lines[0].startswith(f"{tmp_path / 'cvat_coco'}: coco layout")
     assert "split train: 3 images paired with masks; sizes 32x32 (3)" in lines
-    assert "split val: 1 images paired with masks; sizes 32x32 (1)" in lines
+    assert "split val: 1 image paired with masks; sizes 32x32 (1)" in lines
     assert "classes: 4" in lines and "ignore value: 255" in lines
     assert _row(lines, "person") == ["3", "person", "252", "9.4%", "3", "84", "9.4%", "1"]
     ignored = next(line for line in lines if "ignore (255)" in line).split()

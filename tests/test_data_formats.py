@@ -267,3 +267,14 @@ def test_train_a_few_iterations_then_evaluate(layout: str, tmp_path: Path, capsy
     assert main(["eval", "--checkpoint", str(out / "last.pt"), "--data", str(root), "--device", "cpu"]) == 0
     printed = capsys.readouterr().out
     assert "mIoU" in printed and all(name in printed for name in names)
+
+
+def test_training_refuses_splits_whose_classes_differ(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    cvat_coco(tmp_path / "data")
+    val = tmp_path / "data" / "annotations" / "instances_val.json"
+    data = json.loads(val.read_text())
+    data["categories"][1]["name"], data["categories"][2]["name"] = "person", "car"  # same count, other order
+    val.write_text(json.dumps(data))
+    argv = ["train", "--data", str(tmp_path / "data"), "--model", TINY_MODEL, "--out", str(tmp_path / "run")]
+    assert main([*argv, "--workers", "0", "--no-progress"]) == 2
+    assert "class 2 is 'car' in the train split but 'person' in val" in capsys.readouterr().err

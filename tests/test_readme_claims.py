@@ -6,6 +6,7 @@ and no path that exists only in a development setup appears."""
 
 from __future__ import annotations
 
+import argparse
 import re
 import shlex
 from pathlib import Path
@@ -77,6 +78,12 @@ def test_every_option_in_a_readme_command_line_exists() -> None:
         if parser is None:
             wrong.append(" ".join(command[:2]))
             continue
+        actions = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+        if actions:  # a command of actions (`atrous data check`): the action's parser takes the options
+            parser = actions[0].choices.get(command[2]) if len(command) > 2 else None
+            if parser is None:
+                wrong.append(" ".join(command[:3]))
+                continue
         for token in command[2:]:
             option = token.split("=")[0]
             if option.startswith("--"):

@@ -237,7 +237,7 @@ def _split_summary(split: SplitReport) -> str:
     else:
         pixels = sorted(split.sizes, key=lambda size: size[0] * size[1])
         sizes = f"{len(split.sizes)} distinct, {pixels[0][0]}x{pixels[0][1]} to {pixels[-1][0]}x{pixels[-1][1]}"
-    return f"{split.items} images paired with masks; sizes {sizes}"
+    return f"{split.items} image{'' if split.items == 1 else 's'} paired with masks; sizes {sizes}"
 
 
 def _histogram(splits: Sequence[SplitReport]) -> list[str]:
@@ -259,7 +259,7 @@ def _histogram(splits: Sequence[SplitReport]) -> list[str]:
     row = f"  {'':>3}  {f'ignore ({splits[0].ignore_index})':<{width}}"
     for split in splits:
         row += f"{split.ignore_pixels:>16,} {'':>6} {'':>7}"
-    out.append(row)
+    out.append(row.rstrip())
     return out
 
 

@@ -284,7 +284,7 @@ def colors_to_indices(
     ignore_colors: Sequence[Sequence[int]] = (),
     source: str = "mask",
     table: str = "the class palette",
-    fix: str = "add them to the classes file (name r g b) or repaint those pixels",
+    fix: str = "add each to the classes file (name r g b) or repaint those pixels",
 ) -> np.ndarray:
     """Map an RGB colour mask (H, W, 3) uint8 to class indices (H, W) int64.
 
@@ -321,7 +321,7 @@ def read_color_mask(
     ignore_index: int = 255,
     ignore_colors: Sequence[Sequence[int]] = (),
     table: str = "the class palette",
-    fix: str = "add them to the classes file (name r g b) or repaint those pixels",
+    fix: str = "add each to the classes file (name r g b) or repaint those pixels",
 ) -> np.ndarray:
     """Read a colour-coded mask as class indices (H, W) int64: each pixel's colour looked
     up in ``palette`` (and ``ignore_colors``), whatever the PNG stores (RGB, an opaque

@@ -66,6 +66,12 @@ def build_datasets(config: TrainConfig, pretrained: dict[str, Any] | None = None
             f"the {config.val_split} split has {val_set.num_classes} classes but {config.train_split} has "
             f"{train_set.num_classes}; both splits must share one class list"
         )
+    if list(val_set.class_names) != list(train_set.class_names):  # e.g. two COCO files with other categories
+        differ = next(i for i, (a, b) in enumerate(zip(train_set.class_names, val_set.class_names)) if a != b)
+        raise DataError(
+            f"class {differ} is {train_set.class_names[differ]!r} in the {config.train_split} split but "
+            f"{val_set.class_names[differ]!r} in {config.val_split}; both splits must share one class list"
+        )
     for dataset in (train_set, val_set):
         dataset.check_images()  # every image's header, before the first step
     return train_set, val_set, (mean, std)
