@@ -128,6 +128,7 @@ def with_colour_bar(
 
 _ACCURACY = (31, 119, 180)
 _GAP_FILL = (214, 39, 40, 110)
+_DIAGONAL = (255, 127, 14)
 _PLOT = 400  # side of the reliability plot in pixels
 _HISTOGRAM = 90  # height of the pixels-per-bin panel
 
@@ -181,8 +182,8 @@ def reliability_diagram(calibration: dict, title: str = "") -> np.ndarray:
             )
     canvas = Image.alpha_composite(canvas, gaps)
     draw = ImageDraw.Draw(canvas)
-    for step in range(0, _PLOT, 8):  # the diagonal, dashed
-        draw.line((left + step, bottom - step, left + step + 4, bottom - step - 4), fill=(90, 90, 90), width=1)
+    for step in range(0, _PLOT, 10):  # the diagonal, dashed, in a colour that shows on bars, gaps and white
+        draw.line((left + step, bottom - step, left + step + 5, bottom - step - 5), fill=_DIAGONAL, width=2)
     draw.rectangle((left, top, right, bottom), outline=(0, 0, 0))
     draw.text((left + (_PLOT - 170) // 2, bottom + 24), "confidence (max probability)", fill=(20, 20, 20), font=font)
     _vertical_text(canvas, "accuracy", (6, (top + bottom) // 2), font)
@@ -191,7 +192,8 @@ def reliability_diagram(calibration: dict, title: str = "") -> np.ndarray:
         draw.rectangle((left + 8, legend_y + 2, left + 20, legend_y + 12), fill=colour, outline=(60, 60, 60))
         draw.text((left + 26, legend_y), name, fill=(20, 20, 20), font=font)
         legend_y += 16
-    draw.text((left + 26, legend_y), "dashed: perfect calibration", fill=(20, 20, 20), font=font)
+    draw.line((left + 8, legend_y + 11, left + 20, legend_y + 3), fill=_DIAGONAL, width=2)
+    draw.text((left + 26, legend_y), "perfect calibration", fill=(20, 20, 20), font=font)
 
     total = max(sum(row["pixels"] for row in bins), 1)
     shares = [row["pixels"] / total for row in bins]
