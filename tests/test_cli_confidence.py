@@ -167,3 +167,14 @@ def test_eval_of_a_labels_only_model_has_no_calibration(
     assert "n/a  (the model outputs labels" in capsys.readouterr().out
     assert json.loads((out / "eval.json").read_text())["ece"] is None
     assert not (out / "reliability.png").exists()
+
+
+def test_confidence_on_a_video_is_refused_not_ignored(
+    checkpoint: Path, images: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    pytest.importorskip("av")
+    out = tmp_path / "pred"
+    assert predict(checkpoint, images, out, "--as-video", "--confidence") == 2
+    err = capsys.readouterr().err.strip()
+    assert "--confidence is for still images" in err and len(err.splitlines()) == 1
+    assert not out.exists()

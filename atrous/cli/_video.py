@@ -127,6 +127,8 @@ def run_video(args: argparse.Namespace) -> int:
     require_av()
     if args.save_probs:
         raise ConfigError("--save-probs is for still images; for videos use --save-masks (one mask per frame)")
+    if args.confidence is not None:
+        raise ConfigError("--confidence is for still images; predict the frames as images to get their confidence")
     if args.temporal is not None:
         TemporalSmoothing(args.temporal)  # checks ALPHA before any work
     if args.fps is not None and not args.as_video:
