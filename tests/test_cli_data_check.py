@@ -162,3 +162,30 @@ def test_camvid_val(capsys: pytest.CaptureFixture) -> None:
     assert road[:2] == ["3", "Road"] and road[4] == "101"
     labelled = sum(int(_row(lines, name)[2]) for name in ("Sky", "Building", "Pole", "Road", "Pavement", "Tree"))
     assert 0 < labelled < 101 * 480 * 360
+
+
+def test_a_broken_coco_export_is_read_past_and_every_problem_named(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    import json
+
+    label_studio_coco(tmp_path)
+    result = tmp_path / "result.json"
+    data = json.loads(result.read_text())
+    data["annotations"][1]["segmentation"] = {"size": [32, 32], "counts": [0, 2000]}
+    data["annotations"][2]["category_id"] = 9
+    result.write_text(json.dumps(data))
+    (tmp_path / "images" / "3f9a2c-frame2.png").unlink()
+    (tmp_path / "images" / "extra.png").write_bytes((tmp_path / "images" / "3f9a3c-frame3.png").read_bytes())
+    code, lines = _check(capsys, str(tmp_path))
+    assert code == 1 and "split all: 4 images paired with masks; sizes 32x32 (4)" in lines
+    problems = [line.strip() for line in lines[lines.index("problems: 5") + 1 :]]
+    assert problems == [
+        f"{result}: image '/data/upload/1/3f9a2c-frame2.png' (id 2) is not in {tmp_path / 'images'} nor {tmp_path}",
+        f"{result}: annotation 1 (image /data/upload/1/3f9a0c-frame0.png): its RLE runs cover 2000 pixels, not the "
+        "image's 1024",
+        f"{result}: annotation 2 (image images/3f9a1c-frame1.png) has category_id 9, which 'categories' does not list",
+        f"{result}: 1 of 5 images have nothing to paint and are left out (unannotated='background' keeps them as "
+        "background), e.g. images/3f9a5c-frame5.png",
+        f"{tmp_path / 'images' / 'extra.png'}: an image result.json does not list (it has no annotations)",
+    ]

@@ -208,10 +208,11 @@ class CocoDataset(SegmentationDataset):
                 raise DataError(f"{self.json_path}: image id {image_id!r} appears twice; ids must be unique")
             path = _find_image(name, bases)
             if path is None:
-                problem = f"{self.json_path}: image {name!r} (id {image_id}) is not in {root / 'images'} nor {root}"
-                if leave_out([problem]):
-                    continue
-                raise DataError(f"{problem}; copy the exported images there, or remove the image from the JSON")
+                _skip_or_raise(
+                    f"{self.json_path}: image {name!r} (id {image_id}) is not in {root / 'images'} nor {root}",
+                    "; copy the exported images there, or remove the image from the JSON",
+                )
+                continue
             height, width = _declared_size(entry, path, self.json_path, max_pixels)
             images[image_id] = _Image(path, image_id, name, height, width)
         return images
@@ -228,20 +229,21 @@ class CocoDataset(SegmentationDataset):
             where = f"{self.json_path}: annotation {annotation.get('id', f'[{number}]')}"
             image_id = annotation.get("image_id")
             if image_id not in ids:
-                raise DataError(f"{where} refers to image id {image_id!r}, which 'images' does not list")
+                _skip_or_raise(f"{where} refers to image id {image_id!r}, which 'images' does not list")
+                continue
             if image_id not in images:
                 continue  # its image file is missing (already reported)
             image = images[image_id]
             where = f"{where} (image {image.file_name})"
             category = annotation.get("category_id")
             if category not in class_of:
-                raise DataError(f"{where} has category_id {category!r}, which 'categories' does not list")
+                _skip_or_raise(f"{where} has category_id {category!r}, which 'categories' does not list")
+                continue
             try:
                 segmentation = _checked_segmentation(annotation.get("segmentation"), image.height, image.width)
             except ValueError as error:
-                if leave_out([f"{where}: {error}"]):
-                    continue
-                raise DataError(f"{where}: {error}; fix or delete it in the labelling tool and export again") from None
+                _skip_or_raise(f"{where}: {error}", "; fix or delete it in the labelling tool and export again")
+                continue
             if segmentation is None:
                 unpainted.append(where)
                 continue
@@ -281,6 +283,13 @@ class CocoDataset(SegmentationDataset):
             for i in sorted(range(len(rles)), key=lambda i: -int(areas[i])):  # stable: ties keep file order
                 out[mask_api.decode(rles[i]).astype(bool)] = image.shapes[i][1]
         return out
+
+
+def _skip_or_raise(problem: str, fix: str = "") -> None:
+    """Within ``collect_unpaired`` (``atrous data check``): record ``problem``, the caller
+    skipping what it names; else ``DataError`` of ``problem`` and ``fix``."""
+    if not leave_out([problem]):
+        raise DataError(problem + fix)
 
 
 def _load_json(path: Path) -> dict[str, Any]:
