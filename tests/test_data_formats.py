@@ -160,6 +160,10 @@ def test_a_missing_image_and_missing_pycocotools_are_one_line_each(
 
 def test_cvat_segmentation_mask_export_gives_the_expected_masks(tmp_path: Path) -> None:
     expected = cvat_mask_export(tmp_path)
+    stored = tmp_path / "SegmentationClass" / "frame_000002.png"
+    Image.open(stored).quantize(colors=len(CVAT_LABELS)).save(stored)  # a palette PNG: read by its colours too
+    assert Image.open(stored).mode == "P"
+    assert (np.array(Image.open(stored)) != expected["train"]["frame_000002"]).any()  # its indices are not the classes
     assert detect_layout(tmp_path) == "cvat-mask"  # before voc, whose folders it shares
     for split in ("train", "val"):
         dataset = build_dataset(None, tmp_path, split)
