@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from atrous.labels import class_labels
+from atrous.labels import class_labels, upsampled_labels
 
 
 @pytest.mark.parametrize("channels_last", [False, True])
@@ -87,3 +87,50 @@ def test_equals_the_plain_definition_on_random_scores_with_ties(seed: int) -> No
         got = class_labels(scores.contiguous(memory_format=layout))
         assert torch.equal(got, expected), layout
     assert torch.equal(scores.argmax(1), expected)
+
+
+def _blobs(n: int, k: int, h: int, w: int, cell: int, seed: int) -> torch.Tensor:
+    """(n, k, h, w) scores whose argmax forms regions about ``cell`` pixels wide."""
+    generator = torch.Generator().manual_seed(seed)
+    coarse = torch.randn(n, k, max(h // cell, 1), max(w // cell, 1), generator=generator)
+    return torch.nn.functional.interpolate(coarse, size=(h, w), mode="bicubic", align_corners=False)
+
+
+@pytest.mark.parametrize("align_corners", [False, True])
+@pytest.mark.parametrize(
+    ("low", "size", "cell"),
+    [
+        ((2, 11, 45, 60), (360, 480), 8),  # CamVid at output stride 8, two images
+        ((1, 19, 33, 65), (513, 1025), 6),  # odd sizes, not a whole factor
+        ((1, 21, 16, 16), (512, 512), 4),
+        ((1, 5, 7, 9), (31, 50), 2),
+        ((1, 19, 40, 40), (320, 320), 1),  # fragmented: the full-resize fallback
+        ((1, 3, 10, 10), (10, 10), 3),  # same size
+        ((1, 4, 20, 30), (10, 15), 3),  # downsampling
+    ],
+)
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_upsampled_labels_equal_the_labels_of_the_full_resize(
+    align_corners: bool, low: tuple[int, ...], size: tuple[int, int], cell: int, channels_last: bool
+) -> None:
+    scores = _blobs(*low, cell=cell, seed=sum(low))
+    if channels_last:
+        scores = scores.contiguous(memory_format=torch.channels_last)
+    full = class_labels(torch.nn.functional.interpolate(scores, size=size, mode="bilinear", align_corners=align_corners))
+    got = upsampled_labels(scores, size, align_corners=align_corners)
+    assert got.dtype == torch.int64 and got.shape == full.shape
+    assert torch.equal(got, full)
+
+
+def test_upsampled_labels_interpolate_between_classes_where_no_corner_wins() -> None:
+    # Two source pixels, classes 0 and 1, each with class 2 a close second: halfway
+    # between them class 2 wins, which no corner's label would give.
+    scores = torch.tensor([[[[4.0, 0.0]], [[0.0, 4.0]], [[3.0, 3.0]]]])
+    got = upsampled_labels(scores, (1, 8))
+    full = class_labels(torch.nn.functional.interpolate(scores, size=(1, 8), mode="bilinear", align_corners=False))
+    assert torch.equal(got, full) and 2 in got
+
+
+def test_upsampled_labels_refuse_labels() -> None:
+    with pytest.raises(ValueError, match="float"):
+        upsampled_labels(torch.zeros(1, 3, 4, 4, dtype=torch.long), (8, 8))
