@@ -109,7 +109,7 @@ class _Image:
     file_name: str
     height: int
     width: int
-    shapes: list[tuple[Any, int, Any]] = field(default_factory=list)  # (segmentation, class value, annotation id)
+    shapes: list[tuple[Any, int]] = field(default_factory=list)  # (checked segmentation, class value to paint)
 
 
 @register_dataset("coco", detect_order=60)
@@ -201,8 +201,10 @@ class CocoDataset(SegmentationDataset):
         bases = [root / "images" / subset, root / "images", root / subset, root]
         images: dict[Any, _Image] = {}
         for number, entry in enumerate(entries):
-            if not isinstance(entry, dict) or "id" not in entry or not isinstance(entry.get("file_name"), str):
-                raise DataError(f"{self.json_path}: images[{number}] has no id or file_name")
+            if not isinstance(entry, dict) or not isinstance(entry.get("id"), int | str):
+                raise DataError(f"{self.json_path}: images[{number}] has no id (a whole number)")
+            if not isinstance(entry.get("file_name"), str):
+                raise DataError(f"{self.json_path}: images[{number}] has no file_name")
             image_id, name = entry["id"], entry["file_name"]
             if image_id in images:
                 raise DataError(f"{self.json_path}: image id {image_id!r} appears twice; ids must be unique")
@@ -249,7 +251,7 @@ class CocoDataset(SegmentationDataset):
                 continue
             crowd = bool(annotation.get("iscrowd", 0))
             value = ignore_index if crowd and self.crowd == "ignore" else class_of[category]
-            image.shapes.append((segmentation, value, annotation.get("id")))
+            image.shapes.append((segmentation, value))
         if unpainted:
             self._problems.append(
                 f"{len(unpainted)} annotation(s) have no mask (a box only, or a polygon of fewer than 3 points) "
@@ -272,7 +274,7 @@ class CocoDataset(SegmentationDataset):
         mask_api = _mask_api()
         image = self._items[index]
         height, width = image.height, image.width
-        rles = [_to_rle(mask_api, segmentation, height, width) for segmentation, _, _ in image.shapes]
+        rles = [_to_rle(mask_api, segmentation, height, width) for segmentation, _ in image.shapes]
         out = np.zeros((height, width), dtype=np.int64)
         if not rles:
             return out
@@ -328,6 +330,8 @@ def _unlisted_images(root: Path, subset: str, listed: set[Path]) -> list[Path]:
     """Image files in the subset's image folder (``images/<subset>/``, else ``images/``) that the JSON does not list."""
     folder = root / "images" / subset
     folder = folder if folder.is_dir() else root / "images"
+    if not folder.is_dir():
+        return []
     suffixes = set(image_suffixes())
     return sorted(p for p in folder.iterdir() if p.suffix.lower() in suffixes and p.is_file() and p not in listed)
 
