@@ -305,14 +305,21 @@ def _reason(error: Exception) -> str:
 
 @contextlib.contextmanager
 def _stop_signals_held() -> Iterator[None]:
-    """SIGINT and SIGTERM held back for the block (delivered after it), on the main thread
-    where the platform can; elsewhere a no-op."""
-    if not hasattr(signal, "pthread_sigmask") or threading.current_thread() is not threading.main_thread():
+    """SIGINT and SIGTERM held back for the block and delivered after it, on the main thread
+    (where Python runs signal handlers); elsewhere a no-op. Blocking them with a signal mask
+    would not do: the kernel hands a process's signal to any thread that does not block it
+    (FFmpeg's, OpenMP's), and Python then raises in the main thread all the same."""
+    if threading.current_thread() is not threading.main_thread():
         yield
         return
-    stops = {signal.SIGINT, signal.SIGTERM}
-    previous = signal.pthread_sigmask(signal.SIG_BLOCK, stops)
+    caught: list[int] = []
+    previous: dict[int, Any] = {}
     try:
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            previous[signum] = signal.signal(signum, lambda signum, frame: caught.append(signum))
         yield
     finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+        if caught:
+            signal.raise_signal(caught[0])  # now, to the handler restored
