@@ -19,10 +19,13 @@ from atrous.labels import class_labels
 from atrous.nn.atrous_conv import AtrousConv2d
 from atrous.nn.fake_quant import has_activation_quant
 from atrous.transforms.bf16_row_taps import RowTapConv2d
+from atrous.transforms.fuse_pointwise import FusedConv2d, FusedInvertedResidual, fusable
 from atrous.transforms.registry import apply_transforms, get_transform, list_transforms
 
 # Every registered transform has its equivalence test below; a new one fails here until it has one.
-EQUIVALENCE_TESTED = {"bf16", "bf16_row_taps", "channels_last", "drop_activation_grids", "fold_bn", "skip_dead_taps"}
+EQUIVALENCE_TESTED = {
+    "bf16", "bf16_row_taps", "channels_last", "drop_activation_grids", "fold_bn", "fuse_pointwise", "skip_dead_taps",
+}  # fmt: skip
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -134,6 +137,68 @@ def test_drop_activation_grids_gives_the_model_without_them() -> None:
         torch.testing.assert_close(unchanged(x), without(x), rtol=0, atol=0)
 
 
+@pytest.mark.skipif(not fusable(), reason="this PyTorch build has no oneDNN fused convolution")
+@pytest.mark.parametrize(
+    "name",
+    [
+        "lraspp_mobilenet_v3_large",  # h-swish, ReLU, SE (h-sigmoid), residuals in the v3 layout
+        "deeplabv3plus_mobilenet_v2",  # ReLU6, residuals in the flat v2 layout, separable decoder
+        "deeplabv3plus_mobilenet_edgetpu",  # fused (k×k expansion) blocks
+        "deeplabv3_resnet50",  # bottlenecks: convs fused, the block's own sum left alone
+        "deeplabv3plus_xception65",
+    ],
+)
+def test_fuse_pointwise_equals_the_folded_model_and_fuses_activations_and_residuals(name: str) -> None:
+    model = small_model(name, num_classes=5)
+    x = torch.randn(2, 3, 67, 91).contiguous(memory_format=torch.channels_last)
+    folded, _ = apply_transforms(copy.deepcopy(model).eval(), ["fold_bn", "channels_last"], example=x[:1])
+    fused, applied = apply_transforms(copy.deepcopy(folded), ["fuse_pointwise"])
+    assert applied == ("fuse_pointwise",)
+    with torch.no_grad():
+        reference, got = folded(x), fused(x)
+    torch.testing.assert_close(got, reference, rtol=1e-4, atol=1e-4 * reference.abs().max().item())
+    assert _agreement(got, reference) == 1.0
+    convs = [m for m in fused.modules() if isinstance(m, FusedConv2d)]
+    assert convs and not any(type(m) is nn.Conv2d for m in fused.modules())
+    if "mobilenet" in name:
+        assert {c.post_op for c in convs} >= {"none", "relu" if "v3" in name or "edgetpu" in name else "hardtanh"}
+        assert any(isinstance(m, FusedInvertedResidual) for m in fused.modules())
+    if "v3_large" in name:
+        assert "hardswish" in {c.post_op for c in convs}
+    copy.deepcopy(fused)  # plain tensors: a fused model copies like any other
+
+
+@pytest.mark.skipif(not fusable(), reason="this PyTorch build has no oneDNN fused convolution")
+def test_fuse_pointwise_leaves_unfolded_and_other_dtype_layers() -> None:
+    model = small_model("deeplabv3_mobilenet_v2", num_classes=3).eval()
+    fused, _ = apply_transforms(copy.deepcopy(model), ["fuse_pointwise"])  # BNs not folded
+    assert any(isinstance(m, nn.BatchNorm2d) for m in fused.modules())
+    assert not any(isinstance(m, FusedInvertedResidual) for m in fused.modules())  # projection is conv → BN
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(fused(x), model(x), rtol=1e-4, atol=1e-4)
+    half, _ = apply_transforms(copy.deepcopy(model).to(torch.bfloat16), ["fuse_pointwise"])
+    assert not any(isinstance(m, FusedConv2d) for m in half.modules())
+
+
+def test_predictor_labels_from_the_head_equal_the_full_models_labels() -> None:
+    model = small_model("deeplabv3plus_mobilenet_v2", num_classes=4).eval()
+    images = torch.randint(0, 256, (2, 3, 96, 130), dtype=torch.uint8)
+    predictor = Predictor(model, batch_size=2)
+    with torch.no_grad():
+        plain = class_labels(model(predictor.normalize(images)))
+    assert torch.equal(predictor.predict(images), plain)
+    full_calls = []  # the whole model (with its full-resolution upsampling) is not called
+    hook = predictor.model.register_forward_hook(lambda *_: full_calls.append(1))
+    predictor.predict(images)
+    hook.remove()
+    assert full_calls == []
+    windows = Predictor(model, crop_size=64)  # sliding windows run the whole model
+    windows.model.register_forward_hook(lambda *_: full_calls.append(1))
+    windows.predict(images[:1])
+    assert full_calls
+
+
 def test_apply_checks_every_name_first_and_refuses_inference_only_ones_in_training() -> None:
     model = small_model()
     with pytest.raises(ConfigError, match="unknown transform 'fold'; valid: .*fold_bn"):
@@ -146,7 +211,8 @@ def test_apply_checks_every_name_first_and_refuses_inference_only_ones_in_traini
 def test_predictor_reports_the_transforms_it_applied() -> None:
     model = small_model("deeplabv3_mobilenet_v2", num_classes=3)
     cpu = torch.device("cpu")
-    assert Predictor(model).transforms == ("skip_dead_taps", "fold_bn", "channels_last")
+    fused = ("fuse_pointwise",) if fusable() else ()
+    assert Predictor(model).transforms == ("skip_dead_taps", "fold_bn", "channels_last", *fused)
     assert Predictor(model, fast=False).transforms == ()
     bf16 = Predictor(model, precision="bf16").transforms
     assert bf16 == default_transforms(model, device=cpu, dtype=torch.bfloat16, fast=True) and bf16[-1] == "bf16"

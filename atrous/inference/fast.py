@@ -11,6 +11,7 @@ from torch import nn
 
 from atrous.nn.fake_quant import has_activation_quant
 from atrous.transforms.bf16_row_taps import pays_off
+from atrous.transforms.fuse_pointwise import fusable
 from atrous.transforms.registry import apply_transforms
 
 __all__ = ["default_transforms", "prepare_for_inference"]
@@ -19,9 +20,9 @@ __all__ = ["default_transforms", "prepare_for_inference"]
 def default_transforms(model: nn.Module, *, device: torch.device, dtype: torch.dtype, fast: bool) -> tuple[str, ...]:
     """The transforms the ``Predictor`` applies to ``model`` on ``device`` in ``dtype``.
 
-    ``fast``: dead taps skipped, BN folded and (CPU, CUDA) channels_last, each exact up
-    to float rounding. A model that rounds its activations to uint8 grids
-    (``activation_quant``, an imported quantisation-aware graph) keeps its BNs and NCHW:
+    ``fast``: dead taps skipped, BN folded, (CPU, CUDA) channels_last and (CPU, float32)
+    convolutions fused with their activations, each exact up to float rounding. A model
+    that rounds its activations to uint8 grids (``activation_quant``, an imported quantisation-aware graph) keeps its BNs and NCHW:
     folding and channels_last change float results by an ulp, and a rounding that tips
     over turns that into whole grid steps downstream (2 % of labels on street frames),
     away from the graph it reproduces. bfloat16 adds ``bf16`` (and ``bf16_row_taps``
@@ -34,6 +35,8 @@ def default_transforms(model: nn.Module, *, device: torch.device, dtype: torch.d
             names.append("fold_bn")
             if device.type in ("cpu", "cuda"):
                 names.append("channels_last")
+            if device.type == "cpu" and dtype == torch.float32 and fusable():
+                names.append("fuse_pointwise")
     if dtype == torch.bfloat16:
         if pays_off(device):
             names.append("bf16_row_taps")

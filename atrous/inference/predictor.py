@@ -20,12 +20,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from atrous.class_map import ResolvedClassMap
-from atrous.deeplab import min_input_size
+from atrous.deeplab import DeepLab, min_input_size
 from atrous.devices import cpu_has_bf16, resolve_device
 from atrous.errors import ConfigError, InputError
 from atrous.inference.fast import default_transforms, prepare_for_inference
 from atrous.inference.windows import multi_scale_probabilities, sliding_window
-from atrous.labels import class_labels
+from atrous.labels import class_labels, upsampled_labels
 from atrous.limits import check_view_pixels
 from atrous.nn import check_scales, resize
 from atrous.nn.fake_quant import has_activation_quant
@@ -112,7 +112,7 @@ class Predictor:
         transforms: Sequence[str] | None = None,
         max_pixels: int | None = None,
     ) -> None:
-        self.device = resolve_device(device) if isinstance(device, str) else torch.device(device)
+        self.device = resolve_device(device)
         self.max_pixels = _check_max_pixels(max_pixels)
         self.dtype = _precision_dtype(precision, model, self.device, transforms)
         self.scales = check_scales(scales)
@@ -133,7 +133,7 @@ class Predictor:
         # A checkpoint without normalisation gives empty tuples: fall back to ImageNet's.
         self.mean = _stats("mean", mean if mean is not None else getattr(model, "mean", None) or None, default_index=0)
         self.std = _stats("std", std if std is not None else getattr(model, "std", None) or None, default_index=1)
-        self.num_classes = num_classes or getattr(model, "num_classes", None)
+        self.num_classes = _check_num_classes(num_classes, getattr(model, "num_classes", None))
         self.class_names = getattr(model, "class_names", None)
         self.palette = getattr(model, "palette", None)
         if class_map is not None:
@@ -228,9 +228,7 @@ class Predictor:
         pad_h, pad_w = max(self.min_size - height, 0), max(self.min_size - width, 0)
         if pad_h or pad_w:  # e.g. a small image at scale 0.5: pad with the mean colour
             batch = F.pad(batch, (0, pad_w, 0, pad_h))
-        if self.channels_last:
-            batch = batch.contiguous(memory_format=torch.channels_last)
-        output = self.model(batch.to(self.dtype))  # a no-op in float32
+        output = self.model(self._model_input(batch))
         if isinstance(output, Mapping):
             output = output["out"]
         self._check_output(output, batch)
@@ -241,10 +239,19 @@ class Predictor:
         # of a MobileNet forward pass.
         return output[..., :height, :width] if pad_h or pad_w else output
 
-    def _check_output(self, output: Any, batch: torch.Tensor) -> None:
+    def _model_input(self, batch: torch.Tensor) -> torch.Tensor:
+        """``batch`` in the model's memory format and dtype."""
+        if self.channels_last:
+            batch = batch.contiguous(memory_format=torch.channels_last)
+        return batch.to(self.dtype)  # a no-op in float32
+
+    def _check_output(self, output: Any, batch: torch.Tensor, *, low_res: bool = False) -> None:
         """``InputError`` unless the model gave, for the (N, 3, h, w) ``batch``, float
-        (N, K, h, w) scores or (N, h, w) integer labels (a graph exported with argmax)."""
+        (N, K, h, w) scores or (N, h, w) integer labels (a graph exported with argmax);
+        ``low_res``: float (N, K, h', w') head scores of any size."""
         n, (h, w) = batch.shape[0], tuple(batch.shape[-2:])
+        if low_res and isinstance(output, torch.Tensor) and output.is_floating_point() and output.dim() == 4:
+            h, w = tuple(output.shape[-2:])
         expected = f"float ({n}, K, {h}, {w}) scores or integer ({n}, {h}, {w}) labels"
         if not isinstance(output, torch.Tensor):
             raise InputError(f"the model must return a tensor, {expected}; got {type(output).__name__}")
@@ -257,6 +264,28 @@ class Predictor:
             raise InputError(
                 f"the model must return {expected} for a ({n}, 3, {h}, {w}) input; got {output.dtype} of shape {shape}"
             )
+        classes = self.num_classes
+        if output.is_floating_point():
+            if classes is not None and shape[1] != int(classes):
+                raise InputError(
+                    f"the model returned scores for {shape[1]} classes but num_classes is {classes}; "
+                    "give the model's own class count (or leave num_classes out)"
+                )
+            # One sum is finite when every score is (it can only overflow for scores near
+            # 1e38); a full isfinite pass costs a fifth of a MobileNet forward pass.
+            if not bool(torch.isfinite(output.sum())) and not bool(torch.isfinite(output).all()):
+                bad = int((~torch.isfinite(output)).sum())
+                raise InputError(
+                    f"the model returned {bad} NaN or infinite score(s) for a ({n}, 3, {h}, {w}) input; "
+                    "its weights or its input are broken (a label would be a guess)"
+                )
+        elif output.numel():
+            low, high = int(output.min()), int(output.max())
+            if low < 0 or classes is not None and high >= int(classes):
+                known = f"the {classes} classes 0..{int(classes) - 1}" if classes is not None else "class indices ≥ 0"
+                raise InputError(
+                    f"the model returned labels {low}..{high}, outside {known}; give num_classes as the model's class count"
+                )
 
     def _labels(self, images: torch.Tensor) -> torch.Tensor:
         """(N, H, W) labels of a uint8 batch. One view and no CRF: argmax of the scores
@@ -270,8 +299,27 @@ class Predictor:
         ):
             return class_labels(self.probabilities(images))
         with torch.inference_mode():
-            scores = self.logits(self.normalize(images.to(self.device)))
+            batch = self.normalize(images.to(self.device))
+            if self._labels_from_low_res(batch):
+                scores = self.model.forward_low_res(self._model_input(batch))
+                self._check_output(scores, batch, low_res=True)
+                return upsampled_labels(scores, tuple(batch.shape[-2:]), align_corners=self.model.align_corners)
+            scores = self.logits(batch)
         return class_labels(scores)
+
+    def _labels_from_low_res(self, batch: torch.Tensor) -> bool:
+        """Whether the labels of ``batch`` may come from the model's head logits, upsampled
+        only where classes meet (:func:`atrous.labels.upsampled_labels`): an atrous
+        ``DeepLab`` without CRF layer on the CPU, one whole view, no padding."""
+        return (
+            isinstance(self.model, DeepLab)
+            and self.model.crf is None
+            and batch.device.type == "cpu"
+            and self.crop_size is None
+            and self.input_size is None
+            and batch.shape[0] <= self.batch_size
+            and min(batch.shape[-2:]) >= self.min_size
+        )
 
     def _run(self, images: ImageInput, *, labels: bool) -> Any:
         items, form = _as_uint8_list(images)
@@ -305,6 +353,20 @@ def _renormalised(probs: torch.Tensor) -> torch.Tensor:
     total = probs.sum(1, keepdim=True)
     uniform = torch.full_like(probs, 1.0 / probs.shape[1])
     return torch.where(total > 0, probs / total.clamp_min(torch.finfo(probs.dtype).tiny), uniform)
+
+
+def _check_num_classes(given: Any, model_classes: Any) -> int | None:
+    """``num_classes`` as given (an integer ≥ 1, the model's own count if it has one), else
+    the model's; ``ConfigError`` for anything else."""
+    if given is None:
+        return int(model_classes) if model_classes is not None else None
+    if isinstance(given, bool) or not isinstance(given, int) or given < 1:
+        raise ConfigError(f"num_classes must be an integer ≥ 1; got {given!r}")
+    if model_classes is not None and int(model_classes) != given:
+        raise ConfigError(
+            f"num_classes={given}, but the model predicts {int(model_classes)} classes; leave num_classes out"
+        )
+    return given
 
 
 def _check_max_pixels(max_pixels: int | None) -> int:
