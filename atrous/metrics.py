@@ -122,10 +122,8 @@ class ConfusionMatrix:
         return images
 
     def _count_one(self, prediction: torch.Tensor, target: torch.Tensor, calibration: CalibrationBins | None) -> None:
-        if prediction.is_floating_point():
-            if calibration is not None:
-                calibration.update(prediction, target)
-            prediction = prediction.argmax(-3)
+        if prediction.is_floating_point():  # max(-3) is several times quicker than argmax over NCHW classes
+            prediction = prediction.max(-3).indices if calibration is None else calibration.update(prediction, target)
         elif calibration is not None:
             raise InputError("calibration needs class probabilities; predict returned class labels")
         self.update(prediction, target)
@@ -228,9 +226,10 @@ class CalibrationBins:
         for counts in (self.pixels, self.correct, self.confidence):
             counts.zero_()
 
-    def update(self, probs: torch.Tensor, target: torch.Tensor) -> None:
+    def update(self, probs: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """Count one image or batch: ``probs`` (K, H, W) or (N, K, H, W) probabilities,
-        ``target`` the (H, W) or (N, H, W) integer labels."""
+        ``target`` the (H, W) or (N, H, W) integer labels. Returns the predicted labels,
+        (H, W) or (N, H, W) int64 (the first of equal maxima), which it computes anyway."""
         if not probs.is_floating_point() or probs.dim() not in (3, 4):
             raise InputError(
                 f"probs must be float (K, H, W) or (N, K, H, W) probabilities; got {probs.dtype} {tuple(probs.shape)}"
@@ -238,13 +237,15 @@ class CalibrationBins:
         spatial = probs.shape[:-3] + probs.shape[-2:]
         if tuple(target.shape) != tuple(spatial):
             raise InputError(f"probabilities of shape {tuple(probs.shape)} do not match target {tuple(target.shape)}")
-        best, predicted = probs.max(-3)
-        keep = target.to(predicted.device) != self.ignore_index
-        best, predicted, target = best[keep].double(), predicted[keep], target.to(predicted.device)[keep]
+        best, labels = probs.max(-3)
+        target = target.to(labels.device)
+        keep = target != self.ignore_index
+        best, predicted, target = best[keep].double(), labels[keep], target[keep]
         index = ((best * self.bins).ceil().long() - 1).clamp_(0, self.bins - 1)
         self.pixels += torch.bincount(index, minlength=self.bins).cpu()
         self.correct += torch.bincount(index[predicted == target], minlength=self.bins).cpu()
         self.confidence += torch.bincount(index, weights=best, minlength=self.bins).cpu()
+        return labels
 
     def compute(self) -> dict[str, Any]:
         """The calibration as plain Python numbers.
