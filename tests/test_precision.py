@@ -92,3 +92,19 @@ def test_train_precision_names_the_autocast_mode() -> None:
     assert config_from_args(parse(["train", "--dataset", "shapes", "--precision", "bf16"])).amp == "bf16"
     assert config_from_args(parse(["train", "--dataset", "shapes", "--precision", "fp32"])).amp == "off"
     assert main(["train", "--precision", "fp8"]) == 2
+
+
+def test_bf16_warns_with_the_measured_speed_where_the_cpu_has_no_amx(monkeypatch: pytest.MonkeyPatch) -> None:
+    from atrous import devices
+
+    cpu = torch.device("cpu")
+    monkeypatch.setattr(devices, "cpu_has_amx", lambda: True)
+    assert devices.bf16_speed_note(cpu, training=False) is None
+    assert devices.bf16_speed_note(torch.device("cuda"), training=True) is None
+    monkeypatch.setattr(devices, "cpu_has_amx", lambda: False)
+    monkeypatch.setattr(devices, "cpu_has_bf16", lambda: True)
+    inference, training = devices.bf16_speed_note(cpu, training=False), devices.bf16_speed_note(cpu, training=True)
+    assert "no AMX" in inference and "Predictor ran at 0.63×" in inference
+    assert "training step ran at 0.83×" in training
+    monkeypatch.setattr(devices, "cpu_has_bf16", lambda: False)
+    assert "no native bfloat16" in devices.bf16_speed_note(cpu, training=False)

@@ -25,6 +25,7 @@ from tqdm import tqdm
 
 from atrous.checkpoint import describe, non_finite_tensors, read_checkpoint, save_checkpoint, unwrap
 from atrous.deeplab import min_input_size
+from atrous.devices import bf16_speed_note
 from atrous.engine import distributed as dist_utils
 from atrous.engine.builders import (
     RunData,
@@ -532,4 +533,6 @@ def _amp_dtype(mode: str, device: torch.device) -> torch.dtype | None:
     if mode == "fp16" and device.type != "cuda":
         log.info("mixed precision fp16 needs CUDA; training in float32 on %s (use --amp bf16 on CPU)", device)
         return None
+    if mode == "bf16" and (note := bf16_speed_note(device, training=True)):
+        log.warning(note)
     return torch.float16 if mode == "fp16" else torch.bfloat16

@@ -21,7 +21,7 @@ from torch import nn
 
 from atrous.class_map import ResolvedClassMap
 from atrous.deeplab import DeepLab, min_input_size
-from atrous.devices import cpu_has_bf16, resolve_device
+from atrous.devices import bf16_speed_note, resolve_device
 from atrous.errors import ConfigError, InputError
 from atrous.inference.fast import default_transforms, prepare_for_inference
 from atrous.inference.windows import multi_scale_probabilities, sliding_window
@@ -398,10 +398,9 @@ def _precision_dtype(precision: str, model: Any, device: torch.device, transform
             "this model rounds its activations to the uint8 grids of the graph it was converted from; "
             "bf16 would move them. Run it in fp32 (or drop the grids: the drop_activation_grids transform)"
         )
-    if device.type == "cpu" and not cpu_has_bf16():
-        logger.warning(
-            "this CPU has no native bfloat16 (no amx_bf16 or avx512_bf16): bf16 works but runs slower than fp32"
-        )
+    note = bf16_speed_note(device, training=False)
+    if note:
+        logger.warning(note)
     return dtype
 
 

@@ -30,11 +30,11 @@ as row products. Rounding: DeepLab v3 ResNet-50 labels 99.28 % equal to fp32's, 
 from __future__ import annotations
 
 from functools import lru_cache
-from pathlib import Path
 
 import torch
 from torch import Tensor, nn
 
+from atrous.devices import cpu_has_amx
 from atrous.nn.atrous_conv import AtrousConv2d, tracing
 from atrous.nn.row_taps import cpu_autocast_dtype, row_tap_conv3x3
 from atrous.transforms._replace import conv_as, replace_modules
@@ -80,17 +80,10 @@ class RowTapConv2d(AtrousConv2d):
 
 
 @lru_cache(maxsize=1)
-def _cpu_has_amx() -> bool:
-    try:
-        return "amx_bf16" in Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-
-
 def pays_off(device: torch.device) -> bool:
     """Whether row products are quicker than oneDNN's bf16 convolution on ``device``: a
     CPU with AMX (measured above; on AVX512-BF16 without AMX they are not)."""
-    return device.type == "cpu" and _cpu_has_amx()
+    return device.type == "cpu" and cpu_has_amx()
 
 
 @register_transform("bf16_row_taps", trainable=True)
