@@ -20,6 +20,9 @@ FAMILIES = {
     "amd-avx512-bf16": "AMD EPYC with AVX-512 BF16, no AMX",
     "amd-avx2": "AMD with AVX2, no AVX-512",
 }
+# Tables kept from before the benches named the CPU: shown after every family, written by no bench.
+UNRECORDED = "cpu-not-recorded"
+UNRECORDED_LABEL = "CPU not recorded (measured before the benches named the CPU)"
 
 
 def _cpuinfo() -> tuple[str, set[str]]:
@@ -49,7 +52,21 @@ def cpu_family() -> str:
 
 def family_label(slug: str) -> str:
     """The heading a family's tables are shown under."""
-    return FAMILIES.get(slug, slug)
+    return UNRECORDED_LABEL if slug == UNRECORDED else FAMILIES.get(slug, slug)
+
+
+def family_order(slugs: list[str]) -> list[str]:
+    """``slugs`` in the order tables are shown: ``FAMILIES`` order, then others by name, unrecorded last."""
+    known = [slug for slug in FAMILIES if slug in slugs]
+    others = sorted(slug for slug in slugs if slug not in FAMILIES and slug != UNRECORDED)
+    return known + others + [slug for slug in slugs if slug == UNRECORDED]
+
+
+def cpu_line() -> str:
+    """This machine's CPU model and family, as each bench's header names them."""
+    from atrous.devices import cpu_name  # imports torch: not before a bench has set OpenMP's policy
+
+    return f"{cpu_name()}, family: {family_label(cpu_family())}"
 
 
 def results_path(name: str, family: str | None = None) -> Path:

@@ -11,7 +11,7 @@ ratio. The bar: busy ≤ 2.5× idle.
 
     python bench/busy.py [--rounds 1] [--epochs 1] [--hog-threads 2]
 
-Writes bench/results/busy.md.
+Writes ``bench/results/<cpu family>/busy.md`` (``bench/_family.py``: another family's table is kept).
 """
 
 from __future__ import annotations
@@ -27,9 +27,8 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from atrous.devices import cpu_name
+from _family import cpu_line, results_path
 
-ROOT = Path(__file__).resolve().parent.parent
 HOG = """
 import os, torch
 torch.set_num_threads(int(os.environ["HOG_THREADS"]))
@@ -66,9 +65,10 @@ def cpu_hog(threads: int) -> Iterator[None]:
 
 
 def write_result(name: str, text: str) -> None:
-    """Print ``text`` and write it to bench/results/NAME.md (a README block)."""
+    """Print ``text`` and write it to bench/results/<cpu family>/NAME.md (a docs block)."""
     print(text)
-    out = ROOT / "bench" / "results" / f"{name}.md"
+    out = results_path(name)
+    out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(text)
     print(f"wrote {out}")
 
@@ -102,7 +102,7 @@ def main() -> None:
     idle_s, busy_s = statistics.median(idle), statistics.median(busy)
     text = (
         f"`atrous demo` ({'recipe epochs' if args.epochs is None else f'{args.epochs} epoch(s)'}), {cores} cores "
-        f"({cpu_name()}), median of {args.rounds} alternating round(s) (`python bench/busy.py`):\n\n"
+        f"({cpu_line()}), median of {args.rounds} alternating round(s) (`python bench/busy.py`):\n\n"
         "| machine | demo time | vs idle |\n|---|---:|---:|\n"
         f"| idle | {idle_s:.0f} s | 1.00× |\n"
         f"| beside a {hog_threads}-thread PyTorch CPU hog | {busy_s:.0f} s | {busy_s / idle_s:.2f}× |\n"

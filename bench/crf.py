@@ -7,7 +7,9 @@ reported. "cold" rebuilds both lattices for every image (as pydensecrf does); "w
 keeps the image-independent spatial lattice between images of one size (what a
 DenseCRF module does when it refines a dataset). ratio = pydensecrf time / atrous time.
 
-    python bench/crf.py [--threads 2,1] [--repeats 7] [--malloc-rounds 3] [--out bench/results/crf.md]
+    python bench/crf.py [--threads 2,1] [--repeats 7] [--malloc-rounds 3] [--out FILE]
+
+Writes ``bench/results/<cpu family>/crf.md`` (``bench/_family.py``: another family's table is kept).
 
 First a table of where a cold call's time goes, phase by phase, measured inside real
 calls (``atrous.crf.dense_crf.phase_times``; ``--phases-only`` for just that), then the
@@ -37,9 +39,9 @@ RUNTIME = atrous.configure_runtime(keep_freed_memory="--default-malloc" not in s
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from _crf_cases import CAMVID, PARAMS, degraded_unary, voc_like  # noqa: E402
+from _family import cpu_line, results_path  # noqa: E402
 
 from atrous.crf.dense_crf import PHASES, DenseCRF, phase_times  # noqa: E402
-from atrous.devices import cpu_name  # noqa: E402
 
 try:
     import pydensecrf.densecrf as dcrf
@@ -199,7 +201,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--threads", default="2,1", help="torch thread counts, comma-separated (default 2,1)")
     parser.add_argument("--repeats", type=int, default=7)
-    parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results" / "crf.md")
+    parser.add_argument(
+        "--out", type=Path, default=results_path("crf"), help="default bench/results/<cpu family>/crf.md"
+    )
     parser.add_argument("--phases-only", action="store_true", help="only the per-phase table (no pydensecrf2 runs)")
     parser.add_argument(
         "--default-malloc",
@@ -228,7 +232,7 @@ def main() -> None:
     print("\n".join(phases), flush=True)
     if args.phases_only:
         return
-    print(f"torch {torch.__version__}, GOMP_SPINCOUNT={os.environ.get('GOMP_SPINCOUNT')}, {malloc}, {cpu_name()}")
+    print(f"torch {torch.__version__}, GOMP_SPINCOUNT={os.environ.get('GOMP_SPINCOUNT')}, {malloc}, {cpu_line()}")
     if dcrf is None:
         print("pydensecrf2 is not installed: atrous times only")
     header = (
@@ -255,7 +259,7 @@ def main() -> None:
                 )
     table = [
         f"Dense CRF, median of {args.repeats} interleaved runs (ms); ratio = pydensecrf2 / atrous (> 1: atrous "
-        f"faster; pydensecrf2 is single-threaded). torch {torch.__version__}, {os.cpu_count()} CPUs ({cpu_name()}), "
+        f"faster; pydensecrf2 is single-threaded). torch {torch.__version__}, {os.cpu_count()} CPUs ({cpu_line()}), "
         f"GOMP_SPINCOUNT={os.environ.get('GOMP_SPINCOUNT')} (atrous's default), {malloc}, "
         f"load average at the end {os.getloadavg()[0]:.1f}, {time.strftime('%Y-%m-%d')}.",
         "",

@@ -27,7 +27,7 @@ time (> 1: atrous is faster).
   against fp32 eager, the fp32 Predictor and ``torch.autocast("cpu", bfloat16)`` around
   fp32 eager, for DeepLab v3 ResNet-50, v3+ MobileNet v2 and LR-ASPP MobileNet v3 at
   512², with the share of labels equal to fp32's (on the synthetic test image, random
-  weights). ``--only-bf16`` runs just this section (bench/results/bf16.md), on CPUs with
+  weights). ``--only-bf16`` runs just this section (``bf16.md``), on CPUs with
   native bf16 with one ASPP branch beside it: oneDNN's bf16 convolution against the row
   products the ``bf16_row_taps`` transform puts in its place (inference and a training step); the CPU's
   bf16 support (AMX / AVX-512 BF16) is stated, as it decides the result.
@@ -37,7 +37,8 @@ time (> 1: atrous is faster).
 
     python bench/inference.py [--threads 2] [--repeats 5] [--quick] [--no-rss]
 
-Writes the table to bench/results/inference.md as well. The script sets OpenMP's spin
+Writes the table to ``bench/results/<cpu family>/inference.md`` as well (``bench/_family.py``:
+another family's tables are kept). The script sets OpenMP's spin
 bound before torch loads, as the ``atrous`` command does (``atrous.configure_runtime``;
 unbounded spinning made torch paths 4–7× slower on a loaded 2-core machine).
 """
@@ -61,8 +62,8 @@ import atrous
 atrous.configure_runtime(keep_freed_memory=False)
 
 import torch  # noqa: E402
+from _family import cpu_line, results_path  # noqa: E402
 from _inference_cases import (  # noqa: E402
-    ROOT,
     Table,
     atrous_equivalent,
     atrous_smp_equivalent,
@@ -80,7 +81,7 @@ from _inference_cases import (  # noqa: E402
     torchvision_model,
 )
 
-from atrous.devices import cpu_has_bf16, cpu_name  # noqa: E402
+from atrous.devices import cpu_has_bf16  # noqa: E402
 
 TORCHVISION_MODELS = ("deeplabv3_resnet50", "deeplabv3_mobilenet_v3_large", "lraspp_mobilenet_v3_large")
 SMP_BACKBONES = ("resnet50", "mobilenet_v2")
@@ -399,11 +400,15 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--no-rss", dest="rss", action="store_false")
     parser.add_argument("--no-smp", dest="smp", action="store_false")
-    parser.add_argument("--only-bf16", action="store_true", help="only the bf16 section (writes bench/results/bf16.md)")
+    parser.add_argument(
+        "--only-bf16", action="store_true", help="only the bf16 section (writes bench/results/<cpu family>/bf16.md)"
+    )
     parser.add_argument("--checkpoint", help="trained checkpoint: also report its mIoU as float vs int8 ONNX")
     parser.add_argument("--data", help="dataset root of --checkpoint (its val split is evaluated)")
     parser.add_argument("--miou-images", type=int, help="evaluate only this many val images for --checkpoint")
-    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "inference.md")
+    parser.add_argument(
+        "--out", type=Path, help="default bench/results/<cpu family>/inference.md (bf16.md with --only-bf16)"
+    )
     parser.add_argument("--rss-child", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.rss_child:
@@ -447,14 +452,13 @@ def main(argv: list[str] | None = None) -> int:
     header = (
         f"Inference, batch 1, {args.threads} threads (torch and ONNX Runtime), median of {args.repeats} interleaved runs "
         f"after {args.warmup} warm-up; torch {torch.__version__}, onnxruntime {onnxruntime_version()}, "
-        f"{os.cpu_count()} CPUs ({cpu_name()}), GOMP_SPINCOUNT={os.environ.get('GOMP_SPINCOUNT')}, load average at the end {load}, {time.strftime('%Y-%m-%d')}. Ratio = peer time / atrous time (> 1: atrous faster). "
+        f"{os.cpu_count()} CPUs ({cpu_line()}), GOMP_SPINCOUNT={os.environ.get('GOMP_SPINCOUNT')}, load average at the end {load}, {time.strftime('%Y-%m-%d')}. Ratio = peer time / atrous time (> 1: atrous faster). "
         f"Peak RSS: fresh process per path (VmHWM)."
     )
     text = "\n\n".join([f"# Inference benchmark\n\n{header}", table.markdown(), "\n".join(f"- {n}" for n in notes)])
     text += f"\n\nTotal bench time {time.perf_counter() - start:.0f} s.\n"
     print("\n" + text)
-    if args.only_bf16 and args.out == ROOT / "bench" / "results" / "inference.md":
-        args.out = ROOT / "bench" / "results" / "bf16.md"
+    args.out = args.out or results_path("bf16" if args.only_bf16 else "inference")
     if not args.quick:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(text)

@@ -6,12 +6,13 @@
   same function, in one process) for every registered model and, below each, the
   papers' variants that are options of it (`atrous list --variants`); then MobileNet
   v1's ImageNet classifier for every width and resolution of its paper's Tables 6–7.
-- ``inference``, ``train``, ``train_bf16``, ``crf``, ``camvid``, ``tflite``, ``tflite_sweep``,
-  ``bf16``, ``busy``, ``threads``, ``cityscapes``: the latest ``bench/results/<name>.md``
-  written by ``bench/inference.py``, ``bench/train.py`` (``--only-bf16``), ``bench/crf.py``,
-  ``experiments/camvid_results.py``, ``bench/tflite.py``, ``bench/tflite_sweep.py``,
-  ``bench/inference.py --only-bf16``, ``bench/busy.py``, ``bench/threads.py`` and
-  ``experiments/cityscapes_results.py``, copied verbatim.
+- ``camvid``, ``cityscapes`` (accuracy, the same on every CPU): ``bench/results/<name>.md``
+  written by ``experiments/camvid_results.py`` and ``experiments/cityscapes_results.py``,
+  copied verbatim.
+- the speed blocks (``FAMILY_BLOCKS``: the bench that writes each): every CPU family's
+  ``bench/results/<family>/<name>.md`` (``bench/_family.py``), each under a heading that
+  names the family, families in ``FAMILIES`` order, then a line naming the families not
+  measured yet.
 
 Each replaces the block between the ``<!-- NAME:begin -->`` and ``<!-- NAME:end -->``
 markers of the one page that has them (``PAGES``: the README links each docs page with a
@@ -25,21 +26,26 @@ import argparse
 import sys
 from pathlib import Path
 
+from _family import FAMILIES, family_label, family_order
+
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
-RESULT_BLOCKS = (
-    "inference",
-    "train",
-    "train_bf16",
-    "crf",
-    "camvid",
-    "tflite",
-    "tflite_sweep",
-    "bf16",
-    "busy",
-    "threads",
-    "cityscapes",
-)
+ACCURACY_BLOCKS = ("camvid", "cityscapes")
+# Speed blocks, one table per CPU family: the command that writes each.
+FAMILY_BLOCKS = {
+    "inference": "python bench/inference.py",
+    "bf16": "python bench/inference.py --only-bf16",
+    "mobilenet": "python bench/mobilenet.py",
+    "train": "python bench/train.py",
+    "train_bf16": "python bench/train.py --only-bf16",
+    "crf": "python bench/crf.py",
+    "busy": "python bench/busy.py",
+    "threads": "python bench/threads.py",
+    "tflite": "python bench/tflite.py",
+    "tflite_sweep": "python bench/tflite_sweep.py",
+    "video": "python bench/video.py",
+}
+RESULT_BLOCKS = (*ACCURACY_BLOCKS, *FAMILY_BLOCKS)
 GENERATED_BLOCKS = ("weights", "models")
 # The page that holds each block's markers.
 PAGES = {
@@ -50,12 +56,14 @@ PAGES = {
     "tflite": "docs/deploy.md",
     "tflite_sweep": "docs/deploy.md",
     "inference": "docs/benchmarks.md",
+    "mobilenet": "docs/benchmarks.md",
     "bf16": "docs/benchmarks.md",
     "train": "docs/benchmarks.md",
     "train_bf16": "docs/benchmarks.md",
     "crf": "docs/benchmarks.md",
     "busy": "docs/benchmarks.md",
     "threads": "docs/benchmarks.md",
+    "video": "docs/benchmarks.md",
 }
 
 
@@ -117,13 +125,58 @@ def mobilenet_v1_rows() -> list[str]:
     return rows
 
 
-def result_rows(name: str) -> list[str] | None:
-    """The lines of bench/results/<name>.md without its top heading, or None if missing."""
-    path = RESULTS / f"{name}.md"
+def result_rows(path: Path) -> list[str] | None:
+    """The lines of a results file without its top heading, or None if it is missing."""
     if not path.is_file():
         return None
-    lines = path.read_text().strip().splitlines()
-    return lines[1:] if lines and lines[0].startswith("# ") else lines
+    text = path.read_text().strip()
+    if text.startswith("# "):
+        text = text.partition("\n")[2].strip()
+    return text.splitlines()
+
+
+def measured_families(name: str) -> list[str]:
+    """The family slugs that have ``bench/results/<family>/<name>.md``, in display order."""
+    return family_order([d.name for d in RESULTS.iterdir() if d.is_dir() and (d / f"{name}.md").is_file()])
+
+
+def family_rows(name: str) -> list[str]:
+    """Every family's table of the speed block ``name``, each under its label, then the families missing."""
+    if (RESULTS / f"{name}.md").is_file():
+        raise KeyError(
+            f"bench/results/{name}.md has no CPU family: move it to bench/results/<family>/{name}.md "
+            "(bench/_family.py names the families)"
+        )
+    rows: list[str] = []
+    measured = measured_families(name)
+    for slug in measured:
+        rows += [f"#### {family_label(slug)}", "", *(result_rows(RESULTS / slug / f"{name}.md") or []), ""]
+    missing = [family_label(slug) for slug in FAMILIES if slug not in measured]
+    if missing:
+        rows.append(
+            f"Not measured yet on: {'; '.join(missing)} (`{FAMILY_BLOCKS[name]}` on such a machine adds its table here)."
+        )
+    return rows
+
+
+def block_rows(name: str) -> list[str] | None:
+    """The generated lines of block ``name`` as its page shows them (None: an accuracy result not written yet)."""
+    if name == "weights":
+        rows = weights_rows()
+    elif name == "models":
+        rows = model_rows()
+    elif name in FAMILY_BLOCKS:
+        rows = family_rows(name)
+    else:
+        rows = result_rows(RESULTS / f"{name}.md")
+    if rows is not None and PAGES[name].startswith("docs/"):  # links written relative to the repository root
+        rows = [row.replace("](docs/", "](") for row in rows]
+    return rows
+
+
+def block_text(text: str, name: str) -> str:
+    """What a page shows between block ``name``'s markers."""
+    return text.split(f"<!-- {name}:begin -->\n", 1)[1].split(f"\n<!-- {name}:end -->", 1)[0]
 
 
 def splice(text: str, name: str, rows: list[str]) -> str:
@@ -148,13 +201,11 @@ def main(argv: list[str] | None = None) -> int:
     texts: dict[str, str] = {}
     try:
         for name in blocks:
-            rows = {"weights": weights_rows, "models": model_rows}.get(name, lambda name=name: result_rows(name))()
+            rows = block_rows(name)
             if rows is None:
                 print(f"bench/results/{name}.md does not exist yet; its block is left as it is", file=sys.stderr)
                 continue
             page = PAGES[name]
-            if page.startswith("docs/"):  # links written relative to the repository root
-                rows = [row.replace("](docs/", "](") for row in rows]
             texts[page] = splice(texts.get(page) or (ROOT / page).read_text(), name, rows)
     except KeyError as error:
         print(error.args[0], file=sys.stderr)

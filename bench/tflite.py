@@ -21,7 +21,7 @@ CamVid frames, calibrated on 32 CamVid train frames).
     python bench/tflite.py [--threads 2] [--repeats 10]
 
 Needs the tflite extra (``make bench`` installs it) and ../shared/data/deeplab-tflite.
-Writes bench/results/tflite.md.
+Writes ``bench/results/<cpu family>/tflite.md`` (``bench/_family.py``: another family's table is kept).
 """
 
 from __future__ import annotations
@@ -40,6 +40,7 @@ atrous.configure_runtime(keep_freed_memory=False)
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
+from _family import cpu_line, results_path  # noqa: E402
 from _inference_cases import CAMVID_VAL, ROOT, interleaved  # noqa: E402
 from PIL import Image  # noqa: E402
 
@@ -177,8 +178,8 @@ def main() -> None:
             candidates[label] = lambda runtime=runtime: labels_of(runtime, tensor)
         medians = interleaved(candidates, args.warmup, args.repeats)
         lines = table(
-            f"DeepLab v3 MobileNet v2 (VOC, α = 1.0), {SIZE}×{SIZE}, batch 1, {args.threads} threads, "
-            f"median of {args.repeats} interleaved runs after {args.warmup} warm-up rounds (`python bench/tflite.py`).",
+            f"DeepLab v3 MobileNet v2 (VOC, α = 1.0), {SIZE}×{SIZE}, batch 1, {args.threads} threads "
+            f"({cpu_line()}), median of {args.repeats} interleaved runs after {args.warmup} warm-up rounds (`python bench/tflite.py`).",
             medians,
             agreement,
             reference_label,
@@ -188,7 +189,8 @@ def main() -> None:
 
     text = "\n".join(lines) + "\n"
     print(text)
-    out = ROOT / "bench" / "results" / "tflite.md"
+    out = results_path("tflite")
+    out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(text)
     print(f"wrote {out}")
 

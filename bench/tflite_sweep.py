@@ -13,7 +13,8 @@ much (trained models: see bench/tflite.py and the README).
 
 ``--only`` reruns those models and keeps the other rows of the last full run.
 
-Needs the tflite extra. Writes bench/results/tflite_sweep.md (README block ``tflite-sweep``).
+Needs the tflite extra. Writes ``bench/results/<cpu family>/tflite_sweep.md`` (``bench/_family.py``;
+docs block ``tflite_sweep``).
 """
 
 from __future__ import annotations
@@ -30,9 +31,9 @@ import atrous
 atrous.configure_runtime(keep_freed_memory=False)
 
 import torch  # noqa: E402
+from _family import cpu_line, results_path  # noqa: E402
 from torch import nn  # noqa: E402
 
-ROOT = Path(__file__).resolve().parent.parent
 SIZE = 257
 
 
@@ -100,7 +101,7 @@ def main() -> None:
     from atrous import list_models
 
     names = args.only.split(",") if args.only else list_models()
-    out = ROOT / "bench" / "results" / "tflite_sweep.md"
+    out = results_path("tflite_sweep")
     rows = {}
     if args.only and out.is_file():  # rerun some models: keep the others' rows from the last full run
         rows = {line.split("`")[1]: line for line in out.read_text().splitlines() if line.startswith("| `")}
@@ -113,7 +114,7 @@ def main() -> None:
     int8_ok = sum(row.split(" | ")[3].startswith("ok") for row in ordered)
     lines = [
         f"`atrous export --format tflite` on every model of `atrous list` (21 classes, untrained; "
-        f"`python bench/tflite_sweep.py`): float32 {float_ok}/{len(ordered)} ok, int8 {int8_ok}/{len(ordered)} ok.",
+        f"`python bench/tflite_sweep.py`, {cpu_line()}): float32 {float_ok}/{len(ordered)} ok, int8 {int8_ok}/{len(ordered)} ok.",
         "",
         "| model | input | float32 (LiteRT vs PyTorch) | int8 (LiteRT vs PyTorch, untrained) | export time |",
         "|---|---:|---|---|---:|",
@@ -122,6 +123,7 @@ def main() -> None:
     text = "\n".join(lines) + "\n"
     print(text)
     if not args.only or out.is_file():
+        out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(text)
         print(f"wrote {out}")
 

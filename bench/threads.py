@@ -20,7 +20,7 @@ Workloads (2 torch threads, what the `atrous` command uses on this machine):
 
     python bench/threads.py [--rounds 3] [--hog-threads 2]
 
-Writes bench/results/threads.md.
+Writes ``bench/results/<cpu family>/threads.md`` (``bench/_family.py``: another family's table is kept).
 """
 
 from __future__ import annotations
@@ -35,9 +35,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "bench"))
+from _family import cpu_line  # noqa: E402
 from busy import clean_environment, cpu_hog, write_result  # noqa: E402
-
-from atrous.devices import cpu_name  # noqa: E402
 
 SETTINGS: dict[str, dict[str, str]] = {
     "PASSIVE": {"OMP_WAIT_POLICY": "PASSIVE"},
@@ -122,7 +121,7 @@ def main() -> None:
         return f"{statistics.median(values):.2f} s ({min(values):.2f}–{max(values):.2f})"
 
     lines = [
-        f"OpenMP wait policy per workload, 2 torch threads, {os.cpu_count()} cores ({cpu_name()}), median of "
+        f"OpenMP wait policy per workload, 2 torch threads, {os.cpu_count()} cores ({cpu_line()}), median of "
         f"{args.rounds} fresh processes per cell, settings interleaved; busy = beside a {args.hog_threads}-thread "
         "PyTorch hog (`python bench/threads.py`):",
         "",

@@ -16,10 +16,11 @@ the "1 decoder conv" path (``decoder_convs=1``) removes the larger of the two di
 Usage: ``python bench/train.py [--backbones resnet50,mobilenet_v2] [--batch 4] [--size 256]
 [--threads 2] [--steps 10] [--warmup 2]``. ``--only-bf16`` measures bf16 training
 instead (fp32, autocast as ``atrous train --precision bf16`` runs it, and bf16 weights
-with an fp32 master copy) → bench/results/train_bf16.md. Prints one line per backbone with the ratio
+with an fp32 master copy) → ``train_bf16.md``. Prints one line per backbone with the ratio
 atrous / smp (≥ 1.0: atrous trains at least as fast). Needs ``pip install
 segmentation-models-pytorch`` (``make bench`` installs it). Writes the table to
-bench/results/train.md as well.
+``bench/results/<cpu family>/train.md`` as well (``bench/_family.py``: another family's
+tables are kept).
 """
 
 from __future__ import annotations
@@ -34,12 +35,12 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
+from _family import cpu_line, results_path
 from torch import nn
 
 from atrous.engine.losses import SegmentationLoss
 from atrous.models import create_model
 
-ROOT = Path(__file__).resolve().parent.parent
 PATHS = ("atrous channels_last", "atrous NCHW", "atrous 1 decoder conv", "smp NCHW", "smp channels_last")
 
 
@@ -168,11 +169,11 @@ def compare_precision(
 
 
 def precision_table(models: list[str], *, batch: int, size: int, steps: int, warmup: int, threads: int) -> list[str]:
-    from atrous.devices import cpu_has_bf16, cpu_name
+    from atrous.devices import cpu_has_bf16
 
     lines = [
         f"bf16 training step, batch {batch} × {size}×{size}, {threads} threads, channels_last, median of {steps} "
-        f"interleaved steps after {warmup} warm-up (images/s; ratio to fp32). CPU: {cpu_name()} "
+        f"interleaved steps after {warmup} warm-up (images/s; ratio to fp32). CPU: {cpu_line()} "
         f"(bf16 instructions: {'yes' if cpu_has_bf16() else 'no'}).",
         "",
         "| model | " + " | ".join(PRECISION_PATHS) + " | autocast / fp32 | master / fp32 |",
@@ -195,11 +196,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--warmup", type=int, default=2)
-    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "train.md")
+    parser.add_argument(
+        "--out", type=Path, help="default bench/results/<cpu family>/train.md (train_bf16.md with --only-bf16)"
+    )
     parser.add_argument(
         "--only-bf16",
         action="store_true",
-        help="only the bf16 training table (fp32 vs autocast vs bf16 weights + fp32 master) → bench/results/train_bf16.md",
+        help="only the bf16 training table (fp32 vs autocast vs bf16 weights + fp32 master) → train_bf16.md",
     )
     parser.add_argument(
         "--bf16-models", default="deeplabv3_resnet50,deeplabv3plus_mobilenet_v2,lraspp_mobilenet_v3_large"
@@ -215,7 +218,8 @@ def main(argv: list[str] | None = None) -> int:
             warmup=args.warmup,
             threads=args.threads,
         )
-        out = ROOT / "bench" / "results" / "train_bf16.md"
+        out = args.out or results_path("train_bf16")
+        out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text("\n".join(lines) + "\n")
         print(f"wrote {out}")
         return 0
@@ -227,7 +231,8 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     lines = [
         (
-            f"Training step, batch {args.batch} × {args.size}×{args.size}, {args.threads} threads, median of "
+            f"Training step, batch {args.batch} × {args.size}×{args.size}, {args.threads} threads "
+            f"({os.cpu_count()} CPUs: {cpu_line()}), median of "
             f"{args.steps} interleaved steps after {args.warmup} warm-up (images/s, higher is better)."
         ),
         "",
@@ -257,8 +262,10 @@ def main(argv: list[str] | None = None) -> int:
         "",
         f"torch {torch.__version__}, {os.cpu_count()} CPUs, load average at the end {os.getloadavg()[0]:.1f}, {time.strftime('%Y-%m-%d')}.",
     ]
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text("\n".join(lines) + "\n")
+    out = args.out or results_path("train")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text("\n".join(lines) + "\n")
+    print(f"wrote {out}")
     return 0
 
 
