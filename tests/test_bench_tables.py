@@ -27,7 +27,8 @@ def _summary(page: str) -> str:
 
 
 def _column(path: Path, column: str, path_is: str | None = None) -> list[float]:
-    """The ``×`` figures of ``column`` in the Markdown tables of ``path`` (rows whose ``path`` cell is ``path_is``)."""
+    """The ratios (``1.23×`` or ``1.23``) of ``column`` in the Markdown tables of ``path`` (rows whose
+    ``path`` cell is ``path_is``)."""
     values, header = [], None
     for line in path.read_text().splitlines():
         if not line.startswith("|"):
@@ -41,7 +42,7 @@ def _column(path: Path, column: str, path_is: str | None = None) -> list[float]:
             continue
         if path_is is not None and cells[header.index("path")] != path_is:
             continue
-        match = re.fullmatch(r"([\d.]+)×", cells[header.index(column)])
+        match = re.fullmatch(r"([\d.]+)×?", cells[header.index(column)])
         if match:
             values.append(float(match.group(1)))
     return values
@@ -92,17 +93,28 @@ def test_the_benchmarks_summary_states_the_ranges_of_the_tables() -> None:
         v for f in families for v in _column(results / f / "inference.md", "peer / atrous", "atrous Predictor")
     ]
     bf16 = [v for f in families for v in _column(results / f / "bf16.md", "peer / atrous", "atrous Predictor bf16")]
+    mobilenet = [
+        v for f in _measured("mobilenet") for v in _column(results / f / "mobilenet.md", "vs ONNX Runtime", "Predictor")
+    ]
+    # training: every table, the one whose CPU was not recorded included (the summary says so)
+    train = [
+        v
+        for f in readme_tables.measured_families("train")
+        for v in _column(results / f / "train.md", "default / default")
+    ]
     crf = [
         v
         for f in _measured("crf")
         for column in ("ratio cold", "ratio warm")
         for v in _column(results / f / "crf.md", column)
     ]
-    assert len(predictor) >= 4 and len(bf16) >= 3 and len(crf) >= 8
+    assert len(predictor) >= 4 and len(bf16) >= 3 and len(crf) >= 8 and len(mobilenet) >= 3 and len(train) >= 2
     assert f"fp32 Predictor {_range(predictor)}" in line, (_range(predictor), line)
     assert f"bf16 Predictor {_range(bf16)}" in line, (_range(bf16), line)
+    assert f"MobileNet Predictor {_range(mobilenet)} ONNX Runtime" in line, (_range(mobilenet), line)
+    assert f"training steps {_range(train)} smp" in line, (_range(train), line)
     assert f"dense CRF {_range(crf)}" in line, (_range(crf), line)
-    for slug in {*families, *_measured("bf16"), *_measured("crf")}:
+    for slug in {*families, *_measured("bf16"), *_measured("mobilenet"), *_measured("crf")}:
         assert family_label(slug).split(" (")[0] in line, f"the summary does not name {family_label(slug)}"
 
 
