@@ -184,6 +184,14 @@ def check_writable_folder(folder: str | Path, option: str) -> Path:
 
 def _folder_problem(folder: Path) -> str | None:
     """Why nothing can be written in ``folder`` (a phrase after its name), or None."""
+    whole = Path(os.path.abspath(folder))
+    for path in (whole, *whole.parents):  # a broken link or a link loop on the way: mkdir would say "File exists"
+        if path.is_symlink() and not path.exists():
+            where = "is" if path == whole else f"cannot be created: {path} is"
+            try:
+                os.stat(path)
+            except OSError as error:
+                return f"{where} {os_problem(error, path)}"
     existing = nearest_existing(folder)
     if not existing.is_dir():
         return "is a file" if existing == Path(os.path.abspath(folder)) else f"cannot be created: {existing} is a file"
@@ -249,6 +257,9 @@ def check_output_file(
     return path
 
 
+TORCH_EXPORT = "a torch.export program (.pt2)"
+TORCHSCRIPT = "a TorchScript model (torch.jit.save)"
+
 # Leading bytes of the file kinds users hand to the wrong option, most specific first.
 _SIGNATURES = (
     (0, b"\x93NUMPY", "a NumPy .npy array"),
@@ -265,6 +276,31 @@ _SIGNATURES = (
 )
 
 
+# What a ZIP archive holds, by the names inside it (the first a member's path ends with).
+_ZIP_KINDS = (
+    (("/archive_format", "/serialized_exported_program.json"), TORCH_EXPORT),
+    (("/constants.pkl",), TORCHSCRIPT),
+)
+
+
+def _zip_kind(path: str | Path) -> str | None:
+    """A torch.export program, a TorchScript model or a NumPy .npz told apart by the names
+    in the archive (its central directory: nothing is decompressed); None for another ZIP."""
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(path) as archive:
+            names = archive.namelist()
+    except (OSError, zipfile.BadZipFile, ValueError, EOFError):
+        return None
+    for endings, kind in _ZIP_KINDS:
+        if any(name.endswith(endings) for name in names):
+            return kind
+    if names and all(name.endswith(".npy") for name in names):
+        return "a NumPy .npz archive"
+    return None
+
+
 def file_kind(path: str | Path) -> str:
     """What a file looks like from its first bytes, for error messages: ``"a PNG image"``,
     ``"an empty file"``, ``"an ONNX model"``, ``"text"``, or ``"unrecognised bytes"``."""
@@ -277,7 +313,7 @@ def file_kind(path: str | Path) -> str:
         return "an empty file"
     for offset, magic, kind in _SIGNATURES:
         if head[offset : offset + len(magic)] == magic:
-            return kind
+            return _zip_kind(path) or kind if magic == b"PK\x03\x04" else kind
     if head[:1] == b"\x08" and b"onnx" in head.lower() or Path(path).suffix.lower() == ".onnx":
         return "an ONNX model"
     try:

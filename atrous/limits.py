@@ -17,6 +17,7 @@ import inspect
 import math
 import numbers
 import os
+import re
 import types
 from collections.abc import Callable, Mapping, Sequence
 from typing import Annotated, Any, Literal, NamedTuple, Union, get_args, get_origin, get_type_hints
@@ -31,6 +32,7 @@ __all__ = [
     "check_options",
     "check_view_pixels",
     "describe_type",
+    "parse_numbers",
 ]
 
 
@@ -150,6 +152,28 @@ def check_options(kind: str, name: str, builder: Callable[..., Any], options: Ma
             raise ConfigError(
                 f"{option} must be {describe_type(annotation)}; got {value!r} (an option of {kind} {name!r})"
             )
+
+
+def parse_numbers(text: str, what: str, example: str) -> tuple[float, ...]:
+    """``"0.5,1, 2"`` → (0.5, 1.0, 2.0): numbers separated by commas and/or spaces.
+
+    ``ConfigError`` naming ``what`` (e.g. "--scales") and showing ``example`` for an empty
+    list, an empty item (``"1,,2"``, a trailing comma), a word or a non-finite number, so
+    no item is ever dropped or read as something else.
+    """
+    parts = re.split(r"\s*,\s*|\s+", text.strip())
+    if not text.strip() or "" in parts:
+        raise ConfigError(f"{what} takes numbers separated by commas, such as {example}; got {text!r} (an empty item)")
+    values = []
+    for part in parts:
+        try:
+            value = float(part)
+        except ValueError:
+            raise ConfigError(f"{what} takes numbers such as {example}; {part!r} in {text!r} is not a number") from None
+        if not math.isfinite(value):
+            raise ConfigError(f"{what} takes finite numbers such as {example}; got {part!r}")
+        values.append(value)
+    return tuple(values)
 
 
 def available_memory() -> int:

@@ -32,6 +32,8 @@ logger = logging.getLogger(__name__)
 
 # Files run by another runtime than PyTorch, by suffix: (format name, runner class).
 _RUNTIMES = {".onnx": ("onnx", "OnnxModel"), ".tflite": ("tflite", "TfliteModel")}
+_FORMAT_NAMES = {"onnx": "an ONNX", "tflite": "a TFLite"}
+CRF_FILE_REMEDY = "fix or remove the file, or give the parameters (--crf-params, crf= of predictor)"
 
 
 @dataclass(frozen=True)
@@ -46,6 +48,8 @@ class OpenedModel:
     settings a checkpoint stores ({} otherwise). ``origin``: where an imported model came
     from (a checkpoint's ``source`` entry). ``crf_params``: ``DenseCRF`` keyword
     arguments from ``crf_file`` (``<stem>.crf.json`` beside ``path``), or None.
+    ``crf_problem``: why ``crf_file`` could not be used (unreadable, not crf-tune's JSON),
+    raised by :meth:`crf` when it is asked for the file's parameters; None if it is fine.
     """
 
     model: Any
@@ -56,6 +60,7 @@ class OpenedModel:
     origin: dict[str, Any] = field(default_factory=dict)
     crf_params: dict[str, float | int] | None = None
     crf_file: Path | None = None
+    crf_problem: str | None = None
 
     @property
     def outputs(self) -> str:
@@ -90,6 +95,8 @@ class OpenedModel:
         from atrous.inference.predictor import check_refinable
 
         check_refinable(self.model)
+        if params is None and self.crf_problem is not None:
+            raise ConfigError(f"{self.crf_problem}; {CRF_FILE_REMEDY}")
         chosen = check_crf_params(dict(params), "CRF parameters") if params is not None else self.crf_params or {}
         return DenseCRF(**chosen).to(self.device)
 
@@ -106,20 +113,19 @@ class OpenedModel:
 
         if crf is not False:
             options["crf"] = self.crf(None if crf is True else crf)
-        if (
-            getattr(self.model, "resize_to_fit", False)
-            and options.get("input_size") is None
-            and options.get("crop_size") is None
-        ):
+        fixed = getattr(self.model, "input_size", None) if self.format != "checkpoint" else None
+        if fixed is not None and options.get("crop_size") is None:
             scales = tuple(options.get("scales") or (1.0,))
-            if scales != (1.0,):
-                h, w = self.model.input_size
+            if scales != (1.0,):  # every scale is another size, and the graph takes one
+                h, w = fixed
+                windows = f", run in {h}×{h} windows (--sliding-window {h})" if h == w else ""
                 raise ConfigError(
-                    f"{self.path.name} is a {self.format} graph fixed at {h}×{w}: every image is resized to it, so "
-                    f"multi-scale inputs (scales / --scales {','.join(f'{s:g}' for s in scales)}) cannot reach it; drop "
-                    "them, or export the checkpoint to ONNX with --dynamic for multi-scale inference"
+                    f"{self.path.name} is {_FORMAT_NAMES[self.format]} graph fixed at {h}×{w} inputs, so multi-scale inference "
+                    f"(scales / --scales {','.join(f'{s:g}' for s in scales)}) cannot run on it: drop the scales"
+                    f"{windows}, or export the checkpoint to ONNX with --dynamic"
                 )
-            options["input_size"] = self.model.input_size
+            if getattr(self.model, "resize_to_fit", False) and options.get("input_size") is None:
+                options["input_size"] = fixed
         options.setdefault("device", self.device)
         return Predictor(self.model, **options)
 
@@ -146,9 +152,14 @@ def open(
     from atrous.shipped import resolve_checkpoint
 
     path = resolve_checkpoint(path_or_name)
-    target = resolve_device(device) if isinstance(device, str) else torch.device(device)
+    target = resolve_device(device)
     crf_file = crf_params_beside(path)
-    crf_params = read_crf_params(crf_file) if crf_file is not None else None
+    crf_params, crf_problem = None, None
+    if crf_file is not None:
+        try:
+            crf_params = read_crf_params(crf_file)
+        except ConfigError as error:  # the model runs without it; only a CRF that asks for it fails
+            crf_problem = str(error)
     runtime = _RUNTIMES.get(path.suffix.lower())
     if runtime is not None:
         import atrous.exporters as exporters
@@ -160,7 +171,9 @@ def open(
             )
         name, runner = runtime
         model = getattr(exporters, runner)(path)
-        return OpenedModel(model, path, name, torch.device("cpu"), crf_params=crf_params, crf_file=crf_file)
+        return OpenedModel(
+            model, path, name, torch.device("cpu"), crf_params=crf_params, crf_file=crf_file, crf_problem=crf_problem
+        )
     from atrous.checkpoint import model_from_checkpoint, read_checkpoint
 
     checkpoint = read_checkpoint(path, map_location=target)
@@ -181,4 +194,5 @@ def open(
         dict(checkpoint.get("source") or {}),
         crf_params,
         crf_file,
+        crf_problem,
     )

@@ -119,7 +119,7 @@ def test_crf_probs_that_are_not_npy_are_named(tmp_path: Path, capsys: pytest.Cap
     assert main(["crf", "--image", str(image), "--probs", str(probs), "--out", str(tmp_path / "o.png")]) == 2
     line = error_line(capsys)
     assert "is not a .npy array" in line and "allow_pickle" not in line
-    expected = {"npz": "ZIP archive", "empty": "an empty file", "png": "a PNG image"}[kind]
+    expected = {"npz": "a NumPy .npz archive", "empty": "an empty file", "png": "a PNG image"}[kind]
     assert expected in line
 
 

@@ -317,3 +317,38 @@ def test_views_too_small_for_the_model_are_refused() -> None:
         Predictor(model, input_size=8)
     with pytest.raises(ConfigError, match="at scale 1e-09 has no pixels left"):
         Predictor(model, scales=(1e-9,)).predict(np.zeros((20, 30, 3), np.uint8))
+
+
+# -- what the last pass found --------------------------------------------------------
+
+
+def test_num_classes_must_be_the_models_own_count() -> None:
+    image = np.zeros((24, 32, 3), np.uint8)
+    with pytest.raises(ConfigError, match="num_classes=4, but the model predicts 3 classes"):
+        Predictor(create_model(MODEL, num_classes=3), num_classes=4)
+    five_scores = lambda x: torch.zeros(x.shape[0], 5, *x.shape[-2:])  # noqa: E731 - a model of 5 classes
+    with pytest.raises(InputError, match="scores for 5 classes but num_classes is 3"):
+        Predictor(five_scores, num_classes=3).predict(image)
+    labels_of_7 = lambda x: torch.full((x.shape[0], *x.shape[-2:]), 7)  # noqa: E731 - an argmax graph
+    with pytest.raises(InputError, match=r"labels 7..7, outside the 3 classes 0..2"):
+        Predictor(labels_of_7, num_classes=3).predict(image)
+    for bad in (0, True, 2.5):
+        with pytest.raises(ConfigError, match="num_classes must be an integer ≥ 1"):
+            Predictor(five_scores, num_classes=bad)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf")])
+def test_non_finite_scores_are_refused_not_read_as_class_0(value: float) -> None:
+    def broken(x: torch.Tensor) -> torch.Tensor:
+        scores = torch.zeros(x.shape[0], 3, *x.shape[-2:])
+        scores[:, 1, :4] = value
+        return scores
+
+    with pytest.raises(InputError, match="NaN or infinite score"):
+        Predictor(broken).predict(np.zeros((24, 32, 3), np.uint8))
+
+
+@pytest.mark.parametrize("device", ["mps", "xpu", "meta", torch.device("meta")])
+def test_a_device_this_machine_lacks_is_one_config_error(device: object) -> None:
+    with pytest.raises(ConfigError, match="device '(mps|xpu|meta)'"):
+        Predictor(tiny_net(), device=device)  # type: ignore[arg-type]

@@ -5,6 +5,7 @@ files, folders, split lists)."""
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import logging
 import os
 import struct
@@ -325,3 +326,252 @@ def test_images_in_both_train_and_val_lists_are_warned_about(tmp_path: Path, cap
         build_dataset("folder", tmp_path, "val", num_classes=2)
     warned = [record.getMessage() for record in caplog.records if record.levelno == logging.WARNING]
     assert len(warned) == 1 and "2 image(s) are in both" in warned[0] and "c, d" in warned[0]
+
+
+# --- the last pass's faults (issue 33, still open) ------------------------------
+
+
+@pytest.fixture(scope="module")
+def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A checkpoint of a small 3-class model (opened in a fraction of a second)."""
+    from _inference_models import small_model, write_checkpoint
+
+    return write_checkpoint(small_model(num_classes=3), tmp_path_factory.mktemp("model") / "tiny.pt")
+
+
+@pytest.mark.parametrize("scales", ["1,,2", "1,2,", ",1", " , "])
+def test_an_empty_item_in_scales_is_refused_not_dropped(
+    scales: str, tiny_checkpoint: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    err = _error_line(
+        capsys,
+        ["predict", "--checkpoint", str(tiny_checkpoint), str(_png(tmp_path / "a.png", (40, 40))), "--out",
+         str(tmp_path / "out"), "--scales", scales, "--no-progress"],
+    )  # fmt: skip
+    assert "--scales takes numbers separated by commas" in err and "an empty item" in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_an_empty_class_weight_is_refused_not_dropped() -> None:
+    from atrous.data.class_weights import parse_class_weights
+
+    with pytest.raises(ConfigError, match="an empty item"):
+        parse_class_weights("1,,2,3", 3)
+    assert parse_class_weights("1, 2 3", 3).tolist() == [1.0, 2.0, 3.0]
+
+
+@pytest.mark.parametrize("device", ["mps", "xpu", "meta"])
+def test_a_device_this_machine_lacks_is_named_not_blamed_on_the_checkpoint(
+    device: str, tiny_checkpoint: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    image = _png(tmp_path / "a.png", (40, 40))
+    argv = [
+        "predict",
+        "--checkpoint",
+        str(tiny_checkpoint),
+        str(image),
+        "--out",
+        str(tmp_path / "o"),
+        "--device",
+        device,
+    ]
+    err = _error_line(capsys, argv)
+    assert f"device {device!r}" in err and "checkpoint" not in err
+
+
+def test_torch_export_and_torchscript_files_are_named_with_what_to_pass(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    from _inference_models import tiny_net
+
+    net = tiny_net().eval()
+    example = torch.zeros(1, 3, 16, 16)
+    torch.export.save(torch.export.export(net, (example,)), tmp_path / "m.pt2")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # torch.jit.save's deprecation
+        torch.jit.save(torch.jit.trace(net, example), tmp_path / "m.pt")
+    image = _png(tmp_path / "a.png", (16, 16))
+    for name, kind in (("m.pt2", "a torch.export program"), ("m.pt", "a TorchScript model")):
+        err = _error_line(
+            capsys, ["predict", "--checkpoint", str(tmp_path / name), str(image), "--out", str(tmp_path / "o")]
+        )
+        assert f"{name} is {kind}" in err and "the checkpoint (.pt) it was exported from" in err
+        assert "corrupt" not in err and "tampered" not in err
+        err = _error_line(capsys, ["info", str(tmp_path / name)])
+        assert f"{name} is {kind}" in err
+
+
+def test_unknown_arguments_are_reported_by_the_subcommand(capsys: pytest.CaptureFixture) -> None:
+    err = _error_line(capsys, ["predict", "--checkpoint", SHIPPED, "x.png", "--out", "o", "--bogus"])
+    assert err.startswith("atrous predict: error: unrecognized arguments: --bogus") and "atrous predict --help" in err
+    err = _error_line(capsys, ["--bogus"])
+    assert err.startswith("atrous: error: unrecognized arguments: --bogus")
+
+
+@pytest.mark.parametrize("kind", ["dangling", "loop", "dangling_parent"])
+def test_an_out_that_is_a_broken_link_or_a_link_loop_is_named(
+    kind: str, tiny_checkpoint: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    link = tmp_path / "link"
+    if kind == "loop":
+        (tmp_path / "other").symlink_to(link)
+        link.symlink_to(tmp_path / "other")
+    else:
+        link.symlink_to(tmp_path / "nowhere")
+    out = link / "sub" if kind == "dangling_parent" else link
+    image = _png(tmp_path / "a.png", (40, 40))
+    err = _error_line(capsys, ["predict", "--checkpoint", str(tiny_checkpoint), str(image), "--out", str(out)])
+    assert ("symbolic link loop" if kind == "loop" else "broken symbolic link") in err and "File exists" not in err
+    err = _error_line(capsys, ["export", "--checkpoint", str(tiny_checkpoint), "--out", str(out / "m.onnx")])
+    assert ("symbolic link loop" if kind == "loop" else "broken symbolic link") in err
+
+
+def test_a_broken_crf_file_beside_the_model_blocks_only_the_crf(
+    tiny_checkpoint: Path, tmp_path: Path, capsys: pytest.CaptureFixture, caplog: pytest.LogCaptureFixture
+) -> None:
+    model = tmp_path / "model.pt"
+    model.write_bytes(tiny_checkpoint.read_bytes())
+    (tmp_path / "model.crf.json").write_text("{not json")
+    image = _png(tmp_path / "photos" / "a.png", (40, 40))
+    with caplog.at_level(logging.WARNING):
+        assert (
+            main(["predict", "--checkpoint", str(model), str(image), "--out", str(tmp_path / "o1"), "--no-progress"])
+            == 0
+        )
+    assert (tmp_path / "o1" / "a.png").is_file() and "model.crf.json" in caplog.text
+    err = _error_line(
+        capsys, ["predict", "--checkpoint", str(model), str(image), "--out", str(tmp_path / "o2"), "--crf"]
+    )
+    assert "model.crf.json is not valid JSON" in err and "--crf-params" in err
+    argv = ["predict", "--checkpoint", str(model), str(image), "--out", str(tmp_path / "o3"), "--crf-params",
+            "iterations=1", "--no-progress"]  # fmt: skip
+    assert main(argv) == 0
+
+
+def test_an_interrupted_predict_says_how_many_images_are_complete(tmp_path: Path) -> None:
+    from _inference_models import tiny_net
+
+    from atrous import Predictor
+    from atrous.errors import Interrupted
+    from atrous.inference.files import predict_files
+
+    net, calls = tiny_net(), []
+
+    def stopped_at_the_second(batch: torch.Tensor) -> torch.Tensor:
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt  # Ctrl-C while the second image runs
+        return net(batch)
+
+    paths = [_png(tmp_path / "in" / f"{i}.png", (20, 20), seed=i) for i in range(3)]
+    with pytest.raises(Interrupted, match=r"1 of 3 images is complete in .*out"):
+        predict_files(paths, Predictor(stopped_at_the_second), tmp_path / "out")
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["0.png", "0_color.png", "0_overlay.png"]
+
+
+def test_amp_and_precision_that_contradict_are_refused(capsys: pytest.CaptureFixture) -> None:
+    err = _error_line(capsys, ["train", "--dataset", "shapes", "--amp", "fp16", "--precision", "bf16"])
+    assert "--amp fp16 and --precision bf16 contradict each other" in err
+    err = _error_line(capsys, ["train", "--dataset", "shapes", "--precision", "fp32", "--amp", "bf16"])
+    assert "--precision fp32 and --amp bf16 contradict" in err
+
+
+@pytest.mark.parametrize("classes", [0, 1])
+def test_crf_on_fewer_than_two_classes_names_the_file(
+    classes: int, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    image = _png(tmp_path / "a.png", (8, 6))
+    np.save(tmp_path / "p.npy", np.ones((classes, 6, 8), np.float32))
+    err = _error_line(
+        capsys, ["crf", "--image", str(image), "--probs", str(tmp_path / "p.npy"), "--out", str(tmp_path / "c.png")]
+    )
+    assert f"p.npy: probabilities of {classes} class(es)" in err and "needs at least 2" in err
+    assert "dim 1" not in err
+
+
+@pytest.mark.parametrize("extra", [["--samples", "5"], ["--seed", "3"]])
+def test_crf_tune_grid_refuses_the_random_search_options(extra: list[str], capsys: pytest.CaptureFixture) -> None:
+    err = _error_line(capsys, ["crf-tune", "--checkpoint", SHIPPED, "--search", "grid", *extra])
+    assert f"{extra[0]} chooses the random search's settings" in err and f"drop {extra[0]}" in err
+
+
+@pytest.mark.skipif(importlib.util.find_spec("litert_torch") is None, reason="TFLite export needs the tflite extra")
+def test_export_check_images_errors_name_check_images(
+    tiny_checkpoint: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    (tmp_path / "empty").mkdir()
+    for folder in ("nonexistent", "empty"):
+        argv = ["export", "--checkpoint", str(tiny_checkpoint), "--format", "tflite", "--out", str(tmp_path / "m.tflite"),
+                "--check-images", str(tmp_path / folder)]  # fmt: skip
+        err = _error_line(capsys, argv)
+        assert "--check-images" in err and "--calibrate" not in err
+    assert not (tmp_path / "m.tflite").exists()
+
+
+def test_a_fixed_size_onnx_with_scales_says_what_cannot_run(
+    tiny_checkpoint: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    pytest.importorskip("onnxruntime")
+    import atrous
+
+    graph = tmp_path / "fixed.onnx"
+    atrous.export(atrous.open(tiny_checkpoint).model, graph, input_size=(48, 48))
+    image = _png(tmp_path / "a.png", (40, 40))
+    for extra in ([], ["--input-size", "48", "48"]):
+        argv = [
+            "predict",
+            "--checkpoint",
+            str(graph),
+            str(image),
+            "--out",
+            str(tmp_path / "o"),
+            "--scales",
+            "1,2",
+            *extra,
+        ]
+        err = _error_line(capsys, argv)
+        assert "fixed.onnx is an ONNX graph fixed at 48×48 inputs" in err and "--scales 1,2" in err
+        assert "--sliding-window 48" in err and "--dynamic" in err and "--input-size" not in err
+    argv = ["predict", "--checkpoint", str(graph), str(image), "--out", str(tmp_path / "o"), "--scales", "1,2",
+            "--sliding-window", "48", "--no-progress"]  # fmt: skip
+    assert main(argv) == 0 and (tmp_path / "o" / "a.png").is_file()
+
+
+def test_an_ignore_index_among_the_classes_suggests_a_value_outside_them(tmp_path: Path) -> None:
+    for stem in "ab":
+        _png(tmp_path / "images" / f"{stem}.png")
+        _mask(tmp_path / "masks" / f"{stem}.png")
+    with pytest.raises(ConfigError, match=r"ignore_index 255 is one of the 300 class indices .* e\.g\. -1$"):
+        build_dataset("folder", tmp_path, "all", num_classes=300)
+    with pytest.raises(ConfigError, match=r"ignore_index 1 is one of the 3 class indices .* e\.g\. 255$"):
+        build_dataset("folder", tmp_path, "all", num_classes=3, ignore_index=1)
+    assert build_dataset("folder", tmp_path, "all", num_classes=300, ignore_index=-1).num_classes == 300
+
+
+def test_a_name_listed_twice_in_a_split_list_is_named(tmp_path: Path) -> None:
+    for stem in "abc":
+        _png(tmp_path / "images" / f"{stem}.png")
+        _mask(tmp_path / "masks" / f"{stem}.png")
+    (tmp_path / "train.txt").write_text("a\nb\na\n")
+    with pytest.raises(DataError, match=r"train.txt lists 'a' more than once; list each image once"):
+        build_dataset("folder", tmp_path, "train", num_classes=2)
+
+
+@pytest.mark.parametrize("kind", ["jpeg", "loop", "dangling"])
+def test_a_mask_that_cannot_be_read_says_why(kind: str, tmp_path: Path) -> None:
+    for stem in "ab":
+        _png(tmp_path / "images" / f"{stem}.png")
+        _mask(tmp_path / "masks" / f"{stem}.png")
+    mask = tmp_path / "masks" / "b.png"
+    mask.unlink()
+    if kind == "jpeg":
+        _png(tmp_path / "masks" / "b.jpg")
+        reason = r"found b\.jpg: masks are PNG files \(a JPEG's compression changes label values"
+    elif kind == "loop":
+        mask.symlink_to(mask)
+        reason = "is a symbolic link loop"
+    else:
+        mask.symlink_to(tmp_path / "nowhere.png")
+        reason = "is a broken symbolic link"
+    with pytest.raises(DataError, match=f"1 of 2 images have no mask: .*b.png .*{reason}"):
+        build_dataset("folder", tmp_path, "all", num_classes=2)

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -110,7 +111,7 @@ def test_an_exported_graph_has_no_other_output_stride(files: dict[str, Path]) ->
         ("{", "not valid JSON"),
     ],
 )
-def test_a_bad_crf_file_beside_a_model_is_one_clear_error(
+def test_a_bad_crf_file_beside_a_model_is_one_clear_error_when_its_crf_is_asked_for(
     files: dict[str, Path], tmp_path: Path, content: object, message: str
 ) -> None:
     model = tmp_path / "m.pt"
@@ -120,9 +121,14 @@ def test_a_bad_crf_file_beside_a_model_is_one_clear_error(
         beside.write_bytes(content)
     else:
         beside.write_text(content if isinstance(content, str) else json.dumps(content))
-    with pytest.raises(ConfigError, match=message) as error:
-        atrous.open(model)
-    assert str(beside) in str(error.value) and "\n" not in str(error.value)
+    opened = atrous.open(model)  # the model itself runs: only a CRF with the file's parameters is refused
+    assert opened.crf_params is None and opened.crf_file == beside and re.search(message, opened.crf_problem or "")
+    for attempt in (opened.crf, lambda: opened.predictor(crf=True)):
+        with pytest.raises(ConfigError, match=message) as error:
+            attempt()
+        assert str(beside) in str(error.value) and "\n" not in str(error.value) and "--crf-params" in str(error.value)
+    opened.predictor(crf={"iterations": 1})  # parameters given instead
+    assert opened.predictor().predict(np.zeros((40, 40, 3), np.uint8)).shape == (40, 40)
 
 
 def test_a_shipped_name_opens_its_packaged_file() -> None:

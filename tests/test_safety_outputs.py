@@ -432,5 +432,5 @@ def test_predict_writes_each_images_outputs_all_or_none(checkpoint: Path, tmp_pa
     err = result.stderr.strip().splitlines()
     assert len(err) == 1 and "Traceback" not in result.stderr, result.stderr
     assert "p0_overlay.png" in err[0] and "none of p0.png, p0_color.png, p0_overlay.png was written" in err[0]
-    assert "no image is complete" in err[0]
+    assert "none of 2 images is complete" in err[0]
     assert sorted(p.name for p in out.iterdir()) == []  # no mask without its overlay, no temp file

@@ -250,6 +250,22 @@ def test_overwrite_deletes_only_files_atrous_wrote(overwrite: bool, tmp_path: Pa
     assert not (out / ".previous-run").exists()
 
 
+def test_overwrite_keeps_a_users_own_curve_png_beside_a_real_run(tmp_path: Path) -> None:
+    from PIL import Image
+
+    out = tmp_path / "run"
+    train(tiny_run_config(out, epochs=1, max_iters=1))
+    Image.new("RGB", (8, 8), "red").save(out / "curve.png")  # the user's own picture under the run's name
+    with pytest.raises(ConfigError, match="holds curve.png, which atrous did not write.*nothing was deleted"):
+        train(tiny_run_config(out, epochs=1, max_iters=1, overwrite=True))
+    with Image.open(out / "curve.png") as kept:
+        assert kept.size == (8, 8)
+    (out / "curve.png").unlink()
+    train(tiny_run_config(out, epochs=1, max_iters=1, overwrite=True))  # atrous's own curve is replaced
+    train(tiny_run_config(out, epochs=1, max_iters=1, overwrite=True))
+    assert (out / "curve.png").is_file() and not (out / ".previous-run").exists()
+
+
 def test_a_failed_start_log_that_is_not_ours_is_kept(tmp_path: Path) -> None:
     out = tmp_path / "run"
     out.mkdir()

@@ -29,8 +29,9 @@ def _tables(builder, offsets):
     return _vector(builder, offsets, builder.PrependUOffsetTRelative, 4)
 
 
-def tiny_conv_graph() -> bytes:
-    """A one-op graph: input (1, 8, 8, 2) → CONV_2D (int8 weights, stride 2, dilation 2, RELU6) → output."""
+def tiny_conv_graph(metadata: str | None = None) -> bytes:
+    """A one-op graph: input (1, 8, 8, 2) → CONV_2D (int8 weights, stride 2, dilation 2, RELU6) → output;
+    ``metadata``: the name of a metadata entry (on the empty buffer 0), as exporters add them."""
     b = flatbuffers.Builder(1024)
     buffers = []
     for data in (b"", WEIGHTS.tobytes(), np.array([1, -1], dtype=np.int32).tobytes()):
@@ -96,12 +97,21 @@ def tiny_conv_graph() -> bytes:
     b.PrependInt32Slot(3, 3, 0)  # builtin_code
     code = b.EndObject()
 
+    entries = None
+    if metadata is not None:
+        name = b.CreateString(metadata)
+        b.StartObject(2)  # Metadata
+        b.PrependUOffsetTRelativeSlot(0, name, 0)
+        b.PrependUint32Slot(1, 0, 0)
+        entries = _tables(b, [b.EndObject()])
     codes, subgraphs, buffer_vector = _tables(b, [code]), _tables(b, [subgraph]), _tables(b, buffers)
-    b.StartObject(5)  # Model
+    b.StartObject(7)  # Model
     b.PrependUint32Slot(0, 3, 0)
     b.PrependUOffsetTRelativeSlot(1, codes, 0)
     b.PrependUOffsetTRelativeSlot(2, subgraphs, 0)
     b.PrependUOffsetTRelativeSlot(4, buffer_vector, 0)
+    if entries is not None:
+        b.PrependUOffsetTRelativeSlot(6, entries, 0)
     b.Finish(b.EndObject(), file_identifier=b"TFL3")
     return bytes(b.Output())
 
@@ -160,3 +170,31 @@ def test_files_that_are_not_tflite_are_named(tmp_path: Path) -> None:
     (tmp_path / "photo.tflite").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 32)
     with pytest.raises(ModelFileError, match="photo.tflite is not a TensorFlow Lite model"):
         read_tflite(tmp_path / "photo.tflite")
+
+
+def test_metadata_entries_are_read_by_name(tmp_path: Path) -> None:
+    assert parse_tflite(tiny_conv_graph()).metadata == ()
+    assert parse_tflite(tiny_conv_graph(metadata="atrous")).metadata == ("atrous",)
+
+
+def test_convert_sends_atrous_own_export_back_to_its_checkpoint(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    from atrous.cli import main
+
+    exported = tmp_path / "mine.tflite"
+    exported.write_bytes(tiny_conv_graph(metadata="atrous"))  # what `atrous export --format tflite` writes
+    assert main(["convert", str(exported), "--out", str(tmp_path / "back.pt")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert (
+        len(err.splitlines()) == 1 and "was written by `atrous export`" in err and "checkpoint it was exported" in err
+    )
+    assert not (tmp_path / "back.pt").exists()
+
+
+@pytest.mark.filterwarnings("ignore:`torch.jit.save` is deprecated:FutureWarning")
+def test_a_file_of_another_kind_is_named_by_what_it_looks_like(tmp_path: Path) -> None:
+    import torch
+
+    program = tmp_path / "m.tflite"
+    torch.jit.save(torch.jit.script(torch.nn.ReLU()), program)
+    with pytest.raises(ModelFileError, match=r"m.tflite is not a TensorFlow Lite model \(it looks like a TorchScript"):
+        read_tflite(program)

@@ -90,7 +90,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     configure_runtime(training=command in TRAINING_COMMANDS)
     parser = build_parser([command] if command else None)
     try:
-        args = parser.parse_args(argv)
+        args, extras = parser.parse_known_args(argv)
+        if extras:  # named by the subcommand's parser: "atrous predict: error: unrecognized arguments …"
+            command_parser = _command_parsers(parser).get(getattr(args, "command", None) or "", parser)
+            command_parser.error(f"unrecognized arguments: {' '.join(extras)}")
     except SystemExit as exit:  # usage errors (one line, already printed) and --help
         return exit.code if isinstance(exit.code, int) else 2
     logging.basicConfig(
@@ -131,6 +134,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     finally:
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
+
+
+def _command_parsers(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
+    """The subcommands' parsers of ``parser``, by command name."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            return dict(action.choices)
+    return {}
 
 
 def command_name(argv: Sequence[str]) -> str | None:

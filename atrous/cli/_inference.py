@@ -21,11 +21,10 @@ EVAL_SCALES = "0.5,0.75,1.0,1.25,1.5,1.75"
 
 def parse_scales(text: str) -> tuple[float, ...]:
     """'0.5,1,1.5' → (0.5, 1.0, 1.5); ``ConfigError`` for anything else."""
-    try:
-        scales = tuple(float(part) for part in text.split(",") if part.strip())
-    except ValueError:
-        raise ConfigError(f"--scales takes comma-separated numbers such as {EVAL_SCALES}; got {text!r}") from None
-    if not scales or any(not s > 0 for s in scales):
+    from atrous.limits import parse_numbers
+
+    scales = parse_numbers(text, "--scales", EVAL_SCALES)
+    if any(not s > 0 for s in scales):
         raise ConfigError(f"--scales must be positive numbers such as {EVAL_SCALES}; got {text!r}")
     return scales
 
@@ -210,10 +209,16 @@ def open_model(args: argparse.Namespace) -> tuple[Any, dict[str, Any] | None]:
     explicit = parse_crf_params(args.crf_params) if args.crf_params else None
     opened = open(args.checkpoint, device=args.device, output_stride=args.output_stride)
     if explicit is None and not args.crf:
+        if opened.crf_problem is not None:
+            logger.warning("ignored, as no CRF was asked for: %s", opened.crf_problem)
         return opened, None
     check_refinable(opened.model)
     if explicit is not None:
         return opened, explicit
+    if opened.crf_problem is not None:
+        from atrous.opening import CRF_FILE_REMEDY
+
+        raise ConfigError(f"{opened.crf_problem}; {CRF_FILE_REMEDY}")
     if opened.crf_params is not None:
         logger.info("dense CRF with the parameters tuned for this model (%s)", opened.crf_file)
         return opened, dict(opened.crf_params)

@@ -153,6 +153,11 @@ def run(args: argparse.Namespace) -> int:
     image = read_image(args.image)
     height, width = image.shape[:2]
     probs = _probs_chw(_load_probs(args.probs), height, width, args.probs)
+    if probs.shape[0] < 2:
+        raise DataError(
+            f"{args.probs}: {'scores' if args.logits else 'probabilities'} of {probs.shape[0]} class(es), shape "
+            f"{probs.shape}; a CRF chooses between classes, so it needs at least 2"
+        )
     if probs.shape[0] > 256:
         raise DataError(f"{args.probs}: {probs.shape[0]} classes do not fit a uint8 PNG (at most 256)")
     palette = _palette(args.checkpoint, probs.shape[0])

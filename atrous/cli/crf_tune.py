@@ -19,6 +19,8 @@ from atrous.cli._inference import add_dataset_options, add_model_options
 from atrous.cli._options import non_negative_int, positive_int
 from atrous.errors import ConfigError
 
+DEFAULT_SAMPLES = 24
+
 
 def _write_json_atomic(path: Path, payload: dict) -> None:
     from atrous.files import atomic_path
@@ -37,6 +39,13 @@ def run(args: argparse.Namespace) -> int:
     from atrous.opening import open
 
     check_dataset_option(args)
+    if args.search == "grid":
+        given = [flag for flag, value in (("--samples", args.samples), ("--seed", args.seed)) if value is not None]
+        if given:
+            raise ConfigError(
+                f"{' and '.join(given)} choose{'s' if len(given) == 1 else ''} the random search's settings; "
+                f"--search grid tries every point of DeepLab's 128-point grid: drop {' and '.join(given)}"
+            )
     if args.out:
         check_output_file(args.out, "--out", force=args.force, inputs=[args.checkpoint], create_parent=True)
     source = open(args.checkpoint, device=args.device, output_stride=args.output_stride)
@@ -52,7 +61,12 @@ def run(args: argparse.Namespace) -> int:
         images.append(image)
         probs.append(predictor.predict_proba(image))
         labels.append(label)
-    candidates = tune.grid() if args.search == "grid" else tune.random_samples(args.samples, seed=args.seed)
+    if args.search == "grid":
+        candidates = tune.grid()
+    else:
+        candidates = tune.random_samples(
+            args.samples or DEFAULT_SAMPLES, seed=args.seed if args.seed is not None else 0
+        )
     fixed = {**tune.DEEPLAB_FIXED, "iterations": args.iterations}
     print(
         f"tuning the CRF on {len(images)} {args.split} images, {len(candidates)} settings, {args.iterations} iterations"
@@ -122,11 +136,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default="random",
         help="random samples from DeepLab's ranges (default) or its full 128-point grid",
     )
-    parser.add_argument("--samples", type=positive_int, default=24, help="random settings to try (default 24)")
+    parser.add_argument(
+        "--samples",
+        type=positive_int,
+        help=f"random settings to try (default {DEFAULT_SAMPLES}; not with --search grid)",
+    )
     parser.add_argument(
         "--iterations", type=positive_int, default=10, help="mean-field iterations (default 10, as DeepLab)"
     )
-    parser.add_argument("--seed", type=int, default=0, help="seed of the random search")
+    parser.add_argument("--seed", type=int, help="seed of the random search (default 0; not with --search grid)")
     parser.add_argument("--out", metavar="JSON", help="write the best setting here (for --crf-params)")
     parser.add_argument("--force", action="store_true", help="overwrite an existing --out file")
     parser.set_defaults(func=run)

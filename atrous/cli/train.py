@@ -199,6 +199,29 @@ def _amp_of_precision(text: str) -> str:
     return modes[text]
 
 
+class _OneField(argparse.Action):
+    """``store`` for a field that two flags set (``--amp``, ``--precision``): a second flag
+    with another value is a usage error naming both, not a silent last-one-wins."""
+
+    def __call__(
+        self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any, option: str | None = None
+    ) -> None:
+        given = vars(namespace).setdefault("_flags_given", {})
+        earlier = given.get(self.dest)
+        if earlier is not None and earlier[0] != option and earlier[1] != values:
+            parser.error(
+                f"{earlier[0]} {_as_given(earlier[1], earlier[0])} and {option} {_as_given(values, option)} "
+                "contradict each other; give one of them"
+            )
+        given[self.dest] = (option, values)
+        setattr(namespace, self.dest, values)
+
+
+def _as_given(value: Any, option: str | None) -> str:
+    """How a value reads on the command line of ``option`` (``--precision`` says fp32 for off)."""
+    return "fp32" if option == "--precision" and value == "off" else str(value)
+
+
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "train",
@@ -221,8 +244,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         metavar="NAME|YAML",
         help="training recipe: a shipped name (see `atrous list --configs`) or a YAML path",
     )
+    shared = {name for _, name, _, _ in _OPTIONS if sum(row[1] == name for row in _OPTIONS) > 1}
     for flag, name, options, text in _OPTIONS:
         options = {"default": argparse.SUPPRESS, **options}
+        if name in shared:
+            options["action"] = _OneField
         parser.add_argument(flag, dest=name, help=text, **options)
     parser.add_argument(
         "--set",

@@ -294,6 +294,11 @@ def convert_tflite(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
     from atrous.models import create_model, with_options
 
     graph = read_tflite(path)
+    if "atrous" in graph.metadata:  # the metadata entry atrous export writes (exporters.tflite_runtime.METADATA_NAME)
+        raise CheckpointError(
+            f"{path} was written by `atrous export`; convert imports TF DeepLab's own graphs. Use the checkpoint it "
+            f"was exported from, or run the .tflite as it is (atrous predict --checkpoint {path})"
+        )
     for op in graph.operators:
         if op.op not in _MAPPED_OPS:
             raise _fail(op, None, "atrous has no counterpart for this op in the TF DeepLab mapping")

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from atrous.errors import ModelFileError
-from atrous.files import read_problem
+from atrous.files import file_kind, read_problem
 
 # BuiltinOperator codes (schema.fbs) of the ops an importer may meet; others keep their number.
 BUILTIN_OPS = {
@@ -53,7 +53,11 @@ PADDINGS = {0: "SAME", 1: "VALID"}
 
 # Field numbers (the order of the fields in each schema.fbs table).
 class ModelField:
-    OPERATOR_CODES, SUBGRAPHS, BUFFERS = 1, 2, 4
+    OPERATOR_CODES, SUBGRAPHS, BUFFERS, METADATA = 1, 2, 4, 6
+
+
+class MetadataField:
+    NAME = 0
 
 
 class OperatorCodeField:
@@ -216,6 +220,7 @@ class Graph:
     operators: list[Operator]
     inputs: list[int]
     outputs: list[int]
+    metadata: tuple[str, ...] = ()  # names of the model's metadata entries ("atrous": written by atrous export)
 
 
 def _options(op: str, table: _Table | None) -> dict[str, Any]:
@@ -264,6 +269,9 @@ def read_tflite(path: str | Path) -> Graph:
     problem = read_problem(path)
     if problem:
         raise ModelFileError(f"{path}: {problem}")
+    kind = file_kind(path)
+    if kind != "a TensorFlow Lite model":
+        raise ModelFileError(f"{path} is not a TensorFlow Lite model (it looks like {kind})")
     return parse_tflite(path.read_bytes(), str(path))
 
 
@@ -312,4 +320,7 @@ def _parse(buf: bytes) -> Graph:
         op = codes[o.scalar(OperatorField.OPCODE_INDEX, "I")]
         inputs, outputs = o.vector(OperatorField.INPUTS, "i"), o.vector(OperatorField.OUTPUTS, "i")
         operators.append(Operator(index, op, inputs, outputs, _options(op, o.table(OperatorField.BUILTIN_OPTIONS))))
-    return Graph(tensors, operators, graph.vector(SubGraphField.INPUTS, "i"), graph.vector(SubGraphField.OUTPUTS, "i"))
+    metadata = tuple(entry.string(MetadataField.NAME) for entry in model.tables(ModelField.METADATA))
+    return Graph(
+        tensors, operators, graph.vector(SubGraphField.INPUTS, "i"), graph.vector(SubGraphField.OUTPUTS, "i"), metadata
+    )

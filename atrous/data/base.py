@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import glob
 import logging
+import os
+from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -104,15 +107,37 @@ def pair_masks(images: Sequence[Path], mask_for: Callable[[Path], Path]) -> list
     (within ``collect_unpaired``: those images are left out, one line each in its list)."""
     pairs = [(image, mask_for(image)) for image in images]
     missing = [(image, mask) for image, mask in pairs if not mask.is_file()]
-    if missing and leave_out([f"{image}: no mask (expected {mask})" for image, mask in missing]):
+    if missing and leave_out([f"{image}: {mask_problem(mask)}" for image, mask in missing]):
         return [(image, mask) for image, mask in pairs if mask.is_file()]
     if missing:
-        shown = "; ".join(f"{image} (expected {mask})" for image, mask in missing[:3])
+        shown = "; ".join(f"{image} ({mask_problem(mask)})" for image, mask in missing[:3])
         more = f" and {len(missing) - 3} more" if len(missing) > 3 else ""
         raise DataError(
             f"{len(missing)} of {len(pairs)} images have no mask: {shown}{more}; add the masks or remove those images"
         )
     return pairs
+
+
+def mask_problem(mask: Path) -> str:
+    """Why the expected ``mask`` cannot be read, in a few words: "no mask (expected …)",
+    a broken link or link loop, a folder, or a same-named file in another format (a JPEG
+    mask, whose compression changes label values at edges)."""
+    if mask.is_symlink() or mask.exists():
+        try:
+            os.stat(mask)
+        except OSError as error:
+            return f"its mask {mask} is {os_problem(error, mask)}"
+        if mask.is_dir():
+            return f"its mask {mask} is a folder, not a file"
+    others = sorted(p.name for p in mask.parent.glob(f"{glob.escape(mask.stem)}.*") if p.suffix != mask.suffix)
+    if others:
+        lossy = " (a JPEG's compression changes label values at edges)" if _is_jpeg(others[0]) else ""
+        return f"expected {mask}, found {others[0]}: masks are {mask.suffix.lstrip('.').upper()} files{lossy}"
+    return f"no mask (expected {mask})"
+
+
+def _is_jpeg(name: str) -> bool:
+    return Path(name).suffix.lower() in (".jpg", ".jpeg", ".jpe", ".jfif")
 
 
 def images_by_stem(folder: Path, stems: Sequence[str], list_file: Path, *, recursive: bool = False) -> list[Path]:
@@ -158,6 +183,10 @@ def read_split_file(path: Path) -> list[str]:
     stems = [line.split()[0] for line in text.splitlines() if line.strip()]
     if not stems:
         raise DataError(f"{path}: split list is empty; list one image name per line")
+    twice = [stem for stem, count in Counter(stems).items() if count > 1]
+    if twice:
+        more = f" and {len(twice) - 3} more" if len(twice) > 3 else ""
+        raise DataError(f"{path} lists {', '.join(map(repr, twice[:3]))}{more} more than once; list each image once")
     return stems
 
 
@@ -328,8 +357,10 @@ class SegmentationDataset(Dataset):
         if len(palette) < len(class_names):
             raise ConfigError(f"palette has {len(palette)} colours for {len(class_names)} classes")
         if 0 <= ignore_index < len(class_names):
+            outside = 255 if len(class_names) <= 255 else -1  # masks of 256+ classes have no spare 8-bit value
             raise ConfigError(
-                f"ignore_index {ignore_index} is a class index (0..{len(class_names) - 1}); use 255 or -1"
+                f"ignore_index {ignore_index} is one of the {len(class_names)} class indices "
+                f"(0..{len(class_names) - 1}); give an ignore value outside them, e.g. {outside}"
             )
         check_unique_names(class_names, f"{type(self).__name__} {split}")
         self.samples = list(samples)

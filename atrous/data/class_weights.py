@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import logging
 import math
-import re
 from collections.abc import Iterable
 from typing import Protocol
 
@@ -23,6 +22,7 @@ import numpy as np
 import torch
 
 from atrous.errors import ConfigError
+from atrous.limits import parse_numbers
 
 logger = logging.getLogger(__name__)
 
@@ -98,11 +98,7 @@ def parse_class_weights(text: str, num_classes: int) -> torch.Tensor:
     Raises ``ConfigError`` unless there are exactly ``num_classes`` finite, non-negative
     numbers, not all zero.
     """
-    parts = [p for p in re.split(r"[\s,]+", text.strip()) if p]
-    try:
-        values = [float(p) for p in parts]
-    except ValueError as exc:
-        raise ConfigError(f"class weights {text!r}: {exc}; give numbers like '0.5,1,2'") from exc
+    values = parse_numbers(text, "class weights", "'0.5,1,2'")
     if len(values) != num_classes:
         raise ConfigError(f"class weights {text!r} has {len(values)} values; need one per class ({num_classes})")
     if not all(math.isfinite(v) and v >= 0 for v in values) or not any(values):

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from PIL import Image, ImageDraw, ImageFont
+from PIL.PngImagePlugin import PngInfo
 
 from atrous.errors import DataError
 from atrous.files import atomic_path
@@ -19,6 +20,9 @@ from atrous.files import atomic_path
 PANEL = (460, 300)  # width, height of one panel in pixels
 MARGIN = (56, 24, 16, 40)  # left, top, right, bottom
 COLORS = {"train loss": (31, 119, 180), "val mIoU (%)": (214, 39, 40)}
+# A PNG text chunk every curve carries: what proves to ``train --overwrite`` that a run's
+# curve.png is one atrous drew (a user's own picture of that name is never deleted).
+MARK_KEY, MARK_VALUE = "atrous", "training curve"
 
 
 def read_curve(csv_path: str | Path) -> dict[str, list[tuple[float, float]]]:
@@ -110,6 +114,17 @@ def plot_training_curve(csv_path: str | Path, png_path: str | Path, *, title: st
     for index, (name, points) in enumerate(series.items()):
         _panel(draw, (index * PANEL[0], header), name, points, x_range, COLORS[name], font)
     out = Path(png_path)
+    info = PngInfo()
+    info.add_text(MARK_KEY, MARK_VALUE)
     with atomic_path(out) as temp:
-        image.save(temp, format="PNG")
+        image.save(temp, format="PNG", pnginfo=info)
     return out
+
+
+def is_training_curve(path: str | Path) -> bool:
+    """Whether ``path`` is a PNG that :func:`plot_training_curve` drew (its text chunk says so)."""
+    try:
+        with Image.open(path) as image:
+            return image.format == "PNG" and image.info.get(MARK_KEY) == MARK_VALUE
+    except (OSError, ValueError, Image.DecompressionBombError):
+        return False

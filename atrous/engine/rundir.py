@@ -8,7 +8,7 @@ never emptied before the new run has something to put in its place.
   leaves (bad data, NaN loss, full disk): nothing to protect or resume, so a plain
   rerun replaces them as ``--overwrite`` would. Only files this tool wrote are ever
   replaced (``foreign_run_files``: a checkpoint that loads as an atrous checkpoint, a
-  ``log.csv`` with the trainer's header, a ``curve.png`` beside one of those, a
+  ``log.csv`` with the trainer's header, a ``curve.png`` carrying the text chunk atrous draws it with, a
   ``tensorboard/`` of event files); anything else under those names is refused by name.
   An ``--out`` that is the dataset's folder or inside it is refused too.
 * ``RunFolder.open`` takes an OS lock (a POSIX ``lockf`` lock on ``.atrous.lock``,
@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import IO
 
 from atrous.engine.config import TrainConfig
+from atrous.engine.curve import is_training_curve
 from atrous.engine.runlog import CSV_COLUMNS
 from atrous.errors import CheckpointError, ConfigError
 from atrous.files import check_writable_folder, file_kind, remove_stale_temps
@@ -104,10 +105,8 @@ def foreign_run_files(run_dir: Path, existing: list[str]) -> list[str]:
         proven.add("log.csv")
     if "tensorboard" in existing and _is_event_folder(run_dir / "tensorboard"):
         proven.add("tensorboard")
-    curve = run_dir / "curve.png"
-    if "curve.png" in existing and proven & {"last.pt", "best.pt", "log.csv"} and curve.is_file():
-        if file_kind(curve) == "a PNG image":
-            proven.add("curve.png")
+    if "curve.png" in existing and is_training_curve(run_dir / "curve.png"):
+        proven.add("curve.png")
     return [name for name in existing if name not in proven]
 
 

@@ -233,6 +233,10 @@ def verify(
     return report
 
 
+CALIBRATION_OPTION = "calibration (--calibrate)"
+CHECK_IMAGES_OPTION = "check_images (--check-images)"
+
+
 def calibration_batches(
     folder: str | Path,
     size: tuple[int, int],
@@ -240,14 +244,16 @@ def calibration_batches(
     std: Sequence[float],
     *,
     limit: int = 32,
+    option: str = CALIBRATION_OPTION,
 ) -> list[np.ndarray]:
     """Up to ``limit`` images of ``folder`` (every format ``atrous predict`` reads) as
-    normalised float32 (1, 3, H, W) arrays of ``size``."""
+    normalised float32 (1, 3, H, W) arrays of ``size``; ``option``: the argument that gave
+    the folder, named in errors."""
     from atrous.data import read_image
     from atrous.data.base import list_images
     from atrous.data.io import check_images
 
-    paths = list_images(Path(folder), fix="give a folder of images with --calibrate")[: max(1, limit)]
+    paths = list_images(Path(folder), fix=f"give a folder of images as {option}")[: max(1, limit)]
     check_images(paths)
     mean_t = torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1)
     std_t = torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1)
@@ -271,16 +277,17 @@ def calibration_images(
     size: tuple[int, int],
     *,
     limit: int = 32,
+    option: str = CALIBRATION_OPTION,
 ) -> list[np.ndarray]:
     """Calibration inputs as normalised float32 (1, 3, H, W) arrays of ``size``: up to
     ``limit`` images of a folder ``source`` (normalised as ``model`` expects), or the
-    given normalised arrays/tensors."""
+    given normalised arrays/tensors; ``option``: the argument that gave them, for errors."""
     if isinstance(source, (str, Path)):
-        return calibration_batches(source, size, *normalisation(model), limit=limit)
+        return calibration_batches(source, size, *normalisation(model), limit=limit, option=option)
     arrays = [
         x.detach().cpu().float().numpy() if isinstance(x, torch.Tensor) else np.asarray(x, np.float32) for x in source
     ]
     bad = [a.shape for a in arrays if a.shape != (1, 3, *size)]
     if bad:
-        raise ConfigError(f"calibration images must be normalised (1, 3, {size[0]}, {size[1]}) arrays; got {bad[0]}")
+        raise ConfigError(f"{option}: images must be normalised (1, 3, {size[0]}, {size[1]}) arrays; got {bad[0]}")
     return arrays

@@ -7,6 +7,8 @@ mean/std). Weights are int8 per output channel, activations uint8 per tensor.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import logging
 import tempfile
 from collections.abc import Sequence
@@ -100,16 +102,17 @@ def quantize_int8(
         with quiet_loggers("onnxruntime"):
             quant_pre_process(str(float_model), str(prepared), skip_symbolic_shape=False)
         with atomic_output(path, ".onnx") as temp, quiet_loggers("onnxruntime"):
-            quantize_static(
-                str(prepared),
-                str(temp),
-                reader,
-                quant_format=QuantFormat.QDQ,
-                per_channel=True,
-                activation_type=QuantType.QUInt8,
-                weight_type=QuantType.QInt8,
-                calibrate_method=CALIBRATION_METHODS[method],
-            )
+            with contextlib.redirect_stdout(io.StringIO()):  # the entropy and percentile calibrators print()
+                quantize_static(
+                    str(prepared),
+                    str(temp),
+                    reader,
+                    quant_format=QuantFormat.QDQ,
+                    per_channel=True,
+                    activation_type=QuantType.QUInt8,
+                    weight_type=QuantType.QInt8,
+                    calibrate_method=CALIBRATION_METHODS[method],
+                )
             _copy_metadata(float_model, temp, int8=True)
             if argmax:
                 _append_argmax(temp)

@@ -29,6 +29,8 @@ from torch import nn
 
 from atrous.errors import ConfigError, first_line
 from atrous.exporters._common import (
+    CALIBRATION_OPTION,
+    CHECK_IMAGES_OPTION,
     ExportedModel,
     ExportError,
     ExportReport,
@@ -201,18 +203,19 @@ def write_tflite(
         raise ConfigError("check_images applies to a float TFLite export (int8 is checked on its calibration images)")
     size = (int(input_size[0]), int(input_size[1]))
 
-    def tensors(source: Any) -> list[torch.Tensor] | None:
+    def tensors(source: Any, option: str) -> list[torch.Tensor] | None:
         if source is None:
             return None
-        return [torch.from_numpy(a) for a in calibration_images(model, source, size, limit=calibration_count)]
+        arrays = calibration_images(model, source, size, limit=calibration_count, option=option)
+        return [torch.from_numpy(a) for a in arrays]
 
     return export_tflite(
         model,
         path,
         input_size=size,
         argmax=argmax,
-        calibration=tensors(calibration),
-        check_images=tensors(check_images),
+        calibration=tensors(calibration, CALIBRATION_OPTION),
+        check_images=tensors(check_images, CHECK_IMAGES_OPTION),
     )
 
 

@@ -15,6 +15,7 @@ then renamed): an image's outputs are all there or none is.
 from __future__ import annotations
 
 import io
+import signal
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -25,7 +26,7 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
-from atrous.errors import DataError
+from atrous.errors import AtrousError, DataError, Interrupted
 from atrous.files import write_together
 from atrous.inference.evaluate import keep_as_list
 from atrous.labels import class_labels
@@ -128,6 +129,14 @@ class _Images(Dataset):
         return torch.from_numpy(image).permute(2, 0, 1).contiguous(), self.paths[index]
 
 
+def _complete(written: int, total: int) -> str:
+    """What is complete, e.g. "3 of 10 images are complete", "none of 4 images is complete"."""
+    images = f"{total} image{'s' if total != 1 else ''}"
+    if not written:
+        return f"none of {images} is complete"
+    return f"{written} of {images} {'is' if written == 1 else 'are'} complete"
+
+
 def predict_files(
     paths: Sequence[Path],
     predictor: Any,
@@ -174,44 +183,45 @@ def predict_files(
     )
     written = 0
     palettes: dict[int, list[tuple[int, int, int]]] = {}  # by class count: built once, not per image
-    for batch in tqdm(
-        batches(loader), desc="predict", unit="batch", total=len(loader), disable=not progress, file=sys.stderr
-    ):
-        images = [image for image, _ in batch]
-        for image, (_, path), probs in zip(images, batch, predictor.predict_proba(images)):
-            labels = class_labels(probs[None])[0].numpy()
-            crf_labels = None
-            final = probs
-            if crf is not None:
-                with torch.inference_mode():
-                    refined = crf(image[None].to(device), probs[None].to(device))
-                crf_labels = class_labels(refined)[0].cpu().numpy()
-                final = refined[0].cpu()
-            certainty = None
-            if confidence is not None:
-                certainty = (confidence, confidence_map(final.float(), confidence).numpy(), probs.shape[0])
-            if probs.shape[0] not in palettes:
-                palettes[probs.shape[0]] = full_palette(predictor.palette, probs.shape[0])
-            palette = palettes[probs.shape[0]]
-            try:
-                write_outputs(
-                    out,
-                    path.stem,
-                    image.permute(1, 2, 0).numpy(),
-                    labels,
-                    palette,
-                    alpha,
-                    crf_labels,
-                    names,
-                    probs.float().numpy() if save_probs else None,
-                    certainty,
-                )
-            except DataError as error:
-                done = (
-                    f"{written} image{'s are' if written != 1 else ' is'} complete"
-                    if written
-                    else "no image is complete"
-                )
-                raise DataError(f"{error} ({path.name}); {done} in {out}") from None
-            written += 1
+    try:
+        for batch in tqdm(
+            batches(loader), desc="predict", unit="batch", total=len(loader), disable=not progress, file=sys.stderr
+        ):
+            images = [image for image, _ in batch]
+            for image, (_, path), probs in zip(images, batch, predictor.predict_proba(images)):
+                labels = class_labels(probs[None])[0].numpy()
+                crf_labels = None
+                final = probs
+                if crf is not None:
+                    with torch.inference_mode():
+                        refined = crf(image[None].to(device), probs[None].to(device))
+                    crf_labels = class_labels(refined)[0].cpu().numpy()
+                    final = refined[0].cpu()
+                certainty = None
+                if confidence is not None:
+                    certainty = (confidence, confidence_map(final.float(), confidence).numpy(), probs.shape[0])
+                if probs.shape[0] not in palettes:
+                    palettes[probs.shape[0]] = full_palette(predictor.palette, probs.shape[0])
+                palette = palettes[probs.shape[0]]
+                try:
+                    write_outputs(
+                        out,
+                        path.stem,
+                        image.permute(1, 2, 0).numpy(),
+                        labels,
+                        palette,
+                        alpha,
+                        crf_labels,
+                        names,
+                        probs.float().numpy() if save_probs else None,
+                        certainty,
+                    )
+                except DataError as error:
+                    raise DataError(f"{error} ({path.name})") from None
+                written += 1
+    except AtrousError as error:  # a failed write, or an image the model cannot take: say what is complete
+        raise type(error)(f"{error}; {_complete(written, len(paths))} in {out}") from None
+    except KeyboardInterrupt as stop:  # Ctrl-C or SIGTERM
+        signum = getattr(stop, "signum", signal.SIGINT)
+        raise Interrupted(signum, f"{_complete(written, len(paths))} in {out}") from None
     return written
