@@ -60,9 +60,11 @@ def test_parse_class_weights() -> None:
     torch.testing.assert_close(parse_class_weights("0.2, 0.3 1", 3), torch.tensor([0.2, 0.3, 1.0]))
     with pytest.raises(ConfigError, match="has 2 values; need one per class \\(3\\)"):
         parse_class_weights("1,2", 3)
-    with pytest.raises(ConfigError, match="could not convert"):
+    with pytest.raises(ConfigError, match="'x' in '1,x,2' is not a number"):
         parse_class_weights("1,x,2", 3)
     with pytest.raises(ConfigError, match="finite, >= 0"):
         parse_class_weights("1,-2,2", 3)
-    with pytest.raises(ConfigError, match="finite, >= 0"):
+    with pytest.raises(ConfigError, match="takes finite numbers .* got 'nan'"):
         parse_class_weights("0,0,nan", 3)
+    with pytest.raises(ConfigError, match="not all zero"):
+        parse_class_weights("0,0,0", 3)

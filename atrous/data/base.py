@@ -107,7 +107,7 @@ def pair_masks(images: Sequence[Path], mask_for: Callable[[Path], Path]) -> list
     (within ``collect_unpaired``: those images are left out, one line each in its list)."""
     pairs = [(image, mask_for(image)) for image in images]
     missing = [(image, mask) for image, mask in pairs if not mask.is_file()]
-    if missing and leave_out([f"{image}: {mask_problem(mask)}" for image, mask in missing]):
+    if missing and leave_out([f"{image}: no mask ({mask_problem(mask)})" for image, mask in missing]):
         return [(image, mask) for image, mask in pairs if mask.is_file()]
     if missing:
         shown = "; ".join(f"{image} ({mask_problem(mask)})" for image, mask in missing[:3])
@@ -119,8 +119,8 @@ def pair_masks(images: Sequence[Path], mask_for: Callable[[Path], Path]) -> list
 
 
 def mask_problem(mask: Path) -> str:
-    """Why the expected ``mask`` cannot be read, in a few words: "no mask (expected …)",
-    a broken link or link loop, a folder, or a same-named file in another format (a JPEG
+    """Why the expected ``mask`` cannot be read, in a few words: "expected …" (no file), a
+    broken link or link loop, a folder, or a same-named file in another format (a JPEG
     mask, whose compression changes label values at edges)."""
     if mask.is_symlink() or mask.exists():
         try:
@@ -133,7 +133,7 @@ def mask_problem(mask: Path) -> str:
     if others:
         lossy = " (a JPEG's compression changes label values at edges)" if _is_jpeg(others[0]) else ""
         return f"expected {mask}, found {others[0]}: masks are {mask.suffix.lstrip('.').upper()} files{lossy}"
-    return f"no mask (expected {mask})"
+    return f"expected {mask}"
 
 
 def _is_jpeg(name: str) -> bool:
