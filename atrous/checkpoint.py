@@ -40,7 +40,7 @@ import torch
 from torch import nn
 
 from atrous.errors import CheckpointError, NotACheckpointError
-from atrous.files import TORCH_EXPORT, TORCHSCRIPT, atomic_path, file_kind, read_problem
+from atrous.files import atomic_path, file_kind, program_problem, read_problem
 from atrous.shipped import looks_like_name, resolve_checkpoint, unknown_name_message, verify_shipped_file
 
 FORMAT = "atrous-checkpoint"
@@ -143,17 +143,14 @@ def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     problem = read_problem(path)
     if problem:
         raise CheckpointError(f"checkpoint {given}: {problem}")
-    kind = file_kind(path)
-    if kind in (TORCH_EXPORT, TORCHSCRIPT):
-        runner = "torch.export.load(path).module()" if kind == TORCH_EXPORT else "torch.jit.load(path)"
-        raise NotACheckpointError(
-            f"{given} is {kind}, not an atrous checkpoint: it runs in Python with {runner}. atrous commands take "
-            "the checkpoint (.pt) it was exported from, or an .onnx or .tflite export"
-        )
+    program = program_problem(path)
+    if program:
+        raise NotACheckpointError(f"{given} {program}")
     verify_shipped_file(path)
     try:
         checkpoint = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as error:  # noqa: BLE001 - torch.load raises RuntimeError, UnpicklingError, EOFError, zip errors ...
+        kind = file_kind(path)
         if not kind.startswith("a ZIP") and kind != "a Python pickle":
             raise CheckpointError(f"{path} is not a PyTorch checkpoint file (it looks like {kind})") from None
         raise CheckpointError(f"{path} is not a readable checkpoint ({_load_reason(error)})") from None

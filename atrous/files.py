@@ -301,6 +301,19 @@ def _zip_kind(path: str | Path) -> str | None:
     return None
 
 
+def program_problem(path: str | Path) -> str | None:
+    """For a torch.export or TorchScript file given where weights or a checkpoint go: what
+    it is and what to pass instead (a phrase after the file's name); None for other files."""
+    kind = file_kind(path)
+    if kind not in (TORCH_EXPORT, TORCHSCRIPT):
+        return None
+    runner = "torch.export.load(path).module()" if kind == TORCH_EXPORT else "torch.jit.load(path)"
+    return (
+        f"is {kind}, not an atrous checkpoint: it runs in Python with {runner}. atrous commands take the "
+        "checkpoint (.pt) it was exported from, or an .onnx or .tflite export"
+    )
+
+
 def file_kind(path: str | Path) -> str:
     """What a file looks like from its first bytes, for error messages: ``"a PNG image"``,
     ``"an empty file"``, ``"an ONNX model"``, ``"text"``, or ``"unrecognised bytes"``."""

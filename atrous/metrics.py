@@ -212,9 +212,11 @@ class CalibrationBins:
     Pixels whose target is ``ignore_index`` are not counted.
     """
 
+    MAX_BINS = 1000  # finer than a reliability diagram shows; a million bins would fill memory with their rows
+
     def __init__(self, bins: int = 15, ignore_index: int = 255) -> None:
-        if isinstance(bins, bool) or not isinstance(bins, int) or bins < 1:
-            raise InputError(f"bins must be an integer ≥ 1, got {bins!r}")
+        if isinstance(bins, bool) or not isinstance(bins, int) or not 1 <= bins <= self.MAX_BINS:
+            raise InputError(f"bins must be an integer from 1 to {self.MAX_BINS}, got {bins!r}")
         self.bins = bins
         self.ignore_index = ignore_index
         self.pixels = torch.zeros(bins, dtype=torch.int64)

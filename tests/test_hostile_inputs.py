@@ -575,3 +575,42 @@ def test_a_mask_that_cannot_be_read_says_why(kind: str, tmp_path: Path) -> None:
         reason = "is a broken symbolic link"
     with pytest.raises(DataError, match=f"1 of 2 images have no mask: .*b.png .*{reason}"):
         build_dataset("folder", tmp_path, "all", num_classes=2)
+
+
+# --- the fresh hostile pass -----------------------------------------------------
+
+
+def test_pretrained_weights_that_are_an_exported_program_are_named(tmp_path: Path) -> None:
+    from _inference_models import tiny_net
+
+    from atrous.backbones.weights import read_state_dict
+    from atrous.errors import CheckpointError
+
+    torch.export.save(torch.export.export(tiny_net().eval(), (torch.zeros(1, 3, 16, 16),)), tmp_path / "m.pt2")
+    with pytest.raises(
+        CheckpointError, match=r"m.pt2' is a torch.export program .* the checkpoint \(.pt\) it was exported"
+    ):
+        read_state_dict(tmp_path / "m.pt2")
+
+
+def test_a_crf_parameter_given_twice_is_refused(capsys: pytest.CaptureFixture) -> None:
+    from atrous.crf.params import parse_crf_params
+
+    with pytest.raises(ConfigError, match="--crf-params sets iterations twice"):
+        parse_crf_params("iterations=1,bilateral_compat=3,iterations=7")
+
+
+def test_calibration_bins_are_bounded_before_work(tiny_checkpoint: Path, capsys: pytest.CaptureFixture) -> None:
+    from atrous.errors import InputError
+    from atrous.metrics import CalibrationBins
+
+    with pytest.raises(InputError, match="bins must be an integer from 1 to 1000"):
+        CalibrationBins(10**8)
+    argv = ["eval", "--checkpoint", str(tiny_checkpoint), "--dataset", "shapes", "--calibration-bins", "100000000"]
+    assert "--calibration-bins 100000000: at most 1000 bins" in _error_line(capsys, argv)
+
+
+@pytest.mark.parametrize("command", ["predict", "train", "eval", "export", "crf", "crf-tune", "convert", "demo"])
+def test_an_empty_out_is_refused_not_read_as_the_current_folder(command: str, capsys: pytest.CaptureFixture) -> None:
+    err = _error_line(capsys, [command, "--out", ""])
+    assert f"atrous {command}: error: argument --out: give a path" in err

@@ -266,6 +266,17 @@ def test_overwrite_keeps_a_users_own_curve_png_beside_a_real_run(tmp_path: Path)
     assert (out / "curve.png").is_file() and not (out / ".previous-run").exists()
 
 
+def test_overwrite_replaces_the_curve_of_a_run_drawn_before_curves_were_marked(tmp_path: Path) -> None:
+    from PIL import Image
+
+    out = tmp_path / "run"
+    train(tiny_run_config(out, epochs=1, max_iters=1))
+    with Image.open(out / "curve.png") as curve:
+        curve.convert("RGB").save(out / "curve.png")  # the same pixels without the text chunk, as older runs drew it
+    train(tiny_run_config(out, epochs=1, max_iters=1, overwrite=True))
+    assert not (out / ".previous-run").exists()
+
+
 def test_a_failed_start_log_that_is_not_ours_is_kept(tmp_path: Path) -> None:
     out = tmp_path / "run"
     out.mkdir()

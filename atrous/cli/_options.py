@@ -5,6 +5,13 @@ from __future__ import annotations
 import argparse
 
 
+def output_path(text: str) -> str:
+    """A file or folder to write: refuses an empty name, which would mean the current folder."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("give a path; an empty one would write into the current folder")
+    return text
+
+
 def positive_int(text: str) -> int:
     """A whole number ≥ 1 (sizes, counts, batch sizes)."""
     return _int_at_least(text, 1)

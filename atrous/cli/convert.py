@@ -14,6 +14,7 @@ import argparse
 import logging
 from pathlib import Path
 
+from atrous.cli._options import output_path
 from atrous.errors import ConfigError
 
 logger = logging.getLogger(__name__)
@@ -28,7 +29,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("source", metavar="SRC.tflite", help="TensorFlow Lite graph of a TF DeepLab model")
     parser.add_argument(
-        "--out", required=True, metavar="DST.pt", help="checkpoint to write (its folder is created if missing)"
+        "--out",
+        required=True,
+        type=output_path,
+        metavar="DST.pt",
+        help="checkpoint to write (its folder is created if missing)",
     )
     parser.add_argument("--force", action="store_true", help="replace --out if it exists")
     parser.set_defaults(func=run)

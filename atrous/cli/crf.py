@@ -18,7 +18,7 @@ import io
 from pathlib import Path
 from typing import Any
 
-from atrous.cli._options import non_negative_int
+from atrous.cli._options import non_negative_int, output_path
 from atrous.errors import ConfigError, DataError
 
 # DenseCRF's scalar parameters: (its keyword, what it is); their defaults are DenseCRF's own.
@@ -42,14 +42,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--image", required=True, type=Path, help="the RGB image the probabilities belong to")
     parser.add_argument("--probs", required=True, type=Path, help=".npy of shape (C, H, W) or (H, W, C)")
     parser.add_argument(
-        "--out", required=True, type=Path, help="output PNG: class indices as pixel values, coloured (palette PNG)"
+        "--out",
+        required=True,
+        type=lambda text: Path(output_path(text)),
+        help="output PNG: class indices as pixel values, coloured (palette PNG)",
     )
     parser.add_argument(
         "--checkpoint",
         metavar="PATH|NAME",
         help="the model the probabilities came from: the mask takes its class colours (default: the VOC colour map)",
     )
-    parser.add_argument("--save-probs", type=Path, help="also write the refined (C, H, W) float32 .npy")
+    parser.add_argument(
+        "--save-probs", type=lambda text: Path(output_path(text)), help="also write the refined (C, H, W) float32 .npy"
+    )
     parser.add_argument("--logits", action="store_true", help="--probs holds unnormalised scores, not probabilities")
     parser.add_argument(
         "--iterations",

@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 
 from atrous.cli._inference import add_dataset_options, add_model_options
-from atrous.cli._options import non_negative_int, positive_int
+from atrous.cli._options import non_negative_int, output_path, positive_int
 from atrous.errors import ConfigError
 
 DEFAULT_SAMPLES = 24
@@ -145,6 +145,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--iterations", type=positive_int, default=10, help="mean-field iterations (default 10, as DeepLab)"
     )
     parser.add_argument("--seed", type=int, help="seed of the random search (default 0; not with --search grid)")
-    parser.add_argument("--out", metavar="JSON", help="write the best setting here (for --crf-params)")
+    parser.add_argument(
+        "--out", type=output_path, metavar="JSON", help="write the best setting here (for --crf-params)"
+    )
     parser.add_argument("--force", action="store_true", help="overwrite an existing --out file")
     parser.set_defaults(func=run)

@@ -26,7 +26,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from atrous.cli._options import positive_int
+from atrous.cli._options import output_path, positive_int
 from atrous.errors import DataError, Interrupted
 
 if TYPE_CHECKING:
@@ -251,7 +251,9 @@ def _segment_real_photo(out: Path) -> Path:
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("demo", help="train, evaluate, predict and refine with the CRF on synthetic shapes")
-    parser.add_argument("--out", default="demo_out", metavar="DIR", help="output folder (default demo_out)")
+    parser.add_argument(
+        "--out", default="demo_out", type=output_path, metavar="DIR", help="output folder (default demo_out)"
+    )
     parser.add_argument("--config", metavar="NAME|YAML", help=f"training recipe (default the shipped {DEMO_RECIPE})")
     parser.add_argument(
         "--overwrite",

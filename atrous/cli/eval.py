@@ -28,7 +28,7 @@ from atrous.cli._inference import (
     open_model,
     parse_scales,
 )
-from atrous.cli._options import positive_int
+from atrous.cli._options import output_path, positive_int
 from atrous.errors import ConfigError, DataError
 
 
@@ -61,6 +61,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
     parser.add_argument(
         "--out",
+        type=output_path,
         metavar="DIR",
         help="also write into DIR (created if missing) reliability.png, the reliability diagram (accuracy against "
         "confidence per bin, the gap and each bin's share of the pixels), and eval.json, what --json prints",
@@ -118,8 +119,13 @@ def _check_out(args: argparse.Namespace) -> Path | None:
 
 def run(args: argparse.Namespace) -> int:
     from atrous.inference.evaluate import evaluate
+    from atrous.metrics import CalibrationBins
 
     scales = parse_scales(args.scales)
+    if args.calibration_bins > CalibrationBins.MAX_BINS:
+        raise ConfigError(
+            f"--calibration-bins {args.calibration_bins}: at most {CalibrationBins.MAX_BINS} bins; use fewer"
+        )
     check_dataset_option(args)
     out = _check_out(args)
     source, crf = open_model(args)  # refuses a CRF on a labels-only model

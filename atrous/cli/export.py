@@ -13,7 +13,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from atrous.cli._options import positive_int
+from atrous.cli._options import output_path, positive_int
 from atrous.errors import CheckpointError, ConfigError
 from atrous.strides import OUTPUT_STRIDES
 
@@ -59,6 +59,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument(
         "--out",
+        type=output_path,
         required=True,
         metavar="PATH",
         help=f"output file ({', '.join(f.suffix for f in formats.values())}); its folder is created if missing",

@@ -29,6 +29,7 @@ import logging
 from pathlib import Path
 
 from atrous.cli._inference import add_model_options, add_predictor_options, build_predictor, max_pixels, open_model
+from atrous.cli._options import output_path
 from atrous.cli._video import add_video_options, refuse_video_options, run_video, wants_video
 from atrous.errors import ConfigError, DataError
 
@@ -51,7 +52,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="image files, folders (their images) or glob patterns; or video files (see video below)",
     )
     add_model_options(parser)
-    parser.add_argument("--out", required=True, metavar="DIR", help="output folder (created if missing)")
+    parser.add_argument(
+        "--out", required=True, type=output_path, metavar="DIR", help="output folder (created if missing)"
+    )
     add_predictor_options(parser, default_scales="1.0")
     parser.add_argument("--alpha", type=float, default=0.5, help="overlay opacity of the colours (default 0.5)")
     parser.add_argument(

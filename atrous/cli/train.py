@@ -18,6 +18,7 @@ import logging
 import os
 from typing import Any
 
+from atrous.cli._options import output_path
 from atrous.errors import ConfigError
 from atrous.strides import OUTPUT_STRIDES
 
@@ -74,7 +75,12 @@ _OPTIONS: tuple[tuple[str, str, dict[str, Any], str], ...] = (
         {"type": int, "choices": OUTPUT_STRIDES},
         "output stride (default: the model's)",
     ),
-    ("--out", "out", {"metavar": "RUN_DIR"}, "run folder for checkpoints and logs (default runs/train)"),
+    (
+        "--out",
+        "out",
+        {"type": output_path, "metavar": "RUN_DIR"},
+        "run folder for checkpoints and logs (default runs/train)",
+    ),
     ("--seed", "seed", {"type": int}, "random seed; a CPU run with the same seed repeats bit for bit (default 0)"),
     ("--workers", "workers", {"type": int, "metavar": "N"}, "data-loading worker processes (default 4)"),
     (

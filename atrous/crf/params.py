@@ -102,6 +102,8 @@ def parse_crf_params(text: str | None, option: str = "--crf-params") -> dict[str
         key, sep, value = item.partition("=")
         if not sep:
             raise ConfigError(f"{option} expects key=value pairs or a .json file, got {item!r}")
+        if key.strip() in values:
+            raise ConfigError(f"{option} sets {key.strip()} twice; give each parameter once")
         try:
             values[key.strip()] = float(value)
         except ValueError:

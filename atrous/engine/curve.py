@@ -102,6 +102,17 @@ def _panel(
 
 def plot_training_curve(csv_path: str | Path, png_path: str | Path, *, title: str | None = None) -> Path:
     """Draw ``log.csv``'s loss and mIoU per epoch into ``png_path`` (written atomically)."""
+    image = draw_training_curve(csv_path, title=title)
+    out = Path(png_path)
+    info = PngInfo()
+    info.add_text(MARK_KEY, MARK_VALUE)
+    with atomic_path(out) as temp:
+        image.save(temp, format="PNG", pnginfo=info)
+    return out
+
+
+def draw_training_curve(csv_path: str | Path, *, title: str | None = None) -> Image.Image:
+    """The picture :func:`plot_training_curve` writes, as an RGB image."""
     series = read_curve(csv_path)
     epochs = [x for points in series.values() for x, _ in points]
     x_range = (min(epochs, default=0.0), max(epochs, default=1.0))
@@ -113,18 +124,21 @@ def plot_training_curve(csv_path: str | Path, png_path: str | Path, *, title: st
         draw.text((MARGIN[0], 4), title, fill=(0, 0, 0), font=font)
     for index, (name, points) in enumerate(series.items()):
         _panel(draw, (index * PANEL[0], header), name, points, x_range, COLORS[name], font)
-    out = Path(png_path)
-    info = PngInfo()
-    info.add_text(MARK_KEY, MARK_VALUE)
-    with atomic_path(out) as temp:
-        image.save(temp, format="PNG", pnginfo=info)
-    return out
+    return image
 
 
-def is_training_curve(path: str | Path) -> bool:
-    """Whether ``path`` is a PNG that :func:`plot_training_curve` drew (its text chunk says so)."""
+def is_training_curve(path: str | Path, log: str | Path | None = None) -> bool:
+    """Whether ``path`` is a PNG that :func:`plot_training_curve` drew: its text chunk says
+    so, or (a curve drawn before curves carried it) its pixels are those ``log`` (the run's
+    ``log.csv``) draws."""
     try:
         with Image.open(path) as image:
-            return image.format == "PNG" and image.info.get(MARK_KEY) == MARK_VALUE
-    except (OSError, ValueError, Image.DecompressionBombError):
+            if image.format != "PNG":
+                return False
+            if image.info.get(MARK_KEY) == MARK_VALUE:
+                return True
+            if log is None or image.size != (PANEL[0] * len(COLORS), PANEL[1]):
+                return False
+            return image.convert("RGB").tobytes() == draw_training_curve(log).tobytes()
+    except (OSError, ValueError, DataError, Image.DecompressionBombError):
         return False

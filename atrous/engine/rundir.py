@@ -105,7 +105,8 @@ def foreign_run_files(run_dir: Path, existing: list[str]) -> list[str]:
         proven.add("log.csv")
     if "tensorboard" in existing and _is_event_folder(run_dir / "tensorboard"):
         proven.add("tensorboard")
-    if "curve.png" in existing and is_training_curve(run_dir / "curve.png"):
+    log = run_dir / "log.csv" if "log.csv" in proven else None
+    if "curve.png" in existing and is_training_curve(run_dir / "curve.png", log):
         proven.add("curve.png")
     return [name for name in existing if name not in proven]
 
