@@ -72,3 +72,12 @@ def cpu_line() -> str:
 def results_path(name: str, family: str | None = None) -> Path:
     """``bench/results/<family>/<name>.md`` for this machine's family (or ``family``)."""
     return RESULTS / (family or cpu_family()) / f"{name}.md"
+
+
+def write_result(text: str, out: Path | None) -> None:
+    """Print a bench's result ``text`` and, unless ``out`` is None (a smoke run), write it there."""
+    print("\n" + text)
+    if out is not None:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(text)
+        print(f"wrote {out}")

@@ -160,8 +160,8 @@ def export_both(
 # -- timing ---------------------------------------------------------------------------------
 
 
-def interleaved(candidates: dict[str, Callable[[], Any]], warmup: int, repeats: int) -> dict[str, float]:
-    """Median seconds per candidate; one run of each in turn, ``warmup`` rounds dropped."""
+def interleaved_times(candidates: dict[str, Callable[[], Any]], warmup: int, repeats: int) -> dict[str, list[float]]:
+    """Seconds of every run of each candidate; one run of each in turn, ``warmup`` rounds dropped."""
     times: dict[str, list[float]] = {key: [] for key in candidates}
     for round_index in range(warmup + repeats):
         for key, run in candidates.items():
@@ -169,7 +169,20 @@ def interleaved(candidates: dict[str, Callable[[], Any]], warmup: int, repeats: 
             run()
             if round_index >= warmup:
                 times[key].append(time.perf_counter() - start)
-    return {key: statistics.median(values) for key, values in times.items()}
+    return times
+
+
+def interleaved(candidates: dict[str, Callable[[], Any]], warmup: int, repeats: int) -> dict[str, float]:
+    """Median seconds per candidate; one run of each in turn, ``warmup`` rounds dropped."""
+    return {key: statistics.median(values) for key, values in interleaved_times(candidates, warmup, repeats).items()}
+
+
+def matmul_rate() -> float:
+    """This CPU's fp32 torch.mm rate in GFLOP/s at the current thread count (a
+    (4096 × 2048) @ (2048 × 512) product, the shape of a 64×64 map's 1×1 conv; median of 5)."""
+    a, b = torch.randn(4096, 2048), torch.randn(2048, 512)
+    seconds = interleaved({"mm": lambda: a @ b}, 1, 5)["mm"]
+    return 2 * 4096 * 2048 * 512 / seconds / 1e9
 
 
 # -- peak RSS in subprocesses ---------------------------------------------------------------

@@ -62,7 +62,7 @@ import atrous
 atrous.configure_runtime(keep_freed_memory=False)
 
 import torch  # noqa: E402
-from _family import cpu_line, results_path  # noqa: E402
+from _family import cpu_line, results_path, write_result  # noqa: E402
 from _inference_cases import (  # noqa: E402
     Table,
     atrous_equivalent,
@@ -71,6 +71,7 @@ from _inference_cases import (  # noqa: E402
     eager_path,
     export_both,
     interleaved,
+    matmul_rate,
     normalized,
     onnx_path,
     peak_rss,
@@ -158,14 +159,6 @@ def torchvision_section(
         del peer, model, candidates
         gc.collect()
     return notes
-
-
-def matmul_rate() -> float:
-    """This CPU's fp32 torch.mm rate in GFLOP/s at the bench's thread count (a
-    (4096 × 2048) @ (2048 × 512) product, the shape of a 64×64 map's 1×1 conv; median of 5)."""
-    a, b = torch.randn(4096, 2048), torch.randn(2048, 512)
-    seconds = interleaved({"mm": lambda: a @ b}, 1, 5)["mm"]
-    return 2 * 4096 * 2048 * 512 / seconds / 1e9
 
 
 def arithmetic_rate_note(case: str, model: torch.nn.Module, size: tuple[int, int], times: dict[str, float]) -> str:
@@ -457,12 +450,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     text = "\n\n".join([f"# Inference benchmark\n\n{header}", table.markdown(), "\n".join(f"- {n}" for n in notes)])
     text += f"\n\nTotal bench time {time.perf_counter() - start:.0f} s.\n"
-    print("\n" + text)
-    args.out = args.out or results_path("bf16" if args.only_bf16 else "inference")
-    if not args.quick:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(text)
-        print(f"wrote {args.out}")
+    write_result(text, None if args.quick else args.out or results_path("bf16" if args.only_bf16 else "inference"))
     return 0
 
 

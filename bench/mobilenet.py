@@ -35,9 +35,7 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import atrous
 
@@ -46,10 +44,9 @@ atrous.configure_runtime()
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
-from _family import cpu_family, family_label, results_path  # noqa: E402
-from _inference_cases import CAMVID_VAL, atrous_equivalent  # noqa: E402
+from _family import cpu_line, results_path, write_result  # noqa: E402
+from _inference_cases import CAMVID_VAL, atrous_equivalent, interleaved_times, matmul_rate  # noqa: E402
 
-from atrous.devices import cpu_name  # noqa: E402
 from atrous.labels import class_labels  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -72,25 +69,6 @@ def street_frame(size: tuple[int, int]) -> torch.Tensor:
     source = min(CAMVID_VAL.glob("*.png")) if CAMVID_VAL.is_dir() else samples / "street.jpg"
     image = Image.open(source).convert("RGB").resize((size[1], size[0]), Image.BILINEAR)
     return torch.from_numpy(np.asarray(image).copy()).permute(2, 0, 1).contiguous()
-
-
-def timed(candidates: dict[str, Callable[[], Any]], warmup: int, repeats: int) -> dict[str, list[float]]:
-    """Seconds per run of each candidate, interleaved; ``warmup`` rounds dropped."""
-    times: dict[str, list[float]] = {key: [] for key in candidates}
-    for round_index in range(warmup + repeats):
-        for key, run in candidates.items():
-            start = time.perf_counter()
-            run()
-            if round_index >= warmup:
-                times[key].append(time.perf_counter() - start)
-    return times
-
-
-def matmul_rate() -> float:
-    """This CPU's fp32 torch.mm rate in GFLOP/s ((4096 × 2048) @ (2048 × 512), median of 5)."""
-    a, b = torch.randn(4096, 2048), torch.randn(2048, 512)
-    seconds = statistics.median(timed({"mm": lambda: a @ b}, 1, 5)["mm"])
-    return 2 * 4096 * 2048 * 512 / seconds / 1e9
 
 
 def case_rows(name: str, size: tuple[int, int], args: argparse.Namespace, scratch: Path) -> list[tuple[str, ...]]:
@@ -117,7 +95,7 @@ def case_rows(name: str, size: tuple[int, int], args: argparse.Namespace, scratc
     }
     reference = candidates["ONNX Runtime"]()
     agreement = {key: float((run() == reference).float().mean()) for key, run in candidates.items()}
-    times = timed(candidates, args.warmup, args.repeats)
+    times = interleaved_times(candidates, args.warmup, args.repeats)
     flops = 2 * count_madds(model, size) / 1e9
     base = statistics.median(times["ONNX Runtime"])
     rows = []
@@ -158,7 +136,7 @@ def main(argv: list[str] | None = None) -> int:
     header = (
         f"MobileNet Predictor vs ONNX Runtime, batch 1, {args.threads} threads (torch and ONNX Runtime), median of "
         f"{args.repeats} interleaved runs after {args.warmup} warm-up (spread: min–max ms); torch {torch.__version__}, "
-        f"onnxruntime {onnxruntime.__version__}, {os.cpu_count()} CPUs: {cpu_name()}, family {family_label(cpu_family())}; "
+        f"onnxruntime {onnxruntime.__version__}, {os.cpu_count()} CPUs ({cpu_line()}); "
         f"this CPU's fp32 torch.mm: {matmul_rate():.0f} GFLOP/s; load average at the end {load}; "
         f"{time.strftime('%Y-%m-%d')}. Ratio = ONNX Runtime time / path time (> 1: faster than ONNX Runtime)."
     )
@@ -167,11 +145,7 @@ def main(argv: list[str] | None = None) -> int:
     lines += ["| " + " | ".join(row) + " |" for row in rows]
     text = f"# MobileNet Predictor vs ONNX Runtime\n\n{header}\n\n" + "\n".join(lines)
     text += f"\n\nTotal bench time {time.perf_counter() - start:.0f} s.\n"
-    print("\n" + text)
-    if not args.quick:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(text)
-        print(f"wrote {args.out}")
+    write_result(text, None if args.quick else args.out)
     return 0
 
 
