@@ -320,3 +320,18 @@ def test_an_out_inside_the_dataset_folder_is_refused(inside: str, tmp_path: Path
     with pytest.raises(ConfigError, match="inside the dataset folder"):
         train(config)
     assert sorted(p.relative_to(data) for p in data.rglob("*")) == before
+
+
+def test_a_run_on_a_relative_data_folder_resumes_and_evaluates_from_any_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    work, elsewhere = tmp_path / "work", tmp_path / "elsewhere"
+    data = folder_dataset(work / "data", size=32)
+    folder_dataset(elsewhere / "data", size=32, count=2)  # another folder of the same name: must not be used
+    monkeypatch.chdir(work)
+    config = tiny_run_config(Path("run"), dataset=None, data="data", dataset_options={}, train_split="all", epochs=1)
+    train({**config, "val_split": "all"})
+    assert read_checkpoint(work / "run" / "last.pt")["train_config"]["data"] == str(data)
+    monkeypatch.chdir(elsewhere)
+    result = train({"out": str(work / "run"), "resume": "last", "epochs": 2})
+    assert result.epochs == 2

@@ -451,11 +451,22 @@ class Trainer:
             iters_per_epoch=data.iters_per_epoch,
             world_size=self.context.world_size,
             val_miou=self.val_miou,
-            train_config=self.config.to_dict(),
+            train_config=_stored_config(self.config),
         )
         save_checkpoint(checkpoint, self.run_dir / name)
         if self.folder is not None:
             self.folder.commit()
+
+
+def _stored_config(config: TrainConfig) -> dict[str, Any]:
+    """The run's settings as its checkpoints store them: the data folder and a ``--pretrained``
+    file as absolute paths, so that eval and resume find them from any working folder."""
+    values = config.to_dict()
+    if values.get("data"):
+        values["data"] = os.path.abspath(values["data"])
+    if isinstance(values.get("pretrained"), str) and os.path.isfile(values["pretrained"]):
+        values["pretrained"] = os.path.abspath(values["pretrained"])
+    return values
 
 
 def _thread_settings() -> str:
