@@ -180,9 +180,10 @@ def _checkpoint_provenance(source: dict[str, Any], train_config: dict[str, Any],
             f"converted by `atrous convert` from {source.get('file', '?')} ({source.get('format', '?')}, {size} input)"
         )
     if train_config:
-        data = train_config.get("dataset") or "?"
-        if train_config.get("data") and not shipped:  # a shipped run's folder was on its training machine
-            data += f" at {train_config['data']}"
+        name, folder = train_config.get("dataset"), train_config.get("data")
+        if shipped:  # a shipped run's folder was on its training machine
+            folder = None
+        data = f"{name} at {folder}" if name and folder else name or folder or "?"
         split = train_config.get("train_split")
         lines.append(f"trained by `atrous train` on {data}" + (f" ({split} split)" if split else ""))
         run = ", ".join(

@@ -614,3 +614,16 @@ def test_calibration_bins_are_bounded_before_work(tiny_checkpoint: Path, capsys:
 def test_an_empty_out_is_refused_not_read_as_the_current_folder(command: str, capsys: pytest.CaptureFixture) -> None:
     err = _error_line(capsys, [command, "--out", ""])
     assert f"atrous {command}: error: argument --out: give a path" in err
+
+
+def test_info_names_a_detected_folder_dataset_without_a_question_mark(tiny_checkpoint: Path, tmp_path: Path) -> None:
+    from atrous.checkpoint import save_checkpoint
+    from atrous.model_files import describe_model_file
+
+    checkpoint = read_checkpoint(tiny_checkpoint)
+    checkpoint["train_config"] = {"dataset": None, "data": "/data/streets", "train_split": "train"}
+    save_checkpoint(checkpoint, tmp_path / "run.pt")
+    assert (
+        describe_model_file(tmp_path / "run.pt")["provenance"][0]
+        == "trained by `atrous train` on /data/streets (train split)"
+    )
