@@ -21,10 +21,11 @@ from __future__ import annotations
 import difflib
 import functools
 import hashlib
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from atrous.errors import CheckpointError
+from atrous.errors import CheckpointError, ConfigError
 
 WEIGHTS = (Path(__file__).parent / "weights").resolve()  # in the repository a link to weights/
 # Sample photos from github.com/google-coral/test_data (Apache-2.0): a bird (VOC) and a street scene (Cityscapes).
@@ -244,7 +245,12 @@ def unknown_name_message(text: str | Path) -> str:
 
 
 def resolve_checkpoint(path_or_name: str | Path) -> Path:
-    """A shipped name → its packaged file; anything else → ``Path(path_or_name)`` unchanged."""
+    """A shipped name → its packaged file; anything else → ``Path(path_or_name)`` unchanged
+    (``ConfigError`` for a value that is neither a string nor a path)."""
+    if not isinstance(path_or_name, (str, os.PathLike)):
+        raise ConfigError(
+            f"a model file (path) or a shipped model's name is needed; got {type(path_or_name).__name__} {path_or_name!r}"
+        )
     record = _BY_NAME.get(str(path_or_name))
     return record.path if record is not None else Path(path_or_name)
 

@@ -352,3 +352,24 @@ def test_non_finite_scores_are_refused_not_read_as_class_0(value: float) -> None
 def test_a_device_this_machine_lacks_is_one_config_error(device: object) -> None:
     with pytest.raises(ConfigError, match="device '(mps|xpu|meta)'"):
         Predictor(tiny_net(), device=device)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("value", [5, None, 3.5])
+def test_a_model_file_that_is_no_path_is_one_config_error(value: object) -> None:
+    import atrous
+
+    for reader in (atrous.open, atrous.load_model):
+        with pytest.raises(
+            ConfigError, match=f"a model file .* or a shipped model's name is needed; got {type(value).__name__}"
+        ):
+            reader(value)  # type: ignore[arg-type]
+
+
+def test_predictor_arguments_of_the_wrong_kind_are_config_errors() -> None:
+    with pytest.raises(ConfigError, match="crf must be a callable"):
+        Predictor(tiny_net(), crf=object())  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match="crop_size must be one positive int or"):
+        Predictor(tiny_net(), crop_size=33.5)  # type: ignore[arg-type]
+    no_out = lambda x: {"logits": torch.zeros(x.shape[0], 3, *x.shape[-2:])}  # noqa: E731
+    with pytest.raises(InputError, match="a mapping without 'out' .*logits"):
+        Predictor(no_out).predict(np.zeros((24, 32, 3), np.uint8))

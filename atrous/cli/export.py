@@ -202,7 +202,7 @@ def run(args: argparse.Namespace) -> int:
     name = _format_name(args)
     fmt = get_format(name)
     if Path(args.out).suffix.lower() != fmt.suffix:
-        raise ConfigError(f"--out {args.out}: a {name} export should end in {fmt.suffix}")
+        raise ConfigError(f"--out {args.out}: {name} exports end in {fmt.suffix}")
     options = flag_format_options(args, name)
     out = check_output_file(
         args.out,

@@ -135,7 +135,7 @@ def export(
     fmt = get_format(format) if format is not None else format_for_path(path)
     path = Path(path)
     if path.suffix.lower() != fmt.suffix:
-        raise ConfigError(f"{path}: a {fmt.name} export should end in {fmt.suffix}")
+        raise ConfigError(f"{path}: {fmt.name} exports end in {fmt.suffix}")
     valid = fmt.options()
     unknown = sorted(set(options) - set(valid))
     if unknown:

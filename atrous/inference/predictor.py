@@ -150,6 +150,8 @@ class Predictor:
                     f"{self.min_size} input this model needs; use {self.min_size} or more"
                 )
         if crf is not None:
+            if not callable(crf):
+                raise ConfigError(f"crf must be a callable such as atrous.crf.DenseCRF(); got {type(crf).__name__}")
             check_refinable(model)
         self.transforms: tuple[str, ...] = ()
         if isinstance(model, nn.Module):
@@ -230,6 +232,8 @@ class Predictor:
             batch = F.pad(batch, (0, pad_w, 0, pad_h))
         output = self.model(self._model_input(batch))
         if isinstance(output, Mapping):
+            if "out" not in output:
+                raise InputError(f"the model returned a mapping without 'out' (keys: {', '.join(map(str, output))})")
             output = output["out"]
         self._check_output(output, batch)
         if output.dtype == torch.bfloat16:
@@ -423,7 +427,7 @@ def _resize_scores(scores: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
 def _check_crop(crop_size: int | Sequence[int] | None, option: str = "crop_size") -> tuple[int, int] | None:
     if crop_size is None:
         return None
-    size = (crop_size, crop_size) if isinstance(crop_size, int) else tuple(crop_size)
+    size = (crop_size, crop_size) if not isinstance(crop_size, Sequence) else tuple(crop_size)
     if len(size) != 2 or any(isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in size):
         raise ConfigError(f"{option} must be one positive int or (height, width); got {crop_size!r}")
     return (int(size[0]), int(size[1]))
