@@ -48,7 +48,7 @@ def test_unknown_key_lists_valid_ones() -> None:
         ({"lr": "fast"}, "lr must be of type float"),
         ({"batch_size": True}, "batch_size must be of type int"),
         ({"scale_range": [2.0, 1.0]}, "scale_range"),
-        ({"dataset": "coco"}, "shapes"),
+        ({"dataset": "no-such-layout"}, "shapes"),
         ({"model_options": 3}, "mapping"),
     ],
 )

@@ -28,6 +28,7 @@ from atrous.crf import DenseCRF, GridGaussian
 from atrous.data import build_dataset, read_image
 from atrous.data.base import read_split_file
 from atrous.data.io import check_images
+from atrous.engine.config import make_config
 from atrous.errors import CheckpointError, ConfigError, DataError, ModelFileError
 from atrous.exporters import calibration_batches
 
@@ -541,11 +542,12 @@ def test_an_ignore_index_among_the_classes_suggests_a_value_outside_them(tmp_pat
     for stem in "ab":
         _png(tmp_path / "images" / f"{stem}.png")
         _mask(tmp_path / "masks" / f"{stem}.png")
-    with pytest.raises(ConfigError, match=r"ignore_index 255 is one of the 300 class indices .* e\.g\. -1$"):
+    with pytest.raises(ConfigError, match=r"ignore_index 255 is one of the 300 class indices .* e\.g\. 65535$"):
         build_dataset("folder", tmp_path, "all", num_classes=300)
     with pytest.raises(ConfigError, match=r"ignore_index 1 is one of the 3 class indices .* e\.g\. 255$"):
         build_dataset("folder", tmp_path, "all", num_classes=3, ignore_index=1)
-    assert build_dataset("folder", tmp_path, "all", num_classes=300, ignore_index=-1).num_classes == 300
+    assert build_dataset("folder", tmp_path, "all", num_classes=300, ignore_index=65535).num_classes == 300
+    make_config(num_classes=300, ignore_index=65535)  # the value suggested is one training takes
 
 
 def test_a_name_listed_twice_in_a_split_list_is_named(tmp_path: Path) -> None:
@@ -627,3 +629,22 @@ def test_info_names_a_detected_folder_dataset_without_a_question_mark(tiny_check
         describe_model_file(tmp_path / "run.pt")["provenance"][0]
         == "trained by `atrous train` on /data/streets (train split)"
     )
+
+
+@pytest.mark.parametrize(
+    "values, message",
+    [
+        (
+            {"loss": "ce", "bootstrap_ratio": 0.5},
+            "bootstrap_ratio 0.5 applies to loss 'bootstrap' only, and loss is 'ce'",
+        ),
+        (
+            {"optimizer": "adamw", "momentum": 0.5},
+            "momentum 0.5 applies to optimizer 'sgd' only, and optimizer is 'adamw'",
+        ),
+    ],
+)
+def test_a_training_option_the_chosen_mode_ignores_is_refused(values: dict[str, object], message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        make_config(**values)
+    make_config(**{**values, "loss": "bootstrap", "optimizer": "sgd"})  # where it applies

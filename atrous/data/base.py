@@ -357,7 +357,7 @@ class SegmentationDataset(Dataset):
         if len(palette) < len(class_names):
             raise ConfigError(f"palette has {len(palette)} colours for {len(class_names)} classes")
         if 0 <= ignore_index < len(class_names):
-            outside = 255 if len(class_names) <= 255 else -1  # masks of 256+ classes have no spare 8-bit value
+            outside = 255 if len(class_names) <= 255 else 65535  # 256+ classes need 16-bit masks
             raise ConfigError(
                 f"ignore_index {ignore_index} is one of the {len(class_names)} class indices "
                 f"(0..{len(class_names) - 1}); give an ignore value outside them, e.g. {outside}"

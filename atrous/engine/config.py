@@ -95,6 +95,16 @@ class TrainConfig:
     checkpoint_every: int = 500  # also write last.pt every N iterations (0 = only at epoch ends)
     progress: bool = True  # tqdm progress bar per epoch
 
+    def _check_used(self, name: str, mode: str, needed: str) -> None:
+        """``ConfigError`` for ``name`` set to another value than its default while ``mode``
+        is not ``needed`` (e.g. a bootstrap_ratio with the plain cross-entropy): it would be ignored."""
+        default = next(item.default for item in dataclasses.fields(self) if item.name == name)
+        if getattr(self, name) != default and getattr(self, mode) != needed:
+            raise ConfigError(
+                f"{name} {getattr(self, name)} applies to {mode} {needed!r} only, and {mode} is "
+                f"{getattr(self, mode)!r}; drop {name} or set {mode} to {needed!r}"
+            )
+
     def __post_init__(self) -> None:
         _check_choice("dataset", self.dataset, tuple(DATASETS), allow_none=True)  # the live registry
         _check_choice("optimizer", self.optimizer, OPTIMIZERS)
@@ -134,6 +144,8 @@ class TrainConfig:
             raise ConfigError(f"ema is the decay of the weight average per step, in [0, 1) (0 = off), got {self.ema}")
         if not 0 < self.bootstrap_ratio <= 1:
             raise ConfigError(f"bootstrap_ratio must be in (0, 1], got {self.bootstrap_ratio}")
+        self._check_used("bootstrap_ratio", "loss", "bootstrap")
+        self._check_used("momentum", "optimizer", "sgd")
         low, high = self.scale_range
         if not 0 < low <= high < math.inf:
             raise ConfigError(f"scale_range must be (low, high) with 0 < low ≤ high, got {self.scale_range}")
