@@ -6,9 +6,10 @@
   same function, in one process) for every registered model and, below each, the
   papers' variants that are options of it (`atrous list --variants`); then MobileNet
   v1's ImageNet classifier for every width and resolution of its paper's Tables 6–7.
-- ``camvid``, ``cityscapes`` (accuracy, the same on every CPU): ``bench/results/<name>.md``
-  written by ``experiments/camvid_results.py`` and ``experiments/cityscapes_results.py``,
-  copied verbatim.
+- ``camvid``, ``cityscapes``, ``camvid_video`` (accuracy, the same on every CPU):
+  ``bench/results/<name>.md`` written by ``experiments/camvid_results.py``,
+  ``experiments/cityscapes_results.py`` and ``experiments/camvid_video_temporal.py``, copied
+  verbatim.
 - the speed blocks (``FAMILY_BLOCKS``: the bench that writes each): every CPU family's
   ``bench/results/<family>/<name>.md`` (``bench/_family.py``), each under a heading that
   names the family, families in ``FAMILIES`` order, then a line naming the families not
@@ -30,7 +31,7 @@ from _family import FAMILIES, family_label, family_order
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
-ACCURACY_BLOCKS = ("camvid", "cityscapes")
+ACCURACY_BLOCKS = ("camvid", "cityscapes", "camvid_video")
 # Speed blocks, one table per CPU family: the command that writes each.
 FAMILY_BLOCKS = {
     "inference": "python bench/inference.py",
@@ -53,6 +54,7 @@ PAGES = {
     "models": "docs/models.md",
     "camvid": "docs/results.md",
     "cityscapes": "docs/results.md",
+    "camvid_video": "docs/video.md",
     "tflite": "docs/deploy.md",
     "tflite_sweep": "docs/deploy.md",
     "inference": "docs/benchmarks.md",

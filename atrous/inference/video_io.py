@@ -74,7 +74,8 @@ class ClipReader:
     """The frames of a video file, decoded one at a time by FFmpeg (PyAV).
 
     Opening reads the header: ``DataError`` for a file FFmpeg cannot read (naming what it
-    looks like), one without a video stream, or frames above ``max_pixels``. Attributes:
+    looks like), one without a video stream, or frames above ``max_pixels`` (default
+    ``atrous.data.io.DEFAULT_MAX_PIXELS``). Attributes:
     ``path``, ``name`` (the stem outputs are named after), ``height``, ``width``, ``fps``
     (``Fraction``), ``count`` (frames the header announces; None if it does not say).
     Iterating yields ``(frame name, uint8 (H, W, 3) RGB)``, names ``000000``, ``000001`` …;
@@ -83,7 +84,8 @@ class ClipReader:
     (or use ``with``) to release the file.
     """
 
-    def __init__(self, path: str | Path, *, max_pixels: int) -> None:
+    def __init__(self, path: str | Path, *, max_pixels: int | None = None) -> None:
+        from atrous.data.io import DEFAULT_MAX_PIXELS
         from atrous.files import file_kind, read_problem
 
         av = require_av()
@@ -118,7 +120,7 @@ class ClipReader:
             self.width, self.height = int(context.width), int(context.height)
             if self.width < 1 or self.height < 1:
                 raise DataError(f"{self.path}: its video stream has no frame size; the file is damaged")
-            _check_size(self.path, self.width, self.height, max_pixels)
+            _check_size(self.path, self.width, self.height, max_pixels or DEFAULT_MAX_PIXELS)
             rate = self._stream.average_rate or self._stream.guessed_rate or self._stream.base_rate
             if not rate or rate <= 0:
                 logger.warning("%s does not say its frame rate; writing 30 frames/s", self.path)
@@ -178,12 +180,12 @@ class FolderReader:
     :class:`ClipReader`'s; ``name`` is the folder's name, ``paths`` the frames in order.
     """
 
-    def __init__(self, folder: str | Path, *, fps: Fraction | float, max_pixels: int) -> None:
-        from atrous.data.io import check_images, image_size, image_suffixes
+    def __init__(self, folder: str | Path, *, fps: Fraction | float = 30, max_pixels: int | None = None) -> None:
+        from atrous.data.io import DEFAULT_MAX_PIXELS, check_images, image_size, image_suffixes
 
         self.path = Path(folder)
         self.name = self.path.resolve().name or "frames"
-        self.max_pixels = max_pixels
+        self.max_pixels = max_pixels = max_pixels or DEFAULT_MAX_PIXELS
         if not self.path.is_dir():
             raise DataError(f"--as-video takes folders of frames; {self.path} is not a folder")
         suffixes = image_suffixes()
