@@ -357,6 +357,7 @@ def test_unwritable_out_and_existing_outputs(
     [
         (["{clip}", "--temporal", "1"], "alpha in [0, 1)"),
         (["{clip}", "--save-probs"], "--save-probs is for still images"),
+        (["{clip}", "--confidence=entropy"], "--confidence is for still images"),
         (["{clip}", "--fps", "10"], "--fps sets the frame rate of --as-video's videos"),
         (["{clip}", "{image}"], "predict videos and images in separate runs"),
         (["{image}", "--save-masks"], "--save-masks is for videos"),

@@ -125,8 +125,9 @@ def run_video(args: argparse.Namespace) -> int:
     from atrous.inference.video_io import ClipReader, FolderReader, require_av
 
     require_av()
-    if args.save_probs:
-        raise ConfigError("--save-probs is for still images; for videos use --save-masks (one mask per frame)")
+    for flag, given in (("--save-probs", args.save_probs), ("--confidence", args.confidence is not None)):
+        if given:
+            raise ConfigError(f"{flag} is for still images; for videos use --save-masks (one mask per frame)")
     if args.confidence is not None:
         raise ConfigError("--confidence is for still images; predict the frames as images to get their confidence")
     if args.temporal is not None:
