@@ -325,6 +325,23 @@ def test_a_clip_truncated_midway_gives_its_decodable_frames_and_a_warning(
     assert f"{len(frames)} of the 40 frames its header announces could be decoded" in caplog.text
 
 
+def test_a_frame_that_cannot_be_decoded_ends_the_run_after_finalising_the_frames_before_it(
+    checkpoint: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    frames = tmp_path / "drive"
+    frames.mkdir()
+    for index, frame in enumerate(moving_frames(6)):
+        Image.fromarray(frame).save(frames / f"{index}.png")
+    whole = (frames / "4.png").read_bytes()
+    (frames / "4.png").write_bytes(whole[: len(whole) // 2])  # its header still reads: the size check passes
+    out = tmp_path / "pred"
+    assert predict(checkpoint, str(frames), "--as-video", "--out", str(out), "--batch-size", "3") == 2
+    err = capsys.readouterr().err.strip()
+    assert "4.png: truncated or corrupt image" in err and "the 4 frames before it are in" in err
+    assert len(err.splitlines()) == 1
+    assert len(read_clip(out / "drive_overlay.mp4")[0]) == 4
+
+
 def test_frames_above_the_pixel_limit_are_refused_before_the_model_runs(
     checkpoint: Path, clip: Path, tmp_path: Path, capsys: pytest.CaptureFixture
 ) -> None:
