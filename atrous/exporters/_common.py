@@ -82,6 +82,11 @@ class ExportReport:
 # The registered inference transforms (atrous.transforms) every export applies to its copy
 # of the model; the file records their names.
 EXPORT_TRANSFORMS = ("fold_bn",)
+# Float32 rounding differs between CPUs (vector width, fused multiply-adds, oneDNN against
+# ONNX Runtime's kernels): the shipped camvid model's ONNX export differed from PyTorch by
+# 1.0e-5 of its largest logit on an Intel Xeon, within 1e-5 on an AMD EPYC. A broken export
+# differs by whole units. 5e-4 (5e-5 relative) leaves room for the first and none for the second.
+EXPORT_ATOL = 5e-4
 
 
 class ExportedModel(nn.Module):
@@ -162,7 +167,7 @@ def verify(
     sizes: Sequence[tuple[int, int]],
     path: Path,
     *,
-    atol: float = 1e-4,
+    atol: float = EXPORT_ATOL,
     min_agreement: float = 0.9999,
     seed: int = 0,
     rounded_activations: bool = False,
@@ -170,7 +175,7 @@ def verify(
     """Compare ``candidate`` (the exported model) with ``reference`` on seeded random inputs.
 
     Passes when max |logit diff| ≤ ``atol`` · max(1, max |logit| / 10) — ``atol`` for
-    logits up to 10, the same relative precision beyond — and argmax agreement ≥
+    logits up to 10, the same relative precision beyond (``EXPORT_ATOL``) — and argmax agreement ≥
     ``min_agreement``; label outputs are compared by agreement only. Otherwise raises
     ``ExportError`` naming the numbers.
 

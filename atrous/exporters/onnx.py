@@ -26,6 +26,7 @@ from torch import nn
 from atrous.deeplab import min_input_size
 from atrous.errors import ConfigError, first_line
 from atrous.exporters._common import (
+    EXPORT_ATOL,
     ExportError,
     ExportReport,
     atomic_output,
@@ -126,7 +127,7 @@ def export_onnx(
     dynamic: bool = False,
     opset: int = DEFAULT_OPSET,
     argmax: bool = False,
-    atol: float = 1e-4,
+    atol: float = EXPORT_ATOL,
     min_agreement: float = 0.9999,
 ) -> ExportReport:
     """Export ``model`` ((N, 3, H, W) → (N, K, H, W) logits) to ONNX at ``path`` and verify it.
