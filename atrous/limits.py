@@ -28,6 +28,7 @@ __all__ = [
     "AtLeast",
     "InRange",
     "available_memory",
+    "check_flags",
     "check_model_memory",
     "check_options",
     "check_view_pixels",
@@ -152,6 +153,14 @@ def check_options(kind: str, name: str, builder: Callable[..., Any], options: Ma
             raise ConfigError(
                 f"{option} must be {describe_type(annotation)}; got {value!r} (an option of {kind} {name!r})"
             )
+
+
+def check_flags(**flags: Any) -> None:
+    """``ConfigError`` for a flag argument that is not ``True``/``False`` (``flip="no"`` would
+    count as true), naming it: ``check_flags(flip=flip, fast=fast)``."""
+    for name, value in flags.items():
+        if not isinstance(value, bool):
+            raise ConfigError(f"{name} must be True or False; got {value!r}")
 
 
 def parse_numbers(text: str, what: str, example: str) -> tuple[float, ...]:

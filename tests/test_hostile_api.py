@@ -373,3 +373,17 @@ def test_predictor_arguments_of_the_wrong_kind_are_config_errors() -> None:
     no_out = lambda x: {"logits": torch.zeros(x.shape[0], 3, *x.shape[-2:])}  # noqa: E731
     with pytest.raises(InputError, match="a mapping without 'out' .*logits"):
         Predictor(no_out).predict(np.zeros((24, 32, 3), np.uint8))
+
+
+def test_a_string_for_a_flag_or_for_scales_is_refused_not_read_as_something_else(tmp_path: Path) -> None:
+    import atrous
+
+    for flags in ({"flip": "no"}, {"fast": "no"}, {"compile": 0}):
+        with pytest.raises(ConfigError, match=f"{next(iter(flags))} must be True or False"):
+            Predictor(tiny_net(), **flags)  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match="scales must be positive numbers.*got '12'"):
+        Predictor(tiny_net(), scales="12")  # type: ignore[arg-type] - it read as scales 1 and 2
+    for flags in ({"dynamic": "no"}, {"argmax": "no"}, {"overwrite": "yes"}):
+        with pytest.raises(ConfigError, match=f"{next(iter(flags))} must be True or False"):
+            atrous.export(tiny_net(), tmp_path / "m.onnx", input_size=(32, 32), **flags)
+    assert not (tmp_path / "m.onnx").exists()

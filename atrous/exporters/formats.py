@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from atrous.errors import ConfigError, choices_message
+from atrous.limits import check_flags
 
 if TYPE_CHECKING:  # pragma: no cover
     from atrous.exporters._common import ExportReport
@@ -132,6 +133,7 @@ def export(
     Returns:
         The writer's ``ExportReport`` (max |logit difference|, label agreement, sizes checked).
     """
+    check_flags(argmax=argmax, overwrite=overwrite, **{k: v for k, v in options.items() if k in ("dynamic", "int8")})
     fmt = get_format(format) if format is not None else format_for_path(path)
     path = Path(path)
     if path.suffix.lower() != fmt.suffix:

@@ -26,7 +26,7 @@ from atrous.errors import ConfigError, InputError
 from atrous.inference.fast import default_transforms, prepare_for_inference
 from atrous.inference.windows import multi_scale_probabilities, sliding_window
 from atrous.labels import class_labels, upsampled_labels
-from atrous.limits import check_view_pixels
+from atrous.limits import check_flags, check_view_pixels
 from atrous.nn import check_scales, resize
 from atrous.nn.fake_quant import has_activation_quant
 
@@ -112,6 +112,7 @@ class Predictor:
         transforms: Sequence[str] | None = None,
         max_pixels: int | None = None,
     ) -> None:
+        check_flags(flip=flip, fast=fast, compile=compile)
         self.device = resolve_device(device)
         self.max_pixels = _check_max_pixels(max_pixels)
         self.dtype = _precision_dtype(precision, model, self.device, transforms)

@@ -47,8 +47,8 @@ def scaled_size(height: int, width: int, scale: float) -> tuple[int, int]:
 
 def check_scales(scales: Sequence[float], name: str = "scales") -> tuple[float, ...]:
     """``scales`` as a tuple of positive floats, else ``ConfigError`` naming ``name``."""
-    try:
-        values = tuple(float(s) for s in scales if not isinstance(s, bool))
+    try:  # a string is no list of scales ("12" would read as 1 and 2)
+        values = () if isinstance(scales, str) else tuple(float(s) for s in scales if not isinstance(s, bool))
     except (TypeError, ValueError):
         values = ()
     if not values or len(values) != len(scales) or any(not 0 < s < float("inf") for s in values):
