@@ -40,7 +40,7 @@ import torch
 from torch import nn
 
 from atrous.errors import CheckpointError, NotACheckpointError
-from atrous.files import atomic_path, file_kind, program_problem, read_problem
+from atrous.files import atomic_path, check_torch_file, file_kind
 from atrous.shipped import looks_like_name, resolve_checkpoint, unknown_name_message, verify_shipped_file
 
 FORMAT = "atrous-checkpoint"
@@ -140,12 +140,7 @@ def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         if looks_like_name(given):
             raise CheckpointError(unknown_name_message(given))
         raise CheckpointError(f"checkpoint {given} does not exist (or is not a file)")
-    problem = read_problem(path)
-    if problem:
-        raise CheckpointError(f"checkpoint {given}: {problem}")
-    program = program_problem(path)
-    if program:
-        raise NotACheckpointError(f"{given} {program}")
+    check_torch_file(path, f"checkpoint {given}", CheckpointError, NotACheckpointError)
     verify_shipped_file(path)
     try:
         checkpoint = torch.load(path, map_location=map_location, weights_only=True)

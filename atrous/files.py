@@ -314,6 +314,20 @@ def program_problem(path: str | Path) -> str | None:
     )
 
 
+def check_torch_file(
+    path: str | Path, name: str, error: type[Exception], program_error: type[Exception] | None = None
+) -> None:
+    """Before ``torch.load``: ``error`` when ``path`` cannot be opened ("``name``: permission
+    denied" …), ``program_error`` (default ``error``) when it is an exported program
+    (:func:`program_problem`), so neither is blamed on a damaged file."""
+    problem = read_problem(path)
+    if problem:
+        raise error(f"{name}: {problem}")
+    program = program_problem(path)
+    if program:
+        raise (program_error or error)(f"{name} {program}")
+
+
 def file_kind(path: str | Path) -> str:
     """What a file looks like from its first bytes, for error messages: ``"a PNG image"``,
     ``"an empty file"``, ``"an ONNX model"``, ``"text"``, or ``"unrecognised bytes"``."""

@@ -38,7 +38,7 @@ from torch import nn
 from atrous.backbones import timm_keys, torchvision_keys
 from atrous.backbones._published import PublishedFile, hub_checkpoints_dir
 from atrous.errors import CheckpointError
-from atrous.files import program_problem, read_problem
+from atrous.files import check_torch_file
 
 __all__ = ["IMAGENET", "LoadResult", "find_imagenet_weights", "load_backbone_weights", "read_state_dict"]
 
@@ -106,12 +106,7 @@ def read_state_dict(path: str | os.PathLike[str], backbone: nn.Module | None = N
     if not path.is_file():
         hint = _where_to_get(backbone) if backbone is not None else "check the path"
         raise CheckpointError(f"pretrained weights file {os.fspath(path)!r} does not exist; {hint}")
-    problem = read_problem(path)
-    if problem:
-        raise CheckpointError(f"pretrained weights {os.fspath(path)!r}: {problem}")
-    program = program_problem(path)
-    if program:
-        raise CheckpointError(f"pretrained weights {os.fspath(path)!r} {program}")
+    check_torch_file(path, f"pretrained weights {os.fspath(path)!r}", CheckpointError)
     try:
         if path.suffix == ".safetensors":
             try:
