@@ -78,7 +78,9 @@ def upsampled_labels(scores: torch.Tensor, size: tuple[int, int], *, align_corne
     of a 19-class 1024×2048 map read and write 300 MB.
     """
     if scores.dim() != 4 or scores.shape[1] < 2 or not scores.is_floating_point():
-        raise ValueError(f"upsampled_labels takes float (N, K≥2, h, w) scores; got {tuple(scores.shape)} {scores.dtype}")
+        raise ValueError(
+            f"upsampled_labels takes float (N, K≥2, h, w) scores; got {tuple(scores.shape)} {scores.dtype}"
+        )
     n, k, h, w = scores.shape
     height, width = int(size[0]), int(size[1])
     low = class_labels(scores)

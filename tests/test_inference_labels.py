@@ -116,7 +116,9 @@ def test_upsampled_labels_equal_the_labels_of_the_full_resize(
     scores = _blobs(*low, cell=cell, seed=sum(low))
     if channels_last:
         scores = scores.contiguous(memory_format=torch.channels_last)
-    full = class_labels(torch.nn.functional.interpolate(scores, size=size, mode="bilinear", align_corners=align_corners))
+    full = class_labels(
+        torch.nn.functional.interpolate(scores, size=size, mode="bilinear", align_corners=align_corners)
+    )
     got = upsampled_labels(scores, size, align_corners=align_corners)
     assert got.dtype == torch.int64 and got.shape == full.shape
     assert torch.equal(got, full)
