@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import threading
 from collections.abc import Iterable, Iterator
 from typing import Any
 
-__all__ = ["batches", "leave_stop_signals_to_the_main_process"]
+__all__ = ["batches", "leave_stop_signals_to_the_main_process", "own_message"]
 
 
 def batches(loader: Iterable[Any]) -> Iterator[Any]:
@@ -27,6 +28,16 @@ def batches(loader: Iterable[Any]) -> Iterator[Any]:
         if stop is not None:
             stop()
         raise
+
+
+def own_message(error: BaseException) -> str:
+    """The error's message; for an error a DataLoader worker re-raised ("Caught DataError
+    in DataLoader worker process 1. Original Traceback ..."), the worker's own message,
+    which names the file."""
+    text = str(error).strip()
+    if "Original Traceback" in text:
+        text = re.sub(r"^[\w.]+(Error|Exception): ", "", text.splitlines()[-1])
+    return text
 
 
 def leave_stop_signals_to_the_main_process(_worker_id: int = 0) -> None:

@@ -18,7 +18,6 @@ import importlib
 import importlib.util
 import logging
 import os
-import re
 import signal
 import sys
 import threading
@@ -154,12 +153,11 @@ def one_line(error: BaseException) -> str:
     """The error's message on one line. An error re-raised by a DataLoader worker ("Caught
     DataError in DataLoader worker process 1. Original Traceback ...") gives back the
     worker's own message, which names the file."""
-    text = str(error).strip()
+    from atrous.workers import own_message
+
+    text = own_message(error)
     if isinstance(error, OSError) and error.filename is not None:
         text = f"{error.filename}: {error.strerror or text}"
-    if "Original Traceback" in text:
-        last = text.splitlines()[-1]
-        text = re.sub(r"^[\w.]+(Error|Exception): ", "", last)
     return " ".join(text.split())
 
 

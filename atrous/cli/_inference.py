@@ -173,7 +173,7 @@ def dataset_for_model(args: argparse.Namespace, source: Any, *, check_classes: b
         if root is not None and not Path(root).exists():
             raise ConfigError(f"{args.checkpoint} was trained on {root}, which is not here; give --data DIR")
     options: dict[str, Any] = {}
-    if config.get("dataset") == name and (args.data is None or args.data == config.get("data")):
+    if config.get("dataset") == name and (args.data is None or _same_folder(args.data, config.get("data"))):
         options.update({k: v for k, v in run_dataset_options(config).items() if k != "num_images"})
     for option in ("ignore_index", "label_map"):
         if getattr(args, option, None) is not None:
@@ -191,6 +191,16 @@ def dataset_for_model(args: argparse.Namespace, source: Any, *, check_classes: b
             f"({', '.join(dataset.class_names)}); use the dataset the model was trained for"
         )
     return dataset
+
+
+def _same_folder(given: str | Path, stored: str | Path | None) -> bool:
+    """Whether ``given`` names the folder a run stored (as given then, or absolute)."""
+    if stored is None:
+        return False
+    try:
+        return Path(given).resolve() == Path(stored).resolve()
+    except OSError:  # a link loop: not the run's folder
+        return False
 
 
 def open_model(args: argparse.Namespace) -> tuple[Any, dict[str, Any] | None]:

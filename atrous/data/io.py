@@ -304,7 +304,7 @@ def colors_to_indices(
         width = codes.shape[1] if codes.ndim == 2 else 1
         shown = []
         for u in unknown[:5]:
-            y, x = divmod(int(np.argmax(inverse == u)), width)
+            y, x = divmod(int(np.flatnonzero(inverse == u)[0]), width)
             shown.append(f"{_rgb_text(int(unique[u]))} (first at x={x}, y={y})")
         more = f" and {len(unknown) - 5} more" if len(unknown) > 5 else ""
         verb = "is not a class colour" if len(unknown) == 1 else "are not class colours"

@@ -31,7 +31,7 @@ from atrous.files import write_together
 from atrous.inference.evaluate import keep_as_list
 from atrous.labels import class_labels
 from atrous.metrics import confidence as confidence_map
-from atrous.workers import batches, leave_stop_signals_to_the_main_process
+from atrous.workers import batches, leave_stop_signals_to_the_main_process, own_message
 
 
 def output_names(
@@ -220,7 +220,7 @@ def predict_files(
                     raise DataError(f"{error} ({path.name})") from None
                 written += 1
     except AtrousError as error:  # a failed write, or an image the model cannot take: say what is complete
-        raise type(error)(f"{error}; {_complete(written, len(paths))} in {out}") from None
+        raise type(error)(f"{own_message(error)}; {_complete(written, len(paths))} in {out}") from None
     except KeyboardInterrupt as stop:  # Ctrl-C or SIGTERM
         signum = getattr(stop, "signum", signal.SIGINT)
         raise Interrupted(signum, f"{_complete(written, len(paths))} in {out}") from None
