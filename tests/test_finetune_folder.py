@@ -182,3 +182,29 @@ def test_eval_reads_masks_as_the_run_did_or_as_told(walk: Path, tmp_path: Path, 
     assert main(["eval", "--checkpoint", "camvid"]) == 2
     line = capsys.readouterr().err.strip()
     assert "give --data DIR" in line and "shared" not in line and "\n" not in line
+
+
+def test_masks_showing_fewer_classes_keep_the_pretrained_classes(
+    walk: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A few photos whose masks use CamVid's ids 0..5 only: the classifier keeps its 11
+    # classes (rows loaded, not started afresh) unless --num-classes asks for another.
+    folder = tmp_path / "few"
+    (folder / "images").mkdir(parents=True)
+    (folder / "masks").mkdir()
+    for index in range(8):
+        mask = (np.arange(64 * 64, dtype=np.uint8).reshape(64, 64) // 8 + index) % 6
+        Image.fromarray(np.stack([mask * 40] * 3, -1).astype(np.uint8)).save(folder / "images" / f"{index}.png")
+        Image.fromarray(mask).save(folder / "masks" / f"{index}.png")
+    common = ("--pretrained", str(CAMVID), "--data", str(folder), "--epochs", "1", "--batch-size", "2")
+    with caplog.at_level(logging.INFO):
+        assert _train(*common, "--out", str(tmp_path / "kept")) == 0
+    messages = [r.getMessage() for r in caplog.records]
+    assert any("the masks show 6 classes, fewer than the 11 of the pretrained model" in m for m in messages)
+    assert not any("starts afresh" in m for m in messages)
+    assert read_checkpoint(tmp_path / "kept" / "last.pt")["model"]["config"]["num_classes"] == 11
+    caplog.clear()
+    with caplog.at_level(logging.INFO):
+        assert _train(*common, "--num-classes", "6", "--out", str(tmp_path / "new")) == 0
+    assert any("starts afresh" in r.getMessage() for r in caplog.records)
+    assert read_checkpoint(tmp_path / "new" / "last.pt")["model"]["config"]["num_classes"] == 6

@@ -38,7 +38,8 @@ def add_video_options(parser: argparse.ArgumentParser) -> None:
         type=float,
         metavar="ALPHA",
         help="smooth class probabilities over frames: s = ALPHA·s_previous + (1−ALPHA)·p, 0 ≤ ALPHA < 1 "
-        "(0: none; 0.5–0.7 steadies flickering labels)",
+        "(0: none; on CamVid val 0.3 cut label flips from 4.4 to 3.8 %% of pixels per frame for 0.2 mIoU points, "
+        "0.5 and 0.7 cost 2.4 and 7.9 points: docs/video.md)",
     )
 
 

@@ -43,7 +43,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description=__doc__.split("\n\n", 1)[1].strip().replace("``", ""),
         epilog="Example: atrous predict --checkpoint camvid photos/ --out predictions --panel "
         "(camvid: the best shipped street model; or your own run's best.pt); "
-        "atrous predict --checkpoint camvid dashcam.mp4 --out pred --temporal 0.5",
+        "atrous predict --checkpoint camvid dashcam.mp4 --out pred --temporal 0.3",
     )
     parser.add_argument(
         "inputs",

@@ -60,6 +60,20 @@ def build_datasets(config: TrainConfig, pretrained: dict[str, Any] | None = None
     mean, std = normalisation or (tuple(IMAGENET_MEAN), tuple(IMAGENET_STD))
     options = run_dataset_options(config.to_dict())
     train_set = build_dataset(config.dataset, config.data, config.train_split, **options)
+    kept = _pretrained_class_count(config, pretrained, train_set.num_classes)
+    if kept is not None:
+        log.info(
+            "%s: the masks show %d classes, fewer than the %d of the pretrained model: training keeps its %d "
+            "(give --num-classes %d for a new classifier of %d)",
+            config.data,
+            train_set.num_classes,
+            kept,
+            kept,
+            train_set.num_classes,
+            train_set.num_classes,
+        )
+        options["num_classes"] = kept
+        train_set = build_dataset(config.dataset, config.data, config.train_split, **options)
     val_set = build_dataset(config.dataset, config.data, config.val_split, **options)
     if val_set.num_classes != train_set.num_classes:
         raise DataError(
@@ -75,6 +89,25 @@ def build_datasets(config: TrainConfig, pretrained: dict[str, Any] | None = None
     for dataset in (train_set, val_set):
         dataset.check_images()  # every image's header, before the first step
     return train_set, val_set, (mean, std)
+
+
+def _pretrained_class_count(config: TrainConfig, pretrained: dict[str, Any] | None, found: int) -> int | None:
+    """The pretrained model's class count, for a folder dataset whose classes were counted
+    from its masks (no classes file, colour table or ``--num-classes``) and came out fewer:
+    a few photos often lack the rarer classes while their masks still use the model's
+    class ids. None otherwise (the data's own count stands)."""
+    from atrous.data import dataset_options, detect_layout
+    from atrous.data.palette import find_class_file
+
+    if pretrained is None or config.num_classes is not None or config.data is None:
+        return None
+    if config.pretrained_class_map is not None or (config.dataset_options or {}).get("colors"):
+        return None
+    name = config.dataset or detect_layout(config.data)
+    if "num_classes" not in dataset_options(name) or find_class_file(config.data) is not None:
+        return None
+    saved = pretrained["model"]["config"].get("num_classes")
+    return saved if isinstance(saved, int) and saved > found else None
 
 
 def check_labelled_pixels(train_set: Any) -> None:
