@@ -189,3 +189,23 @@ def test_a_broken_coco_export_is_read_past_and_every_problem_named(
         "background), e.g. images/3f9a5c-frame5.png",
         f"{tmp_path / 'images' / 'extra.png'}: an image result.json does not list (it has no annotations)",
     ]
+
+
+def test_images_that_no_split_list_names_are_reported_as_not_checked(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    root = tmp_path / "listed"
+    (root / "images").mkdir(parents=True)
+    (root / "masks").mkdir()
+    for shade, name in enumerate(("a", "b", "c", "d")):
+        Image.fromarray(np.full((8, 8, 3), shade * 40, np.uint8)).save(root / "images" / f"{name}.png")
+        Image.fromarray(np.zeros((8, 8), np.uint8)).save(root / "masks" / f"{name}.png")
+    (root / "images" / "d.png").write_bytes(b"not an image")  # unlisted, so never read
+    (root / "train.txt").write_text("a\n")
+    (root / "val.txt").write_text("b\n")
+    code, lines = _check(capsys, str(root), "--set", "num_classes=2")
+    assert code == 0
+    assert f"not checked: 2 image(s) in {root / 'images'} are in none of these splits (c.png, d.png)" in lines
+    (root / "train.txt").write_text("a\nc\nd\n")
+    code, lines = _check(capsys, str(root), "--set", "num_classes=2")
+    assert code == 1 and not any(line.startswith("not checked") for line in lines)

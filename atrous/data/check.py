@@ -55,6 +55,7 @@ class DatasetReport:
     layout: str
     splits: list[SplitReport]
     problems: list[str] = field(default_factory=list)  # across splits
+    unchecked: list[str] = field(default_factory=list)  # image folders' files no split holds
 
     @property
     def all_problems(self) -> list[str]:
@@ -68,6 +69,7 @@ class DatasetReport:
         read = [split for split in self.splits if split.class_names]
         for split in self.splits:
             out.append(f"split {split.name}: {_split_summary(split)}")
+        out.extend(self.unchecked)
         if read:
             first = read[0]
             mapped = f" (mask values {', '.join(map(str, first.ignored_values))} are read as it)"
@@ -112,6 +114,7 @@ def check_dataset(
         if dataset is not None:
             datasets[split] = dataset
     report.problems.extend(_unpaired_masks(datasets.values()))
+    report.unchecked.extend(_images_in_no_split(datasets.values()))
     report.problems.extend(_across_splits(report.splits))
     return report
 
@@ -179,6 +182,23 @@ def _ignored_values(label_map: Any, ignore_index: int) -> list[int]:
         return []
     items = label_map.items() if isinstance(label_map, Mapping) else enumerate(np.asarray(label_map).tolist())
     return sorted(int(raw) for raw, mapped in items if int(mapped) == ignore_index)
+
+
+def _images_in_no_split(datasets: Any) -> list[str]:
+    """One line per image folder of the splits that holds images none of them reads (left
+    out of train.txt / val.txt, or skipped by the layout): those were not checked."""
+    suffixes = set(image_suffixes())
+    read: dict[Path, set[Path]] = {}
+    for dataset in datasets:
+        for image, _ in dataset.samples:
+            read.setdefault(image.parent, set()).add(image)
+    lines = []
+    for folder, images in sorted(read.items()):
+        left = sorted(p.name for p in folder.iterdir() if p.suffix.lower() in suffixes and p not in images)
+        if left:
+            shown = ", ".join(left[:5]) + (" …" if len(left) > 5 else "")
+            lines.append(f"not checked: {len(left)} image(s) in {folder} are in none of these splits ({shown})")
+    return lines
 
 
 def _unpaired_masks(datasets: Any) -> list[str]:
