@@ -3,6 +3,7 @@ natively (a leaf: imports nothing from atrous but the errors)."""
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 import torch
@@ -54,11 +55,7 @@ def cpu_has_bf16() -> bool:
             return bool(probe())
         except RuntimeError:
             pass
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return "amx_bf16" in flags or "avx512_bf16" in flags
+    return bool({"amx_bf16", "avx512_bf16"} & _cpu_flags())
 
 
 def cpu_name() -> str:
@@ -73,13 +70,22 @@ def cpu_name() -> str:
     return "unknown CPU"
 
 
+@functools.cache
+def _cpu_flags() -> frozenset[str]:
+    """The first CPU's flags in /proc/cpuinfo (empty where there is none), read once."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("flags"):
+                return frozenset(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return frozenset()
+
+
 def cpu_has_amx() -> bool:
     """Whether the CPU has AMX bfloat16 tiles (Intel Xeon since Sapphire Rapids), where
     oneDNN's bfloat16 convolutions are several times quicker than float32."""
-    try:
-        return "amx_bf16" in Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
+    return "amx_bf16" in _cpu_flags()
 
 
 def bf16_speed_note(device: torch.device, *, training: bool) -> str | None:

@@ -110,16 +110,20 @@ def normalized(image_u8: torch.Tensor) -> torch.Tensor:
     return (image_u8[None].float() / 255 - mean) / std
 
 
-def test_image(size: tuple[int, int]) -> torch.Tensor:
-    """A CamVid val image resized to ``size`` (uint8 (3, H, W)), or seeded noise without the data."""
+def test_image(size: tuple[int, int], *, photo: bool = False) -> torch.Tensor:
+    """A CamVid val image resized to ``size`` (uint8 (3, H, W)); without the data, seeded
+    noise, or with ``photo`` the shipped street sample (for trained models' labels)."""
+    import atrous
+    from atrous.data import read_image
     from atrous.nn import resize
 
-    if CAMVID_VAL.is_dir():
-        from atrous.data import read_image
-
-        image = torch.from_numpy(read_image(min(CAMVID_VAL.glob("*.png")))).permute(2, 0, 1)
-        return resize(image[None].float(), size)[0].round().clamp(0, 255).to(torch.uint8)
-    return torch.randint(0, 256, (3, *size), generator=torch.Generator().manual_seed(0), dtype=torch.uint8)
+    source = min(CAMVID_VAL.glob("*.png")) if CAMVID_VAL.is_dir() else None
+    if source is None and photo:
+        source = Path(atrous.__file__).parent / "samples" / "street.jpg"
+    if source is None:
+        return torch.randint(0, 256, (3, *size), generator=torch.Generator().manual_seed(0), dtype=torch.uint8)
+    image = torch.from_numpy(read_image(source)).permute(2, 0, 1)
+    return resize(image[None].float(), size)[0].round().clamp(0, 255).to(torch.uint8)
 
 
 def calibration_folder(scratch: Path, count: int) -> Path:

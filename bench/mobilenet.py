@@ -42,10 +42,9 @@ import atrous
 # Before torch loads (OpenMP reads its wait policy then): the policy the atrous command runs with.
 atrous.configure_runtime()
 
-import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from _family import cpu_line, results_path, write_result  # noqa: E402
-from _inference_cases import CAMVID_VAL, atrous_equivalent, interleaved_times, matmul_rate  # noqa: E402
+from _inference_cases import atrous_equivalent, interleaved_times, matmul_rate, test_image  # noqa: E402
 
 from atrous.labels import class_labels  # noqa: E402
 
@@ -61,23 +60,13 @@ def build(name: str) -> torch.nn.Module:
     return atrous.load_model(name).eval()
 
 
-def street_frame(size: tuple[int, int]) -> torch.Tensor:
-    """A street frame as uint8 (3, H, W) at ``size``."""
-    from PIL import Image
-
-    samples = Path(atrous.__file__).parent / "samples"
-    source = min(CAMVID_VAL.glob("*.png")) if CAMVID_VAL.is_dir() else samples / "street.jpg"
-    image = Image.open(source).convert("RGB").resize((size[1], size[0]), Image.BILINEAR)
-    return torch.from_numpy(np.asarray(image).copy()).permute(2, 0, 1).contiguous()
-
-
 def case_rows(name: str, size: tuple[int, int], args: argparse.Namespace, scratch: Path) -> list[tuple[str, ...]]:
     from atrous.complexity import count_madds
     from atrous.exporters import OnnxModel
     from atrous.exporters.onnx import export_onnx
 
     model = build(name)
-    image_u8 = street_frame(size)
+    image_u8 = test_image(size, photo=True)
     predictor = atrous.Predictor(model)
     plain = atrous.Predictor(model, transforms=PLAIN)
     onnx_file = export_onnx(model, scratch / f"{name}_{size[0]}x{size[1]}.onnx", input_size=size).path

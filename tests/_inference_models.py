@@ -109,3 +109,15 @@ def blurred_colour_case(root: Path, size: int = 48) -> tuple[Path, Path]:
     net.class_names, net.mean, net.std = ["red", "blue"], (0.5,) * 3, (0.5,) * 3
     model = export_onnx(net, root.parent / "blurred_colour.onnx", input_size=(size, size)).path
     return root, model
+
+
+def write_shapes_images(folder: Path, count: int = 2, size: tuple[int, int] = (72, 96)) -> Path:
+    """``count`` synthetic shapes images of ``size`` written as ``img<i>.png`` into ``folder``."""
+    from PIL import Image
+
+    from atrous.data import build_dataset
+
+    dataset = build_dataset("shapes", None, "val", num_images=count, size=size)
+    for index in range(len(dataset)):
+        Image.fromarray(dataset[index][0].permute(1, 2, 0).numpy()).save(folder / f"img{index}.png")
+    return folder

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from _inference_models import single_thread, small_model, tiny_net, write_checkpoint
+from _inference_models import single_thread, small_model, tiny_net, write_checkpoint, write_shapes_images
 from PIL import Image
 
 import atrous
@@ -39,11 +39,7 @@ def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def images(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    folder = tmp_path_factory.mktemp("images")
-    dataset = build_dataset("shapes", None, "val", num_images=2, size=(72, 96))
-    for index in range(len(dataset)):
-        Image.fromarray(dataset[index][0].permute(1, 2, 0).numpy()).save(folder / f"img{index}.png")
-    return folder
+    return write_shapes_images(tmp_path_factory.mktemp("images"))
 
 
 @pytest.fixture(scope="module")

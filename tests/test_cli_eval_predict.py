@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from _inference_models import blurred_colour_case, single_thread, small_model, write_checkpoint
+from _inference_models import blurred_colour_case, single_thread, small_model, write_checkpoint, write_shapes_images
 from PIL import Image
 
 from atrous import Predictor
@@ -35,11 +35,7 @@ def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def images(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    folder = tmp_path_factory.mktemp("images")
-    dataset = build_dataset("shapes", None, "val", num_images=2, size=(72, 96))
-    for index in range(len(dataset)):
-        Image.fromarray(dataset[index][0].permute(1, 2, 0).numpy()).save(folder / f"img{index}.png")
-    return folder
+    return write_shapes_images(tmp_path_factory.mktemp("images"))
 
 
 def run_json(capsys: pytest.CaptureFixture, *argv: str) -> dict:

@@ -154,9 +154,8 @@ def dataset_for_model(args: argparse.Namespace, source: Any, *, check_classes: b
     class count (its masks need not show every class). With ``check_classes``, a dataset
     of another class count is one ``ConfigError`` before the model runs.
     """
-    from atrous.data import build_dataset, dataset_options, detect_layout
-    from atrous.data.detect import run_dataset_options
-    from atrous.data.palette import find_class_file
+    from atrous.data import build_dataset
+    from atrous.data.detect import classes_counted_from_masks, run_dataset_options
     from atrous.shipped import record_for_file
 
     check_dataset_option(args)
@@ -179,9 +178,8 @@ def dataset_for_model(args: argparse.Namespace, source: Any, *, check_classes: b
         if getattr(args, option, None) is not None:
             options[option] = getattr(args, option)
     model_classes = getattr(model, "num_classes", None)
-    if root is not None and model_classes is not None and find_class_file(root) is None:
-        if "num_classes" in dataset_options(name or detect_layout(root)):  # a folder dataset's
-            options["num_classes"] = int(model_classes)
+    if root is not None and model_classes is not None and classes_counted_from_masks(name, root):
+        options["num_classes"] = int(model_classes)
     if getattr(args, "max_pixels", None) is not None:
         options["max_pixels"] = args.max_pixels
     dataset = build_dataset(name, root, args.split, **options)

@@ -37,6 +37,16 @@ def dataset_options(name: str) -> list[str]:
     return [p.name for p in signature.parameters.values() if p.kind is p.KEYWORD_ONLY and p.name != "transform"]
 
 
+def classes_counted_from_masks(name: str | None, root: str | Path) -> bool:
+    """Whether a dataset at ``root`` (layout ``name``, default detected) counts its classes
+    from its masks: a layout that takes ``num_classes`` (a folder) without a classes file.
+    Its count is then only the largest mask value + 1, and a model's own count can stand
+    in for it (masks of a few images often lack the rarer classes)."""
+    from atrous.data.palette import find_class_file
+
+    return "num_classes" in dataset_options(name or detect_layout(root)) and find_class_file(root) is None
+
+
 # Options of how masks are read that a training run keeps as options of their own.
 MASK_OPTIONS = ("num_classes", "ignore_index", "label_map")
 

@@ -96,15 +96,13 @@ def _pretrained_class_count(config: TrainConfig, pretrained: dict[str, Any] | No
     from its masks (no classes file, colour table or ``--num-classes``) and came out fewer:
     a few photos often lack the rarer classes while their masks still use the model's
     class ids. None otherwise (the data's own count stands)."""
-    from atrous.data import dataset_options, detect_layout
-    from atrous.data.palette import find_class_file
+    from atrous.data.detect import classes_counted_from_masks
 
     if pretrained is None or config.num_classes is not None or config.data is None:
         return None
     if config.pretrained_class_map is not None or (config.dataset_options or {}).get("colors"):
         return None
-    name = config.dataset or detect_layout(config.data)
-    if "num_classes" not in dataset_options(name) or find_class_file(config.data) is not None:
+    if not classes_counted_from_masks(config.dataset, config.data):
         return None
     saved = pretrained["model"]["config"].get("num_classes")
     return saved if isinstance(saved, int) and saved > found else None
